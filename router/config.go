@@ -1,0 +1,88 @@
+package router
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Config configures a Router. Zero durations take their defaults; use DefaultConfig as a
+// starting point.
+type Config struct {
+	// ScrapeInterval is the period of each endpoint's /metrics scrape (one loop per endpoint).
+	ScrapeInterval time.Duration
+	// ScrapeTimeout bounds one scrape (and one /v1/models request).
+	ScrapeTimeout time.Duration
+	// StalenessThreshold: an endpoint whose last successful scrape is older than this, or
+	// whose last scrape failed, is stale and is not picked while a fresh endpoint exists.
+	StalenessThreshold time.Duration
+	// ModelsRefresh is the period of the GET /v1/models request of each endpoint.
+	ModelsRefresh time.Duration
+	// Scheduler lists the filters, weighted scorers and picker. A zero value means
+	// DefaultSchedulerConfig().
+	Scheduler SchedulerConfig
+	// Fallbacks is the number of fallback endpoints returned after the primary (0 = none).
+	Fallbacks int
+	// HTTPClient is used for scrapes and model lists; nil = a client owned by the router.
+	HTTPClient *http.Client
+}
+
+// Defaults of Config.
+const (
+	DefaultScrapeInterval     = 50 * time.Millisecond
+	DefaultScrapeTimeout      = time.Second
+	DefaultStalenessThreshold = 2 * time.Second
+	DefaultModelsRefresh      = 5 * time.Second
+	DefaultFallbacks          = 2
+)
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		ScrapeInterval:     DefaultScrapeInterval,
+		ScrapeTimeout:      DefaultScrapeTimeout,
+		StalenessThreshold: DefaultStalenessThreshold,
+		ModelsRefresh:      DefaultModelsRefresh,
+		Scheduler:          DefaultSchedulerConfig(),
+		Fallbacks:          DefaultFallbacks,
+	}
+}
+
+// withDefaults fills zero durations and a zero scheduler config with their defaults.
+func (c Config) withDefaults() Config {
+	if c.ScrapeInterval == 0 {
+		c.ScrapeInterval = DefaultScrapeInterval
+	}
+	if c.ScrapeTimeout == 0 {
+		c.ScrapeTimeout = DefaultScrapeTimeout
+	}
+	if c.StalenessThreshold == 0 {
+		c.StalenessThreshold = DefaultStalenessThreshold
+	}
+	if c.ModelsRefresh == 0 {
+		c.ModelsRefresh = DefaultModelsRefresh
+	}
+	if c.Scheduler.isZero() {
+		c.Scheduler = DefaultSchedulerConfig()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.ScrapeInterval < 0:
+		return fmt.Errorf("router config: scrape interval %v is negative", c.ScrapeInterval)
+	case c.ScrapeTimeout < 0:
+		return fmt.Errorf("router config: scrape timeout %v is negative", c.ScrapeTimeout)
+	case c.StalenessThreshold < 0:
+		return fmt.Errorf("router config: staleness threshold %v is negative", c.StalenessThreshold)
+	case c.ModelsRefresh < 0:
+		return fmt.Errorf("router config: models refresh %v is negative", c.ModelsRefresh)
+	case c.Fallbacks < 0:
+		return fmt.Errorf("router config: fallbacks %d is negative", c.Fallbacks)
+	}
+	if err := c.Scheduler.Validate(); err != nil {
+		return fmt.Errorf("router config: %w", err)
+	}
+	return nil
+}

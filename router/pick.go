@@ -1,0 +1,271 @@
+package router
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Request is what the scheduler knows of one inference request.
+type Request struct {
+	Pool     string
+	Model    string   // model to be served (after any rewrite): a base model or a LoRA adapter name
+	Prompt   []byte   // text used for prefix hashing; may be nil. Never logged.
+	Priority int      // from the InferenceObjective; < 0 means sheddable
+	Subset   []string // candidate "ip:port" list from the proxy's subset hint; nil = no hint; non-nil empty = ErrEmptySubset
+}
+
+// Decision is the answer of Pick.
+type Decision struct {
+	// Endpoints are ordered "ip:port": primary first, then up to Config.Fallbacks fallbacks.
+	Endpoints []string
+	// Pool is the pool picked from.
+	Pool string
+	// Scores are the primary's per-scorer scores (before weighting) and Total its
+	// weighted sum; empty for the random picker.
+	Scores []ScorerScore
+	Total  float64
+	// Candidates is the number of endpoints left after the filters.
+	Candidates int
+	// Stale is true when no candidate had fresh metrics and the pick used stale ones.
+	Stale bool
+	// PrefixBlocks is the number of prompt blocks hashed and PrefixHitBlocks the primary's
+	// matched prefix length in blocks.
+	PrefixBlocks, PrefixHitBlocks int
+
+	primary *endpoint
+	done    atomic.Bool
+}
+
+// ScorerScore is one scorer's score of the primary.
+type ScorerScore struct {
+	Name   string
+	Weight float64
+	Score  float64
+}
+
+// Done releases the gateway-side in-flight count of the primary. It is idempotent and
+// safe to call from any goroutine.
+func (d *Decision) Done() {
+	if d == nil || d.primary == nil {
+		return
+	}
+	if d.done.CompareAndSwap(false, true) {
+		d.primary.inflight.Add(-1)
+	}
+}
+
+// scratch holds the per-pick buffers, reused through a sync.Pool.
+type scratch struct {
+	eps       []*endpoint
+	ms        []*metricsState
+	mark      []bool
+	hashes    []uint64
+	prefixHit []int
+	total     []float64
+	cols      []float64 // per scorer, per candidate: cols[s*n+i]
+	order     []int32
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// tieEpsilon: totals closer than this are equal and the tie is broken randomly.
+const tieEpsilon = 1e-9
+
+// Pick chooses the endpoints for a request: the subset hint, model-serving, staleness and
+// (configured) LoRA-affinity filters, then the saturation check for sheddable requests,
+// the weighted scorers and the picker. The primary's in-flight count is raised until
+// Decision.Done and its prefix cache records the prompt.
+func (r *Router) Pick(req *Request) (*Decision, error) {
+	if req == nil {
+		return nil, fmt.Errorf("%w: nil request", ErrUnknownPool)
+	}
+	start := time.Now()
+	p := r.lookup(req.Pool)
+	if p == nil {
+		r.unknown.Inc()
+		return nil, fmt.Errorf("%w %q", ErrUnknownPool, req.Pool)
+	}
+	if req.Subset != nil && len(req.Subset) == 0 {
+		p.counters[resultEmptySubset].Inc()
+		return nil, fmt.Errorf("%w (pool %q)", ErrEmptySubset, req.Pool)
+	}
+	view := p.view.Load()
+	sc := scratchPool.Get().(*scratch)
+	defer func() {
+		clear(sc.eps) // drop endpoint references held by the pooled scratch
+		clear(sc.ms)
+		scratchPool.Put(sc)
+	}()
+
+	pc := pickContext{req: req, now: start}
+	r.candidates(sc, view, req.Subset, &pc)
+	if len(pc.eps) == 0 {
+		p.counters[resultNoReady].Inc()
+		if req.Subset != nil {
+			return nil, fmt.Errorf("%w: no endpoint of pool %q in the subset hint", ErrNoReadyEndpoint, req.Pool)
+		}
+		return nil, fmt.Errorf("%w: pool %q has no endpoints", ErrNoReadyEndpoint, req.Pool)
+	}
+	filterServesModel(&pc)
+	if len(pc.eps) == 0 {
+		p.counters[resultNoReady].Inc()
+		return nil, fmt.Errorf("%w: no endpoint of pool %q serves model %q", ErrNoReadyEndpoint, req.Pool, req.Model)
+	}
+	allStale := filterFresh(&pc, r.cfg.StalenessThreshold)
+	if req.Priority < 0 {
+		// Sheddable: rejected when every candidate is saturated, else kept off the
+		// saturated ones.
+		if r.allSaturated(&pc, allStale) {
+			p.counters[resultSaturated].Inc()
+			return nil, fmt.Errorf("%w (pool %q, %d candidates)", ErrSaturated, req.Pool, len(pc.eps))
+		}
+		pc.keep(func(i int) bool { return !r.sched.saturated(pc.ms[i]) })
+	}
+	pc.isAdapter = isAdapterRequest(&pc)
+	if r.sched.loraFilter {
+		filterLoRAAffinity(&pc, r.sched)
+	}
+
+	n := len(pc.eps)
+	if r.sched.usePrefix {
+		sc.hashes = hashPrefixBlocks(sc.hashes[:0], req.Model, req.Prompt, r.sched.blockSize)
+		pc.hashes = sc.hashes
+		pc.prefixHit = grow(sc.prefixHit, n)
+		sc.prefixHit = pc.prefixHit
+	}
+	d := &Decision{Pool: req.Pool, Candidates: n, Stale: allStale, PrefixBlocks: len(pc.hashes)}
+	k := min(n, 1+r.cfg.Fallbacks)
+	sc.order = growInt32(sc.order, n)
+	for i := range sc.order {
+		sc.order[i] = int32(i)
+	}
+	if r.sched.random {
+		pickRandom(sc.order, k)
+	} else {
+		r.score(sc, &pc)
+		pickMaxScore(sc.order, sc.total, k)
+		best := int(sc.order[0])
+		d.Total = sc.total[best]
+		d.Scores = make([]ScorerScore, len(r.sched.scorers))
+		for s, ws := range r.sched.scorers {
+			d.Scores[s] = ScorerScore{Name: ws.name, Weight: ws.weight, Score: sc.cols[s*n+best]}
+		}
+	}
+	d.Endpoints = make([]string, k)
+	for j := 0; j < k; j++ {
+		d.Endpoints[j] = pc.eps[sc.order[j]].spec.Address
+	}
+	primaryIdx := int(sc.order[0])
+	d.primary = pc.eps[primaryIdx]
+	d.primary.inflight.Add(1)
+	if len(pc.hashes) > 0 {
+		d.PrefixHitBlocks = pc.prefixHit[primaryIdx]
+		d.primary.prefix.add(pc.hashes)
+	}
+	if allStale {
+		p.counters[resultPickedStale].Inc()
+	} else {
+		p.counters[resultOK].Inc()
+	}
+	r.metrics.pickDuration.Observe(time.Since(start).Seconds())
+	return d, nil
+}
+
+// candidates fills pc with the pool's endpoints, restricted to the subset hint if any.
+func (r *Router) candidates(sc *scratch, view *poolView, subset []string, pc *pickContext) {
+	sc.eps, sc.ms = sc.eps[:0], sc.ms[:0]
+	if subset == nil {
+		for _, e := range view.endpoints {
+			sc.eps = append(sc.eps, e)
+			sc.ms = append(sc.ms, e.loadMetrics())
+		}
+	} else {
+		sc.mark = growBool(sc.mark, len(view.endpoints))
+		clear(sc.mark)
+		for _, addr := range subset {
+			if i, ok := view.byAddr[addr]; ok {
+				sc.mark[i] = true
+			}
+		}
+		for i, e := range view.endpoints {
+			if sc.mark[i] {
+				sc.eps = append(sc.eps, e)
+				sc.ms = append(sc.ms, e.loadMetrics())
+			}
+		}
+	}
+	pc.eps, pc.ms = sc.eps, sc.ms
+}
+
+// allSaturated reports whether every candidate is saturated (stale metrics count as
+// saturated, as in GIE's saturation detector).
+func (r *Router) allSaturated(pc *pickContext, allStale bool) bool {
+	if allStale {
+		return true
+	}
+	for _, m := range pc.ms {
+		if !r.sched.saturated(m) {
+			return false
+		}
+	}
+	return true
+}
+
+// score runs the weighted scorers into sc.cols and sums them into sc.total.
+func (r *Router) score(sc *scratch, pc *pickContext) {
+	n := len(pc.eps)
+	sc.total = grow(sc.total, n)
+	clear(sc.total)
+	sc.cols = grow(sc.cols, n*len(r.sched.scorers))
+	for s, ws := range r.sched.scorers {
+		col := sc.cols[s*n : (s+1)*n]
+		ws.score(pc, col)
+		for i, v := range col {
+			sc.total[i] += ws.weight * v
+		}
+	}
+}
+
+// pickMaxScore moves the k best indices (by total, ties broken uniformly at random) to the
+// front of order, best first.
+func pickMaxScore(order []int32, total []float64, k int) {
+	for j := 0; j < k; j++ {
+		best, ties := j, 1
+		bestScore := total[order[j]]
+		for i := j + 1; i < len(order); i++ {
+			v := total[order[i]]
+			switch {
+			case v > bestScore+tieEpsilon:
+				best, bestScore, ties = i, v, 1
+			case v >= bestScore-tieEpsilon:
+				// Reservoir sampling: each of the tied candidates wins with probability 1/ties.
+				ties++
+				if rand.IntN(ties) == 0 {
+					best = i
+				}
+			}
+		}
+		order[j], order[best] = order[best], order[j]
+	}
+}
+
+// pickRandom moves k uniformly random indices to the front of order (partial Fisher-Yates).
+func pickRandom(order []int32, k int) {
+	for j := 0; j < k; j++ {
+		i := j + rand.IntN(len(order)-j)
+		order[j], order[i] = order[i], order[j]
+	}
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+func growBool(s []bool, n int) []bool    { return grow(s, n) }
+func growInt32(s []int32, n int) []int32 { return grow(s, n) }

@@ -1,0 +1,178 @@
+package router
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// maxPrefixBlocks caps the blocks hashed per request (at 64 characters per block, 2 MiB of
+// prompt): beyond it a longer match cannot change which endpoint wins in practice, and
+// the cap bounds the work a huge body can cause.
+const maxPrefixBlocks = 32768
+
+// charsPerToken converts prompt characters to tokens when sizing the LRU from the
+// engine's KV-cache geometry.
+const charsPerToken = 4
+
+// hashPrefixBlocks appends to dst the chained hashes of the full blockSize-byte blocks of
+// prompt: h(0) = xxhash(model-seed || block 0), h(i) = xxhash(h(i-1) || block i). A hash
+// thus identifies the model and the whole prefix up to its block. A trailing partial
+// block is not hashed (it cannot be a cached block yet).
+func hashPrefixBlocks(dst []uint64, model string, prompt []byte, blockSize int) []uint64 {
+	if blockSize <= 0 || len(prompt) < blockSize {
+		return dst
+	}
+	var prev [8]byte
+	binary.LittleEndian.PutUint64(prev[:], xxhash.Sum64String(model))
+	var d xxhash.Digest
+	for off := 0; off+blockSize <= len(prompt) && len(dst) < maxPrefixBlocks; off += blockSize {
+		d.Reset()
+		_, _ = d.Write(prev[:]) // xxhash.Digest.Write never fails
+		_, _ = d.Write(prompt[off : off+blockSize])
+		h := d.Sum64()
+		dst = append(dst, h)
+		binary.LittleEndian.PutUint64(prev[:], h)
+	}
+	return dst
+}
+
+// prefixLRU is the approximate set of prefix blocks an endpoint holds in its KV cache:
+// the blocks of the prompts recently routed to it, least recently used evicted first.
+// Nodes live in slices (no per-entry allocation); links are slice indices.
+type prefixLRU struct {
+	mu       sync.Mutex
+	capacity int
+	index    map[uint64]int32
+	keys     []uint64
+	prev     []int32
+	next     []int32
+	head     int32 // most recently used, -1 when empty
+	tail     int32 // least recently used, -1 when empty
+	size     atomic.Int32
+}
+
+func newPrefixLRU(capacity int) *prefixLRU {
+	return &prefixLRU{capacity: max(capacity, 1), index: make(map[uint64]int32), head: -1, tail: -1}
+}
+
+// matchLen returns how many leading hashes are all present: the longest cached prefix.
+//
+// Presence is monotone along a chain: block i's hash covers the whole prefix up to i, so
+// whoever added block i also added blocks 0..i-1, after it (add inserts last to first);
+// those are therefore more recent and evicted later. If block i is present, so are all
+// blocks before it, and a binary search finds the match length in O(log n) lookups.
+func (l *prefixLRU) matchLen(hashes []uint64) int {
+	if len(hashes) == 0 || l.size.Load() == 0 {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// Invariant: hashes[:lo] are present, hashes[hi] (if hi < len) is absent.
+	lo, hi := 0, len(hashes)
+	for lo < hi {
+		mid := int(uint(lo+hi+1) >> 1) // in (lo, hi]
+		if _, ok := l.index[hashes[mid-1]]; ok {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
+}
+
+// add records the blocks of a prompt routed to the endpoint. Blocks are inserted last to
+// first so that the first block is the most recent: eviction then removes the tail of a
+// chain before its head and the remaining entries stay a usable prefix.
+func (l *prefixLRU) add(hashes []uint64) {
+	if len(hashes) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(hashes) - 1; i >= 0; i-- {
+		l.touch(hashes[i])
+	}
+	l.size.Store(int32(len(l.index)))
+}
+
+func (l *prefixLRU) touch(h uint64) {
+	if n, ok := l.index[h]; ok {
+		l.unlink(n)
+		l.pushFront(n)
+		return
+	}
+	var n int32
+	if len(l.keys) < l.capacity {
+		n = int32(len(l.keys))
+		l.keys = append(l.keys, h)
+		l.prev = append(l.prev, -1)
+		l.next = append(l.next, -1)
+	} else {
+		n = l.tail
+		l.unlink(n)
+		delete(l.index, l.keys[n])
+		l.keys[n] = h
+	}
+	l.index[h] = n
+	l.pushFront(n)
+}
+
+func (l *prefixLRU) unlink(n int32) {
+	p, nx := l.prev[n], l.next[n]
+	if p >= 0 {
+		l.next[p] = nx
+	} else {
+		l.head = nx
+	}
+	if nx >= 0 {
+		l.prev[nx] = p
+	} else {
+		l.tail = p
+	}
+	l.prev[n], l.next[n] = -1, -1
+}
+
+func (l *prefixLRU) pushFront(n int32) {
+	l.prev[n] = -1
+	l.next[n] = l.head
+	if l.head >= 0 {
+		l.prev[l.head] = n
+	}
+	l.head = n
+	if l.tail < 0 {
+		l.tail = n
+	}
+}
+
+// setCapacity changes the capacity, keeping the most recent entries when it shrinks.
+func (l *prefixLRU) setCapacity(capacity int) {
+	capacity = max(capacity, 1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if capacity == l.capacity {
+		return
+	}
+	if capacity > l.capacity || len(l.keys) <= capacity {
+		l.capacity = capacity
+		return
+	}
+	// Shrink: collect the most recent `capacity` keys and rebuild.
+	keep := make([]uint64, 0, capacity)
+	for n := l.head; n >= 0 && len(keep) < capacity; n = l.next[n] {
+		keep = append(keep, l.keys[n])
+	}
+	l.capacity = capacity
+	l.index = make(map[uint64]int32, len(keep))
+	l.keys, l.prev, l.next = l.keys[:0], l.prev[:0], l.next[:0]
+	l.head, l.tail = -1, -1
+	for i := len(keep) - 1; i >= 0; i-- {
+		l.touch(keep[i])
+	}
+	l.size.Store(int32(len(l.index)))
+}
+
+// len returns the number of cached blocks.
+func (l *prefixLRU) len() int { return int(l.size.Load()) }

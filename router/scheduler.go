@@ -1,0 +1,272 @@
+package router
+
+import (
+	"slices"
+	"time"
+)
+
+// scheduler is a SchedulerConfig compiled for the hot path.
+type scheduler struct {
+	loraFilter        bool
+	scorers           []weightedScorer // weight > 0 only
+	random            bool
+	usePrefix         bool
+	blockSize         int
+	prefixLRUCapacity int // 0 = derive from the engine
+	sat               SaturationConfig
+}
+
+type weightedScorer struct {
+	name   string
+	weight float64
+	score  scoreFunc
+}
+
+// scoreFunc writes one score in [0,1] per candidate of pc into out (len(out) ==
+// len(pc.eps)).
+type scoreFunc func(pc *pickContext, out []float64)
+
+// pickContext is what filters and scorers see of one Pick: the candidates (endpoint and
+// the metrics loaded once for this pick, index-aligned) and the request.
+type pickContext struct {
+	req       *Request
+	now       time.Time
+	eps       []*endpoint
+	ms        []*metricsState
+	hashes    []uint64 // chained prefix-block hashes of the prompt
+	isAdapter bool     // the model is known to be a LoRA adapter
+	prefixHit []int    // per candidate: matched prefix blocks (filled by the prefix scorer)
+}
+
+func newScheduler(cfg SchedulerConfig) *scheduler {
+	s := &scheduler{
+		loraFilter:        slices.Contains(cfg.Filters, FilterLoRAAffinity),
+		random:            cfg.Picker == PickerRandom,
+		blockSize:         cfg.Prefix.BlockSize,
+		prefixLRUCapacity: cfg.Prefix.LRUCapacity,
+		sat:               cfg.Saturation,
+	}
+	if s.random {
+		return s // scorers are ignored by the random picker
+	}
+	for _, sc := range cfg.Scorers {
+		if sc.Weight == 0 {
+			continue
+		}
+		var fn scoreFunc
+		switch sc.Name {
+		case ScorerQueue:
+			fn = scoreQueue
+		case ScorerKVCache:
+			fn = scoreKVCache
+		case ScorerPrefix:
+			fn = scorePrefix
+			s.usePrefix = true
+		case ScorerLoRAAffinity:
+			fn = scoreLoRAAffinity
+		case ScorerInFlight:
+			fn = scoreInFlight
+		}
+		s.scorers = append(s.scorers, weightedScorer{name: sc.Name, weight: sc.Weight, score: fn})
+	}
+	return s
+}
+
+// lruCapacity is the prefix LRU size of an endpoint with metrics m.
+func (s *scheduler) lruCapacity(m *metricsState) int {
+	if s.prefixLRUCapacity > 0 {
+		return s.prefixLRUCapacity
+	}
+	if m.numGPUBlocks > 0 && m.blockSize > 0 {
+		tokensPerBlock := max(s.blockSize/charsPerToken, 1)
+		return max(m.numGPUBlocks*m.blockSize/tokensPerBlock, 1)
+	}
+	return DefaultPrefixLRUCapacity
+}
+
+// saturated reports whether an endpoint with metrics m is saturated.
+func (s *scheduler) saturated(m *metricsState) bool {
+	return m.waiting >= s.sat.QueueDepthThreshold || m.kvUsage >= s.sat.KVCacheThreshold
+}
+
+// keep compacts the candidates to those for which pred is true.
+func (pc *pickContext) keep(pred func(i int) bool) {
+	n := 0
+	for i := range pc.eps {
+		if pred(i) {
+			pc.eps[n], pc.ms[n] = pc.eps[i], pc.ms[i]
+			n++
+		}
+	}
+	pc.eps, pc.ms = pc.eps[:n], pc.ms[:n]
+}
+
+// --- Filters -------------------------------------------------------------------------
+
+// filterServesModel drops endpoints whose model list is known and lacks the model.
+func filterServesModel(pc *pickContext) {
+	model := pc.req.Model
+	pc.keep(func(i int) bool {
+		ms := pc.eps[i].models.Load()
+		if ms == nil {
+			return true
+		}
+		_, ok := (*ms)[model]
+		return ok
+	})
+}
+
+// filterFresh keeps only fresh endpoints when at least one is fresh, and reports whether
+// every candidate is stale (then all are kept).
+func filterFresh(pc *pickContext, threshold time.Duration) (allStale bool) {
+	fresh := 0
+	for i, e := range pc.eps {
+		if e.isFresh(pc.ms[i], pc.now, threshold) {
+			fresh++
+		}
+	}
+	if fresh == 0 {
+		return len(pc.eps) > 0
+	}
+	if fresh < len(pc.eps) {
+		pc.keep(func(i int) bool { return pc.eps[i].isFresh(pc.ms[i], pc.now, threshold) })
+	}
+	return false
+}
+
+// filterLoRAAffinity narrows an adapter request to the unsaturated endpoints that run the
+// adapter; if none, to the unsaturated endpoints with a free adapter slot; else it keeps
+// every candidate (the LoRA scorer still ranks them).
+func filterLoRAAffinity(pc *pickContext, s *scheduler) {
+	if !pc.isAdapter {
+		return
+	}
+	model := pc.req.Model
+	running, free := 0, 0
+	for i := range pc.eps {
+		m := pc.ms[i]
+		if s.saturated(m) {
+			continue
+		}
+		if slices.Contains(m.loraRunning, model) {
+			running++
+		} else if hasFreeLoRASlot(m) {
+			free++
+		}
+	}
+	switch {
+	case running > 0:
+		pc.keep(func(i int) bool { return !s.saturated(pc.ms[i]) && slices.Contains(pc.ms[i].loraRunning, model) })
+	case free > 0:
+		pc.keep(func(i int) bool { return !s.saturated(pc.ms[i]) && hasFreeLoRASlot(pc.ms[i]) })
+	}
+}
+
+func hasFreeLoRASlot(m *metricsState) bool { return m.maxLoRA > 0 && len(m.loraRunning) < m.maxLoRA }
+
+// isAdapterRequest reports whether the model is known to be a LoRA adapter: some
+// candidate lists it with a parent in /v1/models, or runs or queues it as an adapter.
+func isAdapterRequest(pc *pickContext) bool {
+	model := pc.req.Model
+	for i, e := range pc.eps {
+		if ms := e.models.Load(); ms != nil {
+			if parent, ok := (*ms)[model]; ok && parent != "" {
+				return true
+			}
+		}
+		m := pc.ms[i]
+		if slices.Contains(m.loraRunning, model) || slices.Contains(m.loraWaiting, model) {
+			return true
+		}
+	}
+	return false
+}
+
+// --- Scorers ---------------------------------------------------------------------------
+
+// scoreQueue: min-max normalised scraped waiting queue, 1 for the shortest.
+func scoreQueue(pc *pickContext, out []float64) {
+	for i, m := range pc.ms {
+		out[i] = m.waiting
+	}
+	invertMinMax(out)
+}
+
+// scoreInFlight: min-max normalised gateway-side in-flight picks (not yet Done), 1 for
+// the fewest. It reacts within one request, where scraped metrics lag by a scrape.
+func scoreInFlight(pc *pickContext, out []float64) {
+	for i, e := range pc.eps {
+		out[i] = float64(e.inflight.Load())
+	}
+	invertMinMax(out)
+}
+
+// invertMinMax maps values to (max-v)/(max-min); all 1 when they are equal.
+func invertMinMax(v []float64) {
+	if len(v) == 0 {
+		return
+	}
+	lo, hi := v[0], v[0]
+	for _, x := range v[1:] {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	if hi == lo {
+		for i := range v {
+			v[i] = 1
+		}
+		return
+	}
+	span := hi - lo
+	for i, x := range v {
+		v[i] = (hi - x) / span
+	}
+}
+
+// scoreKVCache: 1 − KV-cache utilisation.
+func scoreKVCache(pc *pickContext, out []float64) {
+	for i, m := range pc.ms {
+		out[i] = 1 - clamp01(m.kvUsage)
+	}
+}
+
+// LoRA affinity scores.
+const (
+	loraScoreRunning  = 1.0
+	loraScoreFreeSlot = 0.8
+	loraScoreWaiting  = 0.6
+)
+
+// scoreLoRAAffinity: for adapter requests 1.0 when the adapter is running, 0.8 when a
+// slot is free, 0.6 when it is waiting, else 0. For base-model requests every endpoint
+// scores 0 (no preference).
+func scoreLoRAAffinity(pc *pickContext, out []float64) {
+	model := pc.req.Model
+	for i, m := range pc.ms {
+		switch {
+		case !pc.isAdapter:
+			out[i] = 0
+		case slices.Contains(m.loraRunning, model):
+			out[i] = loraScoreRunning
+		case hasFreeLoRASlot(m):
+			out[i] = loraScoreFreeSlot
+		case slices.Contains(m.loraWaiting, model):
+			out[i] = loraScoreWaiting
+		default:
+			out[i] = 0
+		}
+	}
+}
+
+// scorePrefix: longest cached prefix chain / total prompt blocks (0 without blocks).
+func scorePrefix(pc *pickContext, out []float64) {
+	total := len(pc.hashes)
+	for i, e := range pc.eps {
+		if total == 0 {
+			out[i], pc.prefixHit[i] = 0, 0
+			continue
+		}
+		n := e.prefix.matchLen(pc.hashes)
+		pc.prefixHit[i] = n
+		out[i] = float64(n) / float64(total)
+	}
+}

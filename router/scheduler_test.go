@@ -1,0 +1,214 @@
+package router
+
+import (
+	"math"
+	"slices"
+	"testing"
+	"time"
+)
+
+func ctxFor(req *Request, eps ...*endpoint) *pickContext {
+	pc := &pickContext{req: req, now: time.Now(), prefixHit: make([]int, len(eps))}
+	for _, e := range eps {
+		pc.eps = append(pc.eps, e)
+		pc.ms = append(pc.ms, e.loadMetrics())
+	}
+	pc.isAdapter = isAdapterRequest(pc)
+	return pc
+}
+
+func approxEqual(a, b []float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Abs(a[i]-b[i]) > 1e-9 {
+			return false
+		}
+	}
+	return true
+}
+
+func TestScorers(t *testing.T) {
+	base := &Request{Model: "base"}
+	lora := &Request{Model: "sql-lora"}
+	tests := []struct {
+		name  string
+		score scoreFunc
+		req   *Request
+		ms    []metricsState
+		infl  []int64
+		want  []float64
+	}{
+		{"queue min-max", scoreQueue, base, []metricsState{{waiting: 0}, {waiting: 5}, {waiting: 10}}, nil, []float64{1, 0.5, 0}},
+		{"queue all equal", scoreQueue, base, []metricsState{{waiting: 3}, {waiting: 3}}, nil, []float64{1, 1}},
+		{"queue single", scoreQueue, base, []metricsState{{waiting: 9}}, nil, []float64{1}},
+		{"kv 1-usage", scoreKVCache, base, []metricsState{{kvUsage: 0}, {kvUsage: 0.25}, {kvUsage: 1}}, nil, []float64{1, 0.75, 0}},
+		{"in-flight min-max", scoreInFlight, base, []metricsState{{}, {}, {}}, []int64{4, 0, 2}, []float64{0, 1, 0.5}},
+		{"lora levels", scoreLoRAAffinity, lora, []metricsState{
+			{loraRunning: []string{"sql-lora"}, maxLoRA: 1},
+			{loraRunning: []string{"x"}, maxLoRA: 2},
+			{loraRunning: []string{"x"}, loraWaiting: []string{"sql-lora"}, maxLoRA: 1},
+			{loraRunning: []string{"x"}, maxLoRA: 1},
+		}, nil, []float64{1, 0.8, 0.6, 0}},
+		{"lora ignored for base model", scoreLoRAAffinity, base, []metricsState{
+			{loraRunning: []string{"sql-lora"}, maxLoRA: 1}, {maxLoRA: 2},
+		}, nil, []float64{0, 0}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var eps []*endpoint
+			for i, m := range tc.ms {
+				e := staticEndpoint(string(rune('a'+i))+":1", m)
+				if tc.infl != nil {
+					e.inflight.Store(tc.infl[i])
+				}
+				eps = append(eps, e)
+			}
+			pc := ctxFor(tc.req, eps...)
+			out := make([]float64, len(eps))
+			tc.score(pc, out)
+			if !approxEqual(out, tc.want) {
+				t.Fatalf("scores = %v, want %v", out, tc.want)
+			}
+		})
+	}
+}
+
+func TestPrefixScorer(t *testing.T) {
+	prompt := []byte(stringsRepeat("abcdefgh", 64)) // 512 bytes = 8 blocks of 64
+	hashes := hashPrefixBlocks(nil, "m", prompt, 64)
+	if len(hashes) != 8 {
+		t.Fatalf("blocks = %d, want 8", len(hashes))
+	}
+	full, half, none := staticEndpoint("a:1", metricsState{}), staticEndpoint("b:1", metricsState{}), staticEndpoint("c:1", metricsState{})
+	full.prefix.add(hashes)
+	half.prefix.add(hashes[:4])
+	other := hashPrefixBlocks(nil, "other-model", prompt, 64) // same text, other model: no match
+	none.prefix.add(other)
+	pc := ctxFor(&Request{Model: "m"}, full, half, none)
+	pc.hashes = hashes
+	out := make([]float64, 3)
+	scorePrefix(pc, out)
+	if want := []float64{1, 0.5, 0}; !approxEqual(out, want) {
+		t.Fatalf("prefix scores = %v, want %v", out, want)
+	}
+	// Without blocks (short prompt) every endpoint scores 0.
+	pc.hashes = hashPrefixBlocks(nil, "m", []byte("short"), 64)
+	scorePrefix(pc, out)
+	if want := []float64{0, 0, 0}; !approxEqual(out, want) {
+		t.Fatalf("short prompt scores = %v", out)
+	}
+}
+
+func stringsRepeat(s string, n int) string {
+	b := make([]byte, 0, len(s)*n)
+	for range n {
+		b = append(b, s...)
+	}
+	return string(b)
+}
+
+func addrs(pc *pickContext) []string {
+	var out []string
+	for _, e := range pc.eps {
+		out = append(out, e.spec.Address)
+	}
+	return out
+}
+
+func TestFilters(t *testing.T) {
+	sched := newScheduler(DefaultSchedulerConfig())
+	stale := staticEndpoint("stale:1", metricsState{scrapedAt: time.Now().Add(-time.Hour)})
+	failed := staticEndpoint("failed:1", metricsState{})
+	failed.lastFailed.Store(true)
+	fresh := staticEndpoint("fresh:1", metricsState{})
+	never := &endpoint{spec: EndpointSpec{Address: "never:1"}, prefix: newPrefixLRU(1)}
+
+	tests := []struct {
+		name     string
+		req      *Request
+		eps      []*endpoint
+		filter   func(pc *pickContext)
+		want     []string
+		allStale bool
+	}{
+		{"serves model: unknown lists pass", &Request{Model: "x"},
+			[]*endpoint{staticEndpoint("a:1", metricsState{}), withModels(staticEndpoint("b:1", metricsState{}), map[string]string{"y": ""}),
+				withModels(staticEndpoint("c:1", metricsState{}), map[string]string{"x": ""})},
+			filterServesModel, []string{"a:1", "c:1"}, false},
+		{"fresh only while one is fresh", &Request{}, []*endpoint{stale, failed, fresh, never},
+			func(pc *pickContext) { filterFresh(pc, time.Second) }, []string{"fresh:1"}, false},
+		{"all stale keeps all", &Request{}, []*endpoint{stale, failed, never},
+			func(pc *pickContext) {
+				if !filterFresh(pc, time.Second) {
+					t.Error("allStale = false")
+				}
+			}, []string{"stale:1", "failed:1", "never:1"}, true},
+		{"lora: running tier", &Request{Model: "l"}, []*endpoint{
+			staticEndpoint("run:1", metricsState{loraRunning: []string{"l"}, maxLoRA: 1}),
+			staticEndpoint("free:1", metricsState{maxLoRA: 2}),
+			staticEndpoint("full:1", metricsState{loraRunning: []string{"z"}, maxLoRA: 1}),
+		}, func(pc *pickContext) { filterLoRAAffinity(pc, sched) }, []string{"run:1"}, false},
+		{"lora: saturated running endpoint skipped for free slot", &Request{Model: "l"}, []*endpoint{
+			staticEndpoint("run:1", metricsState{loraRunning: []string{"l"}, maxLoRA: 1, waiting: 50}),
+			staticEndpoint("free:1", metricsState{maxLoRA: 2, loraWaiting: nil}),
+			staticEndpoint("full:1", metricsState{loraRunning: []string{"z"}, maxLoRA: 1}),
+		}, func(pc *pickContext) { filterLoRAAffinity(pc, sched) }, []string{"free:1"}, false},
+		{"lora: no tier keeps all", &Request{Model: "l"}, []*endpoint{
+			staticEndpoint("w:1", metricsState{loraRunning: []string{"z"}, loraWaiting: []string{"l"}, maxLoRA: 1}),
+			staticEndpoint("full:1", metricsState{loraRunning: []string{"z"}, maxLoRA: 1}),
+		}, func(pc *pickContext) { filterLoRAAffinity(pc, sched) }, []string{"w:1", "full:1"}, false},
+		{"lora: base model untouched", &Request{Model: "base"}, []*endpoint{
+			staticEndpoint("run:1", metricsState{loraRunning: []string{"l"}, maxLoRA: 1}),
+			staticEndpoint("free:1", metricsState{maxLoRA: 2}),
+		}, func(pc *pickContext) { filterLoRAAffinity(pc, sched) }, []string{"run:1", "free:1"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pc := ctxFor(tc.req, tc.eps...)
+			tc.filter(pc)
+			if got := addrs(pc); !slices.Equal(got, tc.want) {
+				t.Fatalf("kept %v, want %v", got, tc.want)
+			}
+			for i := range pc.eps { // metrics stay aligned with endpoints
+				if pc.ms[i] != pc.eps[i].loadMetrics() {
+					t.Fatalf("metrics misaligned at %d", i)
+				}
+			}
+		})
+	}
+}
+
+func TestIsAdapterFromModelList(t *testing.T) {
+	e := withModels(staticEndpoint("a:1", metricsState{}), map[string]string{"base": "", "ad": "base"})
+	if !ctxFor(&Request{Model: "ad"}, e).isAdapter {
+		t.Error("adapter listed with parent not recognised")
+	}
+	if ctxFor(&Request{Model: "base"}, e).isAdapter {
+		t.Error("base model taken for an adapter")
+	}
+}
+
+func TestPickMaxScoreOrderAndTies(t *testing.T) {
+	total := []float64{0.5, 3, 1, 3, 2}
+	order := []int32{0, 1, 2, 3, 4}
+	pickMaxScore(order, total, 3)
+	top := []int32{order[0], order[1]}
+	slices.Sort(top)
+	if !slices.Equal(top, []int32{1, 3}) || order[2] != 4 {
+		t.Fatalf("order = %v, want {1,3} tied then 4", order)
+	}
+	// Ties are broken randomly: among 4 equal candidates each wins sometimes.
+	wins := make([]int, 4)
+	for range 400 {
+		o := []int32{0, 1, 2, 3}
+		pickMaxScore(o, []float64{1, 1, 1, 1}, 1)
+		wins[o[0]]++
+	}
+	for i, w := range wins {
+		if w < 40 { // expected 100 each; 40 is > 6 standard deviations below
+			t.Fatalf("candidate %d won %d of 400 ties: %v", i, w, wins)
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// maxMetricsBytes bounds a /metrics body; a model server's exposition is a few hundred KB.
+const maxMetricsBytes = 8 << 20
+
+// runEndpoint is the one loop of an endpoint: scrape /metrics every ScrapeInterval and
+// refresh /v1/models every ModelsRefresh, until ctx is cancelled.
+func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
+	defer close(e.done)
+	// Metric names such as vllm:num_requests_waiting contain ':'; UTF-8 validation accepts
+	// them (and anything the legacy scheme accepts).
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	metricsURL := "http://" + e.spec.Address + "/metrics"
+	modelsURL := "http://" + e.spec.Address + "/v1/models"
+	ticker := time.NewTicker(r.cfg.ScrapeInterval)
+	defer ticker.Stop()
+	var nextModels time.Time
+	for {
+		start := time.Now()
+		err := r.scrape(ctx, e, &parser, metricsURL)
+		r.metrics.scrapeDuration.Observe(time.Since(start).Seconds())
+		if ctx.Err() != nil {
+			return // cancelled mid-scrape: not an endpoint failure
+		}
+		if err != nil {
+			e.lastFailed.Store(true)
+			r.metrics.scrapeErrors.WithLabelValues(e.pool, e.spec.Address).Inc()
+		} else {
+			e.lastFailed.Store(false)
+		}
+		r.observeStaleness(e, err)
+		// The model list is refreshed after the scrape so that a slow /v1/models never
+		// delays the first metrics of a new endpoint.
+		if now := time.Now(); !now.Before(nextModels) {
+			nextModels = now.Add(r.cfg.ModelsRefresh)
+			r.refreshModels(ctx, e, modelsURL)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// scrape fetches and parses /metrics and stores the new state.
+func (r *Router) scrape(ctx context.Context, e *endpoint, parser *expfmt.TextParser, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ScrapeTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("scrape %s: %w", url, err)
+	}
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("scrape %s: %w", url, err)
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("scrape %s: status %d", url, resp.StatusCode)
+	}
+	fams, err := parser.TextToMetricFamilies(io.LimitReader(resp.Body, maxMetricsBytes))
+	if err != nil {
+		return fmt.Errorf("scrape %s: parse: %w", url, err)
+	}
+	m := &metricsState{scrapedAt: time.Now()}
+	if !extractMetrics(e.engine, fams, m) {
+		return fmt.Errorf("scrape %s: no %s queue or KV-cache metric in the exposition", url, e.engine)
+	}
+	e.metrics.Store(m)
+	if r.sched.usePrefix && r.sched.prefixLRUCapacity == 0 {
+		e.prefix.setCapacity(r.sched.lruCapacity(m))
+	}
+	return nil
+}
+
+// observeStaleness updates the stale gauge and logs once per transition.
+func (r *Router) observeStaleness(e *endpoint, scrapeErr error) {
+	now := healthFresh
+	if !e.isFresh(e.metrics.Load(), time.Now(), r.cfg.StalenessThreshold) {
+		now = healthStale
+	}
+	if now == e.health {
+		return
+	}
+	e.health = now
+	if now == healthStale {
+		r.metrics.stale.WithLabelValues(e.pool, e.spec.Address).Set(1)
+		r.log.Warn("router: endpoint metrics stale, not picked while fresh endpoints exist",
+			"pool", e.pool, "endpoint", e.spec.Address, "name", e.spec.Name, "error", errString(scrapeErr))
+		return
+	}
+	r.metrics.stale.WithLabelValues(e.pool, e.spec.Address).Set(0)
+	r.log.Info("router: endpoint metrics fresh", "pool", e.pool, "endpoint", e.spec.Address, "name", e.spec.Name)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// drainClose reads a bounded rest of the body so the connection can be reused.
+func drainClose(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	_ = body.Close()
+}
