@@ -1,0 +1,44 @@
+{{/* RBAC rules, one place for them. The control plane and the picker read the same
+resources through the same Kubernetes source; only the control plane writes status, and only
+through the status subresources. */}}
+
+{{/* Read access to the namespaced resources the Kubernetes source watches. */}}
+{{- define "infergw.rbac.readNamespacedRules" -}}
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["inference.networking.x-k8s.io"]
+  resources: ["inferenceobjectives", "inferencemodelrewrites"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways", "httproutes"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods", "services"]
+  verbs: ["get", "list", "watch"]
+{{- end -}}
+
+{{/* Read access to the cluster-scoped GatewayClasses. */}}
+{{- define "infergw.rbac.readClusterRules" -}}
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gatewayclasses"]
+  verbs: ["get", "list", "watch"]
+{{- end -}}
+
+{{/* Status writes of the control plane (--write-status). */}}
+{{- define "infergw.rbac.statusRules" -}}
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools/status"]
+  verbs: ["update", "patch"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes/status"]
+  verbs: ["update", "patch"]
+{{- end -}}
+
+{{/* The namespaced rules of one component; call with (dict "root" $ "component" "controlplane"). */}}
+{{- define "infergw.rbac.namespacedRules" -}}
+{{ include "infergw.rbac.readNamespacedRules" .root }}
+{{- if and (eq .component "controlplane") .root.Values.controlPlane.writeStatus }}
+{{ include "infergw.rbac.statusRules" .root }}
+{{- end }}
+{{- end -}}
