@@ -1,18 +1,254 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/xds"
 )
 
-// Placeholder until the controlplane package lands; replaced by the real wiring.
+// controlPlaneFlags are the flags of `infergw controlplane`.
+type controlPlaneFlags struct {
+	xdsAddr, metricsAddr string
+	manifests            string
+	kubernetes           bool
+	kubeconfig           string
+	namespaces           []string
+	gatewayClass         string
+	writeStatus          bool
+	tlsCert, tlsKey      string
+	tlsCA                string
+	logLevel             string
+	requestBodyMode      string
+	responseBodyMode     string
+	translate            xds.Options
+}
+
 func newControlPlaneCmd() *cobra.Command {
-	return &cobra.Command{
+	f := &controlPlaneFlags{}
+	cmd := &cobra.Command{
 		Use:   "controlplane",
-		Short: "(controlplane is not built yet)",
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("controlplane is not built yet")
+		Short: "Serve Envoy configuration (xDS over ADS) built from Gateway API and InferencePool resources",
+		Long: `controlplane reads Gateways, HTTPRoutes, InferencePools and the Services they name from a
+directory of manifests (--manifests) or from the Kubernetes API (--kubernetes), turns every
+snapshot into Envoy listeners, routes, clusters and endpoints, and serves them over ADS.
+"infergw controlplane bootstrap" prints the Envoy bootstrap that connects to it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runControlPlane(cmd.Context(), f)
 		},
 	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "address of the ADS gRPC server")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9091", "address serving /metrics, /healthz and /readyz")
+	fl.StringVar(&f.manifests, "manifests", "", "directory of YAML manifests to read (local mode)")
+	fl.BoolVar(&f.kubernetes, "kubernetes", false, "read resources from the Kubernetes API")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
+	fl.StringSliceVar(&f.namespaces, "namespace", nil, "namespace to watch (repeatable; default all)")
+	fl.StringVar(&f.gatewayClass, "gateway-class", "infergw", "GatewayClass whose Gateways this control plane serves")
+	fl.BoolVar(&f.writeStatus, "write-status", true, "write InferencePool and HTTPRoute status (--kubernetes only)")
+	fl.StringVar(&f.translate.ListenerAddress, "listener-address", "0.0.0.0", "IP address Envoy listeners bind to")
+	fl.DurationVar(&f.translate.RouteTimeout, "route-timeout", 0, "whole-request timeout of routes without their own (0 disables)")
+	fl.DurationVar(&f.translate.StreamIdleTimeout, "stream-idle-timeout", 5*time.Minute, "idle timeout of a request stream")
+	fl.StringVar(&f.requestBodyMode, "request-body-mode", string(xds.BodyFullDuplexStreamed), "ext_proc request body mode: FULL_DUPLEX_STREAMED or BUFFERED")
+	fl.StringVar(&f.responseBodyMode, "response-body-mode", string(xds.BodyFullDuplexStreamed), "ext_proc response body mode: FULL_DUPLEX_STREAMED or STREAMED")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve ADS over TLS with this certificate")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "private key of --tls-cert")
+	fl.StringVar(&f.tlsCA, "tls-ca", "", "require client certificates signed by this CA")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	cmd.AddCommand(newControlPlaneBootstrapCmd())
+	return cmd
+}
+
+func runControlPlane(ctx context.Context, f *controlPlaneFlags) error {
+	log, err := controlPlaneLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	if (f.manifests == "") == !f.kubernetes {
+		return errors.New("controlplane: give exactly one of --manifests DIR or --kubernetes")
+	}
+	f.translate.RequestBodyMode = xds.BodyMode(f.requestBodyMode)
+	f.translate.ResponseBodyMode = xds.BodyMode(f.responseBodyMode)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	source, err := controlPlaneSource(f, reg, log)
+	if err != nil {
+		return err
+	}
+	srv, err := xds.NewServer(xds.ServerOptions{Translate: f.translate, Registerer: reg, Logger: log})
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	var grpcOpts []grpc.ServerOption
+	if f.tlsCert != "" || f.tlsKey != "" || f.tlsCA != "" {
+		opt, err := xds.ServerTLS(f.tlsCert, f.tlsKey, f.tlsCA)
+		if err != nil {
+			return fmt.Errorf("controlplane: %w", err)
+		}
+		grpcOpts = append(grpcOpts, opt)
+	}
+	xdsLis, err := net.Listen("tcp", f.xdsAddr)
+	if err != nil {
+		return fmt.Errorf("controlplane: listen xds: %w", err)
+	}
+	metricsLis, err := net.Listen("tcp", f.metricsAddr)
+	if err != nil {
+		xdsLis.Close()
+		return fmt.Errorf("controlplane: listen metrics: %w", err)
+	}
+	log.Info("control plane starting", "xds_addr", xdsLis.Addr().String(), "metrics_addr", metricsLis.Addr().String(), "tls", len(grpcOpts) > 0)
+
+	g, ctx := errgroup.WithContext(ctx)
+	// Subscribe before Run so the first snapshot is never missed.
+	snaps, unsubscribe := source.Subscribe()
+	defer unsubscribe()
+	g.Go(func() error { return source.Run(ctx) })
+	g.Go(func() error { return applySnapshots(ctx, source, snaps, srv, log) })
+	g.Go(func() error { return srv.Serve(ctx, xdsLis, grpcOpts...) })
+	g.Go(func() error { return serveControlPlaneHTTP(ctx, metricsLis, reg, srv) })
+	err = g.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	return nil
+}
+
+// applySnapshots feeds every published snapshot to the xDS server. A snapshot that cannot
+// be translated is logged and skipped: Envoy keeps the last good configuration.
+func applySnapshots(ctx context.Context, source discovery.Source, snaps <-chan *discovery.Snapshot, srv *xds.Server, log *slog.Logger) error {
+	if cur := source.Current(); cur != nil {
+		if _, err := srv.Update(ctx, cur); err != nil {
+			log.Error("snapshot rejected; keeping the last good configuration", "discovery_version", cur.Version, "error", err)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case snap, ok := <-snaps:
+			if !ok {
+				return nil
+			}
+			if snap == nil || snap.Version <= srv.LastDiscoveryVersion() {
+				continue
+			}
+			if _, err := srv.Update(ctx, snap); err != nil {
+				log.Error("snapshot rejected; keeping the last good configuration", "discovery_version", snap.Version, "error", err)
+			}
+		}
+	}
+}
+
+func serveControlPlaneHTTP(ctx context.Context, lis net.Listener, reg *prometheus.Registry, srv *xds.Server) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-srv.Ready():
+			fmt.Fprintln(w, "ok")
+		default:
+			http.Error(w, "no snapshot applied yet", http.StatusServiceUnavailable)
+		}
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		hs.Shutdown(shutdownCtx) //nolint:errcheck // best effort on exit
+	}()
+	if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics server: %w", err)
+	}
+	return nil
+}
+
+func controlPlaneSource(f *controlPlaneFlags, reg prometheus.Registerer, log *slog.Logger) (discovery.Source, error) {
+	if f.manifests != "" {
+		src, err := discovery.NewDirSource(f.manifests, discovery.DirOptions{GatewayClass: f.gatewayClass, Registerer: reg}, log)
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: manifests: %w", err)
+		}
+		return src, nil
+	}
+	cfg, err := controlPlaneRESTConfig(f.kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: kubernetes config: %w", err)
+	}
+	src, err := discovery.NewKubeSource(discovery.KubeOptions{
+		RESTConfig:     cfg,
+		Namespaces:     f.namespaces,
+		GatewayClass:   f.gatewayClass,
+		WriteStatus:    f.writeStatus,
+		ControllerName: "infergw.dev/gateway-controller",
+		Registerer:     reg,
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: kubernetes: %w", err)
+	}
+	return src, nil
+}
+
+// controlPlaneRESTConfig loads --kubeconfig, else the default kubeconfig rules, which fall
+// back to the in-cluster config.
+func controlPlaneRESTConfig(path string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if path != "" {
+		rules.ExplicitPath = path
+	}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+}
+
+func controlPlaneLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("controlplane: --log-level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func newControlPlaneBootstrapCmd() *cobra.Command {
+	var o xds.BootstrapOptions
+	cmd := &cobra.Command{
+		Use:   "bootstrap",
+		Short: "Print an Envoy bootstrap (YAML) that takes its configuration from the control plane",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out, err := xds.Bootstrap(o)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.XDSAddr, "xds-addr", "127.0.0.1:18000", "control plane ADS address (host:port)")
+	fl.StringVar(&o.NodeID, "node-id", "infergw-envoy", "Envoy node id")
+	fl.StringVar(&o.NodeCluster, "node-cluster", "infergw", "Envoy node cluster")
+	fl.StringVar(&o.AdminAddr, "admin-addr", "127.0.0.1:19000", "Envoy admin address")
+	fl.StringVar(&o.CAFile, "tls-ca", "", "verify the control plane with this CA (enables TLS)")
+	fl.StringVar(&o.CertFile, "tls-cert", "", "client certificate for the control plane")
+	fl.StringVar(&o.KeyFile, "tls-key", "", "private key of --tls-cert")
+	fl.StringVar(&o.ServerName, "tls-server-name", "", "name expected in the control plane certificate (default: host of --xds-addr)")
+	return cmd
 }

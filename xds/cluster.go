@@ -1,0 +1,106 @@
+package xds
+
+import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
+	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+const httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// poolCluster is an EDS cluster of a pool's endpoints whose load balancer sends each request
+// to the endpoint the picker chose (header or envoy.lb metadata) and falls back to least
+// request when there is no choice (picker down with FailOpen) or the choice is gone.
+func (b *builder) poolCluster(p *poolModel) *clusterv3.Cluster {
+	c := b.edsCluster(p.cluster, p.h2c)
+	c.LoadBalancingPolicy = &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
+		TypedExtensionConfig: &corev3.TypedExtensionConfig{
+			Name:        "envoy.load_balancing_policies.override_host",
+			TypedConfig: b.overrideHostAny(),
+		},
+	}}}
+	return c
+}
+
+// overrideHostAny is the same for every pool: marshal it once per translation.
+func (b *builder) overrideHostAny() *anyMsg {
+	if b.overrideHostCache == nil {
+		b.overrideHostCache = b.any(b.overrideHost())
+	}
+	return b.overrideHostCache
+}
+
+func (b *builder) overrideHost() *overridehostv3.OverrideHost {
+	return &overridehostv3.OverrideHost{
+		OverrideHostSources: []*overridehostv3.OverrideHost_OverrideHostSource{
+			{Header: HeaderDestinationEndpoint},
+			{Metadata: &metadatav3.MetadataKey{
+				Key:  MetadataNamespaceLB,
+				Path: []*metadatav3.MetadataKey_PathSegment{{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: HeaderDestinationEndpoint}}},
+			}},
+		},
+		FallbackPolicy: &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
+			TypedExtensionConfig: &corev3.TypedExtensionConfig{
+				Name:        "envoy.load_balancing_policies.least_request",
+				TypedConfig: b.any(&leastrequestv3.LeastRequest{}),
+			},
+		}}},
+	}
+}
+
+// upstreamCluster is a cluster for a Service (a backend or a picker): EDS when the Service
+// has an IP, STRICT_DNS with an inline assignment when only a DNS name is known.
+func (b *builder) upstreamCluster(name string, up upstream, h2 bool) *clusterv3.Cluster {
+	if up.dnsName == "" {
+		return b.edsCluster(name, h2)
+	}
+	c := b.baseCluster(name, h2)
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+	c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
+	c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
+		ClusterName: name,
+		Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(up.dnsName, up.dnsPort)}}},
+	}
+	return c
+}
+
+func (b *builder) edsCluster(name string, h2 bool) *clusterv3.Cluster {
+	c := b.baseCluster(name, h2)
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+	c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource(), ServiceName: name}
+	return c
+}
+
+func (b *builder) baseCluster(name string, h2 bool) *clusterv3.Cluster {
+	limit := wrapperspb.UInt32(b.opts.MaxRequestsPerCluster)
+	c := &clusterv3.Cluster{
+		Name:           name,
+		AltStatName:    statName(name),
+		ConnectTimeout: durationpb.New(b.opts.ConnectTimeout),
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			MaxConnections: limit, MaxPendingRequests: limit, MaxRequests: limit,
+		}}},
+	}
+	if h2 {
+		c.TypedExtensionProtocolOptions = map[string]*anyMsg{httpProtocolOptionsName: b.any(&httpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			}},
+		})}
+	}
+	return c
+}
+
+// adsConfigSource says "this resource comes over the ADS stream".
+func adsConfigSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}

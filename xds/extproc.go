@@ -1,0 +1,101 @@
+package xds
+
+import (
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// extProcFilter is the listener-level ext_proc filter. It is disabled by default and
+// enabled only on pool routes (FilterConfig in typed_per_filter_config), which also name the
+// pool's picker; defaultPicker only satisfies the filter's need for a default service.
+func (b *builder) extProcFilter(defaultPicker string) *hcmv3.HttpFilter {
+	cfg := &extprocv3.ExternalProcessor{
+		GrpcService:    grpcService(defaultPicker),
+		ProcessingMode: b.processingMode(),
+		// A failed picker answers 503 (a FailClose pool); the local reply mapper writes the
+		// JSON body. FailOpen pools override failure_mode_allow per route.
+		StatusOnError: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+		MetadataOptions: &extprocv3.MetadataOptions{
+			// The picker writes its choice under envoy.lb; Envoy drops metadata from
+			// namespaces not listed here.
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespaceLB}},
+			// A proxy-side candidate subset, when one is set, reaches the picker.
+			ForwardingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataSubsetHint}},
+		},
+		// Keep content-length: the picker sets a corrected one when it rewrites the body
+		// (model rewrite), so upstreams get a sized body instead of chunked encoding.
+		AllowContentLengthHeader: true,
+	}
+	if b.opts.RequestBodyMode != BodyFullDuplexStreamed || b.opts.ResponseBodyMode != BodyFullDuplexStreamed {
+		cfg.MessageTimeout = durationpb.New(b.opts.PickerMessageTimeout)
+	}
+	return &hcmv3.HttpFilter{
+		Name:       ExtProcFilterName,
+		Disabled:   true,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.any(cfg)},
+	}
+}
+
+func (b *builder) processingMode() *extprocv3.ProcessingMode {
+	m := &extprocv3.ProcessingMode{
+		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+		ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
+		RequestBodyMode:     extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED,
+		RequestTrailerMode:  extprocv3.ProcessingMode_SEND,
+		ResponseBodyMode:    extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED,
+		ResponseTrailerMode: extprocv3.ProcessingMode_SEND,
+	}
+	if b.opts.RequestBodyMode == BodyBuffered {
+		m.RequestBodyMode = extprocv3.ProcessingMode_BUFFERED
+		m.RequestTrailerMode = extprocv3.ProcessingMode_SKIP
+	}
+	if b.opts.ResponseBodyMode == BodyStreamed {
+		m.ResponseBodyMode = extprocv3.ProcessingMode_STREAMED
+	}
+	return m
+}
+
+// extProcPerRoute enables the ext_proc filter on a pool route, pointing it at the pool's
+// picker and telling the picker which pools (and weights) the route may use.
+func (b *builder) extProcPerRoute(picker string, failOpen bool, pools []weightedPool) map[string]*anyMsg {
+	per := &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: &extprocv3.ExtProcOverrides{
+		GrpcService:         grpcService(picker),
+		GrpcInitialMetadata: []*corev3.HeaderValue{{Key: MetadataPools, Value: poolsMetadata(pools)}},
+		FailureModeAllow:    wrapperspb.Bool(failOpen),
+	}}}
+	return map[string]*anyMsg{ExtProcFilterName: b.any(&routev3.FilterConfig{Config: b.any(per)})}
+}
+
+type weightedPool struct {
+	key    string
+	weight uint32
+}
+
+// poolsMetadata renders x-infergw-pools: "ns/pool" for one pool, "ns/a=3,ns/b=1" for several.
+func poolsMetadata(pools []weightedPool) string {
+	if len(pools) == 1 {
+		return pools[0].key
+	}
+	var sb strings.Builder
+	for i, p := range pools {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(p.key)
+		sb.WriteByte('=')
+		sb.WriteString(strconv.FormatUint(uint64(p.weight), 10))
+	}
+	return sb.String()
+}
+
+func grpcService(cluster string) *corev3.GrpcService {
+	return &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster}}}
+}

@@ -1,0 +1,143 @@
+package xds
+
+import (
+	"sort"
+	"strconv"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+const hcmFilterName = "envoy.filters.network.http_connection_manager"
+
+// listener is the Envoy listener of one port: an HTTP connection manager whose routes come
+// over ADS (RDS) and whose filters are ext_proc (when a route uses a picker) then router.
+func (b *builder) listener(pl *portListener) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: "http_" + strconv.Itoa(int(pl.port)),
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsConfigSource(),
+			RouteConfigName: routeConfigName(pl.port),
+		}},
+		StreamIdleTimeout: durationOrNil(b.opts.StreamIdleTimeout),
+		// Hosts are matched without their port (clients send "localhost:8080").
+		StripPortMode:    &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
+		NormalizePath:    wrapperspb.Bool(true),
+		MergeSlashes:     true,
+		LocalReplyConfig: b.localReplyConfig(),
+	}
+	if pickers := pickersOf(pl); len(pickers) > 0 {
+		hcm.HttpFilters = append(hcm.HttpFilters, b.extProcFilter(pickers[0]))
+	}
+	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{
+		Name:       RouterFilterName,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.any(&routerv3.Router{})},
+	})
+	return &listenerv3.Listener{
+		Name:    listenerName(pl.port),
+		Address: socketAddress(b.opts.ListenerAddress, uint32(pl.port)),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       hcmFilterName,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(hcm)},
+		}}}},
+	}
+}
+
+// localReplyConfig gives the 503 Envoy sends when a FailClose picker cannot be reached the
+// same OpenAI-style JSON body the picker itself uses for errors. The filter matches only
+// ext_proc failures, so the picker's own immediate responses keep their bodies.
+func (b *builder) localReplyConfig() *hcmv3.LocalReplyConfig {
+	body := &structpb.Struct{Fields: map[string]*structpb.Value{
+		"error": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			"message": structpb.NewStringValue("endpoint picker unavailable"),
+			"type":    structpb.NewStringValue("service_unavailable"),
+			"param":   structpb.NewNullValue(),
+			"code":    structpb.NewNumberValue(503),
+		}}),
+	}}
+	return &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
+		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{ExtensionFilter: &accesslogv3.ExtensionFilter{
+			Name: "envoy.access_loggers.extension_filters.cel",
+			ConfigType: &accesslogv3.ExtensionFilter_TypedConfig{TypedConfig: b.any(&celv3.ExpressionFilter{
+				Expression: extProcErrorCEL,
+			})},
+		}}},
+		BodyFormatOverride: &corev3.SubstitutionFormatString{
+			Format:      &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: body},
+			ContentType: "application/json",
+		},
+	}}}
+}
+
+// extProcErrorCEL matches local replies caused by an ext_proc stream failure (their
+// response code details start with "ext_proc_error").
+const extProcErrorCEL = `response.code == 503 && response.code_details.startsWith('ext_proc_error')`
+
+// pickersOf lists the picker clusters the listener's routes use, sorted.
+func pickersOf(pl *portListener) []string {
+	set := map[string]bool{}
+	for _, vh := range pl.vhosts {
+		for _, e := range vh.entries {
+			if e.picker != "" {
+				set[e.picker] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// listenerRouteNames returns the RDS names a listener's connection managers use.
+func listenerRouteNames(l *listenerv3.Listener) []string {
+	var out []string
+	for _, hcm := range listenerHCMs(l) {
+		if n := hcm.GetRds().GetRouteConfigName(); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// listenerPickerClusters returns the default picker clusters of a listener's ext_proc filters.
+func listenerPickerClusters(l *listenerv3.Listener) []string {
+	var out []string
+	for _, hcm := range listenerHCMs(l) {
+		for _, f := range hcm.GetHttpFilters() {
+			if f.GetName() != ExtProcFilterName {
+				continue
+			}
+			var ep extprocv3.ExternalProcessor
+			if err := f.GetTypedConfig().UnmarshalTo(&ep); err == nil {
+				out = append(out, ep.GetGrpcService().GetEnvoyGrpc().GetClusterName())
+			} else {
+				out = append(out, "") // unreadable config is reported as a missing cluster
+			}
+		}
+	}
+	return out
+}
+
+func listenerHCMs(l *listenerv3.Listener) []*hcmv3.HttpConnectionManager {
+	var out []*hcmv3.HttpConnectionManager
+	for _, fc := range l.GetFilterChains() {
+		for _, f := range fc.GetFilters() {
+			var hcm hcmv3.HttpConnectionManager
+			if f.GetName() == hcmFilterName && f.GetTypedConfig().UnmarshalTo(&hcm) == nil {
+				out = append(out, &hcm)
+			}
+		}
+	}
+	return out
+}

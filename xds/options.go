@@ -1,0 +1,84 @@
+package xds
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// BodyMode is how Envoy's ext_proc filter sends a message body to the picker.
+type BodyMode string
+
+const (
+	// BodyFullDuplexStreamed streams body chunks both ways (the GIE default).
+	BodyFullDuplexStreamed BodyMode = "FULL_DUPLEX_STREAMED"
+	// BodyBuffered buffers the whole request body before sending it (request side only).
+	BodyBuffered BodyMode = "BUFFERED"
+	// BodyStreamed streams body chunks to the picker; the picker answers each chunk (response side only).
+	BodyStreamed BodyMode = "STREAMED"
+)
+
+// Options tune the translation. The zero value is usable: Defaults fills in every unset field.
+type Options struct {
+	// ListenerAddress is the IP every Envoy listener binds to. Default "0.0.0.0".
+	ListenerAddress string
+	// RouteTimeout is the whole-request timeout of routes without an HTTPRoute request
+	// timeout. Zero (the default) disables it: LLM streams may run for minutes.
+	RouteTimeout time.Duration
+	// StreamIdleTimeout ends a stream with no bytes in either direction for this long.
+	// Default 5m (a model can think for a long time before its first token).
+	StreamIdleTimeout time.Duration
+	// ConnectTimeout is the upstream TCP connect timeout of every cluster. Default 5s.
+	ConnectTimeout time.Duration
+	// NumRetries is how often Envoy retries a request whose connection failed, was refused
+	// or reset before any response byte; each retry goes to the next endpoint the picker
+	// listed. Default 2; negative disables retries.
+	NumRetries int
+	// RequestBodyMode is FULL_DUPLEX_STREAMED (default) or BUFFERED.
+	RequestBodyMode BodyMode
+	// ResponseBodyMode is FULL_DUPLEX_STREAMED (default) or STREAMED.
+	ResponseBodyMode BodyMode
+	// PickerMessageTimeout bounds each picker answer in BUFFERED/STREAMED modes (Envoy
+	// applies no per-message timeout in FULL_DUPLEX_STREAMED). Default 30s, because the
+	// picker may queue a request while the pool is saturated.
+	PickerMessageTimeout time.Duration
+	// MaxRequestsPerCluster raises Envoy's circuit-breaker limits (default 1024), which
+	// long-lived LLM streams reach quickly. Default 100000.
+	MaxRequestsPerCluster uint32
+}
+
+// Defaults returns o with every unset field set to its default.
+func (o Options) Defaults() Options {
+	if o.ListenerAddress == "" {
+		o.ListenerAddress = "0.0.0.0"
+	}
+	if o.StreamIdleTimeout == 0 {
+		o.StreamIdleTimeout = 5 * time.Minute
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	if o.NumRetries == 0 {
+		o.NumRetries = 2
+	}
+	if o.RequestBodyMode == "" {
+		o.RequestBodyMode = BodyFullDuplexStreamed
+	}
+	if o.ResponseBodyMode == "" {
+		o.ResponseBodyMode = BodyFullDuplexStreamed
+	}
+	if o.PickerMessageTimeout == 0 {
+		o.PickerMessageTimeout = 30 * time.Second
+	}
+	if o.MaxRequestsPerCluster == 0 {
+		o.MaxRequestsPerCluster = 100000
+	}
+	return o
+}
+
+func durationOrNil(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}

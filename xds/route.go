@@ -1,0 +1,284 @@
+package xds
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/infergw/infergw/discovery"
+)
+
+// routeEntry is one Envoy route with the Gateway API precedence of the match it came from.
+type routeEntry struct {
+	route  *routev3.Route
+	prec   precedence
+	picker string // the picker cluster the route's ext_proc config names, if any
+}
+
+// routeConfiguration builds the listener's route configuration: one virtual host per
+// hostname, the catch-all "*" last; routes without hostnames also apply to named hosts.
+func (b *builder) routeConfiguration(pl *portListener) *routev3.RouteConfiguration {
+	rc := &routev3.RouteConfiguration{Name: routeConfigName(pl.port)}
+	var catchAll []routeEntry
+	if vh := pl.vhosts["*"]; vh != nil {
+		catchAll = vh.entries
+	}
+	for _, h := range sortedKeys(pl.vhosts) {
+		if h == "*" {
+			continue
+		}
+		entries := append(append([]routeEntry(nil), pl.vhosts[h].entries...), catchAll...)
+		rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(h, entries))
+	}
+	if len(catchAll) > 0 || len(pl.vhosts) == 0 {
+		rc.VirtualHosts = append(rc.VirtualHosts, virtualHost("*", catchAll))
+	}
+	return rc
+}
+
+func virtualHost(hostname string, entries []routeEntry) *routev3.VirtualHost {
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].prec.before(entries[j].prec) })
+	vh := &routev3.VirtualHost{Name: hostname, Domains: []string{hostname}}
+	for _, e := range entries {
+		vh.Routes = append(vh.Routes, e.route)
+	}
+	return vh
+}
+
+// ruleTarget is what a rule's backendRefs resolve to.
+type ruleTarget struct {
+	clusters []*routev3.WeightedCluster_ClusterWeight
+	pools    []weightedPool // set when every backend is a pool
+	picker   string         // the pools' picker cluster; "" when unresolved
+	failOpen bool           // every pool is FailOpen
+	direct   *routev3.DirectResponseAction
+	// directType is the content type of the direct response.
+	directType string
+}
+
+// routePicker is the picker cluster routes of this target enable ext_proc with.
+func (t ruleTarget) routePicker() string {
+	if t.direct != nil || len(t.pools) == 0 {
+		return ""
+	}
+	return t.picker
+}
+
+// routeEntries turns every rule × match of an HTTPRoute into Envoy routes.
+func (b *builder) routeEntries(hr *gwapiv1.HTTPRoute) []routeEntry {
+	key := discovery.Key(hr.Namespace, hr.Name)
+	var out []routeEntry
+	for ri := range hr.Spec.Rules {
+		rule := &hr.Spec.Rules[ri]
+		target := b.ruleTarget(hr, ri, rule)
+		mods := b.headerModifiers(key, ri, rule.Filters)
+		timeout := b.ruleTimeout(key, ri, rule)
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []gwapiv1.HTTPRouteMatch{{}}
+		}
+		for mi := range matches {
+			m, prec, err := routeMatch(&matches[mi])
+			if err != nil {
+				b.ix.warnf("httproute %s rule %d match %d: %v; match skipped", key, ri, mi, err)
+				continue
+			}
+			prec.created = hr.CreationTimestamp.Time
+			prec.route, prec.rule, prec.match = key, ri, mi
+			name := fmt.Sprintf("%s/rule/%d/match/%d", key, ri, mi)
+			rt := b.route(name, m, target, target.clusters, mods, timeout)
+			if err := rt.ValidateAll(); err != nil {
+				// One invalid route (say a header name with a space) must not block the
+				// whole update: drop it, say why.
+				b.ix.warnf("httproute %s rule %d match %d: invalid for Envoy: %v; match skipped", key, ri, mi, err)
+				continue
+			}
+			if len(target.pools) > 1 && target.direct == nil {
+				out = append(out, b.poolHeaderRoutes(name, m, prec, target, mods, timeout)...)
+			}
+			out = append(out, routeEntry{route: rt, prec: prec, picker: target.routePicker()})
+		}
+	}
+	return out
+}
+
+// poolHeaderRoutes are the routes the picker's x-infergw-pool header selects after
+// clear_route_cache: same match plus the header, to that one pool.
+func (b *builder) poolHeaderRoutes(name string, m *routev3.RouteMatch, prec precedence, t ruleTarget, mods headerMods, timeout *durationpb.Duration) []routeEntry {
+	out := make([]routeEntry, 0, len(t.pools))
+	for i, p := range t.pools {
+		pm := cloneMatch(m)
+		pm.Headers = append(pm.Headers, exactHeader(HeaderPool, p.key))
+		pp := prec
+		pp.headers++
+		pp.poolHeader = true
+		rt := b.route(name+"/pool/"+p.key, pm, t, t.clusters[i:i+1], mods, timeout)
+		out = append(out, routeEntry{route: rt, prec: pp, picker: t.routePicker()})
+	}
+	return out
+}
+
+func (b *builder) route(name string, m *routev3.RouteMatch, t ruleTarget, clusters []*routev3.WeightedCluster_ClusterWeight, mods headerMods, timeout *durationpb.Duration) *routev3.Route {
+	rt := &routev3.Route{
+		Name:                    name,
+		Match:                   m,
+		RequestHeadersToAdd:     mods.reqAdd,
+		RequestHeadersToRemove:  mods.reqRemove,
+		ResponseHeadersToAdd:    mods.respAdd,
+		ResponseHeadersToRemove: mods.respRemove,
+	}
+	if t.direct != nil {
+		rt.Action = &routev3.Route_DirectResponse{DirectResponse: t.direct}
+		rt.ResponseHeadersToAdd = append(rt.ResponseHeadersToAdd, setHeader("content-type", t.directType))
+		return rt
+	}
+	action := &routev3.RouteAction{
+		Timeout:     timeout,
+		IdleTimeout: durationpb.New(b.opts.StreamIdleTimeout),
+	}
+	if len(clusters) == 1 {
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: clusters[0].Name}
+	} else {
+		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: clusters}}
+	}
+	if b.opts.NumRetries > 0 {
+		action.RetryPolicy = &routev3.RetryPolicy{
+			RetryOn:    "connect-failure,refused-stream,reset",
+			NumRetries: wrapperspb.UInt32(uint32(b.opts.NumRetries)),
+		}
+	}
+	rt.Action = &routev3.Route_Route{Route: action}
+	if len(t.pools) > 0 {
+		rt.ResponseHeadersToAdd = append(rt.ResponseHeadersToAdd, setHeader(HeaderUpstream, "%UPSTREAM_HOST%"))
+		if t.picker != "" {
+			rt.TypedPerFilterConfig = b.extProcPerRoute(t.picker, t.failOpen, t.pools)
+		}
+	}
+	return rt
+}
+
+// ruleTarget resolves a rule's backendRefs. Invalid refs are dropped with a warning; a rule
+// left with none answers 500, as Gateway API asks.
+func (b *builder) ruleTarget(hr *gwapiv1.HTTPRoute, ri int, rule *gwapiv1.HTTPRouteRule) ruleTarget {
+	key := discovery.Key(hr.Namespace, hr.Name)
+	var t ruleTarget
+	var pools []*poolModel
+	services := 0
+	for bi, br := range rule.BackendRefs {
+		weight := int32(1)
+		if br.Weight != nil {
+			weight = *br.Weight
+		}
+		if weight <= 0 {
+			continue
+		}
+		if len(br.Filters) > 0 {
+			b.ix.warnf("httproute %s rule %d backendRef %d: backendRef filters are not supported; ignored", key, ri, bi)
+		}
+		ns := hr.Namespace
+		if br.Namespace != nil && string(*br.Namespace) != hr.Namespace {
+			b.ix.warnf("httproute %s rule %d backendRef %d: cross-namespace references (ReferenceGrant) are not supported; skipped", key, ri, bi)
+			continue
+		}
+		group, kind := "", "Service"
+		if br.Group != nil {
+			group = string(*br.Group)
+		}
+		if br.Kind != nil {
+			kind = string(*br.Kind)
+		}
+		switch {
+		case group == "inference.networking.k8s.io" && kind == "InferencePool":
+			p := b.ix.pools[discovery.Key(ns, string(br.Name))]
+			if p == nil {
+				b.ix.warnf("httproute %s rule %d: InferencePool %s/%s not found", key, ri, ns, br.Name)
+				continue
+			}
+			pools = append(pools, p)
+			t.pools = append(t.pools, weightedPool{key: p.key, weight: uint32(weight)})
+			t.clusters = append(t.clusters, clusterWeight(p.cluster, weight))
+		case (group == "" || group == "core") && kind == "Service":
+			sc, err := b.ix.serviceBackend(ns, string(br.Name), br.Port)
+			if err != nil {
+				b.ix.warnf("httproute %s rule %d: %v", key, ri, err)
+				continue
+			}
+			services++
+			t.clusters = append(t.clusters, clusterWeight(sc.cluster, weight))
+		default:
+			b.ix.warnf("httproute %s rule %d: backendRef kind %s/%s is not supported", key, ri, group, kind)
+		}
+	}
+	switch {
+	case len(t.clusters) == 0:
+		t.direct, t.directType = directResponse(500, "no valid backend for this route\n"), "text/plain"
+		t.pools = nil
+	case len(pools) > 0 && services > 0:
+		b.ix.warnf("httproute %s rule %d: mixes InferencePools and Services; not supported", key, ri)
+		t.direct, t.directType = directResponse(500, "route mixes InferencePool and Service backends\n"), "text/plain"
+		t.pools = nil
+	case len(pools) > 0:
+		b.resolveRulePicker(key, ri, pools, &t)
+	}
+	return t
+}
+
+// resolveRulePicker chooses the rule's picker (the first pool's) and failure mode (open only
+// when every pool is FailOpen). Without a reachable picker config a FailClose rule answers 503
+// and a FailOpen rule goes straight to the pools' fallback load balancing.
+func (b *builder) resolveRulePicker(key string, ri int, pools []*poolModel, t *ruleTarget) {
+	t.failOpen = true
+	for _, p := range pools {
+		t.failOpen = t.failOpen && p.failOpen
+	}
+	first := pools[0]
+	for _, p := range pools[1:] {
+		if p.picker == nil || first.picker == nil || p.picker.cluster != first.picker.cluster {
+			b.ix.warnf("httproute %s rule %d: pools %s and %s have different pickers; %s's picker chooses for both", key, ri, first.key, p.key, first.key)
+		}
+	}
+	if first.picker != nil {
+		t.picker = first.picker.cluster
+		return
+	}
+	if !t.failOpen {
+		t.direct, t.directType = directResponse(503, pickerUnavailableBody), "application/json"
+		t.pools = nil
+		return
+	}
+	b.ix.warnf("httproute %s rule %d: pool %s has no endpoint picker; FailOpen sends requests to any endpoint", key, ri, first.key)
+}
+
+func clusterWeight(name string, weight int32) *routev3.WeightedCluster_ClusterWeight {
+	return &routev3.WeightedCluster_ClusterWeight{Name: name, Weight: wrapperspb.UInt32(uint32(weight))}
+}
+
+// pickerUnavailableBody is the OpenAI-style error a FailClose pool answers without a picker.
+const pickerUnavailableBody = `{"error":{"message":"endpoint picker unavailable","type":"service_unavailable","param":null,"code":503}}`
+
+func directResponse(status uint32, body string) *routev3.DirectResponseAction {
+	return &routev3.DirectResponseAction{
+		Status: status,
+		Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: body}},
+	}
+}
+
+// ruleTimeout is the rule's request timeout, else Options.RouteTimeout (0 disables).
+func (b *builder) ruleTimeout(key string, ri int, rule *gwapiv1.HTTPRouteRule) *durationpb.Duration {
+	d := b.opts.RouteTimeout
+	if rule.Timeouts != nil && rule.Timeouts.Request != nil {
+		parsed, err := time.ParseDuration(string(*rule.Timeouts.Request))
+		if err != nil || parsed < 0 {
+			b.ix.warnf("httproute %s rule %d: request timeout %q is invalid; default used", key, ri, *rule.Timeouts.Request)
+		} else {
+			d = parsed
+		}
+	}
+	return durationpb.New(d)
+}

@@ -1,0 +1,126 @@
+// Package xds turns a discovery snapshot into Envoy v3 resources (a pure function, Translate)
+// and serves them to Envoy over ADS from go-control-plane's snapshot cache (Server).
+package xds
+
+import (
+	"errors"
+	"fmt"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/infergw/infergw/discovery"
+)
+
+type anyMsg = anypb.Any
+
+// Resources are the Envoy resources of one snapshot, each list sorted by name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+	// Warnings describe input that was skipped or only partly supported. They never make
+	// the resources inconsistent.
+	Warnings []string
+}
+
+// builder carries the options and the first marshalling error through the constructors, so
+// that they stay small expression-style functions.
+type builder struct {
+	opts Options
+	ix   *index
+	err  error
+	// overrideHostCache is the marshalled load-balancing policy all pool clusters share
+	// (resources are read-only once built, so sharing one Any is safe).
+	overrideHostCache *anyMsg
+}
+
+func (b *builder) any(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		if b.err == nil {
+			b.err = fmt.Errorf("marshal %T: %w", m, err)
+		}
+		return nil
+	}
+	return a
+}
+
+// Translate builds the Envoy resources for snap. It fails only for invalid options or for
+// resources Envoy would reject (every resource passes ValidateAll); problems with single
+// objects become warnings and a safe fallback (for example a 500 direct response).
+func Translate(snap *discovery.Snapshot, opts Options) (*Resources, error) {
+	if snap == nil {
+		return nil, errors.New("translate: nil snapshot")
+	}
+	opts = opts.Defaults()
+	if err := validateOptions(opts); err != nil {
+		return nil, fmt.Errorf("translate: %w", err)
+	}
+	b := &builder{opts: opts, ix: newIndex(snap)}
+	res := &Resources{}
+
+	ports := b.attachRoutes(snap)
+	for _, port := range sortedPorts(ports) {
+		pl := ports[port]
+		res.Routes = append(res.Routes, b.routeConfiguration(pl))
+		res.Listeners = append(res.Listeners, b.listener(pl))
+	}
+	b.addClusters(res)
+	res.Warnings = b.ix.warnings
+	if b.err != nil {
+		return nil, fmt.Errorf("translate: %w", b.err)
+	}
+	if err := res.Validate(); err != nil {
+		return nil, fmt.Errorf("translate: %w", err)
+	}
+	return res, nil
+}
+
+func validateOptions(o Options) error {
+	switch o.RequestBodyMode {
+	case BodyFullDuplexStreamed, BodyBuffered:
+	default:
+		return fmt.Errorf("request body mode %q: want %s or %s", o.RequestBodyMode, BodyFullDuplexStreamed, BodyBuffered)
+	}
+	switch o.ResponseBodyMode {
+	case BodyFullDuplexStreamed, BodyStreamed:
+	default:
+		return fmt.Errorf("response body mode %q: want %s or %s", o.ResponseBodyMode, BodyFullDuplexStreamed, BodyStreamed)
+	}
+	if o.RouteTimeout < 0 || o.StreamIdleTimeout < 0 || o.ConnectTimeout < 0 || o.PickerMessageTimeout < 0 {
+		return errors.New("timeouts must not be negative")
+	}
+	return nil
+}
+
+// addClusters emits a cluster for every pool, every picker and every Service backend a
+// route uses, and a ClusterLoadAssignment for each EDS cluster among them.
+func (b *builder) addClusters(res *Resources) {
+	for _, key := range sortedKeys(b.ix.pools) {
+		p := b.ix.pools[key]
+		res.Clusters = append(res.Clusters, b.poolCluster(p))
+		res.Endpoints = append(res.Endpoints, loadAssignment(p.cluster, p.up.addrs))
+	}
+	for _, name := range sortedKeys(b.ix.pickers) {
+		p := b.ix.pickers[name]
+		b.addUpstream(res, name, p.up, true)
+	}
+	for _, name := range sortedKeys(b.ix.svcs) {
+		b.addUpstream(res, name, b.ix.svcs[name].up, false)
+	}
+	sortByName(res.Clusters, func(c *clusterv3.Cluster) string { return c.GetName() })
+	sortByName(res.Endpoints, func(c *endpointv3.ClusterLoadAssignment) string { return c.GetClusterName() })
+}
+
+func (b *builder) addUpstream(res *Resources, name string, up upstream, h2 bool) {
+	res.Clusters = append(res.Clusters, b.upstreamCluster(name, up, h2))
+	if up.dnsName == "" {
+		res.Endpoints = append(res.Endpoints, loadAssignment(name, up.addrs))
+	}
+}
