@@ -6,6 +6,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
+	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -46,11 +47,23 @@ func (b *builder) overrideHost() *overridehostv3.OverrideHost {
 			}},
 		},
 		FallbackPolicy: &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
-			TypedExtensionConfig: &corev3.TypedExtensionConfig{
-				Name:        "envoy.load_balancing_policies.least_request",
-				TypedConfig: b.any(&leastrequestv3.LeastRequest{}),
-			},
+			TypedExtensionConfig: b.fallbackPolicy(),
 		}}},
+	}
+}
+
+// fallbackPolicy is least request normally; with DisablePicker it is plain round robin, the
+// policy a gateway without a picker would use (the benchmark's baseline).
+func (b *builder) fallbackPolicy() *corev3.TypedExtensionConfig {
+	if b.opts.DisablePicker {
+		return &corev3.TypedExtensionConfig{
+			Name:        "envoy.load_balancing_policies.round_robin",
+			TypedConfig: b.any(&roundrobinv3.RoundRobin{}),
+		}
+	}
+	return &corev3.TypedExtensionConfig{
+		Name:        "envoy.load_balancing_policies.least_request",
+		TypedConfig: b.any(&leastrequestv3.LeastRequest{}),
 	}
 }
 

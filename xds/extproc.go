@@ -34,9 +34,9 @@ func (b *builder) extProcFilter(defaultPicker string) *hcmv3.HttpFilter {
 		// (model rewrite), so upstreams get a sized body instead of chunked encoding.
 		AllowContentLengthHeader: true,
 	}
-	if b.opts.RequestBodyMode != BodyFullDuplexStreamed || b.opts.ResponseBodyMode != BodyFullDuplexStreamed {
-		cfg.MessageTimeout = durationpb.New(b.opts.PickerMessageTimeout)
-	}
+	// Always set: FailOpen routes switch to BUFFERED/STREAMED (see failOpenProcessingMode),
+	// where Envoy's 200 ms default would fail requests the picker is still queueing.
+	cfg.MessageTimeout = durationpb.New(b.opts.PickerMessageTimeout)
 	return &hcmv3.HttpFilter{
 		Name:       ExtProcFilterName,
 		Disabled:   true,
@@ -71,7 +71,28 @@ func (b *builder) extProcPerRoute(picker string, failOpen bool, pools []weighted
 		GrpcInitialMetadata: []*corev3.HeaderValue{{Key: MetadataPools, Value: poolsMetadata(pools)}},
 		FailureModeAllow:    wrapperspb.Bool(failOpen),
 	}}}
+	if failOpen {
+		per.GetOverrides().ProcessingMode = failOpenProcessingMode()
+	}
 	return map[string]*anyMsg{ExtProcFilterName: b.any(&routev3.FilterConfig{Config: b.any(per)})}
+}
+
+// failOpenProcessingMode is the processing mode of FailOpen routes. Envoy can fail open in
+// FULL_DUPLEX_STREAMED mode only until the first body chunk has been handed to the picker's
+// stream; with the picker down, a POST's first chunk is queued on the stream before the
+// connection failure is known, so the request fails closed anyway (seen with Envoy 1.40;
+// envoyproxy/envoy#41276 describes the limit). BUFFERED keeps the body in Envoy until the
+// picker has answered the headers, so a dead picker is detected while failing open is still
+// possible. STREAMED responses likewise let a picker failure mid-response pass the rest through.
+func failOpenProcessingMode() *extprocv3.ProcessingMode {
+	return &extprocv3.ProcessingMode{
+		RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+		RequestBodyMode:     extprocv3.ProcessingMode_BUFFERED,
+		RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+		ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
+		ResponseBodyMode:    extprocv3.ProcessingMode_STREAMED,
+		ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+	}
 }
 
 type weightedPool struct {

@@ -45,6 +45,11 @@ type Options struct {
 	// MaxRequestsPerCluster raises Envoy's circuit-breaker limits (default 1024), which
 	// long-lived LLM streams reach quickly. Default 100000.
 	MaxRequestsPerCluster uint32
+	// DisablePicker routes pool traffic without the endpoint picker: no ext_proc on pool
+	// routes, and the pool cluster's override-host fallback is plain round robin, so Envoy's
+	// own load balancing chooses every endpoint. It exists as the "round-robin" baseline of
+	// the routing benchmark (bench/routing); a real deployment never wants it.
+	DisablePicker bool
 }
 
 // Defaults returns o with every unset field set to its default.

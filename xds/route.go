@@ -156,7 +156,7 @@ func (b *builder) route(name string, m *routev3.RouteMatch, t ruleTarget, cluste
 	rt.Action = &routev3.Route_Route{Route: action}
 	if len(t.pools) > 0 {
 		rt.ResponseHeadersToAdd = append(rt.ResponseHeadersToAdd, setHeader(HeaderUpstream, "%UPSTREAM_HOST%"))
-		if t.picker != "" {
+		if t.picker != "" && !b.opts.DisablePicker {
 			rt.TypedPerFilterConfig = b.extProcPerRoute(t.picker, t.failOpen, t.pools)
 		}
 	}
