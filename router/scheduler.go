@@ -103,9 +103,13 @@ func (pc *pickContext) keep(pred func(i int) bool) {
 
 // --- Filters -------------------------------------------------------------------------
 
-// filterServesModel drops endpoints whose model list is known and lacks the model.
+// filterServesModel drops endpoints whose model list is known and lacks the model. A request
+// that names no model (a bodiless GET such as /v1/models) may go to any endpoint.
 func filterServesModel(pc *pickContext) {
 	model := pc.req.Model
+	if model == "" {
+		return
+	}
 	pc.keep(func(i int) bool {
 		ms := pc.eps[i].models.Load()
 		if ms == nil {

@@ -1,18 +1,193 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/extproc"
+	"github.com/infergw/infergw/router"
 )
 
-// Placeholder until the picker package lands; replaced by the real wiring.
+type pickerFlags struct {
+	grpcAddr        string
+	metricsAddr     string
+	manifests       string
+	kubernetes      bool
+	kubeconfig      string
+	namespaces      []string
+	pool            string
+	schedulerConfig string
+	maxBodyBytes    int
+	tlsCert         string
+	tlsKey          string
+	logLevel        string
+}
+
+// newPickerCmd runs the endpoint picker: the ext_proc gRPC server over the router, fed by
+// a manifest directory or the Kubernetes API.
 func newPickerCmd() *cobra.Command {
-	return &cobra.Command{
+	f := &pickerFlags{}
+	cmd := &cobra.Command{
 		Use:   "picker",
-		Short: "(picker is not built yet)",
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("picker is not built yet")
+		Short: "Run the endpoint picker (Envoy ext_proc server speaking the GIE endpoint-picker protocol)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runPicker(cmd.Context(), f)
 		},
 	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9002", "ext_proc gRPC listen address")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz")
+	fl.StringVar(&f.manifests, "manifests", "", "directory of YAML manifests to read resources from")
+	fl.BoolVar(&f.kubernetes, "kubernetes", false, "read resources from the Kubernetes API")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
+	fl.StringSliceVar(&f.namespaces, "namespace", nil, "namespace to watch (repeatable; default all)")
+	fl.StringVar(&f.pool, "pool", "", "pool (namespace/name) for requests whose route names none")
+	fl.StringVar(&f.schedulerConfig, "scheduler-config", "", "scheduler plugin configuration YAML (default: built-in)")
+	fl.IntVar(&f.maxBodyBytes, "max-body-bytes", extproc.DefaultMaxBodyBytes, "request body limit; larger bodies get 413")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file for the gRPC port (reloaded on change)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS key file for the gRPC port")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func runPicker(ctx context.Context, f *pickerFlags) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if (f.manifests == "") == !f.kubernetes {
+		return errors.New("exactly one of --manifests DIR and --kubernetes is required")
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	rcfg := router.DefaultConfig()
+	if f.schedulerConfig != "" {
+		sc, err := router.LoadSchedulerConfig(f.schedulerConfig)
+		if err != nil {
+			return fmt.Errorf("--scheduler-config: %w", err)
+		}
+		rcfg.Scheduler = sc
+	}
+	r, err := router.New(rcfg, log.With("component", "router"), reg)
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	defer r.Close()
+
+	tp, shutdownTracing, err := extproc.NewTracerProvider(ctx, "infergw-picker")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.Background()) }()
+
+	srv, err := extproc.NewServer(r, extproc.Options{
+		DefaultPool:    f.pool,
+		MaxBodyBytes:   f.maxBodyBytes,
+		TracerProvider: tp,
+		Registerer:     reg,
+	}, log.With("component", "extproc"))
+	if err != nil {
+		return err
+	}
+
+	src, err := pickerSource(f, reg, log)
+	if err != nil {
+		return err
+	}
+
+	var tlsCfg *tls.Config
+	if f.tlsCert != "" {
+		if tlsCfg, err = extproc.TLSConfig(f.tlsCert, f.tlsKey, log); err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+	}
+	grpcLis, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("--grpc-addr: %w", err)
+	}
+	metricsLis, err := net.Listen("tcp", f.metricsAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("--metrics-addr: %w", err)
+	}
+	log.Info("picker listening", "grpc", grpcLis.Addr().String(), "metrics", metricsLis.Addr().String(), "tls", tlsCfg != nil)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srcErr := make(chan error, 1)
+	go func() { srcErr <- src.Run(ctx) }()
+	snaps, unsubscribe := src.Subscribe()
+	defer unsubscribe()
+	applied := make(chan struct{})
+	go func() {
+		defer close(applied)
+		if cur := src.Current(); cur != nil {
+			srv.ApplySnapshot(cur)
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case snap := <-snaps:
+				srv.ApplySnapshot(snap)
+			}
+		}
+	}()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ctx, grpcLis, metricsLis, tlsCfg, reg) }()
+
+	var result error
+	select {
+	case err := <-srcErr:
+		if err != nil && ctx.Err() == nil {
+			result = fmt.Errorf("discovery: %w", err)
+		}
+		cancel()
+		result = errors.Join(result, <-serveErr)
+	case err := <-serveErr:
+		result = err
+		cancel()
+		if err := <-srcErr; err != nil && !errors.Is(err, context.Canceled) {
+			result = errors.Join(result, fmt.Errorf("discovery: %w", err))
+		}
+	}
+	<-applied
+	return result
+}
+
+func pickerSource(f *pickerFlags, reg prometheus.Registerer, log *slog.Logger) (discovery.Source, error) {
+	if f.manifests != "" {
+		return discovery.NewDirSource(f.manifests, discovery.DirOptions{Registerer: reg}, log.With("component", "discovery"))
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if f.kubeconfig != "" {
+		rules.ExplicitPath = f.kubeconfig
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes config: %w", err)
+	}
+	return discovery.NewKubeSource(discovery.KubeOptions{
+		RESTConfig: cfg,
+		Namespaces: f.namespaces,
+		Registerer: reg,
+	}, log.With("component", "discovery"))
 }

@@ -1,0 +1,420 @@
+package extproc
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/infergw/infergw/extproc/openai"
+	"github.com/infergw/infergw/router"
+)
+
+// exchange is the state of one ext_proc stream, that is one HTTP request and its response.
+// Only the stream's goroutine touches it.
+type exchange struct {
+	s     *Server
+	ctx   context.Context
+	start time.Time
+
+	reqMode  extprocfilterv3.ProcessingMode_BodySendMode
+	respMode extprocfilterv3.ProcessingMode_BodySendMode
+	modeSet  bool
+
+	hdr        requestHeaders
+	poolList   string // gRPC metadata x-infergw-pools
+	subset     []string
+	subsetSeen bool
+
+	body        []byte
+	bodyBuf     *[]byte // pooled accumulation buffer, returned at the end of the stream
+	bodyBytes   int
+	headersSent bool // the request headers phase has been answered
+	picked      bool // the request phase is complete (answered or rejected)
+	rejected    bool // an ImmediateResponse ended the exchange
+
+	parsed    *openai.Request // pooled; returned right after the pick
+	model     string          // what the client asked for
+	target    string          // what the backend is asked for
+	pool      string
+	decision  *router.Decision
+	span      trace.Span
+	spanStart bool
+
+	resp        *openai.ResponseProcessor
+	respBytes   int
+	firstByte   time.Time
+	completed   bool
+	out         []*extprocv3.ProcessingResponse
+	respTrailer bool
+}
+
+func (s *Server) newExchange(ctx context.Context) *exchange {
+	return &exchange{s: s, ctx: ctx, start: time.Now()}
+}
+
+// handle answers one message from Envoy with zero or more messages.
+func (x *exchange) handle(req *extprocv3.ProcessingRequest) []*extprocv3.ProcessingResponse {
+	x.out = x.out[:0]
+	if !x.modeSet {
+		x.modeSet = true
+		x.reqMode = x.s.opts.DefaultRequestBodyMode
+		x.respMode = extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED
+		if pc := req.GetProtocolConfig(); pc != nil {
+			x.reqMode = pc.GetRequestBodyMode()
+			x.respMode = pc.GetResponseBodyMode()
+		}
+	}
+	if md := req.GetMetadataContext(); md != nil && !x.subsetSeen {
+		x.subset, x.subsetSeen = subsetHint(md)
+	}
+	if x.rejected {
+		return nil // Envoy ends the stream after an ImmediateResponse; ignore stragglers.
+	}
+	switch r := req.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		x.onRequestHeaders(r.RequestHeaders)
+	case *extprocv3.ProcessingRequest_RequestBody:
+		x.onRequestBody(r.RequestBody)
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		x.onRequestTrailers()
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		x.onResponseHeaders(r.ResponseHeaders)
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		x.onResponseBody(r.ResponseBody)
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		x.onResponseTrailers()
+	}
+	return x.out
+}
+
+func (x *exchange) send(r *extprocv3.ProcessingResponse) { x.out = append(x.out, r) }
+
+func (x *exchange) onRequestHeaders(h *extprocv3.HttpHeaders) {
+	x.hdr.read(h.GetHeaders())
+	if x.hdr.requestID == "" {
+		x.hdr.requestID = newRequestID()
+	}
+	if h.GetEndOfStream() || !x.bodyAware() {
+		// No body will come (or the mode cannot carry a pick made after the body): pick
+		// now, without a model or prompt.
+		x.pick(nil, false)
+		return
+	}
+	if x.reqMode != extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED {
+		// BUFFERED (and the other non-duplex modes): Envoy waits for this answer before
+		// sending the body; the pick rides on the body response.
+		x.headersSent = true
+		x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+			RequestHeaders: &extprocv3.HeadersResponse{},
+		}})
+	}
+	// FULL_DUPLEX_STREAMED: hold the headers answer until the body is complete.
+}
+
+// bodyAware reports whether the request body mode lets the pick wait for the body:
+// FULL_DUPLEX_STREAMED holds the headers answer, BUFFERED and BUFFERED_PARTIAL carry the
+// pick on their single body answer. STREAMED and GRPC forward the headers before the body
+// is complete, so there the pick is made at the headers.
+func (x *exchange) bodyAware() bool {
+	switch x.reqMode {
+	case extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED, extprocfilterv3.ProcessingMode_BUFFERED,
+		extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL:
+		return true
+	}
+	return false
+}
+
+func (x *exchange) onRequestBody(b *extprocv3.HttpBody) {
+	if x.picked {
+		if !x.rejected && !x.bodyAware() {
+			// STREAMED: every chunk needs an answer; pass it on unchanged.
+			x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
+				RequestBody: &extprocv3.BodyResponse{},
+			}})
+		}
+		return
+	}
+	x.bodyBytes += len(b.GetBody())
+	if x.bodyBytes > x.s.opts.MaxBodyBytes {
+		x.reject(errTooLarge(x.s.opts.MaxBodyBytes))
+		return
+	}
+	if x.body == nil && b.GetEndOfStream() {
+		// The whole body in one message (BUFFERED, or a small duplex body): no copy.
+		x.body = b.GetBody()
+	} else {
+		if x.bodyBuf == nil {
+			x.bodyBuf = getBodyBuf(x.hdr.contentLength, x.s.opts.MaxBodyBytes)
+			x.body = (*x.bodyBuf)[:0]
+		}
+		x.body = append(x.body, b.GetBody()...)
+	}
+	switch {
+	case x.reqMode == extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED:
+		if b.GetEndOfStream() {
+			x.pick(x.body, b.GetEndOfStream())
+		}
+	default:
+		// BUFFERED / BUFFERED_PARTIAL send the body they have in one message and wait for
+		// the answer, whether or not trailers follow.
+		x.pick(x.body, b.GetEndOfStream())
+	}
+}
+
+func (x *exchange) onRequestTrailers() {
+	if !x.picked {
+		// Full-duplex body that ended with trailers: the body is complete now. The body
+		// chunks we send back do not carry end_of_stream, the trailers do.
+		x.pick(x.body, false)
+	}
+	if x.rejected {
+		return
+	}
+	x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+		RequestTrailers: &extprocv3.TrailersResponse{},
+	}})
+}
+
+// pick runs once per request when everything routing needs has arrived. body is nil for a
+// request without a body. bodyEOS tells whether the last body chunk sent back ends the stream.
+func (x *exchange) pick(body []byte, bodyEOS bool) {
+	x.picked = true
+	st := x.s.state.Load()
+	x.startSpan()
+
+	if body != nil {
+		x.parsed = getParsed()
+		defer func() { putParsed(x.parsed); x.parsed = nil }()
+		if err := openai.Parse(body, x.parsed); err != nil {
+			x.reject(classifyParseError(err))
+			return
+		}
+		x.model = x.parsed.Model
+	}
+	pool, multi, aerr := x.choosePool(st)
+	if aerr != nil {
+		x.reject(aerr)
+		return
+	}
+	x.pool = pool
+
+	x.target = x.model
+	if x.hdr.rewrite != "" {
+		x.target = x.hdr.rewrite
+	} else if t, ok := st.rewriteModel(pool, x.model); ok && x.model != "" {
+		x.target = t
+	}
+	if x.target != "" && !x.s.router.ServesModel(pool, x.target) {
+		x.reject(errModelNotFound(x.model))
+		return
+	}
+	if x.subsetSeen && len(x.subset) == 0 {
+		x.reject(errNoEndpoint("the proxy's endpoint subset hint is empty"))
+		return
+	}
+
+	rreq := router.Request{Pool: pool, Model: x.target, Priority: st.priority(pool, x.hdr.objective)}
+	if body != nil {
+		rreq.Prompt = x.parsed.Prompt
+	}
+	if x.subsetSeen {
+		rreq.Subset = x.subset
+	}
+	t0 := time.Now()
+	d, err := x.s.router.Pick(&rreq)
+	x.s.metrics.schedulerE2E.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		x.reject(classifyPickError(pool, err))
+		return
+	}
+	if d == nil || len(d.Endpoints) == 0 {
+		if d != nil {
+			d.Done()
+		}
+		x.reject(errNoEndpoint("the router returned no endpoint"))
+		return
+	}
+	x.decision = d
+	x.s.metrics.requests.WithLabelValues(x.model, x.target, pool).Inc()
+	x.s.metrics.running.WithLabelValues(x.model).Inc()
+	if body != nil {
+		x.s.metrics.requestSizes.WithLabelValues(x.model, x.target, pool).Observe(float64(len(body)))
+	}
+
+	newBody := body
+	if body != nil && x.target != x.model {
+		nb, err := openai.RewriteModel(body, x.parsed.ModelStart, x.parsed.ModelEnd, x.target)
+		if err != nil {
+			x.reject(errInternal(err.Error()))
+			return
+		}
+		newBody = nb
+	}
+	x.answer(d, pool, multi, body, newBody, bodyEOS)
+}
+
+// choosePool applies the pool-selection contract: the route's pools from gRPC metadata,
+// else --pool, else the only pool (or the first one serving the model).
+func (x *exchange) choosePool(st *routingState) (pool string, multi bool, aerr *apiError) {
+	if x.poolList != "" {
+		pools, err := parsePools(x.poolList)
+		if err != nil {
+			return "", false, errInternal("proxy sent a bad " + MetadataPools + ": " + err.Error())
+		}
+		if len(pools) == 1 {
+			return pools[0].name, false, nil
+		}
+		return choosePool(pools), true, nil
+	}
+	if x.s.opts.DefaultPool != "" {
+		return x.s.opts.DefaultPool, false, nil
+	}
+	switch len(st.pools) {
+	case 0:
+		return "", false, errNoEndpoint("the picker serves no pool yet")
+	case 1:
+		return st.pools[0], false, nil
+	}
+	for _, p := range st.pools {
+		if x.model != "" && x.s.router.ServesModel(p, x.model) {
+			return p, false, nil
+		}
+	}
+	if x.model != "" {
+		return "", false, errModelNotFound(x.model)
+	}
+	return st.pools[0], false, nil
+}
+
+// answer sends the pick: in BUFFERED mode as a body response carrying the header and body
+// mutations; otherwise as the held headers response, then the body in bounded chunks.
+func (x *exchange) answer(d *router.Decision, pool string, multi bool, body, newBody []byte, bodyEOS bool) {
+	dest := strings.Join(d.Endpoints, ",")
+	x.annotateSpan(dest)
+	x.s.log.Debug("picked", "request_id", x.hdr.requestID, "pool", pool, "model", x.model,
+		"target_model", x.target, "destination", dest)
+
+	mut := &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+		setHeader(HeaderDestination, dest),
+		setHeader(HeaderRequestID, x.hdr.requestID),
+	}}
+	if body != nil && len(newBody) != len(body) {
+		mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderContentLength, strconv.Itoa(len(newBody))))
+	}
+	if multi {
+		mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderPool, pool))
+	} else if x.hdr.clientPool {
+		mut.RemoveHeaders = append(mut.RemoveHeaders, HeaderPool)
+	}
+	x.injectTrace(mut)
+	common := &extprocv3.CommonResponse{HeaderMutation: mut, ClearRouteCache: true}
+	md := destinationMetadata(dest)
+
+	if x.headersSent {
+		// BUFFERED: the headers phase is over; the body response carries everything.
+		if body != nil && !sameBytes(body, newBody) {
+			common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: newBody}}
+		}
+		x.send(&extprocv3.ProcessingResponse{
+			Response:        &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: common}},
+			DynamicMetadata: md,
+		})
+		return
+	}
+	x.headersSent = true
+	x.send(&extprocv3.ProcessingResponse{
+		Response:        &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: common}},
+		DynamicMetadata: md,
+	})
+	if body == nil {
+		return
+	}
+	x.sendStreamedBody(newBody, bodyEOS, true)
+}
+
+// sendStreamedBody sends body back in chunks of at most MaxChunkBytes; the last carries eos.
+func (x *exchange) sendStreamedBody(body []byte, eos, request bool) {
+	for first := true; first || len(body) > 0; first = false {
+		n := min(len(body), MaxChunkBytes)
+		chunk := body[:n]
+		body = body[n:]
+		sb := &extprocv3.StreamedBodyResponse{Body: chunk, EndOfStream: eos && len(body) == 0}
+		br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
+			BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: sb}},
+		}}
+		if request {
+			x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}})
+		} else {
+			x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}})
+		}
+	}
+}
+
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0] || string(a) == string(b))
+}
+
+// reject ends the exchange with an error response and records it.
+func (x *exchange) reject(e *apiError) {
+	x.picked = true
+	x.rejected = true
+	x.s.metrics.errors.WithLabelValues(x.model, x.target, x.pool, strconv.Itoa(e.status)).Inc()
+	// The model name is routing data, not prompt text; the prompt is never logged.
+	x.s.log.Debug("request rejected", "status", e.status, "code", e.code, "model", x.model,
+		"pool", x.pool, "request_id", x.hdr.requestID)
+	if x.spanStart {
+		x.span.SetStatus(codes.Error, e.code)
+		x.span.SetAttributes(attribute.Int("http.response.status_code", e.status))
+	}
+	x.send(e.immediate())
+}
+
+func (x *exchange) startSpan() {
+	ctx := x.ctx
+	if x.hdr.traceparent != "" {
+		carrier := propagation.MapCarrier{HeaderTraceparent: x.hdr.traceparent}
+		if x.hdr.tracestate != "" {
+			carrier[HeaderTracestate] = x.hdr.tracestate
+		}
+		ctx = x.s.prop.Extract(ctx, carrier)
+	}
+	ctx, x.span = x.s.tracer.Start(ctx, "infergw.pick", trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithTimestamp(x.start))
+	x.ctx = ctx
+	x.spanStart = true
+}
+
+func (x *exchange) annotateSpan(dest string) {
+	if !x.span.IsRecording() {
+		return
+	}
+	x.span.SetAttributes(
+		attribute.String("infergw.pool", x.pool),
+		attribute.String("infergw.model", x.model),
+		attribute.String("infergw.target_model", x.target),
+		attribute.String("infergw.destination", dest),
+		attribute.String("infergw.request_id", x.hdr.requestID),
+		attribute.String("url.path", x.hdr.path),
+	)
+}
+
+// injectTrace adds the span's traceparent to the request so the backend joins the trace.
+func (x *exchange) injectTrace(mut *extprocv3.HeaderMutation) {
+	if !trace.SpanContextFromContext(x.ctx).IsValid() {
+		return
+	}
+	carrier := propagation.MapCarrier{}
+	x.s.prop.Inject(x.ctx, carrier)
+	for k, v := range carrier {
+		mut.SetHeaders = append(mut.SetHeaders, setHeader(k, v))
+	}
+}

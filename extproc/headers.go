@@ -1,0 +1,154 @@
+package extproc
+
+import (
+	"encoding/hex"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Header names of the GIE endpoint-picker protocol and of infergw.
+const (
+	HeaderDestination   = "x-gateway-destination-endpoint"
+	HeaderObjective     = "x-gateway-inference-objective"
+	HeaderModelRewrite  = "x-gateway-model-name-rewrite"
+	HeaderFairnessID    = "x-gateway-inference-fairness-id"
+	HeaderRequestID     = "x-request-id"
+	HeaderPool          = "x-infergw-pool"
+	HeaderContentLength = "content-length"
+	HeaderContentType   = "content-type"
+	HeaderTraceparent   = "traceparent"
+	HeaderTracestate    = "tracestate"
+
+	// MetadataPools is the gRPC initial metadata key listing the route's pools.
+	MetadataPools = "x-infergw-pools"
+	// NamespaceLB and KeyDestination are where the pick goes in dynamic metadata.
+	NamespaceLB    = "envoy.lb"
+	KeyDestination = HeaderDestination
+	// NamespaceSubset and KeySubset are where the proxy's candidate subset arrives.
+	NamespaceSubset = "envoy.lb.subset_hint"
+	KeySubset       = "x-gateway-destination-endpoint-subset"
+)
+
+// headerValue returns a header's value; Envoy puts it in raw_value, older clients in value.
+func headerValue(h *corev3.HeaderValue) string {
+	if len(h.GetRawValue()) > 0 {
+		return string(h.GetRawValue())
+	}
+	return h.GetValue()
+}
+
+func setHeader(key, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: key, RawValue: []byte(value)},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// requestHeaders is what the picker keeps of the request headers.
+type requestHeaders struct {
+	path          string
+	method        string
+	requestID     string
+	objective     string
+	rewrite       string
+	clientPool    bool // the client sent x-infergw-pool: it must be removed
+	contentLength int  // -1 when absent or invalid
+	traceparent   string
+	tracestate    string
+}
+
+func (h *requestHeaders) read(m *corev3.HeaderMap) {
+	h.contentLength = -1
+	for _, hv := range m.GetHeaders() {
+		switch hv.GetKey() {
+		case HeaderContentLength:
+			if n, err := strconv.Atoi(headerValue(hv)); err == nil && n >= 0 {
+				h.contentLength = n
+			}
+		case ":path":
+			h.path = headerValue(hv)
+		case ":method":
+			h.method = headerValue(hv)
+		case HeaderRequestID:
+			h.requestID = headerValue(hv)
+		case HeaderObjective:
+			h.objective = headerValue(hv)
+		case HeaderModelRewrite:
+			h.rewrite = headerValue(hv)
+		case HeaderPool:
+			h.clientPool = true
+		case HeaderTraceparent:
+			h.traceparent = headerValue(hv)
+		case HeaderTracestate:
+			h.tracestate = headerValue(hv)
+		}
+	}
+}
+
+// newRequestID returns a random UUIDv4-formatted id. Request ids need uniqueness, not
+// secrecy, so the fast runtime generator is enough.
+func newRequestID() string {
+	var b [16]byte
+	for i := 0; i < 16; i += 8 {
+		v := rand.Uint64()
+		for j := 0; j < 8; j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	b[6] = (b[6] & 0x0f) | 0x40
+	b[8] = (b[8] & 0x3f) | 0x80
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
+}
+
+// subsetHint reads the proxy's candidate subset from the request's metadata context.
+// present is false when there is no hint at all; an empty list is present and empty.
+func subsetHint(md *corev3.Metadata) (subset []string, present bool) {
+	ns, ok := md.GetFilterMetadata()[NamespaceSubset]
+	if !ok {
+		return nil, false
+	}
+	v, ok := ns.GetFields()[KeySubset]
+	if !ok {
+		return nil, false
+	}
+	subset = []string{}
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_ListValue:
+		for _, e := range k.ListValue.GetValues() {
+			if s := e.GetStringValue(); s != "" {
+				subset = append(subset, s)
+			}
+		}
+	case *structpb.Value_StringValue:
+		// Tolerate a comma-separated string, which some proxies send.
+		for _, s := range strings.Split(k.StringValue, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				subset = append(subset, s)
+			}
+		}
+	}
+	return subset, true
+}
+
+// destinationMetadata is the dynamic metadata carrying the pick to Envoy's load balancer.
+func destinationMetadata(dest string) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		NamespaceLB: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			KeyDestination: structpb.NewStringValue(dest),
+		}}),
+	}}
+}

@@ -1,0 +1,123 @@
+package openai
+
+import "strconv"
+
+// Usage is the token accounting of one response.
+type Usage struct {
+	PromptTokens     int64
+	CompletionTokens int64
+	CachedTokens     int64
+	// Present is true once a non-null usage object was read.
+	Present bool
+}
+
+// maxModelTokens bounds how many "model" members of one response are tracked for
+// rewriting (the top level and, for the Responses API, the nested "response" object).
+const maxModelTokens = 4
+
+// ResponseInfo is what the gateway reads from a response body (or one SSE event payload).
+type ResponseInfo struct {
+	// Models holds the [start,end) offsets of "model" string tokens, quotes included.
+	Models [maxModelTokens][2]int
+	NModel int
+	Usage  Usage
+}
+
+// ParseResponse reads the model tokens and usage of a chat/completions/embeddings/responses
+// body or SSE event payload. It accepts the Responses API's nesting
+// ({"type":"response.completed","response":{"model":…,"usage":…}}).
+func ParseResponse(body []byte, info *ResponseInfo) error {
+	*info = ResponseInfo{}
+	s := scanner{b: body}
+	if s.peek() != '{' {
+		return s.fail("response is not a JSON object")
+	}
+	if err := info.object(&s, 0); err != nil {
+		return err
+	}
+	return s.end()
+}
+
+func (info *ResponseInfo) object(s *scanner, depth int) error {
+	return s.object(depth, func(ks, ke int, esc bool) error {
+		switch {
+		case s.keyIs(ks, ke, esc, "model"):
+			if s.peek() != '"' {
+				return s.skip(depth + 1)
+			}
+			st, en, _, err := s.str()
+			if err != nil {
+				return err
+			}
+			if info.NModel < maxModelTokens {
+				info.Models[info.NModel] = [2]int{st, en}
+				info.NModel++
+			}
+			return nil
+		case s.keyIs(ks, ke, esc, "usage"):
+			if s.peek() != '{' {
+				return s.skip(depth + 1)
+			}
+			info.Usage.Present = true
+			return info.usage(s, depth+1)
+		case s.keyIs(ks, ke, esc, "response") && depth == 0:
+			if s.peek() != '{' {
+				return s.skip(depth + 1)
+			}
+			return info.object(s, depth+1)
+		default:
+			return s.skip(depth + 1)
+		}
+	})
+}
+
+func (info *ResponseInfo) usage(s *scanner, depth int) error {
+	u := &info.Usage
+	return s.object(depth, func(ks, ke int, esc bool) error {
+		switch {
+		case s.keyIs(ks, ke, esc, "prompt_tokens"), s.keyIs(ks, ke, esc, "input_tokens"):
+			return intValue(s, depth+1, &u.PromptTokens)
+		case s.keyIs(ks, ke, esc, "completion_tokens"), s.keyIs(ks, ke, esc, "output_tokens"):
+			return intValue(s, depth+1, &u.CompletionTokens)
+		case s.keyIs(ks, ke, esc, "prompt_tokens_details"), s.keyIs(ks, ke, esc, "input_tokens_details"):
+			if s.peek() != '{' {
+				return s.skip(depth + 1)
+			}
+			return s.object(depth+1, func(ks, ke int, esc bool) error {
+				if s.keyIs(ks, ke, esc, "cached_tokens") {
+					return intValue(s, depth+2, &u.CachedTokens)
+				}
+				return s.skip(depth + 2)
+			})
+		default:
+			return s.skip(depth + 1)
+		}
+	})
+}
+
+// intValue reads a non-negative integer; any other value is validated and ignored.
+func intValue(s *scanner, depth int, dst *int64) error {
+	c := s.peek()
+	if c < '0' || c > '9' {
+		return s.skip(depth)
+	}
+	num, err := s.number()
+	if err != nil {
+		return err
+	}
+	if v, err := strconv.ParseInt(string(num), 10, 64); err == nil {
+		*dst = v
+	}
+	return nil
+}
+
+// replaceTokens writes src to dst with each [start,end) token replaced by enc.
+func replaceTokens(dst, src []byte, tokens [][2]int, enc []byte) []byte {
+	last := 0
+	for _, t := range tokens {
+		dst = append(dst, src[last:t[0]]...)
+		dst = append(dst, enc...)
+		last = t[1]
+	}
+	return append(dst, src[last:]...)
+}

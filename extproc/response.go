@@ -1,0 +1,142 @@
+package extproc
+
+import (
+	"time"
+
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/infergw/infergw/extproc/openai"
+)
+
+func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders) {
+	contentType := ""
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		if hv.GetKey() == HeaderContentType {
+			contentType = headerValue(hv)
+		}
+	}
+	clientModel := ""
+	if x.model != "" && x.target != x.model {
+		clientModel = x.model
+	}
+	p, err := openai.NewResponseProcessor(contentType, clientModel)
+	if err != nil { // only if the model name cannot be encoded; then leave the body alone
+		x.s.log.Warn("response model rewrite disabled", "error", err, "request_id", x.hdr.requestID)
+		p, _ = openai.NewResponseProcessor(contentType, "")
+		clientModel = ""
+	}
+	x.resp = p
+	hr := &extprocv3.HeadersResponse{}
+	if clientModel != "" && x.respMode != extprocfilterv3.ProcessingMode_NONE {
+		// The body may change length when the model is written back.
+		hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
+			RemoveHeaders: []string{HeaderContentLength},
+		}}
+	}
+	x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}})
+	if h.GetEndOfStream() {
+		x.complete()
+	}
+}
+
+func (x *exchange) onResponseBody(b *extprocv3.HttpBody) {
+	if x.resp == nil { // body without headers: not a sequence Envoy sends; stay transparent
+		x.resp, _ = openai.NewResponseProcessor("", "")
+	}
+	chunk := b.GetBody()
+	if len(chunk) > 0 && x.firstByte.IsZero() {
+		x.firstByte = time.Now()
+	}
+	x.respBytes += len(chunk)
+	eos := b.GetEndOfStream()
+	out := x.resp.Feed(chunk, eos)
+	if x.respMode == extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED {
+		if len(out) > 0 || eos {
+			x.sendStreamedBody(out, eos, false)
+		}
+	} else {
+		// BUFFERED/STREAMED: one answer per body message, with a body mutation only when the
+		// bytes changed.
+		common := &extprocv3.CommonResponse{}
+		if !sameBytes(out, chunk) {
+			common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
+		}
+		x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+			ResponseBody: &extprocv3.BodyResponse{Response: common},
+		}})
+	}
+	if eos {
+		x.complete()
+	}
+}
+
+func (x *exchange) onResponseTrailers() {
+	if x.resp != nil && !x.completed && x.respMode == extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED {
+		// Release anything held for rewriting; trailers end the stream, not the body.
+		if out := x.resp.Feed(nil, true); len(out) > 0 {
+			x.sendStreamedBody(out, false, false)
+		}
+	}
+	x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+		ResponseTrailers: &extprocv3.TrailersResponse{},
+	}})
+	x.complete()
+}
+
+// complete records a finished response: duration, TTFT, tokens; and releases the pick.
+func (x *exchange) complete() {
+	if x.completed || x.decision == nil {
+		return
+	}
+	x.completed = true
+	m := x.s.metrics
+	labels := []string{x.model, x.target, x.pool}
+	dur := time.Since(x.start)
+	m.duration.WithLabelValues(labels...).Observe(dur.Seconds())
+	m.responseSizes.WithLabelValues(labels...).Observe(float64(x.respBytes))
+	if !x.firstByte.IsZero() {
+		m.ttft.WithLabelValues(labels...).Observe(x.firstByte.Sub(x.start).Seconds())
+	}
+	if x.resp != nil && x.resp.Usage.Present {
+		u := x.resp.Usage
+		m.inputTokens.WithLabelValues(labels...).Observe(float64(u.PromptTokens))
+		m.outputTokens.WithLabelValues(labels...).Observe(float64(u.CompletionTokens))
+		m.cachedTokens.WithLabelValues(labels...).Observe(float64(u.CachedTokens))
+		if u.CompletionTokens > 0 {
+			m.ntpot.WithLabelValues(labels...).Observe(dur.Seconds() / float64(u.CompletionTokens))
+		}
+		if x.spanStart && x.span.IsRecording() {
+			x.span.SetAttributes(
+				attribute.Int64("gen_ai.usage.input_tokens", u.PromptTokens),
+				attribute.Int64("gen_ai.usage.output_tokens", u.CompletionTokens))
+		}
+	}
+	x.release()
+}
+
+// release gives the in-flight slot back to the router. Idempotent.
+func (x *exchange) release() {
+	if x.decision == nil {
+		return
+	}
+	x.decision.Done()
+	x.s.metrics.running.WithLabelValues(x.model).Dec()
+	x.decision = nil
+}
+
+// finish runs when the stream ends for any reason: a normal end, an error, or the client
+// going away (Envoy resets the stream). The pick is released exactly once.
+func (x *exchange) finish() {
+	x.release()
+	if x.bodyBuf != nil {
+		// Every message that referenced the body has been sent (gRPC encodes on Send).
+		*x.bodyBuf = x.body[:0]
+		putBodyBuf(x.bodyBuf)
+		x.bodyBuf, x.body = nil, nil
+	}
+	if x.spanStart {
+		x.span.End()
+	}
+}

@@ -1,0 +1,110 @@
+package extproc
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+)
+
+// GRPCServer returns a grpc.Server serving the processor and the health service. tlsCfg
+// nil means plaintext (h2c), which is what Envoy's ext_proc cluster uses by default.
+func (s *Server) GRPCServer(tlsCfg *tls.Config) *grpc.Server {
+	// BUFFERED mode sends (and takes back) the whole body in one message.
+	maxMsg := s.opts.MaxBodyBytes + 1<<20
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxMsg),
+		grpc.MaxSendMsgSize(maxMsg),
+		// Bodies arrive in chunks of up to 64 KiB and more; larger windows than gRPC's
+		// 64 KiB default avoid a window-update round trip per chunk.
+		grpc.InitialWindowSize(1 << 20),
+		grpc.InitialConnWindowSize(4 << 20),
+		grpc.WriteBufferSize(128 << 10),
+		grpc.ReadBufferSize(128 << 10),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	g := grpc.NewServer(opts...)
+	extprocv3.RegisterExternalProcessorServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+	return g
+}
+
+// MetricsHandler serves /metrics from gatherer, /healthz (alive) and /readyz (a snapshot
+// has been applied).
+func (s *Server) MetricsHandler(gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.Ready() {
+			http.Error(w, "no snapshot applied yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// Serve runs the gRPC server on grpcLis and the metrics server on metricsLis until ctx is
+// done, then stops both (gracefully, bounded by a short grace period).
+func (s *Server) Serve(ctx context.Context, grpcLis, metricsLis net.Listener, tlsCfg *tls.Config, gatherer prometheus.Gatherer) error {
+	g := s.GRPCServer(tlsCfg)
+	hs := &http.Server{Handler: s.MetricsHandler(gatherer), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 2)
+	go func() {
+		if err := g.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("grpc server: %w", err)
+			return
+		}
+		errc <- nil
+	}()
+	go func() {
+		if err := hs.Serve(metricsLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("metrics server: %w", err)
+			return
+		}
+		errc <- nil
+	}()
+	var first error
+	pending := 2
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+		pending--
+	}
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		g.Stop()
+		<-stopped
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	// Collect the remaining goroutine results so none outlives Serve.
+	for ; pending > 0; pending-- {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

@@ -1,0 +1,187 @@
+// Package extproc is infergw's endpoint picker: an Envoy external processor (ext_proc, gRPC)
+// that speaks the Gateway API Inference Extension endpoint-picker protocol. It reads each
+// OpenAI-style request, asks the router for the best endpoint and tells Envoy where to send
+// it; on the way back it reads token usage and timing for metrics. See README.md.
+package extproc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/infergw/infergw/router"
+)
+
+// Scheduler is the part of *router.Router the picker uses.
+type Scheduler interface {
+	SetPool(pool string, eps []router.EndpointSpec)
+	RemovePool(pool string)
+	Pick(req *router.Request) (*router.Decision, error)
+	ServesModel(pool, model string) bool
+}
+
+// Defaults of Options.
+const (
+	DefaultMaxBodyBytes = 16 << 20
+	// MaxChunkBytes bounds each body chunk sent back in FULL_DUPLEX_STREAMED mode (the GIE
+	// reference picker uses the same bound, under Envoy's default 64 KiB gRPC frame budget).
+	MaxChunkBytes = 62000
+)
+
+// Health service names served on the gRPC port.
+const (
+	HealthLiveness  = "liveness"
+	HealthReadiness = "readiness"
+	HealthExtProc   = "envoy.service.ext_proc.v3.ExternalProcessor"
+)
+
+// Options configure a Server.
+type Options struct {
+	// DefaultPool (namespace/name) is used when the proxy names no pool; empty = the only
+	// pool of the snapshot.
+	DefaultPool string
+	// MaxBodyBytes is the request body limit (413 above it); 0 = DefaultMaxBodyBytes.
+	MaxBodyBytes int
+	// DefaultRequestBodyMode applies when Envoy sends no protocol_config (Envoy before
+	// 1.33); zero = FULL_DUPLEX_STREAMED, the GIE default.
+	DefaultRequestBodyMode extprocfilterv3.ProcessingMode_BodySendMode
+	// TracerProvider for request spans; nil = no-op.
+	TracerProvider trace.TracerProvider
+	// Registerer for the picker's metrics; nil = a private registry.
+	Registerer prometheus.Registerer
+}
+
+// Server implements envoy.service.ext_proc.v3.ExternalProcessor.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	router  Scheduler
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	tracer  trace.Tracer
+	prop    propagation.TextMapPropagator
+	health  *health.Server
+
+	state   atomic.Pointer[routingState]
+	applyMu sync.Mutex
+	ready   atomic.Bool
+	active  atomic.Int64 // open Process streams
+}
+
+// NewServer builds a picker over a router. It is not ready (readiness NOT_SERVING) until
+// the first ApplySnapshot.
+func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
+	if r == nil {
+		return nil, errors.New("extproc: nil router")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("extproc: max body bytes %d is negative", opts.MaxBodyBytes)
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.DefaultPool != "" {
+		if _, err := parsePools(opts.DefaultPool); err != nil {
+			return nil, fmt.Errorf("extproc: default pool: %w", err)
+		}
+	}
+	if opts.DefaultRequestBodyMode == extprocfilterv3.ProcessingMode_NONE {
+		opts.DefaultRequestBodyMode = extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		router:  r,
+		opts:    opts,
+		log:     log,
+		metrics: m,
+		tracer:  tp.Tracer("github.com/infergw/infergw/extproc"),
+		prop:    propagation.TraceContext{},
+		health:  health.NewServer(),
+	}
+	s.state.Store(&routingState{})
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(HealthLiveness, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(HealthReadiness, healthpb.HealthCheckResponse_NOT_SERVING)
+	s.health.SetServingStatus(HealthExtProc, healthpb.HealthCheckResponse_NOT_SERVING)
+	if err := registerPoolGauges(opts.Registerer, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Health is the gRPC health service to register next to the processor.
+func (s *Server) Health() *health.Server { return s.health }
+
+// ActiveStreams is the number of Process streams not yet returned.
+func (s *Server) ActiveStreams() int64 { return s.active.Load() }
+
+// Ready reports whether a snapshot has been applied.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+func (s *Server) markReady() {
+	if s.ready.Swap(true) {
+		return
+	}
+	s.health.SetServingStatus(HealthReadiness, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(HealthExtProc, healthpb.HealthCheckResponse_SERVING)
+}
+
+// Process serves one HTTP request/response exchange: Envoy opens one stream per request.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	s.active.Add(1)
+	defer s.active.Add(-1)
+	ctx := stream.Context()
+	x := s.newExchange(ctx)
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(MetadataPools); len(v) > 0 {
+			x.poolList = v[0]
+		}
+	}
+	defer x.finish()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
+				return nil
+			}
+			return status.Errorf(codes.Unknown, "receive from proxy: %v", err)
+		}
+		for _, resp := range x.handle(req) {
+			if err := stream.Send(resp); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return status.Errorf(codes.Unknown, "send to proxy: %v", err)
+			}
+		}
+	}
+}
