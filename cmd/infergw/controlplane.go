@@ -228,6 +228,7 @@ func controlPlaneLogger(level string) (*slog.Logger, error) {
 
 func newControlPlaneBootstrapCmd() *cobra.Command {
 	var o xds.BootstrapOptions
+	var output string
 	cmd := &cobra.Command{
 		Use:   "bootstrap",
 		Short: "Print an Envoy bootstrap (YAML) that takes its configuration from the control plane",
@@ -236,6 +237,14 @@ func newControlPlaneBootstrapCmd() *cobra.Command {
 			out, err := xds.Bootstrap(o)
 			if err != nil {
 				return err
+			}
+			if output != "" {
+				// Images without a shell (distroless) cannot redirect stdout, so the Helm
+				// chart's init container writes the file through this flag.
+				if err := os.WriteFile(output, out, 0o644); err != nil {
+					return fmt.Errorf("bootstrap: %w", err)
+				}
+				return nil
 			}
 			_, err = cmd.OutOrStdout().Write(out)
 			return err
@@ -250,5 +259,6 @@ func newControlPlaneBootstrapCmd() *cobra.Command {
 	fl.StringVar(&o.CertFile, "tls-cert", "", "client certificate for the control plane")
 	fl.StringVar(&o.KeyFile, "tls-key", "", "private key of --tls-cert")
 	fl.StringVar(&o.ServerName, "tls-server-name", "", "name expected in the control plane certificate (default: host of --xds-addr)")
+	fl.StringVarP(&output, "output", "o", "", "write the bootstrap to this file instead of stdout")
 	return cmd
 }

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestVersion(t *testing.T) {
+	out, err := run(t, "version")
+	if err != nil || !strings.HasPrefix(out, "infergw ") {
+		t.Fatalf("version: %q, %v", out, err)
+	}
+}
+
+// The Helm chart's init container writes the bootstrap with --output (distroless has no
+// shell to redirect stdout); the file must be the same YAML that stdout gets.
+func TestBootstrapOutputFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "bootstrap.yaml")
+	args := []string{"controlplane", "bootstrap", "--xds-addr", "infergw-controlplane.infergw.svc:18000", "--node-id", "envoy-0"}
+	stdout, err := run(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, append(args, "--output", file)...); err != nil {
+		t.Fatal(err)
+	}
+	written, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(written) != stdout {
+		t.Fatal("--output wrote something else than stdout gets")
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(written, &doc); err != nil {
+		t.Fatalf("bootstrap is not YAML: %v", err)
+	}
+	if !strings.Contains(stdout, "infergw-controlplane.infergw.svc") || !strings.Contains(stdout, "envoy-0") {
+		t.Fatalf("bootstrap lacks the control plane address or node id:\n%s", stdout)
+	}
+}
+
+func TestControlPlaneNeedsOneSource(t *testing.T) {
+	_, err := run(t, "controlplane", "--metrics-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), "--manifests") {
+		t.Fatalf("want an error naming --manifests, got %v", err)
+	}
+}
