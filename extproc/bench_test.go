@@ -1,94 +1,125 @@
 package extproc
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
-	"syscall"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 )
 
-// cpuTime is the process's user+system CPU time.
+// cpuTime is the process's user+system CPU time (children excluded).
 func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	d, err := processCPU()
+	if err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return d
 }
 
 // BenchmarkRequest drives one full exchange per iteration through a real gRPC stream on
 // loopback: request headers, the body in chunks, the held headers answer and the body
-// back, response headers and an SSE body with usage. cpu-µs/op is the whole process's
-// CPU per request: picker, router, gRPC client and server (and the router's background
-// scrapes of two local backends), so it overstates the picker's own cost a little.
+// back, response headers and an SSE body with usage. The gRPC client that plays Envoy runs
+// in a child process (see benchclient_test.go), so this process is the picker alone:
+//
+//   - server-cpu-µs/op: this process's CPU (getrusage) per request: picker, router, gRPC
+//     server, GC, and the router's background scrapes of three local backends.
+//   - client-cpu-µs/op: the child's CPU per request (the Envoy stand-in).
+//   - total-cpu-µs/op: both.
+//
+// B/op and allocs/op count this process only, that is the server side. conc is the number
+// of streams in flight at once: 1 is one request at a time (every message wakes idle
+// threads, the worst case per request); 8 is a busy picker.
 func BenchmarkRequest(b *testing.B) {
 	for _, tc := range []struct {
-		size, chunks int
-	}{{4 << 10, 1}, {200 << 10, 4}} {
-		b.Run(fmt.Sprintf("body=%dKB", tc.size>>10), func(b *testing.B) {
+		size, chunks, conc int
+	}{{4 << 10, 1, 1}, {4 << 10, 1, 8}, {200 << 10, 4, 1}, {200 << 10, 4, 8}} {
+		b.Run(fmt.Sprintf("body=%dKB/conc=%d", tc.size>>10, tc.conc), func(b *testing.B) {
 			h := newHarness(b, Options{})
-			body := chatRequest("base", tc.size)
-			parts := splitN(body, tc.chunks)
-			sse := []byte(sseResponse("base"))
+			child := startBenchChild(b, h.conn.Target(), tc.size, tc.chunks, tc.conc)
 			b.ReportAllocs()
-			b.SetBytes(int64(len(body)))
+			b.SetBytes(int64(len(chatRequest("base", tc.size))))
 			b.ResetTimer()
 			c0 := cpuTime(b)
-			for i := 0; i < b.N; i++ {
-				st := h.stream("")
-				if err := st.Send(reqHeaders(protocol(duplex, duplex), false, ":method", "POST", ":path", "/v1/chat/completions")); err != nil {
-					b.Fatal(err)
-				}
-				for j, p := range parts {
-					if err := st.Send(reqBody(p, j == len(parts)-1)); err != nil {
-						b.Fatal(err)
-					}
-				}
-				r, err := st.Recv()
-				if err != nil || r.GetRequestHeaders() == nil {
-					b.Fatalf("headers answer: %v %v", r, err)
-				}
-				for got := 0; ; {
-					r, err := st.Recv()
-					if err != nil {
-						b.Fatal(err)
-					}
-					sb := r.GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse()
-					got += len(sb.GetBody())
-					if sb.GetEndOfStream() {
-						if got != len(body) {
-							b.Fatalf("got %d body bytes back", got)
-						}
-						break
-					}
-				}
-				if err := st.Send(respHeaders(false, ":status", "200", "content-type", "text/event-stream")); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := st.Recv(); err != nil {
-					b.Fatal(err)
-				}
-				if err := st.Send(respBody(sse, true)); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := st.Recv(); err != nil {
-					b.Fatal(err)
-				}
-				if err := st.CloseSend(); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := st.Recv(); err == nil {
-					b.Fatal("stream did not end")
-				}
-			}
-			cpu := cpuTime(b) - c0
+			clientCPU := child.run(b.N)
+			server := cpuTime(b) - c0
 			b.StopTimer()
-			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
+			n := float64(b.N)
+			b.ReportMetric(float64(server.Nanoseconds())/1e3/n, "server-cpu-µs/op")
+			b.ReportMetric(float64(clientCPU.Nanoseconds())/1e3/n, "client-cpu-µs/op")
+			b.ReportMetric(float64((server+clientCPU).Nanoseconds())/1e3/n, "total-cpu-µs/op")
 		})
 	}
+}
+
+// benchChild is the Envoy-playing client process of BenchmarkRequest.
+type benchChild struct {
+	b      *testing.B
+	stdin  io.WriteCloser
+	lines  *bufio.Scanner
+	stderr *bytes.Buffer
+}
+
+// startBenchChild re-executes the test binary as the client and waits until it has
+// connected and warmed up.
+func startBenchChild(b *testing.B, addr string, size, chunks, conc int) *benchChild {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envBenchClient+"="+addr,
+		envBenchSize+"="+strconv.Itoa(size), envBenchChunks+"="+strconv.Itoa(chunks),
+		envBenchConc+"="+strconv.Itoa(conc))
+	c := &benchChild{b: b, stderr: &bytes.Buffer{}}
+	cmd.Stderr = c.stderr
+	var err error
+	if c.stdin, err = cmd.StdinPipe(); err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start bench client: %v", err)
+	}
+	b.Cleanup(func() {
+		c.stdin.Close() // the child exits when its stdin closes
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("bench client: %v: %s", err, c.stderr)
+		}
+	})
+	c.lines = bufio.NewScanner(stdout)
+	if line := c.line(); line != "ready" {
+		b.Fatalf("bench client said %q, want ready", line)
+	}
+	return c
+}
+
+func (c *benchChild) line() string {
+	if !c.lines.Scan() {
+		c.b.Fatalf("bench client ended: %v: %s", c.lines.Err(), c.stderr)
+	}
+	return c.lines.Text()
+}
+
+// run has the child drive n requests and returns the child's CPU time for them.
+func (c *benchChild) run(n int) time.Duration {
+	if _, err := fmt.Fprintf(c.stdin, "run %d\n", n); err != nil {
+		c.b.Fatal(err)
+	}
+	line := c.line()
+	ns, err := strconv.ParseInt(strings.TrimPrefix(line, "done "), 10, 64)
+	if err != nil || !strings.HasPrefix(line, "done ") {
+		c.b.Fatalf("bench client said %q: %v", line, err)
+	}
+	return time.Duration(ns)
 }
 
 // BenchmarkExchange runs the same message sequence as BenchmarkRequest straight through

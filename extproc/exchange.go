@@ -2,11 +2,11 @@ package extproc
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.opentelemetry.io/otel/attribute"
@@ -54,11 +54,14 @@ type exchange struct {
 	firstByte   time.Time
 	completed   bool
 	out         []*extprocv3.ProcessingResponse
+	outBuf      [2]*extprocv3.ProcessingResponse // backs out: most messages get one or two answers
 	respTrailer bool
 }
 
 func (s *Server) newExchange(ctx context.Context) *exchange {
-	return &exchange{s: s, ctx: ctx, start: time.Now()}
+	x := &exchange{s: s, ctx: ctx, start: time.Now()}
+	x.out = x.outBuf[:0]
+	return x
 }
 
 // handle answers one message from Envoy with zero or more messages.
@@ -300,24 +303,26 @@ func (x *exchange) choosePool(st *routingState) (pool string, multi bool, aerr *
 func (x *exchange) answer(d *router.Decision, pool string, multi bool, body, newBody []byte, bodyEOS bool) {
 	dest := strings.Join(d.Endpoints, ",")
 	x.annotateSpan(dest)
-	x.s.log.Debug("picked", "request_id", x.hdr.requestID, "pool", pool, "model", x.model,
-		"target_model", x.target, "destination", dest)
-
-	mut := &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
-		setHeader(HeaderDestination, dest),
-		setHeader(HeaderRequestID, x.hdr.requestID),
-	}}
-	if body != nil && len(newBody) != len(body) {
-		mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderContentLength, strconv.Itoa(len(newBody))))
+	if x.s.log.Enabled(x.ctx, slog.LevelDebug) { // the arguments would allocate even when not logged
+		x.s.log.Debug("picked", "request_id", x.hdr.requestID, "pool", pool, "model", x.model,
+			"target_model", x.target, "destination", dest)
 	}
+
+	ph := newPickHeaders()
+	ph.set(HeaderDestination, dest)
+	ph.set(HeaderRequestID, x.hdr.requestID)
+	if body != nil && len(newBody) != len(body) {
+		ph.set(HeaderContentLength, strconv.Itoa(len(newBody)))
+	}
+	mut := &ph.mutation
 	if multi {
-		mut.SetHeaders = append(mut.SetHeaders, setHeader(HeaderPool, pool))
+		ph.set(HeaderPool, pool)
 	} else if x.hdr.clientPool {
 		mut.RemoveHeaders = append(mut.RemoveHeaders, HeaderPool)
 	}
 	x.injectTrace(mut)
-	common := &extprocv3.CommonResponse{HeaderMutation: mut, ClearRouteCache: true}
-	md := destinationMetadata(dest)
+	common := &ph.common
+	md := x.s.destinationMetadata(dest)
 
 	if x.headersSent {
 		// BUFFERED: the headers phase is over; the body response carries everything.
@@ -331,10 +336,10 @@ func (x *exchange) answer(d *router.Decision, pool string, multi bool, body, new
 		return
 	}
 	x.headersSent = true
-	x.send(&extprocv3.ProcessingResponse{
-		Response:        &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: common}},
-		DynamicMetadata: md,
-	})
+	ph.headers.Response = common
+	ph.oneof.RequestHeaders = &ph.headers
+	ph.resp.Response, ph.resp.DynamicMetadata = &ph.oneof, md
+	x.send(&ph.resp)
 	if body == nil {
 		return
 	}
@@ -347,15 +352,7 @@ func (x *exchange) sendStreamedBody(body []byte, eos, request bool) {
 		n := min(len(body), MaxChunkBytes)
 		chunk := body[:n]
 		body = body[n:]
-		sb := &extprocv3.StreamedBodyResponse{Body: chunk, EndOfStream: eos && len(body) == 0}
-		br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{
-			BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: sb}},
-		}}
-		if request {
-			x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}})
-		} else {
-			x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}})
-		}
+		x.send(newStreamedBodyResponse(chunk, eos && len(body) == 0, request))
 	}
 }
 

@@ -28,14 +28,14 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders) {
 		clientModel = ""
 	}
 	x.resp = p
-	hr := &extprocv3.HeadersResponse{}
+	answer, hr := newResponseHeadersAnswer()
 	if clientModel != "" && x.respMode != extprocfilterv3.ProcessingMode_NONE {
 		// The body may change length when the model is written back.
 		hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
 			RemoveHeaders: []string{HeaderContentLength},
 		}}
 	}
-	x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}})
+	x.send(answer)
 	if h.GetEndOfStream() {
 		x.complete()
 	}

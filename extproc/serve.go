@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 )
@@ -32,6 +33,9 @@ func (s *Server) GRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		grpc.InitialConnWindowSize(4 << 20),
 		grpc.WriteBufferSize(128 << 10),
 		grpc.ReadBufferSize(128 << 10),
+		// Per-message buffers from the server's own size classes (see codec.go).
+		experimental.BufferPool(s.bufPool),
+		grpc.ForceServerCodecV2(protoCodec{pool: s.bufPool}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
 	if tlsCfg != nil {

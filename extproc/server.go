@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -82,6 +83,8 @@ type Server struct {
 	applyMu sync.Mutex
 	ready   atomic.Bool
 	active  atomic.Int64 // open Process streams
+	destMD  destCache    // envoy.lb metadata per destination value
+	bufPool mem.BufferPool
 }
 
 // NewServer builds a picker over a router. It is not ready (readiness NOT_SERVING) until
@@ -118,6 +121,10 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	pool, err := newBufferPool()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		router:  r,
 		opts:    opts,
@@ -126,6 +133,7 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 		tracer:  tp.Tracer("github.com/infergw/infergw/extproc"),
 		prop:    propagation.TraceContext{},
 		health:  health.NewServer(),
+		bufPool: pool,
 	}
 	s.state.Store(&routingState{})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -161,10 +169,9 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 	defer s.active.Add(-1)
 	ctx := stream.Context()
 	x := s.newExchange(ctx)
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(MetadataPools); len(v) > 0 {
-			x.poolList = v[0]
-		}
+	// ValueFromIncomingContext copies only this key's values, not the whole metadata map.
+	if v := metadata.ValueFromIncomingContext(ctx, MetadataPools); len(v) > 0 {
+		x.poolList = v[0]
 	}
 	defer x.finish()
 	for {

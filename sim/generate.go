@@ -32,6 +32,10 @@ func (s *Server) handleGenerate(ctx *fasthttp.RequestCtx, chat bool) {
 		s.writeError(ctx, errShuttingDown())
 		return
 	}
+	// x-sim-model names the model this server actually ran (the base model or an adapter):
+	// a gateway may rewrite the response body's model field back to what the client asked
+	// for, and tests need to see what was really served.
+	ctx.Response.Header.Set("x-sim-model", p.model)
 	rs := newResponseShape(s, p, chat)
 	if !p.stream {
 		s.jsonResponse(ctx, req, rs)

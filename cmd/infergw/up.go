@@ -1,18 +1,124 @@
 package main
 
 import (
-	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/infergw/infergw/router"
+	"github.com/infergw/infergw/stack"
 )
 
-// Placeholder until the up package lands; replaced by the real wiring.
+type upFlags struct {
+	cfg             stack.Config
+	adapters        string
+	noSims          bool
+	schedulerConfig string
+	envoyLog        bool
+	logLevel        string
+}
+
 func newUpCmd() *cobra.Command {
-	return &cobra.Command{
+	f := &upFlags{cfg: stack.DefaultConfig()}
+	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "(up is not built yet)",
-		RunE: func(*cobra.Command, []string) error {
-			return errors.New("up is not built yet")
-		},
+		Short: "Run the whole gateway locally: control plane, picker, simulated vLLM pods and Envoy",
+		Long: `up runs, in one process, the xDS control plane and the endpoint picker reading a directory of
+manifests (default examples/local: a Gateway, an HTTPRoute, an InferencePool, objectives, a
+model rewrite and Pod manifests), a simulated vLLM server on every Pod's address
+(127.0.0.2, 127.0.0.3, …), and Envoy as a child process bootstrapped to the control plane.
+It waits until a chat completion through Envoy succeeds, prints how to use the gateway, and
+runs until Ctrl-C or SIGTERM, which stop everything (Envoy included).
+
+To put real OpenAI-compatible servers behind the gateway instead of sims, point --manifests
+at a directory whose Pod manifests carry their addresses (status.podIP) and pass --no-sims.`,
+		Example: `  infergw up
+  infergw up --manifests ./my-manifests --no-sims
+  infergw up --time-scale 0.1 --scheduler-config scheduler.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd, f) },
 	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.cfg.ManifestDir, "manifests", f.cfg.ManifestDir, "directory of manifests to serve (watched for changes)")
+	fl.StringVar(&f.cfg.XDSAddr, "xds-addr", f.cfg.XDSAddr, "control plane ADS address")
+	fl.StringVar(&f.cfg.EnvoyAdminAddr, "envoy-admin-addr", f.cfg.EnvoyAdminAddr, "Envoy admin address")
+	fl.StringVar(&f.cfg.MetricsAddr, "metrics-addr", f.cfg.MetricsAddr, "address serving /metrics, /healthz and /readyz")
+	fl.StringVar(&f.cfg.EnvoyBinary, "envoy", "", "Envoy binary (default: $ENVOY_BIN, envoy on PATH, .venv/bin/envoy)")
+	fl.BoolVar(&f.envoyLog, "envoy-log", false, "show Envoy's own log on stderr")
+	fl.BoolVar(&f.noSims, "no-sims", false, "do not start simulated model servers: the Pod manifests point at real ones")
+	fl.StringVar(&f.cfg.Sim.Model, "model", f.cfg.Sim.Model, "base model the sims serve")
+	fl.StringVar(&f.adapters, "lora-adapters", strings.Join(f.cfg.Sim.LoRAAdapters, ","), "LoRA adapters every sim serves (comma-separated)")
+	fl.IntVar(&f.cfg.Sim.MaxLoRAs, "max-loras", f.cfg.Sim.MaxLoRAs, "LoRA adapters a sim holds at once")
+	fl.Float64Var(&f.cfg.Sim.TimeScale, "time-scale", f.cfg.Sim.TimeScale, "sim time scale (0.1 = ten times faster than the modelled GPU)")
+	fl.StringVar(&f.schedulerConfig, "scheduler-config", "", "picker scheduler config YAML (default: the built-in scorer set)")
+	fl.DurationVar(&f.cfg.ReadyTimeout, "ready-timeout", f.cfg.ReadyTimeout, "how long to wait for the first request through Envoy")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func runUp(cmd *cobra.Command, f *upFlags) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg := f.cfg
+	cfg.Sims = !f.noSims
+	cfg.Sim.LoRAAdapters = splitList(f.adapters)
+	if f.envoyLog {
+		cfg.EnvoyOutput = os.Stderr
+	}
+	if f.schedulerConfig != "" {
+		sc, err := router.LoadSchedulerConfig(f.schedulerConfig)
+		if err != nil {
+			return err
+		}
+		cfg.Router.Scheduler = sc
+	}
+	started := time.Now()
+	st, err := stack.Start(cmd.Context(), cfg, log)
+	if err != nil {
+		return fmt.Errorf("up: %w", err)
+	}
+	printWelcome(cmd.OutOrStdout(), st, cfg, time.Since(started))
+	<-cmd.Context().Done()
+	log.Info("shutting down")
+	return st.Close()
+}
+
+func printWelcome(w io.Writer, st *stack.Stack, cfg stack.Config, took time.Duration) {
+	url := st.GatewayURL()
+	fmt.Fprintf(w, `
+infergw is up in %s: Envoy, the control plane, the picker and %d simulated vLLM pods.
+
+  gateway   %s
+  metrics   http://%s/metrics
+  envoy     http://%s (admin)
+  manifests %s (edit them: changes apply live)
+
+Try it:
+  curl -sN %s/v1/chat/completions -H 'content-type: application/json' \
+    -d '{"model":"%s","stream":true,"messages":[{"role":"user","content":"Hello!"}]}'
+
+Load it:
+  infergw loadtest --url %s --model %s --rate 20 --duration 30s
+
+Ctrl-C stops everything.
+`, took.Round(time.Millisecond), len(st.SimAddrs()), url, cfg.MetricsAddr, cfg.EnvoyAdminAddr, cfg.ManifestDir,
+		url, cfg.Sim.Model, url, cfg.Sim.Model)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

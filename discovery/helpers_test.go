@@ -1,0 +1,96 @@
+package discovery
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	infv1 "github.com/infergw/infergw/api/v1"
+)
+
+func testPod(ns, name, ip string, ready bool, labels map[string]string) *corev1.Pod {
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	return &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		Status: corev1.PodStatus{
+			PodIP:      ip,
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}},
+		},
+	}
+}
+
+func testPool(ns, name string, selector map[string]string, ports ...int32) *infv1.InferencePool {
+	ml := make(map[infv1.LabelKey]infv1.LabelValue, len(selector))
+	for k, v := range selector {
+		ml[infv1.LabelKey(k)] = infv1.LabelValue(v)
+	}
+	tp := make([]infv1.Port, 0, len(ports))
+	for _, p := range ports {
+		tp = append(tp, infv1.Port{Number: infv1.PortNumber(p)})
+	}
+	return &infv1.InferencePool{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "inference.networking.k8s.io/v1", Kind: "InferencePool"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: infv1.InferencePoolSpec{
+			Selector:    infv1.LabelSelector{MatchLabels: ml},
+			TargetPorts: tp,
+			EndpointPickerRef: infv1.EndpointPickerRef{
+				Name: infv1.ObjectName(name + "-epp"),
+				Port: &infv1.Port{Number: 9002},
+			},
+		},
+	}
+}
+
+func testGateway(ns, name, class string) *gwapiv1.Gateway {
+	return &gwapiv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: gwapiv1.GatewaySpec{
+			GatewayClassName: gwapiv1.ObjectName(class),
+			Listeners:        []gwapiv1.Listener{{Name: "http", Port: 8080, Protocol: gwapiv1.HTTPProtocolType}},
+		},
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// testRoute attaches to gateway gwNS/gwName and sends to the named pools (and Services, when
+// a name starts with "svc:").
+func testRoute(ns, name, gwNS, gwName string, backends ...string) *gwapiv1.HTTPRoute {
+	var refs []gwapiv1.HTTPBackendRef
+	for _, b := range backends {
+		var ref gwapiv1.BackendObjectReference
+		if len(b) > 4 && b[:4] == "svc:" {
+			ref = gwapiv1.BackendObjectReference{Name: gwapiv1.ObjectName(b[4:]), Port: ptrTo(gwapiv1.PortNumber(80))}
+		} else {
+			ref = gwapiv1.BackendObjectReference{
+				Group: ptrTo(gwapiv1.Group("inference.networking.k8s.io")),
+				Kind:  ptrTo(gwapiv1.Kind("InferencePool")),
+				Name:  gwapiv1.ObjectName(b),
+			}
+		}
+		refs = append(refs, gwapiv1.HTTPBackendRef{BackendRef: gwapiv1.BackendRef{BackendObjectReference: ref}})
+	}
+	parent := gwapiv1.ParentReference{Name: gwapiv1.ObjectName(gwName)}
+	if gwNS != ns {
+		parent.Namespace = ptrTo(gwapiv1.Namespace(gwNS))
+	}
+	return &gwapiv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: gwapiv1.HTTPRouteSpec{
+			CommonRouteSpec: gwapiv1.CommonRouteSpec{ParentRefs: []gwapiv1.ParentReference{parent}},
+			Rules:           []gwapiv1.HTTPRouteRule{{BackendRefs: refs}},
+		},
+	}
+}
+
+func testService(ns, name string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       corev1.ServiceSpec{ClusterIP: "127.0.0.1", Ports: []corev1.ServicePort{{Port: 9002}}},
+	}
+}

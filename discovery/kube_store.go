@@ -1,0 +1,111 @@
+package discovery
+
+import (
+	"maps"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	infv1 "github.com/infergw/infergw/api/v1"
+	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
+)
+
+// objectMap holds one kind's objects by namespace/name.
+type objectMap map[string]client.Object
+
+// kubeStore mirrors the informers' objects, fed by their event handlers. It holds the
+// informers' own pointers (no copies), which must therefore never be modified; a snapshot
+// built from them shares them the same way.
+type kubeStore struct {
+	mu                                                            sync.Mutex
+	pools, objectives, rewrites, gateways, routes, services, pods objectMap
+}
+
+func newKubeStore() *kubeStore {
+	return &kubeStore{
+		pools: objectMap{}, objectives: objectMap{}, rewrites: objectMap{},
+		gateways: objectMap{}, routes: objectMap{}, services: objectMap{}, pods: objectMap{},
+	}
+}
+
+// put records obj; it reports false for a value that is not a Kubernetes object.
+func (st *kubeStore) put(m objectMap, obj any) bool {
+	o, ok := obj.(client.Object)
+	if !ok {
+		return false
+	}
+	st.mu.Lock()
+	m[Key(o.GetNamespace(), o.GetName())] = o
+	st.mu.Unlock()
+	return true
+}
+
+// remove forgets obj, which may be a tombstone for a delete the informer missed.
+func (st *kubeStore) remove(m objectMap, obj any) bool {
+	if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	o, ok := obj.(client.Object)
+	if !ok {
+		return false
+	}
+	st.mu.Lock()
+	delete(m, Key(o.GetNamespace(), o.GetName()))
+	st.mu.Unlock()
+	return true
+}
+
+// objects returns the current objects in the form Build takes.
+func (st *kubeStore) objects() Objects {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return Objects{
+		Pools:      typed[*infv1.InferencePool](st.pools),
+		Objectives: typed[*infv1alpha2.InferenceObjective](st.objectives),
+		Rewrites:   typed[*infv1alpha2.InferenceModelRewrite](st.rewrites),
+		Gateways:   typed[*gwapiv1.Gateway](st.gateways),
+		HTTPRoutes: typed[*gwapiv1.HTTPRoute](st.routes),
+		Services:   typed[*corev1.Service](st.services),
+		Pods:       typed[*corev1.Pod](st.pods),
+	}
+}
+
+// typed lists a map's objects of type T (the informer of a kind only delivers that kind;
+// anything else is ignored rather than trusted).
+func typed[T client.Object](m objectMap) []T {
+	out := make([]T, 0, len(m))
+	for _, o := range m {
+		if t, ok := o.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// specChanged reports whether an update can change a snapshot: a new generation (spec
+// change) or new labels or annotations. Status-only updates do not count. Objects without a
+// generation always count.
+func specChanged(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(client.Object)
+	n, ok2 := newObj.(client.Object)
+	if !ok1 || !ok2 || n.GetGeneration() == 0 {
+		return true
+	}
+	return o.GetGeneration() != n.GetGeneration() ||
+		!maps.Equal(o.GetLabels(), n.GetLabels()) || !maps.Equal(o.GetAnnotations(), n.GetAnnotations())
+}
+
+// podChanged reports whether a pod update can change the endpoints of a pool: its labels,
+// IP, readiness or deletion.
+func podChanged(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(*corev1.Pod)
+	n, ok2 := newObj.(*corev1.Pod)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return o.Status.PodIP != n.Status.PodIP || PodReady(o) != PodReady(n) ||
+		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) || !maps.Equal(o.Labels, n.Labels)
+}

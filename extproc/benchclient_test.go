@@ -1,0 +1,222 @@
+package extproc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// The server-side request benchmark must not count the CPU of the gRPC client that plays
+// Envoy. So the benchmark re-executes this test binary as a child process with
+// envBenchClient set; the child is only that client. It talks to the parent over its
+// stdin/stdout with one-line messages:
+//
+//	child → parent  "ready"           after connecting and a warm-up
+//	parent → child  "run N"           drive N full requests
+//	child → parent  "done CPU_NS"     finished; CPU_NS is the child's own CPU for the N requests
+//
+// The child exits when its stdin closes.
+const (
+	envBenchClient = "INFERGW_EXTPROC_BENCH_CLIENT" // gRPC address of the picker
+	envBenchSize   = "INFERGW_EXTPROC_BENCH_SIZE"   // request body bytes
+	envBenchChunks = "INFERGW_EXTPROC_BENCH_CHUNKS" // request body chunks
+	envBenchConc   = "INFERGW_EXTPROC_BENCH_CONC"   // requests in flight at once (streams)
+)
+
+// benchWarmup requests are driven by the child before it says ready, so connection setup
+// and first-use allocations stay out of the measurement.
+const benchWarmup = 50
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(envBenchClient); addr != "" {
+		if err := runBenchClient(addr, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench client:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// processCPU is this process's user+system CPU time (its children excluded).
+func processCPU() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("getrusage: %w", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+}
+
+// benchExchange is the Envoy side of one full request: the same message sequence Envoy
+// sends in FULL_DUPLEX_STREAMED mode, with the picker's answers checked.
+type benchExchange struct {
+	client extprocv3.ExternalProcessorClient
+	body   []byte
+	parts  [][]byte
+	sse    []byte
+}
+
+func newBenchExchange(client extprocv3.ExternalProcessorClient, size, chunks int) *benchExchange {
+	body := chatRequest("base", size)
+	return &benchExchange{client: client, body: body, parts: splitN(body, chunks), sse: []byte(sseResponse("base"))}
+}
+
+func (e *benchExchange) run() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := e.client.Process(ctx)
+	if err != nil {
+		return fmt.Errorf("open stream: %w", err)
+	}
+	if err := st.Send(reqHeaders(protocol(duplex, duplex), false, ":method", "POST", ":path", "/v1/chat/completions")); err != nil {
+		return fmt.Errorf("send headers: %w", err)
+	}
+	for j, p := range e.parts {
+		if err := st.Send(reqBody(p, j == len(e.parts)-1)); err != nil {
+			return fmt.Errorf("send body: %w", err)
+		}
+	}
+	r, err := st.Recv()
+	if err != nil || r.GetRequestHeaders() == nil {
+		return fmt.Errorf("headers answer: %v %w", r, err)
+	}
+	if r.GetRequestHeaders().GetResponse().GetHeaderMutation() == nil || r.GetDynamicMetadata() == nil {
+		return fmt.Errorf("headers answer carries no pick: %v", r)
+	}
+	for got := 0; ; {
+		r, err := st.Recv()
+		if err != nil {
+			return fmt.Errorf("body answer: %w", err)
+		}
+		sb := r.GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse()
+		got += len(sb.GetBody())
+		if sb.GetEndOfStream() {
+			if got != len(e.body) {
+				return fmt.Errorf("got %d body bytes back, sent %d", got, len(e.body))
+			}
+			break
+		}
+	}
+	if err := st.Send(respHeaders(false, ":status", "200", "content-type", "text/event-stream")); err != nil {
+		return fmt.Errorf("send response headers: %w", err)
+	}
+	if _, err := st.Recv(); err != nil {
+		return fmt.Errorf("response headers answer: %w", err)
+	}
+	if err := st.Send(respBody(e.sse, true)); err != nil {
+		return fmt.Errorf("send response body: %w", err)
+	}
+	if _, err := st.Recv(); err != nil {
+		return fmt.Errorf("response body answer: %w", err)
+	}
+	if err := st.CloseSend(); err != nil {
+		return fmt.Errorf("close send: %w", err)
+	}
+	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("stream did not end cleanly: %v", err)
+	}
+	return nil
+}
+
+// benchClientConn dials the picker with flow-control windows closer to Envoy's (its HTTP/2
+// defaults are 256 MiB per stream and per connection) than grpc-go's 64 KiB.
+func benchClientConn(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(4<<20),
+		grpc.WithWriteBufferSize(128<<10), grpc.WithReadBufferSize(128<<10))
+}
+
+// runBenchClient is the child process's whole job.
+func runBenchClient(addr string, in io.Reader, out io.Writer) error {
+	size, err := strconv.Atoi(os.Getenv(envBenchSize))
+	if err != nil {
+		return fmt.Errorf("%s: %w", envBenchSize, err)
+	}
+	chunks, err := strconv.Atoi(os.Getenv(envBenchChunks))
+	if err != nil {
+		return fmt.Errorf("%s: %w", envBenchChunks, err)
+	}
+	conc, err := strconv.Atoi(os.Getenv(envBenchConc))
+	if err != nil || conc < 1 {
+		return fmt.Errorf("%s: %q is not a positive number", envBenchConc, os.Getenv(envBenchConc))
+	}
+	conn, err := benchClientConn(addr)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer conn.Close()
+	e := newBenchExchange(extprocv3.NewExternalProcessorClient(conn), size, chunks)
+	for i := 0; i < benchWarmup; i++ {
+		if err := e.run(); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	if _, err := fmt.Fprintln(out, "ready"); err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		n, err := strconv.Atoi(strings.TrimPrefix(sc.Text(), "run "))
+		if err != nil {
+			return fmt.Errorf("bad command %q: %w", sc.Text(), err)
+		}
+		c0, err := processCPU()
+		if err != nil {
+			return err
+		}
+		if err := runConcurrently(e, n, conc); err != nil {
+			return err
+		}
+		c1, err := processCPU()
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(out, "done %d\n", int64(c1-c0)); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// runConcurrently drives n requests from conc goroutines, each running one stream at a
+// time, and returns the first error.
+func runConcurrently(e *benchExchange, n, conc int) error {
+	var next atomic.Int64
+	errs := make(chan error, conc)
+	for w := 0; w < conc; w++ {
+		go func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					errs <- nil
+					return
+				}
+				if err := e.run(); err != nil {
+					errs <- fmt.Errorf("request %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	var first error
+	for w := 0; w < conc; w++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			next.Store(int64(n)) // stop the other workers after their current request
+		}
+	}
+	return first
+}

@@ -1,0 +1,145 @@
+package e2e
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestUpCommand runs `infergw up` as a user would, on the bundled examples/local manifests
+// (ports moved to free ones so the test never collides with a gateway already running),
+// sends a streamed chat completion to the URL it prints, and stops it with SIGTERM: it must
+// exit 0 and take Envoy down with it.
+func TestUpCommand(t *testing.T) {
+	envoy := envoyBinary(t)
+	bin := filepath.Join(t.TempDir(), "infergw")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/infergw")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build infergw: %v\n%s", err, out)
+	}
+
+	simIPs := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
+	gwPort, pickerPort, simPort := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePortOnAll(t, simIPs)
+	dir := copyExamples(t, "../../examples/local", strings.NewReplacer(
+		"port: 8080", fmt.Sprintf("port: %d", gwPort),
+		"9002", strconv.Itoa(pickerPort),
+		"number: 8000", fmt.Sprintf("number: %d", simPort),
+	))
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
+	cmd := exec.Command(bin, "up", "--manifests", dir, "--envoy", envoy,
+		"--xds-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")),
+		"--envoy-admin-addr", admin,
+		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")),
+		"--time-scale", "0.1", "--envoy-log")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Logs go to a file: the test reads them only to explain a failure.
+	stderr, err := os.Create(filepath.Join(t.TempDir(), "up.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// One goroutine owns stdout: it reports the gateway URL, then drains the rest so the
+	// child never blocks on a full pipe; Wait runs only after the pipe is drained, as
+	// os/exec requires.
+	found := make(chan string, 1)
+	exited := make(chan error, 1)
+	go func() {
+		re := regexp.MustCompile(`^\s*gateway\s+(http://\S+)`)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m[1]
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		_ = cmd.Process.Kill()
+	}()
+
+	var url string
+	select {
+	case url = <-found:
+	case err := <-exited:
+		t.Fatalf("infergw up exited early: %v\nlog:\n%s", err, readLog(stderr.Name()))
+	case <-time.After(150 * time.Second):
+		t.Fatalf("infergw up printed no gateway URL within 150s\nlog:\n%s", readLog(stderr.Name()))
+	}
+	res, events := streamChat(t, url, baseModel, "Hello from the up test", 8)
+	if res.Status != 200 || len(events) < 9 || events[len(events)-1].Data != "[DONE]" {
+		t.Fatalf("streamed chat through %s: status %d, %d events", url, res.Status, len(events))
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("infergw up exited with %v after SIGTERM\nlog:\n%s", err, readLog(stderr.Name()))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("infergw up did not stop within 30s of SIGTERM\nlog:\n%s", readLog(stderr.Name()))
+	}
+	// Envoy must be gone too: its admin port no longer answers.
+	if resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + admin + "/ready"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("Envoy admin %s still answers after infergw up stopped: orphaned Envoy", admin)
+	}
+}
+
+func readLog(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
+// copyExamples copies a manifest directory, rewriting each file with r.
+func copyExamples(t *testing.T, src string, r *strings.Replacer) string {
+	t.Helper()
+	dst := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), []byte(r.Replace(string(b))), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Fatal(errors.New("no manifests in " + src))
+	}
+	return dst
+}
