@@ -29,9 +29,11 @@ type hostPort struct {
 
 // pickerRef is a resolved endpointPickerRef.
 type pickerRef struct {
-	cluster  string
-	up       upstream
-	failOpen bool
+	cluster string
+	up      upstream
+	// serverName is the Service's DNS name, the name a TLS picker's certificate carries.
+	serverName string
+	failOpen   bool
 }
 
 // poolModel is a resolved InferencePool.
@@ -134,10 +136,14 @@ func (ix *index) resolvePicker(p *infv1.InferencePool, failOpen bool) *pickerRef
 	}
 	name := pickerClusterName(svc.Namespace, svc.Name, port)
 	if pr, ok := ix.pickers[name]; ok {
-		return &pickerRef{cluster: pr.cluster, up: pr.up, failOpen: failOpen}
+		return &pickerRef{cluster: pr.cluster, up: pr.up, serverName: pr.serverName, failOpen: failOpen}
 	}
-	ix.pickers[name] = &pickerRef{cluster: name, up: up}
-	return &pickerRef{cluster: name, up: up, failOpen: failOpen}
+	serverName := svc.Name + "." + svc.Namespace + ".svc"
+	if svc.Spec.Type == corev1.ServiceTypeExternalName && svc.Spec.ExternalName != "" {
+		serverName = svc.Spec.ExternalName
+	}
+	ix.pickers[name] = &pickerRef{cluster: name, up: up, serverName: serverName}
+	return &pickerRef{cluster: name, up: up, serverName: serverName, failOpen: failOpen}
 }
 
 // serviceBackend resolves a route's Service backendRef to a cluster, creating it once.

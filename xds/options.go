@@ -50,6 +50,9 @@ type Options struct {
 	// own load balancing chooses every endpoint. It exists as the "round-robin" baseline of
 	// the routing benchmark (bench/routing); a real deployment never wants it.
 	DisablePicker bool
+	// PickerTLS, when set, makes every picker cluster connect with TLS (see PickerTLS).
+	// Default: plaintext.
+	PickerTLS PickerTLS
 }
 
 // Defaults returns o with every unset field set to its default.

@@ -59,6 +59,9 @@ type Server struct {
 // NewServer creates a Server with an empty cache; Envoys that connect before the first
 // Update wait for it.
 func NewServer(opts ServerOptions) (*Server, error) {
+	if err := opts.Translate.Validate(); err != nil {
+		return nil, fmt.Errorf("xds server: %w", err)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

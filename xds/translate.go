@@ -96,7 +96,13 @@ func validateOptions(o Options) error {
 	if o.RouteTimeout < 0 || o.StreamIdleTimeout < 0 || o.ConnectTimeout < 0 || o.PickerMessageTimeout < 0 {
 		return errors.New("timeouts must not be negative")
 	}
-	return nil
+	return o.PickerTLS.validate()
+}
+
+// Validate reports whether Translate accepts the options, so that a program can refuse a
+// bad command line at start instead of at its first snapshot.
+func (o Options) Validate() error {
+	return validateOptions(o.Defaults())
 }
 
 // addClusters emits a cluster for every pool, every picker and every Service backend a
@@ -109,18 +115,21 @@ func (b *builder) addClusters(res *Resources) {
 	}
 	for _, name := range sortedKeys(b.ix.pickers) {
 		p := b.ix.pickers[name]
-		b.addUpstream(res, name, p.up, true)
+		c := b.upstreamCluster(name, p.up, true)
+		c.TransportSocket = b.pickerTransportSocket(p.serverName)
+		b.addUpstream(res, c, p.up)
 	}
 	for _, name := range sortedKeys(b.ix.svcs) {
-		b.addUpstream(res, name, b.ix.svcs[name].up, false)
+		up := b.ix.svcs[name].up
+		b.addUpstream(res, b.upstreamCluster(name, up, false), up)
 	}
 	sortByName(res.Clusters, func(c *clusterv3.Cluster) string { return c.GetName() })
 	sortByName(res.Endpoints, func(c *endpointv3.ClusterLoadAssignment) string { return c.GetClusterName() })
 }
 
-func (b *builder) addUpstream(res *Resources, name string, up upstream, h2 bool) {
-	res.Clusters = append(res.Clusters, b.upstreamCluster(name, up, h2))
+func (b *builder) addUpstream(res *Resources, c *clusterv3.Cluster, up upstream) {
+	res.Clusters = append(res.Clusters, c)
 	if up.dnsName == "" {
-		res.Endpoints = append(res.Endpoints, loadAssignment(name, up.addrs))
+		res.Endpoints = append(res.Endpoints, loadAssignment(c.GetName(), up.addrs))
 	}
 }

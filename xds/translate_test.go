@@ -28,6 +28,9 @@ var goldenCases = []struct {
 	{"matches", matches, Options{}},
 	{"h2c-pool", h2cPool, Options{}},
 	{"buffered", onePool, Options{RequestBodyMode: BodyBuffered, ResponseBodyMode: BodyStreamed, RouteTimeout: 600e9}},
+	{"picker-tls", onePool, Options{PickerTLS: PickerTLS{
+		CAFile: "/etc/infergw/tls/ca.crt", CertFile: "/etc/infergw/tls/tls.crt", KeyFile: "/etc/infergw/tls/tls.key",
+	}}},
 }
 
 func TestTranslateGolden(t *testing.T) {

@@ -71,6 +71,12 @@ snapshot into Envoy listeners, routes, clusters and endpoints, and serves them o
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve ADS over TLS with this certificate")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "private key of --tls-cert")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "require client certificates signed by this CA")
+	// The picker TLS files are read by Envoy, not by this process: give the paths as the
+	// Envoy container sees them.
+	fl.StringVar(&f.translate.PickerTLS.CAFile, "picker-tls-ca", "", "Envoy verifies endpoint pickers with this CA (enables TLS to the pickers; a path in Envoy's filesystem)")
+	fl.StringVar(&f.translate.PickerTLS.CertFile, "picker-tls-cert", "", "Envoy's client certificate for the pickers (a path in Envoy's filesystem)")
+	fl.StringVar(&f.translate.PickerTLS.KeyFile, "picker-tls-key", "", "private key of --picker-tls-cert (a path in Envoy's filesystem)")
+	fl.StringVar(&f.translate.PickerTLS.SNI, "picker-tls-sni", "", "server name Envoy sends to and requires from every picker (default: each picker Service's <name>.<namespace>.svc)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	cmd.AddCommand(newControlPlaneBootstrapCmd())
 	return cmd
@@ -86,6 +92,9 @@ func runControlPlane(ctx context.Context, f *controlPlaneFlags) error {
 	}
 	f.translate.RequestBodyMode = xds.BodyMode(f.requestBodyMode)
 	f.translate.ResponseBodyMode = xds.BodyMode(f.responseBodyMode)
+	if err := f.translate.Validate(); err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -114,7 +123,8 @@ func runControlPlane(ctx context.Context, f *controlPlaneFlags) error {
 		xdsLis.Close()
 		return fmt.Errorf("controlplane: listen metrics: %w", err)
 	}
-	log.Info("control plane starting", "xds_addr", xdsLis.Addr().String(), "metrics_addr", metricsLis.Addr().String(), "tls", len(grpcOpts) > 0)
+	log.Info("control plane starting", "xds_addr", xdsLis.Addr().String(), "metrics_addr", metricsLis.Addr().String(),
+		"tls", len(grpcOpts) > 0, "picker_tls", f.translate.PickerTLS.Enabled())
 
 	g, ctx := errgroup.WithContext(ctx)
 	// Subscribe before Run so the first snapshot is never missed.

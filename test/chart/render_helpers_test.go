@@ -73,7 +73,7 @@ imagePullSecrets: [{name: regcred}]
 image: {repository: registry.example.com/infergw, tag: v9.9.9, pullPolicy: Always}
 gatewayClass: {name: edge-class, create: false}
 watchNamespaces: [serving]
-tls: {enabled: true}
+tls: {enabled: true, pickerServerName: llama-epp.serving.svc.cluster.local}
 serviceMonitor: {enabled: true}
 controlPlane:
   replicas: 2

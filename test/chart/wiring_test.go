@@ -270,6 +270,11 @@ func TestTLS(t *testing.T) {
 		if volumeMountedAt(envoy, path.Dir(cert)) != volumeMountedAt(boot, path.Dir(cert)) {
 			t.Errorf("Envoy does not mount the TLS secret where the bootstrap points (%s)", path.Dir(cert))
 		}
+		assertPickerTLS(t, o, "infergw-envoy-tls", "")
+	})
+	t.Run("everything", func(t *testing.T) {
+		o := renderObjects(t, valueSetByName(t, "everything"))
+		assertPickerTLS(t, o, "edge-envoy-tls", "llama-epp.serving.svc.cluster.local")
 	})
 	t.Run("off", func(t *testing.T) {
 		o := renderObjects(t, valueSetByName(t, "default"))
@@ -281,13 +286,54 @@ func TestTLS(t *testing.T) {
 			}
 			for _, c := range append(d.Spec.Template.Spec.InitContainers, d.Spec.Template.Spec.Containers...) {
 				for _, a := range c.Args {
-					if strings.HasPrefix(a, "--tls-") {
+					if strings.HasPrefix(a, "--tls-") || strings.HasPrefix(a, "--picker-tls-") {
 						t.Errorf("%s/%s passes %s with TLS off", d.Name, c.Name, a)
 					}
 				}
 			}
 		}
 	})
+}
+
+// assertPickerTLS checks the Envoy → picker TLS wiring: the control plane names, in its
+// --picker-tls-* flags, files that Envoy itself (not the control plane, which only copies the
+// paths into the picker clusters) has: the right key of the Envoy secret on a read-only
+// mount of the Envoy container. wantSNI is the --picker-tls-sni value ("" = not passed).
+func assertPickerTLS(t *testing.T, o *objects, envoySecret, wantSNI string) {
+	t.Helper()
+	cp := container(t, o.deploymentByComponent(t, "controlplane"), "controlplane", false)
+	ev := o.deploymentByComponent(t, "envoy")
+	envoy := container(t, ev, "envoy", false)
+	for flag, key := range map[string]string{"--picker-tls-ca": "ca.crt", "--picker-tls-cert": "tls.crt", "--picker-tls-key": "tls.key"} {
+		file, ok := flagValue(cp.Args, flag)
+		if !ok {
+			t.Errorf("TLS on but the control plane has no %s: %v", flag, cp.Args)
+			continue
+		}
+		mountName := volumeMountedAt(envoy, path.Dir(file))
+		if mountName == "" {
+			t.Errorf("control plane %s %s: the Envoy container mounts nothing at %s", flag, file, path.Dir(file))
+			continue
+		}
+		for _, m := range envoy.VolumeMounts {
+			if m.Name == mountName && !m.ReadOnly {
+				t.Errorf("Envoy's TLS mount %s is writable", m.MountPath)
+			}
+		}
+		if vol := podVolume(ev, mountName); vol == nil || vol.Secret == nil || vol.Secret.SecretName != envoySecret {
+			t.Errorf("control plane %s %s: Envoy mounts volume %+v there, want secret %q", flag, file, vol, envoySecret)
+		}
+		if path.Base(file) != key {
+			t.Errorf("control plane %s names %s, want the secret key %s", flag, file, key)
+		}
+	}
+	sni, ok := flagValue(cp.Args, "--picker-tls-sni")
+	if wantSNI == "" && ok {
+		t.Errorf("control plane passes --picker-tls-sni %q without tls.pickerServerName", sni)
+	}
+	if wantSNI != "" && sni != wantSNI {
+		t.Errorf("control plane --picker-tls-sni = %q (given: %v), want %q", sni, ok, wantSNI)
+	}
 }
 
 // TestServicesSelectTheirPods: every Service selects exactly one Deployment's pods, and
@@ -530,10 +576,11 @@ func TestExtraArgsAndOptions(t *testing.T) {
 }
 
 // contractFlags are the flags the shared command-line contract defines for each command.
-// --write-status (the control plane writes status) and the bootstrap's --output (the image
-// has no shell to redirect stdout) are the chart's two additions.
+// --write-status (the control plane writes status), the control plane's --picker-tls-* (Envoy
+// → picker TLS) and the bootstrap's --output (the image has no shell to redirect stdout) are
+// the chart's additions.
 var contractFlags = map[string][]string{
-	"controlplane":           {"--xds-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--gateway-class", "--listener-address", "--tls-cert", "--tls-key", "--tls-ca", "--write-status"},
+	"controlplane":           {"--xds-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--gateway-class", "--listener-address", "--tls-cert", "--tls-key", "--tls-ca", "--write-status", "--picker-tls-ca", "--picker-tls-cert", "--picker-tls-key", "--picker-tls-sni"},
 	"picker":                 {"--grpc-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--pool", "--scheduler-config", "--max-body-bytes", "--tls-cert", "--tls-key"},
 	"controlplane bootstrap": {"--xds-addr", "--node-id", "--admin-addr", "--tls-cert", "--tls-key", "--tls-ca", "--output"},
 }

@@ -93,6 +93,11 @@ non-root user: 65532 in distroless nonroot, 101 (envoy) in the Envoy image. */}}
 {{/* Where TLS secrets are mounted in every container that uses them. */}}
 {{- define "infergw.tlsMountPath" -}}/etc/infergw/tls{{- end -}}
 
+{{/* Where the Envoy container (and its bootstrap initContainer) mounts tls.envoySecretName.
+The control plane names files there in the picker clusters it sends Envoy (--picker-tls-*):
+Envoy, not the control plane, reads them. */}}
+{{- define "infergw.envoy.tlsMountPath" -}}{{ include "infergw.tlsMountPath" . }}{{- end -}}
+
 {{/* The TLS secret names; empty values default to <fullname>-<component>-tls. */}}
 {{- define "infergw.tls.controlPlaneSecret" -}}
 {{- default (printf "%s-tls" (include "infergw.controlPlane.fullname" .)) .Values.tls.controlPlaneSecretName -}}
