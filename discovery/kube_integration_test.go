@@ -171,6 +171,9 @@ func startAPIServer(t *testing.T) *envtest.Environment {
 	}
 	start := time.Now()
 	if _, err := env.Start(); err != nil {
+		// Start can fail after etcd and kube-apiserver are running (a CRD the API server
+		// rejects, say): stop them, or they outlive the test.
+		_ = env.Stop()
 		t.Fatalf("start etcd and kube-apiserver from %s: %v", dir, err)
 	}
 	t.Logf("etcd and kube-apiserver (%s) up with CRDs in %v", dir, time.Since(start).Round(time.Millisecond))
