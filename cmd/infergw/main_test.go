@@ -62,3 +62,11 @@ func TestControlPlaneNeedsOneSource(t *testing.T) {
 		t.Fatalf("want an error naming --manifests, got %v", err)
 	}
 }
+
+// A bad routing policy is refused before anything starts.
+func TestUpRejectsUnknownPolicy(t *testing.T) {
+	_, err := run(t, "up", "--policy", "fastest")
+	if err == nil || !strings.Contains(err.Error(), "--policy") {
+		t.Fatalf("want an error naming --policy, got %v", err)
+	}
+}

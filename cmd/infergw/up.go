@@ -20,6 +20,7 @@ type upFlags struct {
 	noSims          bool
 	schedulerConfig string
 	envoyLog        bool
+	policy          string
 	logLevel        string
 }
 
@@ -54,8 +55,11 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.StringVar(&f.cfg.Sim.Model, "model", f.cfg.Sim.Model, "base model the sims serve")
 	fl.StringVar(&f.adapters, "lora-adapters", strings.Join(f.cfg.Sim.LoRAAdapters, ","), "LoRA adapters every sim serves (comma-separated)")
 	fl.IntVar(&f.cfg.Sim.MaxLoRAs, "max-loras", f.cfg.Sim.MaxLoRAs, "LoRA adapters a sim holds at once")
+	fl.IntVar(&f.cfg.Sim.KVBlocks, "kv-blocks", f.cfg.Sim.KVBlocks, "KV-cache blocks of each sim")
+	fl.IntVar(&f.cfg.Sim.MaxNumSeqs, "max-num-seqs", f.cfg.Sim.MaxNumSeqs, "sequences each sim runs at once")
 	fl.Float64Var(&f.cfg.Sim.TimeScale, "time-scale", f.cfg.Sim.TimeScale, "sim time scale (0.1 = ten times faster than the modelled GPU)")
 	fl.StringVar(&f.schedulerConfig, "scheduler-config", "", "picker scheduler config YAML (default: the built-in scorer set)")
+	fl.StringVar(&f.policy, "policy", "default", "routing policy: default, random or least-queue (the picker's ready-made scheduler configs), or round-robin (no picker: Envoy's own load balancing)")
 	fl.DurationVar(&f.cfg.ReadyTimeout, "ready-timeout", f.cfg.ReadyTimeout, "how long to wait for the first request through Envoy")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
@@ -73,10 +77,22 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	if f.envoyLog {
 		cfg.EnvoyOutput = os.Stderr
 	}
-	if f.schedulerConfig != "" {
+	switch {
+	case f.policy == "round-robin":
+		cfg.Translate.DisablePicker = true
+	case f.schedulerConfig != "":
+		if f.policy != "default" {
+			return fmt.Errorf("--policy %s and --scheduler-config are exclusive", f.policy)
+		}
 		sc, err := router.LoadSchedulerConfig(f.schedulerConfig)
 		if err != nil {
 			return err
+		}
+		cfg.Router.Scheduler = sc
+	default:
+		sc, err := router.PolicyConfig(f.policy)
+		if err != nil {
+			return fmt.Errorf("--policy: %w", err)
 		}
 		cfg.Router.Scheduler = sc
 	}

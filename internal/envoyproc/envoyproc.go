@@ -35,13 +35,21 @@ func Find(dir string) (string, error) {
 	if p, err := exec.LookPath("envoy"); err == nil {
 		return p, nil
 	}
-	for d := dir; d != "" && d != "/"; d = filepath.Dir(d) {
+	// Walk up from dir so that a test running in a package directory finds the repository's
+	// .venv. The walk needs an absolute path: the parent of "." is ".".
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("%w (resolve %s: %v)", ErrNotFound, dir, err)
+	}
+	for d := abs; ; d = filepath.Dir(d) {
 		p := filepath.Join(d, ".venv", "bin", "envoy")
 		if isExecutable(p) {
 			return p, nil
 		}
+		if d == filepath.Dir(d) {
+			return "", ErrNotFound
+		}
 	}
-	return "", ErrNotFound
 }
 
 func isExecutable(p string) bool {

@@ -112,3 +112,40 @@ func TestFindHonoursEnvoyBin(t *testing.T) {
 		t.Fatalf("missing $ENVOY_BIN: got %v, want ErrNotFound", err)
 	}
 }
+
+// Find walks up from a relative directory to the nearest .venv/bin/envoy, and ends (with
+// ErrNotFound) at the root when there is none: "." has itself as parent, so a walk that
+// is not made absolute first would never end.
+func TestFindWalksUpToVenv(t *testing.T) {
+	t.Setenv("ENVOY_BIN", "")
+	t.Setenv("PATH", t.TempDir()) // no envoy on PATH
+	root := t.TempDir()
+	deep := filepath.Join(root, "a", "b")
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(deep)
+	done := make(chan struct{})
+	var err error
+	go func() { _, err = Find("."); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Find(\".\") did not return without an envoy anywhere")
+	}
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("no envoy anywhere: got %v, want ErrNotFound", err)
+	}
+
+	venv := filepath.Join(root, ".venv", "bin")
+	if err := os.MkdirAll(venv, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(venv, "envoy"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Find(".")
+	if err != nil || got != filepath.Join(venv, "envoy") {
+		t.Fatalf("Find(\".\") = %q, %v; want the .venv two levels up", got, err)
+	}
+}

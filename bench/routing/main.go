@@ -1,0 +1,215 @@
+// Command routing is the routing benchmark behind `make bench-routing`: it starts the local
+// stack (control plane, picker, simulated vLLM pods, real Envoy) once per routing policy and
+// workload, sends the same seeded open-loop load through Envoy, and writes a results table
+// (Markdown, JSON) and an HTML report with plots. See bench/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/infergw/infergw/internal/envoyproc"
+	"github.com/infergw/infergw/loadtest"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-routing:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("routing", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var out, wls, pols, envoyBin, logLevel string
+	fs.BoolVar(&o.Quick, "quick", false, "smoke mode: 4 pods, 6 adapters, 5s+6s runs, round-robin and default only (< 2 minutes)")
+	fs.IntVar(&o.Pods, "pods", 8, "simulated vLLM pods in the pool")
+	fs.Float64Var(&o.TimeScale, "time-scale", 1, "sim time scale (0.5 = twice as fast as the modelled GPU); see README.md for why 1")
+	fs.IntVar(&o.KVBlocks, "kv-blocks", 2048, "KV-cache blocks of 16 tokens per pod")
+	fs.IntVar(&o.Adapters, "adapters", 12, "LoRA adapters in the lora-mix workload (each pod holds 2 at once)")
+	fs.Uint64Var(&o.Seed, "seed", 1, "seed of every request sequence and of the heavy-tail dataset")
+	fs.Float64Var(&o.RateFactor, "rate-factor", 1, "multiply every workload's offered rate")
+	fs.DurationVar(&o.Duration, "duration", 0, "measured period per run (default 30s, 6s with --quick)")
+	fs.DurationVar(&o.Warmup, "warmup", 0, "warm-up per run, excluded from the figures (default 10s, 5s with --quick)")
+	fs.StringVar(&out, "out", "", "results directory (default bench/results; a temporary directory with --quick)")
+	fs.StringVar(&wls, "workloads", "", "comma-separated workloads to run (default all: shared-prefix,mixed-lengths,lora-mix)")
+	fs.StringVar(&pols, "policies", "", "comma-separated policies (default round-robin,random,least-queue,default; --quick: round-robin,default)")
+	fs.StringVar(&envoyBin, "envoy", "", "Envoy binary (default $ENVOY_BIN, envoy on PATH, .venv/bin/envoy)")
+	fs.StringVar(&logLevel, "log-level", "error", "log level of the stack: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.Quick && !flagSet(fs, "pods") {
+		o.Pods = 4
+	}
+	if o.Quick && !flagSet(fs, "adapters") {
+		// Still more adapters than one pod holds (2), but no more than the 4-pod fleet does.
+		o.Adapters = 6
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	p, err := buildPlan(o)
+	if err != nil {
+		return err
+	}
+	if o.Quick && pols == "" {
+		pols = "round-robin,default"
+	}
+	if p.Workloads, err = selectWorkloads(p.Workloads, wls); err != nil {
+		return err
+	}
+	if p.Policies, err = selectPolicies(pols); err != nil {
+		return err
+	}
+	if envoyBin == "" {
+		// An absolute start: envoyproc.Find walks up with filepath.Dir, which never leaves ".".
+		wd, err := os.Getwd()
+		if err != nil {
+			return fmt.Errorf("working directory: %w", err)
+		}
+		if envoyBin, err = envoyproc.Find(wd); err != nil {
+			return err
+		}
+	}
+	tmp, err := os.MkdirTemp("", "infergw-bench-")
+	if err != nil {
+		return fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	if out == "" {
+		out = filepath.Join("bench", "results")
+		if o.Quick {
+			// Kept after the run (unlike tmp) so that the smoke results can be read.
+			if out, err = os.MkdirTemp("", "infergw-bench-quick-"); err != nil {
+				return fmt.Errorf("results dir: %w", err)
+			}
+		}
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+
+	r := &runner{plan: p, envoyBin: envoyBin, tmp: tmp, progress: stderr,
+		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
+	rep := &report{StartedAt: time.Now(), Command: "go run ./bench/routing " + strings.Join(args, " "),
+		Statement: fairness, Plan: p}
+	rep.Command = strings.TrimSpace(rep.Command)
+	for _, wl := range p.Workloads {
+		if err := r.prepare(wl); err != nil {
+			return err
+		}
+		for _, pol := range p.Policies {
+			fmt.Fprintf(stderr, "[%s] %s / %s: %.1f req/s (wall) for %s + %s warm-up …\n",
+				time.Now().Format("15:04:05"), wl.Name, pol, wl.ModelRate/p.TimeScale, wl.Duration, wl.Warmup)
+			res, err := r.runCell(ctx, wl, pol)
+			if err != nil {
+				return err
+			}
+			s := res.Summary
+			fmt.Fprintf(stderr, "    TTFT p50 %s p90 %s p99 %s ms, TPOT p50 %s ms, %.0f out tok/s, cached %.3f, failed %d/%d, cpu bench %.2f envoy %.2f machine %.0f%%\n",
+				ms(s.TTFT.P50), ms(s.TTFT.P90), ms(s.TTFT.P99), ms(s.TPOT.P50), s.OutputTokensPerS, s.CachedTokenRatio,
+				s.Failed, s.Requests, res.CPU.BenchCores, res.CPU.EnvoyCores, 100*res.CPU.MachineBusy)
+			rep.Results = append(rep.Results, res)
+			if err := writeCellReport(out, res); err != nil {
+				return err
+			}
+		}
+	}
+	rep.Took = time.Since(rep.StartedAt).Round(time.Second).String()
+	return writeOutputs(out, rep, stdout)
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func selectWorkloads(all []workloadSpec, list string) ([]workloadSpec, error) {
+	if list == "" {
+		return all, nil
+	}
+	var out []workloadSpec
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		i := slices.IndexFunc(all, func(w workloadSpec) bool { return w.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("--workloads: unknown workload %q", name)
+		}
+		out = append(out, all[i])
+	}
+	return out, nil
+}
+
+func selectPolicies(list string) ([]string, error) {
+	if list == "" {
+		return policies, nil
+	}
+	var out []string
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(policies, name) {
+			return nil, fmt.Errorf("--policies: unknown policy %q (want %s)", name, strings.Join(policies, ", "))
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
+func cellReportName(res *runResult) string { return res.Workload + "-" + res.Policy + ".html" }
+
+// writeCellReport writes the load tester's own HTML report of one cell.
+func writeCellReport(dir string, res *runResult) error {
+	f, err := os.Create(filepath.Join(dir, cellReportName(res)))
+	if err != nil {
+		return fmt.Errorf("cell report: %w", err)
+	}
+	if err := loadtest.WriteHTML(f, res.Summary); err != nil {
+		f.Close()
+		return fmt.Errorf("cell report: %w", err)
+	}
+	return f.Close()
+}
+
+// writeOutputs writes results.md, results.json and index.html, and the table to stdout.
+func writeOutputs(dir string, rep *report, stdout io.Writer) error {
+	var md strings.Builder
+	if err := writeMarkdown(&md, rep); err != nil {
+		return err
+	}
+	write := func(name string, fn func(io.Writer) error) error {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+		return errors.Join(fn(f), f.Close())
+	}
+	err := errors.Join(
+		write("results.md", func(w io.Writer) error { _, err := io.WriteString(w, md.String()); return err }),
+		write("results.json", func(w io.Writer) error { return writeJSON(w, rep) }),
+		write("index.html", func(w io.Writer) error { return writeIndexHTML(w, rep, md.String(), cellReportName) }),
+	)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s\nResults in %s (results.md, results.json, index.html).\n", md.String(), dir)
+	return err
+}

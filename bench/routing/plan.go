@@ -1,0 +1,168 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/infergw/infergw/loadtest"
+	"github.com/infergw/infergw/sim"
+)
+
+// policies are the routing policies compared, in table order. Only routing differs between
+// them: the same manifests, sims, Envoy, seed and offered load.
+var policies = []string{"round-robin", "random", "least-queue", "default"}
+
+// workloadSpec is one benchmark workload. ModelRate is in requests per second of modelled
+// GPU time; the load tester sends ModelRate / TimeScale per wall-clock second, so the load
+// relative to the fleet's capacity does not depend on the time scale.
+type workloadSpec struct {
+	Name        string                   `json:"name"`
+	Description string                   `json:"description"`
+	ModelRate   float64                  `json:"model_rate"`
+	Warmup      time.Duration            `json:"warmup"`
+	Duration    time.Duration            `json:"duration"`
+	Models      []loadtest.WeightedModel `json:"models"`
+	Workload    loadtest.WorkloadConfig  `json:"workload"`
+	// HeavyTail, when set, generates the ShareGPT file the workload reads.
+	HeavyTail *heavyTail `json:"heavy_tail,omitempty"`
+}
+
+// plan is everything a benchmark run depends on.
+type plan struct {
+	Pods      int            `json:"pods"`
+	TimeScale float64        `json:"time_scale"`
+	Seed      uint64         `json:"seed"`
+	Arrival   string         `json:"arrival"`
+	Sim       sim.Config     `json:"-"`
+	SimInfo   simSummary     `json:"sim"`
+	Workloads []workloadSpec `json:"workloads"`
+	Policies  []string       `json:"policies"`
+}
+
+// simSummary is the part of the sim config the report shows.
+type simSummary struct {
+	KVBlocks     int     `json:"kv_blocks"`
+	BlockSize    int     `json:"block_size"`
+	KVTokens     int     `json:"kv_tokens"`
+	MaxLoRAs     int     `json:"max_loras"`
+	Adapters     int     `json:"lora_adapters"`
+	MaxNumSeqs   int     `json:"max_num_seqs"`
+	BatchTokens  int     `json:"max_num_batched_tokens"`
+	StepOverhead string  `json:"step_overhead"`
+	PrefillTok   string  `json:"prefill_per_token"`
+	DecodeSeq    string  `json:"decode_per_seq"`
+	LoRALoad     string  `json:"lora_load_cost"`
+	TimeScale    float64 `json:"time_scale"`
+}
+
+const baseModel = "meta-llama/Llama-3.1-8B-Instruct"
+
+func adapterNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("bench-lora-%02d", i)
+	}
+	return out
+}
+
+// simConfig is the fleet's per-pod model: the sim defaults (an 8B model on one H100-class
+// GPU) with a KV cache of kvBlocks×16 tokens and two LoRA slots.
+func simConfig(kvBlocks, adapters int, timeScale float64) sim.Config {
+	c := sim.DefaultConfig()
+	c.Model = baseModel
+	c.KVBlocks = kvBlocks
+	c.MaxLoRAs = 2
+	c.LoRAAdapters = adapterNames(adapters)
+	c.TimeScale = timeScale
+	return c
+}
+
+func summarizeSim(c sim.Config) simSummary {
+	return simSummary{
+		KVBlocks: c.KVBlocks, BlockSize: c.BlockSize, KVTokens: c.KVBlocks * c.BlockSize,
+		MaxLoRAs: c.MaxLoRAs, Adapters: len(c.LoRAAdapters), MaxNumSeqs: c.MaxNumSeqs,
+		BatchTokens: c.MaxNumBatchedTokens, StepOverhead: c.StepOverhead.String(),
+		PrefillTok: c.PrefillPerToken.String(), DecodeSeq: c.DecodePerSeq.String(),
+		LoRALoad: c.LoRALoadCost.String(), TimeScale: c.TimeScale,
+	}
+}
+
+// options are the command-line knobs that shape a plan.
+type options struct {
+	Quick      bool
+	Pods       int
+	TimeScale  float64
+	KVBlocks   int
+	Adapters   int
+	Seed       uint64
+	RateFactor float64
+	Duration   time.Duration
+	Warmup     time.Duration
+}
+
+// buildPlan returns the full benchmark, or the smoke version with --quick: fewer pods,
+// shorter runs, same shapes.
+func buildPlan(o options) (plan, error) {
+	if o.Pods < 1 || o.TimeScale <= 0 || o.KVBlocks < 1 || o.Adapters < 1 || o.RateFactor <= 0 {
+		return plan{}, fmt.Errorf("plan: pods, time scale, kv blocks, adapters and rate factor must be positive")
+	}
+	sc := simConfig(o.KVBlocks, o.Adapters, o.TimeScale)
+	p := plan{Pods: o.Pods, TimeScale: o.TimeScale, Seed: o.Seed, Arrival: "poisson", Sim: sc,
+		SimInfo: summarizeSim(sc), Policies: policies}
+	warm, dur := 10*time.Second, 30*time.Second
+	if o.Quick {
+		warm, dur = 5*time.Second, 6*time.Second
+	}
+	if o.Warmup > 0 {
+		warm = o.Warmup
+	}
+	if o.Duration > 0 {
+		dur = o.Duration
+	}
+	// Per-pod rates are scaled by the fleet size so that --pods keeps the load per pod.
+	perPod := func(r float64) float64 { return r * float64(o.Pods) * o.RateFactor }
+	lora := make([]loadtest.WeightedModel, 0, o.Adapters)
+	for _, a := range sc.LoRAAdapters {
+		lora = append(lora, loadtest.WeightedModel{Name: a, Weight: 1})
+	}
+	p.Workloads = []workloadSpec{
+		{
+			Name: "shared-prefix",
+			Description: "64 groups, each a 1,500-word system prompt (~2,650 sim tokens), a 32-word unique " +
+				"question, 64 output tokens",
+			ModelRate: perPod(sharedPrefixPerPodRate), Warmup: warm, Duration: dur,
+			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
+			Workload: loadtest.WorkloadConfig{Kind: "shared-prefix", Groups: 64, PrefixTokens: 1500,
+				SuffixTokens: 32, Output: loadtest.LengthDist{Kind: "fixed", Mean: 64}},
+		},
+		{
+			Name: "mixed-lengths",
+			Description: "unique prompts, log-normal lengths: prompt median 300 words (σ 1.0, ≤ 3,000), " +
+				"output median 100 (σ 0.9, ≤ 1,000)",
+			ModelRate: perPod(mixedPerPodRate), Warmup: warm, Duration: dur,
+			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
+			HeavyTail: &heavyTail{Conversations: 4000, PromptMedian: 300, PromptSigma: 1.0, PromptMax: 3000,
+				OutputMedian: 100, OutputSigma: 0.9, OutputMax: 1000},
+			Workload: loadtest.WorkloadConfig{Kind: "sharegpt"},
+		},
+		{
+			Name: "lora-mix",
+			Description: fmt.Sprintf("%d adapters, equal traffic, 2 adapter slots per pod; prompts 256±64 "+
+				"words, 128 output tokens", o.Adapters),
+			ModelRate: perPod(loraPerPodRate), Warmup: warm, Duration: dur,
+			Models: lora,
+			Workload: loadtest.WorkloadConfig{Kind: "synthetic",
+				Input:  loadtest.LengthDist{Kind: "normal", Mean: 256, StdDev: 64},
+				Output: loadtest.LengthDist{Kind: "fixed", Mean: 128}},
+		},
+	}
+	return p, nil
+}
+
+// Offered load per pod, in requests per modelled second; see README.md for how each was
+// chosen (near the round-robin fleet's saturation).
+const (
+	sharedPrefixPerPodRate = 6.0
+	mixedPerPodRate        = 9.6
+	loraPerPodRate         = 6.0
+)
