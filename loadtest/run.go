@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,14 +135,7 @@ func (r *runner) openLoop(ctx context.Context, runStart, end time.Time) {
 		if r.limitReached() {
 			return
 		}
-		if d := time.Until(due); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-ctx.Done():
-				return
-			case <-timer.C:
-			}
-		} else if ctx.Err() != nil {
+		if !waitUntil(ctx, timer, due) {
 			return
 		}
 		warm := due.Before(r.col.measureFrom)
@@ -161,6 +155,32 @@ func (r *runner) openLoop(ctx context.Context, runStart, end time.Time) {
 			r.exec(r.reqCtx, &req, due, warm, true, runStart)
 		}()
 	}
+}
+
+// spinWindow is how close to a due time the open loop stops sleeping and yields in a loop
+// instead. Go's timers wake through epoll, whose timeout has millisecond granularity, so a
+// sleep shorter than a millisecond can end a millisecond or more late; at thousands of
+// requests per second every gap is that short.
+const spinWindow = time.Millisecond
+
+// waitUntil sleeps until due - spinWindow, then yields until due. It reports false when ctx
+// ends first.
+func waitUntil(ctx context.Context, timer *time.Timer, due time.Time) bool {
+	if d := time.Until(due) - spinWindow; d > 0 {
+		timer.Reset(d)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+		}
+	}
+	for time.Now().Before(due) {
+		if ctx.Err() != nil {
+			return false
+		}
+		runtime.Gosched()
+	}
+	return ctx.Err() == nil
 }
 
 // closedLoop runs virtual users; with stages the number of active VUs follows the profile.
