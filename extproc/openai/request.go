@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // ErrInvalidJSON is wrapped by Parse when the body is not valid JSON or not an object.
@@ -95,9 +96,11 @@ func (r *Request) model(s *scanner) error {
 	return nil
 }
 
-// decodeString returns the Go value of a string token (quotes included).
+// decodeString returns the Go value of a string token (quotes included). Invalid UTF-8
+// takes the slow path too, so that the value is what encoding/json (and so the model
+// server) reads: each invalid byte becomes U+FFFD.
 func decodeString(tok []byte, escaped bool) (string, error) {
-	if !escaped {
+	if !escaped && utf8.Valid(tok) {
 		return string(tok[1 : len(tok)-1]), nil
 	}
 	var v string
