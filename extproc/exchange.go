@@ -156,7 +156,7 @@ func (x *exchange) onRequestBody(b *extprocv3.HttpBody) {
 		x.body = b.GetBody()
 	} else {
 		if x.bodyBuf == nil {
-			x.bodyBuf = getBodyBuf(x.hdr.contentLength, x.s.opts.MaxBodyBytes)
+			x.bodyBuf = x.s.buffers.getBodyBuf(x.hdr.contentLength, x.s.opts.MaxBodyBytes)
 			x.body = (*x.bodyBuf)[:0]
 		}
 		x.body = append(x.body, b.GetBody()...)
@@ -195,8 +195,8 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 	x.startSpan()
 
 	if body != nil {
-		x.parsed = getParsed()
-		defer func() { putParsed(x.parsed); x.parsed = nil }()
+		x.parsed = x.s.buffers.getParsed()
+		defer func() { x.s.buffers.putParsed(x.parsed); x.parsed = nil }()
 		if err := openai.Parse(body, x.parsed); err != nil {
 			x.reject(classifyParseError(err))
 			return

@@ -13,11 +13,20 @@ import (
 // maxPooledBody: larger buffers are left to the GC rather than pinned in the pool.
 const maxPooledBody = 4 << 20
 
-var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+// bufferPools are a Server's pools (owned by the Server, not the package, so two servers
+// in one process never share state).
+type bufferPools struct {
+	bodies sync.Pool // *[]byte
+	parsed sync.Pool // *openai.Request
+}
 
 // getBodyBuf returns an empty buffer, sized for contentLength when the client announced it.
-func getBodyBuf(contentLength, limit int) *[]byte {
-	bp := bodyBufs.Get().(*[]byte)
+func (p *bufferPools) getBodyBuf(contentLength, limit int) *[]byte {
+	bp, ok := p.bodies.Get().(*[]byte)
+	if !ok {
+		b := make([]byte, 0, 64<<10)
+		bp = &b
+	}
 	if contentLength > cap(*bp) && contentLength <= limit {
 		b := make([]byte, 0, contentLength)
 		bp = &b
@@ -25,21 +34,24 @@ func getBodyBuf(contentLength, limit int) *[]byte {
 	return bp
 }
 
-func putBodyBuf(bp *[]byte) {
+func (p *bufferPools) putBodyBuf(bp *[]byte) {
 	if cap(*bp) > maxPooledBody {
 		return
 	}
 	*bp = (*bp)[:0]
-	bodyBufs.Put(bp)
+	p.bodies.Put(bp)
 }
 
-var parsedRequests = sync.Pool{New: func() any { return new(openai.Request) }}
+func (p *bufferPools) getParsed() *openai.Request {
+	if r, ok := p.parsed.Get().(*openai.Request); ok {
+		return r
+	}
+	return new(openai.Request)
+}
 
-func getParsed() *openai.Request { return parsedRequests.Get().(*openai.Request) }
-
-func putParsed(r *openai.Request) {
+func (p *bufferPools) putParsed(r *openai.Request) {
 	if cap(r.Prompt) > maxPooledBody {
 		r.Prompt = nil
 	}
-	parsedRequests.Put(r)
+	p.parsed.Put(r)
 }

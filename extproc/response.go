@@ -133,7 +133,7 @@ func (x *exchange) finish() {
 	if x.bodyBuf != nil {
 		// Every message that referenced the body has been sent (gRPC encodes on Send).
 		*x.bodyBuf = x.body[:0]
-		putBodyBuf(x.bodyBuf)
+		x.s.buffers.putBodyBuf(x.bodyBuf)
 		x.bodyBuf, x.body = nil, nil
 	}
 	if x.spanStart {

@@ -73,6 +73,7 @@ type Server struct {
 
 	router  Scheduler
 	opts    Options
+	buffers bufferPools
 	log     *slog.Logger
 	metrics *metrics
 	tracer  trace.Tracer

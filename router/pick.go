@@ -3,7 +3,6 @@ package router
 import (
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -69,7 +68,14 @@ type scratch struct {
 	order     []int32
 }
 
-var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+// getScratch takes per-pick buffers from the router's pool (owned by the Router rather than
+// the package, so two routers never share state).
+func (r *Router) getScratch() *scratch {
+	if sc, ok := r.scratch.Get().(*scratch); ok {
+		return sc
+	}
+	return new(scratch)
+}
 
 // tieEpsilon: totals closer than this are equal and the tie is broken randomly.
 const tieEpsilon = 1e-9
@@ -93,11 +99,11 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		return nil, fmt.Errorf("%w (pool %q)", ErrEmptySubset, req.Pool)
 	}
 	view := p.view.Load()
-	sc := scratchPool.Get().(*scratch)
+	sc := r.getScratch()
 	defer func() {
 		clear(sc.eps) // drop endpoint references held by the pooled scratch
 		clear(sc.ms)
-		scratchPool.Put(sc)
+		r.scratch.Put(sc)
 	}()
 
 	pc := pickContext{req: req, now: start}

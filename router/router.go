@@ -21,6 +21,9 @@ import (
 
 // Router holds the pools and their endpoints and answers Pick.
 type Router struct {
+	// scratch holds per-pick buffers (*scratch) reused across picks.
+	scratch sync.Pool
+
 	cfg     Config
 	sched   *scheduler
 	log     *slog.Logger
