@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
 	"github.com/infergw/infergw/discovery"
@@ -39,7 +38,7 @@ type Config struct {
 	// XDSAddr is where the control plane serves ADS; EnvoyAdminAddr is Envoy's admin.
 	XDSAddr        string
 	EnvoyAdminAddr string
-	// PickerMetricsAddr serves the picker's and the control plane's /metrics, /healthz and
+	// MetricsAddr serves the picker's and the control plane's /metrics, /healthz and
 	// /readyz (one registry: it is one process).
 	MetricsAddr string
 
@@ -311,10 +310,9 @@ func (s *Stack) startMetrics(reg *prometheus.Registry) error {
 	if err != nil {
 		return fmt.Errorf("metrics: listen %s: %w", s.cfg.MetricsAddr, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/", s.Picker.MetricsHandler(reg))
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// One registry holds the picker's, the router's, the control plane's and discovery's
+	// metrics: the picker's handler serves it with /healthz and /readyz.
+	s.metrics = &http.Server{Handler: s.Picker.MetricsHandler(reg), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = s.metrics.Serve(lis) }()
 	return nil
 }

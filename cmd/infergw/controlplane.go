@@ -16,8 +16,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/infergw/infergw/discovery"
 	"github.com/infergw/infergw/xds"
@@ -26,10 +24,7 @@ import (
 // controlPlaneFlags are the flags of `infergw controlplane`.
 type controlPlaneFlags struct {
 	xdsAddr, metricsAddr string
-	manifests            string
-	kubernetes           bool
-	kubeconfig           string
-	namespaces           []string
+	source               sourceFlags
 	gatewayClass         string
 	writeStatus          bool
 	tlsCert, tlsKey      string
@@ -57,10 +52,7 @@ snapshot into Envoy listeners, routes, clusters and endpoints, and serves them o
 	fl := cmd.Flags()
 	fl.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "address of the ADS gRPC server")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9091", "address serving /metrics, /healthz and /readyz")
-	fl.StringVar(&f.manifests, "manifests", "", "directory of YAML manifests to read (local mode)")
-	fl.BoolVar(&f.kubernetes, "kubernetes", false, "read resources from the Kubernetes API")
-	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
-	fl.StringSliceVar(&f.namespaces, "namespace", nil, "namespace to watch (repeatable; default all)")
+	f.source.register(fl)
 	fl.StringVar(&f.gatewayClass, "gateway-class", "infergw", "GatewayClass whose Gateways this control plane serves")
 	fl.BoolVar(&f.writeStatus, "write-status", true, "write InferencePool and HTTPRoute status (--kubernetes only)")
 	fl.StringVar(&f.translate.ListenerAddress, "listener-address", "0.0.0.0", "IP address Envoy listeners bind to")
@@ -83,12 +75,12 @@ snapshot into Envoy listeners, routes, clusters and endpoints, and serves them o
 }
 
 func runControlPlane(ctx context.Context, f *controlPlaneFlags) error {
-	log, err := controlPlaneLogger(f.logLevel)
+	log, err := newLogger(f.logLevel)
 	if err != nil {
-		return err
+		return fmt.Errorf("controlplane: %w", err)
 	}
-	if (f.manifests == "") == !f.kubernetes {
-		return errors.New("controlplane: give exactly one of --manifests DIR or --kubernetes")
+	if err := f.source.validate(); err != nil {
+		return fmt.Errorf("controlplane: %w", err)
 	}
 	f.translate.RequestBodyMode = xds.BodyMode(f.requestBodyMode)
 	f.translate.ResponseBodyMode = xds.BodyMode(f.responseBodyMode)
@@ -193,20 +185,20 @@ func serveControlPlaneHTTP(ctx context.Context, lis net.Listener, reg *prometheu
 }
 
 func controlPlaneSource(f *controlPlaneFlags, reg prometheus.Registerer, log *slog.Logger) (discovery.Source, error) {
-	if f.manifests != "" {
-		src, err := discovery.NewDirSource(f.manifests, discovery.DirOptions{GatewayClass: f.gatewayClass, Registerer: reg}, log)
+	if f.source.manifests != "" {
+		src, err := discovery.NewDirSource(f.source.manifests, discovery.DirOptions{GatewayClass: f.gatewayClass, Registerer: reg}, log)
 		if err != nil {
 			return nil, fmt.Errorf("controlplane: manifests: %w", err)
 		}
 		return src, nil
 	}
-	cfg, err := controlPlaneRESTConfig(f.kubeconfig)
+	cfg, err := f.source.restConfig()
 	if err != nil {
-		return nil, fmt.Errorf("controlplane: kubernetes config: %w", err)
+		return nil, fmt.Errorf("controlplane: %w", err)
 	}
 	src, err := discovery.NewKubeSource(discovery.KubeOptions{
 		RESTConfig:     cfg,
-		Namespaces:     f.namespaces,
+		Namespaces:     f.source.namespaces,
 		GatewayClass:   f.gatewayClass,
 		WriteStatus:    f.writeStatus,
 		ControllerName: "infergw.dev/gateway-controller",
@@ -216,24 +208,6 @@ func controlPlaneSource(f *controlPlaneFlags, reg prometheus.Registerer, log *sl
 		return nil, fmt.Errorf("controlplane: kubernetes: %w", err)
 	}
 	return src, nil
-}
-
-// controlPlaneRESTConfig loads --kubeconfig, else the default kubeconfig rules, which fall
-// back to the in-cluster config.
-func controlPlaneRESTConfig(path string) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if path != "" {
-		rules.ExplicitPath = path
-	}
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-}
-
-func controlPlaneLogger(level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("controlplane: --log-level %q: %w", level, err)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
 func newControlPlaneBootstrapCmd() *cobra.Command {

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/infergw/infergw/discovery"
 	"github.com/infergw/infergw/extproc"
@@ -22,10 +20,7 @@ import (
 type pickerFlags struct {
 	grpcAddr        string
 	metricsAddr     string
-	manifests       string
-	kubernetes      bool
-	kubeconfig      string
-	namespaces      []string
+	source          sourceFlags
 	pool            string
 	schedulerConfig string
 	maxBodyBytes    int
@@ -49,10 +44,7 @@ func newPickerCmd() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9002", "ext_proc gRPC listen address")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz")
-	fl.StringVar(&f.manifests, "manifests", "", "directory of YAML manifests to read resources from")
-	fl.BoolVar(&f.kubernetes, "kubernetes", false, "read resources from the Kubernetes API")
-	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
-	fl.StringSliceVar(&f.namespaces, "namespace", nil, "namespace to watch (repeatable; default all)")
+	f.source.register(fl)
 	fl.StringVar(&f.pool, "pool", "", "pool (namespace/name) for requests whose route names none")
 	fl.StringVar(&f.schedulerConfig, "scheduler-config", "", "scheduler plugin configuration YAML (default: built-in)")
 	fl.IntVar(&f.maxBodyBytes, "max-body-bytes", extproc.DefaultMaxBodyBytes, "request body limit; larger bodies get 413")
@@ -63,13 +55,12 @@ func newPickerCmd() *cobra.Command {
 }
 
 func runPicker(ctx context.Context, f *pickerFlags) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if (f.manifests == "") == !f.kubernetes {
-		return errors.New("exactly one of --manifests DIR and --kubernetes is required")
+	if err := f.source.validate(); err != nil {
+		return err
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
@@ -174,20 +165,16 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 }
 
 func pickerSource(f *pickerFlags, reg prometheus.Registerer, log *slog.Logger) (discovery.Source, error) {
-	if f.manifests != "" {
-		return discovery.NewDirSource(f.manifests, discovery.DirOptions{Registerer: reg}, log.With("component", "discovery"))
+	if f.source.manifests != "" {
+		return discovery.NewDirSource(f.source.manifests, discovery.DirOptions{Registerer: reg}, log.With("component", "discovery"))
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if f.kubeconfig != "" {
-		rules.ExplicitPath = f.kubeconfig
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	cfg, err := f.source.restConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
+		return nil, err
 	}
 	return discovery.NewKubeSource(discovery.KubeOptions{
 		RESTConfig: cfg,
-		Namespaces: f.namespaces,
+		Namespaces: f.source.namespaces,
 		Registerer: reg,
 	}, log.With("component", "discovery"))
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -66,11 +65,10 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 }
 
 func runUp(cmd *cobra.Command, f *upFlags) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := f.cfg
 	cfg.Sims = !f.noSims
 	cfg.Sim.LoRAAdapters = splitList(f.adapters)

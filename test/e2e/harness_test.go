@@ -204,8 +204,9 @@ func newWorld(t *testing.T, ips []string) *world {
 // gateway is a running stack plus the manifest directory it serves.
 type gateway struct {
 	*stack.Stack
-	dir string
-	url string
+	dir     string
+	url     string
+	metrics string // host:port of /metrics, /healthz, /readyz
 }
 
 // startGateway writes the world's manifests and starts the full stack on them.
@@ -244,7 +245,7 @@ func startGateway(t *testing.T, w *world, tweak func(*stack.Config)) *gateway {
 			t.Errorf("stack close: %v", err)
 		}
 	})
-	return &gateway{Stack: st, dir: dir, url: st.GatewayURL()}
+	return &gateway{Stack: st, dir: dir, url: st.GatewayURL(), metrics: cfg.MetricsAddr}
 }
 
 // result is what a test needs of one response.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -72,6 +73,29 @@ func TestRequestsLandWhereThePickerChose(t *testing.T) {
 			t.Fatalf("Envoy's upstream %s is not the sim that answered (%s at %s)", r.Upstream, r.Instance, want)
 		}
 	}
+
+	// The stack's one metrics port serves the picker's counters and its readiness.
+	body := getText(t, "http://"+gw.metrics+"/metrics")
+	if !strings.Contains(body, `inference_objective_request_total{`) || !strings.Contains(body, "infergw_router_picks_total") {
+		t.Fatalf("/metrics lacks the picker's and the router's metrics:\n%.2000s", body)
+	}
+	if got := getText(t, "http://"+gw.metrics+"/readyz"); strings.TrimSpace(got) != "ok" {
+		t.Fatalf("/readyz = %q", got)
+	}
+}
+
+func getText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 // TestStreamingEndToEnd checks that an SSE stream passes through Envoy and the picker chunk

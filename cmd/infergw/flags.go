@@ -1,0 +1,57 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// newLogger is the text logger on stderr every subcommand uses, at a --log-level value.
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// sourceFlags choose where the picker and the control plane read their resources from.
+type sourceFlags struct {
+	manifests  string
+	kubernetes bool
+	kubeconfig string
+	namespaces []string
+}
+
+func (s *sourceFlags) register(fl *pflag.FlagSet) {
+	fl.StringVar(&s.manifests, "manifests", "", "directory of YAML manifests to read resources from (local mode)")
+	fl.BoolVar(&s.kubernetes, "kubernetes", false, "read resources from the Kubernetes API")
+	fl.StringVar(&s.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
+	fl.StringSliceVar(&s.namespaces, "namespace", nil, "namespace to watch (repeatable; default all)")
+}
+
+func (s *sourceFlags) validate() error {
+	if (s.manifests == "") == !s.kubernetes {
+		return errors.New("give exactly one of --manifests DIR or --kubernetes")
+	}
+	return nil
+}
+
+// restConfig loads --kubeconfig, else the default kubeconfig rules, which fall back to the
+// in-cluster config.
+func (s *sourceFlags) restConfig() (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if s.kubeconfig != "" {
+		rules.ExplicitPath = s.kubeconfig
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes config: %w", err)
+	}
+	return cfg, nil
+}
