@@ -25,6 +25,33 @@ func cpuTime(b *testing.B) time.Duration {
 	return d
 }
 
+// ioSyscalls is this process's count of read and write system calls so far (Linux's
+// /proc/self/io): a request's CPU is mostly its system calls, so the benchmark reports
+// how many it made.
+func ioSyscalls(b *testing.B) (reads, writes int64) {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		b.Fatalf("read /proc/self/io: %v", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		name, val, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(val, 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/self/io line %q: %v", line, err)
+		}
+		switch name {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return reads, writes
+}
+
 // BenchmarkRequest drives one full exchange per iteration through a real gRPC stream on
 // loopback: request headers, the body in chunks, the held headers answer and the body
 // back, response headers and an SSE body with usage. The gRPC client that plays Envoy runs
@@ -41,18 +68,22 @@ func cpuTime(b *testing.B) time.Duration {
 func BenchmarkRequest(b *testing.B) {
 	for _, tc := range []struct {
 		size, chunks, conc int
-	}{{4 << 10, 1, 1}, {4 << 10, 1, 8}, {200 << 10, 4, 1}, {200 << 10, 4, 8}} {
+	}{{4 << 10, 1, 1}, {4 << 10, 1, 8}, {4 << 10, 1, 64}, {200 << 10, 4, 1}, {200 << 10, 4, 8}} {
 		b.Run(fmt.Sprintf("body=%dKB/conc=%d", tc.size>>10, tc.conc), func(b *testing.B) {
 			h := newHarness(b, Options{})
 			child := startBenchChild(b, h.conn.Target(), tc.size, tc.chunks, tc.conc)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(chatRequest("base", tc.size))))
 			b.ResetTimer()
+			r0, w0 := ioSyscalls(b)
 			c0 := cpuTime(b)
 			clientCPU := child.run(b.N)
 			server := cpuTime(b) - c0
 			b.StopTimer()
+			r1, w1 := ioSyscalls(b)
 			n := float64(b.N)
+			b.ReportMetric(float64(r1-r0)/n, "reads/op")
+			b.ReportMetric(float64(w1-w0)/n, "writes/op")
 			b.ReportMetric(float64(server.Nanoseconds())/1e3/n, "server-cpu-µs/op")
 			b.ReportMetric(float64(clientCPU.Nanoseconds())/1e3/n, "client-cpu-µs/op")
 			b.ReportMetric(float64((server+clientCPU).Nanoseconds())/1e3/n, "total-cpu-µs/op")

@@ -139,6 +139,14 @@ const (
 	poolEmpty = "default/empty"
 )
 
+// forEachTransport runs a protocol test once per gRPC transport: the inline default and
+// the grpc-go fallback must behave the same.
+func forEachTransport(t *testing.T, test func(t *testing.T, tr Transport)) {
+	for _, tr := range []Transport{TransportInline, TransportGRPCGo} {
+		t.Run(string(tr), func(t *testing.T) { test(t, tr) })
+	}
+}
+
 // newHarness builds the harness; log, when given, receives the picker's logs.
 func newHarness(t testing.TB, opts Options, log ...*slog.Logger) *harness {
 	t.Helper()
@@ -196,9 +204,18 @@ func newHarness(t testing.TB, opts Options, log ...*slog.Logger) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := h.srv.GRPCServer(nil)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
+	g, err := h.srv.NewGRPCServer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(lis) }()
+	t.Cleanup(func() {
+		g.Close()
+		if err := <-served; err != nil {
+			t.Errorf("grpc server: %v", err)
+		}
+	})
 	// Larger flow-control windows than grpc-go's 64 KiB default, closer to what Envoy uses
 	// (its HTTP/2 defaults are 256 MiB per stream and per connection).
 	h.conn, err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),

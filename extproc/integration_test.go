@@ -81,8 +81,10 @@ func (h *harness) checkDestination(r *extprocv3.ProcessingResponse, common *extp
 
 // TestFullDuplexStreamed replays Envoy's FULL_DUPLEX_STREAMED sequence: headers, several
 // body chunks, end of stream; then response headers and an SSE body split mid-event.
-func TestFullDuplexStreamed(t *testing.T) {
-	h := newHarness(t, Options{})
+func TestFullDuplexStreamed(t *testing.T) { forEachTransport(t, testFullDuplexStreamed) }
+
+func testFullDuplexStreamed(t *testing.T, tr Transport) {
+	h := newHarness(t, Options{Transport: tr})
 	body := chatRequest("base", 150_000)
 	st := h.stream("")
 	send(t, st, reqHeaders(protocol(duplex, duplex), false, ":method", "POST", ":path", "/v1/chat/completions", "content-type", "application/json"))
@@ -163,8 +165,10 @@ func TestFullDuplexStreamed(t *testing.T) {
 }
 
 // TestFullDuplexTrailers: the body ends with trailers instead of end_of_stream.
-func TestFullDuplexTrailers(t *testing.T) {
-	h := newHarness(t, Options{})
+func TestFullDuplexTrailers(t *testing.T) { forEachTransport(t, testFullDuplexTrailers) }
+
+func testFullDuplexTrailers(t *testing.T, tr Transport) {
+	h := newHarness(t, Options{Transport: tr})
 	body := chatRequest("base", 1000)
 	st := h.stream("")
 	send(t, st, reqHeaders(protocol(duplex, duplex), false, ":path", "/v1/chat/completions"))
@@ -187,8 +191,10 @@ func TestFullDuplexTrailers(t *testing.T) {
 // TestBufferedRewrite: BUFFERED mode answers the headers at once, then carries the pick,
 // the rewritten body and the corrected content-length on the body response; the JSON
 // response's model is written back.
-func TestBufferedRewrite(t *testing.T) {
-	h := newHarness(t, Options{})
+func TestBufferedRewrite(t *testing.T) { forEachTransport(t, testBufferedRewrite) }
+
+func testBufferedRewrite(t *testing.T, tr Transport) {
+	h := newHarness(t, Options{Transport: tr})
 	body := []byte(`{"model":"friendly","prompt":"say friendly things","max_tokens":3}`)
 	st := h.stream("")
 	send(t, st, reqHeaders(protocol(buffered, buffered), false, ":path", "/v1/completions",
@@ -235,8 +241,10 @@ func TestBufferedRewrite(t *testing.T) {
 
 // TestHeaderOnly: a bodiless request (GET /v1/models) is picked at the headers, without a
 // model or prompt, and keeps the client's x-request-id.
-func TestHeaderOnly(t *testing.T) {
-	h := newHarness(t, Options{})
+func TestHeaderOnly(t *testing.T) { forEachTransport(t, testHeaderOnly) }
+
+func testHeaderOnly(t *testing.T, tr Transport) {
+	h := newHarness(t, Options{Transport: tr})
 	st := h.stream("")
 	send(t, st, reqHeaders(protocol(duplex, duplex), true, ":method", "GET", ":path", "/v1/models", HeaderRequestID, "given-id"))
 	r := recv(t, st)
@@ -251,8 +259,10 @@ func TestHeaderOnly(t *testing.T) {
 
 // TestPoolsMetadataAndSubset: a route with several pools gets one chosen by weight and
 // announced in x-infergw-pool; the subset hint restricts the pick.
-func TestPoolsMetadataAndSubset(t *testing.T) {
-	h := newHarness(t, Options{})
+func TestPoolsMetadataAndSubset(t *testing.T) { forEachTransport(t, testPoolsMetadataAndSubset) }
+
+func testPoolsMetadataAndSubset(t *testing.T, tr Transport) {
+	h := newHarness(t, Options{Transport: tr})
 	for i := 0; i < 3; i++ {
 		st := h.stream(poolMain + "=1," + poolHot + "=0")
 		send(t, st, reqHeaders(protocol(duplex, duplex), false, ":path", "/v1/completions"),
@@ -283,8 +293,10 @@ func TestPoolsMetadataAndSubset(t *testing.T) {
 
 // TestErrorTable covers every error row: status, valid JSON body, content-type, and the
 // next request on a new stream served normally.
-func TestErrorTable(t *testing.T) {
-	h := newHarness(t, Options{MaxBodyBytes: 64 << 10})
+func TestErrorTable(t *testing.T) { forEachTransport(t, testErrorTable) }
+
+func testErrorTable(t *testing.T, tr Transport) {
+	h := newHarness(t, Options{MaxBodyBytes: 64 << 10, Transport: tr})
 	emptyHint := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
 		NamespaceSubset: {Fields: map[string]*structpb.Value{KeySubset: structpb.NewListValue(&structpb.ListValue{})}},
 	}}
@@ -365,8 +377,10 @@ func TestErrorTable(t *testing.T) {
 
 // TestReleaseOnDisconnect: a stream that ends after the pick (client gone) releases the
 // in-flight count, and no stream goroutine stays behind.
-func TestReleaseOnDisconnect(t *testing.T) {
-	h := newHarness(t, Options{})
+func TestReleaseOnDisconnect(t *testing.T) { forEachTransport(t, testReleaseOnDisconnect) }
+
+func testReleaseOnDisconnect(t *testing.T, tr Transport) {
+	h := newHarness(t, Options{Transport: tr})
 	for i := 0; i < 10; i++ {
 		st := h.stream("")
 		send(t, st, reqHeaders(protocol(duplex, duplex), false, ":path", "/v1/completions"),

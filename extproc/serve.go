@@ -17,11 +17,71 @@ import (
 	"google.golang.org/grpc/experimental"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/infergw/infergw/internal/inlinegrpc"
 )
 
-// GRPCServer returns a grpc.Server serving the processor and the health service. tlsCfg
-// nil means plaintext (h2c), which is what Envoy's ext_proc cluster uses by default.
-func (s *Server) GRPCServer(tlsCfg *tls.Config) *grpc.Server {
+// GRPCServer is the picker's gRPC server on either transport.
+type GRPCServer interface {
+	// Serve accepts connections on lis until Shutdown or Close (then it returns nil).
+	Serve(lis net.Listener) error
+	// Shutdown stops accepting, lets open streams finish and returns; when ctx ends first
+	// it closes the rest.
+	Shutdown(ctx context.Context) error
+	// Close drops every connection at once.
+	Close()
+}
+
+// NewGRPCServer returns the gRPC server for Options.Transport, serving the processor and
+// the health service. tlsCfg nil means plaintext (h2c), which is what Envoy's ext_proc
+// cluster uses by default.
+func (s *Server) NewGRPCServer(tlsCfg *tls.Config) (GRPCServer, error) {
+	if s.opts.Transport == TransportGRPCGo {
+		return grpcGoServer{s.GRPCGoServer(tlsCfg)}, nil
+	}
+	g, err := s.InlineServer(tlsCfg)
+	if err != nil {
+		return nil, err
+	}
+	return inlineServer{g}, nil
+}
+
+type inlineServer struct{ *inlinegrpc.Server }
+
+func (g inlineServer) Serve(lis net.Listener) error {
+	if err := g.Server.Serve(lis); !errors.Is(err, inlinegrpc.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+type grpcGoServer struct{ g *grpc.Server }
+
+func (g grpcGoServer) Serve(lis net.Listener) error {
+	if err := g.g.Serve(lis); !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+func (g grpcGoServer) Shutdown(ctx context.Context) error {
+	stopped := make(chan struct{})
+	go func() { g.g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+		return nil
+	case <-ctx.Done():
+		g.g.Stop()
+		<-stopped
+		return fmt.Errorf("grpc shutdown: %w", ctx.Err())
+	}
+}
+
+func (g grpcGoServer) Close() { g.g.Stop() }
+
+// GRPCGoServer returns a grpc-go server serving the processor and the health service: the
+// "grpc-go" transport. tlsCfg nil means plaintext (h2c).
+func (s *Server) GRPCGoServer(tlsCfg *tls.Config) *grpc.Server {
 	// BUFFERED mode sends (and takes back) the whole body in one message.
 	maxMsg := s.opts.MaxBodyBytes + 1<<20
 	opts := []grpc.ServerOption{
@@ -68,11 +128,16 @@ func (s *Server) MetricsHandler(gatherer prometheus.Gatherer) http.Handler {
 // Serve runs the gRPC server on grpcLis and the metrics server on metricsLis until ctx is
 // done, then stops both (gracefully, bounded by a short grace period).
 func (s *Server) Serve(ctx context.Context, grpcLis, metricsLis net.Listener, tlsCfg *tls.Config, gatherer prometheus.Gatherer) error {
-	g := s.GRPCServer(tlsCfg)
+	g, err := s.NewGRPCServer(tlsCfg)
+	if err != nil {
+		grpcLis.Close()
+		metricsLis.Close()
+		return err
+	}
 	hs := &http.Server{Handler: s.MetricsHandler(gatherer), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 2)
 	go func() {
-		if err := g.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := g.Serve(grpcLis); err != nil {
 			errc <- fmt.Errorf("grpc server: %w", err)
 			return
 		}
@@ -92,17 +157,11 @@ func (s *Server) Serve(ctx context.Context, grpcLis, metricsLis net.Listener, tl
 	case first = <-errc:
 		pending--
 	}
-	s.health.Shutdown()
-	stopped := make(chan struct{})
-	go func() { g.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		g.Stop()
-		<-stopped
-	}
+	s.health.Shutdown() // watchers hear NOT_SERVING first
+	s.endWatches()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	_ = g.Shutdown(sctx)
 	_ = hs.Shutdown(sctx)
 	// Collect the remaining goroutine results so none outlives Serve.
 	for ; pending > 0; pending-- {

@@ -76,8 +76,28 @@ func TestServeHealthReadinessAndPoolRemoval(t *testing.T) {
 		check(HealthExtProc) != healthpb.HealthCheckResponse_NOT_SERVING || readyz() != 503 {
 		t.Fatal("not-ready state wrong")
 	}
+	// Watch (server streaming) sees the readiness flip as it happens, and ends with the
+	// server: Serve's shutdown sets every service NOT_SERVING before it closes.
+	watch, err := hc.Watch(context.Background(), &healthpb.HealthCheckRequest{Service: HealthReadiness})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched := func() healthpb.HealthCheckResponse_ServingStatus {
+		t.Helper()
+		resp, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("health watch: %v", err)
+		}
+		return resp.GetStatus()
+	}
+	if got := watched(); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("watch first said %v", got)
+	}
 	srv.ApplySnapshot(&discovery.Snapshot{Version: 1, Pools: []*discovery.Pool{
 		testPool("ns", "a", 8000, nil), testPool("ns", "b", 8000, nil)}})
+	if got := watched(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("watch after the snapshot said %v", got)
+	}
 	if check(HealthReadiness) != healthpb.HealthCheckResponse_SERVING ||
 		check(HealthExtProc) != healthpb.HealthCheckResponse_SERVING || readyz() != 200 {
 		t.Fatal("ready state wrong")
@@ -90,6 +110,9 @@ func TestServeHealthReadinessAndPoolRemoval(t *testing.T) {
 		t.Fatalf("pool not removed: %v", got)
 	}
 	cancel()
+	if got := watched(); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("watch during shutdown said %v", got)
+	}
 	select {
 	case err := <-done:
 		if err != nil {
@@ -97,6 +120,9 @@ func TestServeHealthReadinessAndPoolRemoval(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return")
+	}
+	if _, err := watch.Recv(); err == nil {
+		t.Fatal("watch stream still open after Serve returned")
 	}
 }
 
@@ -133,7 +159,9 @@ func writeCert(t *testing.T, certFile, keyFile, cn string) {
 
 // TestTLSReload serves gRPC over TLS, rotates the certificate files and checks that a new
 // connection sees the new certificate, and that a broken rotation keeps the old one.
-func TestTLSReload(t *testing.T) {
+func TestTLSReload(t *testing.T) { forEachTransport(t, testTLSReload) }
+
+func testTLSReload(t *testing.T, tr Transport) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	writeCert(t, certFile, keyFile, "first")
@@ -141,14 +169,17 @@ func TestTLSReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(noopRouter{}, Options{}, nil)
+	srv, err := NewServer(noopRouter{}, Options{Transport: tr}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lis, _ := net.Listen("tcp", "127.0.0.1:0")
-	g := srv.GRPCServer(cfg)
+	g, err := srv.NewGRPCServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() { _ = g.Serve(lis) }()
-	defer g.Stop()
+	defer g.Close()
 
 	peerCN := func() string {
 		t.Helper()

@@ -5,6 +5,7 @@
 package extproc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -65,7 +66,21 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// Registerer for the picker's metrics; nil = a private registry.
 	Registerer prometheus.Registerer
+	// Transport is the gRPC server implementation; empty = TransportInline.
+	Transport Transport
 }
+
+// Transport names a gRPC server implementation for the picker.
+type Transport string
+
+const (
+	// TransportInline runs each connection's streams in the goroutine that reads it
+	// (internal/inlinegrpc): a fraction of grpc-go's CPU per request.
+	TransportInline Transport = "inline"
+	// TransportGRPCGo is grpc-go's server: a goroutine per stream plus reader and writer
+	// goroutines per connection. Kept as a fallback.
+	TransportGRPCGo Transport = "grpc-go"
+)
 
 // Server implements envoy.service.ext_proc.v3.ExternalProcessor.
 type Server struct {
@@ -79,6 +94,9 @@ type Server struct {
 	tracer  trace.Tracer
 	prop    propagation.TextMapPropagator
 	health  *health.Server
+	// watchesCtx ends every health Watch stream when Serve shuts down.
+	watchesCtx context.Context
+	endWatches context.CancelFunc
 
 	state   atomic.Pointer[routingState]
 	applyMu sync.Mutex
@@ -111,6 +129,13 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 	if opts.DefaultRequestBodyMode == extprocfilterv3.ProcessingMode_NONE {
 		opts.DefaultRequestBodyMode = extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED
 	}
+	switch opts.Transport {
+	case "":
+		opts.Transport = TransportInline
+	case TransportInline, TransportGRPCGo:
+	default:
+		return nil, fmt.Errorf("extproc: unknown transport %q (want %q or %q)", opts.Transport, TransportInline, TransportGRPCGo)
+	}
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
@@ -136,6 +161,7 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 		health:  health.NewServer(),
 		bufPool: pool,
 	}
+	s.watchesCtx, s.endWatches = context.WithCancel(context.Background())
 	s.state.Store(&routingState{})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(HealthLiveness, healthpb.HealthCheckResponse_SERVING)

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 
 	"github.com/infergw/infergw/discovery"
 	"github.com/infergw/infergw/extproc"
@@ -101,7 +100,7 @@ type Stack struct {
 
 	pickerMu    sync.Mutex
 	pickerAddrs []string
-	pickerGRPC  []*grpc.Server
+	pickerGRPC  []extproc.GRPCServer
 
 	xdsGRPCDone chan error
 	gatewayURL  string
@@ -282,7 +281,12 @@ func (s *Stack) StartPicker() error {
 			s.stopPickerLocked()
 			return fmt.Errorf("picker: listen %s: %w", addr, err)
 		}
-		g := s.Picker.GRPCServer(nil)
+		g, err := s.Picker.NewGRPCServer(nil)
+		if err != nil {
+			lis.Close()
+			s.stopPickerLocked()
+			return fmt.Errorf("picker: %w", err)
+		}
 		s.pickerGRPC = append(s.pickerGRPC, g)
 		go func() { _ = g.Serve(lis) }()
 		s.log.Info("picker listening", "addr", addr)
@@ -300,7 +304,7 @@ func (s *Stack) StopPicker() {
 
 func (s *Stack) stopPickerLocked() {
 	for _, g := range s.pickerGRPC {
-		g.Stop()
+		g.Close()
 	}
 	s.pickerGRPC = nil
 }

@@ -26,6 +26,7 @@ type pickerFlags struct {
 	maxBodyBytes    int
 	tlsCert         string
 	tlsKey          string
+	transport       string
 	logLevel        string
 }
 
@@ -50,6 +51,8 @@ func newPickerCmd() *cobra.Command {
 	fl.IntVar(&f.maxBodyBytes, "max-body-bytes", extproc.DefaultMaxBodyBytes, "request body limit; larger bodies get 413")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file for the gRPC port (reloaded on change)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS key file for the gRPC port")
+	fl.StringVar(&f.transport, "grpc-transport", string(extproc.TransportInline),
+		"gRPC server: inline (streams run in the connection's goroutine; least CPU) or grpc-go (fallback)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }
@@ -94,6 +97,7 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 		MaxBodyBytes:   f.maxBodyBytes,
 		TracerProvider: tp,
 		Registerer:     reg,
+		Transport:      extproc.Transport(f.transport),
 	}, log.With("component", "extproc"))
 	if err != nil {
 		return err

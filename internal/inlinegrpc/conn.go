@@ -1,0 +1,716 @@
+package inlinegrpc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+
+	"sync"
+)
+
+const (
+	initialWindow  = 65535 // HTTP/2's window before any SETTINGS or WINDOW_UPDATE
+	defaultFrame   = 16384 // HTTP/2's SETTINGS_MAX_FRAME_SIZE until the peer says more
+	frameHeaderLen = 9
+	maxHeaderList  = 1 << 20
+	ioBufferBytes  = 64 << 10
+	// keptScratchBytes: message buffers above this are dropped after use rather than kept
+	// for the connection's lifetime.
+	keptScratchBytes = 256 << 10
+)
+
+// connError is an HTTP/2 connection error: GOAWAY with code, then close.
+type connError struct {
+	code http2.ErrCode
+	msg  string
+}
+
+func (e connError) Error() string { return fmt.Sprintf("http2 connection error %v: %s", e.code, e.msg) }
+
+// errStreamReset is what a handler's Close gets when the client reset the stream.
+type errStreamReset struct{ code http2.ErrCode }
+
+func (e errStreamReset) Error() string { return fmt.Sprintf("stream reset by client: %v", e.code) }
+
+// errConnDone: the connection ended gracefully (GOAWAY and no stream left).
+var errConnDone = errors.New("connection done")
+
+// conn is one HTTP/2 connection. Its goroutine (serve) reads frames and runs handlers with
+// mu held; SendAsync/FinishAsync from other goroutines take mu too. mu guards every field
+// below it and every write.
+type conn struct {
+	srv  *Server
+	opts *Options
+	nc   net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	fr   *http2.Framer
+	ctx  context.Context
+	stop context.CancelFunc
+
+	mu          sync.Mutex
+	henc        *hpack.Encoder
+	hbuf        bytes.Buffer
+	streams     map[uint32]*Stream
+	maxClientID uint32 // highest stream ID the client has opened
+	goAwaySent  bool   // draining: no new streams
+	peerGoAway  bool
+	closed      bool
+	writeErr    error
+
+	sendWindow        int64 // connection-level credit the client gave us
+	peerInitialWindow int64 // the client's SETTINGS_INITIAL_WINDOW_SIZE for our streams
+	peerMaxFrame      int
+	recvAvail         int64 // connection-level credit we gave the client, not yet used
+	recvUnacked       int64 // bytes consumed and not yet returned with WINDOW_UPDATE
+	blocked           []*Stream
+	scratch           []byte // encodes one outgoing message
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	if s.opts.TLS != nil {
+		nc = tls.Server(nc, s.opts.TLS)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	c := &conn{
+		srv: s, opts: &s.opts, nc: nc, ctx: ctx, stop: stop,
+		br:                bufio.NewReaderSize(nc, ioBufferBytes),
+		streams:           map[uint32]*Stream{},
+		sendWindow:        initialWindow,
+		peerInitialWindow: initialWindow,
+		peerMaxFrame:      defaultFrame,
+		recvAvail:         int64(s.opts.ConnWindow),
+	}
+	c.bw = bufio.NewWriterSize(deadlineWriter{nc: nc, timeout: s.opts.WriteTimeout}, ioBufferBytes)
+	c.fr = http2.NewFramer(c.bw, c.br)
+	c.fr.SetReuseFrames()
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = maxHeaderList
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	return c
+}
+
+// deadlineWriter bounds every write, so a client that stops reading cannot hold the
+// connection's goroutine (and its lock) forever.
+type deadlineWriter struct {
+	nc      net.Conn
+	timeout time.Duration
+}
+
+func (w deadlineWriter) Write(p []byte) (int, error) {
+	if err := w.nc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+		return 0, err
+	}
+	return w.nc.Write(p)
+}
+
+func (c *conn) serve() {
+	defer c.srv.forget(c)
+	err := c.run()
+	if err != nil && !errors.Is(err, errConnDone) && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		c.srv.log.Debug("grpc connection ended", "remote", c.nc.RemoteAddr().String(), "error", err)
+	}
+	c.mu.Lock()
+	c.closed = true
+	for _, st := range c.streams {
+		c.closeStream(st, fmt.Errorf("connection closed: %w", orEOF(err)))
+	}
+	c.mu.Unlock()
+	c.stop()
+	c.nc.Close()
+}
+
+func orEOF(err error) error {
+	if err == nil || errors.Is(err, errConnDone) {
+		return io.EOF
+	}
+	return err
+}
+
+func (c *conn) run() error {
+	if err := c.nc.SetReadDeadline(time.Now().Add(handshakeTimeout)); err != nil {
+		return err
+	}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		if err := tc.HandshakeContext(c.ctx); err != nil {
+			return fmt.Errorf("tls handshake: %w", err)
+		}
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "" && p != "h2" {
+			return fmt.Errorf("client negotiated %q, not h2", p)
+		}
+	}
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(c.br, preface[:]); err != nil {
+		return fmt.Errorf("read client preface: %w", err)
+	}
+	if string(preface[:]) != http2.ClientPreface {
+		return errors.New("not an HTTP/2 client (bad preface)")
+	}
+	if err := c.nc.SetReadDeadline(time.Time{}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.writeErr = c.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.opts.MaxConcurrentStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(c.opts.StreamWindow)},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderList},
+	)
+	if extra := c.opts.ConnWindow - initialWindow; extra > 0 && c.writeErr == nil {
+		c.writeErr = c.fr.WriteWindowUpdate(0, uint32(extra))
+	}
+	c.flush()
+	err := c.writeErr
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for {
+		c.mu.Lock()
+		if c.mustFlushBeforeRead() {
+			c.flush()
+		}
+		err := c.writeErr
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		f, err := c.fr.ReadFrame()
+		c.mu.Lock()
+		if err != nil {
+			err = c.readError(err)
+		} else {
+			err = c.handleFrame(f)
+		}
+		if err == nil {
+			err = c.writeErr
+		}
+		if err == nil && (c.goAwaySent || c.peerGoAway) && len(c.streams) == 0 {
+			err = errConnDone
+		}
+		if err != nil {
+			var ce connError
+			if errors.As(err, &ce) {
+				_ = c.fr.WriteGoAway(c.maxClientID, ce.code, []byte(ce.msg))
+			}
+			c.flush()
+			c.mu.Unlock()
+			return err
+		}
+		c.mu.Unlock()
+	}
+}
+
+// mustFlushBeforeRead: the next frame is not wholly buffered, so reading it may block;
+// everything written so far must reach the client first. While frames are buffered the
+// answers accumulate, and one write carries the answers to a whole batch. Called with mu
+// held (bw is shared with SendAsync); br belongs to the reading goroutine alone.
+func (c *conn) mustFlushBeforeRead() bool {
+	if c.bw.Buffered() == 0 {
+		return false
+	}
+	n := c.br.Buffered()
+	if n < frameHeaderLen {
+		return true
+	}
+	h, _ := c.br.Peek(frameHeaderLen)
+	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+	return n < frameHeaderLen+length
+}
+
+// flush writes out what is buffered; errors are kept in writeErr.
+func (c *conn) flush() {
+	if c.writeErr != nil || c.bw.Buffered() == 0 {
+		return
+	}
+	c.writeErr = c.bw.Flush()
+}
+
+// readError turns a frame-reading error into nil (a stream error, answered with
+// RST_STREAM) or the error that ends the connection.
+func (c *conn) readError(err error) error {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		if se.StreamID > c.maxClientID && se.StreamID%2 == 1 {
+			c.maxClientID = se.StreamID // a malformed HEADERS still opened (and closes) its ID
+		}
+		c.resetStream(se.StreamID, se.Code, fmt.Errorf("stream error: %w", err))
+		return nil
+	}
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		return connError{code: http2.ErrCode(ce), msg: c.fr.ErrorDetail().Error()}
+	}
+	if errors.Is(err, http2.ErrFrameTooLarge) {
+		return connError{code: http2.ErrCodeFrameSize, msg: "frame larger than SETTINGS_MAX_FRAME_SIZE"}
+	}
+	return err
+}
+
+func (c *conn) handleFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		return c.handleData(f)
+	case *http2.MetaHeadersFrame:
+		return c.handleHeaders(f)
+	case *http2.SettingsFrame:
+		return c.handleSettings(f)
+	case *http2.WindowUpdateFrame:
+		return c.handleWindowUpdate(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			c.setWriteErr(c.fr.WritePing(true, f.Data))
+		}
+	case *http2.RSTStreamFrame:
+		if st := c.streams[f.StreamID]; st != nil {
+			c.closeStream(st, errStreamReset{code: f.ErrCode})
+		} else if f.StreamID > c.maxClientID {
+			return connError{code: http2.ErrCodeProtocol, msg: "RST_STREAM on an idle stream"}
+		}
+	case *http2.GoAwayFrame:
+		c.peerGoAway = true
+	case *http2.PushPromiseFrame:
+		return connError{code: http2.ErrCodeProtocol, msg: "PUSH_PROMISE from a client"}
+	}
+	// PRIORITY and unknown frame types are ignored, as HTTP/2 requires.
+	return nil
+}
+
+func (c *conn) setWriteErr(err error) {
+	if err != nil && c.writeErr == nil {
+		c.writeErr = err
+	}
+}
+
+func (c *conn) handleSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	var delta int64
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta = int64(s.Val) - c.peerInitialWindow
+			c.peerInitialWindow = int64(s.Val)
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrame = int(s.Val)
+		case http2.SettingHeaderTableSize:
+			c.henc.SetMaxDynamicTableSizeLimit(s.Val)
+		}
+		return nil
+	})
+	if err != nil {
+		var ce http2.ConnectionError
+		if errors.As(err, &ce) {
+			return connError{code: http2.ErrCode(ce), msg: "invalid SETTINGS value"}
+		}
+		return connError{code: http2.ErrCodeProtocol, msg: err.Error()}
+	}
+	if delta != 0 {
+		for _, st := range c.streams {
+			st.sendWindow += delta
+			if st.sendWindow > maxWindow {
+				return connError{code: http2.ErrCodeFlowControl, msg: "SETTINGS_INITIAL_WINDOW_SIZE overflows a stream window"}
+			}
+		}
+	}
+	c.setWriteErr(c.fr.WriteSettingsAck())
+	if delta > 0 {
+		c.sendBlocked()
+	}
+	return nil
+}
+
+func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
+	if f.StreamID == 0 {
+		c.sendWindow += int64(f.Increment)
+		if c.sendWindow > maxWindow {
+			return connError{code: http2.ErrCodeFlowControl, msg: "connection window above 2^31-1"}
+		}
+		c.sendBlocked()
+		return nil
+	}
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.maxClientID {
+			return connError{code: http2.ErrCodeProtocol, msg: "WINDOW_UPDATE on an idle stream"}
+		}
+		return nil // a stream that just ended
+	}
+	st.sendWindow += int64(f.Increment)
+	if st.sendWindow > maxWindow {
+		c.resetStream(st.id, http2.ErrCodeFlowControl, errors.New("stream window above 2^31-1"))
+		return nil
+	}
+	c.sendBlocked()
+	return nil
+}
+
+func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if st := c.streams[id]; st != nil {
+		// Trailers from the client: only valid as the end of its side.
+		if !f.StreamEnded() {
+			c.resetStream(id, http2.ErrCodeProtocol, errors.New("client HEADERS without END_STREAM on an open stream"))
+			return nil
+		}
+		c.remoteEnd(st)
+		return nil
+	}
+	if id%2 == 0 {
+		return connError{code: http2.ErrCodeProtocol, msg: "client opened an even stream ID"}
+	}
+	if id <= c.maxClientID {
+		c.writeRST(id, http2.ErrCodeStreamClosed)
+		return nil
+	}
+	c.maxClientID = id
+	if c.goAwaySent || len(c.streams) >= int(c.opts.MaxConcurrentStreams) {
+		c.writeRST(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	if f.Truncated {
+		c.writeRST(id, http2.ErrCodeEnhanceYourCalm) // header list over SETTINGS_MAX_HEADER_LIST_SIZE
+		return nil
+	}
+	if m := f.PseudoValue("method"); m != "POST" {
+		c.writePlainStatus(id, "405", f.StreamEnded())
+		return nil
+	}
+	st := &Stream{c: c, id: id, method: f.PseudoValue("path"), fields: f.RegularFields(),
+		sendWindow: c.peerInitialWindow, recvAvail: int64(c.opts.StreamWindow)}
+	if !isGRPCContentType(st.Header("content-type")) {
+		c.writePlainStatus(id, "415", f.StreamEnded())
+		return nil
+	}
+	c.streams[id] = st
+	newStream := c.opts.Methods[st.method]
+	if newStream == nil {
+		st.Finish(codes.Unimplemented, "unknown method "+st.method)
+		return nil
+	}
+	st.handler = newStream(st)
+	if !st.closed && f.StreamEnded() {
+		c.remoteEnd(st)
+	}
+	return nil
+}
+
+// isGRPCContentType accepts application/grpc, application/grpc+proto and
+// application/grpc;params, as the gRPC HTTP/2 protocol spec allows.
+func isGRPCContentType(ct string) bool {
+	const base = "application/grpc"
+	if len(ct) < len(base) || ct[:len(base)] != base {
+		return false
+	}
+	return len(ct) == len(base) || ct[len(base)] == '+' || ct[len(base)] == ';'
+}
+
+func (c *conn) handleData(f *http2.DataFrame) error {
+	n := int64(f.Length) // padding counts against flow control too
+	c.recvAvail -= n
+	if c.recvAvail < 0 {
+		return connError{code: http2.ErrCodeFlowControl, msg: "DATA beyond the connection window"}
+	}
+	c.recvUnacked += n
+	if c.recvUnacked >= int64(c.opts.ConnWindow)/2 {
+		c.setWriteErr(c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked)))
+		c.recvAvail += c.recvUnacked
+		c.recvUnacked = 0
+	}
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.maxClientID {
+			return connError{code: http2.ErrCodeProtocol, msg: "DATA on an idle stream"}
+		}
+		return nil // frames still in flight for a stream that ended
+	}
+	if st.remoteClosed {
+		c.resetStream(st.id, http2.ErrCodeStreamClosed, errors.New("DATA after the client's END_STREAM"))
+		return nil
+	}
+	st.recvAvail -= n
+	if st.recvAvail < 0 {
+		c.resetStream(st.id, http2.ErrCodeFlowControl, errors.New("DATA beyond the stream window"))
+		return nil
+	}
+	st.recvUnacked += n
+	if !f.StreamEnded() && st.recvUnacked >= int64(c.opts.StreamWindow)/2 {
+		c.setWriteErr(c.fr.WriteWindowUpdate(st.id, uint32(st.recvUnacked)))
+		st.recvAvail += st.recvUnacked
+		st.recvUnacked = 0
+	}
+	c.consume(st, f.Data())
+	if !st.closed && f.StreamEnded() {
+		c.remoteEnd(st)
+	}
+	return nil
+}
+
+// consume splits DATA bytes into gRPC messages (1 flag byte, 4 length bytes, payload). A
+// message wholly inside one frame goes to the handler without a copy; one split across
+// frames is gathered in the stream's buffer first.
+func (c *conn) consume(st *Stream, data []byte) {
+	for len(data) > 0 && !st.closed {
+		if len(st.partial) == 0 && len(data) >= 5 {
+			size, ok := c.messageSize(st, data)
+			if !ok {
+				return
+			}
+			if len(data)-5 >= size {
+				st.handler.Message(st, data[5:5+size])
+				data = data[5+size:]
+				continue
+			}
+		}
+		if len(st.partial) < 5 {
+			take := min(5-len(st.partial), len(data))
+			st.partial = append(st.partial, data[:take]...)
+			data = data[take:]
+			if len(st.partial) < 5 {
+				return
+			}
+			size, ok := c.messageSize(st, st.partial)
+			if !ok {
+				return
+			}
+			if cap(st.partial) < 5+size {
+				grown := make([]byte, 5, 5+size)
+				copy(grown, st.partial)
+				st.partial = grown
+			}
+		}
+		size := 5 + int(uint32(st.partial[1])<<24|uint32(st.partial[2])<<16|uint32(st.partial[3])<<8|uint32(st.partial[4]))
+		take := min(size-len(st.partial), len(data))
+		st.partial = append(st.partial, data[:take]...)
+		data = data[take:]
+		if len(st.partial) == size {
+			st.handler.Message(st, st.partial[5:])
+			if cap(st.partial) > keptScratchBytes {
+				st.partial = nil
+			} else {
+				st.partial = st.partial[:0]
+			}
+		}
+	}
+}
+
+// messageSize reads a message prefix; on a prefix it refuses, it finishes the stream.
+func (c *conn) messageSize(st *Stream, prefix []byte) (int, bool) {
+	switch prefix[0] {
+	case 0:
+	case 1:
+		st.Finish(codes.Unimplemented, "compressed messages are not supported; send them uncompressed")
+		return 0, false
+	default:
+		st.Finish(codes.Internal, fmt.Sprintf("invalid message flag %#x", prefix[0]))
+		return 0, false
+	}
+	size := uint32(prefix[1])<<24 | uint32(prefix[2])<<16 | uint32(prefix[3])<<8 | uint32(prefix[4])
+	if uint64(size) > uint64(c.opts.MaxRecvMsgBytes) {
+		st.Finish(codes.ResourceExhausted, fmt.Sprintf("received message of %d bytes, more than the %d allowed", size, c.opts.MaxRecvMsgBytes))
+		return 0, false
+	}
+	return int(size), true
+}
+
+// remoteEnd: the client ended its side of st.
+func (c *conn) remoteEnd(st *Stream) {
+	st.remoteClosed = true
+	if len(st.partial) > 0 {
+		st.Finish(codes.Internal, "stream ended inside a message")
+		return
+	}
+	st.handler.HalfClose(st)
+}
+
+// closeStream forgets st and tells its handler, once.
+func (c *conn) closeStream(st *Stream, err error) {
+	if st.closed {
+		return
+	}
+	st.closed = true
+	st.pending = nil
+	delete(c.streams, st.id)
+	if st.cancel != nil {
+		st.cancel()
+	}
+	if st.handler != nil {
+		st.handler.Close(err)
+	}
+}
+
+// resetStream sends RST_STREAM and closes the stream if it is open.
+func (c *conn) resetStream(id uint32, code http2.ErrCode, err error) {
+	c.writeRST(id, code)
+	if st := c.streams[id]; st != nil {
+		c.closeStream(st, err)
+	}
+}
+
+func (c *conn) writeRST(id uint32, code http2.ErrCode) {
+	if id != 0 {
+		c.setWriteErr(c.fr.WriteRSTStream(id, code))
+	}
+}
+
+// writePlainStatus answers a request that is not gRPC with a bare HTTP status.
+func (c *conn) writePlainStatus(id uint32, status string, remoteClosed bool) {
+	c.hbuf.Reset()
+	c.encodeField(":status", status)
+	c.writeHeaderBlock(id, true)
+	if !remoteClosed {
+		c.writeRST(id, http2.ErrCodeNo)
+	}
+}
+
+func (c *conn) encodeField(name, value string) {
+	c.setWriteErr(c.henc.WriteField(hpack.HeaderField{Name: name, Value: value}))
+}
+
+// writeHeaderBlock writes hbuf as HEADERS plus CONTINUATION frames of the peer's frame size.
+func (c *conn) writeHeaderBlock(id uint32, endStream bool) {
+	block := c.hbuf.Bytes()
+	first := block[:min(len(block), c.peerMaxFrame)]
+	rest := block[len(first):]
+	c.setWriteErr(c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: endStream, EndHeaders: len(rest) == 0}))
+	for len(rest) > 0 {
+		part := rest[:min(len(rest), c.peerMaxFrame)]
+		rest = rest[len(part):]
+		c.setWriteErr(c.fr.WriteContinuation(id, len(rest) == 0, part))
+	}
+}
+
+// writeData writes p to st as far as both flow-control windows allow and queues the rest.
+func (c *conn) writeData(st *Stream, p []byte) {
+	if len(st.pending) > 0 {
+		st.pending = append(st.pending, p...)
+		return
+	}
+	sent := c.writeAllowed(st, p)
+	if sent < len(p) {
+		st.pending = append(st.pending[:0], p[sent:]...)
+		c.blocked = append(c.blocked, st)
+	}
+}
+
+func (c *conn) writeAllowed(st *Stream, p []byte) int {
+	sent := 0
+	for sent < len(p) && c.writeErr == nil {
+		n := int(min(int64(len(p)-sent), int64(c.peerMaxFrame), st.sendWindow, c.sendWindow))
+		if n <= 0 {
+			break
+		}
+		c.setWriteErr(c.fr.WriteData(st.id, false, p[sent:sent+n]))
+		st.sendWindow -= int64(n)
+		c.sendWindow -= int64(n)
+		sent += n
+	}
+	return sent
+}
+
+// sendBlocked retries the streams waiting for window, in the order they blocked.
+func (c *conn) sendBlocked() {
+	keep := c.blocked[:0]
+	for _, st := range c.blocked {
+		if st.closed {
+			continue
+		}
+		sent := c.writeAllowed(st, st.pending)
+		st.pending = st.pending[sent:]
+		if len(st.pending) > 0 {
+			keep = append(keep, st)
+			continue
+		}
+		st.pending = nil
+		if st.trailers != nil {
+			t := st.trailers
+			st.trailers = nil
+			c.writeTrailers(st, t.code, t.msg)
+		}
+	}
+	clear(c.blocked[len(keep):])
+	c.blocked = keep
+}
+
+// writeTrailers ends st with its status and closes it.
+func (c *conn) writeTrailers(st *Stream, code codes.Code, msg string) {
+	c.hbuf.Reset()
+	if !st.headersSent {
+		// Trailers-only response: the status rides on the only HEADERS frame.
+		c.encodeField(":status", "200")
+		c.encodeField("content-type", "application/grpc")
+		st.headersSent = true
+	}
+	c.encodeField("grpc-status", codeString(code))
+	if msg != "" {
+		c.encodeField("grpc-message", percentEncode(msg))
+	}
+	c.writeHeaderBlock(st.id, true)
+	if !st.remoteClosed {
+		// The client may still be sending; tell it to stop (as grpc-go's server does).
+		c.writeRST(st.id, http2.ErrCodeNo)
+	}
+	c.closeStream(st, nil)
+}
+
+// drain starts a graceful shutdown of the connection: GOAWAY, then close when no stream
+// is left.
+func (c *conn) drain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.goAwaySent {
+		return
+	}
+	c.goAwaySent = true
+	c.setWriteErr(c.fr.WriteGoAway(c.maxClientID, http2.ErrCodeNo, nil))
+	c.flush()
+	if len(c.streams) == 0 || c.writeErr != nil {
+		c.nc.Close() // wakes the reading goroutine, which ends the connection
+	}
+}
+
+func codeString(code codes.Code) string {
+	if code < 10 {
+		return string(rune('0' + code))
+	}
+	return fmt.Sprint(uint32(code))
+}
+
+// percentEncode encodes grpc-message as the gRPC protocol asks: bytes outside printable
+// ASCII, and '%', as %XX.
+func percentEncode(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b < 0x20 || b > 0x7e || b == '%' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	out := make([]byte, 0, len(s)+16)
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if b < 0x20 || b > 0x7e || b == '%' {
+			out = append(out, '%', hex[b>>4], hex[b&15])
+			continue
+		}
+		out = append(out, b)
+	}
+	return string(out)
+}

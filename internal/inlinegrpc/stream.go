@@ -1,0 +1,148 @@
+package inlinegrpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+)
+
+// ErrStreamDone is returned by sends on a stream that has finished or ended.
+var ErrStreamDone = errors.New("inlinegrpc: stream is done")
+
+// Stream is one gRPC call. Its methods without the Async suffix may only be called from the
+// stream's handler callbacks (they run with the connection's lock held).
+type Stream struct {
+	c      *conn
+	id     uint32
+	method string
+	fields []hpack.HeaderField // request metadata (no pseudo-headers)
+
+	handler      StreamHandler
+	headersSent  bool
+	remoteClosed bool
+	finishing    bool // Finish was called; trailers are sent or waiting for window
+	closed       bool
+	trailers     *trailers // status waiting behind pending data
+
+	sendWindow  int64
+	pending     []byte // DATA bytes waiting for flow-control window
+	recvAvail   int64
+	recvUnacked int64
+	partial     []byte // a request message split across DATA frames
+
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+type trailers struct {
+	code codes.Code
+	msg  string
+}
+
+// Method is the full method name, "/package.Service/Method".
+func (st *Stream) Method() string { return st.method }
+
+// Header is the first value of a request metadata key (lower case), or "".
+func (st *Stream) Header(key string) string {
+	for _, f := range st.fields {
+		if f.Name == key {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// RemoteAddr is the client's address.
+func (st *Stream) RemoteAddr() net.Addr { return st.c.nc.RemoteAddr() }
+
+// Context is cancelled when the stream ends. It is made on first use: handlers that never
+// wait need none.
+func (st *Stream) Context() context.Context {
+	if st.ctx == nil {
+		st.ctx, st.cancel = context.WithCancel(st.c.ctx)
+		if st.closed {
+			st.cancel()
+		}
+	}
+	return st.ctx
+}
+
+// Send writes one response message. The bytes go out with the answers to the rest of the
+// frames the connection has already read (one write per batch), or when the handler's
+// goroutine next waits for input.
+func (st *Stream) Send(m proto.Message) error {
+	if st.closed || st.finishing {
+		return ErrStreamDone
+	}
+	c := st.c
+	if !st.headersSent {
+		st.headersSent = true
+		c.hbuf.Reset()
+		c.encodeField(":status", "200")
+		c.encodeField("content-type", "application/grpc")
+		c.writeHeaderBlock(st.id, false)
+	}
+	buf := append(c.scratch[:0], 0, 0, 0, 0, 0)
+	buf, err := proto.MarshalOptions{}.MarshalAppend(buf, m)
+	if err != nil {
+		return fmt.Errorf("inlinegrpc: marshal %T: %w", m, err)
+	}
+	size := len(buf) - 5
+	buf[1], buf[2], buf[3], buf[4] = byte(size>>24), byte(size>>16), byte(size>>8), byte(size)
+	c.writeData(st, buf)
+	if cap(buf) <= keptScratchBytes {
+		c.scratch = buf[:0]
+	}
+	return c.writeErr
+}
+
+// Finish ends the call with a status (codes.OK for success). Later sends fail; a second
+// Finish is ignored.
+func (st *Stream) Finish(code codes.Code, msg string) {
+	if st.closed || st.finishing {
+		return
+	}
+	st.finishing = true
+	if len(st.pending) > 0 {
+		st.trailers = &trailers{code: code, msg: msg}
+		return
+	}
+	st.c.writeTrailers(st, code, msg)
+}
+
+// SendAsync is Send for goroutines other than the connection's: it takes the connection's
+// lock and flushes.
+func (st *Stream) SendAsync(m proto.Message) error {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrStreamDone
+	}
+	err := st.Send(m)
+	c.flush()
+	if err == nil {
+		err = c.writeErr
+	}
+	return err
+}
+
+// FinishAsync is Finish for goroutines other than the connection's.
+func (st *Stream) FinishAsync(code codes.Code, msg string) {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	st.Finish(code, msg)
+	c.flush()
+	if c.goAwaySent && len(c.streams) == 0 {
+		c.nc.Close() // the last stream of a draining connection
+	}
+}
