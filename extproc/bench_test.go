@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 )
 
@@ -153,9 +155,9 @@ func (c *benchChild) run(n int) time.Duration {
 	return time.Duration(ns)
 }
 
-// BenchmarkExchange runs the same message sequence as BenchmarkRequest straight through
-// the exchange state machine, without gRPC: the picker's own cost (parse, pick with the
-// real router, mutations, response accounting).
+// BenchmarkExchange runs the same serialized messages as BenchmarkRequest straight through
+// the exchange state machine, without gRPC: the picker's own cost (decode, parse, pick with
+// the real router, mutations, response accounting).
 func BenchmarkExchange(b *testing.B) {
 	for _, tc := range []struct {
 		size, chunks int
@@ -165,12 +167,15 @@ func BenchmarkExchange(b *testing.B) {
 			body := chatRequest("base", tc.size)
 			parts := splitN(body, tc.chunks)
 			sse := []byte(sseResponse("base"))
-			hdr := reqHeaders(protocol(duplex, duplex), false, ":method", "POST", ":path", "/v1/chat/completions")
-			var msgs []*extprocv3.ProcessingRequest
-			for j, p := range parts {
-				msgs = append(msgs, reqBody(p, j == len(parts)-1))
+			var msgs [][]byte
+			for _, m := range append(append([]*extprocv3.ProcessingRequest{benchRequestHeaders(len(body))}, reqBodies(parts)...),
+				benchResponseHeaders(), respBody(sse, true)) {
+				raw, err := proto.Marshal(m)
+				if err != nil {
+					b.Fatal(err)
+				}
+				msgs = append(msgs, raw)
 			}
-			rh, rb := respHeaders(false, ":status", "200", "content-type", "text/event-stream"), respBody(sse, true)
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.SetBytes(int64(len(body)))
@@ -178,16 +183,17 @@ func BenchmarkExchange(b *testing.B) {
 			c0 := cpuTime(b)
 			for i := 0; i < b.N; i++ {
 				x := h.srv.newExchange(ctx)
-				x.handle(hdr)
 				n := 0
 				for _, m := range msgs {
-					n += len(x.handle(m))
+					out, err := x.handle(m)
+					if err != nil {
+						b.Fatal(err)
+					}
+					n += len(out)
 				}
-				if n < 2 {
+				if n < 4 {
 					b.Fatalf("picker answered %d messages", n)
 				}
-				x.handle(rh)
-				x.handle(rb)
 				x.finish()
 			}
 			cpu := cpuTime(b) - c0

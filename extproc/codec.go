@@ -54,7 +54,14 @@ func (c protoCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(buf, c.pool)}, nil
 }
 
+// rawMessage receives a message undecoded; its receiver frees buf.
+type rawMessage struct{ buf mem.Buffer }
+
 func (c protoCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*rawMessage); ok {
+		r.buf = data.MaterializeToBuffer(c.pool)
+		return nil
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return fmt.Errorf("proto codec: cannot unmarshal into %T, want proto.Message", v)

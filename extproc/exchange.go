@@ -2,17 +2,20 @@ package extproc
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/infergw/infergw/extproc/openai"
 	"github.com/infergw/infergw/router"
@@ -49,6 +52,7 @@ type exchange struct {
 	span      trace.Span
 	spanStart bool
 
+	wire        wireRequest // the message being handled, decoded in place
 	resp        *openai.ResponseProcessor
 	respBytes   int
 	firstByte   time.Time
@@ -64,49 +68,58 @@ func (s *Server) newExchange(ctx context.Context) *exchange {
 	return x
 }
 
-// handle answers one message from Envoy with zero or more messages.
-func (x *exchange) handle(req *extprocv3.ProcessingRequest) []*extprocv3.ProcessingResponse {
+// handle answers one serialized ProcessingRequest from Envoy with zero or more messages.
+// msg is only read during the call (see wire.go). The error is for bytes that are not a
+// ProcessingRequest; the stream should end with it.
+func (x *exchange) handle(msg []byte) ([]*extprocv3.ProcessingResponse, error) {
 	x.out = x.out[:0]
+	w := &x.wire
+	if err := w.decode(msg); err != nil {
+		return nil, err
+	}
 	if !x.modeSet {
 		x.modeSet = true
 		x.reqMode = x.s.opts.DefaultRequestBodyMode
 		x.respMode = extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED
-		if pc := req.GetProtocolConfig(); pc != nil {
-			x.reqMode = pc.GetRequestBodyMode()
-			x.respMode = pc.GetResponseBodyMode()
+		if w.hasProtocol {
+			x.reqMode, x.respMode = w.reqMode, w.respMode
 		}
 	}
-	if md := req.GetMetadataContext(); md != nil && !x.subsetSeen {
+	if w.hasMetadata && !x.subsetSeen {
+		md := &corev3.Metadata{}
+		if err := proto.Unmarshal(w.metadata, md); err != nil {
+			return nil, fmt.Errorf("ProcessingRequest.metadata_context: %w", err)
+		}
 		x.subset, x.subsetSeen = subsetHint(md)
 	}
 	if x.rejected {
-		return nil // Envoy ends the stream after an ImmediateResponse; ignore stragglers.
+		return nil, nil // Envoy ends the stream after an ImmediateResponse; ignore stragglers.
 	}
-	switch r := req.GetRequest().(type) {
-	case *extprocv3.ProcessingRequest_RequestHeaders:
-		x.onRequestHeaders(r.RequestHeaders)
-	case *extprocv3.ProcessingRequest_RequestBody:
-		x.onRequestBody(r.RequestBody)
-	case *extprocv3.ProcessingRequest_RequestTrailers:
+	switch w.kind {
+	case kindRequestHeaders:
+		x.onRequestHeaders(w)
+	case kindRequestBody:
+		x.onRequestBody(w)
+	case kindRequestTrailers:
 		x.onRequestTrailers()
-	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		x.onResponseHeaders(r.ResponseHeaders)
-	case *extprocv3.ProcessingRequest_ResponseBody:
-		x.onResponseBody(r.ResponseBody)
-	case *extprocv3.ProcessingRequest_ResponseTrailers:
+	case kindResponseHeaders:
+		x.onResponseHeaders(w)
+	case kindResponseBody:
+		x.onResponseBody(w)
+	case kindResponseTrailers:
 		x.onResponseTrailers()
 	}
-	return x.out
+	return x.out, nil
 }
 
 func (x *exchange) send(r *extprocv3.ProcessingResponse) { x.out = append(x.out, r) }
 
-func (x *exchange) onRequestHeaders(h *extprocv3.HttpHeaders) {
-	x.hdr.read(h.GetHeaders())
+func (x *exchange) onRequestHeaders(h *wireRequest) {
+	x.hdr.read(h.headers)
 	if x.hdr.requestID == "" {
 		x.hdr.requestID = newRequestID()
 	}
-	if h.GetEndOfStream() || !x.bodyAware() {
+	if h.endOfStream || !x.bodyAware() {
 		// No body will come (or the mode cannot carry a pick made after the body): pick
 		// now, without a model or prompt.
 		x.pick(nil, false)
@@ -136,7 +149,7 @@ func (x *exchange) bodyAware() bool {
 	return false
 }
 
-func (x *exchange) onRequestBody(b *extprocv3.HttpBody) {
+func (x *exchange) onRequestBody(b *wireRequest) {
 	if x.picked {
 		if !x.rejected && !x.bodyAware() {
 			// STREAMED: every chunk needs an answer; pass it on unchanged.
@@ -146,30 +159,35 @@ func (x *exchange) onRequestBody(b *extprocv3.HttpBody) {
 		}
 		return
 	}
-	x.bodyBytes += len(b.GetBody())
+	x.bodyBytes += len(b.body)
 	if x.bodyBytes > x.s.opts.MaxBodyBytes {
 		x.reject(errTooLarge(x.s.opts.MaxBodyBytes))
 		return
 	}
-	if x.body == nil && b.GetEndOfStream() {
-		// The whole body in one message (BUFFERED, or a small duplex body): no copy.
-		x.body = b.GetBody()
+	aliased := false
+	if x.body == nil && b.endOfStream {
+		// The whole body in one message (BUFFERED, or a small duplex body): no copy. It
+		// aliases the message, so it is used up before this call returns.
+		x.body, aliased = b.body, true
 	} else {
 		if x.bodyBuf == nil {
 			x.bodyBuf = x.s.buffers.getBodyBuf(x.hdr.contentLength, x.s.opts.MaxBodyBytes)
 			x.body = (*x.bodyBuf)[:0]
 		}
-		x.body = append(x.body, b.GetBody()...)
+		x.body = append(x.body, b.body...)
 	}
 	switch {
 	case x.reqMode == extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED:
-		if b.GetEndOfStream() {
-			x.pick(x.body, b.GetEndOfStream())
+		if b.endOfStream {
+			x.pick(x.body, true)
 		}
 	default:
 		// BUFFERED / BUFFERED_PARTIAL send the body they have in one message and wait for
 		// the answer, whether or not trailers follow.
-		x.pick(x.body, b.GetEndOfStream())
+		x.pick(x.body, b.endOfStream)
+	}
+	if aliased {
+		x.body = nil
 	}
 }
 
@@ -192,7 +210,9 @@ func (x *exchange) onRequestTrailers() {
 func (x *exchange) pick(body []byte, bodyEOS bool) {
 	x.picked = true
 	st := x.s.state.Load()
-	x.startSpan()
+	if x.s.tracing {
+		x.startSpan()
+	}
 
 	if body != nil {
 		x.parsed = x.s.buffers.getParsed()
@@ -391,7 +411,7 @@ func (x *exchange) startSpan() {
 }
 
 func (x *exchange) annotateSpan(dest string) {
-	if !x.span.IsRecording() {
+	if !x.spanStart || !x.span.IsRecording() {
 		return
 	}
 	x.span.SetAttributes(

@@ -406,3 +406,12 @@ next:
 	}
 	return 0, 0, false
 }
+
+// reqBodies is one body message per part, the last one ending the stream.
+func reqBodies(parts [][]byte) []*extprocv3.ProcessingRequest {
+	out := make([]*extprocv3.ProcessingRequest, len(parts))
+	for i, p := range parts {
+		out[i] = reqBody(p, i == len(parts)-1)
+	}
+	return out
+}

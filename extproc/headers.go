@@ -33,14 +33,6 @@ const (
 	KeySubset       = "x-gateway-destination-endpoint-subset"
 )
 
-// headerValue returns a header's value; Envoy puts it in raw_value, older clients in value.
-func headerValue(h *corev3.HeaderValue) string {
-	if len(h.GetRawValue()) > 0 {
-		return string(h.GetRawValue())
-	}
-	return h.GetValue()
-}
-
 func setHeader(key, value string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
 		Header:       &corev3.HeaderValue{Key: key, RawValue: []byte(value)},
@@ -61,30 +53,31 @@ type requestHeaders struct {
 	tracestate    string
 }
 
-func (h *requestHeaders) read(m *corev3.HeaderMap) {
+func (h *requestHeaders) read(headers []wireHeader) {
 	h.contentLength = -1
-	for _, hv := range m.GetHeaders() {
-		switch hv.GetKey() {
+	for _, hv := range headers {
+		// string(hv.key) in a switch does not allocate; the values kept are copied.
+		switch string(hv.key) {
 		case HeaderContentLength:
-			if n, err := strconv.Atoi(headerValue(hv)); err == nil && n >= 0 {
+			if n, err := strconv.Atoi(string(hv.value)); err == nil && n >= 0 {
 				h.contentLength = n
 			}
 		case ":path":
-			h.path = headerValue(hv)
+			h.path = string(hv.value)
 		case ":method":
-			h.method = headerValue(hv)
+			h.method = string(hv.value)
 		case HeaderRequestID:
-			h.requestID = headerValue(hv)
+			h.requestID = string(hv.value)
 		case HeaderObjective:
-			h.objective = headerValue(hv)
+			h.objective = string(hv.value)
 		case HeaderModelRewrite:
-			h.rewrite = headerValue(hv)
+			h.rewrite = string(hv.value)
 		case HeaderPool:
 			h.clientPool = true
 		case HeaderTraceparent:
-			h.traceparent = headerValue(hv)
+			h.traceparent = string(hv.value)
 		case HeaderTracestate:
-			h.tracestate = headerValue(hv)
+			h.tracestate = string(hv.value)
 		}
 	}
 }

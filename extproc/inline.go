@@ -53,13 +53,13 @@ func (s *Server) newProcessStream(st *inlinegrpc.Stream) inlinegrpc.StreamHandle
 }
 
 func (p *processStream) Message(st *inlinegrpc.Stream, msg []byte) {
-	// Unmarshal copies bytes fields out of msg, so the request outlives the frame buffer.
-	req := &extprocv3.ProcessingRequest{}
-	if err := proto.Unmarshal(msg, req); err != nil {
+	// Responses are encoded by Send before this returns, so they may alias msg.
+	out, err := p.x.handle(msg)
+	if err != nil {
 		st.Finish(codes.InvalidArgument, "decode ProcessingRequest: "+err.Error())
 		return
 	}
-	for _, resp := range p.x.handle(req) {
+	for _, resp := range out {
 		if err := st.Send(resp); err != nil {
 			st.Finish(codes.Internal, "send to proxy: "+err.Error())
 			return

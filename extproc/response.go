@@ -10,13 +10,8 @@ import (
 	"github.com/infergw/infergw/extproc/openai"
 )
 
-func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders) {
-	contentType := ""
-	for _, hv := range h.GetHeaders().GetHeaders() {
-		if hv.GetKey() == HeaderContentType {
-			contentType = headerValue(hv)
-		}
-	}
+func (x *exchange) onResponseHeaders(h *wireRequest) {
+	contentType := string(h.header(HeaderContentType))
 	clientModel := ""
 	if x.model != "" && x.target != x.model {
 		clientModel = x.model
@@ -36,21 +31,21 @@ func (x *exchange) onResponseHeaders(h *extprocv3.HttpHeaders) {
 		}}
 	}
 	x.send(answer)
-	if h.GetEndOfStream() {
+	if h.endOfStream {
 		x.complete()
 	}
 }
 
-func (x *exchange) onResponseBody(b *extprocv3.HttpBody) {
+func (x *exchange) onResponseBody(b *wireRequest) {
 	if x.resp == nil { // body without headers: not a sequence Envoy sends; stay transparent
 		x.resp, _ = openai.NewResponseProcessor("", "")
 	}
-	chunk := b.GetBody()
+	chunk := b.body
 	if len(chunk) > 0 && x.firstByte.IsZero() {
 		x.firstByte = time.Now()
 	}
 	x.respBytes += len(chunk)
-	eos := b.GetEndOfStream()
+	eos := b.endOfStream
 	out := x.resp.Feed(chunk, eos)
 	if x.respMode == extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED {
 		if len(out) > 0 || eos {

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
@@ -102,7 +101,7 @@ func (s *Server) GRPCGoServer(tlsCfg *tls.Config) *grpc.Server {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}
 	g := grpc.NewServer(opts...)
-	extprocv3.RegisterExternalProcessorServer(g, s)
+	g.RegisterService(processServiceDesc(), s)
 	healthpb.RegisterHealthServer(g, s.health)
 	return g
 }

@@ -14,11 +14,11 @@ import (
 	"sync/atomic"
 
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -82,16 +82,15 @@ const (
 	TransportGRPCGo Transport = "grpc-go"
 )
 
-// Server implements envoy.service.ext_proc.v3.ExternalProcessor.
+// Server implements envoy.service.ext_proc.v3.ExternalProcessor (see NewGRPCServer).
 type Server struct {
-	extprocv3.UnimplementedExternalProcessorServer
-
 	router  Scheduler
 	opts    Options
 	buffers bufferPools
 	log     *slog.Logger
 	metrics *metrics
 	tracer  trace.Tracer
+	tracing bool // false: no spans at all
 	prop    propagation.TextMapPropagator
 	health  *health.Server
 	// watchesCtx ends every health Watch stream when Serve shuts down.
@@ -143,6 +142,9 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
+	// With a no-op provider a span would record nothing; skipping it saves its context and
+	// options (a fifth of the picker's allocations). Envoy forwards traceparent unchanged.
+	_, noTracing := tp.(noop.TracerProvider)
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err
@@ -157,6 +159,7 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 		log:     log,
 		metrics: m,
 		tracer:  tp.Tracer("github.com/infergw/infergw/extproc"),
+		tracing: !noTracing,
 		prop:    propagation.TraceContext{},
 		health:  health.NewServer(),
 		bufPool: pool,
@@ -190,8 +193,10 @@ func (s *Server) markReady() {
 	s.health.SetServingStatus(HealthExtProc, healthpb.HealthCheckResponse_SERVING)
 }
 
-// Process serves one HTTP request/response exchange: Envoy opens one stream per request.
-func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+// processGRPCGo serves one HTTP request/response exchange on the grpc-go transport: Envoy
+// opens one stream per request. Messages arrive undecoded (rawMessage, see codec.go) and
+// the exchange reads them in place, as on the inline transport.
+func (s *Server) processGRPCGo(stream grpc.ServerStream) error {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	ctx := stream.Context()
@@ -202,20 +207,49 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 	}
 	defer x.finish()
 	for {
-		req, err := stream.Recv()
-		if err != nil {
+		var msg rawMessage
+		if err := stream.RecvMsg(&msg); err != nil {
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
 				return nil
 			}
 			return status.Errorf(codes.Unknown, "receive from proxy: %v", err)
 		}
-		for _, resp := range x.handle(req) {
-			if err := stream.Send(resp); err != nil {
+		out, err := x.handle(msg.buf.ReadOnlyData())
+		if err != nil {
+			msg.buf.Free()
+			return status.Errorf(codes.InvalidArgument, "decode ProcessingRequest: %v", err)
+		}
+		for _, resp := range out {
+			if err := stream.SendMsg(resp); err != nil { // encodes before returning
+				msg.buf.Free()
 				if ctx.Err() != nil {
 					return nil
 				}
 				return status.Errorf(codes.Unknown, "send to proxy: %v", err)
 			}
 		}
+		msg.buf.Free()
 	}
+}
+
+// processServiceDesc is ExternalProcessor's service description with a handler that takes
+// undecoded messages (the generated one decodes into ProcessingRequest).
+func processServiceDesc() *grpc.ServiceDesc {
+	return &grpc.ServiceDesc{
+		ServiceName: "envoy.service.ext_proc.v3.ExternalProcessor",
+		HandlerType: (*grpcGoProcessor)(nil),
+		Streams: []grpc.StreamDesc{{
+			StreamName:    "Process",
+			ServerStreams: true,
+			ClientStreams: true,
+			Handler: func(srv any, stream grpc.ServerStream) error {
+				return srv.(grpcGoProcessor).processGRPCGo(stream)
+			},
+		}},
+		Metadata: "envoy/service/ext_proc/v3/external_processor.proto",
+	}
+}
+
+type grpcGoProcessor interface {
+	processGRPCGo(grpc.ServerStream) error
 }

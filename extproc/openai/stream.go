@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"mime"
+	"strings"
 )
 
 // maxJSONResponse bounds how much of a non-streamed response is kept for reading usage
@@ -39,13 +39,12 @@ func NewResponseProcessor(contentType, clientModel string) (*ResponseProcessor, 
 	return p, nil
 }
 
-// IsSSE reports whether a content-type is text/event-stream.
+// IsSSE reports whether a content-type is text/event-stream. Only the media type before
+// any parameters matters, so it is compared directly: mime.ParseMediaType would build a
+// parameter map for every response.
 func IsSSE(contentType string) bool {
-	if contentType == "" {
-		return false
-	}
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && mt == "text/event-stream"
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // SSE reports whether the response is an event stream.
