@@ -53,6 +53,7 @@ type exchange struct {
 	spanStart bool
 
 	wire        wireRequest // the message being handled, decoded in place
+	wireHeaders [24]wireHeader // backs wire.headers: room for a typical request's headers
 	resp        *openai.ResponseProcessor
 	respBytes   int
 	firstByte   time.Time
@@ -65,6 +66,7 @@ type exchange struct {
 func (s *Server) newExchange(ctx context.Context) *exchange {
 	x := &exchange{s: s, ctx: ctx, start: time.Now()}
 	x.out = x.outBuf[:0]
+	x.wire.headers = x.wireHeaders[:0]
 	return x
 }
 

@@ -36,6 +36,9 @@ type Decision struct {
 
 	primary *endpoint
 	done    atomic.Bool
+	// Backing arrays for Scores and Endpoints: one allocation per pick instead of three.
+	scoresBuf    [8]ScorerScore
+	endpointsBuf [4]string
 }
 
 // ScorerScore is one scorer's score of the primary.
@@ -66,6 +69,9 @@ type scratch struct {
 	total     []float64
 	cols      []float64 // per scorer, per candidate: cols[s*n+i]
 	order     []int32
+	// pc is the pick's context: scorers are called through function values, so a local
+	// pickContext would escape to the heap on every pick.
+	pc pickContext
 }
 
 // getScratch takes per-pick buffers from the router's pool (owned by the Router rather than
@@ -103,11 +109,13 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	defer func() {
 		clear(sc.eps) // drop endpoint references held by the pooled scratch
 		clear(sc.ms)
+		sc.pc = pickContext{}
 		r.scratch.Put(sc)
 	}()
 
-	pc := pickContext{req: req, now: start}
-	r.candidates(sc, view, req.Subset, &pc)
+	pc := &sc.pc
+	*pc = pickContext{req: req, now: start}
+	r.candidates(sc, view, req.Subset, pc)
 	if len(pc.eps) == 0 {
 		p.counters[resultNoReady].Inc()
 		if req.Subset != nil {
@@ -115,24 +123,24 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		}
 		return nil, fmt.Errorf("%w: pool %q has no endpoints", ErrNoReadyEndpoint, req.Pool)
 	}
-	filterServesModel(&pc)
+	filterServesModel(pc)
 	if len(pc.eps) == 0 {
 		p.counters[resultNoReady].Inc()
 		return nil, fmt.Errorf("%w: no endpoint of pool %q serves model %q", ErrNoReadyEndpoint, req.Pool, req.Model)
 	}
-	allStale := filterFresh(&pc, r.cfg.StalenessThreshold)
+	allStale := filterFresh(pc, r.cfg.StalenessThreshold)
 	if req.Priority < 0 {
 		// Sheddable: rejected when every candidate is saturated, else kept off the
 		// saturated ones.
-		if r.allSaturated(&pc, allStale) {
+		if r.allSaturated(pc, allStale) {
 			p.counters[resultSaturated].Inc()
 			return nil, fmt.Errorf("%w (pool %q, %d candidates)", ErrSaturated, req.Pool, len(pc.eps))
 		}
 		pc.keep(func(i int) bool { return !r.sched.saturated(pc.ms[i]) })
 	}
-	pc.isAdapter = isAdapterRequest(&pc)
+	pc.isAdapter = isAdapterRequest(pc)
 	if r.sched.loraFilter {
-		filterLoRAAffinity(&pc, r.sched)
+		filterLoRAAffinity(pc, r.sched)
 	}
 
 	n := len(pc.eps)
@@ -151,16 +159,16 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	if r.sched.random {
 		pickRandom(sc.order, k)
 	} else {
-		r.score(sc, &pc)
+		r.score(sc, pc)
 		pickMaxScore(sc.order, sc.total, k)
 		best := int(sc.order[0])
 		d.Total = sc.total[best]
-		d.Scores = make([]ScorerScore, len(r.sched.scorers))
+		d.Scores = sliceOf(d.scoresBuf[:], len(r.sched.scorers))
 		for s, ws := range r.sched.scorers {
 			d.Scores[s] = ScorerScore{Name: ws.name, Weight: ws.weight, Score: sc.cols[s*n+best]}
 		}
 	}
-	d.Endpoints = make([]string, k)
+	d.Endpoints = sliceOf(d.endpointsBuf[:], k)
 	for j := 0; j < k; j++ {
 		d.Endpoints[j] = pc.eps[sc.order[j]].spec.Address
 	}
@@ -178,6 +186,14 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	}
 	r.metrics.pickDuration.Observe(time.Since(start).Seconds())
 	return d, nil
+}
+
+// sliceOf returns buf[:n] when it is long enough, else a new slice.
+func sliceOf[T any](buf []T, n int) []T {
+	if n <= len(buf) {
+		return buf[:n:n]
+	}
+	return make([]T, n)
 }
 
 // candidates fills pc with the pool's endpoints, restricted to the subset hint if any.
