@@ -44,15 +44,18 @@ type exchange struct {
 	picked      bool // the request phase is complete (answered or rejected)
 	rejected    bool // an ImmediateResponse ended the exchange
 
-	parsed    *openai.Request // pooled; returned right after the pick
-	model     string          // what the client asked for
-	target    string          // what the backend is asked for
-	pool      string
-	decision  *router.Decision
-	span      trace.Span
-	spanStart bool
+	parsed   *openai.Request // pooled; returned right after the pick
+	model    string          // what the client asked for
+	target   string          // what the backend is asked for
+	pool     string
+	decision *router.Decision
+	series   *modelSeries // the picked request's metrics
+	// modelServed: the pool serves the model, so its name may label metrics.
+	modelServed bool
+	span        trace.Span
+	spanStart   bool
 
-	wire        wireRequest // the message being handled, decoded in place
+	wire        wireRequest    // the message being handled, decoded in place
 	wireHeaders [24]wireHeader // backs wire.headers: room for a typical request's headers
 	resp        *openai.ResponseProcessor
 	respBytes   int
@@ -242,6 +245,7 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 		x.reject(errModelNotFound(x.model))
 		return
 	}
+	x.modelServed = true
 	if x.subsetSeen && len(x.subset) == 0 {
 		x.reject(errNoEndpoint("the proxy's endpoint subset hint is empty"))
 		return
@@ -269,10 +273,11 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 		return
 	}
 	x.decision = d
-	x.s.metrics.requests.WithLabelValues(x.model, x.target, pool).Inc()
-	x.s.metrics.running.WithLabelValues(x.model).Inc()
+	x.series = x.s.metrics.seriesFor(x.model, x.target, pool)
+	x.series.requests.Inc()
+	x.series.running.Inc()
 	if body != nil {
-		x.s.metrics.requestSizes.WithLabelValues(x.model, x.target, pool).Observe(float64(len(body)))
+		x.series.requestSizes.Observe(float64(len(body)))
 	}
 
 	newBody := body
@@ -386,7 +391,13 @@ func sameBytes(a, b []byte) bool {
 func (x *exchange) reject(e *apiError) {
 	x.picked = true
 	x.rejected = true
-	x.s.metrics.errors.WithLabelValues(x.model, x.target, x.pool, strconv.Itoa(e.status)).Inc()
+	// Until the pool is known to serve the model, the name is whatever the client sent:
+	// as a label it would let any client create series without bound.
+	model, target := x.model, x.target
+	if !x.modelServed {
+		model, target = "", ""
+	}
+	x.s.metrics.errors.WithLabelValues(model, target, x.pool, strconv.Itoa(e.status)).Inc()
 	// The model name is routing data, not prompt text; the prompt is never logged.
 	x.s.log.Debug("request rejected", "status", e.status, "code", e.code, "model", x.model,
 		"pool", x.pool, "request_id", x.hdr.requestID)

@@ -366,6 +366,23 @@ func testErrorTable(t *testing.T, tr Transport) {
 			t.Errorf("no error metric for %d", c.status)
 		}
 	}
+	// A model name the pool does not serve is the client's free text: it labels nothing
+	// (the 404 counts under an empty model), while a served model keeps its name (429).
+	if _, _, ok := metricValue(fams, "inference_objective_request_error_total", map[string]string{"error_code": "404", "model_name": ""}); !ok {
+		t.Error("the 404 is not counted under an empty model name")
+	}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if strings.Contains(l.GetValue(), "gpt-") {
+					t.Errorf("%s has a series labelled with the unknown model: %v", f.GetName(), m.GetLabel())
+				}
+			}
+		}
+	}
+	if _, _, ok := metricValue(fams, "inference_objective_request_error_total", map[string]string{"error_code": "429", "model_name": "base"}); !ok {
+		t.Error("the 429 of a served model lost its model name")
+	}
 	// A priority-0 request to the saturated pool is not shed.
 	st := h.stream(poolHot)
 	send(t, st, reqHeaders(protocol(duplex, duplex), false, ":path", "/v1/completions"),

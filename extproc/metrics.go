@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,7 +20,11 @@ type metrics struct {
 	inputTokens   *prometheus.HistogramVec
 	outputTokens  *prometheus.HistogramVec
 	cachedTokens  *prometheus.HistogramVec
-	schedulerE2E  prometheus.Histogram
+	// series caches the label-bound children per (model, target, pool): one map lookup per
+	// request instead of ten hashed label lookups. Its size is the series count itself,
+	// which only served models reach (see modelSeriesKey).
+	series       sync.Map // modelSeriesKey → *modelSeries
+	schedulerE2E prometheus.Histogram
 }
 
 var (
@@ -71,4 +76,38 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+type modelSeriesKey struct{ model, target, pool string }
+
+// modelSeries are the per-model metrics of one (model, target model, pool).
+type modelSeries struct {
+	requests                                           prometheus.Counter
+	running                                            prometheus.Gauge
+	duration, ttft, ntpot, requestSizes, responseSizes prometheus.Observer
+	inputTokens, outputTokens, cachedTokens            prometheus.Observer
+}
+
+// seriesFor returns the metrics of a picked request. Only call it for a model the pool
+// serves: client-chosen names must not create series.
+func (m *metrics) seriesFor(model, target, pool string) *modelSeries {
+	key := modelSeriesKey{model, target, pool}
+	if v, ok := m.series.Load(key); ok {
+		return v.(*modelSeries)
+	}
+	labels := []string{model, target, pool}
+	ms := &modelSeries{
+		requests:      m.requests.WithLabelValues(labels...),
+		running:       m.running.WithLabelValues(model),
+		duration:      m.duration.WithLabelValues(labels...),
+		ttft:          m.ttft.WithLabelValues(labels...),
+		ntpot:         m.ntpot.WithLabelValues(labels...),
+		requestSizes:  m.requestSizes.WithLabelValues(labels...),
+		responseSizes: m.responseSizes.WithLabelValues(labels...),
+		inputTokens:   m.inputTokens.WithLabelValues(labels...),
+		outputTokens:  m.outputTokens.WithLabelValues(labels...),
+		cachedTokens:  m.cachedTokens.WithLabelValues(labels...),
+	}
+	v, _ := m.series.LoadOrStore(key, ms)
+	return v.(*modelSeries)
 }

@@ -86,21 +86,20 @@ func (x *exchange) complete() {
 		return
 	}
 	x.completed = true
-	m := x.s.metrics
-	labels := []string{x.model, x.target, x.pool}
+	m := x.series
 	dur := time.Since(x.start)
-	m.duration.WithLabelValues(labels...).Observe(dur.Seconds())
-	m.responseSizes.WithLabelValues(labels...).Observe(float64(x.respBytes))
+	m.duration.Observe(dur.Seconds())
+	m.responseSizes.Observe(float64(x.respBytes))
 	if !x.firstByte.IsZero() {
-		m.ttft.WithLabelValues(labels...).Observe(x.firstByte.Sub(x.start).Seconds())
+		m.ttft.Observe(x.firstByte.Sub(x.start).Seconds())
 	}
 	if x.resp != nil && x.resp.Usage.Present {
 		u := x.resp.Usage
-		m.inputTokens.WithLabelValues(labels...).Observe(float64(u.PromptTokens))
-		m.outputTokens.WithLabelValues(labels...).Observe(float64(u.CompletionTokens))
-		m.cachedTokens.WithLabelValues(labels...).Observe(float64(u.CachedTokens))
+		m.inputTokens.Observe(float64(u.PromptTokens))
+		m.outputTokens.Observe(float64(u.CompletionTokens))
+		m.cachedTokens.Observe(float64(u.CachedTokens))
 		if u.CompletionTokens > 0 {
-			m.ntpot.WithLabelValues(labels...).Observe(dur.Seconds() / float64(u.CompletionTokens))
+			m.ntpot.Observe(dur.Seconds() / float64(u.CompletionTokens))
 		}
 		if x.spanStart && x.span.IsRecording() {
 			x.span.SetAttributes(
@@ -117,7 +116,7 @@ func (x *exchange) release() {
 		return
 	}
 	x.decision.Done()
-	x.s.metrics.running.WithLabelValues(x.model).Dec()
+	x.series.running.Dec()
 	x.decision = nil
 }
 
