@@ -58,6 +58,7 @@ picker:
   extraArgs: ["--log-level", "debug"]
   pool: llm/vllm-llama3-8b
   maxBodyBytes: 1048576
+  grpcTransport: grpc-go
   schedulerConfig: |
     scorers:
       queue: 2

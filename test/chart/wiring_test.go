@@ -527,6 +527,9 @@ func TestExtraArgsAndOptions(t *testing.T) {
 	if v, _ := flagValue(pk.Args, "--max-body-bytes"); v != "1048576" {
 		t.Errorf("--max-body-bytes %q, want 1048576", v)
 	}
+	if v, _ := flagValue(pk.Args, "--grpc-transport"); v != "grpc-go" {
+		t.Errorf("--grpc-transport %q, want grpc-go", v)
+	}
 	cfgPath, ok := flagValue(pk.Args, "--scheduler-config")
 	if !ok {
 		t.Fatalf("picker args lack --scheduler-config: %v", pk.Args)
@@ -565,6 +568,9 @@ func TestExtraArgsAndOptions(t *testing.T) {
 	if v, _ := flagValue(dpk.Args, "--max-body-bytes"); v != "16777216" {
 		t.Errorf("default --max-body-bytes %q, want 16777216", v)
 	}
+	if v, _ := flagValue(dpk.Args, "--grpc-transport"); v != "inline" {
+		t.Errorf("default --grpc-transport %q, want inline", v)
+	}
 	for _, f := range []string{"--pool", "--scheduler-config"} {
 		if _, ok := flagValue(dpk.Args, f); ok {
 			t.Errorf("default picker args pass %s", f)
@@ -581,7 +587,7 @@ func TestExtraArgsAndOptions(t *testing.T) {
 // the chart's additions.
 var contractFlags = map[string][]string{
 	"controlplane":           {"--xds-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--gateway-class", "--listener-address", "--tls-cert", "--tls-key", "--tls-ca", "--write-status", "--picker-tls-ca", "--picker-tls-cert", "--picker-tls-key", "--picker-tls-sni"},
-	"picker":                 {"--grpc-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--pool", "--scheduler-config", "--max-body-bytes", "--tls-cert", "--tls-key"},
+	"picker":                 {"--grpc-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--pool", "--scheduler-config", "--max-body-bytes", "--grpc-transport", "--tls-cert", "--tls-key"},
 	"controlplane bootstrap": {"--xds-addr", "--node-id", "--admin-addr", "--tls-cert", "--tls-key", "--tls-ca", "--output"},
 }
 
