@@ -27,6 +27,8 @@ const (
 	// keptScratchBytes: message buffers above this are dropped after use rather than kept
 	// for the connection's lifetime.
 	keptScratchBytes = 256 << 10
+	// initialMessageBuffer is the most allocated up front for a message split across frames.
+	initialMessageBuffer = 64 << 10
 )
 
 // connError is an HTTP/2 connection error: GOAWAY with code, then close.
@@ -52,6 +54,7 @@ type conn struct {
 	srv  *Server
 	opts *Options
 	nc   net.Conn
+	raw  net.Conn // nc without TLS: closing it never waits to send a close_notify
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	fr   *http2.Framer
@@ -78,12 +81,13 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	raw := nc
 	if s.opts.TLS != nil {
 		nc = tls.Server(nc, s.opts.TLS)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	c := &conn{
-		srv: s, opts: &s.opts, nc: nc, ctx: ctx, stop: stop,
+		srv: s, opts: &s.opts, nc: nc, raw: raw, ctx: ctx, stop: stop,
 		br:                bufio.NewReaderSize(nc, ioBufferBytes),
 		streams:           map[uint32]*Stream{},
 		sendWindow:        initialWindow,
@@ -94,6 +98,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.bw = bufio.NewWriterSize(deadlineWriter{nc: nc, timeout: s.opts.WriteTimeout}, ioBufferBytes)
 	c.fr = http2.NewFramer(c.bw, c.br)
 	c.fr.SetReuseFrames()
+	// We never raise SETTINGS_MAX_FRAME_SIZE, so a larger frame is an error (and must not
+	// make the codec buffer up to 16 MiB).
+	c.fr.SetMaxReadFrameSize(defaultFrame)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = maxHeaderList
 	c.henc = hpack.NewEncoder(&c.hbuf)
@@ -248,7 +255,13 @@ func (c *conn) readError(err error) error {
 	}
 	var ce http2.ConnectionError
 	if errors.As(err, &ce) {
-		return connError{code: http2.ErrCode(ce), msg: c.fr.ErrorDetail().Error()}
+		// The codec gives details for some errors only (not for a bad PING, SETTINGS,
+		// WINDOW_UPDATE, RST_STREAM or GOAWAY frame).
+		msg := err.Error()
+		if d := c.fr.ErrorDetail(); d != nil {
+			msg = d.Error()
+		}
+		return connError{code: http2.ErrCode(ce), msg: msg}
 	}
 	if errors.Is(err, http2.ErrFrameTooLarge) {
 		return connError{code: http2.ErrCodeFrameSize, msg: "frame larger than SETTINGS_MAX_FRAME_SIZE"}
@@ -302,7 +315,7 @@ func (c *conn) handleSettings(f *http2.SettingsFrame) error {
 		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			delta = int64(s.Val) - c.peerInitialWindow
+			delta += int64(s.Val) - c.peerInitialWindow // one frame may change it twice
 			c.peerInitialWindow = int64(s.Val)
 		case http2.SettingMaxFrameSize:
 			c.peerMaxFrame = int(s.Val)
@@ -362,6 +375,10 @@ func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
 	if st := c.streams[id]; st != nil {
 		// Trailers from the client: only valid as the end of its side.
+		if st.remoteClosed {
+			c.resetStream(id, http2.ErrCodeStreamClosed, errors.New("client HEADERS after its END_STREAM"))
+			return nil
+		}
 		if !f.StreamEnded() {
 			c.resetStream(id, http2.ErrCodeProtocol, errors.New("client HEADERS without END_STREAM on an open stream"))
 			return nil
@@ -463,7 +480,9 @@ func (c *conn) handleData(f *http2.DataFrame) error {
 // message wholly inside one frame goes to the handler without a copy; one split across
 // frames is gathered in the stream's buffer first.
 func (c *conn) consume(st *Stream, data []byte) {
-	for len(data) > 0 && !st.closed {
+	// Once finished (possibly with its status still waiting for window), a stream takes no
+	// more messages: the bytes may be the rest of a message it refused.
+	for len(data) > 0 && !st.closed && !st.finishing {
 		if len(st.partial) == 0 && len(data) >= 5 {
 			size, ok := c.messageSize(st, data)
 			if !ok {
@@ -487,7 +506,9 @@ func (c *conn) consume(st *Stream, data []byte) {
 				return
 			}
 			if cap(st.partial) < 5+size {
-				grown := make([]byte, 5, 5+size)
+				// Room for what is likely to come soon, not for the declared size: a client
+				// must send bytes to make the server hold them.
+				grown := make([]byte, 5, 5+min(size, initialMessageBuffer))
 				copy(grown, st.partial)
 				st.partial = grown
 			}
@@ -678,7 +699,7 @@ func (c *conn) drain() {
 	c.setWriteErr(c.fr.WriteGoAway(c.maxClientID, http2.ErrCodeNo, nil))
 	c.flush()
 	if len(c.streams) == 0 || c.writeErr != nil {
-		c.nc.Close() // wakes the reading goroutine, which ends the connection
+		c.raw.Close() // wakes the reading goroutine, which ends the connection
 	}
 }
 

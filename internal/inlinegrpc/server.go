@@ -238,7 +238,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes every listener and connection at once; open streams see an error.
 func (s *Server) Close() {
 	for _, c := range s.stopAccepting() {
-		c.nc.Close()
+		c.raw.Close() // not the TLS layer: its close_notify could wait on a client that never reads
 	}
 	s.connsDone.Wait()
 }

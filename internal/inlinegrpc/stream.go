@@ -143,6 +143,6 @@ func (st *Stream) FinishAsync(code codes.Code, msg string) {
 	st.Finish(code, msg)
 	c.flush()
 	if c.goAwaySent && len(c.streams) == 0 {
-		c.nc.Close() // the last stream of a draining connection
+		c.raw.Close() // the last stream of a draining connection
 	}
 }
