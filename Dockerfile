@@ -26,7 +26,7 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath \
+    go build -trimpath -tags vtprotobuf \
       -ldflags "-s -w -X github.com/infergw/infergw/internal/buildinfo.Version=${VERSION}" \
       -o /out/infergw ./cmd/infergw
 

@@ -10,6 +10,9 @@ ENVOY_VERSION := 1.40.0
 ENVOY_BIN ?= $(shell command -v envoy 2>/dev/null || echo $(CURDIR)/$(VENV)/bin/envoy)
 export ENVOY_BIN
 FUZZTIME ?= 5s
+# go-control-plane compiles its reflection-free protobuf encoders (vtprotobuf) only with
+# this tag; the picker encodes its answers with them (internal/inlinegrpc).
+export GOFLAGS := -tags=vtprotobuf $(GOFLAGS)
 
 .PHONY: all build run test unit fuzz bench lint generate envoy clean
 

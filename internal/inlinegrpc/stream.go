@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
@@ -87,10 +88,9 @@ func (st *Stream) Send(m proto.Message) error {
 		c.encodeField("content-type", "application/grpc")
 		c.writeHeaderBlock(st.id, false)
 	}
-	buf := append(c.scratch[:0], 0, 0, 0, 0, 0)
-	buf, err := proto.MarshalOptions{}.MarshalAppend(buf, m)
+	buf, err := marshalMessage(c.scratch[:0], m)
 	if err != nil {
-		return fmt.Errorf("inlinegrpc: marshal %T: %w", m, err)
+		return err
 	}
 	size := len(buf) - 5
 	buf[1], buf[2], buf[3], buf[4] = byte(size>>24), byte(size>>16), byte(size>>8), byte(size)
@@ -145,4 +145,35 @@ func (st *Stream) FinishAsync(code codes.Code, msg string) {
 	if c.goAwaySent && len(c.streams) == 0 {
 		c.raw.Close() // the last stream of a draining connection
 	}
+}
+
+// vtMarshaler is implemented by messages generated with vtprotobuf, go-control-plane's
+// among them: they encode without reflection (proto's encoder allocates for every key of a
+// map field, such as a Struct's).
+type vtMarshaler interface {
+	SizeVT() int
+	MarshalToSizedBufferVTStrict([]byte) (int, error)
+}
+
+// marshalMessage appends the 5-byte message prefix (its length left to fill) and m.
+func marshalMessage(buf []byte, m proto.Message) ([]byte, error) {
+	buf = append(buf, 0, 0, 0, 0, 0)
+	vt, ok := m.(vtMarshaler)
+	if !ok {
+		out, err := proto.MarshalOptions{}.MarshalAppend(buf, m)
+		if err != nil {
+			return nil, fmt.Errorf("inlinegrpc: marshal %T: %w", m, err)
+		}
+		return out, nil
+	}
+	size, start := vt.SizeVT(), len(buf)
+	buf = slices.Grow(buf, size)[:start+size]
+	n, err := vt.MarshalToSizedBufferVTStrict(buf[start:])
+	if err != nil {
+		return nil, fmt.Errorf("inlinegrpc: marshal %T: %w", m, err)
+	}
+	if n != size {
+		return nil, fmt.Errorf("inlinegrpc: marshal %T: wrote %d bytes, sized %d", m, n, size)
+	}
+	return buf, nil
 }
