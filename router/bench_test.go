@@ -111,14 +111,26 @@ func BenchmarkPrefixHash200KB(b *testing.B) {
 	}
 }
 
-// BenchmarkScrapeParseVLLM parses and reads a realistic vLLM exposition (one scrape's CPU).
+// BenchmarkScrapeParseVLLM reads a vLLM exposition (one scrape's CPU after the HTTP
+// exchange): "full" parses every family, "filtered" what a scrape does (keepFamilies, then
+// parse). vllm-sim.txt is the simulator's /metrics, histograms included, like vLLM's.
 func BenchmarkScrapeParseVLLM(b *testing.B) {
-	text := readTestdata(b, "vllm.txt")
-	b.SetBytes(int64(len(text)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := parseExposition(engineVLLM, text); err != nil {
-			b.Fatal(err)
+	for _, file := range []string{"vllm.txt", "vllm-sim.txt"} {
+		text := readTestdata(b, file)
+		for _, mode := range []string{"full", "filtered"} {
+			b.Run(file+"/"+mode, func(b *testing.B) {
+				parse := parseExposition
+				if mode == "filtered" {
+					parse = parseFiltered
+				}
+				b.SetBytes(int64(len(text)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := parse(engineVLLM, text); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 	// Metric names such as vllm:num_requests_waiting contain ':'; UTF-8 validation accepts
 	// them (and anything the legacy scheme accepts).
 	parser := expfmt.NewTextParser(model.UTF8Validation)
+	var bufs scrapeBuffers // reused by every scrape of this endpoint
 	metricsURL := "http://" + e.spec.Address + "/metrics"
 	modelsURL := "http://" + e.spec.Address + "/v1/models"
 	ticker := time.NewTicker(r.cfg.ScrapeInterval)
@@ -28,7 +30,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 	var nextModels time.Time
 	for {
 		start := time.Now()
-		err := r.scrape(ctx, e, &parser, metricsURL)
+		err := r.scrape(ctx, e, &parser, &bufs, metricsURL)
 		r.metrics.scrapeDuration.Observe(time.Since(start).Seconds())
 		if ctx.Err() != nil {
 			return // cancelled mid-scrape: not an endpoint failure
@@ -54,8 +56,13 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 	}
 }
 
+// scrapeBuffers hold one endpoint's exposition and the part of it that is parsed.
+type scrapeBuffers struct {
+	body, kept bytes.Buffer
+}
+
 // scrape fetches and parses /metrics and stores the new state.
-func (r *Router) scrape(ctx context.Context, e *endpoint, parser *expfmt.TextParser, url string) error {
+func (r *Router) scrape(ctx context.Context, e *endpoint, parser *expfmt.TextParser, bufs *scrapeBuffers, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ScrapeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -71,7 +78,16 @@ func (r *Router) scrape(ctx context.Context, e *endpoint, parser *expfmt.TextPar
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("scrape %s: status %d", url, resp.StatusCode)
 	}
-	fams, err := parser.TextToMetricFamilies(io.LimitReader(resp.Body, maxMetricsBytes))
+	bufs.body.Reset()
+	if _, err := bufs.body.ReadFrom(io.LimitReader(resp.Body, maxMetricsBytes+1)); err != nil {
+		return fmt.Errorf("scrape %s: read: %w", url, err)
+	}
+	if bufs.body.Len() > maxMetricsBytes {
+		return fmt.Errorf("scrape %s: exposition larger than %d bytes", url, maxMetricsBytes)
+	}
+	bufs.kept.Reset()
+	bufs.kept.Write(keepFamilies(bufs.kept.AvailableBuffer(), bufs.body.Bytes(), e.engine.families()))
+	fams, err := parser.TextToMetricFamilies(&bufs.kept)
 	if err != nil {
 		return fmt.Errorf("scrape %s: parse: %w", url, err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/infergw/infergw/extproc"
 	"github.com/infergw/infergw/router"
 	"github.com/infergw/infergw/stack"
 )
@@ -61,6 +62,8 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.StringVar(&f.policy, "policy", "default", "routing policy: default, random or least-queue (the picker's ready-made scheduler configs), or round-robin (no picker: Envoy's own load balancing)")
 	fl.DurationVar(&f.cfg.ReadyTimeout, "ready-timeout", f.cfg.ReadyTimeout, "how long to wait for the first request through Envoy")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringVar((*string)(&f.cfg.Picker.Transport), "grpc-transport", string(extproc.TransportInline),
+		"picker gRPC server: inline (least CPU) or grpc-go (fallback)")
 	return cmd
 }
 

@@ -1,0 +1,429 @@
+// Command pickercpu measures the endpoint picker's CPU per request behind a real Envoy.
+//
+// BenchmarkRequest (extproc) plays Envoy with a grpc-go client; this plays nothing. It runs
+// the real parts as separate processes so each one's CPU can be read from /proc:
+//
+//	infergw sim --fleet 4          the model servers (examples/local's four Pod addresses)
+//	infergw up --no-sims           control plane + picker in one process, Envoy as its child
+//	infergw loadtest               the clients, open loop at a fixed rate
+//
+// At steady state the control plane is idle, so the up process's CPU is the picker's: its
+// gRPC server, router, scrape loops and GC. The CPU of the idle stack (scrapes, health
+// checks) is measured first and reported separately. CPU is the sum of every thread's
+// /proc/PID/task/TID/schedstat run time (nanoseconds; Go keeps its threads).
+//
+// Usage: go run ./bench/pickercpu [flags]   (make bench-picker)
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+type config struct {
+	bin          string
+	manifests    string
+	transports   []string
+	rates        []float64
+	duration     time.Duration
+	warmup       time.Duration
+	idle         time.Duration
+	inputTokens  int
+	outputTokens int
+	stream       bool
+	out          string
+	url          string // the gateway, as `infergw up` prints it
+}
+
+// result is one measured cell.
+type result struct {
+	Transport        string  `json:"transport"`
+	Rate             float64 `json:"rate"`
+	Requests         int64   `json:"requests"`
+	Failed           int64   `json:"failed"`
+	MeanBodyBytes    float64 `json:"mean_body_bytes"`
+	PickerCPUPerReq  float64 `json:"picker_cpu_us_per_request"`
+	IdleCPUPerReq    float64 `json:"idle_cpu_us_per_request"`
+	PickerNetPerReq  float64 `json:"picker_cpu_us_per_request_minus_idle"`
+	EnvoyCPUPerReq   float64 `json:"envoy_cpu_us_per_request"`
+	AchievedRate     float64 `json:"achieved_rate"`
+	E2EP50Ms         float64 `json:"e2e_p50_ms"`
+	IdleCPUMsPerSec  float64 `json:"idle_cpu_ms_per_s"`
+	MeasuredSeconds  float64 `json:"measured_s"`
+	PickerCPUSeconds float64 `json:"picker_cpu_s"`
+}
+
+func main() {
+	var cfg config
+	var transports, rates string
+	flag.StringVar(&cfg.bin, "bin", "bin/infergw", "infergw binary (make build)")
+	flag.StringVar(&cfg.manifests, "manifests", "examples/local", "manifests for `infergw up` (its Pods must be the sim fleet's addresses)")
+	flag.StringVar(&transports, "transports", "inline,grpc-go", "picker gRPC transports to compare")
+	flag.StringVar(&rates, "rates", "200,800", "request rates (req/s), comma-separated")
+	flag.DurationVar(&cfg.duration, "duration", 20*time.Second, "measured time per rate")
+	flag.DurationVar(&cfg.warmup, "warmup", 3*time.Second, "unmeasured load before each measurement")
+	flag.DurationVar(&cfg.idle, "idle", 5*time.Second, "idle time measured for the stack's background CPU")
+	flag.IntVar(&cfg.inputTokens, "input-tokens", 800, "prompt words per request (800 makes a ~4 KB body)")
+	flag.IntVar(&cfg.outputTokens, "output-tokens", 16, "tokens per response")
+	flag.BoolVar(&cfg.stream, "stream", false, "streamed responses (Envoy then sends the picker one message per chunk)")
+	flag.StringVar(&cfg.out, "out", "bench/results/picker-cpu", "results file prefix (.md and .json)")
+	flag.Parse()
+	cfg.transports = strings.Split(transports, ",")
+	for _, r := range strings.Split(rates, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(r), 64)
+		if err != nil || v <= 0 {
+			fmt.Fprintf(os.Stderr, "pickercpu: bad rate %q\n", r)
+			os.Exit(2)
+		}
+		cfg.rates = append(cfg.rates, v)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		fmt.Fprintln(os.Stderr, "pickercpu:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	sims, err := startProcess(ctx, cfg.bin, "sim", "--fleet", "4", "--addr", "127.0.0.1:8000",
+		"--time-scale", "0.01", "--log-level", "warn")
+	if err != nil {
+		return err
+	}
+	defer sims.stop()
+	var results []result
+	for _, tr := range cfg.transports {
+		rs, err := measureTransport(ctx, cfg, tr, log)
+		if err != nil {
+			return fmt.Errorf("transport %s: %w", tr, err)
+		}
+		results = append(results, rs...)
+	}
+	return writeResults(cfg, results)
+}
+
+func measureTransport(ctx context.Context, cfg config, transport string, log *slog.Logger) ([]result, error) {
+	up, err := startProcess(ctx, cfg.bin, "up", "--no-sims", "--manifests", cfg.manifests,
+		"--grpc-transport", transport, "--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	defer up.stop()
+	if _, err := up.waitForLine("infergw is up", 90*time.Second); err != nil {
+		return nil, err
+	}
+	gw, err := up.waitForLine("gateway ", 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	cfg.url = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(gw), "gateway"))
+	envoyPID, err := childPID(up.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("stack up", "transport", transport, "up_pid", up.cmd.Process.Pid, "envoy_pid", envoyPID)
+
+	// Background CPU of the idle stack: scrape loops, model list refreshes, health checks.
+	idle0, err := processCPU(up.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	select {
+	case <-time.After(cfg.idle):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	idle1, err := processCPU(up.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	idleRate := float64(idle1-idle0) / time.Since(t0).Seconds() // ns of CPU per second
+
+	var out []result
+	for _, rate := range cfg.rates {
+		if _, err := loadtest(ctx, cfg, rate, cfg.warmup); err != nil {
+			return nil, fmt.Errorf("warm-up at %.0f req/s: %w", rate, err)
+		}
+		sizes0, err := bodySizes()
+		if err != nil {
+			return nil, err
+		}
+		p0, err := processCPU(up.cmd.Process.Pid)
+		if err != nil {
+			return nil, err
+		}
+		e0, err := processCPU(envoyPID)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		sum, err := loadtest(ctx, cfg, rate, cfg.duration)
+		if err != nil {
+			return nil, fmt.Errorf("load at %.0f req/s: %w", rate, err)
+		}
+		elapsed := time.Since(start)
+		p1, err := processCPU(up.cmd.Process.Pid)
+		if err != nil {
+			return nil, err
+		}
+		e1, err := processCPU(envoyPID)
+		if err != nil {
+			return nil, err
+		}
+		sizes1, err := bodySizes()
+		if err != nil {
+			return nil, err
+		}
+		n := float64(sum.Requests)
+		if n == 0 {
+			return nil, fmt.Errorf("no request completed at %.0f req/s", rate)
+		}
+		r := result{
+			Transport: transport, Rate: rate, Requests: sum.Requests, Failed: sum.Failed,
+			PickerCPUPerReq:  float64(p1-p0) / 1e3 / n,
+			IdleCPUPerReq:    idleRate * elapsed.Seconds() / 1e3 / n,
+			EnvoyCPUPerReq:   float64(e1-e0) / 1e3 / n,
+			AchievedRate:     sum.RequestRate,
+			E2EP50Ms:         sum.E2E.P50,
+			IdleCPUMsPerSec:  idleRate / 1e6,
+			MeasuredSeconds:  elapsed.Seconds(),
+			PickerCPUSeconds: float64(p1-p0) / 1e9,
+		}
+		r.PickerNetPerReq = r.PickerCPUPerReq - r.IdleCPUPerReq
+		if c := sizes1.count - sizes0.count; c > 0 {
+			r.MeanBodyBytes = (sizes1.sum - sizes0.sum) / c
+		}
+		log.Info("measured", "transport", transport, "rate", rate, "requests", r.Requests, "failed", r.Failed,
+			"picker_cpu_us_per_req", fmt.Sprintf("%.1f", r.PickerCPUPerReq),
+			"minus_idle", fmt.Sprintf("%.1f", r.PickerNetPerReq),
+			"envoy_cpu_us_per_req", fmt.Sprintf("%.1f", r.EnvoyCPUPerReq),
+			"body_bytes", fmt.Sprintf("%.0f", r.MeanBodyBytes))
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// summary is the part of `infergw loadtest --summary-export` read here.
+type summary struct {
+	Requests    int64   `json:"requests"`
+	Failed      int64   `json:"failed"`
+	RequestRate float64 `json:"request_rate"`
+	E2E         struct {
+		P50 float64 `json:"p50"`
+	} `json:"e2e_ms"`
+}
+
+func loadtest(ctx context.Context, cfg config, rate float64, d time.Duration) (*summary, error) {
+	dir, err := os.MkdirTemp("", "pickercpu")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "summary.json")
+	args := []string{"loadtest", "--url", cfg.url, "--model", "meta-llama/Llama-3.1-8B-Instruct",
+		"--rate", strconv.FormatFloat(rate, 'f', -1, 64), "--duration", d.String(),
+		"--input-tokens", strconv.Itoa(cfg.inputTokens), "--output-tokens", strconv.Itoa(cfg.outputTokens),
+		"--grace", "10s", "-q", "--summary-export", file}
+	if !cfg.stream {
+		args = append(args, "--no-stream")
+	}
+	cmd := exec.CommandContext(ctx, cfg.bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("loadtest: %w: %s", err, stderr.Bytes())
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var s summary
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("loadtest summary: %w", err)
+	}
+	if s.Failed > 0 {
+		return nil, fmt.Errorf("%d of %d requests failed", s.Failed, s.Requests)
+	}
+	return &s, nil
+}
+
+type histogram struct{ count, sum float64 }
+
+// bodySizes reads the picker's request-size histogram (sum over every series).
+func bodySizes() (histogram, error) {
+	resp, err := http.Get("http://127.0.0.1:9090/metrics")
+	if err != nil {
+		return histogram{}, fmt.Errorf("picker metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return histogram{}, fmt.Errorf("picker metrics: %w", err)
+	}
+	var h histogram
+	if f := fams["inference_objective_request_sizes"]; f != nil {
+		for _, m := range f.GetMetric() {
+			h.count += float64(m.GetHistogram().GetSampleCount())
+			h.sum += m.GetHistogram().GetSampleSum()
+		}
+	}
+	return h, nil
+}
+
+// processCPU is the run time of every thread of pid, in nanoseconds.
+func processCPU(pid int) (int64, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, fmt.Errorf("threads of %d: %w", pid, err)
+	}
+	var total int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue // the thread just ended
+		}
+		fields := strings.Fields(string(data))
+		if len(fields) == 0 {
+			continue
+		}
+		ns, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("schedstat of %d/%s: %w", pid, t.Name(), err)
+		}
+		total += ns
+	}
+	return total, nil
+}
+
+// childPID finds the only child process of pid (Envoy under `infergw up`).
+func childPID(pid int) (int, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(data)); len(f) > 0 {
+			return strconv.Atoi(f[0])
+		}
+	}
+	return 0, fmt.Errorf("process %d has no child (no Envoy)", pid)
+}
+
+// process is a started infergw subcommand whose output is scanned for readiness.
+type process struct {
+	cmd   *exec.Cmd
+	lines chan string
+	done  chan error
+}
+
+func startProcess(ctx context.Context, bin string, args ...string) (*process, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s %s: %w", bin, args[0], err)
+	}
+	p := &process{cmd: cmd, lines: make(chan string, 64), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case p.lines <- sc.Text():
+			default: // nobody is waiting for lines any more
+			}
+		}
+		p.done <- cmd.Wait()
+	}()
+	return p, nil
+}
+
+// waitForLine returns the first line of output containing substr.
+func (p *process) waitForLine(substr string, timeout time.Duration) (string, error) {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l := <-p.lines:
+			if strings.Contains(l, substr) {
+				return l, nil
+			}
+		case err := <-p.done:
+			return "", fmt.Errorf("%s exited before %q: %v", p.cmd.Args[1], substr, err)
+		case <-deadline:
+			return "", fmt.Errorf("%s did not print %q within %s", p.cmd.Args[1], substr, timeout)
+		}
+	}
+}
+
+// stop interrupts the process (infergw stops cleanly on SIGINT) and waits for it.
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func writeResults(cfg config, results []result) error {
+	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(results, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(cfg.out+".json", append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	var b strings.Builder
+	mode := "non-streamed"
+	if cfg.stream {
+		mode = "streamed"
+	}
+	fmt.Fprintf(&b, "# Picker CPU per request behind Envoy\n\n")
+	fmt.Fprintf(&b, "`go run ./bench/pickercpu %s` on %s: %d prompt words (mean body in the table), %d output tokens, %s responses; %s measured per rate after a %s warm-up.\n\n",
+		strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02"), cfg.inputTokens, cfg.outputTokens, mode, cfg.duration, cfg.warmup)
+	b.WriteString("| transport | rate (req/s) | requests | mean body (B) | picker CPU µs/req | of which idle stack | picker minus idle | Envoy CPU µs/req | e2e p50 (ms) |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %s | %.0f | %d | %.0f | %.1f | %.1f | %.1f | %.1f | %.2f |\n", r.Transport, r.Rate, r.Requests,
+			r.MeanBodyBytes, r.PickerCPUPerReq, r.IdleCPUPerReq, r.PickerNetPerReq, r.EnvoyCPUPerReq, r.E2EP50Ms)
+	}
+	if err := os.WriteFile(cfg.out+".md", []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(b.String())
+	return nil
+}
