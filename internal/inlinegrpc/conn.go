@@ -63,6 +63,8 @@ type conn struct {
 
 	mu          sync.Mutex
 	henc        *hpack.Encoder
+	hdec        *hpack.Decoder // used by the reading goroutine only, like hb
+	hb          headerBlock
 	hbuf        bytes.Buffer
 	streams     map[uint32]*Stream
 	maxClientID uint32 // highest stream ID the client has opened
@@ -101,8 +103,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 	// We never raise SETTINGS_MAX_FRAME_SIZE, so a larger frame is an error (and must not
 	// make the codec buffer up to 16 MiB).
 	c.fr.SetMaxReadFrameSize(defaultFrame)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = maxHeaderList
+	c.hdec = hpack.NewDecoder(4096, c.emitField)
+	c.hdec.SetMaxStringLength(maxHeaderList)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
 }
@@ -273,8 +275,10 @@ func (c *conn) handleFrame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return c.handleData(f)
-	case *http2.MetaHeadersFrame:
-		return c.handleHeaders(f)
+	case *http2.HeadersFrame:
+		return c.startHeaderBlock(f)
+	case *http2.ContinuationFrame:
+		return c.headerFragment(f.HeaderBlockFragment(), f.HeadersEnded())
 	case *http2.SettingsFrame:
 		return c.handleSettings(f)
 	case *http2.WindowUpdateFrame:
@@ -371,19 +375,23 @@ func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 	return nil
 }
 
-func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+// handleHeaders acts on a complete header block: a new stream, or the client's trailers.
+func (c *conn) handleHeaders() error {
+	hb := &c.hb
+	id := hb.streamID
+	req, perr := parseHeaderBlock(hb.fields)
 	if st := c.streams[id]; st != nil {
 		// Trailers from the client: only valid as the end of its side.
-		if st.remoteClosed {
+		switch {
+		case st.remoteClosed:
 			c.resetStream(id, http2.ErrCodeStreamClosed, errors.New("client HEADERS after its END_STREAM"))
-			return nil
-		}
-		if !f.StreamEnded() {
+		case !hb.endStream:
 			c.resetStream(id, http2.ErrCodeProtocol, errors.New("client HEADERS without END_STREAM on an open stream"))
-			return nil
+		case perr != nil || req.hasPseudo:
+			c.resetStream(id, http2.ErrCodeProtocol, fmt.Errorf("client trailers: %v", orPseudo(perr)))
+		default:
+			c.remoteEnd(st)
 		}
-		c.remoteEnd(st)
 		return nil
 	}
 	if id%2 == 0 {
@@ -398,18 +406,22 @@ func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		c.writeRST(id, http2.ErrCodeRefusedStream)
 		return nil
 	}
-	if f.Truncated {
+	if hb.truncated {
 		c.writeRST(id, http2.ErrCodeEnhanceYourCalm) // header list over SETTINGS_MAX_HEADER_LIST_SIZE
 		return nil
 	}
-	if m := f.PseudoValue("method"); m != "POST" {
-		c.writePlainStatus(id, "405", f.StreamEnded())
+	if perr != nil {
+		c.writeRST(id, http2.ErrCodeProtocol)
 		return nil
 	}
-	st := &Stream{c: c, id: id, method: f.PseudoValue("path"), fields: f.RegularFields(),
-		sendWindow: c.peerInitialWindow, recvAvail: int64(c.opts.StreamWindow)}
+	if req.method != "POST" {
+		c.writePlainStatus(id, "405", hb.endStream)
+		return nil
+	}
+	st := &Stream{c: c, id: id, method: req.path, sendWindow: c.peerInitialWindow, recvAvail: int64(c.opts.StreamWindow)}
+	st.fields = append(st.fieldBuf[:0], req.regular...)
 	if !isGRPCContentType(st.Header("content-type")) {
-		c.writePlainStatus(id, "415", f.StreamEnded())
+		c.writePlainStatus(id, "415", hb.endStream)
 		return nil
 	}
 	c.streams[id] = st
@@ -419,10 +431,17 @@ func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	st.handler = newStream(st)
-	if !st.closed && f.StreamEnded() {
+	if !st.closed && hb.endStream {
 		c.remoteEnd(st)
 	}
 	return nil
+}
+
+func orPseudo(err error) error {
+	if err != nil {
+		return err
+	}
+	return errors.New("pseudo-header in trailers")
 }
 
 // isGRPCContentType accepts application/grpc, application/grpc+proto and

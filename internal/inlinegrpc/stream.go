@@ -22,6 +22,8 @@ type Stream struct {
 	id     uint32
 	method string
 	fields []hpack.HeaderField // request metadata (no pseudo-headers)
+	// fieldBuf backs fields for the usual handful of metadata entries.
+	fieldBuf [8]hpack.HeaderField
 
 	handler      StreamHandler
 	headersSent  bool
