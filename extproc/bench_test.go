@@ -64,33 +64,41 @@ func ioSyscalls(b *testing.B) (reads, writes int64) {
 //   - client-cpu-µs/op: the child's CPU per request (the Envoy stand-in).
 //   - total-cpu-µs/op: both.
 //
-// B/op and allocs/op count this process only, that is the server side. conc is the number
-// of streams in flight at once: 1 is one request at a time (every message wakes idle
-// threads, the worst case per request); 8 is a busy picker.
+// B/op and allocs/op count this process only, that is the server side; reads/op and
+// writes/op its system calls. conc is the number of streams in flight at once: 1 is one
+// request at a time (every message wakes idle threads, the worst case per request); 8 and
+// 64 are a busy picker, whose answers to several streams share reads and writes. Each case
+// runs on both transports (Options.Transport).
 func BenchmarkRequest(b *testing.B) {
 	for _, tc := range []struct {
 		size, chunks, conc int
 	}{{4 << 10, 1, 1}, {4 << 10, 1, 8}, {4 << 10, 1, 64}, {200 << 10, 4, 1}, {200 << 10, 4, 8}} {
-		b.Run(fmt.Sprintf("body=%dKB/conc=%d", tc.size>>10, tc.conc), func(b *testing.B) {
-			h := newHarness(b, Options{})
-			child := startBenchChild(b, h.conn.Target(), tc.size, tc.chunks, tc.conc)
-			b.ReportAllocs()
-			b.SetBytes(int64(len(chatRequest("base", tc.size))))
-			b.ResetTimer()
-			r0, w0 := ioSyscalls(b)
-			c0 := cpuTime(b)
-			clientCPU := child.run(b.N)
-			server := cpuTime(b) - c0
-			b.StopTimer()
-			r1, w1 := ioSyscalls(b)
-			n := float64(b.N)
-			b.ReportMetric(float64(r1-r0)/n, "reads/op")
-			b.ReportMetric(float64(w1-w0)/n, "writes/op")
-			b.ReportMetric(float64(server.Nanoseconds())/1e3/n, "server-cpu-µs/op")
-			b.ReportMetric(float64(clientCPU.Nanoseconds())/1e3/n, "client-cpu-µs/op")
-			b.ReportMetric(float64((server+clientCPU).Nanoseconds())/1e3/n, "total-cpu-µs/op")
-		})
+		for _, tr := range []Transport{TransportInline, TransportGRPCGo} {
+			b.Run(fmt.Sprintf("transport=%s/body=%dKB/conc=%d", tr, tc.size>>10, tc.conc), func(b *testing.B) {
+				benchmarkRequest(b, tr, tc.size, tc.chunks, tc.conc)
+			})
+		}
 	}
+}
+
+func benchmarkRequest(b *testing.B, tr Transport, size, chunks, conc int) {
+	h := newHarness(b, Options{Transport: tr})
+	child := startBenchChild(b, h.conn.Target(), size, chunks, conc)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(chatRequest("base", size))))
+	b.ResetTimer()
+	r0, w0 := ioSyscalls(b)
+	c0 := cpuTime(b)
+	clientCPU := child.run(b.N)
+	server := cpuTime(b) - c0
+	b.StopTimer()
+	r1, w1 := ioSyscalls(b)
+	n := float64(b.N)
+	b.ReportMetric(float64(r1-r0)/n, "reads/op")
+	b.ReportMetric(float64(w1-w0)/n, "writes/op")
+	b.ReportMetric(float64(server.Nanoseconds())/1e3/n, "server-cpu-µs/op")
+	b.ReportMetric(float64(clientCPU.Nanoseconds())/1e3/n, "client-cpu-µs/op")
+	b.ReportMetric(float64((server+clientCPU).Nanoseconds())/1e3/n, "total-cpu-µs/op")
 }
 
 // benchChild is the Envoy-playing client process of BenchmarkRequest.

@@ -29,6 +29,8 @@ const (
 	keptScratchBytes = 256 << 10
 	// initialMessageBuffer is the most allocated up front for a message split across frames.
 	initialMessageBuffer = 64 << 10
+	// maxFreeBuffers bounds the message buffers a connection keeps for reuse.
+	maxFreeBuffers = 4
 )
 
 // connError is an HTTP/2 connection error: GOAWAY with code, then close.
@@ -79,7 +81,8 @@ type conn struct {
 	recvAvail         int64 // connection-level credit we gave the client, not yet used
 	recvUnacked       int64 // bytes consumed and not yet returned with WINDOW_UPDATE
 	blocked           []*Stream
-	scratch           []byte // encodes one outgoing message
+	scratch           []byte   // encodes one outgoing message
+	freeBuffers       [][]byte // message buffers to reuse
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -514,6 +517,9 @@ func (c *conn) consume(st *Stream, data []byte) {
 			}
 		}
 		if len(st.partial) < 5 {
+			if st.partial == nil {
+				st.partial = c.takeBuffer(5)
+			}
 			take := min(5-len(st.partial), len(data))
 			st.partial = append(st.partial, data[:take]...)
 			data = data[take:]
@@ -527,8 +533,8 @@ func (c *conn) consume(st *Stream, data []byte) {
 			if cap(st.partial) < 5+size {
 				// Room for what is likely to come soon, not for the declared size: a client
 				// must send bytes to make the server hold them.
-				grown := make([]byte, 5, 5+min(size, initialMessageBuffer))
-				copy(grown, st.partial)
+				grown := append(c.takeBuffer(5+min(size, initialMessageBuffer)), st.partial...)
+				c.recycleBuffer(st.partial)
 				st.partial = grown
 			}
 		}
@@ -537,14 +543,32 @@ func (c *conn) consume(st *Stream, data []byte) {
 		st.partial = append(st.partial, data[:take]...)
 		data = data[take:]
 		if len(st.partial) == size {
-			st.handler.Message(st, st.partial[5:])
-			if cap(st.partial) > keptScratchBytes {
-				st.partial = nil
-			} else {
-				st.partial = st.partial[:0]
-			}
+			msg := st.partial
+			st.partial = nil
+			st.handler.Message(st, msg[5:])
+			c.recycleBuffer(msg)
 		}
 	}
+}
+
+// takeBuffer returns an empty buffer with room for at least n bytes, reusing one that a
+// finished message gave back: one request's split messages then cost no allocation.
+func (c *conn) takeBuffer(n int) []byte {
+	for i := len(c.freeBuffers) - 1; i >= 0; i-- {
+		if b := c.freeBuffers[i]; cap(b) >= n {
+			c.freeBuffers = append(c.freeBuffers[:i], c.freeBuffers[i+1:]...)
+			return b
+		}
+	}
+	return make([]byte, 0, max(n, 512))
+}
+
+// recycleBuffer keeps a few buffers of moderate size for takeBuffer.
+func (c *conn) recycleBuffer(b []byte) {
+	if b == nil || cap(b) > keptScratchBytes || len(c.freeBuffers) >= maxFreeBuffers {
+		return
+	}
+	c.freeBuffers = append(c.freeBuffers, b[:0])
 }
 
 // messageSize reads a message prefix; on a prefix it refuses, it finishes the stream.
@@ -583,6 +607,8 @@ func (c *conn) closeStream(st *Stream, err error) {
 	}
 	st.closed = true
 	st.pending = nil
+	c.recycleBuffer(st.partial)
+	st.partial = nil
 	delete(c.streams, st.id)
 	if st.cancel != nil {
 		st.cancel()
