@@ -49,7 +49,15 @@ fuzz:
 test: lint envoy unit fuzz
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./router/ ./extproc/ ./xds/ ./discovery/ ./sim/ ./loadtest/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./router/ ./extproc/ ./internal/inlinegrpc/ ./xds/ ./discovery/ ./sim/ ./loadtest/
+
+# bench-picker measures the picker's CPU per request behind a real Envoy (bench/pickercpu):
+# sims, `infergw up --no-sims` and the load tester as separate processes, both gRPC
+# transports, ~2.5 minutes; results in bench/results/picker-cpu.{md,json}.
+PICKER_BENCH_ARGS ?=
+.PHONY: bench-picker
+bench-picker: build envoy
+	$(GO) run ./bench/pickercpu $(PICKER_BENCH_ARGS)
 
 generate:
 	$(GO) tool controller-gen object crd:crdVersions=v1 paths=./api/... output:crd:artifacts:config=charts/infergw/crds

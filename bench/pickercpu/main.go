@@ -413,8 +413,8 @@ func writeResults(cfg config, results []result) error {
 		mode = "streamed"
 	}
 	fmt.Fprintf(&b, "# Picker CPU per request behind Envoy\n\n")
-	fmt.Fprintf(&b, "`go run ./bench/pickercpu %s` on %s: %d prompt words (mean body in the table), %d output tokens, %s responses; %s measured per rate after a %s warm-up.\n\n",
-		strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02"), cfg.inputTokens, cfg.outputTokens, mode, cfg.duration, cfg.warmup)
+	fmt.Fprintf(&b, "`%s` on %s: %d prompt words (mean body in the table), %d output tokens, %s responses; %s measured per rate after a %s warm-up.\n\n",
+		strings.TrimSpace("go run ./bench/pickercpu "+strings.Join(os.Args[1:], " ")), time.Now().UTC().Format("2006-01-02"), cfg.inputTokens, cfg.outputTokens, mode, cfg.duration, cfg.warmup)
 	b.WriteString("| transport | rate (req/s) | requests | mean body (B) | picker CPU µs/req | of which idle stack | picker minus idle | Envoy CPU µs/req | e2e p50 (ms) |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range results {
