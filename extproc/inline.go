@@ -85,15 +85,25 @@ func (s *Server) newHealthCheck(*inlinegrpc.Stream) inlinegrpc.StreamHandler {
 	return &healthCheck{s: s}
 }
 
-func (h *healthCheck) Message(st *inlinegrpc.Stream, msg []byte) {
-	if h.answered {
-		st.Finish(codes.Internal, "more than one request message for a unary method")
-		return
+// healthRequest decodes the one request message a health call takes; on false the call
+// has been finished with an error.
+func healthRequest(st *inlinegrpc.Stream, msg []byte, seen *bool) (*healthpb.HealthCheckRequest, bool) {
+	if *seen {
+		st.Finish(codes.Internal, "more than one request message for a method that takes one")
+		return nil, false
 	}
-	h.answered = true
+	*seen = true
 	req := &healthpb.HealthCheckRequest{}
 	if err := proto.Unmarshal(msg, req); err != nil {
 		st.Finish(codes.InvalidArgument, "decode HealthCheckRequest: "+err.Error())
+		return nil, false
+	}
+	return req, true
+}
+
+func (h *healthCheck) Message(st *inlinegrpc.Stream, msg []byte) {
+	req, ok := healthRequest(st, msg, &h.answered)
+	if !ok {
 		return
 	}
 	resp, err := h.s.health.Check(context.Background(), req)
@@ -130,14 +140,8 @@ func (s *Server) newHealthWatch(*inlinegrpc.Stream) inlinegrpc.StreamHandler {
 }
 
 func (h *healthWatch) Message(st *inlinegrpc.Stream, msg []byte) {
-	if h.started {
-		st.Finish(codes.Internal, "more than one request message for a server-streaming method")
-		return
-	}
-	h.started = true
-	req := &healthpb.HealthCheckRequest{}
-	if err := proto.Unmarshal(msg, req); err != nil {
-		st.Finish(codes.InvalidArgument, "decode HealthCheckRequest: "+err.Error())
+	req, ok := healthRequest(st, msg, &h.started)
+	if !ok {
 		return
 	}
 	// The context is made here, on the connection's goroutine. It also ends when Serve

@@ -91,152 +91,129 @@ func (w *wireRequest) header(key string) []byte {
 // unknown, and string fields must be valid UTF-8.
 func (w *wireRequest) decode(b []byte) error {
 	*w = wireRequest{headers: w.headers[:0], mdOwned: w.mdOwned[:0]}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("ProcessingRequest: %w", protowire.ParseError(n))
+	return eachField(b, "ProcessingRequest", func(f field) error {
+		if f.typ != protowire.BytesType {
+			return nil
 		}
-		b = b[n:]
-		var err error
 		switch {
-		case typ == protowire.BytesType && num >= protowire.Number(kindRequestHeaders) && num <= protowire.Number(kindResponseTrailers):
-			var v []byte
-			if v, n = protowire.ConsumeBytes(b); n < 0 {
-				return fmt.Errorf("ProcessingRequest field %d: %w", num, protowire.ParseError(n))
-			}
-			kind := msgKind(num)
+		case f.num >= protowire.Number(kindRequestHeaders) && f.num <= protowire.Number(kindResponseTrailers):
+			kind := msgKind(f.num)
 			if kind != w.kind { // a different oneof member replaces the previous one
 				w.kind, w.headers, w.endOfStream, w.body = kind, w.headers[:0], false, nil
 			}
 			switch kind {
 			case kindRequestHeaders, kindResponseHeaders:
-				err = w.decodeHTTPHeaders(v)
+				return w.decodeHTTPHeaders(f.bytes)
 			case kindRequestBody, kindResponseBody:
-				err = w.decodeHTTPBody(v)
+				return w.decodeHTTPBody(f.bytes)
 			default:
-				err = skipMessage(v) // trailers: the picker only needs to know they came
+				return skipMessage(f.bytes) // trailers: the picker only needs to know they came
 			}
-		case typ == protowire.BytesType && num == fieldProtocolConfig:
-			var v []byte
-			if v, n = protowire.ConsumeBytes(b); n < 0 {
-				return fmt.Errorf("protocol_config: %w", protowire.ParseError(n))
-			}
+		case f.num == fieldProtocolConfig:
 			w.hasProtocol = true
-			err = w.decodeProtocol(v)
-		case typ == protowire.BytesType && num == fieldMetadataContext:
-			var v []byte
-			if v, n = protowire.ConsumeBytes(b); n < 0 {
-				return fmt.Errorf("metadata_context: %w", protowire.ParseError(n))
-			}
+			return w.decodeProtocol(f.bytes)
+		case f.num == fieldMetadataContext:
 			if w.hasMetadata {
 				// Concatenated encodings of a message merge, which is what proto does
 				// with a repeated message field.
-				w.mdOwned = append(append(w.mdOwned[:0], w.metadata...), v...)
+				w.mdOwned = append(append(w.mdOwned[:0], w.metadata...), f.bytes...)
 				w.metadata = w.mdOwned
 			} else {
-				w.hasMetadata, w.metadata = true, v
-			}
-		default:
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return fmt.Errorf("ProcessingRequest field %d: %w", num, protowire.ParseError(n))
+				w.hasMetadata, w.metadata = true, f.bytes
 			}
 		}
-		if err != nil {
-			return err
+		return nil
+	})
+}
+
+// field is one field of a message, with its value decoded for the two wire types the
+// picker reads.
+type field struct {
+	num    protowire.Number
+	typ    protowire.Type
+	bytes  []byte // BytesType: aliases the message
+	varint uint64 // VarintType
+}
+
+// eachField calls fn for every field of message b, in order; what names the message in
+// errors. fn must not keep f.bytes beyond the message's life.
+func eachField(b []byte, what string, fn func(f field) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("%s: %w", what, protowire.ParseError(n))
 		}
 		b = b[n:]
+		f := field{num: num, typ: typ}
+		switch typ {
+		case protowire.BytesType:
+			f.bytes, n = protowire.ConsumeBytes(b)
+		case protowire.VarintType:
+			f.varint, n = protowire.ConsumeVarint(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return fmt.Errorf("%s field %d: %w", what, num, protowire.ParseError(n))
+		}
+		b = b[n:]
+		if err := fn(f); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 func (w *wireRequest) decodeHTTPHeaders(b []byte) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("HttpHeaders: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
+	return eachField(b, "HttpHeaders", func(f field) error {
 		switch {
-		case num == fieldHeaders && typ == protowire.BytesType:
-			v, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return fmt.Errorf("HttpHeaders.headers: %w", protowire.ParseError(m))
-			}
-			if err := w.decodeHeaderMap(v); err != nil {
-				return err
-			}
-			n = m
-		case num == fieldHeadersEOS && typ == protowire.VarintType:
-			v, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return fmt.Errorf("HttpHeaders.end_of_stream: %w", protowire.ParseError(m))
-			}
-			w.endOfStream, n = v != 0, m
-		default:
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return fmt.Errorf("HttpHeaders field %d: %w", num, protowire.ParseError(n))
-			}
+		case f.num == fieldHeaders && f.typ == protowire.BytesType:
+			return w.decodeHeaderMap(f.bytes)
+		case f.num == fieldHeadersEOS && f.typ == protowire.VarintType:
+			w.endOfStream = f.varint != 0
 		}
-		b = b[n:]
-	}
-	return nil
+		return nil
+	})
 }
 
 func (w *wireRequest) decodeHeaderMap(b []byte) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("HeaderMap: %w", protowire.ParseError(n))
+	return eachField(b, "HeaderMap", func(f field) error {
+		if f.num != fieldHeaderMapValues || f.typ != protowire.BytesType {
+			return nil
 		}
-		b = b[n:]
-		if num == fieldHeaderMapValues && typ == protowire.BytesType {
-			v, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return fmt.Errorf("HeaderMap.headers: %w", protowire.ParseError(m))
-			}
-			h, err := decodeHeaderValue(v)
-			if err != nil {
-				return err
-			}
-			w.headers = append(w.headers, h)
-			n = m
-		} else if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return fmt.Errorf("HeaderMap field %d: %w", num, protowire.ParseError(n))
+		h, err := decodeHeaderValue(f.bytes)
+		if err != nil {
+			return err
 		}
-		b = b[n:]
-	}
-	return nil
+		w.headers = append(w.headers, h)
+		return nil
+	})
 }
 
 func decodeHeaderValue(b []byte) (wireHeader, error) {
 	var key, value, raw []byte
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return wireHeader{}, fmt.Errorf("HeaderValue: %w", protowire.ParseError(n))
+	err := eachField(b, "HeaderValue", func(f field) error {
+		if f.typ != protowire.BytesType {
+			return nil
 		}
-		b = b[n:]
-		if typ == protowire.BytesType && num >= fieldHeaderKey && num <= fieldHeaderRawValue {
-			v, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return wireHeader{}, fmt.Errorf("HeaderValue field %d: %w", num, protowire.ParseError(m))
-			}
-			switch num {
-			case fieldHeaderKey:
-				key = v
-			case fieldHeaderValue:
-				value = v
-			default:
-				raw = v
-			}
-			if num != fieldHeaderRawValue && !utf8.Valid(v) {
-				return wireHeader{}, fmt.Errorf("HeaderValue field %d: invalid UTF-8", num)
-			}
-			n = m
-		} else if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return wireHeader{}, fmt.Errorf("HeaderValue field %d: %w", num, protowire.ParseError(n))
+		switch f.num {
+		case fieldHeaderKey:
+			key = f.bytes
+		case fieldHeaderValue:
+			value = f.bytes
+		case fieldHeaderRawValue:
+			raw = f.bytes
+			return nil
+		default:
+			return nil
 		}
-		b = b[n:]
+		if !utf8.Valid(f.bytes) { // key and value are proto strings
+			return fmt.Errorf("HeaderValue field %d: invalid UTF-8", f.num)
+		}
+		return nil
+	})
+	if err != nil {
+		return wireHeader{}, err
 	}
 	if len(raw) > 0 {
 		value = raw
@@ -245,75 +222,35 @@ func decodeHeaderValue(b []byte) (wireHeader, error) {
 }
 
 func (w *wireRequest) decodeHTTPBody(b []byte) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("HttpBody: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
+	return eachField(b, "HttpBody", func(f field) error {
 		switch {
-		case num == fieldBody && typ == protowire.BytesType:
-			v, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return fmt.Errorf("HttpBody.body: %w", protowire.ParseError(m))
-			}
-			w.body, n = v, m
-		case num == fieldBodyEOS && typ == protowire.VarintType:
-			v, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return fmt.Errorf("HttpBody.end_of_stream: %w", protowire.ParseError(m))
-			}
-			w.endOfStream, n = v != 0, m
-		default:
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return fmt.Errorf("HttpBody field %d: %w", num, protowire.ParseError(n))
-			}
+		case f.num == fieldBody && f.typ == protowire.BytesType:
+			w.body = f.bytes
+		case f.num == fieldBodyEOS && f.typ == protowire.VarintType:
+			w.endOfStream = f.varint != 0
 		}
-		b = b[n:]
-	}
-	return nil
+		return nil
+	})
 }
 
 func (w *wireRequest) decodeProtocol(b []byte) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("ProtocolConfiguration: %w", protowire.ParseError(n))
+	return eachField(b, "ProtocolConfiguration", func(f field) error {
+		if f.typ != protowire.VarintType {
+			return nil
 		}
-		b = b[n:]
-		if (num == fieldRequestBodyMode || num == fieldRespBodyMode) && typ == protowire.VarintType {
-			v, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return fmt.Errorf("ProtocolConfiguration field %d: %w", num, protowire.ParseError(m))
-			}
-			// Enums are int32 on the wire; proto keeps unknown values as they are.
-			mode := extprocfilterv3.ProcessingMode_BodySendMode(int32(v))
-			if num == fieldRequestBodyMode {
-				w.reqMode = mode
-			} else {
-				w.respMode = mode
-			}
-			n = m
-		} else if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return fmt.Errorf("ProtocolConfiguration field %d: %w", num, protowire.ParseError(n))
+		// Enums are int32 on the wire; proto keeps unknown values as they are.
+		mode := extprocfilterv3.ProcessingMode_BodySendMode(int32(f.varint))
+		switch f.num {
+		case fieldRequestBodyMode:
+			w.reqMode = mode
+		case fieldRespBodyMode:
+			w.respMode = mode
 		}
-		b = b[n:]
-	}
-	return nil
+		return nil
+	})
 }
 
 // skipMessage checks that b is a well-formed message without reading it.
 func skipMessage(b []byte) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("message: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
-		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return fmt.Errorf("message field %d: %w", num, protowire.ParseError(n))
-		}
-		b = b[n:]
-	}
-	return nil
+	return eachField(b, "message", func(field) error { return nil })
 }

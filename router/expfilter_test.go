@@ -1,30 +1,16 @@
 package router
 
 import (
-	"fmt"
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 var expositionFiles = []string{"vllm.txt", "vllm-0.9.txt", "vllm-sim.txt", "sglang.txt", "trtllm.txt"}
 
 // parseFiltered is what a scrape does: keep the engine's families, then parse.
 func parseFiltered(eng engine, text string) (*metricsState, error) {
-	kept := keepFamilies(nil, []byte(text), eng.families())
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(string(kept)))
-	if err != nil {
-		return nil, err
-	}
-	var m metricsState
-	if !extractMetrics(eng, fams, &m) {
-		return nil, fmt.Errorf("no metrics")
-	}
-	return &m, nil
+	return parseExposition(eng, string(keepFamilies(nil, []byte(text), eng.families())))
 }
 
 // TestKeepFamiliesReadsWhatTheFullParseReads: on every engine's real exposition, the
