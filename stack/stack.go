@@ -7,6 +7,7 @@ package stack
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,9 @@ type Config struct {
 	Router    router.Config
 	Translate xds.Options
 	Picker    extproc.Options
+	// PickerTLS, when set, serves the picker's gRPC port over TLS; Envoy's side is
+	// Translate.PickerTLS.
+	PickerTLS *tls.Config
 
 	// EnvoyBinary is the Envoy to run (see envoyproc.Find); EnvoyOutput receives its logs.
 	EnvoyBinary   string
@@ -281,7 +285,7 @@ func (s *Stack) StartPicker() error {
 			s.stopPickerLocked()
 			return fmt.Errorf("picker: listen %s: %w", addr, err)
 		}
-		g, err := s.Picker.NewGRPCServer(nil)
+		g, err := s.Picker.NewGRPCServer(s.cfg.PickerTLS)
 		if err != nil {
 			lis.Close()
 			s.stopPickerLocked()

@@ -2,16 +2,10 @@ package xds
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -31,72 +25,8 @@ import (
 
 	infv1 "github.com/infergw/infergw/api/v1"
 	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/internal/testpki"
 )
-
-// testCA is a certificate authority made up for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue signs a leaf certificate for the DNS names with the given extended usage and returns
-// it and its key as PEM.
-func (ca *testCA) issue(t *testing.T, cn string, dnsNames []string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     dnsNames,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-}
 
 func writeTestFile(t *testing.T, dir, name string, data []byte) string {
 	t.Helper()
@@ -121,7 +51,7 @@ type tlsPicker struct {
 
 // startTLSPicker serves the picker with certPEM/keyPEM. With clientCA set, it requires a
 // client certificate signed by it.
-func startTLSPicker(t *testing.T, certPEM, keyPEM []byte, clientCA *testCA) *tlsPicker {
+func startTLSPicker(t *testing.T, certPEM, keyPEM []byte, clientCA *testpki.CA) *tlsPicker {
 	t.Helper()
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
@@ -146,7 +76,7 @@ func startTLSPicker(t *testing.T, certPEM, keyPEM []byte, clientCA *testCA) *tls
 	}
 	if clientCA != nil {
 		pool := x509.NewCertPool()
-		pool.AddCert(clientCA.cert)
+		pool.AddCert(clientCA.Cert)
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
@@ -199,17 +129,17 @@ func TestRealEnvoyPickerTLS(t *testing.T) {
 	defer cancel()
 
 	dir := t.TempDir()
-	trusted := newTestCA(t, "infergw test CA")
-	other := newTestCA(t, "someone else's CA")
-	goodCert, goodKey := trusted.issue(t, "epp", []string{"epp.default.svc"}, x509.ExtKeyUsageServerAuth)
+	trusted := testpki.NewCA(t, "infergw test CA")
+	other := testpki.NewCA(t, "someone else's CA")
+	goodCert, goodKey := trusted.Issue(t, "epp", []string{"epp.default.svc"}, x509.ExtKeyUsageServerAuth)
 	good := startTLSPicker(t, goodCert, goodKey, trusted)
-	otherCert, otherKey := other.issue(t, "epp-other-ca", []string{"epp-other-ca.default.svc"}, x509.ExtKeyUsageServerAuth)
+	otherCert, otherKey := other.Issue(t, "epp-other-ca", []string{"epp-other-ca.default.svc"}, x509.ExtKeyUsageServerAuth)
 	wrongCA := startTLSPicker(t, otherCert, otherKey, nil)
-	nameCert, nameKey := trusted.issue(t, "elsewhere", []string{"elsewhere.default.svc"}, x509.ExtKeyUsageServerAuth)
+	nameCert, nameKey := trusted.Issue(t, "elsewhere", []string{"elsewhere.default.svc"}, x509.ExtKeyUsageServerAuth)
 	wrongName := startTLSPicker(t, nameCert, nameKey, nil)
-	clientCert, clientKey := trusted.issue(t, "infergw-envoy", nil, x509.ExtKeyUsageClientAuth)
+	clientCert, clientKey := trusted.Issue(t, "infergw-envoy", nil, x509.ExtKeyUsageClientAuth)
 	pickerTLS := PickerTLS{
-		CAFile:   writeTestFile(t, dir, "ca.crt", trusted.pem),
+		CAFile:   writeTestFile(t, dir, "ca.crt", trusted.PEM),
 		CertFile: writeTestFile(t, dir, "tls.crt", clientCert),
 		KeyFile:  writeTestFile(t, dir, "tls.key", clientKey),
 	}
