@@ -91,16 +91,23 @@ func newConn(s *Server, nc net.Conn) *conn {
 		nc = tls.Server(nc, s.opts.TLS)
 	}
 	ctx, stop := context.WithCancel(context.Background())
+	// Reads and writes go through raw system calls on plain TCP (see rawio.go), through
+	// the net.Conn otherwise (TLS).
+	var rd io.Reader = nc
+	var wr io.Writer = nc
+	if rio := newRawConnIO(nc); rio != nil {
+		rd, wr = rio, rio
+	}
 	c := &conn{
 		srv: s, opts: &s.opts, nc: nc, raw: raw, ctx: ctx, stop: stop,
-		br:                bufio.NewReaderSize(nc, ioBufferBytes),
+		br:                bufio.NewReaderSize(rd, ioBufferBytes),
 		streams:           map[uint32]*Stream{},
 		sendWindow:        initialWindow,
 		peerInitialWindow: initialWindow,
 		peerMaxFrame:      defaultFrame,
 		recvAvail:         int64(s.opts.ConnWindow),
 	}
-	c.bw = bufio.NewWriterSize(deadlineWriter{nc: nc, timeout: s.opts.WriteTimeout}, ioBufferBytes)
+	c.bw = bufio.NewWriterSize(deadlineWriter{nc: nc, w: wr, timeout: s.opts.WriteTimeout}, ioBufferBytes)
 	c.fr = http2.NewFramer(c.bw, c.br)
 	c.fr.SetReuseFrames()
 	// We never raise SETTINGS_MAX_FRAME_SIZE, so a larger frame is an error (and must not
@@ -115,7 +122,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 // deadlineWriter bounds every write, so a client that stops reading cannot hold the
 // connection's goroutine (and its lock) forever.
 type deadlineWriter struct {
-	nc      net.Conn
+	nc      net.Conn  // where the deadline is set
+	w       io.Writer // nc, or raw I/O on it
 	timeout time.Duration
 }
 
@@ -123,7 +131,7 @@ func (w deadlineWriter) Write(p []byte) (int, error) {
 	if err := w.nc.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 		return 0, err
 	}
-	return w.nc.Write(p)
+	return w.w.Write(p)
 }
 
 func (c *conn) serve() {
