@@ -21,9 +21,22 @@ import (
 // calls that cannot block); waiting for readiness still goes through the runtime's poller
 // (syscall.RawConn), with the connection's deadlines.
 
-// rawConnIO reads and writes a TCP connection through its RawConn.
+// rawConnIO reads and writes a TCP connection through its RawConn. One goroutine reads at a
+// time and one writes at a time (the connection's reader; writers hold its lock), so each
+// direction keeps its call's state in the struct: the callbacks are method values made
+// once, and a call allocates nothing.
 type rawConnIO struct {
 	rc syscall.RawConn
+
+	readFn, writeFn func(fd uintptr) bool
+
+	rbuf   []byte
+	rn     int
+	rerrno syscall.Errno
+
+	wbuf     []byte
+	wwritten int
+	werrno   syscall.Errno
 }
 
 // newRawConnIO returns raw I/O for a *net.TCPConn, or nil for any other connection.
@@ -36,28 +49,19 @@ func newRawConnIO(nc net.Conn) io.ReadWriter {
 	if err != nil {
 		return nil
 	}
-	return &rawConnIO{rc: rc}
+	r := &rawConnIO{rc: rc}
+	r.readFn, r.writeFn = r.readOnce, r.writeAll
+	return r
 }
 
 func (r *rawConnIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait for the poller, then call again
-			}
-			n, errno = int(m), e
-			return true
-		}
-	})
+	r.rbuf, r.rn, r.rerrno = p, 0, 0
+	err := r.rc.Read(r.readFn)
+	n, errno := r.rn, r.rerrno
+	r.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, err
@@ -69,25 +73,26 @@ func (r *rawConnIO) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (r *rawConnIO) Write(p []byte) (int, error) {
-	written := 0
-	var errno syscall.Errno
-	err := r.rc.Write(func(fd uintptr) bool {
-		for written < len(p) {
-			m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[written])), uintptr(len(p)-written))
-			switch e {
-			case 0:
-				written += int(m)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false // the socket buffer is full: wait until it drains
-			default:
-				errno = e
-				return true
-			}
+// readOnce is the RawConn callback of Read: false asks the poller to wait for data.
+func (r *rawConnIO) readOnce(fd uintptr) bool {
+	for {
+		m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
 		}
+		r.rn, r.rerrno = int(m), e
 		return true
-	})
+	}
+}
+
+func (r *rawConnIO) Write(p []byte) (int, error) {
+	r.wbuf, r.wwritten, r.werrno = p, 0, 0
+	err := r.rc.Write(r.writeFn)
+	written, errno := r.wwritten, r.werrno
+	r.wbuf = nil
 	switch {
 	case err != nil:
 		return written, err
@@ -95,4 +100,23 @@ func (r *rawConnIO) Write(p []byte) (int, error) {
 		return written, &net.OpError{Op: "write", Net: "tcp", Err: errno}
 	}
 	return written, nil
+}
+
+// writeAll is the RawConn callback of Write: false asks the poller to wait until the
+// socket buffer has room.
+func (r *rawConnIO) writeAll(fd uintptr) bool {
+	for r.wwritten < len(r.wbuf) {
+		m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[r.wwritten])), uintptr(len(r.wbuf)-r.wwritten))
+		switch e {
+		case 0:
+			r.wwritten += int(m)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			r.werrno = e
+			return true
+		}
+	}
+	return true
 }
