@@ -39,7 +39,7 @@ func (s *Server) InlineServer(tlsCfg *tls.Config) (*inlinegrpc.Server, error) {
 }
 
 // processStream is one Process call on the inline transport: the same exchange state
-// machine as Process, driven by the connection's goroutine.
+// machine as processGRPCGo, driven by the connection's goroutine.
 type processStream struct {
 	s *Server
 	x *exchange
