@@ -119,13 +119,18 @@ func (s *Server) MetricsHandler(gatherer prometheus.Gatherer) http.Handler {
 			http.Error(w, "no snapshot applied yet", http.StatusServiceUnavailable)
 			return
 		}
+		if s.draining.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
 }
 
 // Serve runs the gRPC server on grpcLis and the metrics server on metricsLis until ctx is
-// done, then stops both (gracefully, bounded by a short grace period).
+// done, then stops both: gRPC gracefully within Options.ShutdownGrace, the metrics server
+// within 5 s.
 func (s *Server) Serve(ctx context.Context, grpcLis, metricsLis net.Listener, tlsCfg *tls.Config, gatherer prometheus.Gatherer) error {
 	g, err := s.NewGRPCServer(tlsCfg)
 	if err != nil {
@@ -156,12 +161,19 @@ func (s *Server) Serve(ctx context.Context, grpcLis, metricsLis net.Listener, tl
 	case first = <-errc:
 		pending--
 	}
-	s.health.Shutdown() // watchers hear NOT_SERVING first
+	s.draining.Store(true) // /readyz turns 503 with the gRPC health states
+	s.health.Shutdown()    // watchers hear NOT_SERVING first
 	s.endWatches()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Streams in flight are requests whose responses are still streaming: let them end
+	// (bounded by ShutdownGrace) while the proxy sends new ones elsewhere.
+	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownGrace)
 	defer cancel()
-	_ = g.Shutdown(sctx)
-	_ = hs.Shutdown(sctx)
+	if err := g.Shutdown(sctx); err != nil {
+		s.log.Warn("picker shutdown: streams still open after the grace period were cut", "grace", s.opts.ShutdownGrace)
+	}
+	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer hcancel()
+	_ = hs.Shutdown(hctx)
 	// Collect the remaining goroutine results so none outlives Serve.
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && first == nil {

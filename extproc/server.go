@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,7 +69,15 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Transport is the gRPC server implementation; empty = TransportInline.
 	Transport Transport
+	// ShutdownGrace bounds how long Serve lets open streams finish once its context ends
+	// (the proxy gets GOAWAY and opens no new stream here); what is still open then is cut.
+	// A stream lasts as long as its response, which for a long generation is minutes, so
+	// it should be most of the pod's termination grace period. 0 = DefaultShutdownGrace.
+	ShutdownGrace time.Duration
 }
+
+// DefaultShutdownGrace is Options.ShutdownGrace's default.
+const DefaultShutdownGrace = 25 * time.Second
 
 // Transport names a gRPC server implementation for the picker.
 type Transport string
@@ -97,12 +106,13 @@ type Server struct {
 	watchesCtx context.Context
 	endWatches context.CancelFunc
 
-	state   atomic.Pointer[routingState]
-	applyMu sync.Mutex
-	ready   atomic.Bool
-	active  atomic.Int64 // open Process streams
-	destMD  destCache    // envoy.lb metadata per destination value
-	bufPool mem.BufferPool
+	state    atomic.Pointer[routingState]
+	applyMu  sync.Mutex
+	ready    atomic.Bool
+	draining atomic.Bool  // Serve is shutting down
+	active   atomic.Int64 // open Process streams
+	destMD   destCache    // envoy.lb metadata per destination value
+	bufPool  mem.BufferPool
 }
 
 // NewServer builds a picker over a router. It is not ready (readiness NOT_SERVING) until
@@ -134,6 +144,12 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 	case TransportInline, TransportGRPCGo:
 	default:
 		return nil, fmt.Errorf("extproc: unknown transport %q (want %q or %q)", opts.Transport, TransportInline, TransportGRPCGo)
+	}
+	if opts.ShutdownGrace < 0 {
+		return nil, fmt.Errorf("extproc: shutdown grace %s is negative", opts.ShutdownGrace)
+	}
+	if opts.ShutdownGrace == 0 {
+		opts.ShutdownGrace = DefaultShutdownGrace
 	}
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()

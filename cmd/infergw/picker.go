@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,6 +28,7 @@ type pickerFlags struct {
 	tlsCert         string
 	tlsKey          string
 	transport       string
+	shutdownGrace   time.Duration
 	logLevel        string
 }
 
@@ -53,6 +55,8 @@ func newPickerCmd() *cobra.Command {
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS key file for the gRPC port")
 	fl.StringVar(&f.transport, "grpc-transport", string(extproc.TransportInline),
 		"gRPC server: inline (streams run in the connection's goroutine; least CPU) or grpc-go (fallback)")
+	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", extproc.DefaultShutdownGrace,
+		"on SIGTERM, how long streams in flight (responses still streaming) may finish before they are cut")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }
@@ -98,6 +102,7 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 		TracerProvider: tp,
 		Registerer:     reg,
 		Transport:      extproc.Transport(f.transport),
+		ShutdownGrace:  f.shutdownGrace,
 	}, log.With("component", "extproc"))
 	if err != nil {
 		return err

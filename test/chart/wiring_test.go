@@ -571,6 +571,18 @@ func TestExtraArgsAndOptions(t *testing.T) {
 	if v, _ := flagValue(dpk.Args, "--grpc-transport"); v != "inline" {
 		t.Errorf("default --grpc-transport %q, want inline", v)
 	}
+	// A stopping picker drains its open streams for most of its termination grace period,
+	// after a preStop pause that lets proxies stop choosing it.
+	dpd := def.deploymentByComponent(t, "picker")
+	if g := dpd.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g != 60 {
+		t.Errorf("picker terminationGracePeriodSeconds %v, want 60", g)
+	}
+	if v, _ := flagValue(dpk.Args, "--shutdown-grace"); v != "50s" {
+		t.Errorf("default --shutdown-grace %q, want 50s", v)
+	}
+	if lc := dpk.Lifecycle; lc == nil || lc.PreStop == nil || lc.PreStop.Sleep == nil || lc.PreStop.Sleep.Seconds != 5 {
+		t.Errorf("picker lifecycle %+v, want a 5 s preStop sleep", lc)
+	}
 	for _, f := range []string{"--pool", "--scheduler-config"} {
 		if _, ok := flagValue(dpk.Args, f); ok {
 			t.Errorf("default picker args pass %s", f)
@@ -587,7 +599,7 @@ func TestExtraArgsAndOptions(t *testing.T) {
 // the chart's additions.
 var contractFlags = map[string][]string{
 	"controlplane":           {"--xds-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--gateway-class", "--listener-address", "--tls-cert", "--tls-key", "--tls-ca", "--write-status", "--picker-tls-ca", "--picker-tls-cert", "--picker-tls-key", "--picker-tls-sni"},
-	"picker":                 {"--grpc-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--pool", "--scheduler-config", "--max-body-bytes", "--grpc-transport", "--tls-cert", "--tls-key"},
+	"picker":                 {"--grpc-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--pool", "--scheduler-config", "--max-body-bytes", "--grpc-transport", "--shutdown-grace", "--tls-cert", "--tls-key"},
 	"controlplane bootstrap": {"--xds-addr", "--node-id", "--admin-addr", "--tls-cert", "--tls-key", "--tls-ca", "--output"},
 }
 
