@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -169,8 +170,7 @@ func (s *Server) Serve(lis net.Listener) error {
 			if closed {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if temporaryAcceptError(err) {
 				// Out of file descriptors and the like: wait a little, as net/http does.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.log.Warn("grpc accept failed; retrying", "error", err, "in", backoff)
@@ -192,6 +192,21 @@ func (s *Server) Serve(lis net.Listener) error {
 		s.mu.Unlock()
 		go c.serve()
 	}
+}
+
+// temporaryAcceptError: Accept failed for a reason that passes (descriptors or memory
+// exhausted, a connection aborted before it was accepted); the listener is still good.
+func temporaryAcceptError(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) forget(c *conn) {
