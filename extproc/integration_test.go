@@ -398,6 +398,17 @@ func TestReleaseOnDisconnect(t *testing.T) { forEachTransport(t, testReleaseOnDi
 
 func testReleaseOnDisconnect(t *testing.T, tr Transport) {
 	h := newHarness(t, Options{Transport: tr})
+	openStreams := func() float64 {
+		v, _, _ := metricValue(h.scrape(), "infergw_picker_open_streams", nil)
+		return v
+	}
+	// The open-streams gauge counts a stream from its first message to its end.
+	held := h.stream("")
+	send(t, held, reqHeaders(protocol(duplex, duplex), false, ":path", "/v1/completions"))
+	waitFor(t, func() bool { return openStreams() == 1 })
+	if err := held.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 10; i++ {
 		st := h.stream("")
 		send(t, st, reqHeaders(protocol(duplex, duplex), false, ":path", "/v1/completions"),
@@ -408,6 +419,7 @@ func testReleaseOnDisconnect(t *testing.T, tr Transport) {
 	}
 	waitFor(t, func() bool { return h.router.PoolStats(poolMain).InFlight == 0 })
 	waitFor(t, func() bool { return h.srv.ActiveStreams() == 0 })
+	waitFor(t, func() bool { return openStreams() == 0 })
 }
 
 func waitFor(t *testing.T, cond func() bool) {

@@ -186,6 +186,14 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 	s.health.SetServingStatus(HealthLiveness, healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(HealthReadiness, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(HealthExtProc, healthpb.HealthCheckResponse_NOT_SERVING)
+	// Open streams are requests between their headers and the end of their response: the
+	// picker's concurrency, read at scrape time.
+	if err := opts.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "infergw_picker_open_streams",
+		Help: "ext_proc streams open now: requests from their headers to the end of their response.",
+	}, func() float64 { return float64(s.active.Load()) })); err != nil {
+		return nil, fmt.Errorf("register picker metrics: %w", err)
+	}
 	if err := registerPoolGauges(opts.Registerer, s); err != nil {
 		return nil, err
 	}
