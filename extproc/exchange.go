@@ -63,7 +63,6 @@ type exchange struct {
 	completed   bool
 	out         []*extprocv3.ProcessingResponse
 	outBuf      [2]*extprocv3.ProcessingResponse // backs out: most messages get one or two answers
-	respTrailer bool
 }
 
 func (s *Server) newExchange(ctx context.Context) *exchange {

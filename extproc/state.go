@@ -30,15 +30,6 @@ type rewriteTarget struct {
 	weight int
 }
 
-func (s *routingState) hasPool(pool string) bool {
-	for _, p := range s.pools {
-		if p == pool {
-			return true
-		}
-	}
-	return false
-}
-
 // priority returns the priority of an objective in a pool; unknown objectives get 0.
 func (s *routingState) priority(pool, objective string) int {
 	if objective == "" {

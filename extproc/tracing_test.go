@@ -42,7 +42,7 @@ func TestTracing(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range span.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	if attrs["infergw.destination"] != set[HeaderDestination] || attrs["infergw.pool"] != poolMain || attrs["infergw.model"] != "base" {
 		t.Fatalf("span attributes %v", attrs)

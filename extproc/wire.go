@@ -1,7 +1,6 @@
 package extproc
 
 import (
-	"errors"
 	"fmt"
 	"unicode/utf8"
 
@@ -70,8 +69,6 @@ type wireRequest struct {
 	metadata    []byte // metadata_context, still encoded: decoded only when it is read
 	mdOwned     []byte // backs metadata when the field came in several pieces
 }
-
-var errTruncated = errors.New("truncated field")
 
 // header returns the value of the last header named key, or nil. (Envoy sends each name
 // once; proto order is kept, so "last" matches a map built from the list.)

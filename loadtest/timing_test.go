@@ -15,8 +15,6 @@ import (
 
 const tolMs = 1.0
 
-func near(a, b float64) bool { return math.Abs(a-b) <= tolMs }
-
 func testConfig(url string) Config {
 	return Config{URL: url, Models: []WeightedModel{{Name: "m", Weight: 1}}, EndpointHeader: "x-test-id",
 		Workload: WorkloadConfig{Input: LengthDist{Kind: "fixed", Mean: 8}, Output: LengthDist{Kind: "fixed", Mean: 7}}}

@@ -62,12 +62,6 @@ func newModelServer(t testing.TB, metrics, models string) *modelServer {
 
 func (ms *modelServer) addr() string { return strings.TrimPrefix(ms.srv.URL, "http://") }
 
-func (ms *modelServer) set(metrics string) {
-	ms.mu.Lock()
-	ms.metrics = metrics
-	ms.mu.Unlock()
-}
-
 func (ms *modelServer) setFail(fail bool) {
 	ms.mu.Lock()
 	ms.fail = fail

@@ -46,9 +46,6 @@ func newKVCache(numBlocks, blockSize int) *kvCache {
 	return c
 }
 
-// numBlocks is the cache's capacity in blocks.
-func (c *kvCache) numBlocks() int { return len(c.blocks) }
-
 // available counts blocks that can be handed out now (free or evictable).
 func (c *kvCache) available() int { return len(c.free) + c.lruLen }
 

@@ -9,8 +9,6 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 )
 
-type validator interface{ ValidateAll() error }
-
 // Validate checks every resource with its proto's ValidateAll and checks that every
 // reference resolves: routes name existing clusters, EDS clusters have an assignment,
 // listeners name existing route configurations and pickers are clusters.

@@ -136,8 +136,8 @@ func (w deadlineWriter) Write(p []byte) (int, error) {
 
 func (c *conn) serve() {
 	defer c.srv.forget(c)
-	err := c.run()
-	if err != nil && !errors.Is(err, errConnDone) && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	err := c.run() // never nil: it says why the connection ended
+	if !errors.Is(err, errConnDone) && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		c.srv.log.Debug("grpc connection ended", "remote", c.nc.RemoteAddr().String(), "error", err)
 	}
 	c.mu.Lock()
@@ -150,8 +150,10 @@ func (c *conn) serve() {
 	c.nc.Close()
 }
 
+// orEOF is what streams still open see when the connection ends: a graceful end reads as
+// the end of input.
 func orEOF(err error) error {
-	if err == nil || errors.Is(err, errConnDone) {
+	if errors.Is(err, errConnDone) {
 		return io.EOF
 	}
 	return err
