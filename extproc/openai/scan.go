@@ -259,9 +259,10 @@ func (s *scanner) keyIs(ks, ke int, escaped bool, name string) bool {
 	return !escaped && ke-ks-2 == len(name) && string(s.b[ks+1:ke-1]) == name
 }
 
-// end checks that only whitespace follows the top-level value.
+// end checks that only whitespace follows the top-level value. It tests the offset, not
+// peek's 0, because a NUL byte after the value is data too (and invalid JSON).
 func (s *scanner) end() error {
-	if s.peek() != 0 {
+	if s.ws(); s.i < len(s.b) {
 		return s.fail("data after top-level value")
 	}
 	return nil
