@@ -119,9 +119,7 @@ func testFullDuplexStreamed(t *testing.T, tr Transport) {
 	if string(gotResp) != sse {
 		t.Fatalf("response changed:\n%q", gotResp)
 	}
-	if err := st.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
+	recvEnd(t, st)
 
 	labels := map[string]string{"model_name": "base", "target_model_name": "base", "pool": poolMain}
 	waitFor(t, func() bool {
@@ -186,6 +184,24 @@ func testFullDuplexTrailers(t *testing.T, tr Transport) {
 	if r := recv(t, st); r.GetRequestTrailers() == nil {
 		t.Fatalf("want trailers answer, got %T", r.GetResponse())
 	}
+
+	// A gRPC-style response: its body ends with trailers, not end_of_stream. The stream
+	// must stay open through the body and end only after the trailers are answered.
+	send(t, st, respHeaders(false, ":status", "200", "content-type", "application/json"))
+	if r := recv(t, st); r.GetResponseHeaders() == nil {
+		t.Fatalf("want response headers answer, got %T", r.GetResponse())
+	}
+	resp := `{"model":"base","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}`
+	send(t, st, respBody([]byte(resp), false))
+	if got := recvStreamedBody(t, st, false, false, len(resp)); string(got) != resp {
+		t.Fatalf("response body changed: %q", got)
+	}
+	send(t, st, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseTrailers{
+		ResponseTrailers: &extprocv3.HttpTrailers{Trailers: hdrs("grpc-status", "0")}}})
+	if r := recv(t, st); r.GetResponseTrailers() == nil {
+		t.Fatalf("want response trailers answer, got %T", r.GetResponse())
+	}
+	recvEnd(t, st)
 }
 
 // TestBufferedRewrite: BUFFERED mode answers the headers at once, then carries the pick,
@@ -231,7 +247,7 @@ func testBufferedRewrite(t *testing.T, tr Transport) {
 	if err := json.Unmarshal(r.GetResponseBody().GetResponse().GetBodyMutation().GetBody(), &back); err != nil || back.Model != "friendly" {
 		t.Fatalf("response model not written back: %v %v", r, err)
 	}
-	st.CloseSend()
+	recvEnd(t, st)
 	waitFor(t, func() bool {
 		v, _, _ := metricValue(h.scrape(), "inference_objective_output_tokens",
 			map[string]string{"model_name": "friendly", "target_model_name": "lora-a"})

@@ -32,6 +32,7 @@ func (x *exchange) onResponseHeaders(h *wireRequest) {
 	}
 	x.send(answer)
 	if h.endOfStream {
+		x.responseEnded = true
 		x.complete()
 	}
 }
@@ -63,6 +64,7 @@ func (x *exchange) onResponseBody(b *wireRequest) {
 		}})
 	}
 	if eos {
+		x.responseEnded = true
 		x.complete()
 	}
 }
@@ -77,6 +79,7 @@ func (x *exchange) onResponseTrailers() {
 	x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
 		ResponseTrailers: &extprocv3.TrailersResponse{},
 	}})
+	x.responseEnded = true
 	x.complete()
 }
 

@@ -253,6 +253,9 @@ func (s *Server) processGRPCGo(stream grpc.ServerStream) error {
 			}
 		}
 		msg.buf.Free()
+		if x.ended() {
+			return nil // see exchange.ended
+		}
 	}
 }
 

@@ -207,6 +207,7 @@ type gateway struct {
 	dir     string
 	url     string
 	metrics string // host:port of /metrics, /healthz, /readyz
+	admin   string // host:port of Envoy's admin interface
 }
 
 // startGateway writes the world's manifests and starts the full stack on them.
@@ -245,7 +246,27 @@ func startGateway(t *testing.T, w *world, tweak func(*stack.Config)) *gateway {
 			t.Errorf("stack close: %v", err)
 		}
 	})
-	return &gateway{Stack: st, dir: dir, url: st.GatewayURL(), metrics: cfg.MetricsAddr}
+	return &gateway{Stack: st, dir: dir, url: st.GatewayURL(), metrics: cfg.MetricsAddr, admin: cfg.EnvoyAdminAddr}
+}
+
+// extProcStats sums Envoy's ext_proc counters (http.<prefix>.ext_proc.<name>) over its
+// HTTP connection managers, from the admin interface's text stats.
+func (g *gateway) extProcStats(t *testing.T) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, line := range strings.Split(getText(t, "http://"+g.admin+"/stats?filter=ext_proc"), "\n") {
+		name, val, ok := strings.Cut(line, ": ")
+		i := strings.Index(name, ".ext_proc.")
+		if !ok || i < 0 {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(val), 10, 64)
+		if err != nil {
+			continue // histograms and text values
+		}
+		out[name[i+len(".ext_proc."):]] += n
+	}
+	return out
 }
 
 // result is what a test needs of one response.
