@@ -54,6 +54,33 @@ func ioSyscalls(b *testing.B) (reads, writes int64) {
 	return reads, writes
 }
 
+// threadWakes is how many times this process's threads have been scheduled in (the third
+// field of each /proc/self/task/TID/schedstat): on this kind of VM, waking an idle thread
+// is a large part of what a request costs, so the benchmark reports wakes per request.
+func threadWakes(b *testing.B) int64 {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		b.Fatalf("threads: %v", err)
+	}
+	var n int64
+	for _, t := range tasks {
+		data, err := os.ReadFile("/proc/self/task/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread just ended
+		}
+		f := strings.Fields(string(data))
+		if len(f) < 3 {
+			b.Fatalf("schedstat of thread %s: %q", t.Name(), data)
+		}
+		v, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			b.Fatalf("schedstat of thread %s: %v", t.Name(), err)
+		}
+		n += v
+	}
+	return n
+}
+
 // BenchmarkRequest drives one full exchange per iteration through a real gRPC stream on
 // loopback: request headers, the body in chunks, the held headers answer and the body
 // back, response headers and an SSE body with usage. The gRPC client that plays Envoy runs
@@ -65,7 +92,7 @@ func ioSyscalls(b *testing.B) (reads, writes int64) {
 //   - total-cpu-µs/op: both.
 //
 // B/op and allocs/op count this process only, that is the server side; reads/op and
-// writes/op its system calls. conc is the number of streams in flight at once: 1 is one
+// writes/op its system calls, wakes/op how often its threads were scheduled in. conc is the number of streams in flight at once: 1 is one
 // request at a time (every message wakes idle threads, the worst case per request); 8 and
 // 64 are a busy picker, whose answers to several streams share reads and writes. Each case
 // runs on both transports (Options.Transport).
@@ -88,12 +115,15 @@ func benchmarkRequest(b *testing.B, tr Transport, size, chunks, conc int) {
 	b.SetBytes(int64(len(chatRequest("base", size))))
 	b.ResetTimer()
 	r0, w0 := ioSyscalls(b)
+	k0 := threadWakes(b)
 	c0 := cpuTime(b)
 	clientCPU := child.run(b.N)
 	server := cpuTime(b) - c0
 	b.StopTimer()
+	k1 := threadWakes(b)
 	r1, w1 := ioSyscalls(b)
 	n := float64(b.N)
+	b.ReportMetric(float64(k1-k0)/n, "wakes/op")
 	b.ReportMetric(float64(r1-r0)/n, "reads/op")
 	b.ReportMetric(float64(w1-w0)/n, "writes/op")
 	b.ReportMetric(float64(server.Nanoseconds())/1e3/n, "server-cpu-µs/op")

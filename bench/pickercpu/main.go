@@ -10,7 +10,9 @@
 // At steady state the control plane is idle, so the up process's CPU is the picker's: its
 // gRPC server, router, scrape loops and GC. The CPU of the idle stack (scrapes, health
 // checks) is measured first and reported separately. CPU is the sum of every thread's
-// /proc/PID/task/TID/schedstat run time (nanoseconds; Go keeps its threads).
+// /proc/PID/task/TID/schedstat run time (nanoseconds; Go keeps its threads). The same file
+// counts the times each thread was scheduled in ("wakes" below): on a VM, waking a
+// sleeping thread is much of what a request costs a process that is mostly idle.
 //
 // Usage: go run ./bench/pickercpu [flags]   (make bench-picker)
 package main
@@ -63,6 +65,8 @@ type result struct {
 	PickerCPUPerReq  float64 `json:"picker_cpu_us_per_request"`
 	IdleCPUPerReq    float64 `json:"idle_cpu_us_per_request"`
 	PickerNetPerReq  float64 `json:"picker_cpu_us_per_request_minus_idle"`
+	PickerWakesReq   float64 `json:"picker_wakes_per_request_minus_idle"`
+	EnvoyWakesReq    float64 `json:"envoy_wakes_per_request"`
 	EnvoyCPUPerReq   float64 `json:"envoy_cpu_us_per_request"`
 	AchievedRate     float64 `json:"achieved_rate"`
 	E2EP50Ms         float64 `json:"e2e_p50_ms"`
@@ -144,7 +148,7 @@ func measureTransport(ctx context.Context, cfg config, transport string, log *sl
 	log.Info("stack up", "transport", transport, "up_pid", up.cmd.Process.Pid, "envoy_pid", envoyPID)
 
 	// Background CPU of the idle stack: scrape loops, model list refreshes, health checks.
-	idle0, err := processCPU(up.cmd.Process.Pid)
+	idle0, idleW0, err := processCPU(up.cmd.Process.Pid)
 	if err != nil {
 		return nil, err
 	}
@@ -154,11 +158,13 @@ func measureTransport(ctx context.Context, cfg config, transport string, log *sl
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	idle1, err := processCPU(up.cmd.Process.Pid)
+	idle1, idleW1, err := processCPU(up.cmd.Process.Pid)
 	if err != nil {
 		return nil, err
 	}
-	idleRate := float64(idle1-idle0) / time.Since(t0).Seconds() // ns of CPU per second
+	idleSecs := time.Since(t0).Seconds()
+	idleRate := float64(idle1-idle0) / idleSecs // ns of CPU per second
+	idleWakeRate := float64(idleW1-idleW0) / idleSecs
 
 	var out []result
 	for _, rate := range cfg.rates {
@@ -169,11 +175,11 @@ func measureTransport(ctx context.Context, cfg config, transport string, log *sl
 		if err != nil {
 			return nil, err
 		}
-		p0, err := processCPU(up.cmd.Process.Pid)
+		p0, pw0, err := processCPU(up.cmd.Process.Pid)
 		if err != nil {
 			return nil, err
 		}
-		e0, err := processCPU(envoyPID)
+		e0, ew0, err := processCPU(envoyPID)
 		if err != nil {
 			return nil, err
 		}
@@ -183,11 +189,11 @@ func measureTransport(ctx context.Context, cfg config, transport string, log *sl
 			return nil, fmt.Errorf("load at %.0f req/s: %w", rate, err)
 		}
 		elapsed := time.Since(start)
-		p1, err := processCPU(up.cmd.Process.Pid)
+		p1, pw1, err := processCPU(up.cmd.Process.Pid)
 		if err != nil {
 			return nil, err
 		}
-		e1, err := processCPU(envoyPID)
+		e1, ew1, err := processCPU(envoyPID)
 		if err != nil {
 			return nil, err
 		}
@@ -204,6 +210,8 @@ func measureTransport(ctx context.Context, cfg config, transport string, log *sl
 			PickerCPUPerReq:  float64(p1-p0) / 1e3 / n,
 			IdleCPUPerReq:    idleRate * elapsed.Seconds() / 1e3 / n,
 			EnvoyCPUPerReq:   float64(e1-e0) / 1e3 / n,
+			PickerWakesReq:   (float64(pw1-pw0) - idleWakeRate*elapsed.Seconds()) / n,
+			EnvoyWakesReq:    float64(ew1-ew0) / n,
 			AchievedRate:     sum.RequestRate,
 			E2EP50Ms:         sum.E2E.P50,
 			IdleCPUMsPerSec:  idleRate / 1e6,
@@ -218,6 +226,7 @@ func measureTransport(ctx context.Context, cfg config, transport string, log *sl
 			"picker_cpu_us_per_req", fmt.Sprintf("%.1f", r.PickerCPUPerReq),
 			"minus_idle", fmt.Sprintf("%.1f", r.PickerNetPerReq),
 			"envoy_cpu_us_per_req", fmt.Sprintf("%.1f", r.EnvoyCPUPerReq),
+			"picker_wakes_per_req", fmt.Sprintf("%.2f", r.PickerWakesReq),
 			"body_bytes", fmt.Sprintf("%.0f", r.MeanBodyBytes))
 		out = append(out, r)
 	}
@@ -292,29 +301,34 @@ func bodySizes() (histogram, error) {
 	return h, nil
 }
 
-// processCPU is the run time of every thread of pid, in nanoseconds.
-func processCPU(pid int) (int64, error) {
+// processCPU is the run time of every thread of pid, in nanoseconds, and the number of
+// times its threads were scheduled in.
+func processCPU(pid int) (ns, wakes int64, err error) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
-		return 0, fmt.Errorf("threads of %d: %w", pid, err)
+		return 0, 0, fmt.Errorf("threads of %d: %w", pid, err)
 	}
-	var total int64
 	for _, t := range tasks {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
 		if err != nil {
 			continue // the thread just ended
 		}
 		fields := strings.Fields(string(data))
-		if len(fields) == 0 {
+		if len(fields) < 3 {
 			continue
 		}
-		ns, err := strconv.ParseInt(fields[0], 10, 64)
+		run, err := strconv.ParseInt(fields[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("schedstat of %d/%s: %w", pid, t.Name(), err)
+			return 0, 0, fmt.Errorf("schedstat of %d/%s: %w", pid, t.Name(), err)
 		}
-		total += ns
+		slices, err := strconv.ParseInt(fields[2], 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("schedstat of %d/%s: %w", pid, t.Name(), err)
+		}
+		ns += run
+		wakes += slices
 	}
-	return total, nil
+	return ns, wakes, nil
 }
 
 // childPID finds the only child process of pid (Envoy under `infergw up`).
@@ -415,11 +429,11 @@ func writeResults(cfg config, results []result) error {
 	fmt.Fprintf(&b, "# Picker CPU per request behind Envoy\n\n")
 	fmt.Fprintf(&b, "`%s` on %s: %d prompt words (mean body in the table), %d output tokens, %s responses; %s measured per rate after a %s warm-up.\n\n",
 		strings.TrimSpace("go run ./bench/pickercpu "+strings.Join(os.Args[1:], " ")), time.Now().UTC().Format("2006-01-02"), cfg.inputTokens, cfg.outputTokens, mode, cfg.duration, cfg.warmup)
-	b.WriteString("| transport | rate (req/s) | requests | mean body (B) | picker CPU µs/req | of which idle stack | picker minus idle | Envoy CPU µs/req | e2e p50 (ms) |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| transport | rate (req/s) | requests | mean body (B) | picker CPU µs/req | of which idle stack | picker minus idle | picker wakes/req (minus idle) | Envoy CPU µs/req | Envoy wakes/req | e2e p50 (ms) |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %.0f | %d | %.0f | %.1f | %.1f | %.1f | %.1f | %.2f |\n", r.Transport, r.Rate, r.Requests,
-			r.MeanBodyBytes, r.PickerCPUPerReq, r.IdleCPUPerReq, r.PickerNetPerReq, r.EnvoyCPUPerReq, r.E2EP50Ms)
+		fmt.Fprintf(&b, "| %s | %.0f | %d | %.0f | %.1f | %.1f | %.1f | %.2f | %.1f | %.2f | %.2f |\n", r.Transport, r.Rate, r.Requests,
+			r.MeanBodyBytes, r.PickerCPUPerReq, r.IdleCPUPerReq, r.PickerNetPerReq, r.PickerWakesReq, r.EnvoyCPUPerReq, r.EnvoyWakesReq, r.E2EP50Ms)
 	}
 	if err := os.WriteFile(cfg.out+".md", []byte(b.String()), 0o644); err != nil {
 		return err
