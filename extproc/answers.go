@@ -5,9 +5,11 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 )
 
-// Answer messages are trees of small protobuf structs. The builders below allocate each
-// tree as one block instead of one object per node, which cuts the picker's allocations
-// per request (the blocks are never copied after construction, only pointed into).
+// Answer messages are trees of small protobuf structs. Each tree below is one block
+// instead of one object per node, and the blocks live in the exchange, which is pooled:
+// a request's answers allocate nothing. A block is filled in place (it is never copied
+// afterwards, only pointed into) and may be refilled once its message has been sent:
+// both transports encode a message before Send returns.
 
 // streamedBodyBlock is a StreamedBodyResponse answer, request or response direction.
 type streamedBodyBlock struct {
@@ -21,8 +23,9 @@ type streamedBodyBlock struct {
 	chunk    extprocv3.StreamedBodyResponse
 }
 
-func newStreamedBodyResponse(chunk []byte, eos, request bool) *extprocv3.ProcessingResponse {
-	b := new(streamedBodyBlock)
+// fill makes b a streamed body answer and returns its message.
+func (b *streamedBodyBlock) fill(chunk []byte, eos, request bool) *extprocv3.ProcessingResponse {
+	*b = streamedBodyBlock{}
 	b.chunk.Body, b.chunk.EndOfStream = chunk, eos
 	b.streamed.StreamedResponse = &b.chunk
 	b.mutation.Mutation = &b.streamed
@@ -52,12 +55,12 @@ type pickHeaders struct {
 	used     int
 }
 
-func newPickHeaders() *pickHeaders {
-	p := new(pickHeaders)
+// init empties p for a new pick.
+func (p *pickHeaders) init() {
+	*p = pickHeaders{}
 	p.mutation.SetHeaders = p.setBuf[:0]
 	p.common.HeaderMutation = &p.mutation
 	p.common.ClearRouteCache = true
-	return p
 }
 
 // set adds a header that overwrites any existing value, like setHeader.
@@ -80,10 +83,10 @@ type headersAnswerBlock struct {
 	headers extprocv3.HeadersResponse
 }
 
-// newResponseHeadersAnswer returns the answer to the response headers and the
-// HeadersResponse inside it, to be filled in.
-func newResponseHeadersAnswer() (*extprocv3.ProcessingResponse, *extprocv3.HeadersResponse) {
-	b := new(headersAnswerBlock)
+// fill makes b an answer to the response headers and returns it and the HeadersResponse
+// inside it, to be filled in.
+func (b *headersAnswerBlock) fill() (*extprocv3.ProcessingResponse, *extprocv3.HeadersResponse) {
+	*b = headersAnswerBlock{}
 	b.oneof.ResponseHeaders = &b.headers
 	b.resp.Response = &b.oneof
 	return &b.resp, &b.headers

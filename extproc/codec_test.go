@@ -21,7 +21,7 @@ func TestProtoCodecRoundTrip(t *testing.T) {
 	c := protoCodec{pool: pool}
 	for _, size := range []int{0, 100, 5000, 62000, 200 << 10, 3 << 20} {
 		body := bytes.Repeat([]byte("abcdefgh"), size/8+1)[:size]
-		in := newStreamedBodyResponse(body, true, true)
+		in := new(streamedBodyBlock).fill(body, true, true)
 		in.DynamicMetadata = destinationMetadata("10.0.0.1:8000,10.0.0.2:8000")
 		data, err := c.Marshal(in)
 		if err != nil {

@@ -22,7 +22,10 @@ import (
 )
 
 // exchange is the state of one ext_proc stream, that is one HTTP request and its response.
-// Only the stream's goroutine touches it.
+// Only the stream's goroutine touches it. Exchanges are pooled (Server.exchanges): with
+// their answer blocks inside, a request allocates a few small objects instead of ~4 KB,
+// which at tens of thousands of requests per second is most of the garbage collector's
+// work. newExchange takes one; finish, called exactly once, gives it back.
 type exchange struct {
 	s     *Server
 	ctx   context.Context
@@ -66,20 +69,60 @@ type exchange struct {
 	responseEnded bool
 	out           []*extprocv3.ProcessingResponse
 	outBuf        [2]*extprocv3.ProcessingResponse // backs out: most messages get one or two answers
+
+	// Answer blocks (answers.go). Those in out are refilled only on the next message, after
+	// the transport has sent (encoded) them.
+	pickHdr    pickHeaders
+	respHdr    headersAnswerBlock
+	bodyBlocks []*streamedBodyBlock // the first usedBlocks are in out
+	usedBlocks int
 }
 
+// maxPooledBodyBlocks bounds the body answer blocks a pooled exchange keeps: a 16 MiB
+// buffered body needs ~270 at once, a typical request two.
+const maxPooledBodyBlocks = 8
+
 func (s *Server) newExchange(ctx context.Context) *exchange {
-	x := &exchange{s: s, ctx: ctx, start: time.Now()}
+	x, _ := s.exchanges.Get().(*exchange)
+	if x == nil {
+		x = new(exchange)
+	}
+	// A pooled exchange was zeroed by finish, apart from its reusable blocks.
+	x.s, x.ctx, x.start = s, ctx, time.Now()
 	x.out = x.outBuf[:0]
 	x.wire.headers = x.wireHeaders[:0]
 	return x
+}
+
+// recycle zeroes x, keeping its body answer blocks, and pools it. Nothing may use x after.
+func (x *exchange) recycle() {
+	s, blocks := x.s, x.bodyBlocks
+	for i, b := range blocks {
+		if i >= maxPooledBodyBlocks {
+			blocks[i] = nil
+			continue
+		}
+		b.chunk.Body = nil // do not pin the body buffer or the message it aliased
+	}
+	*x = exchange{bodyBlocks: blocks[:min(len(blocks), maxPooledBodyBlocks)]}
+	s.exchanges.Put(x)
+}
+
+// streamedBody returns a streamed body answer from x's blocks.
+func (x *exchange) streamedBody(chunk []byte, eos, request bool) *extprocv3.ProcessingResponse {
+	if x.usedBlocks == len(x.bodyBlocks) {
+		x.bodyBlocks = append(x.bodyBlocks, new(streamedBodyBlock))
+	}
+	b := x.bodyBlocks[x.usedBlocks]
+	x.usedBlocks++
+	return b.fill(chunk, eos, request)
 }
 
 // handle answers one serialized ProcessingRequest from Envoy with zero or more messages.
 // msg is only read during the call (see wire.go). The error is for bytes that are not a
 // ProcessingRequest; the stream should end with it.
 func (x *exchange) handle(msg []byte) ([]*extprocv3.ProcessingResponse, error) {
-	x.out = x.out[:0]
+	x.out, x.usedBlocks = x.out[:0], 0
 	w := &x.wire
 	if err := w.decode(msg); err != nil {
 		return nil, err
@@ -346,7 +389,8 @@ func (x *exchange) answer(d *router.Decision, pool string, multi bool, body, new
 			"target_model", x.target, "destination", dest)
 	}
 
-	ph := newPickHeaders()
+	ph := &x.pickHdr
+	ph.init()
 	ph.set(HeaderDestination, dest)
 	ph.set(HeaderRequestID, x.hdr.requestID)
 	if body != nil && len(newBody) != len(body) {
@@ -390,7 +434,7 @@ func (x *exchange) sendStreamedBody(body []byte, eos, request bool) {
 		n := min(len(body), MaxChunkBytes)
 		chunk := body[:n]
 		body = body[n:]
-		x.send(newStreamedBodyResponse(chunk, eos && len(body) == 0, request))
+		x.send(x.streamedBody(chunk, eos && len(body) == 0, request))
 	}
 }
 

@@ -76,6 +76,7 @@ func (p *processStream) HalfClose(st *inlinegrpc.Stream) { st.Finish(codes.OK, "
 
 func (p *processStream) Close(error) {
 	p.x.finish()
+	p.x = nil // pooled now
 	p.s.active.Add(-1)
 }
 

@@ -23,7 +23,7 @@ func (x *exchange) onResponseHeaders(h *wireRequest) {
 		clientModel = ""
 	}
 	x.resp = p
-	answer, hr := newResponseHeadersAnswer()
+	answer, hr := x.respHdr.fill()
 	if clientModel != "" && x.respMode != extprocfilterv3.ProcessingMode_NONE {
 		// The body may change length when the model is written back.
 		hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
@@ -124,7 +124,8 @@ func (x *exchange) release() {
 }
 
 // finish runs when the stream ends for any reason: a normal end, an error, or the client
-// going away (Envoy resets the stream). The pick is released exactly once.
+// going away (Envoy resets the stream). The pick is released exactly once. finish must be
+// called exactly once and x not used after it: x goes back to the pool.
 func (x *exchange) finish() {
 	x.release()
 	if x.bodyBuf != nil {
@@ -136,4 +137,5 @@ func (x *exchange) finish() {
 	if x.spanStart {
 		x.span.End()
 	}
+	x.recycle()
 }

@@ -96,12 +96,14 @@ type Server struct {
 	router  Scheduler
 	opts    Options
 	buffers bufferPools
-	log     *slog.Logger
-	metrics *metrics
-	tracer  trace.Tracer
-	tracing bool // false: no spans at all
-	prop    propagation.TextMapPropagator
-	health  *health.Server
+	// exchanges pools *exchange values (see exchange).
+	exchanges sync.Pool
+	log       *slog.Logger
+	metrics   *metrics
+	tracer    trace.Tracer
+	tracing   bool // false: no spans at all
+	prop      propagation.TextMapPropagator
+	health    *health.Server
 	// watchesCtx ends every health Watch stream when Serve shuts down.
 	watchesCtx context.Context
 	endWatches context.CancelFunc

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"encoding/binary"
 	"sync"
 	"sync/atomic"
 
@@ -18,23 +17,24 @@ const maxPrefixBlocks = 32768
 const charsPerToken = 4
 
 // hashPrefixBlocks appends to dst the chained hashes of the full blockSize-byte blocks of
-// prompt: h(0) = xxhash(model-seed || block 0), h(i) = xxhash(h(i-1) || block i). A hash
-// thus identifies the model and the whole prefix up to its block. A trailing partial
-// block is not hashed (it cannot be a cached block yet).
+// prompt: h(0) = xxhash64 of block 0 seeded with xxhash64(model), h(i) = xxhash64 of block i
+// seeded with h(i-1). A hash thus identifies the model and the whole prefix up to its
+// block. A trailing partial block is not hashed (it cannot be a cached block yet).
+//
+// Seeding with the previous hash, rather than hashing it as 8 more bytes, keeps every
+// block a whole number of xxhash's 32-byte stripes (at the default 64), which the digest
+// consumes straight from the prompt without buffering: about twice as fast per block.
 func hashPrefixBlocks(dst []uint64, model string, prompt []byte, blockSize int) []uint64 {
 	if blockSize <= 0 || len(prompt) < blockSize {
 		return dst
 	}
-	var prev [8]byte
-	binary.LittleEndian.PutUint64(prev[:], xxhash.Sum64String(model))
+	h := xxhash.Sum64String(model)
 	var d xxhash.Digest
 	for off := 0; off+blockSize <= len(prompt) && len(dst) < maxPrefixBlocks; off += blockSize {
-		d.Reset()
-		_, _ = d.Write(prev[:]) // xxhash.Digest.Write never fails
-		_, _ = d.Write(prompt[off : off+blockSize])
-		h := d.Sum64()
+		d.ResetWithSeed(h)
+		_, _ = d.Write(prompt[off : off+blockSize]) // xxhash.Digest.Write never fails
+		h = d.Sum64()
 		dst = append(dst, h)
-		binary.LittleEndian.PutUint64(prev[:], h)
 	}
 	return dst
 }
