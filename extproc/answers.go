@@ -53,6 +53,10 @@ type pickHeaders struct {
 	values   [4]corev3.HeaderValue
 	setBuf   [4]*corev3.HeaderValueOption
 	used     int
+	// arena holds the header values' bytes (RawValue is []byte): destination, request id,
+	// content-length and pool name fit, so setting them allocates nothing.
+	arena     [192]byte
+	arenaUsed int
 }
 
 // init empties p for a new pick.
@@ -71,9 +75,21 @@ func (p *pickHeaders) set(key, value string) {
 	}
 	v, o := &p.values[p.used], &p.opts[p.used]
 	p.used++
-	v.Key, v.RawValue = key, []byte(value)
+	v.Key, v.RawValue = key, p.bytes(value)
 	o.Header, o.AppendAction = v, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 	p.mutation.SetHeaders = append(p.mutation.SetHeaders, o)
+}
+
+// bytes returns a copy of value in p's arena, or a new slice when the arena is full.
+func (p *pickHeaders) bytes(value string) []byte {
+	end := p.arenaUsed + len(value)
+	if end > len(p.arena) {
+		return []byte(value)
+	}
+	b := p.arena[p.arenaUsed:end:end]
+	copy(b, value)
+	p.arenaUsed = end
+	return b
 }
 
 // headersAnswerBlock is a HeadersResponse answer to the response headers.

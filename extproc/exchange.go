@@ -73,6 +73,7 @@ type exchange struct {
 	// Answer blocks (answers.go). Those in out are refilled only on the next message, after
 	// the transport has sent (encoded) them.
 	pickHdr    pickHeaders
+	routerReq  router.Request
 	respHdr    headersAnswerBlock
 	bodyBlocks []*streamedBodyBlock // the first usedBlocks are in out
 	usedBlocks int
@@ -305,7 +306,9 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 		return
 	}
 
-	rreq := router.Request{Pool: pool, Model: x.target, Priority: st.priority(pool, x.hdr.objective)}
+	// In the exchange, not on the stack: Pick is an interface call, so a local would escape.
+	rreq := &x.routerReq
+	*rreq = router.Request{Pool: pool, Model: x.target, Priority: st.priority(pool, x.hdr.objective)}
 	if body != nil {
 		rreq.Prompt = x.parsed.Prompt
 	}
@@ -313,7 +316,8 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 		rreq.Subset = x.subset
 	}
 	t0 := time.Now()
-	d, err := x.s.router.Pick(&rreq)
+	d, err := x.s.router.Pick(rreq)
+	rreq.Prompt = nil // the parsed request goes back to its pool when pick returns
 	x.s.metrics.schedulerE2E.Observe(time.Since(t0).Seconds())
 	if err != nil {
 		x.reject(classifyPickError(pool, err))
