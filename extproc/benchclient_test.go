@@ -122,10 +122,11 @@ func (e *benchExchange) run() error {
 	if _, err := st.Recv(); err != nil {
 		return fmt.Errorf("response body answer: %w", err)
 	}
-	// The picker ends the stream itself once the response has ended (exchange.ended), so,
-	// like Envoy, the client sends no close of its own.
+	if err := st.CloseSend(); err != nil {
+		return fmt.Errorf("close send: %w", err)
+	}
 	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("stream did not end cleanly after the response: %v", err)
+		return fmt.Errorf("stream did not end cleanly: %v", err)
 	}
 	return nil
 }

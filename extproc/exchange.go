@@ -64,11 +64,8 @@ type exchange struct {
 	respBytes   int
 	firstByte   time.Time
 	completed   bool
-	// responseEnded: the response's last message (end of stream, or trailers) has been
-	// answered, so Envoy needs nothing more from this stream.
-	responseEnded bool
-	out           []*extprocv3.ProcessingResponse
-	outBuf        [2]*extprocv3.ProcessingResponse // backs out: most messages get one or two answers
+	out         []*extprocv3.ProcessingResponse
+	outBuf      [2]*extprocv3.ProcessingResponse // backs out: most messages get one or two answers
 
 	// Answer blocks (answers.go). Those in out are refilled only on the next message, after
 	// the transport has sent (encoded) them.
@@ -164,15 +161,6 @@ func (x *exchange) handle(msg []byte) ([]*extprocv3.ProcessingResponse, error) {
 }
 
 func (x *exchange) send(r *extprocv3.ProcessingResponse) { x.out = append(x.out, r) }
-
-// ended reports whether the exchange is over: the response has ended and its last message
-// is answered. The transport then closes the stream with OK itself, in the same write as
-// that answer, instead of waiting for Envoy to close its side when the HTTP exchange is
-// torn down. The ext_proc protocol allows it (the server "may close the stream to
-// indicate that no more messages are needed"; Envoy counts it in streams_closed and stops
-// calling the processor for this request), and it saves a round trip per request on
-// both ends: Envoy's END_STREAM frame and our trailers answering it.
-func (x *exchange) ended() bool { return x.responseEnded && !x.rejected }
 
 func (x *exchange) onRequestHeaders(h *wireRequest) {
 	x.hdr.read(h.headers)

@@ -2,7 +2,6 @@ package extproc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -311,21 +310,6 @@ func recv(t *testing.T, st extprocv3.ExternalProcessor_ProcessClient) *extprocv3
 		t.Fatalf("recv: %v", err)
 	}
 	return r
-}
-
-// recvEnd asserts that the picker ends the stream with OK by itself once the response
-// has ended: the client has not closed its side (Envoy would close it only when the HTTP
-// exchange is torn down), so a picker that waited for that would hang here until the
-// stream's deadline.
-func recvEnd(t *testing.T, st extprocv3.ExternalProcessor_ProcessClient) {
-	t.Helper()
-	r, err := st.Recv()
-	if err == nil {
-		t.Fatalf("want the end of the stream after the response's end, got another answer %v", r)
-	}
-	if !errors.Is(err, io.EOF) {
-		t.Fatalf("stream ended with %v, want OK", err)
-	}
 }
 
 // setHeaders flattens a header mutation.

@@ -65,13 +65,9 @@ func (p *processStream) Message(st *inlinegrpc.Stream, msg []byte) {
 			return
 		}
 	}
-	if p.x.ended() {
-		st.Finish(codes.OK, "") // see exchange.ended
-	}
 }
 
-// HalfClose: Envoy closes its side when the HTTP exchange is over (unless the stream has
-// already been finished after the response's end; see exchange.ended).
+// HalfClose: Envoy closes its side when the HTTP exchange is over.
 func (p *processStream) HalfClose(st *inlinegrpc.Stream) { st.Finish(codes.OK, "") }
 
 func (p *processStream) Close(error) {

@@ -3,7 +3,9 @@ package extproc
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -119,7 +121,9 @@ func testFullDuplexStreamed(t *testing.T, tr Transport) {
 	if string(gotResp) != sse {
 		t.Fatalf("response changed:\n%q", gotResp)
 	}
-	recvEnd(t, st)
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
 
 	labels := map[string]string{"model_name": "base", "target_model_name": "base", "pool": poolMain}
 	waitFor(t, func() bool {
@@ -185,8 +189,8 @@ func testFullDuplexTrailers(t *testing.T, tr Transport) {
 		t.Fatalf("want trailers answer, got %T", r.GetResponse())
 	}
 
-	// A gRPC-style response: its body ends with trailers, not end_of_stream. The stream
-	// must stay open through the body and end only after the trailers are answered.
+	// A gRPC-style response: its body ends with trailers, not end_of_stream. The body is
+	// passed on, the trailers are answered, and the usage is counted.
 	send(t, st, respHeaders(false, ":status", "200", "content-type", "application/json"))
 	if r := recv(t, st); r.GetResponseHeaders() == nil {
 		t.Fatalf("want response headers answer, got %T", r.GetResponse())
@@ -201,7 +205,17 @@ func testFullDuplexTrailers(t *testing.T, tr Transport) {
 	if r := recv(t, st); r.GetResponseTrailers() == nil {
 		t.Fatalf("want response trailers answer, got %T", r.GetResponse())
 	}
-	recvEnd(t, st)
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("want the stream to end with OK after the client's close, got %v, %v", r, err)
+	}
+	waitFor(t, func() bool {
+		n, sum, _ := metricValue(h.scrape(), "inference_objective_output_tokens",
+			map[string]string{"model_name": "base", "target_model_name": "base", "pool": poolMain})
+		return n == 1 && sum == 2
+	})
 }
 
 // TestBufferedRewrite: BUFFERED mode answers the headers at once, then carries the pick,
@@ -247,7 +261,7 @@ func testBufferedRewrite(t *testing.T, tr Transport) {
 	if err := json.Unmarshal(r.GetResponseBody().GetResponse().GetBodyMutation().GetBody(), &back); err != nil || back.Model != "friendly" {
 		t.Fatalf("response model not written back: %v %v", r, err)
 	}
-	recvEnd(t, st)
+	st.CloseSend()
 	waitFor(t, func() bool {
 		v, _, _ := metricValue(h.scrape(), "inference_objective_output_tokens",
 			map[string]string{"model_name": "friendly", "target_model_name": "lora-a"})

@@ -32,7 +32,6 @@ func (x *exchange) onResponseHeaders(h *wireRequest) {
 	}
 	x.send(answer)
 	if h.endOfStream {
-		x.responseEnded = true
 		x.complete()
 	}
 }
@@ -64,7 +63,6 @@ func (x *exchange) onResponseBody(b *wireRequest) {
 		}})
 	}
 	if eos {
-		x.responseEnded = true
 		x.complete()
 	}
 }
@@ -79,7 +77,6 @@ func (x *exchange) onResponseTrailers() {
 	x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
 		ResponseTrailers: &extprocv3.TrailersResponse{},
 	}})
-	x.responseEnded = true
 	x.complete()
 }
 

@@ -80,8 +80,12 @@ func sendAll(st extprocv3.ExternalProcessor_ProcessClient, msgs ...*extprocv3.Pr
 	return nil
 }
 
-// streamEnds checks that the picker ended the stream with OK after the response.
+// streamEnds closes the client's side, as Envoy does when the HTTP exchange is over, and
+// checks that the picker ends the stream with OK and no further answer.
 func streamEnds(st extprocv3.ExternalProcessor_ProcessClient) error {
+	if err := st.CloseSend(); err != nil {
+		return fmt.Errorf("close send: %w", err)
+	}
 	r, err := st.Recv()
 	switch {
 	case err == nil:

@@ -255,9 +255,6 @@ func (s *Server) processGRPCGo(stream grpc.ServerStream) error {
 			}
 		}
 		msg.buf.Free()
-		if x.ended() {
-			return nil // see exchange.ended
-		}
 	}
 }
 

@@ -249,24 +249,55 @@ func startGateway(t *testing.T, w *world, tweak func(*stack.Config)) *gateway {
 	return &gateway{Stack: st, dir: dir, url: st.GatewayURL(), metrics: cfg.MetricsAddr, admin: cfg.EnvoyAdminAddr}
 }
 
-// extProcStats sums Envoy's ext_proc counters (http.<prefix>.ext_proc.<name>) over its
-// HTTP connection managers, from the admin interface's text stats.
-func (g *gateway) extProcStats(t *testing.T) map[string]int64 {
+// envoyCounters returns Envoy's counters whose names contain substr, from the admin
+// interface's text stats (histograms and text values are skipped).
+func (g *gateway) envoyCounters(t *testing.T, substr string) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
-	for _, line := range strings.Split(getText(t, "http://"+g.admin+"/stats?filter=ext_proc"), "\n") {
+	for _, line := range strings.Split(getText(t, "http://"+g.admin+"/stats?filter="+substr), "\n") {
 		name, val, ok := strings.Cut(line, ": ")
-		i := strings.Index(name, ".ext_proc.")
-		if !ok || i < 0 {
+		if !ok {
 			continue
 		}
-		n, err := strconv.ParseInt(strings.TrimSpace(val), 10, 64)
-		if err != nil {
-			continue // histograms and text values
+		if n, err := strconv.ParseInt(strings.TrimSpace(val), 10, 64); err == nil {
+			out[name] = n
 		}
-		out[name[i+len(".ext_proc."):]] += n
 	}
 	return out
+}
+
+// checkPickerStreamsClean asserts, from Envoy's side, that every ext_proc stream to the
+// picker ended cleanly: none failed, timed out or was ignored, and the picker reset none
+// (rx_reset). Envoy's own resets (tx_reset) are not trouble: Envoy 1.40 resets each
+// ext_proc stream itself when its HTTP exchange is torn down, one per request.
+func (g *gateway) checkPickerStreamsClean(t *testing.T, minStreams int64) {
+	t.Helper()
+	var started, closed, bad int64
+	var trouble []string
+	for name, v := range g.envoyCounters(t, "ext_proc") {
+		switch {
+		case strings.HasSuffix(name, ".ext_proc.streams_started"):
+			started += v
+		case strings.HasSuffix(name, ".ext_proc.streams_closed"):
+			closed += v
+		case strings.HasSuffix(name, ".ext_proc.streams_failed"), strings.HasSuffix(name, ".ext_proc.message_timeouts"),
+			strings.HasSuffix(name, ".ext_proc.spurious_msgs_received"), strings.HasSuffix(name, ".ext_proc.failure_mode_allowed"):
+			bad += v
+			if v != 0 {
+				trouble = append(trouble, fmt.Sprintf("%s=%d", name, v))
+			}
+		}
+	}
+	for name, v := range g.envoyCounters(t, "picker") {
+		if v != 0 && (strings.HasSuffix(name, "http2.rx_reset") || strings.HasSuffix(name, "upstream_rq_rx_reset")) {
+			bad += v
+			trouble = append(trouble, fmt.Sprintf("%s=%d", name, v))
+		}
+	}
+	if started < minStreams || closed != started || bad != 0 {
+		t.Fatalf("ext_proc streams to the picker: started %d (want ≥ %d), closed cleanly %d; trouble: %v",
+			started, minStreams, closed, trouble)
+	}
 }
 
 // result is what a test needs of one response.
