@@ -59,6 +59,13 @@ PICKER_BENCH_ARGS ?=
 bench-picker: build envoy
 	$(GO) run ./bench/pickercpu $(PICKER_BENCH_ARGS)
 
+# bench-wakefloor measures what one wake-up costs a process on this machine: a C server
+# doing nothing but a blocking read and a 1-byte reply per message (bench/wakefloor; needs
+# cc). It is the floor under the picker's CPU per request when few requests are in flight.
+.PHONY: bench-wakefloor
+bench-wakefloor:
+	@mkdir -p bin && $(CC) -O2 -Wall -o bin/wakefloor bench/wakefloor/wakefloor.c && bin/wakefloor
+
 generate:
 	$(GO) tool controller-gen object crd:crdVersions=v1 paths=./api/... output:crd:artifacts:config=charts/infergw/crds
 
