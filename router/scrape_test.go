@@ -191,3 +191,29 @@ func FuzzExtractMetrics(f *testing.F) {
 		}
 	})
 }
+
+// TestUntilNextTick: every endpoint loop sleeps to the same wall-clock multiples of the
+// interval, whatever instant it starts from, and never for zero or more than one interval.
+func TestUntilNextTick(t *testing.T) {
+	const iv = 50 * time.Millisecond
+	base := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC) // a multiple of 50 ms
+	for _, tc := range []struct {
+		offset, want time.Duration
+	}{
+		{0, iv}, // on a tick: the next one, not now
+		{time.Nanosecond, iv - time.Nanosecond},
+		{20 * time.Millisecond, 30 * time.Millisecond},
+		{iv - time.Nanosecond, time.Nanosecond},
+		{iv, iv},
+		{3*iv + 7*time.Millisecond, 43 * time.Millisecond},
+	} {
+		now := base.Add(tc.offset)
+		got := untilNextTick(now, iv)
+		if got != tc.want {
+			t.Errorf("from +%v: %v, want %v", tc.offset, got, tc.want)
+		}
+		if next := now.Add(got); next.Sub(base)%iv != 0 {
+			t.Errorf("from +%v: next tick %v is not on a multiple of %v", tc.offset, next, iv)
+		}
+	}
+}
