@@ -2,7 +2,6 @@ package router
 
 import (
 	"fmt"
-	"net/http"
 	"time"
 )
 
@@ -23,8 +22,6 @@ type Config struct {
 	Scheduler SchedulerConfig
 	// Fallbacks is the number of fallback endpoints returned after the primary (0 = none).
 	Fallbacks int
-	// HTTPClient is used for scrapes and model lists; nil = a client owned by the router.
-	HTTPClient *http.Client
 }
 
 // Defaults of Config.

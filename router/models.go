@@ -1,12 +1,11 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 )
 
 const maxModelsBytes = 4 << 20
@@ -23,8 +22,8 @@ type modelList struct {
 
 // refreshModels learns which models and adapters the endpoint serves. A failure keeps
 // the last known list (an unknown list filters nothing).
-func (r *Router) refreshModels(ctx context.Context, e *endpoint, url string) {
-	ms, err := r.fetchModels(ctx, url)
+func (r *Router) refreshModels(ctx context.Context, e *endpoint, c *endpointClient, buf *bytes.Buffer) {
+	ms, err := r.fetchModels(ctx, c, buf)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.metrics.modelsErrors.WithLabelValues(e.pool, e.spec.Address).Inc()
@@ -35,28 +34,18 @@ func (r *Router) refreshModels(ctx context.Context, e *endpoint, url string) {
 	e.models.Store(&ms)
 }
 
-func (r *Router) fetchModels(ctx context.Context, url string) (modelSet, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.ScrapeTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+func (r *Router) fetchModels(ctx context.Context, c *endpointClient, buf *bytes.Buffer) (modelSet, error) {
+	buf.Reset()
+	status, err := c.get(ctx, "/v1/models", r.cfg.ScrapeTimeout, maxModelsBytes, buf)
 	if err != nil {
-		return nil, fmt.Errorf("models %s: %w", url, err)
+		return nil, fmt.Errorf("models %s: %w", c.addr, err)
 	}
-	resp, err := r.client.Do(req)
+	if status != 200 {
+		return nil, fmt.Errorf("models %s: status %d", c.addr, status)
+	}
+	ms, err := parseModelList(buf.Bytes())
 	if err != nil {
-		return nil, fmt.Errorf("models %s: %w", url, err)
-	}
-	defer drainClose(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("models %s: status %d", url, resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxModelsBytes))
-	if err != nil {
-		return nil, fmt.Errorf("models %s: read: %w", url, err)
-	}
-	ms, err := parseModelList(body)
-	if err != nil {
-		return nil, fmt.Errorf("models %s: %w", url, err)
+		return nil, fmt.Errorf("models %s: %w", c.addr, err)
 	}
 	return ms, nil
 }

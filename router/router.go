@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,8 +26,6 @@ type Router struct {
 	cfg     Config
 	sched   *scheduler
 	log     *slog.Logger
-	client  *http.Client
-	ownsTx  *http.Transport // closed on Close when the router created the client
 	metrics *routerMetrics
 	unknown prometheus.Counter // picks for unknown pools
 
@@ -66,18 +63,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, sched: newScheduler(cfg.Scheduler), log: log, client: cfg.HTTPClient, metrics: m}
+	r := &Router{cfg: cfg, sched: newScheduler(cfg.Scheduler), log: log, metrics: m}
 	r.unknown = m.picks.WithLabelValues(unknownPoolLabelVal, resultUnknownPool)
-	if r.client == nil {
-		r.ownsTx = &http.Transport{
-			Proxy:               nil, // endpoints are pod IPs: never through a proxy
-			MaxIdleConns:        1024,
-			MaxIdleConnsPerHost: 2,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  false,
-		}
-		r.client = &http.Client{Transport: r.ownsTx}
-	}
 	empty := map[string]*pool{}
 	r.pools.Store(&empty)
 	return r, nil
@@ -191,9 +178,6 @@ func (r *Router) Close() {
 	r.closed = true
 	for _, p := range *r.pools.Load() {
 		r.stopEndpoints(p.view.Load().endpoints, nil)
-	}
-	if r.ownsTx != nil {
-		r.ownsTx.CloseIdleConnections()
 	}
 }
 

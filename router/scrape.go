@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -23,8 +21,8 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 	// them (and anything the legacy scheme accepts).
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	var bufs scrapeBuffers // reused by every scrape of this endpoint
-	metricsURL := "http://" + e.spec.Address + "/metrics"
-	modelsURL := "http://" + e.spec.Address + "/v1/models"
+	client := newEndpointClient(e.spec.Address)
+	defer client.close()
 	var nextModels time.Time
 	// The first scrape runs at once, so a new endpoint gets metrics without delay. Later
 	// ones run at multiples of the interval on the wall clock, the same instants for every
@@ -47,7 +45,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 			tick.Stop()
 		}
 		start := time.Now()
-		err := r.scrape(ctx, e, &parser, &bufs, metricsURL)
+		err := r.scrape(ctx, e, client, &parser, &bufs)
 		r.metrics.scrapeDuration.Observe(time.Since(start).Seconds())
 		if ctx.Err() != nil {
 			return // cancelled mid-scrape: not an endpoint failure
@@ -63,7 +61,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 		// delays the first metrics of a new endpoint.
 		if now := time.Now(); !now.Before(nextModels) {
 			nextModels = now.Add(r.cfg.ModelsRefresh)
-			r.refreshModels(ctx, e, modelsURL)
+			r.refreshModels(ctx, e, client, &bufs.body)
 		}
 	}
 }
@@ -80,38 +78,24 @@ type scrapeBuffers struct {
 }
 
 // scrape fetches and parses /metrics and stores the new state.
-func (r *Router) scrape(ctx context.Context, e *endpoint, parser *expfmt.TextParser, bufs *scrapeBuffers, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.ScrapeTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("scrape %s: %w", url, err)
-	}
-	req.Header.Set("Accept", "text/plain;version=0.0.4")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("scrape %s: %w", url, err)
-	}
-	defer drainClose(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("scrape %s: status %d", url, resp.StatusCode)
-	}
+func (r *Router) scrape(ctx context.Context, e *endpoint, c *endpointClient, parser *expfmt.TextParser, bufs *scrapeBuffers) error {
 	bufs.body.Reset()
-	if _, err := bufs.body.ReadFrom(io.LimitReader(resp.Body, maxMetricsBytes+1)); err != nil {
-		return fmt.Errorf("scrape %s: read: %w", url, err)
+	status, err := c.get(ctx, "/metrics", r.cfg.ScrapeTimeout, maxMetricsBytes, &bufs.body)
+	if err != nil {
+		return fmt.Errorf("scrape %s: %w", c.addr, err)
 	}
-	if bufs.body.Len() > maxMetricsBytes {
-		return fmt.Errorf("scrape %s: exposition larger than %d bytes", url, maxMetricsBytes)
+	if status != 200 {
+		return fmt.Errorf("scrape %s: status %d", c.addr, status)
 	}
 	bufs.kept.Reset()
 	bufs.kept.Write(keepFamilies(bufs.kept.AvailableBuffer(), bufs.body.Bytes(), e.engine.families()))
 	fams, err := parser.TextToMetricFamilies(&bufs.kept)
 	if err != nil {
-		return fmt.Errorf("scrape %s: parse: %w", url, err)
+		return fmt.Errorf("scrape %s: parse: %w", c.addr, err)
 	}
 	m := &metricsState{scrapedAt: time.Now()}
 	if !extractMetrics(e.engine, fams, m) {
-		return fmt.Errorf("scrape %s: no %s queue or KV-cache metric in the exposition", url, e.engine)
+		return fmt.Errorf("scrape %s: no %s queue or KV-cache metric in the exposition", c.addr, e.engine)
 	}
 	e.metrics.Store(m)
 	if r.sched.usePrefix && r.sched.prefixLRUCapacity == 0 {
@@ -145,10 +129,4 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// drainClose reads a bounded rest of the body so the connection can be reused.
-func drainClose(body io.ReadCloser) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
-	_ = body.Close()
 }
