@@ -110,18 +110,21 @@ func (c *endpointClient) roundTrip(ctx context.Context, path string, deadline ti
 	c.req.Header.Set("Accept", "text/plain;version=0.0.4, application/json;q=0.9")
 	c.req.Header.Set("Accept-Encoding", "gzip")
 	c.req.Header.Set("User-Agent", "infergw-router")
-	if err := c.req.Write(c.bw); err != nil {
-		c.close()
-		return 0, err
+	err := c.req.Write(c.bw)
+	if err == nil {
+		err = c.bw.Flush()
 	}
-	if err := c.bw.Flush(); err != nil {
+	if err != nil {
 		c.close()
+		if c.reuse && ctx.Err() == nil {
+			return 0, fmt.Errorf("%w: %w", errStaleConn, err) // e.g. EPIPE after the server's close
+		}
 		return 0, err
 	}
 	c.resp.Reset()
 	if err := c.resp.ReadLimitBody(c.br, limit); err != nil {
 		c.close()
-		if errors.Is(err, io.EOF) {
+		if c.reuse && errors.Is(err, io.EOF) {
 			return 0, errStaleConn
 		}
 		return 0, err
