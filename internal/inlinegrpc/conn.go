@@ -9,13 +9,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 
-	"sync"
+	"github.com/infergw/infergw/internal/rawio"
 )
 
 const (
@@ -91,11 +92,11 @@ func newConn(s *Server, nc net.Conn) *conn {
 		nc = tls.Server(nc, s.opts.TLS)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	// Reads and writes go through raw system calls on plain TCP (see rawio.go), through
+	// Reads and writes go through raw system calls on plain TCP (internal/rawio), through
 	// the net.Conn otherwise (TLS).
 	var rd io.Reader = nc
 	var wr io.Writer = nc
-	if rio := newRawConnIO(nc); rio != nil {
+	if rio := rawio.New(nc); rio != nil {
 		rd, wr = rio, rio
 	}
 	c := &conn{

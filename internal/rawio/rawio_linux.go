@@ -1,6 +1,9 @@
 //go:build linux
 
-package inlinegrpc
+// Package rawio reads and writes plain TCP connections with raw system calls, so that
+// busy-then-idle processes do not keep the Go runtime's monitor thread awake. It is used
+// by the picker's gRPC transport and by the router's scrapes.
+package rawio
 
 import (
 	"io"
@@ -21,11 +24,11 @@ import (
 // calls that cannot block); waiting for readiness still goes through the runtime's poller
 // (syscall.RawConn), with the connection's deadlines.
 
-// rawConnIO reads and writes a TCP connection through its RawConn. One goroutine reads at a
+// connIO reads and writes a TCP connection through its RawConn. One goroutine reads at a
 // time and one writes at a time (the connection's reader; writers hold its lock), so each
 // direction keeps its call's state in the struct: the callbacks are method values made
 // once, and a call allocates nothing.
-type rawConnIO struct {
+type connIO struct {
 	rc syscall.RawConn
 
 	readFn, writeFn func(fd uintptr) bool
@@ -39,8 +42,10 @@ type rawConnIO struct {
 	werrno   syscall.Errno
 }
 
-// newRawConnIO returns raw I/O for a *net.TCPConn, or nil for any other connection.
-func newRawConnIO(nc net.Conn) io.ReadWriter {
+// New returns raw I/O for a *net.TCPConn, or nil for any other connection (TLS, pipes),
+// which should then be read and written through its own methods. Deadlines set on the
+// connection still apply: waiting goes through the runtime's poller.
+func New(nc net.Conn) io.ReadWriter {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
 		return nil
@@ -49,12 +54,12 @@ func newRawConnIO(nc net.Conn) io.ReadWriter {
 	if err != nil {
 		return nil
 	}
-	r := &rawConnIO{rc: rc}
+	r := &connIO{rc: rc}
 	r.readFn, r.writeFn = r.readOnce, r.writeAll
 	return r
 }
 
-func (r *rawConnIO) Read(p []byte) (int, error) {
+func (r *connIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -74,7 +79,7 @@ func (r *rawConnIO) Read(p []byte) (int, error) {
 }
 
 // readOnce is the RawConn callback of Read: false asks the poller to wait for data.
-func (r *rawConnIO) readOnce(fd uintptr) bool {
+func (r *connIO) readOnce(fd uintptr) bool {
 	for {
 		m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
 		switch e {
@@ -88,7 +93,7 @@ func (r *rawConnIO) readOnce(fd uintptr) bool {
 	}
 }
 
-func (r *rawConnIO) Write(p []byte) (int, error) {
+func (r *connIO) Write(p []byte) (int, error) {
 	r.wbuf, r.wwritten, r.werrno = p, 0, 0
 	err := r.rc.Write(r.writeFn)
 	written, errno := r.wwritten, r.werrno
@@ -104,7 +109,7 @@ func (r *rawConnIO) Write(p []byte) (int, error) {
 
 // writeAll is the RawConn callback of Write: false asks the poller to wait until the
 // socket buffer has room.
-func (r *rawConnIO) writeAll(fd uintptr) bool {
+func (r *connIO) writeAll(fd uintptr) bool {
 	for r.wwritten < len(r.wbuf) {
 		m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[r.wwritten])), uintptr(len(r.wbuf)-r.wwritten))
 		switch e {

@@ -1,6 +1,6 @@
 //go:build linux
 
-package inlinegrpc
+package rawio
 
 import (
 	"bytes"
@@ -37,17 +37,17 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	return client, server
 }
 
-// TestRawConnIO: raw reads and writes move bytes like the connection's own, wait for data
+// TestConnIO: raw reads and writes move bytes like the connection's own, wait for data
 // and for buffer space through the poller, honour deadlines and report end of stream.
-func TestRawConnIO(t *testing.T) {
+func TestConnIO(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if newRawConnIO(a) != nil {
+	if New(a) != nil {
 		t.Fatal("raw I/O offered for a connection that is not TCP")
 	}
 	client, server := tcpPair(t)
-	rio := newRawConnIO(server)
+	rio := New(server)
 	if rio == nil {
 		t.Fatal("no raw I/O for a TCP connection")
 	}
@@ -101,7 +101,7 @@ func TestRawConnIO(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2.Close() // RST
-	rio2 := newRawConnIO(s2)
+	rio2 := New(s2)
 	var werr error
 	for i := 0; i < 100 && werr == nil; i++ {
 		_, werr = rio2.Write([]byte("after the reset"))
