@@ -2,8 +2,6 @@ package extproc
 
 import (
 	"bufio"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,8 +13,7 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 // The server-side request benchmark must not count the CPU of the gRPC client that plays
@@ -60,36 +57,31 @@ func processCPU() (time.Duration, error) {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
-// benchExchange is the Envoy side of one full request: the same message sequence Envoy
-// sends in FULL_DUPLEX_STREAMED mode, with the picker's answers checked.
+// benchExchange is the Envoy side of one full request: the message sequence Envoy sends in
+// FULL_DUPLEX_STREAMED mode, in Envoy's bursts (envoyLikeClient), with the picker's
+// answers checked.
 type benchExchange struct {
-	client extprocv3.ExternalProcessorClient
+	client *envoyLikeClient
 	body   []byte
 	parts  [][]byte
 	sse    []byte
 }
 
-func newBenchExchange(client extprocv3.ExternalProcessorClient, size, chunks int) *benchExchange {
+func newBenchExchange(client *envoyLikeClient, size, chunks int) *benchExchange {
 	body := chatRequest("base", size)
 	return &benchExchange{client: client, body: body, parts: splitN(body, chunks), sse: []byte(sseResponse("base"))}
 }
 
+const benchAnswerTimeout = 20 * time.Second
+
 func (e *benchExchange) run() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	st, err := e.client.Process(ctx)
+	// Envoy writes the request headers and the body it has read in one burst.
+	first := append([]proto.Message{benchRequestHeaders(len(e.body))}, asMessages(reqBodies(e.parts))...)
+	st, id, err := e.client.open(first...)
 	if err != nil {
 		return fmt.Errorf("open stream: %w", err)
 	}
-	if err := st.Send(benchRequestHeaders(len(e.body))); err != nil {
-		return fmt.Errorf("send headers: %w", err)
-	}
-	for j, p := range e.parts {
-		if err := st.Send(reqBody(p, j == len(e.parts)-1)); err != nil {
-			return fmt.Errorf("send body: %w", err)
-		}
-	}
-	r, err := st.Recv()
+	r, err := st.recv(benchAnswerTimeout)
 	if err != nil || r.GetRequestHeaders() == nil {
 		return fmt.Errorf("headers answer: %v %w", r, err)
 	}
@@ -97,7 +89,7 @@ func (e *benchExchange) run() error {
 		return fmt.Errorf("headers answer carries no pick: %v", r)
 	}
 	for got := 0; ; {
-		r, err := st.Recv()
+		r, err := st.recv(benchAnswerTimeout)
 		if err != nil {
 			return fmt.Errorf("body answer: %w", err)
 		}
@@ -110,25 +102,31 @@ func (e *benchExchange) run() error {
 			break
 		}
 	}
-	if err := st.Send(benchResponseHeaders()); err != nil {
+	if err := e.client.send(id, st, benchResponseHeaders()); err != nil {
 		return fmt.Errorf("send response headers: %w", err)
 	}
-	if _, err := st.Recv(); err != nil {
-		return fmt.Errorf("response headers answer: %w", err)
+	if r, err := st.recv(benchAnswerTimeout); err != nil || r.GetResponseHeaders() == nil {
+		return fmt.Errorf("response headers answer: %v %w", r, err)
 	}
-	if err := st.Send(respBody(e.sse, true)); err != nil {
+	if err := e.client.send(id, st, respBody(e.sse, true)); err != nil {
 		return fmt.Errorf("send response body: %w", err)
 	}
-	if _, err := st.Recv(); err != nil {
-		return fmt.Errorf("response body answer: %w", err)
+	if r, err := st.recv(benchAnswerTimeout); err != nil || r.GetResponseBody() == nil {
+		return fmt.Errorf("response body answer: %v %w", r, err)
 	}
-	if err := st.CloseSend(); err != nil {
-		return fmt.Errorf("close send: %w", err)
-	}
-	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("stream did not end cleanly: %v", err)
+	// The HTTP exchange is over: Envoy resets the ext_proc stream.
+	if err := e.client.reset(id); err != nil {
+		return fmt.Errorf("reset stream: %w", err)
 	}
 	return nil
+}
+
+func asMessages(reqs []*extprocv3.ProcessingRequest) []proto.Message {
+	out := make([]proto.Message, len(reqs))
+	for i, r := range reqs {
+		out[i] = r
+	}
+	return out
 }
 
 // benchRequestHeaders are the request headers Envoy forwards for a chat completion sent by
@@ -154,13 +152,6 @@ func benchResponseHeaders() *extprocv3.ProcessingRequest {
 		"x-envoy-upstream-service-time", "3")
 }
 
-// benchClientConn dials the picker with flow-control windows closer to Envoy's (its HTTP/2
-// defaults are 256 MiB per stream and per connection) than grpc-go's 64 KiB.
-func benchClientConn(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(4<<20),
-		grpc.WithWriteBufferSize(128<<10), grpc.WithReadBufferSize(128<<10))
-}
 
 // runBenchClient is the child process's whole job.
 func runBenchClient(addr string, in io.Reader, out io.Writer) error {
@@ -176,12 +167,12 @@ func runBenchClient(addr string, in io.Reader, out io.Writer) error {
 	if err != nil || conc < 1 {
 		return fmt.Errorf("%s: %q is not a positive number", envBenchConc, os.Getenv(envBenchConc))
 	}
-	conn, err := benchClientConn(addr)
+	client, err := dialEnvoyLike(addr)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)
 	}
-	defer conn.Close()
-	e := newBenchExchange(extprocv3.NewExternalProcessorClient(conn), size, chunks)
+	defer client.Close()
+	e := newBenchExchange(client, size, chunks)
 	for i := 0; i < benchWarmup; i++ {
 		if err := e.run(); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
