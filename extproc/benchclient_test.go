@@ -152,7 +152,6 @@ func benchResponseHeaders() *extprocv3.ProcessingRequest {
 		"x-envoy-upstream-service-time", "3")
 }
 
-
 // runBenchClient is the child process's whole job.
 func runBenchClient(addr string, in io.Reader, out io.Writer) error {
 	size, err := strconv.Atoi(os.Getenv(envBenchSize))
