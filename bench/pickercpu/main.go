@@ -81,7 +81,7 @@ func main() {
 	flag.StringVar(&cfg.bin, "bin", "bin/infergw", "infergw binary (make build)")
 	flag.StringVar(&cfg.manifests, "manifests", "examples/local", "manifests for `infergw up` (its Pods must be the sim fleet's addresses)")
 	flag.StringVar(&transports, "transports", "inline,grpc-go", "picker gRPC transports to compare")
-	flag.StringVar(&rates, "rates", "200,800", "request rates (req/s), comma-separated")
+	flag.StringVar(&rates, "rates", "200,800", `request rates (req/s), comma-separated; "" measures the idle stack only`)
 	flag.DurationVar(&cfg.duration, "duration", 20*time.Second, "measured time per rate")
 	flag.DurationVar(&cfg.warmup, "warmup", 3*time.Second, "unmeasured load before each measurement")
 	flag.DurationVar(&cfg.idle, "idle", 5*time.Second, "idle time measured for the stack's background CPU")
@@ -92,6 +92,9 @@ func main() {
 	flag.Parse()
 	cfg.transports = strings.Split(transports, ",")
 	for _, r := range strings.Split(rates, ",") {
+		if strings.TrimSpace(r) == "" {
+			continue // --rates "" measures the idle stack only
+		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(r), 64)
 		if err != nil || v <= 0 {
 			fmt.Fprintf(os.Stderr, "pickercpu: bad rate %q\n", r)
@@ -115,95 +118,114 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer sims.stop()
-	var results []result
+	var out results
 	for _, tr := range cfg.transports {
-		rs, err := measureTransport(ctx, cfg, tr, log)
+		rs, idle, err := measureTransport(ctx, cfg, tr, log)
 		if err != nil {
 			return fmt.Errorf("transport %s: %w", tr, err)
 		}
-		results = append(results, rs...)
+		out.Load = append(out.Load, rs...)
+		out.Idle = append(out.Idle, idle)
 	}
-	return writeResults(cfg, results)
+	return writeResults(cfg, out)
 }
 
-func measureTransport(ctx context.Context, cfg config, transport string, log *slog.Logger) ([]result, error) {
+// results is what a run writes: the idle stack of each transport's run, then the cells.
+type results struct {
+	Idle []idleResult `json:"idle"`
+	Load []result     `json:"load"`
+}
+
+// idleResult is the stack's background cost before any load: scrape loops, model list
+// refreshes, health checks.
+type idleResult struct {
+	Transport   string  `json:"transport"`
+	Seconds     float64 `json:"measured_s"`
+	CPUMsPerSec float64 `json:"picker_cpu_ms_per_s"`
+	WakesPerSec float64 `json:"picker_wakes_per_s"`
+}
+
+func measureTransport(ctx context.Context, cfg config, transport string, log *slog.Logger) ([]result, idleResult, error) {
 	up, err := startProcess(ctx, cfg.bin, "up", "--no-sims", "--manifests", cfg.manifests,
 		"--grpc-transport", transport, "--log-level", "warn")
 	if err != nil {
-		return nil, err
+		return nil, idleResult{}, err
 	}
 	defer up.stop()
 	if _, err := up.waitForLine("infergw is up", 90*time.Second); err != nil {
-		return nil, err
+		return nil, idleResult{}, err
 	}
 	gw, err := up.waitForLine("gateway ", 5*time.Second)
 	if err != nil {
-		return nil, err
+		return nil, idleResult{}, err
 	}
 	cfg.url = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(gw), "gateway"))
 	envoyPID, err := childPID(up.cmd.Process.Pid)
 	if err != nil {
-		return nil, err
+		return nil, idleResult{}, err
 	}
 	log.Info("stack up", "transport", transport, "up_pid", up.cmd.Process.Pid, "envoy_pid", envoyPID)
 
 	// Background CPU of the idle stack: scrape loops, model list refreshes, health checks.
 	idle0, idleW0, err := processCPU(up.cmd.Process.Pid)
 	if err != nil {
-		return nil, err
+		return nil, idleResult{}, err
 	}
 	t0 := time.Now()
 	select {
 	case <-time.After(cfg.idle):
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, idleResult{}, ctx.Err()
 	}
 	idle1, idleW1, err := processCPU(up.cmd.Process.Pid)
 	if err != nil {
-		return nil, err
+		return nil, idleResult{}, err
 	}
 	idleSecs := time.Since(t0).Seconds()
 	idleRate := float64(idle1-idle0) / idleSecs // ns of CPU per second
 	idleWakeRate := float64(idleW1-idleW0) / idleSecs
+	idle := idleResult{Transport: transport, Seconds: idleSecs, CPUMsPerSec: idleRate / 1e6, WakesPerSec: idleWakeRate}
+	log.Info("idle stack", "transport", transport, "cpu_ms_per_s", fmt.Sprintf("%.1f", idle.CPUMsPerSec),
+		"wakes_per_s", fmt.Sprintf("%.0f", idle.WakesPerSec))
 
 	var out []result
 	for _, rate := range cfg.rates {
 		if _, err := loadtest(ctx, cfg, rate, cfg.warmup); err != nil {
-			return nil, fmt.Errorf("warm-up at %.0f req/s: %w", rate, err)
+			return nil, idleResult{}, fmt.Errorf("warm-up at %.0f req/s: %w", rate, err)
 		}
 		sizes0, err := bodySizes()
 		if err != nil {
-			return nil, err
+			return nil, idleResult{}, err
 		}
 		p0, pw0, err := processCPU(up.cmd.Process.Pid)
 		if err != nil {
-			return nil, err
+			return nil, idleResult{}, err
 		}
 		e0, ew0, err := processCPU(envoyPID)
 		if err != nil {
-			return nil, err
+			return nil, idleResult{}, err
 		}
 		start := time.Now()
 		sum, err := loadtest(ctx, cfg, rate, cfg.duration)
 		if err != nil {
-			return nil, fmt.Errorf("load at %.0f req/s: %w", rate, err)
+			return nil, idleResult{}, fmt.Errorf("load at %.0f req/s: %w", rate, err)
 		}
 		elapsed := time.Since(start)
 		p1, pw1, err := processCPU(up.cmd.Process.Pid)
 		if err != nil {
-			return nil, err
+			return nil, idleResult{}, err
 		}
 		e1, ew1, err := processCPU(envoyPID)
 		if err != nil {
-			return nil, err
+			return nil, idleResult{}, err
 		}
 		sizes1, err := bodySizes()
 		if err != nil {
-			return nil, err
+			return nil, idleResult{}, err
 		}
 		n := float64(sum.Requests)
 		if n == 0 {
-			return nil, fmt.Errorf("no request completed at %.0f req/s", rate)
+			return nil, idleResult{}, fmt.Errorf("no request completed at %.0f req/s", rate)
 		}
 		r := result{
 			Transport: transport, Rate: rate, Requests: sum.Requests, Failed: sum.Failed,
@@ -230,7 +252,7 @@ func measureTransport(ctx context.Context, cfg config, transport string, log *sl
 			"body_bytes", fmt.Sprintf("%.0f", r.MeanBodyBytes))
 		out = append(out, r)
 	}
-	return out, nil
+	return out, idle, nil
 }
 
 // summary is the part of `infergw loadtest --summary-export` read here.
@@ -410,11 +432,11 @@ func (p *process) stop() {
 	}
 }
 
-func writeResults(cfg config, results []result) error {
+func writeResults(cfg config, res results) error {
 	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
 		return err
 	}
-	data, err := json.MarshalIndent(results, "", "  ")
+	data, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -429,9 +451,16 @@ func writeResults(cfg config, results []result) error {
 	fmt.Fprintf(&b, "# Picker CPU per request behind Envoy\n\n")
 	fmt.Fprintf(&b, "`%s` on %s: %d prompt words (mean body in the table), %d output tokens, %s responses; %s measured per rate after a %s warm-up.\n\n",
 		strings.TrimSpace("go run ./bench/pickercpu "+strings.Join(os.Args[1:], " ")), time.Now().UTC().Format("2006-01-02"), cfg.inputTokens, cfg.outputTokens, mode, cfg.duration, cfg.warmup)
-	b.WriteString("| transport | rate (req/s) | requests | mean body (B) | picker CPU µs/req | of which idle stack | picker minus idle | picker wakes/req (minus idle) | Envoy CPU µs/req | Envoy wakes/req | e2e p50 (ms) |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, r := range results {
+	b.WriteString("Idle stack (`infergw up --no-sims`: control plane and picker, 4 pods scraped every 50 ms), before any load:\n\n")
+	b.WriteString("| transport | measured (s) | picker process CPU (ms/s) | wake-ups/s |\n|---|---:|---:|---:|\n")
+	for _, r := range res.Idle {
+		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.0f |\n", r.Transport, r.Seconds, r.CPUMsPerSec, r.WakesPerSec)
+	}
+	if len(res.Load) > 0 {
+		b.WriteString("\n| transport | rate (req/s) | requests | mean body (B) | picker CPU µs/req | of which idle stack | picker minus idle | picker wakes/req (minus idle) | Envoy CPU µs/req | Envoy wakes/req | e2e p50 (ms) |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	}
+	for _, r := range res.Load {
 		fmt.Fprintf(&b, "| %s | %.0f | %d | %.0f | %.1f | %.1f | %.1f | %.2f | %.1f | %.2f | %.2f |\n", r.Transport, r.Rate, r.Requests,
 			r.MeanBodyBytes, r.PickerCPUPerReq, r.IdleCPUPerReq, r.PickerNetPerReq, r.PickerWakesReq, r.EnvoyCPUPerReq, r.EnvoyWakesReq, r.E2EP50Ms)
 	}
