@@ -30,19 +30,13 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 	// network events come back together, so N endpoints cost the process about one
 	// wake-up per interval instead of N. (On a VM a wake-up costs tens of microseconds,
 	// as much as a scrape's own work.)
-	var tick *time.Timer
+	tick := time.NewTimer(0)
+	defer tick.Stop()
 	for {
-		if tick != nil {
-			tick.Reset(untilNextTick(time.Now(), r.cfg.ScrapeInterval))
-			select {
-			case <-ctx.Done():
-				tick.Stop()
-				return
-			case <-tick.C:
-			}
-		} else {
-			tick = time.NewTimer(time.Hour)
-			tick.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 		start := time.Now()
 		err := r.scrape(ctx, e, client, &parser, &bufs)
@@ -63,6 +57,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 			nextModels = now.Add(r.cfg.ModelsRefresh)
 			r.refreshModels(ctx, e, client, &bufs.body)
 		}
+		tick.Reset(untilNextTick(time.Now(), r.cfg.ScrapeInterval))
 	}
 }
 
