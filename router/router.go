@@ -29,6 +29,9 @@ type Router struct {
 	metrics *routerMetrics
 	unknown prometheus.Counter // picks for unknown pools
 
+	// loops counts the running endpoint loops; their scrape schedule groups them by it.
+	loops atomic.Int64
+
 	mu     sync.Mutex // serialises SetPool, RemovePool and Close
 	closed bool
 	pools  atomic.Pointer[map[string]*pool] // copy-on-write; read lock-free by Pick

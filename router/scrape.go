@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -24,12 +25,18 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 	client := newEndpointClient(e.spec.Address)
 	defer client.close()
 	var nextModels time.Time
+	r.loops.Add(1)
+	defer r.loops.Add(-1)
+	slotHash := xxhash.Sum64String(e.pool + "\x00" + e.spec.Address)
 	// The first scrape runs at once, so a new endpoint gets metrics without delay. Later
-	// ones run at multiples of the interval on the wall clock, the same instants for every
-	// endpoint: the runtime fires timers that expire together in one pass, and the scrapes'
-	// network events come back together, so N endpoints cost the process about one
-	// wake-up per interval instead of N. (On a VM a wake-up costs tens of microseconds,
-	// as much as a scrape's own work.)
+	// ones run at fixed instants on the wall clock, shared by a group of about scrapeGroup
+	// endpoints: the runtime fires timers that expire together in one pass, and the
+	// scrapes' network events come back together, so a group costs the process about one
+	// wake-up per interval instead of one per endpoint (on a VM a wake-up costs tens of
+	// microseconds, as much as a scrape's own work). Groups, not the whole fleet: the
+	// scrapes of one instant are processed back to back, and a thousand of them would hold
+	// the picker's requests up behind them every interval; groups spread over the interval
+	// bound that to a few scrapes' worth.
 	tick := time.NewTimer(0)
 	defer tick.Stop()
 	for {
@@ -57,14 +64,20 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 			nextModels = now.Add(r.cfg.ModelsRefresh)
 			r.refreshModels(ctx, e, client, &bufs.body)
 		}
-		tick.Reset(untilNextTick(time.Now(), r.cfg.ScrapeInterval))
+		slots := max(1, (r.loops.Load()+scrapeGroup-1)/scrapeGroup)
+		tick.Reset(untilNextTick(time.Now(), r.cfg.ScrapeInterval, int64(slotHash%uint64(slots)), slots))
 	}
 }
 
-// untilNextTick is how long from now to the next multiple of interval since the zero
-// time: every endpoint loop computes the same instants.
-func untilNextTick(now time.Time, interval time.Duration) time.Duration {
-	return now.Truncate(interval).Add(interval).Sub(now)
+// scrapeGroup is about how many endpoint loops share a scrape instant.
+const scrapeGroup = 16
+
+// untilNextTick is how long from now to the next scrape instant of slot (of slots) in each
+// interval: the instants are the multiples of interval since the zero time, shifted by
+// slot/slots of an interval. Every loop of a slot computes the same instants.
+func untilNextTick(now time.Time, interval time.Duration, slot, slots int64) time.Duration {
+	offset := time.Duration(slot) * interval / time.Duration(slots)
+	return now.Add(-offset).Truncate(interval).Add(interval).Add(offset).Sub(now)
 }
 
 // scrapeBuffers hold one endpoint's exposition and the part of it that is parsed.

@@ -192,28 +192,40 @@ func FuzzExtractMetrics(f *testing.F) {
 	})
 }
 
-// TestUntilNextTick: every endpoint loop sleeps to the same wall-clock multiples of the
-// interval, whatever instant it starts from, and never for zero or more than one interval.
+// TestUntilNextTick: every loop of a slot sleeps to the same wall-clock instants, whatever
+// instant it starts from, never for zero or more than one interval; slots split the
+// interval evenly.
 func TestUntilNextTick(t *testing.T) {
 	const iv = 50 * time.Millisecond
 	base := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC) // a multiple of 50 ms
 	for _, tc := range []struct {
-		offset, want time.Duration
+		offset      time.Duration
+		slot, slots int64
+		want        time.Duration
 	}{
-		{0, iv}, // on a tick: the next one, not now
-		{time.Nanosecond, iv - time.Nanosecond},
-		{20 * time.Millisecond, 30 * time.Millisecond},
-		{iv - time.Nanosecond, time.Nanosecond},
-		{iv, iv},
-		{3*iv + 7*time.Millisecond, 43 * time.Millisecond},
+		{0, 0, 1, iv}, // on a tick: the next one, not now
+		{time.Nanosecond, 0, 1, iv - time.Nanosecond},
+		{20 * time.Millisecond, 0, 1, 30 * time.Millisecond},
+		{iv - time.Nanosecond, 0, 1, time.Nanosecond},
+		{3*iv + 7*time.Millisecond, 0, 1, 43 * time.Millisecond},
+		// Four slots: instants at +0, +12.5, +25 and +37.5 ms of each interval.
+		{0, 1, 4, 12500 * time.Microsecond},
+		{20 * time.Millisecond, 1, 4, 42500 * time.Microsecond},
+		{20 * time.Millisecond, 2, 4, 5 * time.Millisecond},
+		{37500 * time.Microsecond, 3, 4, iv},
+		{49 * time.Millisecond, 3, 4, 38500 * time.Microsecond},
 	} {
 		now := base.Add(tc.offset)
-		got := untilNextTick(now, iv)
+		got := untilNextTick(now, iv, tc.slot, tc.slots)
 		if got != tc.want {
-			t.Errorf("from +%v: %v, want %v", tc.offset, got, tc.want)
+			t.Errorf("from +%v, slot %d/%d: %v, want %v", tc.offset, tc.slot, tc.slots, got, tc.want)
 		}
-		if next := now.Add(got); next.Sub(base)%iv != 0 {
-			t.Errorf("from +%v: next tick %v is not on a multiple of %v", tc.offset, next, iv)
+		if got <= 0 || got > iv {
+			t.Errorf("from +%v, slot %d/%d: sleep %v outside (0, %v]", tc.offset, tc.slot, tc.slots, got, iv)
+		}
+		slotStart := time.Duration(tc.slot) * iv / time.Duration(tc.slots)
+		if (now.Add(got).Sub(base)-slotStart)%iv != 0 {
+			t.Errorf("from +%v, slot %d/%d: next instant %v is not on the slot", tc.offset, tc.slot, tc.slots, now.Add(got))
 		}
 	}
 }
