@@ -1,9 +1,10 @@
 // Command pickercpu measures the endpoint picker's CPU per request behind a real Envoy.
 //
-// BenchmarkRequest (extproc) plays Envoy with a grpc-go client; this plays nothing. It runs
-// the real parts as separate processes so each one's CPU can be read from /proc:
+// BenchmarkRequest (extproc) plays Envoy with a bare HTTP/2 client; this plays nothing. It
+// runs the real parts as separate processes so each one's CPU can be read from /proc:
 //
-//	infergw sim --fleet 4          the model servers (examples/local's four Pod addresses)
+//	infergw sim --fleet N          the model servers (examples/local's four Pod addresses,
+//	                               or --pods N of them in generated manifests)
 //	infergw up --no-sims           control plane + picker in one process, Envoy as its child
 //	infergw loadtest               the clients, open loop at a fixed rate
 //
@@ -43,6 +44,7 @@ import (
 type config struct {
 	bin          string
 	manifests    string
+	pods         int
 	transports   []string
 	rates        []float64
 	duration     time.Duration
@@ -80,6 +82,7 @@ func main() {
 	var transports, rates string
 	flag.StringVar(&cfg.bin, "bin", "bin/infergw", "infergw binary (make build)")
 	flag.StringVar(&cfg.manifests, "manifests", "examples/local", "manifests for `infergw up` (its Pods must be the sim fleet's addresses)")
+	flag.IntVar(&cfg.pods, "pods", 4, "simulated pods; other than 4, the manifests are generated from examples/local's with this many Pods (127.0.0.2…)")
 	flag.StringVar(&transports, "transports", "inline,grpc-go", "picker gRPC transports to compare")
 	flag.StringVar(&rates, "rates", "200,800", `request rates (req/s), comma-separated; "" measures the idle stack only`)
 	flag.DurationVar(&cfg.duration, "duration", 20*time.Second, "measured time per rate")
@@ -112,7 +115,18 @@ func main() {
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
-	sims, err := startProcess(ctx, cfg.bin, "sim", "--fleet", "4", "--addr", "127.0.0.1:8000",
+	if cfg.pods < 1 || cfg.pods > 250 {
+		return fmt.Errorf("--pods %d: want 1 to 250 (one loopback address each)", cfg.pods)
+	}
+	if cfg.pods != 4 {
+		dir, err := podManifests(cfg.manifests, cfg.pods)
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.manifests = dir
+	}
+	sims, err := startProcess(ctx, cfg.bin, "sim", "--fleet", strconv.Itoa(cfg.pods), "--addr", "127.0.0.1:8000",
 		"--time-scale", "0.01", "--log-level", "warn")
 	if err != nil {
 		return err
@@ -128,6 +142,50 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		out.Idle = append(out.Idle, idle)
 	}
 	return writeResults(cfg, out)
+}
+
+// podManifests copies the manifest directory src into a temporary one whose pods.yaml
+// holds n copies of src's first Pod, named …-0…-(n-1) on 127.0.0.2…, the addresses
+// `infergw sim --fleet n` listens on.
+func podManifests(src string, n int) (string, error) {
+	dir, err := os.MkdirTemp("", "pickercpu-manifests")
+	if err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return "", err
+	}
+	var pod string
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			return "", err
+		}
+		if e.Name() == "pods.yaml" {
+			first, _, _ := strings.Cut(string(data), "\n---\n")
+			if i := strings.Index(first, "apiVersion:"); i >= 0 {
+				pod = first[i:]
+			}
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), data, 0o644); err != nil {
+			return "", err
+		}
+	}
+	const name, ip = "vllm-llama3-8b-0", "127.0.0.2"
+	if !strings.Contains(pod, name) || !strings.Contains(pod, ip) {
+		return "", fmt.Errorf("%s/pods.yaml: no first Pod named %s on %s to copy", src, name, ip)
+	}
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString("\n---\n")
+		}
+		p := strings.ReplaceAll(pod, name, fmt.Sprintf("vllm-llama3-8b-%d", i))
+		b.WriteString(strings.ReplaceAll(p, ip, fmt.Sprintf("127.0.0.%d", 2+i)))
+	}
+	return dir, os.WriteFile(filepath.Join(dir, "pods.yaml"), []byte(b.String()), 0o644)
 }
 
 // results is what a run writes: the idle stack of each transport's run, then the cells.
