@@ -77,6 +77,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("router config: models refresh %v is negative", c.ModelsRefresh)
 	case c.Fallbacks < 0:
 		return fmt.Errorf("router config: fallbacks %d is negative", c.Fallbacks)
+	case c.StalenessThreshold <= c.ScrapeInterval:
+		// Metrics would go stale between two successful scrapes: endpoints would flap.
+		return fmt.Errorf("router config: staleness threshold %v must exceed the scrape interval %v", c.StalenessThreshold, c.ScrapeInterval)
 	}
 	if err := c.Scheduler.Validate(); err != nil {
 		return fmt.Errorf("router config: %w", err)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -370,6 +371,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	cfg.Fallbacks = -1
 	if _, err := New(cfg, nil, nil); err == nil {
 		t.Fatal("New accepted negative fallbacks")
+	}
+	// Metrics that go stale between two scrapes would make every endpoint flap.
+	cfg = DefaultConfig()
+	cfg.ScrapeInterval, cfg.StalenessThreshold = 2*time.Second, 2*time.Second
+	if _, err := New(cfg, nil, nil); err == nil || !strings.Contains(err.Error(), "staleness threshold") {
+		t.Fatalf("New accepted a staleness threshold not above the scrape interval: %v", err)
 	}
 }
 

@@ -9,7 +9,21 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/infergw/infergw/router"
 )
+
+// registerRouterFlags binds the router's scrape and pick settings to flags, with cfg's
+// values as defaults; router.New validates them.
+func registerRouterFlags(fl *pflag.FlagSet, cfg *router.Config) {
+	fl.DurationVar(&cfg.ScrapeInterval, "scrape-interval", cfg.ScrapeInterval,
+		"period of each model server's /metrics scrape (CPU: about 3 ms/s per server at 50ms)")
+	fl.DurationVar(&cfg.ScrapeTimeout, "scrape-timeout", cfg.ScrapeTimeout, "bound of one scrape and one /v1/models request")
+	fl.DurationVar(&cfg.StalenessThreshold, "staleness-threshold", cfg.StalenessThreshold,
+		"age after which a server's metrics are stale (not picked while fresh ones exist); must exceed --scrape-interval")
+	fl.DurationVar(&cfg.ModelsRefresh, "models-refresh", cfg.ModelsRefresh, "period of each model server's GET /v1/models")
+	fl.IntVar(&cfg.Fallbacks, "fallbacks", cfg.Fallbacks, "fallback endpoints sent to Envoy after the chosen one")
+}
 
 // newLogger is the text logger on stderr every subcommand uses, at a --log-level value.
 func newLogger(level string) (*slog.Logger, error) {

@@ -70,3 +70,17 @@ func TestUpRejectsUnknownPolicy(t *testing.T) {
 		t.Fatalf("want an error naming --policy, got %v", err)
 	}
 }
+
+// The router flags reach the router: a staleness threshold below the scrape interval is
+// refused with both values named, before the picker listens on anything.
+func TestPickerRouterFlags(t *testing.T) {
+	_, err := run(t, "picker", "--manifests", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
+		"--scrape-interval", "3s", "--staleness-threshold", "1500ms")
+	if err == nil || !strings.Contains(err.Error(), "staleness threshold 1.5s must exceed the scrape interval 3s") {
+		t.Fatalf("want the router's refusal naming both values, got %v", err)
+	}
+	_, err = run(t, "picker", "--manifests", t.TempDir(), "--fallbacks", "-1")
+	if err == nil || !strings.Contains(err.Error(), "fallbacks -1") {
+		t.Fatalf("want the router's refusal of --fallbacks -1, got %v", err)
+	}
+}

@@ -30,12 +30,13 @@ type pickerFlags struct {
 	transport       string
 	shutdownGrace   time.Duration
 	logLevel        string
+	router          router.Config
 }
 
 // newPickerCmd runs the endpoint picker: the ext_proc gRPC server over the router, fed by
 // a manifest directory or the Kubernetes API.
 func newPickerCmd() *cobra.Command {
-	f := &pickerFlags{}
+	f := &pickerFlags{router: router.DefaultConfig()}
 	cmd := &cobra.Command{
 		Use:   "picker",
 		Short: "Run the endpoint picker (Envoy ext_proc server speaking the GIE endpoint-picker protocol)",
@@ -58,6 +59,7 @@ func newPickerCmd() *cobra.Command {
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", extproc.DefaultShutdownGrace,
 		"on SIGTERM, how long streams in flight (responses still streaming) may finish before they are cut")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	registerRouterFlags(fl, &f.router)
 	return cmd
 }
 
@@ -76,7 +78,7 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	rcfg := router.DefaultConfig()
+	rcfg := f.router
 	if f.schedulerConfig != "" {
 		sc, err := router.LoadSchedulerConfig(f.schedulerConfig)
 		if err != nil {

@@ -62,6 +62,7 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.StringVar(&f.policy, "policy", "default", "routing policy: default, random or least-queue (the picker's ready-made scheduler configs), or round-robin (no picker: Envoy's own load balancing)")
 	fl.DurationVar(&f.cfg.ReadyTimeout, "ready-timeout", f.cfg.ReadyTimeout, "how long to wait for the first request through Envoy")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	registerRouterFlags(fl, &f.cfg.Router)
 	fl.StringVar((*string)(&f.cfg.Picker.Transport), "grpc-transport", string(extproc.TransportInline),
 		"picker gRPC server: inline (least CPU) or grpc-go (fallback)")
 	return cmd
