@@ -39,6 +39,7 @@ type envoyLikeClient struct {
 	nextID  uint32
 	streams map[uint32]*rawStream
 	sendWin int64 // connection-level send window
+	peerWin int64 // the server's SETTINGS_INITIAL_WINDOW_SIZE: each new stream's send window
 	err     error // set when the reader stops
 
 	settled chan struct{} // closed by the reader once the server's SETTINGS and window update are in
@@ -50,7 +51,7 @@ type rawStream struct {
 	msgs    chan []byte // one gRPC message payload each
 	partial []byte
 	ended   chan error // the server ended the stream (trailers or RST_STREAM)
-	sendWin int64
+	sendWin int64      // this stream's send window
 }
 
 const benchClientWindow = 1<<31 - 1 // like Envoy's 256 MiB: never the bottleneck
@@ -61,7 +62,7 @@ func dialEnvoyLike(addr string) (*envoyLikeClient, error) {
 		return nil, err
 	}
 	c := &envoyLikeClient{conn: conn, bw: bufio.NewWriterSize(conn, 64<<10), nextID: 1,
-		streams: map[uint32]*rawStream{}, sendWin: 65535, settled: make(chan struct{}), kick: make(chan struct{}, 1)}
+		streams: map[uint32]*rawStream{}, sendWin: 65535, peerWin: 65535, settled: make(chan struct{}), kick: make(chan struct{}, 1)}
 	c.window = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(conn, 64<<10))
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -137,6 +138,12 @@ func (c *envoyLikeClient) read() {
 			case *http2.SettingsFrame:
 				if !f.IsAck() {
 					sawSettings = true
+					if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+						for _, st := range c.streams {
+							st.sendWin += int64(v) - c.peerWin
+						}
+						c.peerWin = int64(v)
+					}
 					err = c.fr.WriteSettingsAck()
 				}
 			case *http2.PingFrame:
@@ -242,7 +249,7 @@ func (c *envoyLikeClient) open(first ...proto.Message) (*rawStream, uint32, erro
 	}
 	id := c.nextID
 	c.nextID += 2
-	st := &rawStream{msgs: make(chan []byte, 64), ended: make(chan error, 1), sendWin: 65535}
+	st := &rawStream{msgs: make(chan []byte, 64), ended: make(chan error, 1)}
 	c.streams[id] = st
 	c.hbuf.Reset()
 	for _, kv := range [][2]string{
@@ -257,18 +264,13 @@ func (c *envoyLikeClient) open(first ...proto.Message) (*rawStream, uint32, erro
 	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true}); err != nil {
 		return nil, 0, err
 	}
-	// The server's SETTINGS (its initial stream window) were read before the first stream.
-	st.sendWin = c.serverStreamWindow()
+	st.sendWin = c.peerWin // the server's SETTINGS were read before the first stream
 	if err := c.writeMessages(id, st, first...); err != nil {
 		return nil, 0, err
 	}
 	c.written()
 	return st, id, nil
 }
-
-// serverStreamWindow is the picker's initial stream window: both transports advertise at
-// least 1 MiB, more than one benchmark request sends on a stream.
-func (c *envoyLikeClient) serverStreamWindow() int64 { return 1 << 20 }
 
 // send writes messages on a stream in one burst.
 func (c *envoyLikeClient) send(id uint32, st *rawStream, msgs ...proto.Message) error {
@@ -297,8 +299,9 @@ func (c *envoyLikeClient) writeMessages(id uint32, st *rawStream, msgs ...proto.
 		copy(buf[5:], body)
 		for len(buf) > 0 {
 			n := min(len(buf), 16<<10)
-			for c.sendWin < int64(n) && c.err == nil {
-				// Flush what is written so far, then wait for the server's WINDOW_UPDATE.
+			for (c.sendWin < int64(n) || st.sendWin < int64(n)) && c.err == nil {
+				// Flush what is written so far, then wait for the server's WINDOW_UPDATE (of
+				// the connection or of this stream).
 				if err := c.bw.Flush(); err != nil {
 					return err
 				}
@@ -306,9 +309,6 @@ func (c *envoyLikeClient) writeMessages(id uint32, st *rawStream, msgs ...proto.
 			}
 			if c.err != nil {
 				return c.err
-			}
-			if st.sendWin < int64(n) {
-				return fmt.Errorf("stream %d: %d bytes over its send window", id, n)
 			}
 			if err := c.fr.WriteData(id, false, buf[:n]); err != nil {
 				return err
