@@ -40,6 +40,7 @@ type envoyLikeClient struct {
 	streams map[uint32]*rawStream
 	sendWin int64 // connection-level send window
 	peerWin int64 // the server's SETTINGS_INITIAL_WINDOW_SIZE: each new stream's send window
+	unacked int64 // DATA bytes received and not yet returned to the server in a WINDOW_UPDATE
 	err     error // set when the reader stops
 
 	settled chan struct{} // closed by the reader once the server's SETTINGS and window update are in
@@ -54,7 +55,9 @@ type rawStream struct {
 	sendWin int64      // this stream's send window
 }
 
-const benchClientWindow = 1<<31 - 1 // like Envoy's 256 MiB: never the bottleneck
+// benchClientWindow is the client's receive window, per stream and for the connection:
+// Envoy's default, 256 MiB. The connection's is topped up as answers are read.
+const benchClientWindow = 256 << 20
 
 func dialEnvoyLike(addr string) (*envoyLikeClient, error) {
 	conn, err := net.Dial("tcp", addr)
@@ -162,6 +165,12 @@ func (c *envoyLikeClient) read() {
 			case *http2.DataFrame:
 				if st := c.streams[f.StreamID]; st != nil {
 					err = st.deliver(f.Data())
+				}
+				// A stream takes far less than its window; the connection's is returned
+				// once half of it is used, as Envoy's codec does.
+				if c.unacked += int64(f.Length); err == nil && c.unacked >= benchClientWindow/2 {
+					err = c.fr.WriteWindowUpdate(0, uint32(c.unacked))
+					c.unacked = 0
 				}
 			case *http2.MetaHeadersFrame:
 				if st := c.streams[f.StreamID]; st != nil && f.StreamEnded() {
