@@ -31,9 +31,9 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 	// The first scrape runs at once, so a new endpoint gets metrics without delay. Later
 	// ones run at fixed instants on the wall clock, shared by a group of about scrapeGroup
 	// endpoints: the runtime fires timers that expire together in one pass, and the
-	// scrapes' network events come back together, so a group costs the process about one
-	// wake-up per interval instead of one per endpoint (on a VM a wake-up costs tens of
-	// microseconds, as much as a scrape's own work). Groups, not the whole fleet: the
+	// scrapes' network events come back together, so the group's scrapes share wake-ups
+	// instead of each paying its own (on a VM a wake-up costs tens of microseconds, as much
+	// as a scrape's own work; the router README has the measurements). Groups, not the whole fleet: the
 	// scrapes of one instant are processed back to back, and a thousand of them would hold
 	// the picker's requests up behind them every interval; groups spread over the interval
 	// bound that to a few scrapes' worth.
