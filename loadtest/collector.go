@@ -69,6 +69,8 @@ type collector struct {
 	started     int64
 	inFlight    int64
 	lastEnd     time.Time
+	// scheduleEnd is when the load schedule ended (no start after it); zero until then.
+	scheduleEnd time.Time
 	series      []secondBucket
 	samples     []Sample
 	seen        int64
@@ -214,6 +216,13 @@ func (c *collector) start(warmup bool) {
 	if !warmup {
 		c.started++
 	}
+}
+
+// setScheduleEnd records when the schedule ended, for the start rate.
+func (c *collector) setScheduleEnd(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.scheduleEnd = t
 }
 
 func (c *collector) drop(warmup bool) {

@@ -266,3 +266,46 @@ func TestClosedLoopStagesRampVUs(t *testing.T) {
 		t.Errorf("%d requests in mode %s, want 7..20 in closed loop (1→4 VUs, 200 ms each, 1 s)", s.Requests, s.Setup.Mode)
 	}
 }
+
+// TestRequestRateIsTheStartRate runs an exact constant-rate open loop against a server that
+// answers in 200 ms: the reported request rate is the start rate over the schedule's span
+// (exactly the offered rate), while completions, which run 200 ms past the schedule, are
+// reported separately at a lower rate. Dividing by the time to the last completion (the old
+// figure) reported 100 req/s as about 83 here.
+func TestRequestRateIsTheStartRate(t *testing.T) {
+	ts := startTimingServer(t, "slow")
+	for _, tc := range []struct {
+		name     string
+		duration time.Duration
+		requests int
+		started  int64
+		schedule float64
+	}{
+		{name: "duration", duration: time.Second, started: 100, schedule: 1},
+		// The request limit ends the schedule at the due time of the first arrival not
+		// started: 30 starts at 10 ms spacing span 300 ms.
+		{name: "request limit", requests: 30, started: 30, schedule: 0.3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(ts.url)
+			cfg.Rate, cfg.Duration, cfg.Requests, cfg.MaxInFlight = 100, tc.duration, tc.requests, 1000
+			s, err := Run(context.Background(), cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Schedule.Started != tc.started || s.Schedule.Dropped != 0 {
+				t.Fatalf("started %d dropped %d, want %d and 0", s.Schedule.Started, s.Schedule.Dropped, tc.started)
+			}
+			if math.Abs(s.ScheduleS-tc.schedule) > 1e-9 || math.Abs(s.RequestRate-100) > 1e-6 {
+				t.Errorf("schedule %.6fs, request rate %.6f/s; want %.3fs and exactly 100/s", s.ScheduleS, s.RequestRate, tc.schedule)
+			}
+			// The last start is 10 ms before the schedule's end and completes 200 ms later:
+			// completions span at least 190 ms more than the schedule, at a lower rate.
+			minSpan := tc.schedule + 0.19
+			if s.CompletionRate <= 0 || s.DurationS < minSpan || s.CompletionRate > float64(tc.started)/minSpan {
+				t.Errorf("completion rate %.2f/s over %.3fs, want at most %.2f/s over at least %.3fs",
+					s.CompletionRate, s.DurationS, float64(tc.started)/minSpan, minSpan)
+			}
+		})
+	}
+}

@@ -72,12 +72,14 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	defer stopDispatch()
 	stopProgress := r.startProgress(runStart)
 
+	var scheduleEnd time.Time
 	if cfg.openLoop() {
-		r.openLoop(runCtx, runStart, end)
+		scheduleEnd = r.openLoop(runCtx, runStart, end)
 	} else {
-		r.closedLoop(runCtx, runStart, end)
+		scheduleEnd = r.closedLoop(runCtx, runStart, end)
 	}
 	stopDispatch() // closed-loop VUs start nothing more
+	r.col.setScheduleEnd(scheduleEnd)
 	r.drain(ctx)
 	stopProgress()
 
@@ -116,7 +118,9 @@ func (r *runner) limitReached() bool {
 // openLoop starts requests on an absolute schedule: arrival i is due at runStart + offset_i
 // whatever happened before, so a slow server cannot slow the offered load down (no
 // coordinated omission). Starts that find MaxInFlight requests running are dropped.
-func (r *runner) openLoop(ctx context.Context, runStart, end time.Time) {
+// It returns the end of the schedule it played: the planned end, the due time of the first
+// arrival it did not start (request limit), or the moment it was cancelled.
+func (r *runner) openLoop(ctx context.Context, runStart, end time.Time) time.Time {
 	cfg := r.cfg
 	arr := newArrivals(cfg.Arrival, cfg.GammaShape, rand.New(rand.NewPCG(cfg.Seed, 0xa24baed4963ee407)),
 		levelProfile{start: cfg.Rate, stages: cfg.Stages}, cfg.Warmup)
@@ -126,17 +130,17 @@ func (r *runner) openLoop(ctx context.Context, runStart, end time.Time) {
 	for {
 		offset, ok := arr.next()
 		if !ok {
-			return
+			return time.Now()
 		}
 		due := runStart.Add(offset)
 		if !end.IsZero() && !due.Before(end) {
-			return
+			return end
 		}
 		if r.limitReached() {
-			return
+			return due
 		}
 		if !waitUntil(ctx, timer, due) {
-			return
+			return time.Now()
 		}
 		warm := due.Before(r.col.measureFrom)
 		if inflight.Load() >= int64(cfg.MaxInFlight) {
@@ -186,7 +190,8 @@ func waitUntil(ctx context.Context, timer *time.Timer, due time.Time) bool {
 // closedLoop runs virtual users; with stages the number of active VUs follows the profile.
 // It returns at the end time, on cancellation or when every VU has stopped (request limit);
 // VUs still in a request are tracked by r.wg and finish (or are aborted) in drain.
-func (r *runner) closedLoop(ctx context.Context, runStart, end time.Time) {
+// It returns when the schedule ended: the planned end, or the moment it stopped early.
+func (r *runner) closedLoop(ctx context.Context, runStart, end time.Time) time.Time {
 	cfg := r.cfg
 	profile := levelProfile{start: float64(cfg.VUs), stages: cfg.Stages}
 	maxVUs := cfg.VUs
@@ -214,8 +219,10 @@ func (r *runner) closedLoop(ctx context.Context, runStart, end time.Time) {
 	select {
 	case <-ctx.Done():
 	case <-endC:
+		return end
 	case <-allDone:
 	}
+	return time.Now()
 }
 
 // virtualUser is VU number i: it sends a request as soon as its previous one ended, while

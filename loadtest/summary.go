@@ -21,7 +21,15 @@ type Summary struct {
 	Interrupted    int64 `json:"interrupted"`
 	WarmupRequests int64 `json:"warmup_requests"`
 
-	RequestRate      float64 `json:"request_rate"`
+	// RequestRate is the start rate: measured requests started per second of the schedule's
+	// span (ScheduleS), so an exact open loop at R req/s reports R. It does not include the
+	// tail of completions after the schedule ended; CompletionRate does.
+	RequestRate float64 `json:"request_rate"`
+	// ScheduleS is the measured part of the schedule: from the end of warm-up to the planned
+	// end, the first arrival not started (request limit), or an early stop.
+	ScheduleS float64 `json:"schedule_s"`
+	// CompletionRate is completed requests per second of DurationS (to the last completion).
+	CompletionRate   float64 `json:"completion_rate"`
 	OutputTokensPerS float64 `json:"output_tokens_per_s"`
 	InputTokensPerS  float64 `json:"input_tokens_per_s"`
 	OutputTokens     int64   `json:"output_tokens"`
@@ -126,6 +134,10 @@ func (c *collector) summarize(cfg *Config, startedAt time.Time) *Summary {
 	if secs < 0 {
 		secs = 0
 	}
+	schedSecs := secs
+	if !c.scheduleEnd.IsZero() {
+		schedSecs = max(0, c.scheduleEnd.Sub(c.measureFrom).Seconds())
+	}
 	a := c.all
 	mode := "closed"
 	if cfg.openLoop() {
@@ -140,7 +152,8 @@ func (c *collector) summarize(cfg *Config, startedAt time.Time) *Summary {
 		Requests: a.requests, Succeeded: a.requests - a.failed, Failed: a.failed,
 		ErrorRate: ratio(a.failed, a.requests), ErrorsByStatus: copyMap(a.errors),
 		Interrupted: c.interrupted, WarmupRequests: c.warmupReqs,
-		RequestRate:      perSecond(a.requests, secs),
+		RequestRate: perSecond(c.started, schedSecs), ScheduleS: schedSecs,
+		CompletionRate:   perSecond(a.requests, secs),
 		OutputTokensPerS: perSecond(a.outTokens, secs), InputTokensPerS: perSecond(a.promptTokens, secs),
 		OutputTokens: a.outTokens, PromptTokens: a.promptTokens, CachedTokens: a.cachedTokens,
 		CachedTokenRatio: ratio(a.cachedTokens, a.promptTokens),

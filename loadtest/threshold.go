@@ -42,6 +42,7 @@ var latencyStats = map[string]func(Latency) float64{
 var scalarMetrics = map[string]func(*Summary) float64{
 	"error_rate":          func(s *Summary) float64 { return s.ErrorRate },
 	"request_rate":        func(s *Summary) float64 { return s.RequestRate },
+	"completion_rate":     func(s *Summary) float64 { return s.CompletionRate },
 	"output_tokens_per_s": func(s *Summary) float64 { return s.OutputTokensPerS },
 	"cached_token_ratio":  func(s *Summary) float64 { return s.CachedTokenRatio },
 	"requests":            func(s *Summary) float64 { return float64(s.Requests) },

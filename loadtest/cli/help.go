@@ -53,6 +53,7 @@ Measures (all per request, aggregated in HDR histograms, p50/p90/p95/p99/p99.9):
   schedule lag  actual send - scheduled send (open loop).
 
 Threshold metrics: {ttft,ttfb,itl,inter_chunk,tpot,e2e,lag}_{avg,min,med,max,p50,p90,p95,
-p99,p99.9} (ms unless a unit is given), error_rate, request_rate, output_tokens_per_s,
+p99,p99.9} (ms unless a unit is given), error_rate, request_rate (starts per second of the
+schedule), completion_rate (completions per second to the last one), output_tokens_per_s,
 goodput_rate, goodput_ratio, cached_token_ratio, requests, failed, dropped, late.
 Operators: < <= > >= == !=.`
