@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"strconv"
 	"sync"
 	"time"
 
@@ -20,6 +19,7 @@ type client struct {
 	cfg       *Config
 	url       string
 	hc        *fasthttp.HostClient
+	std       *stdSender // set with HTTP2: net/http instead of fasthttp
 	mu        sync.Mutex
 	conns     map[net.Conn]struct{}
 	aborted   bool
@@ -53,6 +53,11 @@ func newClient(cfg *Config) (*client, error) {
 			addr = net.JoinHostPort(u.Hostname(), "80")
 		}
 	}
+	https := u.Scheme == "https"
+	tc, err := tlsConfig(cfg.TLS, https)
+	if err != nil {
+		return nil, err
+	}
 	c := &client{cfg: cfg, url: full, conns: map[net.Conn]struct{}{}}
 	maxConns := cfg.MaxInFlight
 	if cfg.VUs > maxConns {
@@ -65,7 +70,8 @@ func newClient(cfg *Config) (*client, error) {
 	}
 	c.hc = &fasthttp.HostClient{
 		Addr:                      addr,
-		IsTLS:                     u.Scheme == "https",
+		IsTLS:                     https,
+		TLSConfig:                 tc,
 		MaxConns:                  maxConns + 16,
 		StreamResponseBody:        true,
 		ReadTimeout:               cfg.Timeout,
@@ -74,6 +80,9 @@ func newClient(cfg *Config) (*client, error) {
 		Name:                      "infergw-loadtest",
 		MaxIdemponentCallAttempts: 1,
 		Dial:                      c.dial,
+	}
+	if cfg.HTTP2 {
+		c.std = newStdSender(c, tc, https, cfg.Timeout)
 	}
 	c.statePool.New = func() any {
 		return &reqState{req: &fasthttp.Request{}, resp: &fasthttp.Response{}, sse: NewSSEReader(eofReader{}, 0)}
@@ -86,7 +95,12 @@ type eofReader struct{}
 func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 func (c *client) dial(addr string) (net.Conn, error) {
-	conn, err := fasthttp.DialTimeout(addr, 10*time.Second)
+	return c.track(fasthttp.DialTimeout(addr, 10*time.Second))
+}
+
+// track registers a new connection so that abort can close it; it refuses (and closes) it
+// once the run is aborted.
+func (c *client) track(conn net.Conn, err error) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -140,23 +154,16 @@ func (c *client) isAborted() bool {
 func (c *client) do(ctx context.Context, greq *Request, res *Result) {
 	st := c.statePool.Get().(*reqState)
 	defer c.statePool.Put(st)
+	st.body = appendBody(st.body[:0], c.cfg, greq)
+	if c.std != nil {
+		c.doStd(ctx, st, res)
+		return
+	}
 	req, resp := st.req, st.resp
 	req.Reset()
 	req.SetRequestURI(c.url)
 	req.Header.SetMethod(fasthttp.MethodPost)
-	req.Header.SetContentType("application/json")
-	if c.cfg.NoStream {
-		req.Header.Set("Accept", "application/json")
-	} else {
-		req.Header.Set("Accept", "text/event-stream")
-	}
-	if c.cfg.APIKey != "" {
-		req.Header.Set("Authorization", "Bearer "+c.cfg.APIKey)
-	}
-	for _, h := range c.cfg.Headers {
-		req.Header.Set(h.Name, h.Value)
-	}
-	st.body = appendBody(st.body[:0], c.cfg, greq)
+	setHeaders(c.cfg, req.Header.Set)
 	req.SetBodyRaw(st.body)
 
 	res.sent = time.Now()
@@ -168,15 +175,35 @@ func (c *client) do(ctx context.Context, greq *Request, res *Result) {
 		return
 	}
 	defer resp.CloseBodyStream() //nolint:errcheck // nothing useful to do with a close error
-	res.Status = resp.StatusCode()
-	res.TTFBMs = ms(headersAt.Sub(res.sent))
+	res.Proto = "HTTP/1.1"
 	res.Endpoint = string(resp.Header.Peek(c.cfg.EndpointHeader))
 	if res.Endpoint == "" {
 		res.Endpoint = string(resp.Header.Peek("x-sim-instance"))
 	}
-	stream := resp.BodyStream()
+	c.readBody(ctx, st, res, resp.StatusCode(), headersAt, resp.BodyStream())
+}
+
+// doStd is do over net/http (HTTP/2).
+func (c *client) doStd(ctx context.Context, st *reqState, res *Result) {
+	res.sent = time.Now()
+	status, endpoint, proto, stream, release, err := c.std.send(ctx, c.cfg, c.url, st.body)
+	headersAt := time.Now()
+	if err != nil {
+		res.Error = classifyErr(err, c.isAborted() || ctx.Err() != nil)
+		res.E2EMs = ms(headersAt.Sub(res.sent))
+		return
+	}
+	defer release()
+	res.Endpoint, res.Proto = endpoint, proto
+	c.readBody(ctx, st, res, status, headersAt, stream)
+}
+
+// readBody measures a response from its headers on, whichever client received it.
+func (c *client) readBody(ctx context.Context, st *reqState, res *Result, status int, headersAt time.Time, stream io.Reader) {
+	res.Status = status
+	res.TTFBMs = ms(headersAt.Sub(res.sent))
 	if res.Status < 200 || res.Status > 299 {
-		res.Error = "http_" + strconv.Itoa(res.Status)
+		res.Error = statusError(res.Status)
 		if stream != nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(stream, 1<<20))
 		}
@@ -269,7 +296,7 @@ func (c *client) readStream(ctx context.Context, stream io.Reader, st *reqState,
 	}
 	res.E2EMs = ms(end.Sub(res.sent))
 	if res.Error == "" {
-		// Read the rest (normally just the chunked terminator) so that fasthttp can reuse the
+		// Read the rest (normally just the chunked terminator) so that the client can reuse the
 		// connection: a stream closed before EOF costs a new TCP connection per request.
 		_, _ = io.Copy(io.Discard, io.LimitReader(stream, maxDrain))
 	}

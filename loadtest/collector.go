@@ -68,6 +68,7 @@ type collector struct {
 	warmupReqs  int64
 	started     int64
 	inFlight    int64
+	protocols   map[string]int64 // responses by HTTP version (a handful of values)
 	lastEnd     time.Time
 	// scheduleEnd is when the load schedule ended (no start after it); zero until then.
 	scheduleEnd time.Time
@@ -130,6 +131,14 @@ func (c *collector) add(r *Result) {
 	if r.Warmup {
 		c.warmupReqs++
 		return
+	}
+	if r.Proto != "" {
+		if c.protocols == nil {
+			c.protocols = map[string]int64{}
+		}
+		if _, ok := c.protocols[r.Proto]; ok || len(c.protocols) < 8 {
+			c.protocols[r.Proto]++
+		}
 	}
 	if r.open { // schedule lag: actual send minus scheduled send
 		recordMs(c.lag, r.LagMs, 1)

@@ -64,6 +64,12 @@ type Config struct {
 	LateAfter time.Duration
 	// Timeout bounds each request's reads (default 120s).
 	Timeout time.Duration
+	// HTTP2 sends requests over HTTP/2: negotiated by ALPN on https URLs (a server that only
+	// offers HTTP/1.1 gets HTTP/1.1; the summary shows what was used), h2c with prior
+	// knowledge on http URLs. Without it requests use HTTP/1.1 (fasthttp).
+	HTTP2 bool
+	// TLS configures https URLs: a CA bundle, skipping verification, a client certificate.
+	TLS TLSOptions
 	// GracePeriod is how long in-flight requests may finish after the end (default 30s).
 	// On context cancellation in-flight requests are aborted at once.
 	GracePeriod time.Duration
@@ -86,6 +92,23 @@ type Config struct {
 
 	// noCSVHeader is set for the second and later steps of a sweep sharing one CSV file.
 	noCSVHeader bool
+}
+
+// TLSOptions configures TLS for https URLs. Zero values verify the server against the
+// system's roots and send no client certificate.
+type TLSOptions struct {
+	// CAFile is a PEM bundle of CA certificates that replaces the system roots.
+	CAFile string
+	// InsecureSkipVerify accepts any server certificate (for tests and self-signed setups).
+	InsecureSkipVerify bool
+	// CertFile and KeyFile are a PEM client certificate and key, sent when the server asks.
+	CertFile, KeyFile string
+	// ServerName overrides the name checked in the server's certificate (default: the URL's host).
+	ServerName string
+}
+
+func (o TLSOptions) set() bool {
+	return o.CAFile != "" || o.InsecureSkipVerify || o.CertFile != "" || o.KeyFile != "" || o.ServerName != ""
 }
 
 // SLO bounds for goodput; a zero field is not checked.

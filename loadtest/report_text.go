@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 )
 
@@ -36,7 +37,8 @@ func WriteText(w io.Writer, s *Summary) error {
 	if len(st.Stages) > 0 {
 		p(", %d stages", len(st.Stages))
 	}
-	p(", workload %s, seed %d, warm-up %.0fs\n\n", orDefault(st.Workload.Kind, "synthetic"), st.Seed, st.WarmupS)
+	p(", workload %s, seed %d, warm-up %.0fs\n", orDefault(st.Workload.Kind, "synthetic"), st.Seed, st.WarmupS)
+	p("  protocol: %s\n\n", protocolLine(s.Protocols))
 
 	if len(s.Thresholds) > 0 {
 		p("  THRESHOLDS\n")
@@ -190,4 +192,18 @@ func WriteMarkdown(w io.Writer, s *Summary) error {
 		return fmt.Errorf("write markdown: %w", err)
 	}
 	return nil
+}
+
+// protocolLine lists the HTTP versions responses came over, most used first.
+func protocolLine(m map[string]int64) string {
+	if len(m) == 0 {
+		return "none (no response)"
+	}
+	keys := sortedKeys(m)
+	sort.SliceStable(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s (%d responses)", k, m[k])
+	}
+	return strings.Join(parts, ", ")
 }

@@ -27,6 +27,8 @@ type Result struct {
 	OutputTokens  int `json:"output_tokens"`
 	CachedTokens  int `json:"cached_tokens"`
 	ContentChunks int `json:"content_chunks"`
+	// Proto is the HTTP version the response came over ("HTTP/1.1", "HTTP/2.0").
+	Proto string `json:"proto,omitempty"`
 	// UsageReported tells whether token counts came from the server's usage.
 	UsageReported bool `json:"usage_reported"`
 

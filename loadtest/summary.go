@@ -18,8 +18,10 @@ type Summary struct {
 	// ErrorsByStatus counts failures by class ("http_503", "timeout", "transport", ...).
 	ErrorsByStatus map[string]int64 `json:"errors_by_status"`
 	// Interrupted requests were cut by Ctrl-C / cancellation and are in no other figure.
-	Interrupted    int64 `json:"interrupted"`
-	WarmupRequests int64 `json:"warmup_requests"`
+	Interrupted int64 `json:"interrupted"`
+	// Protocols counts measured responses by the HTTP version they came over.
+	Protocols      map[string]int64 `json:"protocols,omitempty"`
+	WarmupRequests int64            `json:"warmup_requests"`
 
 	// RequestRate is the start rate: measured requests started per second of the schedule's
 	// span (ScheduleS), so an exact open loop at R req/s reports R. It does not include the
@@ -64,10 +66,12 @@ type Summary struct {
 
 // SummarySetup records what was run.
 type SummarySetup struct {
-	URL       string          `json:"url"`
-	API       string          `json:"api"`
-	Stream    bool            `json:"stream"`
-	Mode      string          `json:"mode"` // "open" or "closed"
+	URL    string `json:"url"`
+	API    string `json:"api"`
+	Stream bool   `json:"stream"`
+	Mode   string `json:"mode"` // "open" or "closed"
+	// HTTP2 tells whether HTTP/2 was asked for (Summary.Protocols shows what was used).
+	HTTP2     bool            `json:"http2,omitempty"`
 	Rate      float64         `json:"rate,omitempty"`
 	VUs       int             `json:"vus,omitempty"`
 	Arrival   string          `json:"arrival,omitempty"`
@@ -146,12 +150,12 @@ func (c *collector) summarize(cfg *Config, startedAt time.Time) *Summary {
 	s := &Summary{
 		StartedAt: startedAt,
 		DurationS: secs,
-		Setup: SummarySetup{URL: cfg.URL, API: cfg.API, Stream: !cfg.NoStream, Mode: mode, Rate: cfg.Rate,
+		Setup: SummarySetup{URL: cfg.URL, API: cfg.API, Stream: !cfg.NoStream, Mode: mode, HTTP2: cfg.HTTP2, Rate: cfg.Rate,
 			VUs: cfg.VUs, Stages: cfg.Stages, Models: cfg.Models, Workload: cfg.Workload, Seed: cfg.Seed,
 			WarmupS: cfg.Warmup.Seconds(), DurationS: cfg.Duration.Seconds()},
 		Requests: a.requests, Succeeded: a.requests - a.failed, Failed: a.failed,
 		ErrorRate: ratio(a.failed, a.requests), ErrorsByStatus: copyMap(a.errors),
-		Interrupted: c.interrupted, WarmupRequests: c.warmupReqs,
+		Interrupted: c.interrupted, WarmupRequests: c.warmupReqs, Protocols: copyMap(c.protocols),
 		RequestRate: perSecond(c.started, schedSecs), ScheduleS: schedSecs,
 		CompletionRate:   perSecond(a.requests, secs),
 		OutputTokensPerS: perSecond(a.outTokens, secs), InputTokensPerS: perSecond(a.promptTokens, secs),

@@ -31,6 +31,8 @@ type flags struct {
 	groups, prefix, suffix, sessions, turns int
 	seed                                    uint64
 	summaryExport, report, logLevel         string
+	http2                                   bool
+	tls                                     loadtest.TLSOptions
 }
 
 // NewCommand returns the `loadtest` cobra command.
@@ -74,6 +76,12 @@ func NewCommand() *cobra.Command {
 	fl.IntVar(&f.maxInFlight, "max-inflight", 10000, "open loop: concurrent requests before starts are dropped")
 	fl.DurationVar(&f.lateAfter, "late-after", 10*time.Millisecond, "open loop: schedule lag above which a start counts as late")
 	fl.DurationVar(&f.timeout, "timeout", 120*time.Second, "per-request read timeout")
+	fl.BoolVar(&f.http2, "http2", false, "HTTP/2: by ALPN on https URLs, h2c (prior knowledge) on http URLs; the summary shows the protocol used")
+	fl.StringVar(&f.tls.CAFile, "cacert", "", "https: PEM CA bundle to verify the server with (replaces the system roots)")
+	fl.BoolVarP(&f.tls.InsecureSkipVerify, "insecure", "k", false, "https: accept any server certificate")
+	fl.StringVar(&f.tls.CertFile, "cert", "", "https: PEM client certificate (with --key)")
+	fl.StringVar(&f.tls.KeyFile, "key", "", "https: PEM client key (with --cert)")
+	fl.StringVar(&f.tls.ServerName, "tls-server-name", "", "https: name to verify in the server's certificate (default: the URL's host)")
 	fl.DurationVar(&f.grace, "grace", 30*time.Second, "time in-flight requests may finish after the end")
 	fl.StringVar(&f.workload, "workload", "synthetic", "synthetic, shared-prefix, multi-turn or sharegpt")
 	fl.StringVar(&f.input, "input-tokens", "128", "prompt length: N, uniform:MIN:MAX or normal:MEAN:SD")
@@ -108,7 +116,8 @@ func buildConfig(f *flags) (loadtest.Config, []loadtest.Threshold, error) {
 	cfg = loadtest.Config{URL: f.url, API: f.api, NoStream: f.noStream, NoUsage: f.noUsage, IgnoreEOS: f.ignoreEOS,
 		APIKey: f.apiKey, Models: models, EndpointHeader: f.endpointHeader, VUs: f.vus, Rate: f.rate,
 		Arrival: f.arrival, GammaShape: f.gammaShape, Duration: f.duration, Requests: f.requests, Warmup: f.warmup,
-		MaxInFlight: f.maxInFlight, LateAfter: f.lateAfter, Timeout: f.timeout, GracePeriod: f.grace, Seed: f.seed}
+		MaxInFlight: f.maxInFlight, LateAfter: f.lateAfter, Timeout: f.timeout, GracePeriod: f.grace, Seed: f.seed,
+		HTTP2: f.http2, TLS: f.tls}
 	for _, h := range f.headers {
 		name, value, ok := strings.Cut(h, ":")
 		if !ok || strings.TrimSpace(name) == "" {
