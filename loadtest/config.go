@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"strings"
 	"time"
@@ -173,7 +174,21 @@ func (c Config) withDefaults() (Config, error) {
 	if c.VUs > 0 && c.Rate > 0 {
 		return c, errors.New("config: choose --vus (closed loop) or --rate (open loop), not both")
 	}
-	if c.VUs == 0 && c.Rate == 0 && len(c.Stages) == 0 {
+	trace := c.Workload.Kind == "trace"
+	if trace {
+		if c.VUs > 0 || c.Rate > 0 || len(c.Stages) > 0 {
+			return c, errors.New("config: a trace sets its own schedule: --rate, --vus and --stage do not apply (use --time-scale)")
+		}
+		if c.Workload.TimeScale == 0 {
+			c.Workload.TimeScale = 1
+		}
+		if !(c.Workload.TimeScale > 0) || math.IsInf(c.Workload.TimeScale, 0) || c.Workload.TimeScale > 1e6 {
+			return c, fmt.Errorf("config: time scale %v: want a number in (0, 1e6]", c.Workload.TimeScale)
+		}
+	} else if c.Workload.TimeScale != 0 {
+		return c, errors.New("config: --time-scale applies only to --trace")
+	}
+	if c.VUs == 0 && c.Rate == 0 && len(c.Stages) == 0 && !trace {
 		c.VUs = 1
 	}
 	if c.Arrival == "" {
@@ -190,7 +205,7 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.Stages) > 0 {
 		c.Duration = levelProfile{stages: c.Stages}.total()
 	}
-	if c.Duration <= 0 && c.Requests <= 0 {
+	if c.Duration <= 0 && c.Requests <= 0 && !trace { // a trace plays to its end by default
 		c.Duration = 30 * time.Second
 	}
 	if c.MaxInFlight <= 0 {
@@ -224,7 +239,9 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // openLoop reports whether requests follow a schedule (rate) rather than VUs.
-func (c Config) openLoop() bool { return c.Rate > 0 || (c.VUs == 0 && len(c.Stages) > 0) }
+func (c Config) openLoop() bool {
+	return c.Rate > 0 || (c.VUs == 0 && len(c.Stages) > 0) || c.Workload.Kind == "trace"
+}
 
 // endpointURL is the full request URL for the configured API.
 func (c Config) endpointURL() (string, error) {

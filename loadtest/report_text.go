@@ -28,8 +28,10 @@ func WriteText(w io.Writer, s *Summary) error {
 	}
 	st := s.Setup
 	p("\n  infergw loadtest  %s (%s, stream=%v)\n", st.URL, st.API, st.Stream)
-	switch st.Mode {
-	case "open":
+	switch {
+	case st.Workload.Kind == "trace":
+		p("  scenario: trace replay of %s at %gx speed", st.Workload.TraceFile, st.Workload.TimeScale)
+	case st.Mode == "open":
 		p("  scenario: open loop, %g req/s %s arrivals", st.Rate, st.Arrival)
 	default:
 		p("  scenario: closed loop, %d VUs", st.VUs)

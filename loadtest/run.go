@@ -122,8 +122,11 @@ func (r *runner) limitReached() bool {
 // arrival it did not start (request limit), or the moment it was cancelled.
 func (r *runner) openLoop(ctx context.Context, runStart, end time.Time) time.Time {
 	cfg := r.cfg
-	arr := newArrivals(cfg.Arrival, cfg.GammaShape, rand.New(rand.NewPCG(cfg.Seed, 0xa24baed4963ee407)),
+	var arr schedule = newArrivals(cfg.Arrival, cfg.GammaShape, rand.New(rand.NewPCG(cfg.Seed, 0xa24baed4963ee407)),
 		levelProfile{start: cfg.Rate, stages: cfg.Stages}, cfg.Warmup)
+	if r.gen.trace != nil {
+		arr = &traceArrivals{entries: r.gen.trace, scale: cfg.Workload.TimeScale}
+	}
 	var inflight atomic.Int64
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -145,6 +148,7 @@ func (r *runner) openLoop(ctx context.Context, runStart, end time.Time) time.Tim
 		warm := due.Before(r.col.measureFrom)
 		if inflight.Load() >= int64(cfg.MaxInFlight) {
 			r.col.drop(warm)
+			r.gen.skipArrival()
 			continue
 		}
 		if !warm {

@@ -64,6 +64,11 @@ func (p levelProfile) total() time.Duration {
 	return d
 }
 
+// schedule yields the open-loop start offsets (since the run start) in order; false at the end.
+type schedule interface {
+	next() (offset time.Duration, ok bool)
+}
+
 // arrivals generates an open-loop schedule for a time-varying rate by time rescaling: the
 // i-th arrival is where the integrated rate Λ(t) = ∫ rate reaches the running sum of unit
 // increments, each exactly 1 ("constant"), exponential ("poisson") or gamma with shape k and

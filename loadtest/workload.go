@@ -143,6 +143,12 @@ type WorkloadConfig struct {
 	Turns    int `json:"turns,omitempty"`
 	// ShareGPTFile is a ShareGPT-format JSON file (sharegpt kind).
 	ShareGPTFile string `json:"sharegpt_file,omitempty"`
+	// Trace replay (trace kind): TraceFile in TraceFormat ("mooncake" JSONL or "azure" CSV;
+	// "" = by extension) sets each request's start time, lengths and shared prefixes.
+	// TimeScale speeds the trace up (2 = twice as fast; default 1).
+	TraceFile   string  `json:"trace_file,omitempty"`
+	TraceFormat string  `json:"trace_format,omitempty"`
+	TimeScale   float64 `json:"time_scale,omitempty"`
 }
 
 // generator produces the request sequence. Its order depends only on the seed, so a run is
@@ -158,6 +164,8 @@ type generator struct {
 	sessions []session
 	nextSess int
 	share    []shareGPTItem
+	trace    []traceEntry
+	seed     uint64
 }
 
 type session struct {
@@ -167,7 +175,7 @@ type session struct {
 }
 
 func newGenerator(cfg WorkloadConfig, models []WeightedModel, seed uint64) (*generator, error) {
-	g := &generator{rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)), cfg: cfg, models: models}
+	g := &generator{rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)), cfg: cfg, models: models, seed: seed}
 	total := 0.0
 	for _, m := range models {
 		total += m.Weight
@@ -202,10 +210,28 @@ func newGenerator(cfg WorkloadConfig, models []WeightedModel, seed uint64) (*gen
 		// A seeded shuffle so that different seeds sample the file differently.
 		g.rng.Shuffle(len(items), func(i, j int) { items[i], items[j] = items[j], items[i] })
 		g.share = items
+	case "trace":
+		entries, err := loadTrace(cfg.TraceFile, cfg.TraceFormat)
+		if err != nil {
+			return nil, err
+		}
+		g.trace = entries
 	default:
-		return nil, fmt.Errorf("workload: unknown kind %q (synthetic, shared-prefix, multi-turn, sharegpt)", cfg.Kind)
+		return nil, fmt.Errorf("workload: unknown kind %q (synthetic, shared-prefix, multi-turn, sharegpt, trace)", cfg.Kind)
 	}
 	return g, nil
+}
+
+// skipArrival keeps a trace's requests aligned with its schedule when an arrival is
+// dropped (not started): the dropped arrival's entry is skipped, not given to the next one.
+// Other workloads are not tied to arrivals and draw nothing for a drop.
+func (g *generator) skipArrival() {
+	if g.cfg.Kind != "trace" {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.seq++
 }
 
 func (g *generator) pickModel() string {
@@ -252,6 +278,10 @@ func (g *generator) Next() Request {
 		// sequence stays reproducible and independent of what the server answered.
 		s.msgs = append(s.msgs, Message{Role: "assistant", Content: g.words(max(1, out))})
 		s.turn++
+	case "trace":
+		e := g.trace[(g.seq-1)%len(g.trace)]
+		r.Messages = []Message{{Role: "user", Content: g.tracePrompt(e)}}
+		r.InputTokens, r.MaxTokens = e.input, e.output
 	case "sharegpt":
 		it := g.share[(g.seq-1)%len(g.share)]
 		r.Messages = []Message{{Role: "user", Content: it.prompt}}

@@ -33,6 +33,8 @@ type flags struct {
 	summaryExport, report, logLevel         string
 	http2                                   bool
 	tls                                     loadtest.TLSOptions
+	trace, traceFormat                      string
+	timeScale                               float64
 }
 
 // NewCommand returns the `loadtest` cobra command.
@@ -47,6 +49,9 @@ func NewCommand() *cobra.Command {
 			// Read here, not as the flag default, so that --help never prints the key.
 			if !cmd.Flags().Changed("api-key") {
 				f.apiKey = os.Getenv("OPENAI_API_KEY")
+			}
+			if cmd.Flags().Changed("trace") && !cmd.Flags().Changed("workload") {
+				f.workload = "trace"
 			}
 			if cmd.Flags().Changed("sharegpt") && !cmd.Flags().Changed("workload") {
 				f.workload = "sharegpt"
@@ -83,7 +88,7 @@ func NewCommand() *cobra.Command {
 	fl.StringVar(&f.tls.KeyFile, "key", "", "https: PEM client key (with --cert)")
 	fl.StringVar(&f.tls.ServerName, "tls-server-name", "", "https: name to verify in the server's certificate (default: the URL's host)")
 	fl.DurationVar(&f.grace, "grace", 30*time.Second, "time in-flight requests may finish after the end")
-	fl.StringVar(&f.workload, "workload", "synthetic", "synthetic, shared-prefix, multi-turn or sharegpt")
+	fl.StringVar(&f.workload, "workload", "synthetic", "synthetic, shared-prefix, multi-turn, sharegpt or trace")
 	fl.StringVar(&f.input, "input-tokens", "128", "prompt length: N, uniform:MIN:MAX or normal:MEAN:SD")
 	fl.StringVar(&f.output, "output-tokens", "128", "output length (max_tokens): N, uniform:MIN:MAX or normal:MEAN:SD")
 	fl.IntVar(&f.groups, "groups", 8, "shared-prefix: number of prefix groups")
@@ -92,6 +97,9 @@ func NewCommand() *cobra.Command {
 	fl.IntVar(&f.sessions, "sessions", 16, "multi-turn: concurrent conversations")
 	fl.IntVar(&f.turns, "turns", 5, "multi-turn: turns per conversation")
 	fl.StringVar(&f.sharegpt, "sharegpt", "", "ShareGPT-format JSON file (implies --workload sharegpt)")
+	fl.StringVar(&f.trace, "trace", "", "replay a trace: each request at its own timestamp with its lengths and shared prefixes (implies --workload trace; Mooncake JSONL or Azure CSV)")
+	fl.StringVar(&f.traceFormat, "trace-format", "", "trace format: mooncake or azure (default: by extension, .jsonl or .csv)")
+	fl.Float64Var(&f.timeScale, "time-scale", 0, "trace replay speed: 2 plays the trace twice as fast (default 1)")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed; the same seed gives the same request sequence")
 	fl.StringVar(&f.slo, "slo", "", "goodput SLO, e.g. ttft=500ms,tpot=50ms[,e2e=10s]")
 	fl.StringArrayVar(&f.thresholds, "threshold", nil, "pass/fail criterion, e.g. 'ttft_p95<500ms' (repeatable; exit 99 on failure)")
@@ -141,7 +149,8 @@ func buildConfig(f *flags) (loadtest.Config, []loadtest.Threshold, error) {
 		return cfg, nil, fmt.Errorf("--output-tokens: %w", err)
 	}
 	cfg.Workload = loadtest.WorkloadConfig{Kind: f.workload, Input: in, Output: out, Groups: f.groups,
-		PrefixTokens: f.prefix, SuffixTokens: f.suffix, Sessions: f.sessions, Turns: f.turns, ShareGPTFile: f.sharegpt}
+		PrefixTokens: f.prefix, SuffixTokens: f.suffix, Sessions: f.sessions, Turns: f.turns, ShareGPTFile: f.sharegpt,
+		TraceFile: f.trace, TraceFormat: f.traceFormat, TimeScale: f.timeScale}
 	if f.slo != "" {
 		if cfg.SLO, err = loadtest.ParseSLO(f.slo); err != nil {
 			return cfg, nil, err
