@@ -10,6 +10,12 @@ import (
 func appendBody(b []byte, cfg *Config, req *Request) []byte {
 	b = append(b, `{"model":`...)
 	b = appendJSONString(b, req.Model)
+	if cfg.API == "embeddings" {
+		// Embeddings are one response, not a stream, and generate nothing: no max_tokens.
+		b = append(b, `,"input":`...)
+		b = appendJSONString(b, joinConversation(req.Messages))
+		return append(b, '}')
+	}
 	if cfg.API == "completions" {
 		b = append(b, `,"prompt":`...)
 		b = appendJSONString(b, joinConversation(req.Messages))

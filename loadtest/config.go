@@ -21,7 +21,8 @@ type Config struct {
 	// URL is the server's base URL, e.g. http://127.0.0.1:8080 (a path ending in /v1 or the
 	// full endpoint path is accepted too).
 	URL string
-	// API is "chat" (/v1/chat/completions, default) or "completions" (/v1/completions).
+	// API is "chat" (/v1/chat/completions, default), "completions" (/v1/completions) or
+	// "embeddings" (/v1/embeddings: not streamed, so only TTFB and end-to-end latency).
 	API string
 	// NoStream sends stream:false (TTFT/ITL/TPOT are then not measured).
 	NoStream bool
@@ -162,8 +163,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.API == "" {
 		c.API = "chat"
 	}
-	if c.API != "chat" && c.API != "completions" {
-		return c, fmt.Errorf("config: api %q: want chat or completions", c.API)
+	switch c.API {
+	case "chat", "completions":
+	case "embeddings":
+		c.NoStream = true // an embeddings response is one JSON body
+	default:
+		return c, fmt.Errorf("config: api %q: want chat, completions or embeddings", c.API)
 	}
 	if c.EndpointHeader == "" {
 		c.EndpointHeader = "x-infergw-upstream"
@@ -250,15 +255,18 @@ func (c Config) endpointURL() (string, error) {
 		return "", fmt.Errorf("config: url %q: want http(s)://HOST:PORT", c.URL)
 	}
 	p := strings.TrimRight(u.Path, "/")
-	if strings.HasSuffix(p, "/completions") {
+	if strings.HasSuffix(p, "/completions") || strings.HasSuffix(p, "/embeddings") {
 		return u.String(), nil
 	}
 	if !strings.HasSuffix(p, "/v1") {
 		p += "/v1"
 	}
-	if c.API == "completions" {
+	switch c.API {
+	case "completions":
 		p += "/completions"
-	} else {
+	case "embeddings":
+		p += "/embeddings"
+	default:
 		p += "/chat/completions"
 	}
 	u.Path = p

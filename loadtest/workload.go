@@ -149,6 +149,8 @@ type WorkloadConfig struct {
 	TraceFile   string  `json:"trace_file,omitempty"`
 	TraceFormat string  `json:"trace_format,omitempty"`
 	TimeScale   float64 `json:"time_scale,omitempty"`
+	// Dataset (dataset kind): prompts or chat conversations from a JSONL, JSON or Parquet file.
+	Dataset DatasetConfig `json:"dataset,omitzero"`
 }
 
 // generator produces the request sequence. Its order depends only on the seed, so a run is
@@ -165,6 +167,7 @@ type generator struct {
 	nextSess int
 	share    []shareGPTItem
 	trace    []traceEntry
+	dataset  []datasetItem
 	seed     uint64
 }
 
@@ -210,6 +213,13 @@ func newGenerator(cfg WorkloadConfig, models []WeightedModel, seed uint64) (*gen
 		// A seeded shuffle so that different seeds sample the file differently.
 		g.rng.Shuffle(len(items), func(i, j int) { items[i], items[j] = items[j], items[i] })
 		g.share = items
+	case "dataset":
+		items, err := loadDataset(cfg.Dataset)
+		if err != nil {
+			return nil, err
+		}
+		g.rng.Shuffle(len(items), func(i, j int) { items[i], items[j] = items[j], items[i] })
+		g.dataset = items
 	case "trace":
 		entries, err := loadTrace(cfg.TraceFile, cfg.TraceFormat)
 		if err != nil {
@@ -217,7 +227,7 @@ func newGenerator(cfg WorkloadConfig, models []WeightedModel, seed uint64) (*gen
 		}
 		g.trace = entries
 	default:
-		return nil, fmt.Errorf("workload: unknown kind %q (synthetic, shared-prefix, multi-turn, sharegpt, trace)", cfg.Kind)
+		return nil, fmt.Errorf("workload: unknown kind %q (synthetic, shared-prefix, multi-turn, sharegpt, dataset, trace)", cfg.Kind)
 	}
 	return g, nil
 }
@@ -278,6 +288,13 @@ func (g *generator) Next() Request {
 		// sequence stays reproducible and independent of what the server answered.
 		s.msgs = append(s.msgs, Message{Role: "assistant", Content: g.words(max(1, out))})
 		s.turn++
+	case "dataset":
+		it := g.dataset[(g.seq-1)%len(g.dataset)]
+		r.Messages = append([]Message(nil), it.msgs...)
+		r.InputTokens, r.MaxTokens = it.promptTokens, it.outputTokens
+		if r.MaxTokens == 0 {
+			r.MaxTokens = g.cfg.Output.draw(g.rng)
+		}
 	case "trace":
 		e := g.trace[(g.seq-1)%len(g.trace)]
 		r.Messages = []Message{{Role: "user", Content: g.tracePrompt(e)}}

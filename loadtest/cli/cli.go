@@ -34,6 +34,7 @@ type flags struct {
 	http2                                   bool
 	tls                                     loadtest.TLSOptions
 	trace, traceFormat                      string
+	dataset                                 loadtest.DatasetConfig
 	timeScale                               float64
 }
 
@@ -50,6 +51,9 @@ func NewCommand() *cobra.Command {
 			if !cmd.Flags().Changed("api-key") {
 				f.apiKey = os.Getenv("OPENAI_API_KEY")
 			}
+			if cmd.Flags().Changed("dataset") && !cmd.Flags().Changed("workload") {
+				f.workload = "dataset"
+			}
 			if cmd.Flags().Changed("trace") && !cmd.Flags().Changed("workload") {
 				f.workload = "trace"
 			}
@@ -62,7 +66,7 @@ func NewCommand() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&f.url, "url", "", "server base URL, e.g. http://127.0.0.1:8080 (required)")
 	fl.StringArrayVar(&f.models, "model", nil, "model name; repeat or comma-separate for a mix, NAME=WEIGHT for weights (required)")
-	fl.StringVar(&f.api, "api", "chat", "chat (/v1/chat/completions) or completions (/v1/completions)")
+	fl.StringVar(&f.api, "api", "chat", "chat (/v1/chat/completions), completions (/v1/completions) or embeddings (/v1/embeddings, not streamed)")
 	fl.BoolVar(&f.noStream, "no-stream", false, "send stream:false (no TTFT/ITL/TPOT)")
 	fl.BoolVar(&f.noUsage, "no-usage", false, "do not request stream_options.include_usage")
 	fl.BoolVar(&f.ignoreEOS, "ignore-eos", true, "send ignore_eos so output length equals max_tokens")
@@ -88,7 +92,7 @@ func NewCommand() *cobra.Command {
 	fl.StringVar(&f.tls.KeyFile, "key", "", "https: PEM client key (with --cert)")
 	fl.StringVar(&f.tls.ServerName, "tls-server-name", "", "https: name to verify in the server's certificate (default: the URL's host)")
 	fl.DurationVar(&f.grace, "grace", 30*time.Second, "time in-flight requests may finish after the end")
-	fl.StringVar(&f.workload, "workload", "synthetic", "synthetic, shared-prefix, multi-turn, sharegpt or trace")
+	fl.StringVar(&f.workload, "workload", "synthetic", "synthetic, shared-prefix, multi-turn, sharegpt, dataset or trace")
 	fl.StringVar(&f.input, "input-tokens", "128", "prompt length: N, uniform:MIN:MAX or normal:MEAN:SD")
 	fl.StringVar(&f.output, "output-tokens", "128", "output length (max_tokens): N, uniform:MIN:MAX or normal:MEAN:SD")
 	fl.IntVar(&f.groups, "groups", 8, "shared-prefix: number of prefix groups")
@@ -97,6 +101,10 @@ func NewCommand() *cobra.Command {
 	fl.IntVar(&f.sessions, "sessions", 16, "multi-turn: concurrent conversations")
 	fl.IntVar(&f.turns, "turns", 5, "multi-turn: turns per conversation")
 	fl.StringVar(&f.sharegpt, "sharegpt", "", "ShareGPT-format JSON file (implies --workload sharegpt)")
+	fl.StringVar(&f.dataset.File, "dataset", "", "prompts or chat messages from a local JSONL, JSON (array) or Parquet file (implies --workload dataset)")
+	fl.StringVar(&f.dataset.Format, "dataset-format", "", "dataset format: jsonl, json or parquet (default: by extension)")
+	fl.StringVar(&f.dataset.PromptColumn, "prompt-column", "", "dataset column holding a prompt or chat messages (default: messages, prompt, text, question, input or instruction)")
+	fl.StringVar(&f.dataset.OutputColumn, "output-column", "", "dataset column holding each record's output length (default: --output-tokens)")
 	fl.StringVar(&f.trace, "trace", "", "replay a trace: each request at its own timestamp with its lengths and shared prefixes (implies --workload trace; Mooncake JSONL or Azure CSV)")
 	fl.StringVar(&f.traceFormat, "trace-format", "", "trace format: mooncake or azure (default: by extension, .jsonl or .csv)")
 	fl.Float64Var(&f.timeScale, "time-scale", 0, "trace replay speed: 2 plays the trace twice as fast (default 1)")
@@ -150,7 +158,7 @@ func buildConfig(f *flags) (loadtest.Config, []loadtest.Threshold, error) {
 	}
 	cfg.Workload = loadtest.WorkloadConfig{Kind: f.workload, Input: in, Output: out, Groups: f.groups,
 		PrefixTokens: f.prefix, SuffixTokens: f.suffix, Sessions: f.sessions, Turns: f.turns, ShareGPTFile: f.sharegpt,
-		TraceFile: f.trace, TraceFormat: f.traceFormat, TimeScale: f.timeScale}
+		TraceFile: f.trace, TraceFormat: f.traceFormat, TimeScale: f.timeScale, Dataset: f.dataset}
 	if f.slo != "" {
 		if cfg.SLO, err = loadtest.ParseSLO(f.slo); err != nil {
 			return cfg, nil, err
