@@ -55,6 +55,10 @@ func WriteText(w io.Writer, s *Summary) error {
 	}
 	p("  LATENCY\n")
 	lat("ttft", s.TTFT)
+	if ci := s.TTFTCI; ci != nil {
+		p("     %s: p50 %s–%s, p90 %s–%s, p99 %s–%s (bootstrap, %d samples)\n", dots("  ttft 95% CI"),
+			fmtMs(ci.P50.Lo), fmtMs(ci.P50.Hi), fmtMs(ci.P90.Lo), fmtMs(ci.P90.Hi), fmtMs(ci.P99.Lo), fmtMs(ci.P99.Hi), ci.N)
+	}
 	lat("ttfb", s.TTFB)
 	lat("itl (per token)", s.ITL)
 	lat("inter_chunk", s.InterChunk)

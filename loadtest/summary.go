@@ -41,6 +41,11 @@ type Summary struct {
 	CachedTokenRatio float64  `json:"cached_token_ratio"`
 	Goodput          *Goodput `json:"goodput,omitempty"`
 
+	// TTFTCI and E2ECI are bootstrap 95 % intervals of p50/p90/p99 from the sampled
+	// successful requests (nil with fewer than 20).
+	TTFTCI *PercentileCIs `json:"ttft_ci95_ms,omitempty"`
+	E2ECI  *PercentileCIs `json:"e2e_ci95_ms,omitempty"`
+
 	TTFT       Latency `json:"ttft_ms"`
 	TTFB       Latency `json:"ttfb_ms"`
 	ITL        Latency `json:"itl_ms"`
@@ -60,8 +65,8 @@ type Summary struct {
 	Series []secondBucket `json:"series,omitempty"`
 	// Samples are (a bounded reservoir of) per-request points, used by the HTML report.
 	Samples []Sample `json:"-"`
-	// CDFs are latency CDF points (ms, fraction) per measure, used by the HTML report.
-	CDFs map[string][][2]float64 `json:"-"`
+	// CDFs are latency CDF points (ms, fraction) per measure, for the HTML report and compare.
+	CDFs map[string][][2]float64 `json:"cdfs,omitempty"`
 }
 
 // SummarySetup records what was run.
@@ -174,6 +179,17 @@ func (c *collector) summarize(cfg *Config, startedAt time.Time) *Summary {
 	if cfg.openLoop() {
 		s.Setup.Arrival = cfg.Arrival
 	}
+	var ttft, e2e []float64
+	for _, p := range c.samples {
+		if !p.OK {
+			continue
+		}
+		e2e = append(e2e, p.E2E)
+		if p.TTFT > 0 {
+			ttft = append(ttft, p.TTFT)
+		}
+	}
+	s.TTFTCI, s.E2ECI = bootstrapCIs(ttft, cfg.Seed), bootstrapCIs(e2e, cfg.Seed+1)
 	if cfg.SLO.set() {
 		s.Goodput = &Goodput{SLO: cfg.SLO, Requests: a.good, Rate: perSecond(a.good, secs), Ratio: ratio(a.good, a.requests)}
 	}

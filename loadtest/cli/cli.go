@@ -63,6 +63,7 @@ func NewCommand() *cobra.Command {
 			return run(cmd.Context(), f, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
+	cmd.AddCommand(newCompareCommand())
 	fl := cmd.Flags()
 	fl.StringVar(&f.url, "url", "", "server base URL, e.g. http://127.0.0.1:8080 (required)")
 	fl.StringArrayVar(&f.models, "model", nil, "model name; repeat or comma-separate for a mix, NAME=WEIGHT for weights (required)")
