@@ -23,6 +23,9 @@ import (
 const fastServerEnv = "LOADTEST_FAST_SERVER_TOKENS"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(truthServerEnv) != "" {
+		os.Exit(serveTruthChild())
+	}
 	if v := os.Getenv(fastServerEnv); v != "" {
 		tokens, err := strconv.Atoi(v)
 		if err != nil {

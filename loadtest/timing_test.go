@@ -20,7 +20,7 @@ func testConfig(url string) Config {
 		Workload: WorkloadConfig{Input: LengthDist{Kind: "fixed", Mean: 8}, Output: LengthDist{Kind: "fixed", Mean: 7}}}
 }
 
-func readNDJSON(t *testing.T, b []byte) []Result {
+func readNDJSON(t testing.TB, b []byte) []Result {
 	t.Helper()
 	var out []Result
 	sc := bufio.NewScanner(bytes.NewReader(b))
