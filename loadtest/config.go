@@ -72,6 +72,11 @@ type Config struct {
 	HTTP2 bool
 	// TLS configures https URLs: a CA bundle, skipping verification, a client certificate.
 	TLS TLSOptions
+	// Scrape lists Prometheus /metrics URLs (the gateway, model servers) polled every
+	// ScrapeInterval (default 1s) during the run: KV use, queue depth, running requests and
+	// prefix-cache hit rate over time go into the summary and the report.
+	Scrape         []string
+	ScrapeInterval time.Duration
 	// GracePeriod is how long in-flight requests may finish after the end (default 30s).
 	// On context cancellation in-flight requests are aborted at once.
 	GracePeriod time.Duration
@@ -221,6 +226,17 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 120 * time.Second
+	}
+	if c.ScrapeInterval <= 0 {
+		c.ScrapeInterval = time.Second
+	}
+	if len(c.Scrape) > maxScrapeURLs {
+		return c, fmt.Errorf("config: %d scrape URLs: at most %d", len(c.Scrape), maxScrapeURLs)
+	}
+	for _, u := range c.Scrape {
+		if pu, err := url.Parse(u); err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") {
+			return c, fmt.Errorf("config: scrape url %q: want http(s)://HOST:PORT/metrics", u)
+		}
 	}
 	if c.GracePeriod <= 0 {
 		c.GracePeriod = 30 * time.Second

@@ -20,8 +20,9 @@ func WriteHTML(w io.Writer, s *Summary) error {
 		S                                         *Summary
 		Text                                      string
 		TTFTPlot, CDFPlot, TPlot, Hist, SweepPlot template.HTML
+		ServerPlots                               template.HTML
 	}{S: s, Text: text.String(), TTFTPlot: ttftOverTime(s), CDFPlot: cdfPlot(s), TPlot: throughputPlot(s),
-		Hist: ttftHistogram(s), SweepPlot: sweepPlots(s)}
+		Hist: ttftHistogram(s), SweepPlot: sweepPlots(s), ServerPlots: serverPlots(s)}
 	if err := htmlTmpl.Execute(w, data); err != nil {
 		return fmt.Errorf("write html report: %w", err)
 	}
@@ -41,6 +42,7 @@ svg{background:#fff;border:1px solid #ddd} .ax{stroke:#999;stroke-width:1} .lbl{
 {{printf "%.1f" .S.RequestRate}} req/s; {{printf "%.1f" .S.OutputTokensPerS}} output tokens/s.</p>
 {{if .SweepPlot}}<h2>Sweep: latency and throughput against offered rate</h2>{{.SweepPlot}}{{end}}
 <h2>TTFT over time</h2>{{.TTFTPlot}}
+{{if .ServerPlots}}<h2>The servers' view (scraped)</h2>{{.ServerPlots}}{{end}}
 <h2>TTFT histogram</h2>{{.Hist}}
 <h2>Latency CDFs</h2>{{.CDFPlot}}
 <h2>Throughput</h2>{{.TPlot}}
@@ -312,4 +314,68 @@ func ttftHistogram(s *Summary) template.HTML {
 	}
 	b.WriteString(`</svg><p class="lbl">TTFT of the sampled successful requests, log-spaced bins (5 per decade).</p>`)
 	return template.HTML(b.String()) //nolint:gosec // numbers only
+}
+
+// serverPlots draws each scraped signal over time, one line per --scrape URL, on the same
+// time axis as "TTFT over time" (seconds since the measured period began).
+func serverPlots(s *Summary) template.HTML {
+	if len(s.Scrapes) == 0 {
+		return ""
+	}
+	xa := axis{0, 1}
+	for _, p := range s.Samples {
+		xa.max = math.Max(xa.max, p.T)
+	}
+	for _, sr := range s.Scrapes {
+		for _, p := range sr.Points {
+			xa.max = math.Max(xa.max, p.T)
+		}
+	}
+	var b strings.Builder
+	for _, m := range []struct {
+		title, ylabel string
+		get           func(ScrapePoint) jsonFloat
+		fixedMax      float64
+	}{
+		{"KV-cache use", "fraction of KV cache in use", func(p ScrapePoint) jsonFloat { return p.KVUsage }, 1},
+		{"Queue depth", "requests waiting", func(p ScrapePoint) jsonFloat { return p.Waiting }, 0},
+		{"Prefix-cache hit rate", "hits / lookups per interval", func(p ScrapePoint) jsonFloat { return p.PrefixHitRate }, 1},
+	} {
+		ya := axis{0, m.fixedMax}
+		seen := false
+		for _, sr := range s.Scrapes {
+			for _, p := range sr.Points {
+				if v := float64(m.get(p)); !math.IsNaN(v) && p.T >= 0 {
+					seen = true
+					ya.max = math.Max(ya.max, v)
+				}
+			}
+		}
+		if !seen {
+			continue
+		}
+		if m.fixedMax == 0 {
+			ya.max = math.Max(1, ya.max*1.1)
+		}
+		fmt.Fprintf(&b, `<h3>%s</h3>`, m.title)
+		svgOpen(&b, xa, ya, "seconds since start of measurement", m.ylabel)
+		for i, sr := range s.Scrapes {
+			color := runColors[i%len(runColors)]
+			var path strings.Builder
+			pen := "M"
+			for _, p := range sr.Points {
+				v := float64(m.get(p))
+				if math.IsNaN(v) || p.T < 0 {
+					pen = "M" // a gap where the signal is missing
+					continue
+				}
+				fmt.Fprintf(&path, "%s%.1f,%.1f ", pen, px(xa, p.T), py(ya, v))
+				pen = "L"
+			}
+			fmt.Fprintf(&b, `<path class="server" d="%s" fill="none" stroke="%s" stroke-width="1.5"/>`, path.String(), color)
+			fmt.Fprintf(&b, `<text x="%d" y="%d" fill="%s" font-size="12">%s</text>`, padL+10, padT+15+15*i, color, template.HTMLEscapeString(sr.URL))
+		}
+		b.WriteString(`</svg>`)
+	}
+	return template.HTML(b.String()) //nolint:gosec // numbers and escaped URLs only
 }

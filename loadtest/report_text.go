@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strings"
 )
@@ -80,6 +81,17 @@ func WriteText(w io.Writer, s *Summary) error {
 	}
 	if s.Interrupted > 0 {
 		p("     %s: %d (aborted by stop, not counted)\n", dots("interrupted"), s.Interrupted)
+	}
+	for _, sr := range s.Scrapes {
+		p("\n  SERVER %s (%d scrapes, %d failed)\n", sr.URL, len(sr.Points), sr.Errors)
+		st := scrapeStats(sr.Points)
+		p("     %s: mean %s, max %s\n", dots("kv_usage"), fmtPct(st.kvMean), fmtPct(st.kvMax))
+		p("     %s: mean %s, max %s\n", dots("waiting"), fmtCount(st.waitMean), fmtCount(st.waitMax))
+		p("     %s: mean %s, max %s\n", dots("running"), fmtCount(st.runMean), fmtCount(st.runMax))
+		p("     %s: mean %s\n", dots("prefix_hit_rate"), fmtPct(st.hitMean))
+		if sr.LastError != "" {
+			p("     %s: %s\n", dots("last_error"), sr.LastError)
+		}
 	}
 	sc := s.Schedule
 	p("\n  SCHEDULE (%s loop)\n", sc.Mode)
@@ -212,4 +224,52 @@ func protocolLine(m map[string]int64) string {
 		parts[i] = fmt.Sprintf("%s (%d responses)", k, m[k])
 	}
 	return strings.Join(parts, ", ")
+}
+
+type scrapeSummary struct {
+	kvMean, kvMax, waitMean, waitMax, runMean, runMax, hitMean float64
+}
+
+// scrapeStats averages and maximises each signal over the measured period's points
+// (warm-up points, at negative times, are left out); NaN where a signal never appeared.
+func scrapeStats(pts []ScrapePoint) scrapeSummary {
+	agg := func(get func(ScrapePoint) jsonFloat) (mean, mx float64) {
+		n, sum := 0, 0.0
+		mx = math.NaN()
+		for _, p := range pts {
+			v := float64(get(p))
+			if p.T < 0 || math.IsNaN(v) {
+				continue
+			}
+			n++
+			sum += v
+			if math.IsNaN(mx) || v > mx {
+				mx = v
+			}
+		}
+		if n == 0 {
+			return math.NaN(), math.NaN()
+		}
+		return sum / float64(n), mx
+	}
+	var st scrapeSummary
+	st.kvMean, st.kvMax = agg(func(p ScrapePoint) jsonFloat { return p.KVUsage })
+	st.waitMean, st.waitMax = agg(func(p ScrapePoint) jsonFloat { return p.Waiting })
+	st.runMean, st.runMax = agg(func(p ScrapePoint) jsonFloat { return p.Running })
+	st.hitMean, _ = agg(func(p ScrapePoint) jsonFloat { return p.PrefixHitRate })
+	return st
+}
+
+func fmtPct(v float64) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f%%", 100*v)
+}
+
+func fmtCount(v float64) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f", v)
 }

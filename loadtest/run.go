@@ -68,6 +68,20 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 		end = runStart.Add(cfg.Warmup + cfg.Duration)
 	}
 	r.reqCtx = ctx
+	var sc *scraper
+	scrapeDone := make(chan struct{})
+	stopScrape := func() {}
+	if len(cfg.Scrape) > 0 {
+		var err error
+		if sc, err = newScraper(cfg.Scrape, cfg.ScrapeInterval, min(cfg.ScrapeInterval, 5*time.Second), r.col.measureFrom); err != nil {
+			return nil, err
+		}
+		var scrapeCtx context.Context
+		scrapeCtx, stopScrape = context.WithCancel(context.Background())
+		go func() { defer close(scrapeDone); sc.run(scrapeCtx) }()
+	} else {
+		close(scrapeDone)
+	}
 	runCtx, stopDispatch := context.WithCancel(ctx)
 	defer stopDispatch()
 	stopProgress := r.startProgress(runStart)
@@ -82,8 +96,13 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	r.col.setScheduleEnd(scheduleEnd)
 	r.drain(ctx)
 	stopProgress()
+	stopScrape()
+	<-scrapeDone
 
 	s := r.col.summarize(cfg, startedAt)
+	if sc != nil {
+		s.Scrapes = sc.results()
+	}
 	if err := r.col.flush(); err != nil {
 		return s, err
 	}

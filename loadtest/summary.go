@@ -58,6 +58,9 @@ type Summary struct {
 	ByModel    map[string]*Breakdown `json:"by_model"`
 	ByEndpoint map[string]*Breakdown `json:"by_endpoint"`
 
+	// Scrapes are the --scrape URLs' signals over the run.
+	Scrapes []ScrapeSeries `json:"scrapes,omitempty"`
+
 	Thresholds []ThresholdResult `json:"thresholds,omitempty"`
 	Sweep      *SweepResult      `json:"sweep,omitempty"`
 

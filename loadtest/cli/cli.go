@@ -36,6 +36,8 @@ type flags struct {
 	trace, traceFormat                      string
 	dataset                                 loadtest.DatasetConfig
 	timeScale                               float64
+	scrape                                  []string
+	scrapeInterval                          time.Duration
 }
 
 // NewCommand returns the `loadtest` cobra command.
@@ -86,6 +88,8 @@ func NewCommand() *cobra.Command {
 	fl.IntVar(&f.maxInFlight, "max-inflight", 10000, "open loop: concurrent requests before starts are dropped")
 	fl.DurationVar(&f.lateAfter, "late-after", 10*time.Millisecond, "open loop: schedule lag above which a start counts as late")
 	fl.DurationVar(&f.timeout, "timeout", 120*time.Second, "per-request read timeout")
+	fl.StringArrayVar(&f.scrape, "scrape", nil, "Prometheus /metrics URL to poll during the run (the gateway's or a model server's; repeatable): KV use, queue, prefix-cache hit rate over time in the summary and report")
+	fl.DurationVar(&f.scrapeInterval, "scrape-interval", time.Second, "interval between --scrape polls")
 	fl.BoolVar(&f.http2, "http2", false, "HTTP/2: by ALPN on https URLs, h2c (prior knowledge) on http URLs; the summary shows the protocol used")
 	fl.StringVar(&f.tls.CAFile, "cacert", "", "https: PEM CA bundle to verify the server with (replaces the system roots)")
 	fl.BoolVarP(&f.tls.InsecureSkipVerify, "insecure", "k", false, "https: accept any server certificate")
@@ -134,7 +138,7 @@ func buildConfig(f *flags) (loadtest.Config, []loadtest.Threshold, error) {
 		APIKey: f.apiKey, Models: models, EndpointHeader: f.endpointHeader, VUs: f.vus, Rate: f.rate,
 		Arrival: f.arrival, GammaShape: f.gammaShape, Duration: f.duration, Requests: f.requests, Warmup: f.warmup,
 		MaxInFlight: f.maxInFlight, LateAfter: f.lateAfter, Timeout: f.timeout, GracePeriod: f.grace, Seed: f.seed,
-		HTTP2: f.http2, TLS: f.tls}
+		HTTP2: f.http2, TLS: f.tls, Scrape: f.scrape, ScrapeInterval: f.scrapeInterval}
 	for _, h := range f.headers {
 		name, value, ok := strings.Cut(h, ":")
 		if !ok || strings.TrimSpace(name) == "" {
