@@ -41,7 +41,12 @@ func WriteText(w io.Writer, s *Summary) error {
 		p(", %d stages", len(st.Stages))
 	}
 	p(", workload %s, seed %d, warm-up %.0fs\n", orDefault(st.Workload.Kind, "synthetic"), st.Seed, st.WarmupS)
-	p("  protocol: %s\n\n", protocolLine(s.Protocols))
+	p("  protocol: %s\n", protocolLine(s.Protocols))
+	if st.Workload.Tokenizer != "" {
+		p("  tokens: generated prompts in the model's tokens (%s); counts below come from the server's usage\n\n", st.Workload.Tokenizer)
+	} else {
+		p("  tokens: approximate prompt lengths (a word stands in for a token; --tokenizer for exact ones); counts below come from the server's usage\n\n")
+	}
 
 	if len(s.Thresholds) > 0 {
 		p("  THRESHOLDS\n")

@@ -247,27 +247,36 @@ func (a *traceArrivals) next() (time.Duration, bool) {
 }
 
 // tracePrompt builds the prompt of a trace entry: for each hash id a block of
-// mooncakeBlockTokens words that depends only on the id (and the seed), so requests sharing
-// ids share those leading words; then words unique to the request up to the input length.
+// mooncakeBlockTokens tokens drawn from a generator seeded by the id (and the seed) alone,
+// so requests sharing ids share those leading blocks' text; then tokens unique to the
+// request up to the input length.
 func (g *generator) tracePrompt(e traceEntry) string {
-	var b strings.Builder
-	b.Grow(e.input * 6)
+	var parts []string
 	n := 0
 	for _, id := range e.hashIDs {
+		if n >= e.input {
+			break
+		}
+		k := min(mooncakeBlockTokens, e.input-n)
 		rng := rand.New(rand.NewPCG(g.seed, id))
-		for k := 0; k < mooncakeBlockTokens && n < e.input; k++ {
-			if n > 0 {
-				b.WriteByte(' ')
-			}
-			b.WriteString(vocabulary[rng.IntN(len(vocabulary))])
-			n++
+		if n == 0 {
+			parts = append(parts, g.blockText(rng, k, false))
+		} else {
+			parts = append(parts, g.blockText(rng, k, true))
 		}
+		n += k
 	}
-	for ; n < e.input; n++ {
-		if n > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(vocabulary[g.rng.IntN(len(vocabulary))])
+	if n < e.input {
+		parts = append(parts, g.blockText(g.rng, e.input-n, n > 0))
 	}
-	return b.String()
+	return strings.Join(parts, " ")
+}
+
+// blockText is k tokens from rng; cont when it follows a space.
+func (g *generator) blockText(rng *rand.Rand, k int, cont bool) string {
+	if g.tok != nil {
+		text, _ := g.tok.words(rng, k, cont)
+		return text
+	}
+	return g.wordsAfter(rng, k)
 }

@@ -149,6 +149,10 @@ type WorkloadConfig struct {
 	TraceFile   string  `json:"trace_file,omitempty"`
 	TraceFormat string  `json:"trace_format,omitempty"`
 	TimeScale   float64 `json:"time_scale,omitempty"`
+	// Tokenizer is a Hugging Face tokenizer.json (or a directory holding one): generated
+	// prompts are then exactly the requested number of the model's tokens. Without it a word
+	// stands in for a token.
+	Tokenizer string `json:"tokenizer,omitempty"`
 	// Dataset (dataset kind): prompts or chat conversations from a JSONL, JSON or Parquet file.
 	Dataset DatasetConfig `json:"dataset,omitzero"`
 }
@@ -168,6 +172,7 @@ type generator struct {
 	share    []shareGPTItem
 	trace    []traceEntry
 	dataset  []datasetItem
+	tok      *modelTokens // nil: words stand in for tokens
 	seed     uint64
 }
 
@@ -186,6 +191,13 @@ func newGenerator(cfg WorkloadConfig, models []WeightedModel, seed uint64) (*gen
 	}
 	if len(models) == 0 {
 		return nil, fmt.Errorf("workload: no model")
+	}
+	if cfg.Tokenizer != "" {
+		tok, err := loadModelTokens(cfg.Tokenizer)
+		if err != nil {
+			return nil, err
+		}
+		g.tok = tok
 	}
 	switch cfg.Kind {
 	case "", "synthetic":
@@ -266,7 +278,7 @@ func (g *generator) Next() Request {
 	switch g.cfg.Kind {
 	case "shared-prefix":
 		grp := g.rng.IntN(len(g.prefixes))
-		suffix := g.words(g.cfg.SuffixTokens)
+		suffix := g.wordsAfter(g.rng, g.cfg.SuffixTokens)
 		r.Messages = []Message{{Role: "user", Content: g.prefixes[grp] + " " + suffix}}
 		r.InputTokens = g.cfg.PrefixTokens + g.cfg.SuffixTokens
 		r.MaxTokens = g.cfg.Output.draw(g.rng)
@@ -334,9 +346,15 @@ today others sure means knew its try told young miles sun ways thing whole hear 
 several change answer room sea against top turned learn point city play toward five using
 himself usually`)
 
+// words returns n tokens of random text: exactly n of the model's tokens with --tokenizer,
+// else n words (about n tokens).
 func (g *generator) words(n int) string {
 	if n <= 0 {
 		return ""
+	}
+	if g.tok != nil {
+		text, _ := g.tok.words(g.rng, n, false)
+		return text
 	}
 	var b strings.Builder
 	b.Grow(n * 6)
@@ -345,6 +363,26 @@ func (g *generator) words(n int) string {
 			b.WriteByte(' ')
 		}
 		b.WriteString(vocabulary[g.rng.IntN(len(vocabulary))])
+	}
+	return b.String()
+}
+
+// wordsAfter is words for text that will follow a space (its first word is costed with
+// the leading space), drawn from rng.
+func (g *generator) wordsAfter(rng *rand.Rand, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	if g.tok != nil {
+		text, _ := g.tok.words(rng, n, true)
+		return text
+	}
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(vocabulary[rng.IntN(len(vocabulary))])
 	}
 	return b.String()
 }

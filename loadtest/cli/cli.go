@@ -37,6 +37,7 @@ type flags struct {
 	dataset                                 loadtest.DatasetConfig
 	timeScale                               float64
 	scrape                                  []string
+	tokenizer                               string
 	scrapeInterval                          time.Duration
 }
 
@@ -106,6 +107,7 @@ func NewCommand() *cobra.Command {
 	fl.IntVar(&f.sessions, "sessions", 16, "multi-turn: concurrent conversations")
 	fl.IntVar(&f.turns, "turns", 5, "multi-turn: turns per conversation")
 	fl.StringVar(&f.sharegpt, "sharegpt", "", "ShareGPT-format JSON file (implies --workload sharegpt)")
+	fl.StringVar(&f.tokenizer, "tokenizer", "", "Hugging Face tokenizer.json (or a directory holding one): generated prompts are then exact counts of the model's tokens; without it a word stands in for a token")
 	fl.StringVar(&f.dataset.File, "dataset", "", "prompts or chat messages from a local JSONL, JSON (array) or Parquet file (implies --workload dataset)")
 	fl.StringVar(&f.dataset.Format, "dataset-format", "", "dataset format: jsonl, json or parquet (default: by extension)")
 	fl.StringVar(&f.dataset.PromptColumn, "prompt-column", "", "dataset column holding a prompt or chat messages (default: messages, prompt, text, question, input or instruction)")
@@ -163,7 +165,8 @@ func buildConfig(f *flags) (loadtest.Config, []loadtest.Threshold, error) {
 	}
 	cfg.Workload = loadtest.WorkloadConfig{Kind: f.workload, Input: in, Output: out, Groups: f.groups,
 		PrefixTokens: f.prefix, SuffixTokens: f.suffix, Sessions: f.sessions, Turns: f.turns, ShareGPTFile: f.sharegpt,
-		TraceFile: f.trace, TraceFormat: f.traceFormat, TimeScale: f.timeScale, Dataset: f.dataset}
+		TraceFile: f.trace, TraceFormat: f.traceFormat, TimeScale: f.timeScale, Dataset: f.dataset,
+		Tokenizer: f.tokenizer}
 	if f.slo != "" {
 		if cfg.SLO, err = loadtest.ParseSLO(f.slo); err != nil {
 			return cfg, nil, err
