@@ -69,13 +69,21 @@ func (a axis) scale(v float64, size float64) float64 {
 }
 
 func svgOpen(b *strings.Builder, xa, ya axis, xlabel, ylabel string) {
+	svgOpenTicks(b, &xa, ya, xlabel, ylabel)
+}
+
+// svgOpenTicks opens a plot with linear ticks on the y axis and, when xa is not nil, on the
+// x axis (a caller with a log axis draws its own x ticks).
+func svgOpenTicks(b *strings.Builder, xa *axis, ya axis, xlabel, ylabel string) {
 	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">`, plotW, plotH, plotW, plotH)
 	fmt.Fprintf(b, `<line class="ax" x1="%d" y1="%d" x2="%d" y2="%d"/>`, padL, padT+innerH, padL+innerW, padT+innerH)
 	fmt.Fprintf(b, `<line class="ax" x1="%d" y1="%d" x2="%d" y2="%d"/>`, padL, padT, padL, padT+innerH)
 	for i := 0; i <= 4; i++ {
-		xv := xa.min + (xa.max-xa.min)*float64(i)/4
+		if xa != nil {
+			xv := xa.min + (xa.max-xa.min)*float64(i)/4
+			fmt.Fprintf(b, `<text %s x="%.1f" y="%d" text-anchor="middle">%s</text>`, plotFontAttrs, padL+float64(innerW)*float64(i)/4, padT+innerH+15, fmtNum(xv))
+		}
 		yv := ya.min + (ya.max-ya.min)*float64(i)/4
-		fmt.Fprintf(b, `<text %s x="%.1f" y="%d" text-anchor="middle">%s</text>`, plotFontAttrs, padL+float64(innerW)*float64(i)/4, padT+innerH+15, fmtNum(xv))
 		fmt.Fprintf(b, `<text %s x="%d" y="%.1f" text-anchor="end">%s</text>`, plotFontAttrs, padL-5, float64(padT+innerH)-float64(innerH)*float64(i)/4+4, fmtNum(yv))
 	}
 	fmt.Fprintf(b, `<text %s x="%d" y="%d" text-anchor="middle">%s</text>`, plotFontAttrs, padL+innerW/2, plotH-5, template.HTMLEscapeString(xlabel))
@@ -303,14 +311,19 @@ func ttftHistogram(s *Summary) template.HTML {
 	}
 	ya.max *= 1.1
 	var b strings.Builder
-	svgOpen(&b, axis{0, 1}, ya, "", "requests (sampled)")
+	svgOpenTicks(&b, nil, ya, "TTFT (ms, log scale)", "requests (sampled)")
 	for i, c := range counts {
 		x0, x1 := px(xa, lo+float64(i)/perDecade), px(xa, lo+float64(i+1)/perDecade)
 		y := py(ya, float64(c))
 		fmt.Fprintf(&b, `<rect class="bar" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#1f77b4" fill-opacity="0.7"/>`, x0+1, y, math.Max(0, x1-x0-2), float64(padT+innerH)-y)
 	}
-	for d := math.Ceil(lo); d <= hi; d++ {
-		fmt.Fprintf(&b, `<text %s x="%.1f" y="%d" text-anchor="middle">%s ms</text>`, plotFontAttrs, px(xa, d), padT+innerH+28, fmtNum(math.Pow(10, d)))
+	// Label every bin edge when there are few bins, else every decade.
+	step := 1.0 / perDecade
+	if nb > 20 {
+		step = 1
+	}
+	for e := math.Ceil(lo/step-1e-9) * step; e <= hi+1e-9; e += step {
+		fmt.Fprintf(&b, `<text %s x="%.1f" y="%d" text-anchor="middle">%s</text>`, plotFontAttrs, px(xa, e), padT+innerH+15, fmtNum(math.Pow(10, e)))
 	}
 	b.WriteString(`</svg><p class="lbl">TTFT of the sampled successful requests, log-spaced bins (5 per decade).</p>`)
 	return template.HTML(b.String()) //nolint:gosec // numbers only
