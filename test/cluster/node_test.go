@@ -159,6 +159,11 @@ func freePort() (int, error) {
 // startNode brings the whole cluster up; on error the caller still calls teardown, which
 // undoes whatever part was done.
 func (n *node) startNode(ctx context.Context, images []string) error {
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
+		if _, err := os.Stat(filepath.Join(n.bin, b)); err != nil {
+			return fmt.Errorf("binary %s: %w (test/k8sbin/build.sh --cluster builds it)", b, err)
+		}
+	}
 	for _, d := range []string{"logs", "etcd", "containerd", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "config"} {
 		if err := os.MkdirAll(n.path(d), 0o755); err != nil {
 			return err
@@ -179,13 +184,13 @@ func (n *node) startNode(ctx context.Context, images []string) error {
 	if err := n.startContainerd(images); err != nil {
 		return err
 	}
-	if err := n.startControllers(); err != nil {
-		return err
-	}
 	if err := n.startKubelet(); err != nil {
 		return err
 	}
-	return n.startKubeProxy()
+	if err := n.startKubeProxy(); err != nil {
+		return err
+	}
+	return n.startControllers()
 }
 
 func (n *node) writePKI() error {
@@ -489,6 +494,8 @@ nodePortAddresses: ["%s/32"]
 # it through a ClusterIP goes back through the host and is un-NATed.
 iptables:
   masqueradeAll: true
+  # No NodePorts on 127.0.0.1: that would need route_localnet on the host.
+  localhostNodePorts: false
 # The VM does not let kube-proxy set the conntrack sysctls; zero means leave them alone.
 conntrack:
   maxPerCore: 0
