@@ -189,7 +189,7 @@ func (h *hostState) leftovers(pids []int) []string {
 			left = append(left, fmt.Sprintf("process %d still running", pid))
 		}
 	}
-	for _, pid := range pidsMentioning(h.scratch) {
+	for _, pid := range pidsMentioning(h.scratch, nil) {
 		left = append(left, fmt.Sprintf("process %d still uses %s", pid, h.scratch))
 	}
 	if mounts, err := mountsUnder(h.scratch); err == nil {
@@ -448,13 +448,17 @@ func processAlive(pid int) bool {
 
 // pidsMentioning lists live processes whose command line contains s: the containerd shims
 // and containers of this run, all named by paths inside the run's unique scratch directory.
-func pidsMentioning(s string) []int {
+// Processes in except (those the harness started itself and stops by PID) are left out.
+func pidsMentioning(s string, except []int) []int {
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
-	self := os.Getpid()
+	skip := map[int]bool{os.Getpid(): true}
+	for _, pid := range except {
+		skip[pid] = true
+	}
 	for _, e := range entries {
 		var pid int
-		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == self {
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || skip[pid] {
 			continue
 		}
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))

@@ -526,7 +526,7 @@ func (n *node) stopAll() {
 		n.logf("stopping containerd")
 		p.stop(15 * time.Second)
 		// Shims outlive containerd by design; they name this run's socket on their command line.
-		if left := pidsMentioning(n.dir); len(left) > 0 {
+		if left := pidsMentioning(n.dir, n.pids()); len(left) > 0 {
 			n.logf("stopping %d shim/container processes of this run: %v", len(left), left)
 			stopPIDs(left, 10*time.Second)
 		}
