@@ -21,8 +21,10 @@ type metricsState struct {
 	waiting float64 // requests queued in the engine
 	running float64 // requests being decoded
 	kvUsage float64 // KV-cache utilisation in [0,1]
-	// LoRA state (vLLM only): adapters running and waiting, max concurrent adapters
-	// (maxLoRA 0 = unknown / LoRA disabled).
+	// LoRA state (vLLM only): adapters running and waiting, max concurrent adapters.
+	// loraUnknown: a vLLM endpoint reported no lora_requests_info sample (vLLM has none
+	// before its first engine step); maxLoRA 0 = unknown.
+	loraUnknown bool
 	loraRunning []string
 	loraWaiting []string
 	maxLoRA     int

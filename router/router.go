@@ -67,6 +67,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 		return nil, err
 	}
 	r := &Router{cfg: cfg, sched: newScheduler(cfg.Scheduler), log: log, metrics: m}
+	if err := reg.Register(newEndpointCollector(r)); err != nil {
+		return nil, fmt.Errorf("router metrics: %w", err)
+	}
 	r.unknown = m.picks.WithLabelValues(unknownPoolLabelVal, resultUnknownPool)
 	empty := map[string]*pool{}
 	r.pools.Store(&empty)

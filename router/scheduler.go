@@ -166,7 +166,12 @@ func filterLoRAAffinity(pc *pickContext, s *scheduler) {
 	}
 }
 
-func hasFreeLoRASlot(m *metricsState) bool { return m.maxLoRA > 0 && len(m.loraRunning) < m.maxLoRA }
+// hasFreeLoRASlot: an engine whose LoRA state is still unknown counts as having a free
+// slot (vLLM reports none before its first step, when no adapter is loaded yet), not as
+// having zero slots.
+func hasFreeLoRASlot(m *metricsState) bool {
+	return m.loraUnknown || (m.maxLoRA > 0 && len(m.loraRunning) < m.maxLoRA)
+}
 
 // isAdapterRequest reports whether the model is known to be a LoRA adapter: some
 // candidate lists it with a parent in /v1/models, or runs or queues it as an adapter.
