@@ -49,6 +49,7 @@ type endpoint struct {
 	models     atomic.Pointer[modelSet]     // nil until /v1/models answered once
 	inflight   atomic.Int64                 // picks not yet Done (gateway-side)
 	prefix     *prefixLRU
+	prefixSpan atomic.Int64 // prompt characters per prefix block (scheduler.span)
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the scrape loop returned

@@ -149,6 +149,7 @@ func staticEndpoint(addr string, m metricsState) *endpoint {
 		m.scrapedAt = time.Now().Add(time.Hour) // stays fresh for the whole test
 	}
 	e.metrics.Store(&m)
+	e.prefixSpan.Store(int64(newScheduler(DefaultSchedulerConfig()).span(&m)))
 	return e
 }
 

@@ -208,6 +208,7 @@ func (r *Router) startEndpoint(poolName string, spec EndpointSpec, eng engine) *
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
+	e.prefixSpan.Store(int64(r.sched.span(emptyMetrics)))
 	r.metrics.stale.WithLabelValues(poolName, spec.Address).Set(1)
 	go r.runEndpoint(ctx, e)
 	return e

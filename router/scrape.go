@@ -106,8 +106,8 @@ func (r *Router) scrape(ctx context.Context, e *endpoint, c *endpointClient, par
 		return fmt.Errorf("scrape %s: no %s queue or KV-cache metric in the exposition", c.addr, e.engine)
 	}
 	e.metrics.Store(m)
-	if r.sched.usePrefix && r.sched.prefixLRUCapacity == 0 {
-		e.prefix.setCapacity(r.sched.lruCapacity(m))
+	if r.sched.usePrefix {
+		r.updatePrefixGeometry(e, m)
 	}
 	return nil
 }
