@@ -53,6 +53,7 @@ type endpoint struct {
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the scrape loop returned
+	wake   chan struct{} // (cap 1) a pick on an idle endpoint: back to the regular scrape interval
 	health health        // last reported staleness; owned by the scrape loop
 }
 
@@ -79,4 +80,13 @@ func (e *endpoint) loadMetrics() *metricsState {
 		return m
 	}
 	return emptyMetrics
+}
+
+// wakeScrape tells the endpoint's loop that traffic started (it may be on the idle
+// schedule). It never blocks.
+func (e *endpoint) wakeScrape() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
 }

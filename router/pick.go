@@ -175,7 +175,9 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	}
 	primaryIdx := int(sc.order[0])
 	d.primary = pc.eps[primaryIdx]
-	d.primary.inflight.Add(1)
+	if d.primary.inflight.Add(1) == 1 {
+		d.primary.wakeScrape()
+	}
 	if pc.prefix != nil {
 		hashes := pc.prefix.get(int(d.primary.prefixSpan.Load()))
 		d.PrefixBlocks = len(hashes)

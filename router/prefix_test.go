@@ -107,14 +107,14 @@ func TestPrefixGeometryFollowsEngine(t *testing.T) {
 	}
 	prompt := []byte(stringsRepeat("x", 2048))
 	e.prefix.add(hashPrefixBlocks(nil, "m", prompt, DefaultPrefixBlockSize))
-	real := &metricsState{blockSize: 128, numGPUBlocks: 8192} // vLLM 0.32 on CPU, 1 GiB
-	r.updatePrefixGeometry(e, real)
+	cpu := &metricsState{blockSize: 128, numGPUBlocks: 8192} // vLLM 0.32 on CPU, 1 GiB
+	r.updatePrefixGeometry(e, cpu)
 	if e.prefixSpan.Load() != 512 || e.prefix.len() != 0 || e.prefix.capacity != 8192 {
 		t.Fatalf("after geometry: span %d, %d cached blocks, capacity %d; want 512, 0, 8192",
 			e.prefixSpan.Load(), e.prefix.len(), e.prefix.capacity)
 	}
 	e.prefix.add(hashPrefixBlocks(nil, "m", prompt, 512))
-	r.updatePrefixGeometry(e, real) // unchanged geometry: the cache stays
+	r.updatePrefixGeometry(e, cpu) // unchanged geometry: the cache stays
 	if e.prefix.len() != 4 {
 		t.Fatalf("%d cached blocks after an unchanged scrape, want 4", e.prefix.len())
 	}

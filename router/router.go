@@ -207,6 +207,7 @@ func (r *Router) startEndpoint(poolName string, spec EndpointSpec, eng engine) *
 		prefix: newPrefixLRU(r.sched.lruCapacity(emptyMetrics)),
 		cancel: cancel,
 		done:   make(chan struct{}),
+		wake:   make(chan struct{}, 1),
 	}
 	e.prefixSpan.Store(int64(r.sched.span(emptyMetrics)))
 	r.metrics.stale.WithLabelValues(poolName, spec.Address).Set(1)

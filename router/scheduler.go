@@ -148,12 +148,42 @@ func filterFresh(pc *pickContext, threshold time.Duration) (allStale bool) {
 		}
 	}
 	if fresh == 0 {
+		keepFreshest(pc, threshold)
 		return len(pc.eps) > 0
 	}
 	if fresh < len(pc.eps) {
 		pc.keep(func(i int) bool { return pc.eps[i].isFresh(pc.ms[i], pc.now, threshold) })
 	}
 	return false
+}
+
+// keepFreshest degrades a pick where every candidate is stale to the freshest data rather
+// than to all of it alike: it keeps the endpoints scraped within one staleness threshold
+// of the newest scrape, and among them those whose last scrape did not fail outright
+// (a slow answer is not a failure; see runEndpoint) when there are any. Never-scraped
+// endpoints go only if every candidate is never-scraped.
+func keepFreshest(pc *pickContext, threshold time.Duration) {
+	var newest time.Time
+	for _, m := range pc.ms {
+		if m.scrapedAt.After(newest) {
+			newest = m.scrapedAt
+		}
+	}
+	if newest.IsZero() {
+		return
+	}
+	recent := func(i int) bool {
+		t := pc.ms[i].scrapedAt
+		return !t.IsZero() && newest.Sub(t) <= threshold
+	}
+	answering := false
+	for i, e := range pc.eps {
+		if recent(i) && !e.lastFailed.Load() {
+			answering = true
+			break
+		}
+	}
+	pc.keep(func(i int) bool { return recent(i) && (!answering || !pc.eps[i].lastFailed.Load()) })
 }
 
 // filterLoRAAffinity narrows an adapter request to the unsaturated endpoints that run the

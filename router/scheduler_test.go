@@ -177,6 +177,13 @@ func TestFilters(t *testing.T) {
 	failed.lastFailed.Store(true)
 	fresh := staticEndpoint("fresh:1", metricsState{})
 	never := &endpoint{spec: EndpointSpec{Address: "never:1"}, prefix: newPrefixLRU(1)}
+	never2 := &endpoint{spec: EndpointSpec{Address: "never2:1"}, prefix: newPrefixLRU(1)}
+	// All stale under load: slowA's scrapes time out (no failure flag), its metrics 3 s
+	// old; failedB refused its last scrape, metrics 2.5 s old; slowOld's are 9 s old.
+	slowA := staticEndpoint("slowA:1", metricsState{scrapedAt: time.Now().Add(-3 * time.Second)})
+	failedB := staticEndpoint("failedB:1", metricsState{scrapedAt: time.Now().Add(-2500 * time.Millisecond)})
+	failedB.lastFailed.Store(true)
+	slowOld := staticEndpoint("slowOld:1", metricsState{scrapedAt: time.Now().Add(-9 * time.Second)})
 
 	tests := []struct {
 		name     string
@@ -196,12 +203,18 @@ func TestFilters(t *testing.T) {
 			filterServesModel, []string{"b:1", "c:1"}, false},
 		{"fresh only while one is fresh", &Request{}, []*endpoint{stale, failed, fresh, never},
 			func(pc *pickContext) { filterFresh(pc, time.Second) }, []string{"fresh:1"}, false},
-		{"all stale keeps all", &Request{}, []*endpoint{stale, failed, never},
+		// failed's metrics are the newest (scrapedAt an hour ahead, then its scrape
+		// failed); stale's are two hours older; never has none.
+		{"all stale keeps the freshest data", &Request{}, []*endpoint{stale, failed, never},
 			func(pc *pickContext) {
 				if !filterFresh(pc, time.Second) {
 					t.Error("allStale = false")
 				}
-			}, []string{"stale:1", "failed:1", "never:1"}, true},
+			}, []string{"failed:1"}, true},
+		{"all stale: slow beats failed within the window", &Request{}, []*endpoint{slowA, failedB, slowOld, never},
+			func(pc *pickContext) { filterFresh(pc, 2*time.Second) }, []string{"slowA:1"}, true},
+		{"all stale, none ever scraped, keeps all", &Request{}, []*endpoint{never, never2},
+			func(pc *pickContext) { filterFresh(pc, time.Second) }, []string{"never:1", "never2:1"}, true},
 		{"lora: running tier", &Request{Model: "l"}, []*endpoint{
 			staticEndpoint("run:1", metricsState{loraRunning: []string{"l"}, maxLoRA: 1}),
 			staticEndpoint("free:1", metricsState{maxLoRA: 2}),
