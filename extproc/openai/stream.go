@@ -22,10 +22,10 @@ type ResponseProcessor struct {
 	// dropUsage: the gateway asked for the usage chunk the client did not ask for; it is
 	// read and removed (SSE only), so events pass whole.
 	dropUsage bool
-	buf     []byte // SSE: partial event; JSON: body so far
-	over    bool   // JSON body exceeded maxJSONResponse
-	info    ResponseInfo
-	Usage   Usage
+	buf       []byte // SSE: partial event; JSON: body so far
+	over      bool   // JSON body exceeded maxJSONResponse
+	info      ResponseInfo
+	Usage     Usage
 }
 
 // NewResponseProcessor starts processing a response with the given content-type.
