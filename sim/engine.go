@@ -55,6 +55,7 @@ type engineStats struct {
 	kvUsage          float64
 	runningLoRAs     []string
 	waitingLoRAs     []string
+	stepped          bool // the engine has run at least one step
 }
 
 func newEngine(cfg *Config, log *slog.Logger) *engine {
@@ -344,7 +345,7 @@ func (e *engine) acquireLoRA(adapter string) (ready, loaded bool) {
 func (e *engine) stats() engineStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := engineStats{running: len(e.running), waiting: len(e.waiting), kvUsage: e.kv.usage()}
+	st := engineStats{running: len(e.running), waiting: len(e.waiting), kvUsage: e.kv.usage(), stepped: e.stepNo > 0}
 	st.runningLoRAs = distinctAdapters(e.running)
 	st.waitingLoRAs = distinctAdapters(e.waiting)
 	return st

@@ -406,7 +406,22 @@ func (h *harness) checkErrors(t *testing.T) {
 }
 
 func (h *harness) checkPickerView(t *testing.T) {
-	pm := scrape(t, h.gw.metricsURL)
+	// The servers are idle now; the picker's view follows within a scrape or two (the
+	// last request's end may not have been scraped yet).
+	var pm map[string]*dto.MetricFamily
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pm = scrape(t, h.gw.metricsURL)
+		idle := true
+		for _, s := range h.servers {
+			idle = idle && endpointGauge(t, pm, "infergw_router_endpoint_running_requests", s.addr) == 0 &&
+				endpointGauge(t, pm, "infergw_router_endpoint_queue_depth", s.addr) == 0
+		}
+		if idle || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	for _, s := range h.servers {
 		vm := scrape(t, s.url("/metrics"))
 		cc := vm["vllm:cache_config_info"].GetMetric()
