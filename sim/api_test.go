@@ -185,8 +185,8 @@ func TestChatStreamShape(t *testing.T) {
 		t.Errorf("usage %v finish %q", res.usage, res.finish)
 	}
 	for _, c := range res.chunks[:6] {
-		if u, present := c["usage"]; !present || u != nil {
-			t.Errorf("content chunk usage = %v (present %v), want null with include_usage", u, present)
+		if u, present := c["usage"]; present {
+			t.Errorf("content chunk has usage %v; vLLM 0.32 writes none before the usage chunk", u)
 		}
 		if c["object"] != "chat.completion.chunk" || c["id"] != res.chunks[0]["id"] {
 			t.Errorf("chunk %v", c)

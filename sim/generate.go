@@ -220,10 +220,9 @@ func newResponseShape(s *Server, p *parsedRequest, chat bool) *responseShape {
 	return rs
 }
 
+// tail ends a chunk. vLLM 0.32 writes no "usage" member in the chunks before the usage
+// chunk, even with include_usage (OpenAI writes "usage":null there).
 func (rs *responseShape) tail(b []byte) []byte {
-	if rs.includeUsage {
-		b = append(b, `,"usage":null`...)
-	}
 	return append(b, "}\n\n"...)
 }
 
