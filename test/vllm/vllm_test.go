@@ -138,25 +138,37 @@ type result struct {
 // post sends a JSON body through the gateway with a fresh x-request-id.
 func (h *harness) post(t *testing.T, path, body string) result {
 	t.Helper()
+	r, err := h.do(path, body, h.nextID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (h *harness) nextID() string {
 	h.reqSeq++
-	id := fmt.Sprintf("vllm-test-%d-%d", time.Now().UnixNano(), h.reqSeq)
+	return fmt.Sprintf("vllm-test-%d-%d", time.Now().UnixNano(), h.reqSeq)
+}
+
+// do sends one request; it may run on any goroutine.
+func (h *harness) do(path, body, id string) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.gw.url+path, strings.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return result{}, err
 	}
 	req.Header.Set("content-type", "application/json")
 	req.Header.Set("x-request-id", id)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
+		return result{}, fmt.Errorf("POST %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	r := result{status: resp.StatusCode, requestID: id, header: resp.Header}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(resp.Body); err != nil {
-		t.Fatalf("POST %s: read body: %v", path, err)
+		return result{}, fmt.Errorf("POST %s: read body: %w", path, err)
 	}
 	r.body = buf.Bytes()
 	if strings.HasPrefix(resp.Header.Get("content-type"), "text/event-stream") {
@@ -168,7 +180,7 @@ func (h *harness) post(t *testing.T, path, body string) result {
 			}
 		}
 	}
-	return r
+	return r, nil
 }
 
 func chatBody(model, content string, stream bool, extra string) string {
@@ -327,6 +339,52 @@ func (h *harness) checkLoRA(t *testing.T) {
 		}
 		r = h.post(t, "/v1/completions", completionBody(loraModel, "Hello adapter", true, 4, ""))
 		checkStream(t, r, loraModel)
+	})
+	t.Run("picker sees the adapter running", func(t *testing.T) {
+		// A long adapter request; meanwhile the picker's view of the server that runs it
+		// must show one adapter running, as vLLM's lora_requests_info does.
+		type answer struct {
+			r   result
+			err error
+		}
+		done := make(chan answer, 1)
+		id := h.nextID()
+		go func() {
+			r, err := h.do("/v1/completions", completionBody(loraModel, "a long adapter answer", false, 600, `,"ignore_eos":true`), id)
+			done <- answer{r, err}
+		}()
+		seen := ""
+		deadline := time.Now().Add(20 * time.Second)
+		for seen == "" && time.Now().Before(deadline) {
+			pm := scrape(t, h.gw.metricsURL)
+			for _, s := range h.servers {
+				if endpointGauge(t, pm, "infergw_router_endpoint_lora_adapters_running", s.addr) == 1 {
+					seen = s.addr
+				}
+			}
+			select {
+			case r := <-done:
+				done <- r
+				deadline = time.Time{} // finished: stop looking
+			default:
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		a := <-done
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		r := a.r
+		if r.status != 200 {
+			t.Fatalf("status %d: %s", r.status, r.body)
+		}
+		dest, err := h.gw.pickedDestination(r.requestID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen != dest {
+			t.Errorf("picker saw an adapter running on %q while %s served the adapter request", seen, dest)
+		}
 	})
 	t.Run("through an InferenceModelRewrite", func(t *testing.T) {
 		r := h.post(t, "/v1/chat/completions", chatBody(canaryModel, "Hello canary", false, ""))
