@@ -14,7 +14,12 @@ VENV=$("$HERE/setup.sh")
 MODEL=$("$HERE/model.sh" "$VENV")
 say "building infergw"
 mkdir -p "$ROOT/bin"
+# A cold Go build cache takes minutes here and go build prints nothing meanwhile.
+( while sleep 30; do say "still building infergw"; done ) &
+TICKER=$!
+trap 'kill $TICKER 2>/dev/null || true' EXIT
 (cd "$ROOT" && ${GO:-go} build -o bin/infergw ./cmd/infergw)
+kill $TICKER 2>/dev/null || true
 say "running the test (two vLLM servers start in ~80-120 s)"
 cd "$ROOT"
 set +e
