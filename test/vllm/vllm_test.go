@@ -94,6 +94,15 @@ func TestRealVLLM(t *testing.T) {
 	gw := startGateway(t, env, logDir, manifests)
 	progress("gateway at %s (picker metrics %s)", gw.url, gw.metricsURL)
 	h := &harness{t: t, gw: gw, servers: servers}
+	t.Cleanup(func() {
+		// The logs live in a temporary directory unless INFERGW_VLLM_LOGS is set: show
+		// their ends when something failed (runs before the processes are stopped).
+		if t.Failed() {
+			for _, p := range []*proc{gw.proc, servers[0].proc, servers[1].proc} {
+				t.Logf("--- last lines of %s's log:\n%s", p.name, p.tail(30))
+			}
+		}
+	})
 
 	t.Run("chat and completions, streamed and not", h.checkAPIs)
 	t.Run("LoRA adapter by name and through a rewrite", h.checkLoRA)
