@@ -72,6 +72,13 @@ generate:
 clean:
 	rm -rf bin
 
+# test-vllm runs the gateway in front of two real vLLM servers (vLLM's CPU build and a tiny
+# model built locally; test/vllm/). The vLLM venv (~6 GB) and the model are cached under
+# $${XDG_CACHE_HOME:-~/.cache}/infergw: ~10 minutes cold, ~3 minutes warm.
+.PHONY: test-vllm
+test-vllm: envoy
+	GO=$(GO) test/vllm/run.sh
+
 # k8s-bins builds kube-apiserver and etcd from the Go module proxy (test/k8sbin/) into a cache
 # directory outside the repo (reused when present) and prints that directory on stdout, for
 # the discovery package's real-API-server test: INFERGW_K8S_BIN=$$(make -s k8s-bins).

@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -61,6 +62,7 @@ type exchange struct {
 	wire        wireRequest    // the message being handled, decoded in place
 	wireHeaders [24]wireHeader // backs wire.headers: room for a typical request's headers
 	resp        *openai.ResponseProcessor
+	addedUsage  bool // the gateway added stream_options.include_usage; the usage chunk is removed
 	respBytes   int
 	firstByte   time.Time
 	completed   bool
@@ -319,23 +321,61 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 		return
 	}
 	x.decision = d
-	x.series = x.s.metrics.seriesFor(x.model, x.target, pool)
-	x.series.requests.Inc()
-	x.series.running.Inc()
 	if body != nil {
+		// Only requests with a body (an inference request naming a model) count in the
+		// per-model request, size, duration and TTFT metrics: a bodiless GET such as
+		// /v1/models is routed but is no inference.
+		x.series = x.s.metrics.seriesFor(x.model, x.target, pool)
+		x.series.requests.Inc()
+		x.series.running.Inc()
 		x.series.requestSizes.Observe(float64(len(body)))
 	}
 
-	newBody := body
-	if body != nil && x.target != x.model {
-		nb, err := openai.RewriteModel(body, x.parsed.ModelStart, x.parsed.ModelEnd, x.target)
-		if err != nil {
-			x.reject(errInternal(err.Error()))
-			return
-		}
-		newBody = nb
+	newBody, err := x.editBody(body)
+	if err != nil {
+		x.reject(errInternal(err.Error()))
+		return
 	}
 	x.answer(d, pool, multi, body, newBody, bodyEOS)
+}
+
+// editBody returns the body to send upstream: the target model written in when it was
+// rewritten, and stream_options.include_usage added to a streamed chat or completions
+// request that did not ask for usage, so that its tokens are counted (the response side
+// then removes the usage chunk the client did not ask for). It returns body itself when
+// nothing changes.
+func (x *exchange) editBody(body []byte) ([]byte, error) {
+	if body == nil {
+		return nil, nil
+	}
+	var edits [2]openai.Edit
+	n := 0
+	if x.target != x.model {
+		enc, err := json.Marshal(x.target)
+		if err != nil {
+			return nil, fmt.Errorf("rewrite model: encode %q: %w", x.target, err)
+		}
+		edits[n] = openai.Edit{Start: x.parsed.ModelStart, End: x.parsed.ModelEnd, With: enc}
+		n++
+	}
+	if !x.s.opts.NoStreamUsage && reportsStreamUsage(x.hdr.path) {
+		if e, ok := x.parsed.IncludeUsageEdit(body); ok {
+			edits[n] = e
+			n++
+			x.addedUsage = true
+		}
+	}
+	if n == 0 {
+		return body, nil
+	}
+	return openai.ApplyEdits(body, edits[:n]...)
+}
+
+// reportsStreamUsage reports whether the API at path takes stream_options.include_usage:
+// OpenAI's chat completions and completions.
+func reportsStreamUsage(path string) bool {
+	path, _, _ = strings.Cut(path, "?")
+	return strings.HasSuffix(path, "/chat/completions") || strings.HasSuffix(path, "/completions")
 }
 
 // choosePool applies the pool-selection contract: the route's pools from gRPC metadata,

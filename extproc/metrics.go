@@ -65,7 +65,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		outputTokens: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "inference_objective_output_tokens", Help: "Completion tokens per request, from the response usage.", Buckets: tokenBuckets}, modelLabels),
 		cachedTokens: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "inference_objective_prompt_cached_tokens", Help: "Cached prompt tokens per request, from the response usage.", Buckets: tokenBuckets}, modelLabels),
+			Name: "inference_objective_prompt_cached_tokens", Help: "Cached prompt tokens per request, from the response usage (prompt_tokens_details.cached_tokens); " +
+				"0 for a model server that does not report them: vLLM reports them only with --enable-prompt-tokens-details.", Buckets: tokenBuckets}, modelLabels),
 		schedulerE2E: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "inference_extension_scheduler_e2e_duration_seconds", Help: "Time spent in the router's Pick per request.", Buckets: schedBuckets}),
 	}

@@ -22,6 +22,9 @@ func (x *exchange) onResponseHeaders(h *wireRequest) {
 		p, _ = openai.NewResponseProcessor(contentType, "")
 		clientModel = ""
 	}
+	if x.addedUsage {
+		p.DropUsageChunk()
+	}
 	x.resp = p
 	answer, hr := x.respHdr.fill()
 	if clientModel != "" && x.respMode != extprocfilterv3.ProcessingMode_NONE {
@@ -87,6 +90,10 @@ func (x *exchange) complete() {
 	}
 	x.completed = true
 	m := x.series
+	if m == nil { // not an inference request (no body): nothing to record
+		x.release()
+		return
+	}
 	dur := time.Since(x.start)
 	m.duration.Observe(dur.Seconds())
 	m.responseSizes.Observe(float64(x.respBytes))
@@ -116,7 +123,9 @@ func (x *exchange) release() {
 		return
 	}
 	x.decision.Done()
-	x.series.running.Dec()
+	if x.series != nil {
+		x.series.running.Dec()
+	}
 	x.decision = nil
 }
 

@@ -74,6 +74,11 @@ type Options struct {
 	// A stream lasts as long as its response, which for a long generation is minutes, so
 	// it should be most of the pod's termination grace period. 0 = DefaultShutdownGrace.
 	ShutdownGrace time.Duration
+	// NoStreamUsage stops the picker from adding stream_options.include_usage to streamed
+	// chat and completions requests that do not ask for usage. Without it those responses
+	// carry no token counts and the token metrics miss them; with it the usage chunk is
+	// read and removed, so the client sees the stream it asked for.
+	NoStreamUsage bool
 }
 
 // DefaultShutdownGrace is Options.ShutdownGrace's default.

@@ -21,8 +21,10 @@ type metricsState struct {
 	waiting float64 // requests queued in the engine
 	running float64 // requests being decoded
 	kvUsage float64 // KV-cache utilisation in [0,1]
-	// LoRA state (vLLM only): adapters running and waiting, max concurrent adapters
-	// (maxLoRA 0 = unknown / LoRA disabled).
+	// LoRA state (vLLM only): adapters running and waiting, max concurrent adapters.
+	// loraUnknown: a vLLM endpoint reported no lora_requests_info sample (vLLM has none
+	// before its first engine step); maxLoRA 0 = unknown.
+	loraUnknown bool
 	loraRunning []string
 	loraWaiting []string
 	maxLoRA     int
@@ -47,9 +49,11 @@ type endpoint struct {
 	models     atomic.Pointer[modelSet]     // nil until /v1/models answered once
 	inflight   atomic.Int64                 // picks not yet Done (gateway-side)
 	prefix     *prefixLRU
+	prefixSpan atomic.Int64 // prompt characters per prefix block (scheduler.span)
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the scrape loop returned
+	wake   chan struct{} // (cap 1) a pick on an idle endpoint: back to the regular scrape interval
 	health health        // last reported staleness; owned by the scrape loop
 }
 
@@ -76,4 +80,13 @@ func (e *endpoint) loadMetrics() *metricsState {
 		return m
 	}
 	return emptyMetrics
+}
+
+// wakeScrape tells the endpoint's loop that traffic started (it may be on the idle
+// schedule). It never blocks.
+func (e *endpoint) wakeScrape() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
 }

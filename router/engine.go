@@ -87,12 +87,16 @@ func extractMetrics(eng engine, fams map[string]*dto.MetricFamily, m *metricsSta
 	return true
 }
 
-// extractLoRA reads vllm:lora_requests_info: the series whose value (a timestamp) is the
-// newest wins.
+// extractLoRA reads vllm:lora_requests_info as real vLLM (0.32) reports it:
+//   - before the engine's first step there is no sample at all: the state is unknown
+//     (loraUnknown), which is not the same as zero adapter slots;
+//   - old series stay in the exposition; the one whose value (a timestamp) is the newest
+//     is current;
+//   - every active adapter is listed in waiting_lora_adapters as well as in
+//     running_lora_adapters, even when nothing waits, so the waiting list is believed only
+//     while the engine reports waiting requests (m.waiting, read before this).
 func extractLoRA(mf *dto.MetricFamily, m *metricsState) {
-	if mf == nil {
-		return
-	}
+	m.loraUnknown = true
 	var newest *dto.Metric
 	newestVal := 0.0
 	for _, s := range mf.GetMetric() {
@@ -103,6 +107,7 @@ func extractLoRA(mf *dto.MetricFamily, m *metricsState) {
 	if newest == nil {
 		return
 	}
+	m.loraUnknown = false
 	for _, lp := range newest.GetLabel() {
 		switch lp.GetName() {
 		case "running_lora_adapters":
@@ -114,6 +119,9 @@ func extractLoRA(mf *dto.MetricFamily, m *metricsState) {
 				m.maxLoRA = n
 			}
 		}
+	}
+	if m.waiting == 0 {
+		m.loraWaiting = nil
 	}
 }
 

@@ -24,6 +24,13 @@ type modelServer struct {
 	models  string
 	fail    bool // answer 500 to everything
 	hang    bool // never answer (until the client gives up)
+	scrapes int  // GET /metrics served
+}
+
+func (ms *modelServer) scrapeCount() int {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.scrapes
 }
 
 func newModelServer(t testing.TB, metrics, models string) *modelServer {
@@ -43,6 +50,9 @@ func newModelServer(t testing.TB, metrics, models string) *modelServer {
 		}
 		switch r.URL.Path {
 		case "/metrics":
+			ms.mu.Lock()
+			ms.scrapes++
+			ms.mu.Unlock()
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			_, _ = io.WriteString(w, metrics)
 		case "/v1/models":
@@ -149,6 +159,7 @@ func staticEndpoint(addr string, m metricsState) *endpoint {
 		m.scrapedAt = time.Now().Add(time.Hour) // stays fresh for the whole test
 	}
 	e.metrics.Store(&m)
+	e.prefixSpan.Store(int64(newScheduler(DefaultSchedulerConfig()).span(&m)))
 	return e
 }
 

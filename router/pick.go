@@ -64,7 +64,7 @@ type scratch struct {
 	eps       []*endpoint
 	ms        []*metricsState
 	mark      []bool
-	hashes    []uint64
+	hashes    spanHashes
 	prefixHit []int
 	total     []float64
 	cols      []float64 // per scorer, per candidate: cols[s*n+i]
@@ -109,6 +109,7 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	defer func() {
 		clear(sc.eps) // drop endpoint references held by the pooled scratch
 		clear(sc.ms)
+		sc.hashes.reset("", nil) // drop the prompt reference
 		sc.pc = pickContext{}
 		r.scratch.Put(sc)
 	}()
@@ -145,12 +146,12 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 
 	n := len(pc.eps)
 	if r.sched.usePrefix {
-		sc.hashes = hashPrefixBlocks(sc.hashes[:0], req.Model, req.Prompt, r.sched.blockSize)
-		pc.hashes = sc.hashes
+		sc.hashes.reset(req.Model, req.Prompt)
+		pc.prefix = &sc.hashes
 		pc.prefixHit = grow(sc.prefixHit, n)
 		sc.prefixHit = pc.prefixHit
 	}
-	d := &Decision{Pool: req.Pool, Candidates: n, Stale: allStale, PrefixBlocks: len(pc.hashes)}
+	d := &Decision{Pool: req.Pool, Candidates: n, Stale: allStale}
 	k := min(n, 1+r.cfg.Fallbacks)
 	sc.order = growInt32(sc.order, n)
 	for i := range sc.order {
@@ -174,10 +175,16 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	}
 	primaryIdx := int(sc.order[0])
 	d.primary = pc.eps[primaryIdx]
-	d.primary.inflight.Add(1)
-	if len(pc.hashes) > 0 {
-		d.PrefixHitBlocks = pc.prefixHit[primaryIdx]
-		d.primary.prefix.add(pc.hashes)
+	if d.primary.inflight.Add(1) == 1 {
+		d.primary.wakeScrape()
+	}
+	if pc.prefix != nil {
+		hashes := pc.prefix.get(int(d.primary.prefixSpan.Load()))
+		d.PrefixBlocks = len(hashes)
+		if len(hashes) > 0 {
+			d.PrefixHitBlocks = pc.prefixHit[primaryIdx]
+			d.primary.prefix.add(hashes)
+		}
 	}
 	if allStale {
 		p.counters[resultPickedStale].Inc()

@@ -39,6 +39,45 @@ func hashPrefixBlocks(dst []uint64, model string, prompt []byte, blockSize int) 
 	return dst
 }
 
+// maxSpans bounds the distinct block spans one pick hashes the prompt for: endpoints of a
+// pool usually share one engine block size; a pool mixing more than this rehashes.
+const maxSpans = 4
+
+// spanHashes holds the prompt's chained block hashes per block span (in characters) for
+// one pick, hashing for a span only when an endpoint with that span asks. The prefix
+// scorer measures each endpoint's match in that endpoint's own engine blocks: a prefix
+// shorter than one vLLM block is not cached there, so it must not win affinity.
+type spanHashes struct {
+	model  string
+	prompt []byte
+	n      int
+	spans  [maxSpans]int
+	hashes [maxSpans][]uint64 // backing arrays reused across picks (the scratch pools them)
+}
+
+func (h *spanHashes) reset(model string, prompt []byte) {
+	h.model, h.prompt, h.n = model, prompt, 0
+}
+
+// get returns the prompt's hashes for span. The slice is valid until the next get of a
+// new span when maxSpans spans are in use: use it at once.
+func (h *spanHashes) get(span int) []uint64 {
+	for i := 0; i < h.n; i++ {
+		if h.spans[i] == span {
+			return h.hashes[i]
+		}
+	}
+	i := h.n
+	if i == maxSpans {
+		i = maxSpans - 1 // more spans than slots: the last slot is rehashed
+	} else {
+		h.n++
+	}
+	h.spans[i] = span
+	h.hashes[i] = hashPrefixBlocks(h.hashes[i][:0], h.model, h.prompt, span)
+	return h.hashes[i]
+}
+
 // prefixLRU is the approximate set of prefix blocks an endpoint holds in its KV cache:
 // the blocks of the prompts recently routed to it, least recently used evicted first.
 // Nodes live in slices (no per-entry allocation); links are slice indices.
@@ -174,5 +213,28 @@ func (l *prefixLRU) setCapacity(capacity int) {
 	l.size.Store(int32(len(l.index)))
 }
 
+// clear forgets every block (the endpoint's block span changed: old hashes never match).
+func (l *prefixLRU) clear() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(l.index)
+	l.keys, l.prev, l.next = l.keys[:0], l.prev[:0], l.next[:0]
+	l.head, l.tail = -1, -1
+	l.size.Store(0)
+}
+
 // len returns the number of cached blocks.
 func (l *prefixLRU) len() int { return int(l.size.Load()) }
+
+// updatePrefixGeometry follows an endpoint's engine KV geometry after a scrape: its block
+// span (a change empties its prefix cache, whose hashes were of the old span) and, unless
+// configured, its LRU capacity.
+func (r *Router) updatePrefixGeometry(e *endpoint, m *metricsState) {
+	if span := int64(r.sched.span(m)); span != e.prefixSpan.Load() {
+		e.prefix.clear()
+		e.prefixSpan.Store(span)
+	}
+	if r.sched.prefixLRUCapacity == 0 {
+		e.prefix.setCapacity(r.sched.lruCapacity(m))
+	}
+}

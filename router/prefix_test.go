@@ -91,3 +91,31 @@ func TestPrefixMatchLenMatchesLinearScan(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefixGeometryFollowsEngine: once an endpoint reports its KV block size, its prefix
+// blocks span that many tokens (its cache of the old span is dropped: those hashes never
+// match again) and its LRU holds as many blocks as the engine's cache.
+func TestPrefixGeometryFollowsEngine(t *testing.T) {
+	r, err := New(DefaultConfig(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	e := staticEndpoint("a:1", metricsState{})
+	if e.prefixSpan.Load() != DefaultPrefixBlockSize {
+		t.Fatalf("span before the engine's geometry is known: %d", e.prefixSpan.Load())
+	}
+	prompt := []byte(stringsRepeat("x", 2048))
+	e.prefix.add(hashPrefixBlocks(nil, "m", prompt, DefaultPrefixBlockSize))
+	cpu := &metricsState{blockSize: 128, numGPUBlocks: 8192} // vLLM 0.32 on CPU, 1 GiB
+	r.updatePrefixGeometry(e, cpu)
+	if e.prefixSpan.Load() != 512 || e.prefix.len() != 0 || e.prefix.capacity != 8192 {
+		t.Fatalf("after geometry: span %d, %d cached blocks, capacity %d; want 512, 0, 8192",
+			e.prefixSpan.Load(), e.prefix.len(), e.prefix.capacity)
+	}
+	e.prefix.add(hashPrefixBlocks(nil, "m", prompt, 512))
+	r.updatePrefixGeometry(e, cpu) // unchanged geometry: the cache stays
+	if e.prefix.len() != 4 {
+		t.Fatalf("%d cached blocks after an unchanged scrape, want 4", e.prefix.len())
+	}
+}

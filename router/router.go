@@ -67,6 +67,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 		return nil, err
 	}
 	r := &Router{cfg: cfg, sched: newScheduler(cfg.Scheduler), log: log, metrics: m}
+	if err := reg.Register(newEndpointCollector(r)); err != nil {
+		return nil, fmt.Errorf("router metrics: %w", err)
+	}
 	r.unknown = m.picks.WithLabelValues(unknownPoolLabelVal, resultUnknownPool)
 	empty := map[string]*pool{}
 	r.pools.Store(&empty)
@@ -204,7 +207,9 @@ func (r *Router) startEndpoint(poolName string, spec EndpointSpec, eng engine) *
 		prefix: newPrefixLRU(r.sched.lruCapacity(emptyMetrics)),
 		cancel: cancel,
 		done:   make(chan struct{}),
+		wake:   make(chan struct{}, 1),
 	}
+	e.prefixSpan.Store(int64(r.sched.span(emptyMetrics)))
 	r.metrics.stale.WithLabelValues(poolName, spec.Address).Set(1)
 	go r.runEndpoint(ctx, e)
 	return e

@@ -78,7 +78,11 @@ type ScorerSpec struct {
 
 // PrefixParams parameterise the prefix-cache scorer.
 type PrefixParams struct {
-	// BlockSize is the number of prompt characters per hashed block (default 64).
+	// BlockSize is the number of prompt characters per hashed block. 0 (the default)
+	// derives it per endpoint from the engine's KV block size (vllm:cache_config_info
+	// block_size tokens × 4 characters: 512 for vLLM's 128-token CPU blocks), so that a
+	// prefix counts only in whole engine blocks, the unit the engine caches; until the
+	// engine reports it, and for engines that do not, DefaultPrefixBlockSize.
 	BlockSize int `json:"blockSize"`
 	// LRUCapacity is the number of blocks remembered per endpoint. 0 derives it from the
 	// engine's vllm:cache_config_info (num_gpu_blocks × block_size tokens ÷ tokens per
@@ -107,7 +111,6 @@ func DefaultSchedulerConfig() SchedulerConfig {
 			{Name: ScorerInFlight, Weight: DefaultInFlightWeight},
 		},
 		Picker:     PickerMaxScore,
-		Prefix:     PrefixParams{BlockSize: DefaultPrefixBlockSize},
 		Saturation: defaultSaturation(),
 	}
 }
@@ -163,8 +166,8 @@ func (c SchedulerConfig) Validate() error {
 	if !slices.Contains(knownPickers, c.Picker) {
 		return fmt.Errorf("scheduler: unknown picker %q (known: %v)", c.Picker, knownPickers)
 	}
-	if c.Prefix.BlockSize <= 0 {
-		return fmt.Errorf("scheduler: prefix blockSize %d must be > 0", c.Prefix.BlockSize)
+	if c.Prefix.BlockSize < 0 {
+		return fmt.Errorf("scheduler: prefix blockSize %d must be >= 0 (0 = derive from the engine)", c.Prefix.BlockSize)
 	}
 	if c.Prefix.LRUCapacity < 0 {
 		return fmt.Errorf("scheduler: prefix lruCapacity %d must be >= 0 (0 = derive from the engine)", c.Prefix.LRUCapacity)

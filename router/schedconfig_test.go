@@ -55,7 +55,7 @@ func TestParseSchedulerConfigErrors(t *testing.T) {
 		{"unknown plugin field", "scorers: [{name: queue, wieght: 2}]", `unknown field "wieght"`},
 		{"unknown param", "scorers: [{name: prefix, params: {blocksize: 4}}]", `unknown field "blocksize"`},
 		{"params on queue", "scorers: [{name: queue, params: {x: 1}}]", "takes no params"},
-		{"zero block size", "scorers: [{name: prefix, params: {blockSize: 0}}]", "blockSize 0 must be > 0"},
+		{"negative block size", "scorers: [{name: prefix, params: {blockSize: -1}}]", "blockSize -1 must be >= 0"},
 		{"negative lru", "scorers: [{name: prefix, params: {lruCapacity: -5}}]", "lruCapacity -5"},
 		{"duplicate scorer", "scorers: [{name: queue}, {name: queue}]", "listed twice"},
 		{"unknown filter", "filters: [{name: gpu}]", `unknown filter "gpu"`},

@@ -11,7 +11,7 @@ type scheduler struct {
 	scorers           []weightedScorer // weight > 0 only
 	random            bool
 	usePrefix         bool
-	blockSize         int
+	blockSize         int // prefix block span in characters; 0 = derive from the engine
 	prefixLRUCapacity int // 0 = derive from the engine
 	sat               SaturationConfig
 }
@@ -33,9 +33,9 @@ type pickContext struct {
 	now       time.Time
 	eps       []*endpoint
 	ms        []*metricsState
-	hashes    []uint64 // chained prefix-block hashes of the prompt
-	isAdapter bool     // the model is known to be a LoRA adapter
-	prefixHit []int    // per candidate: matched prefix blocks (filled by the prefix scorer)
+	prefix    *spanHashes // the prompt's chained prefix-block hashes, per block span
+	isAdapter bool        // the model is known to be a LoRA adapter
+	prefixHit []int       // per candidate: matched prefix blocks (filled by the prefix scorer)
 }
 
 func newScheduler(cfg SchedulerConfig) *scheduler {
@@ -72,13 +72,31 @@ func newScheduler(cfg SchedulerConfig) *scheduler {
 	return s
 }
 
-// lruCapacity is the prefix LRU size of an endpoint with metrics m.
+// span is the prefix block span, in prompt characters, of an endpoint with metrics m: the
+// configured blockSize, else the engine's KV block size (vllm:cache_config_info
+// block_size tokens at charsPerToken characters each), else DefaultPrefixBlockSize.
+func (s *scheduler) span(m *metricsState) int {
+	switch {
+	case s.blockSize > 0:
+		return s.blockSize
+	case m.blockSize > 0:
+		return min(m.blockSize*charsPerToken, maxPrefixSpan)
+	}
+	return DefaultPrefixBlockSize
+}
+
+// maxPrefixSpan bounds a derived span (a block size an engine reports is not trusted to
+// be sane: 64 KiB of prompt per block is far beyond any engine's).
+const maxPrefixSpan = 64 << 10
+
+// lruCapacity is the prefix LRU size of an endpoint with metrics m: the engine's KV cache
+// in tokens over the tokens per hashed block (with a derived span, num_gpu_blocks).
 func (s *scheduler) lruCapacity(m *metricsState) int {
 	if s.prefixLRUCapacity > 0 {
 		return s.prefixLRUCapacity
 	}
 	if m.numGPUBlocks > 0 && m.blockSize > 0 {
-		tokensPerBlock := max(s.blockSize/charsPerToken, 1)
+		tokensPerBlock := max(s.span(m)/charsPerToken, 1)
 		return max(m.numGPUBlocks*m.blockSize/tokensPerBlock, 1)
 	}
 	return DefaultPrefixLRUCapacity
@@ -130,12 +148,42 @@ func filterFresh(pc *pickContext, threshold time.Duration) (allStale bool) {
 		}
 	}
 	if fresh == 0 {
+		keepFreshest(pc, threshold)
 		return len(pc.eps) > 0
 	}
 	if fresh < len(pc.eps) {
 		pc.keep(func(i int) bool { return pc.eps[i].isFresh(pc.ms[i], pc.now, threshold) })
 	}
 	return false
+}
+
+// keepFreshest degrades a pick where every candidate is stale to the freshest data rather
+// than to all of it alike: it keeps the endpoints scraped within one staleness threshold
+// of the newest scrape, and among them those whose last scrape did not fail outright
+// (a slow answer is not a failure; see runEndpoint) when there are any. Never-scraped
+// endpoints go only if every candidate is never-scraped.
+func keepFreshest(pc *pickContext, threshold time.Duration) {
+	var newest time.Time
+	for _, m := range pc.ms {
+		if m.scrapedAt.After(newest) {
+			newest = m.scrapedAt
+		}
+	}
+	if newest.IsZero() {
+		return
+	}
+	recent := func(i int) bool {
+		t := pc.ms[i].scrapedAt
+		return !t.IsZero() && newest.Sub(t) <= threshold
+	}
+	answering := false
+	for i, e := range pc.eps {
+		if recent(i) && !e.lastFailed.Load() {
+			answering = true
+			break
+		}
+	}
+	pc.keep(func(i int) bool { return recent(i) && (!answering || !pc.eps[i].lastFailed.Load()) })
 }
 
 // filterLoRAAffinity narrows an adapter request to the unsaturated endpoints that run the
@@ -166,7 +214,12 @@ func filterLoRAAffinity(pc *pickContext, s *scheduler) {
 	}
 }
 
-func hasFreeLoRASlot(m *metricsState) bool { return m.maxLoRA > 0 && len(m.loraRunning) < m.maxLoRA }
+// hasFreeLoRASlot: an engine whose LoRA state is still unknown counts as having a free
+// slot (vLLM reports none before its first step, when no adapter is loaded yet), not as
+// having zero slots.
+func hasFreeLoRASlot(m *metricsState) bool {
+	return m.loraUnknown || (m.maxLoRA > 0 && len(m.loraRunning) < m.maxLoRA)
+}
 
 // isAdapterRequest reports whether the model is known to be a LoRA adapter: some
 // candidate lists it with a parent in /v1/models, or runs or queues it as an adapter.
@@ -261,16 +314,17 @@ func scoreLoRAAffinity(pc *pickContext, out []float64) {
 	}
 }
 
-// scorePrefix: longest cached prefix chain / total prompt blocks (0 without blocks).
+// scorePrefix: longest cached prefix chain / prompt blocks, each endpoint measured in its
+// own block span (0 when the prompt has no full block of that span).
 func scorePrefix(pc *pickContext, out []float64) {
-	total := len(pc.hashes)
 	for i, e := range pc.eps {
-		if total == 0 {
+		hashes := pc.prefix.get(int(e.prefixSpan.Load()))
+		if len(hashes) == 0 {
 			out[i], pc.prefixHit[i] = 0, 0
 			continue
 		}
-		n := e.prefix.matchLen(pc.hashes)
+		n := e.prefix.matchLen(hashes)
 		pc.prefixHit[i] = n
-		out[i] = float64(n) / float64(total)
+		out[i] = float64(n) / float64(len(hashes))
 	}
 }

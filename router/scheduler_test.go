@@ -87,17 +87,70 @@ func TestPrefixScorer(t *testing.T) {
 	other := hashPrefixBlocks(nil, "other-model", prompt, 64) // same text, other model: no match
 	none.prefix.add(other)
 	pc := ctxFor(&Request{Model: "m"}, full, half, none)
-	pc.hashes = hashes
+	pc.prefix = &spanHashes{}
+	pc.prefix.reset("m", prompt)
 	out := make([]float64, 3)
 	scorePrefix(pc, out)
 	if want := []float64{1, 0.5, 0}; !approxEqual(out, want) {
 		t.Fatalf("prefix scores = %v, want %v", out, want)
 	}
 	// Without blocks (short prompt) every endpoint scores 0.
-	pc.hashes = hashPrefixBlocks(nil, "m", []byte("short"), 64)
+	pc.prefix.reset("m", []byte("short"))
 	scorePrefix(pc, out)
 	if want := []float64{0, 0, 0}; !approxEqual(out, want) {
 		t.Fatalf("short prompt scores = %v", out)
+	}
+}
+
+// TestPrefixScorerEngineBlocks: each endpoint's match is measured in its own engine's
+// blocks (block_size tokens × 4 characters). A shared prefix shorter than one 128-token
+// block is not cached by that engine, so it earns no affinity there, while an engine with
+// 16-token blocks holds it.
+func TestPrefixScorerEngineBlocks(t *testing.T) {
+	small := staticEndpoint("small:1", metricsState{blockSize: 16})  // span 64
+	large := staticEndpoint("large:1", metricsState{blockSize: 128}) // span 512
+	if small.prefixSpan.Load() != 64 || large.prefixSpan.Load() != 512 {
+		t.Fatalf("spans %d %d, want 64 512", small.prefixSpan.Load(), large.prefixSpan.Load())
+	}
+	short := []byte(stringsRepeat("abcdefgh", 40)) // 320 characters: 5 small blocks, no large one
+	for _, e := range []*endpoint{small, large} {
+		e.prefix.add(hashPrefixBlocks(nil, "m", short, int(e.prefixSpan.Load())))
+	}
+	pc := ctxFor(&Request{Model: "m"}, small, large)
+	pc.prefix = &spanHashes{}
+	pc.prefix.reset("m", short)
+	out := make([]float64, 2)
+	scorePrefix(pc, out)
+	if want := []float64{1, 0}; !approxEqual(out, want) || pc.prefixHit[0] != 5 || pc.prefixHit[1] != 0 {
+		t.Fatalf("short prompt: scores %v hits %v, want %v [5 0]", out, pc.prefixHit, want)
+	}
+	// 1,100 characters: the large engine holds its 2 whole blocks of the first 1,024.
+	long := []byte(stringsRepeat("abcdefghij", 110))
+	large.prefix.add(hashPrefixBlocks(nil, "m", long, 512))
+	pc.prefix.reset("m", long)
+	scorePrefix(pc, out)
+	if pc.prefixHit[1] != 2 || out[1] != 1 {
+		t.Fatalf("long prompt on the 128-token engine: hits %d score %v, want 2 and 1", pc.prefixHit[1], out[1])
+	}
+	// A configured blockSize overrides the engine's.
+	fixed := newScheduler(SchedulerConfig{Prefix: PrefixParams{BlockSize: 64}})
+	if s := fixed.span(&metricsState{blockSize: 128}); s != 64 {
+		t.Fatalf("configured blockSize 64: span %d", s)
+	}
+}
+
+// TestSpanHashesBound: more distinct spans than slots still hash correctly.
+func TestSpanHashesBound(t *testing.T) {
+	prompt := []byte(stringsRepeat("x", 4096))
+	var h spanHashes
+	h.reset("m", prompt)
+	for span := 64; span <= 64*(maxSpans+3); span += 64 {
+		if got, want := len(h.get(span)), 4096/span; got != want {
+			t.Fatalf("span %d: %d blocks, want %d", span, got, want)
+		}
+	}
+	if h.n != maxSpans {
+		t.Fatalf("%d slots in use, bound %d", h.n, maxSpans)
 	}
 }
 
@@ -124,6 +177,13 @@ func TestFilters(t *testing.T) {
 	failed.lastFailed.Store(true)
 	fresh := staticEndpoint("fresh:1", metricsState{})
 	never := &endpoint{spec: EndpointSpec{Address: "never:1"}, prefix: newPrefixLRU(1)}
+	never2 := &endpoint{spec: EndpointSpec{Address: "never2:1"}, prefix: newPrefixLRU(1)}
+	// All stale under load: slowA's scrapes time out (no failure flag), its metrics 3 s
+	// old; failedB refused its last scrape, metrics 2.5 s old; slowOld's are 9 s old.
+	slowA := staticEndpoint("slowA:1", metricsState{scrapedAt: time.Now().Add(-3 * time.Second)})
+	failedB := staticEndpoint("failedB:1", metricsState{scrapedAt: time.Now().Add(-2500 * time.Millisecond)})
+	failedB.lastFailed.Store(true)
+	slowOld := staticEndpoint("slowOld:1", metricsState{scrapedAt: time.Now().Add(-9 * time.Second)})
 
 	tests := []struct {
 		name     string
@@ -143,12 +203,18 @@ func TestFilters(t *testing.T) {
 			filterServesModel, []string{"b:1", "c:1"}, false},
 		{"fresh only while one is fresh", &Request{}, []*endpoint{stale, failed, fresh, never},
 			func(pc *pickContext) { filterFresh(pc, time.Second) }, []string{"fresh:1"}, false},
-		{"all stale keeps all", &Request{}, []*endpoint{stale, failed, never},
+		// failed's metrics are the newest (scrapedAt an hour ahead, then its scrape
+		// failed); stale's are two hours older; never has none.
+		{"all stale keeps the freshest data", &Request{}, []*endpoint{stale, failed, never},
 			func(pc *pickContext) {
 				if !filterFresh(pc, time.Second) {
 					t.Error("allStale = false")
 				}
-			}, []string{"stale:1", "failed:1", "never:1"}, true},
+			}, []string{"failed:1"}, true},
+		{"all stale: slow beats failed within the window", &Request{}, []*endpoint{slowA, failedB, slowOld, never},
+			func(pc *pickContext) { filterFresh(pc, 2*time.Second) }, []string{"slowA:1"}, true},
+		{"all stale, none ever scraped, keeps all", &Request{}, []*endpoint{never, never2},
+			func(pc *pickContext) { filterFresh(pc, time.Second) }, []string{"never:1", "never2:1"}, true},
 		{"lora: running tier", &Request{Model: "l"}, []*endpoint{
 			staticEndpoint("run:1", metricsState{loraRunning: []string{"l"}, maxLoRA: 1}),
 			staticEndpoint("free:1", metricsState{maxLoRA: 2}),

@@ -3,7 +3,9 @@ package router
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -39,10 +41,20 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 	// bound that to a few scrapes' worth.
 	tick := time.NewTimer(0)
 	defer tick.Stop()
+	idle := false // the pending tick is on the idle schedule
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-e.wake:
+			// A pick on an endpoint scraped at the idle interval: back to the regular
+			// schedule (its next instant), not a scrape out of turn.
+			if idle {
+				idle = false
+				slots := max(1, (r.loops.Load()+scrapeGroup-1)/scrapeGroup)
+				tick.Reset(untilNextTick(time.Now(), r.cfg.ScrapeInterval, int64(slotHash%uint64(slots)), slots))
+			}
+			continue
 		case <-tick.C:
 		}
 		start := time.Now()
@@ -51,11 +63,17 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 		if ctx.Err() != nil {
 			return // cancelled mid-scrape: not an endpoint failure
 		}
-		if err != nil {
+		switch {
+		case err == nil:
+			e.lastFailed.Store(false)
+		case isTimeout(err):
+			// A slow answer (a loaded server) keeps the last metrics: the endpoint turns
+			// stale when they pass the staleness threshold. Marking it stale at once made
+			// every loaded endpoint stale together, leaving no fresh one to pick.
+			r.metrics.scrapeErrors.WithLabelValues(e.pool, e.spec.Address).Inc()
+		default: // refused, reset, a bad answer: stale now
 			e.lastFailed.Store(true)
 			r.metrics.scrapeErrors.WithLabelValues(e.pool, e.spec.Address).Inc()
-		} else {
-			e.lastFailed.Store(false)
 		}
 		r.observeStaleness(e, err)
 		// The model list is refreshed after the scrape so that a slow /v1/models never
@@ -65,8 +83,30 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 			r.refreshModels(ctx, e, client, &bufs.body)
 		}
 		slots := max(1, (r.loops.Load()+scrapeGroup-1)/scrapeGroup)
-		tick.Reset(untilNextTick(time.Now(), r.cfg.ScrapeInterval, int64(slotHash%uint64(slots)), slots))
+		interval := r.cfg.ScrapeInterval
+		if idle = err == nil && r.idle(e); idle {
+			interval = r.cfg.IdleScrapeInterval
+		}
+		tick.Reset(untilNextTick(time.Now(), interval, int64(slotHash%uint64(slots)), slots))
 	}
+}
+
+// idle reports whether the endpoint may be scraped at the idle interval: nothing waiting
+// or running at its last scrape and nothing in flight from this picker.
+func (r *Router) idle(e *endpoint) bool {
+	if r.cfg.IdleScrapeInterval <= r.cfg.ScrapeInterval {
+		return false
+	}
+	m := e.metrics.Load()
+	return m != nil && m.waiting == 0 && m.running == 0 && e.inflight.Load() == 0
+}
+
+// isTimeout reports whether a scrape failed by running out of time (fasthttp's timeout
+// error has Timeout but is no net.Error).
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
+		(errors.As(err, &te) && te.Timeout())
 }
 
 // scrapeGroup is about how many endpoint loops share a scrape instant.
@@ -106,8 +146,8 @@ func (r *Router) scrape(ctx context.Context, e *endpoint, c *endpointClient, par
 		return fmt.Errorf("scrape %s: no %s queue or KV-cache metric in the exposition", c.addr, e.engine)
 	}
 	e.metrics.Store(m)
-	if r.sched.usePrefix && r.sched.prefixLRUCapacity == 0 {
-		e.prefix.setCapacity(r.sched.lruCapacity(m))
+	if r.sched.usePrefix {
+		r.updatePrefixGeometry(e, m)
 	}
 	return nil
 }

@@ -63,7 +63,8 @@ func TestErrorsAreVLLMShaped(t *testing.T) {
 		{"no messages", "/v1/chat/completions", `{"model":"` + s.cfg.Model + `"}`, 400, "BadRequestError", "messages"},
 		{"bad prompt type", "/v1/completions", `{"model":"` + s.cfg.Model + `","prompt":{"a":1}}`, 400, "BadRequestError", "prompt"},
 		{"zero max_tokens", "/v1/completions", `{"model":"` + s.cfg.Model + `","prompt":"hi","max_tokens":0}`, 400, "BadRequestError", "max_tokens"},
-		{"context too long", "/v1/completions", `{"model":"` + s.cfg.Model + `","prompt":"hi","max_tokens":100}`, 400, "BadRequestError", "maximum context length is 64"},
+		{"context too long", "/v1/completions", `{"model":"` + s.cfg.Model + `","prompt":"hi there how are you","max_tokens":62}`, 400, "BadRequestError", "maximum context length is 64"},
+		{"max_tokens over max_model_len", "/v1/completions", `{"model":"` + s.cfg.Model + `","prompt":"hi","max_tokens":100}`, 400, "BadRequestError", "cannot be greater than max_model_len=64"},
 		{"options without stream", "/v1/completions", `{"model":"` + s.cfg.Model + `","prompt":"hi","stream_options":{"include_usage":true}}`, 400, "BadRequestError", "stream"},
 		{"unload unknown", "/v1/unload_lora_adapter", `{"lora_name":"x"}`, 404, "NotFoundError", "cannot be found"},
 		{"load without path", "/v1/load_lora_adapter", `{"lora_name":"x"}`, 400, "BadRequestError", "lora_path"},
@@ -172,8 +173,9 @@ func TestChatStreamShape(t *testing.T) {
 		t.Fatalf("got %d chunks, done=%v", len(res.chunks), res.done)
 	}
 	first := res.chunks[0]["choices"].([]any)[0].(map[string]any)["delta"].(map[string]any)
-	if len(first) != 1 || first["role"] != "assistant" {
-		t.Errorf("first chunk delta %v, want only role", first)
+	// vLLM's first chunk: the role and an empty content.
+	if len(first) != 2 || first["role"] != "assistant" || first["content"] != "" {
+		t.Errorf("first chunk delta %v, want role assistant and content \"\"", first)
 	}
 	last := res.chunks[6]
 	if choices := last["choices"].([]any); len(choices) != 0 {
@@ -183,8 +185,8 @@ func TestChatStreamShape(t *testing.T) {
 		t.Errorf("usage %v finish %q", res.usage, res.finish)
 	}
 	for _, c := range res.chunks[:6] {
-		if u, present := c["usage"]; !present || u != nil {
-			t.Errorf("content chunk usage = %v (present %v), want null with include_usage", u, present)
+		if u, present := c["usage"]; present {
+			t.Errorf("content chunk has usage %v; vLLM 0.32 writes none before the usage chunk", u)
 		}
 		if c["object"] != "chat.completion.chunk" || c["id"] != res.chunks[0]["id"] {
 			t.Errorf("chunk %v", c)

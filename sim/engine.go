@@ -36,6 +36,7 @@ type engine struct {
 	running  []*request
 	gpuLoRAs map[string]uint64 // adapters in GPU slots -> step of last use
 	stepNo   uint64
+	ranStep  bool // a step with work ran (vLLM reports LoRA state only from then on)
 	sched    []scheduled
 	closed   bool
 
@@ -55,6 +56,7 @@ type engineStats struct {
 	kvUsage          float64
 	runningLoRAs     []string
 	waitingLoRAs     []string
+	stepped          bool // the engine has run at least one step
 }
 
 func newEngine(cfg *Config, log *slog.Logger) *engine {
@@ -118,6 +120,7 @@ func (e *engine) run() {
 		e.mu.Lock()
 		cost := e.schedule()
 		busy := len(e.sched) > 0
+		e.ranStep = e.ranStep || busy
 		e.mu.Unlock()
 		if !busy {
 			select {
@@ -344,7 +347,7 @@ func (e *engine) acquireLoRA(adapter string) (ready, loaded bool) {
 func (e *engine) stats() engineStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := engineStats{running: len(e.running), waiting: len(e.waiting), kvUsage: e.kv.usage()}
+	st := engineStats{running: len(e.running), waiting: len(e.waiting), kvUsage: e.kv.usage(), stepped: e.ranStep}
 	st.runningLoRAs = distinctAdapters(e.running)
 	st.waitingLoRAs = distinctAdapters(e.waiting)
 	return st

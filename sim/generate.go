@@ -69,6 +69,12 @@ func (s *Server) buildRequest(p *parsedRequest, adapter string) (*request, *apiE
 		return nil, badRequest("This model's maximum context length is %d tokens. However, your request has %d input tokens. Please reduce the length of the input messages.", limit, len(ids))
 	}
 	maxTokens := p.maxTokens
+	if maxTokens > limit {
+		e := badRequest("max_tokens=%d cannot be greater than max_model_len=%d. Please request fewer output tokens. (parameter=max_tokens, value=%d)",
+			maxTokens, limit, maxTokens)
+		e.param = "max_tokens"
+		return nil, e
+	}
 	if maxTokens < 0 {
 		maxTokens = limit - len(ids)
 	} else if len(ids)+maxTokens > limit {
@@ -214,17 +220,17 @@ func newResponseShape(s *Server, p *parsedRequest, chat bool) *responseShape {
 	return rs
 }
 
+// tail ends a chunk. vLLM 0.32 writes no "usage" member in the chunks before the usage
+// chunk, even with include_usage (OpenAI writes "usage":null there).
 func (rs *responseShape) tail(b []byte) []byte {
-	if rs.includeUsage {
-		b = append(b, `,"usage":null`...)
-	}
 	return append(b, "}\n\n"...)
 }
 
-// appendRoleChunk writes the first chat chunk, which carries only the assistant role.
+// appendRoleChunk writes the first chat chunk: the assistant role and an empty content, as
+// vLLM sends it.
 func (rs *responseShape) appendRoleChunk(b []byte) []byte {
 	b = append(b, rs.head...)
-	b = append(b, `[{"index":0,"delta":{"role":"assistant"},"logprobs":null,"finish_reason":null}]`...)
+	b = append(b, `[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]`...)
 	return rs.tail(b)
 }
 

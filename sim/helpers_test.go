@@ -146,6 +146,9 @@ func stream(t *testing.T, s *Server, path string, body map[string]any) *streamRe
 		}
 		text, ok := choice["text"].(string)
 		if delta, isChat := choice["delta"].(map[string]any); isChat {
+			if _, roleChunk := delta["role"]; roleChunk {
+				continue // the first chunk: the role and an empty content, no token
+			}
 			text, ok = delta["content"].(string)
 		}
 		if !ok {

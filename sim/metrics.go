@@ -1,11 +1,16 @@
 package sim
 
 import (
+	"bytes"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/valyala/fasthttp"
 )
 
 // vLLM's histogram buckets (vllm/v1/metrics/loggers.py), so dashboards built for vLLM work.
@@ -82,21 +87,72 @@ type gaugeCollector struct {
 	cacheConfig *prometheus.Desc
 	maxLoRA     string
 	cacheLabels []string
+
+	mu         sync.Mutex
+	loraSeries []loraSeries // every LoRA state reported so far, as vLLM keeps them
+}
+
+// loraSeries is one label set of vllm:lora_requests_info and the time it was last seen.
+type loraSeries struct {
+	waiting, running string
+	seen             float64
+}
+
+// maxLoRASeries bounds the old lora_requests_info series kept (vLLM keeps all of them; a
+// sim that ran many adapters would otherwise grow without bound).
+const maxLoRASeries = 64
+
+// cacheConfigLabels are vllm:cache_config_info's labels as vLLM 0.32 reports them (the
+// router reads block_size and num_gpu_blocks; the rest is there so that the exposition has
+// the same shape).
+var cacheConfigLabels = []string{"_block_size_resolved", "block_size", "cache_dtype", "cache_hit_alignment_tokens",
+	"effective_attention_block_size", "enable_mamba_shared_prefix_checkpoint", "enable_prefix_caching", "engine",
+	"gpu_memory_utilization", "hash_block_size", "is_attention_free", "kv_cache_dtype_skip_layers", "kv_cache_layout",
+	"kv_cache_max_concurrency", "kv_cache_memory_bytes", "kv_cache_size_tokens", "kv_offloading_backend",
+	"kv_offloading_size", "kv_sharing_fast_prefill", "mamba_block_size", "mamba_cache_dtype", "mamba_cache_mode",
+	"mamba_page_size_padded", "mamba_ssm_cache_dtype", "num_cpu_blocks", "num_gpu_blocks", "num_gpu_blocks_override",
+	"prefix_cache_retention_interval", "prefix_caching_hash_algo", "prefix_match_unit", "replayssm_buffer_len",
+	"skip_page_size_padded", "sliding_window", "swa_bounded_replay", "use_kda_recoverssm", "use_replayssm",
+	"user_specified_block_size"}
+
+func cacheConfigValues(cfg *Config) []string {
+	tokens := cfg.KVBlocks * cfg.BlockSize
+	bs := strconv.Itoa(cfg.BlockSize)
+	v := map[string]string{
+		"_block_size_resolved": "True", "block_size": bs, "cache_dtype": "auto", "effective_attention_block_size": bs,
+		"enable_prefix_caching": "True", "engine": engineIndex, "gpu_memory_utilization": "0.9",
+		"kv_cache_dtype_skip_layers": "[]", "kv_cache_max_concurrency": strconv.FormatFloat(float64(tokens)/float64(cfg.MaxModelLen), 'f', 1, 64),
+		"kv_cache_size_tokens": strconv.Itoa(tokens), "kv_offloading_backend": "native", "mamba_cache_dtype": "auto",
+		"mamba_cache_mode": "none", "mamba_ssm_cache_dtype": "float32", "num_gpu_blocks": strconv.Itoa(cfg.KVBlocks),
+		"prefix_cache_retention_interval": "0", "prefix_caching_hash_algo": "sha256", "replayssm_buffer_len": "16",
+		"swa_bounded_replay": "True", "kv_cache_memory_bytes": strconv.Itoa(tokens * 128 * 1024),
+	}
+	out := make([]string, len(cacheConfigLabels))
+	for i, name := range cacheConfigLabels {
+		switch val, ok := v[name]; {
+		case ok:
+			out[i] = val
+		case strings.HasPrefix(name, "is_") || strings.HasPrefix(name, "use_") || strings.HasPrefix(name, "enable_") ||
+			name == "kv_sharing_fast_prefill" || name == "user_specified_block_size":
+			out[i] = "False"
+		default:
+			out[i] = "None"
+		}
+	}
+	return out
 }
 
 func newGaugeCollector(cfg *Config, e *engine) *gaugeCollector {
 	labels := prometheus.Labels{"model_name": cfg.Model, "engine": engineIndex}
 	return &gaugeCollector{
-		e:        e,
-		running:  prometheus.NewDesc("vllm:num_requests_running", "Number of requests in model execution batches.", nil, labels),
-		waiting:  prometheus.NewDesc("vllm:num_requests_waiting", "Number of requests waiting to be processed.", nil, labels),
-		kvUsage:  prometheus.NewDesc("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", nil, labels),
-		loraInfo: prometheus.NewDesc("vllm:lora_requests_info", "Running stats on lora requests.", []string{"max_lora", "waiting_lora_adapters", "running_lora_adapters"}, nil),
-		cacheConfig: prometheus.NewDesc("vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
-			[]string{"block_size", "cache_dtype", "enable_prefix_caching", "engine", "gpu_memory_utilization", "num_gpu_blocks"}, nil),
-		maxLoRA: strconv.Itoa(cfg.MaxLoRAs),
-		cacheLabels: []string{strconv.Itoa(cfg.BlockSize), "auto", "True", engineIndex, "0.9",
-			strconv.Itoa(cfg.KVBlocks)},
+		e:           e,
+		running:     prometheus.NewDesc("vllm:num_requests_running", "Number of requests in model execution batches.", nil, labels),
+		waiting:     prometheus.NewDesc("vllm:num_requests_waiting", "Number of requests waiting to be processed.", nil, labels),
+		kvUsage:     prometheus.NewDesc("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", nil, labels),
+		loraInfo:    prometheus.NewDesc("vllm:lora_requests_info", "Running stats on lora requests.", []string{"max_lora", "waiting_lora_adapters", "running_lora_adapters"}, nil),
+		cacheConfig: prometheus.NewDesc("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", cacheConfigLabels, nil),
+		maxLoRA:     strconv.Itoa(cfg.MaxLoRAs),
+		cacheLabels: cacheConfigValues(cfg),
 	}
 }
 
@@ -113,9 +169,97 @@ func (g *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(g.running, prometheus.GaugeValue, float64(st.running))
 	ch <- prometheus.MustNewConstMetric(g.waiting, prometheus.GaugeValue, float64(st.waiting))
 	ch <- prometheus.MustNewConstMetric(g.kvUsage, prometheus.GaugeValue, st.kvUsage)
-	// vLLM sets this gauge to the time of its last update; the newest series wins.
-	ch <- prometheus.MustNewConstMetric(g.loraInfo, prometheus.GaugeValue,
-		float64(time.Now().UnixNano())/1e9,
-		g.maxLoRA, strings.Join(st.waitingLoRAs, ","), strings.Join(st.runningLoRAs, ","))
+	for _, ls := range g.loraState(st) {
+		ch <- prometheus.MustNewConstMetric(g.loraInfo, prometheus.GaugeValue, ls.seen, g.maxLoRA, ls.waiting, ls.running)
+	}
 	ch <- prometheus.MustNewConstMetric(g.cacheConfig, prometheus.GaugeValue, 1, g.cacheLabels...)
+}
+
+// loraState follows vLLM 0.32's vllm:lora_requests_info: no sample before the engine's
+// first step; afterwards one series per LoRA state ever reported, its value the time it
+// was last current (the newest is the state now); every active adapter (running or
+// waiting) is listed in waiting_lora_adapters, even with nothing waiting.
+func (g *gaugeCollector) loraState(st engineStats) []loraSeries {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !st.stepped {
+		return nil
+	}
+	running := strings.Join(st.runningLoRAs, ",")
+	active := append(slices.Clone(st.runningLoRAs), st.waitingLoRAs...)
+	slices.Sort(active)
+	waiting := strings.Join(slices.Compact(active), ",")
+	now := float64(time.Now().UnixNano()) / 1e9
+	i := slices.IndexFunc(g.loraSeries, func(ls loraSeries) bool { return ls.running == running && ls.waiting == waiting })
+	switch {
+	case i >= 0:
+		g.loraSeries[i].seen = now
+	case len(g.loraSeries) < maxLoRASeries:
+		g.loraSeries = append(g.loraSeries, loraSeries{waiting: waiting, running: running, seen: now})
+	default: // replace the oldest
+		oldest := 0
+		for j, ls := range g.loraSeries {
+			if ls.seen < g.loraSeries[oldest].seen {
+				oldest = j
+			}
+		}
+		g.loraSeries[oldest] = loraSeries{waiting: waiting, running: running, seen: now}
+	}
+	return slices.Clone(g.loraSeries)
+}
+
+// exposition serves the registry as vLLM serves its /metrics: the text format with the
+// content type vLLM sends, and Python-style floats in histogram "le" labels ("1.0", not
+// Go's "1"), so that a client parsing vLLM's text sees the same shape from the sim.
+func exposition(reg prometheus.Gatherer) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			ctx.Error("gather metrics: "+err.Error(), fasthttp.StatusInternalServerError)
+			return
+		}
+		var text bytes.Buffer
+		for _, mf := range mfs {
+			if _, err := expfmt.MetricFamilyToText(&text, mf); err != nil {
+				ctx.Error("encode metrics: "+err.Error(), fasthttp.StatusInternalServerError)
+				return
+			}
+		}
+		ctx.SetContentType(vllmMetricsContentType)
+		ctx.SetBody(pythonLe(make([]byte, 0, text.Len()+text.Len()/16), text.Bytes()))
+	}
+}
+
+// vllmMetricsContentType is what vLLM 0.32 answers /metrics with.
+const vllmMetricsContentType = "text/plain; version=1.0.0; charset=utf-8"
+
+// pythonLe appends text to dst with every integral le="N" written le="N.0".
+func pythonLe(dst, text []byte) []byte {
+	const key = `le="`
+	for {
+		i := bytes.Index(text, []byte(key))
+		if i < 0 {
+			return append(dst, text...)
+		}
+		j := i + len(key)
+		end := bytes.IndexByte(text[j:], '"')
+		if end < 0 {
+			return append(dst, text...)
+		}
+		val := text[j : j+end]
+		dst = append(dst, text[:j+end]...)
+		if len(val) > 0 && isDigits(val) {
+			dst = append(dst, ".0"...)
+		}
+		text = text[j+end:]
+	}
+}
+
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

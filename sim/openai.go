@@ -117,7 +117,9 @@ func parseGenerateRequest(body []byte, chat bool) (*parsedRequest, *apiError) {
 		p.maxTokens = *req.MaxTokens
 	}
 	if p.maxTokens == 0 || p.maxTokens < -1 {
-		return nil, badRequest("max_tokens must be at least 1, got %d.", p.maxTokens)
+		e := badRequest("max_tokens must be at least 1, got %d.", p.maxTokens)
+		e.param = "max_tokens"
+		return nil, e
 	}
 	var err *apiError
 	if chat {

@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // Server is one simulated vLLM instance: an engine plus its OpenAI-compatible HTTP API.
@@ -98,7 +96,7 @@ func (s *Server) Start() error {
 	}
 	s.log = s.log.With("sim", s.cfg.Name)
 	s.engine.log = s.log
-	s.metricsH = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	s.metricsH = exposition(s.registry)
 	s.httpSrv = &fasthttp.Server{
 		Handler:               s.serveHTTP,
 		Name:                  "infergw-sim",

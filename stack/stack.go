@@ -328,8 +328,11 @@ func (s *Stack) startMetrics(reg *prometheus.Registry) error {
 // gatewayURL is the base URL of the first HTTP listener of the first Gateway.
 func gatewayURL(snap *discovery.Snapshot, listenerAddr string) (string, error) {
 	host := listenerAddr
-	if host == "" || host == "0.0.0.0" {
+	switch host {
+	case "", "0.0.0.0": // every IPv4 address: reach it on the loopback
 		host = "127.0.0.1"
+	case "::":
+		host = "::1"
 	}
 	for _, gw := range snap.Gateways {
 		for _, l := range gw.Spec.Listeners {

@@ -66,11 +66,12 @@ func adapterNames(n int) []string {
 }
 
 // simConfig is the fleet's per-pod model: the sim defaults (an 8B model on one H100-class
-// GPU) with a KV cache of kvBlocks×16 tokens and two LoRA slots.
-func simConfig(kvBlocks, adapters int, timeScale float64) sim.Config {
+// GPU) with a KV cache of kvBlocks×blockSize tokens and two LoRA slots.
+func simConfig(kvBlocks, blockSize, adapters int, timeScale float64) sim.Config {
 	c := sim.DefaultConfig()
 	c.Model = baseModel
 	c.KVBlocks = kvBlocks
+	c.BlockSize = blockSize
 	c.MaxLoRAs = 2
 	c.LoRAAdapters = adapterNames(adapters)
 	c.TimeScale = timeScale
@@ -93,6 +94,7 @@ type options struct {
 	Pods       int
 	TimeScale  float64
 	KVBlocks   int
+	BlockSize  int
 	Adapters   int
 	Seed       uint64
 	RateFactor float64
@@ -106,7 +108,10 @@ func buildPlan(o options) (plan, error) {
 	if o.Pods < 1 || o.TimeScale <= 0 || o.KVBlocks < 1 || o.Adapters < 1 || o.RateFactor <= 0 {
 		return plan{}, fmt.Errorf("plan: pods, time scale, kv blocks, adapters and rate factor must be positive")
 	}
-	sc := simConfig(o.KVBlocks, o.Adapters, o.TimeScale)
+	if o.BlockSize == 0 {
+		o.BlockSize = sim.DefaultConfig().BlockSize
+	}
+	sc := simConfig(o.KVBlocks, o.BlockSize, o.Adapters, o.TimeScale)
 	p := plan{Pods: o.Pods, TimeScale: o.TimeScale, Seed: o.Seed, Arrival: "poisson", Sim: sc,
 		SimInfo: summarizeSim(sc), Policies: policies}
 	warm, dur := 10*time.Second, 30*time.Second

@@ -18,6 +18,9 @@ import (
 func registerRouterFlags(fl *pflag.FlagSet, cfg *router.Config) {
 	fl.DurationVar(&cfg.ScrapeInterval, "scrape-interval", cfg.ScrapeInterval,
 		"period of each model server's /metrics scrape (CPU: about 3 ms/s per server at 50ms)")
+	fl.DurationVar(&cfg.IdleScrapeInterval, "idle-scrape-interval", cfg.IdleScrapeInterval,
+		"scrape period of an idle model server (nothing waiting, running or in flight): each scrape costs the server CPU; "+
+			"0 = min(10 x --scrape-interval, --staleness-threshold / 4); must stay below --staleness-threshold")
 	fl.DurationVar(&cfg.ScrapeTimeout, "scrape-timeout", cfg.ScrapeTimeout, "bound of one scrape and one /v1/models request")
 	fl.DurationVar(&cfg.StalenessThreshold, "staleness-threshold", cfg.StalenessThreshold,
 		"age after which a server's metrics are stale (not picked while fresh ones exist); must exceed --scrape-interval")

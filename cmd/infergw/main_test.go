@@ -84,3 +84,10 @@ func TestPickerRouterFlags(t *testing.T) {
 		t.Fatalf("want the router's refusal of --fallbacks -1, got %v", err)
 	}
 }
+
+func TestUpRejectsListenerAddressThatIsNoIP(t *testing.T) {
+	_, err := run(t, "up", "--listener-address", "localhost")
+	if err == nil || !strings.Contains(err.Error(), "--listener-address") {
+		t.Fatalf("up --listener-address localhost: %v, want an error naming the flag", err)
+	}
+}

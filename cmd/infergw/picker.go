@@ -29,6 +29,7 @@ type pickerFlags struct {
 	tlsKey          string
 	transport       string
 	shutdownGrace   time.Duration
+	noStreamUsage   bool
 	logLevel        string
 	router          router.Config
 }
@@ -58,6 +59,8 @@ func newPickerCmd() *cobra.Command {
 		"gRPC server: inline (streams run in the connection's goroutine; least CPU) or grpc-go (fallback)")
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", extproc.DefaultShutdownGrace,
 		"on SIGTERM, how long streams in flight (responses still streaming) may finish before they are cut")
+	fl.BoolVar(&f.noStreamUsage, "no-stream-usage", false,
+		"do not add stream_options.include_usage to streamed requests that lack it (their tokens then go uncounted)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	registerRouterFlags(fl, &f.router)
 	return cmd
@@ -105,6 +108,7 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 		Registerer:     reg,
 		Transport:      extproc.Transport(f.transport),
 		ShutdownGrace:  f.shutdownGrace,
+		NoStreamUsage:  f.noStreamUsage,
 	}, log.With("component", "extproc"))
 	if err != nil {
 		return err

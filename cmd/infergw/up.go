@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -48,6 +49,8 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.StringVar(&f.cfg.ManifestDir, "manifests", f.cfg.ManifestDir, "directory of manifests to serve (watched for changes)")
 	fl.StringVar(&f.cfg.XDSAddr, "xds-addr", f.cfg.XDSAddr, "control plane ADS address")
 	fl.StringVar(&f.cfg.EnvoyAdminAddr, "envoy-admin-addr", f.cfg.EnvoyAdminAddr, "Envoy admin address")
+	fl.StringVar(&f.cfg.Translate.ListenerAddress, "listener-address", f.cfg.Translate.ListenerAddress,
+		"IP address Envoy's gateway listeners bind to (0.0.0.0 or :: to accept connections from other hosts)")
 	fl.StringVar(&f.cfg.MetricsAddr, "metrics-addr", f.cfg.MetricsAddr, "address serving /metrics, /healthz and /readyz")
 	fl.StringVar(&f.cfg.EnvoyBinary, "envoy", "", "Envoy binary (default: $ENVOY_BIN, envoy on PATH, .venv/bin/envoy)")
 	fl.BoolVar(&f.envoyLog, "envoy-log", false, "show Envoy's own log on stderr")
@@ -74,6 +77,9 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		return err
 	}
 	cfg := f.cfg
+	if net.ParseIP(cfg.Translate.ListenerAddress) == nil {
+		return fmt.Errorf("--listener-address %q is not an IP address", cfg.Translate.ListenerAddress)
+	}
 	cfg.Sims = !f.noSims
 	cfg.Sim.LoRAAdapters = splitList(f.adapters)
 	if f.envoyLog {

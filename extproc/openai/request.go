@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -31,11 +32,15 @@ type Request struct {
 	// Stream is the "stream" flag; IncludeUsage is stream_options.include_usage.
 	Stream       bool
 	IncludeUsage bool
+	// StreamOptionsStart and StreamOptionsEnd delimit the stream_options value (-1 when
+	// absent); ObjectEnd is the offset of the body's closing '}'. IncludeUsageEdit uses them.
+	StreamOptionsStart, StreamOptionsEnd int
+	ObjectEnd                            int
 }
 
 // Reset clears r, keeping the Prompt buffer.
 func (r *Request) Reset() {
-	*r = Request{Prompt: r.Prompt[:0], ModelStart: -1, ModelEnd: -1}
+	*r = Request{Prompt: r.Prompt[:0], ModelStart: -1, ModelEnd: -1, StreamOptionsStart: -1, StreamOptionsEnd: -1}
 }
 
 // Parse reads body into r. It understands /v1/completions (prompt: string, array of
@@ -70,6 +75,7 @@ func Parse(body []byte, r *Request) error {
 	if err != nil {
 		return err
 	}
+	r.ObjectEnd = s.i - 1
 	if err := s.end(); err != nil {
 		return err
 	}
@@ -191,15 +197,77 @@ func (r *Request) boolValue(s *scanner, dst *bool) error {
 }
 
 func (r *Request) streamOptions(s *scanner) error {
+	s.ws()
+	r.StreamOptionsStart = s.i
+	defer func() { r.StreamOptionsEnd = s.i }()
 	if s.peek() != '{' {
 		return s.skip(1)
 	}
+	r.IncludeUsage = false // a repeated member: the last one counts, as in the server's decoder
 	return s.object(1, func(ks, ke int, esc bool) error {
 		if s.keyIs(ks, ke, esc, "include_usage") {
 			return r.boolValue(s, &r.IncludeUsage)
 		}
 		return s.skip(2)
 	})
+}
+
+// Edit replaces body[Start:End] with With.
+type Edit struct {
+	Start, End int
+	With       []byte
+}
+
+// includeUsageMember is what the gateway adds so that a streamed response reports usage.
+const includeUsageMember = `"include_usage":true`
+
+// IncludeUsageEdit returns the edit of the parsed body that makes a streamed chat or
+// completions response end with a usage chunk (stream_options.include_usage true), and
+// false when none is needed: the request is not streamed or already asks for usage.
+// A member added to an existing stream_options object goes last, and a stream_options
+// added to the body goes last: JSON decoders that accept repeated names (Python's, which
+// vLLM uses) take the last one, so the edit wins over an explicit false.
+func (r *Request) IncludeUsageEdit(body []byte) (Edit, bool) {
+	if !r.Stream || r.IncludeUsage {
+		return Edit{}, false
+	}
+	st, en := r.StreamOptionsStart, r.StreamOptionsEnd
+	switch {
+	case st < 0:
+		return Edit{Start: r.ObjectEnd, End: r.ObjectEnd, With: []byte(`,"stream_options":{` + includeUsageMember + `}`)}, true
+	case body[st] == '{':
+		closing := en - 1 // the object's '}'
+		for i := st + 1; i < closing; i++ {
+			if c := body[i]; c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+				return Edit{Start: closing, End: closing, With: []byte("," + includeUsageMember)}, true
+			}
+		}
+		return Edit{Start: st, End: en, With: []byte("{" + includeUsageMember + "}")}, true
+	default: // null (or another non-object the server would reject anyway)
+		return Edit{Start: st, End: en, With: []byte("{" + includeUsageMember + "}")}, true
+	}
+}
+
+// ApplyEdits returns a new body with the edits applied. Edits must not overlap; they may
+// come in any order.
+func ApplyEdits(body []byte, edits ...Edit) ([]byte, error) {
+	slices.SortFunc(edits, func(a, b Edit) int { return a.Start - b.Start })
+	size, last := len(body), 0
+	for _, e := range edits {
+		if e.Start < last || e.End < e.Start || e.End > len(body) {
+			return nil, fmt.Errorf("edit body: bad or overlapping edit [%d,%d) of a %d-byte body", e.Start, e.End, len(body))
+		}
+		size += len(e.With) - (e.End - e.Start)
+		last = e.End
+	}
+	out := make([]byte, 0, size)
+	last = 0
+	for _, e := range edits {
+		out = append(out, body[last:e.Start]...)
+		out = append(out, e.With...)
+		last = e.End
+	}
+	return append(out, body[last:]...), nil
 }
 
 // RewriteModel returns body with the model string token at [start,end) replaced by the JSON

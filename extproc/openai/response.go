@@ -21,6 +21,9 @@ type ResponseInfo struct {
 	Models [maxModelTokens][2]int
 	NModel int
 	Usage  Usage
+	// NoChoices is true when the top-level "choices" is an empty array: the usage-only
+	// chunk that ends a stream with stream_options.include_usage.
+	NoChoices bool
 }
 
 // ParseResponse reads the model tokens and usage of a chat/completions/embeddings/responses
@@ -60,6 +63,16 @@ func (info *ResponseInfo) object(s *scanner, depth int) error {
 			}
 			info.Usage.Present = true
 			return info.usage(s, depth+1)
+		case s.keyIs(ks, ke, esc, "choices") && depth == 0:
+			if s.peek() != '[' {
+				return s.skip(depth + 1)
+			}
+			st := s.i
+			if err := s.skip(depth + 1); err != nil {
+				return err
+			}
+			info.NoChoices = isEmptyArray(s.b[st:s.i])
+			return nil
 		case s.keyIs(ks, ke, esc, "response") && depth == 0:
 			if s.peek() != '{' {
 				return s.skip(depth + 1)
@@ -93,6 +106,16 @@ func (info *ResponseInfo) usage(s *scanner, depth int) error {
 			return s.skip(depth + 1)
 		}
 	})
+}
+
+// isEmptyArray reports whether tok, a valid JSON array, has no elements.
+func isEmptyArray(tok []byte) bool {
+	for _, c := range tok[1 : len(tok)-1] {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return false
+		}
+	}
+	return true
 }
 
 // intValue reads a non-negative integer; any other value is validated and ignored.

@@ -19,10 +19,13 @@ const maxJSONResponse = 8 << 20
 type ResponseProcessor struct {
 	sse     bool
 	rewrite []byte // JSON encoding of the client's model; nil = no rewrite
-	buf     []byte // SSE: partial event; JSON: body so far
-	over    bool   // JSON body exceeded maxJSONResponse
-	info    ResponseInfo
-	Usage   Usage
+	// dropUsage: the gateway asked for the usage chunk the client did not ask for; it is
+	// read and removed (SSE only), so events pass whole.
+	dropUsage bool
+	buf       []byte // SSE: partial event; JSON: body so far
+	over      bool   // JSON body exceeded maxJSONResponse
+	info      ResponseInfo
+	Usage     Usage
 }
 
 // NewResponseProcessor starts processing a response with the given content-type.
@@ -38,6 +41,12 @@ func NewResponseProcessor(contentType, clientModel string) (*ResponseProcessor, 
 	}
 	return p, nil
 }
+
+// DropUsageChunk makes the processor remove the usage-only chunk (an event whose payload
+// has "choices":[] and a usage object) from an event stream after reading its usage: the
+// gateway added stream_options.include_usage for its token metrics and the client must
+// see exactly the stream it asked for.
+func (p *ResponseProcessor) DropUsageChunk() { p.dropUsage = true }
 
 // IsSSE reports whether a content-type is text/event-stream. Only the media type before
 // any parameters matters, so it is compared directly: mime.ParseMediaType would build a
@@ -98,6 +107,7 @@ func (p *ResponseProcessor) feedJSON(chunk []byte, eos bool) []byte {
 }
 
 func (p *ResponseProcessor) feedSSE(chunk []byte, eos bool) []byte {
+	held := p.rewrite != nil || p.dropUsage // events pass whole, possibly changed
 	data := chunk
 	if len(p.buf) > 0 {
 		p.buf = append(p.buf, chunk...)
@@ -112,24 +122,16 @@ func (p *ResponseProcessor) feedSSE(chunk []byte, eos bool) []byte {
 		}
 		ev := rest[:n]
 		rest = rest[n:]
-		if p.rewrite != nil {
-			out = p.rewriteEvent(out, ev)
-		} else {
-			p.readEvent(ev)
-		}
+		out = p.event(out, ev, held)
 	}
 	if eos && len(rest) > 0 {
-		if p.rewrite != nil {
-			out = p.rewriteEvent(out, rest)
-		} else {
-			p.readEvent(rest)
-		}
+		out = p.event(out, rest, held)
 		rest = nil
 	}
 	if len(rest) > maxJSONResponse {
 		// One event larger than the bound: stop holding it. It passes on unchanged and
 		// unread; parsing resumes at the next event boundary.
-		if p.rewrite != nil {
+		if held {
 			out = append(out, rest...)
 		}
 		rest = nil
@@ -140,10 +142,41 @@ func (p *ResponseProcessor) feedSSE(chunk []byte, eos bool) []byte {
 	if len(p.buf) == 0 {
 		p.buf = nil
 	}
-	if p.rewrite == nil {
+	if !held {
 		return chunk
 	}
 	return out
+}
+
+// event handles one whole event: reads its usage and, when held, appends what goes on.
+func (p *ResponseProcessor) event(out, ev []byte, held bool) []byte {
+	switch {
+	case p.dropUsage && p.usageOnly(ev):
+		return out // read (usageOnly recorded the usage) and removed
+	case p.rewrite != nil:
+		return p.rewriteEvent(out, ev)
+	case held:
+		p.readEvent(ev)
+		return append(out, ev...)
+	default:
+		p.readEvent(ev)
+		return out
+	}
+}
+
+// usageOnly reports whether ev is the usage-only chunk, recording its usage if so.
+func (p *ResponseProcessor) usageOnly(ev []byte) bool {
+	if !bytes.Contains(ev, []byte(`"usage"`)) {
+		return false
+	}
+	only := false
+	forEachData(ev, func(st, en int) {
+		if err := ParseResponse(ev[st:en], &p.info); err == nil && p.info.Usage.Present && p.info.NoChoices {
+			p.Usage = p.info.Usage
+			only = true
+		}
+	})
+	return only
 }
 
 // eventEnd returns the length of the first complete SSE event in b (through its blank-line

@@ -115,5 +115,23 @@ func FuzzResponseProcessor(f *testing.F) {
 				t.Fatalf("rewrite without a model member changed %q into %q", body, out)
 			}
 		}
+		if !sse {
+			return
+		}
+		// Dropping the usage chunk: the output does not depend on where the chunks split,
+		// and only removes bytes.
+		drop := func(parts ...[]byte) []byte {
+			p, _ := NewResponseProcessor(ct, "")
+			p.DropUsageChunk()
+			var out []byte
+			for i, part := range parts {
+				out = append(out, p.Feed(part, i == len(parts)-1)...)
+			}
+			return out
+		}
+		whole, halves := drop(body), drop(body[:cut], body[cut:])
+		if !bytes.Equal(whole, halves) || len(whole) > len(body) {
+			t.Fatalf("drop mode: whole %q, split at %d %q, input %q", whole, cut, halves, body)
+		}
 	})
 }

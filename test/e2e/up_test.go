@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,7 +42,9 @@ func TestUpCommand(t *testing.T) {
 		"--xds-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")),
 		"--envoy-admin-addr", admin,
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")),
-		"--time-scale", "0.1", "--envoy-log")
+		"--time-scale", "0.1", "--envoy-log",
+		// A loopback address other than the default 127.0.0.1: the listener must bind to it.
+		"--listener-address", "127.0.0.9")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +87,13 @@ func TestUpCommand(t *testing.T) {
 		t.Fatalf("infergw up exited early: %v\nlog:\n%s", err, readLog(stderr.Name()))
 	case <-time.After(150 * time.Second):
 		t.Fatalf("infergw up printed no gateway URL within 150s\nlog:\n%s", readLog(stderr.Name()))
+	}
+	if want := fmt.Sprintf("http://127.0.0.9:%d", gwPort); url != want {
+		t.Fatalf("gateway URL %s, want %s (--listener-address)", url, want)
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", gwPort), time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the gateway also listens on 127.0.0.1:%d; --listener-address 127.0.0.9 should be the only address", gwPort)
 	}
 	res, events := streamChat(t, url, baseModel, "Hello from the up test", 8)
 	if res.Status != 200 || len(events) < 9 || events[len(events)-1].Data != "[DONE]" {
