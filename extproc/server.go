@@ -111,6 +111,7 @@ type Server struct {
 	state    atomic.Pointer[routingState]
 	applyMu  sync.Mutex
 	ready    atomic.Bool
+	readyCh  chan struct{} // closed when ready turns true
 	draining atomic.Bool  // Serve is shutting down
 	active   atomic.Int64 // open Process streams
 	destMD   destCache    // envoy.lb metadata per destination value
@@ -181,6 +182,7 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 		prop:    propagation.TraceContext{},
 		health:  health.NewServer(),
 		bufPool: pool,
+		readyCh: make(chan struct{}),
 	}
 	s.watchesCtx, s.endWatches = context.WithCancel(context.Background())
 	s.state.Store(&routingState{})
@@ -215,6 +217,7 @@ func (s *Server) markReady() {
 	if s.ready.Swap(true) {
 		return
 	}
+	close(s.readyCh)
 	s.health.SetServingStatus(HealthReadiness, healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(HealthExtProc, healthpb.HealthCheckResponse_SERVING)
 }

@@ -20,6 +20,7 @@ const httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocol
 // request when there is no choice (picker down with FailOpen) or the choice is gone.
 func (b *builder) poolCluster(p *poolModel) *clusterv3.Cluster {
 	c := b.edsCluster(p.cluster, p.h2c)
+	b.addRetryBudget(c)
 	c.LoadBalancingPolicy = &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
 		TypedExtensionConfig: &corev3.TypedExtensionConfig{
 			Name:        "envoy.load_balancing_policies.override_host",

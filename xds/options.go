@@ -50,6 +50,21 @@ type Options struct {
 	// own load balancing chooses every endpoint. It exists as the "round-robin" baseline of
 	// the routing benchmark (bench/routing); a real deployment never wants it.
 	DisablePicker bool
+	// PickerHealthInterval is how often Envoy checks each picker's readiness over gRPC
+	// health (a picker that is down or not ready gets no requests; its pools fail open or
+	// closed at once). Default 1s; negative disables the checks.
+	PickerHealthInterval time.Duration
+	// FirstByteTimeout bounds each try of a pool request until the first response byte
+	// (Envoy's per_try_timeout, which Envoy ignores once the response to the client has
+	// started, so a long stream is never cut). A try that times out is retried on the
+	// picker's next endpoint (NumRetries). Default 0: off, because a non-streaming
+	// completion sends its first byte only when generation ends; set it where requests
+	// stream, or per pool with the infergw.dev/first-byte-timeout annotation.
+	FirstByteTimeout time.Duration
+	// RetryBudgetPercent caps the retries in flight on a pool cluster at this percentage
+	// of its active requests (at least 3 are always allowed): retries cannot storm a pool
+	// that is failing everywhere. Default 20; negative removes the budget.
+	RetryBudgetPercent float64
 	// PickerTLS, when set, makes every picker cluster connect with TLS (see PickerTLS).
 	// Default: plaintext.
 	PickerTLS PickerTLS
@@ -77,6 +92,12 @@ func (o Options) Defaults() Options {
 	}
 	if o.PickerMessageTimeout == 0 {
 		o.PickerMessageTimeout = 30 * time.Second
+	}
+	if o.PickerHealthInterval == 0 {
+		o.PickerHealthInterval = time.Second
+	}
+	if o.RetryBudgetPercent == 0 {
+		o.RetryBudgetPercent = 20
 	}
 	if o.MaxRequestsPerCluster == 0 {
 		o.MaxRequestsPerCluster = 100000

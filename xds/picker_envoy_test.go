@@ -16,6 +16,8 @@ import (
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -97,6 +99,14 @@ func (p *testPicker) choose(h *extprocsvc.HttpHeaders) (*extprocsvc.ProcessingRe
 	}}}, md
 }
 
+// servePickerHealth registers the grpc.health.v1 service a real picker serves, reporting
+// its ext_proc service SERVING: Envoy health-checks picker clusters against it.
+func servePickerHealth(g *grpc.Server) {
+	hs := health.NewServer()
+	hs.SetServingStatus(pickerReadinessService, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+}
+
 // echoBody hands a FULL_DUPLEX_STREAMED chunk back unchanged.
 func echoBody(b *extprocsvc.HttpBody) *extprocsvc.BodyResponse {
 	return &extprocsvc.BodyResponse{Response: &extprocsvc.CommonResponse{BodyMutation: &extprocsvc.BodyMutation{
@@ -120,6 +130,7 @@ func TestRealEnvoyFollowsPickerChoice(t *testing.T) {
 	}
 	g := grpc.NewServer()
 	extprocsvc.RegisterExternalProcessorServer(g, picker)
+	servePickerHealth(g)
 	go g.Serve(plis)
 	defer g.Stop()
 	pickerPort := int32(plis.Addr().(*net.TCPAddr).Port)

@@ -147,12 +147,7 @@ func (b *builder) route(name string, m *routev3.RouteMatch, t ruleTarget, cluste
 	} else {
 		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: clusters}}
 	}
-	if b.opts.NumRetries > 0 {
-		action.RetryPolicy = &routev3.RetryPolicy{
-			RetryOn:    "connect-failure,refused-stream,reset",
-			NumRetries: wrapperspb.UInt32(uint32(b.opts.NumRetries)),
-		}
-	}
+	action.RetryPolicy = b.retryPolicy(t.pools)
 	rt.Action = &routev3.Route_Route{Route: action}
 	if len(t.pools) > 0 {
 		rt.ResponseHeadersToAdd = append(rt.ResponseHeadersToAdd, setHeader(HeaderUpstream, "%UPSTREAM_HOST%"))

@@ -93,7 +93,7 @@ func validateOptions(o Options) error {
 	default:
 		return fmt.Errorf("response body mode %q: want %s or %s", o.ResponseBodyMode, BodyFullDuplexStreamed, BodyStreamed)
 	}
-	if o.RouteTimeout < 0 || o.StreamIdleTimeout < 0 || o.ConnectTimeout < 0 || o.PickerMessageTimeout < 0 {
+	if o.RouteTimeout < 0 || o.StreamIdleTimeout < 0 || o.ConnectTimeout < 0 || o.PickerMessageTimeout < 0 || o.FirstByteTimeout < 0 {
 		return errors.New("timeouts must not be negative")
 	}
 	return o.PickerTLS.validate()
@@ -117,6 +117,7 @@ func (b *builder) addClusters(res *Resources) {
 		p := b.ix.pickers[name]
 		c := b.upstreamCluster(name, p.up, true)
 		c.TransportSocket = b.pickerTransportSocket(p.serverName)
+		b.addPickerHealthCheck(c)
 		b.addUpstream(res, c, p.up)
 	}
 	for _, name := range sortedKeys(b.ix.svcs) {

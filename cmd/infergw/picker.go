@@ -121,16 +121,20 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 			return fmt.Errorf("tls: %w", err)
 		}
 	}
-	grpcLis, err := net.Listen("tcp", f.grpcAddr)
+	// The gRPC port listens only once the first snapshot is applied (ListenWhenReady):
+	// before that the picker could only answer "unknown pool". Check the address now so a
+	// bad flag fails at start, not at readiness.
+	probe, err := net.Listen("tcp", f.grpcAddr)
 	if err != nil {
 		return fmt.Errorf("--grpc-addr: %w", err)
 	}
+	probe.Close()
+	grpcLis := srv.ListenWhenReady("tcp", f.grpcAddr)
 	metricsLis, err := net.Listen("tcp", f.metricsAddr)
 	if err != nil {
-		grpcLis.Close()
 		return fmt.Errorf("--metrics-addr: %w", err)
 	}
-	log.Info("picker listening", "grpc", grpcLis.Addr().String(), "metrics", metricsLis.Addr().String(), "tls", tlsCfg != nil)
+	log.Info("picker listening (gRPC once the first snapshot is applied)", "grpc", f.grpcAddr, "metrics", metricsLis.Addr().String(), "tls", tlsCfg != nil)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
