@@ -112,9 +112,9 @@ type Server struct {
 	applyMu  sync.Mutex
 	ready    atomic.Bool
 	readyCh  chan struct{} // closed when ready turns true
-	draining atomic.Bool  // Serve is shutting down
-	active   atomic.Int64 // open Process streams
-	destMD   destCache    // envoy.lb metadata per destination value
+	draining atomic.Bool   // Serve is shutting down
+	active   atomic.Int64  // open Process streams
+	destMD   destCache     // envoy.lb metadata per destination value
 	bufPool  mem.BufferPool
 }
 

@@ -132,4 +132,3 @@ func TestFirstByteTimeoutAndRetryBudget(t *testing.T) {
 		t.Error("a negative first-byte timeout was accepted")
 	}
 }
-
