@@ -59,6 +59,8 @@ func (b *builder) processingMode() *extprocv3.ProcessingMode {
 	}
 	if b.opts.ResponseBodyMode == BodyStreamed {
 		m.ResponseBodyMode = extprocv3.ProcessingMode_STREAMED
+		// Trailers would be one more message the picker must answer; it needs none.
+		m.ResponseTrailerMode = extprocv3.ProcessingMode_SKIP
 	}
 	return m
 }
@@ -66,13 +68,18 @@ func (b *builder) processingMode() *extprocv3.ProcessingMode {
 // extProcPerRoute enables the ext_proc filter on a pool route, pointing it at the pool's
 // picker and telling the picker which pools (and weights) the route may use.
 func (b *builder) extProcPerRoute(picker string, failOpen bool, pools []weightedPool) map[string]*anyMsg {
+	// Every pool route fails open in ext_proc: a FailClose pool fails closed in its
+	// cluster instead (poolCluster), so that a picker lost mid-response lets the rest of
+	// the response through rather than cutting it.
 	per := &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: &extprocv3.ExtProcOverrides{
 		GrpcService:         grpcService(picker),
 		GrpcInitialMetadata: []*corev3.HeaderValue{{Key: MetadataPools, Value: poolsMetadata(pools)}},
-		FailureModeAllow:    wrapperspb.Bool(failOpen),
+		FailureModeAllow:    wrapperspb.Bool(true),
 	}}}
 	if failOpen {
 		per.GetOverrides().ProcessingMode = failOpenProcessingMode()
+	} else {
+		per.GetOverrides().ProcessingMode = b.processingMode()
 	}
 	return map[string]*anyMsg{ExtProcFilterName: b.any(&routev3.FilterConfig{Config: b.any(per)})}
 }

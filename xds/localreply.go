@@ -16,9 +16,12 @@ import (
 // routes' direct responses ("direct_response", already JSON where a client reads them)
 // are local replies too: every mapper but the first excludes them, so they keep their bodies.
 func (b *builder) localReplyConfig() *hcmv3.LocalReplyConfig {
+	unavailable := errorBody(structpb.NewStringValue("endpoint picker unavailable"), "service_unavailable", structpb.NewNumberValue(503))
 	mappers := []*hcmv3.ResponseMapper{
-		// A FailClose picker that cannot be reached.
-		b.localReplyMapper(extProcErrorCEL, errorBody(structpb.NewStringValue("endpoint picker unavailable"), "service_unavailable", structpb.NewNumberValue(503))),
+		// A FailClose picker that cannot be reached: its ext_proc stream failed, or it was
+		// skipped (failure_mode_allow) and the pool cluster had no endpoint to fall back to.
+		b.localReplyMapper(extProcErrorCEL, unavailable),
+		b.localReplyMapper(noPickCEL, unavailable),
 	}
 	for _, r := range envoyLocalReplies {
 		cel := envoyOwnReplyCEL + " && response.code == " + r.status
@@ -56,6 +59,10 @@ var envoyLocalReplies = []struct {
 // extProcErrorCEL matches local replies caused by an ext_proc stream failure (their
 // response code details start with "ext_proc_error").
 const extProcErrorCEL = `response.code == 503 && response.code_details.startsWith('ext_proc_error')`
+
+// noPickCEL matches a pool request that reached its cluster without the picker's choice
+// and found no endpoint: the FailClose pool's cluster has none to fall back to.
+const noPickCEL = `response.code == 503 && response.code_details == 'no_healthy_upstream' && xds.cluster_name.startsWith('pool/') && !('` + HeaderDestinationEndpoint + `' in request.headers)`
 
 // envoyOwnReplyCEL matches local replies that are neither the picker's (details
 // "infergw_<code>", from its ImmediateResponse) nor a route's direct response.

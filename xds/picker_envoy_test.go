@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -45,6 +46,9 @@ func (p *testPicker) Process(stream extprocsvc.ExternalProcessor_ProcessServer) 
 	p.mu.Lock()
 	p.pools = append(p.pools, strings.Join(md.Get(MetadataPools), ","))
 	p.mu.Unlock()
+	// Bodies not in FULL_DUPLEX_STREAMED mode (BUFFERED requests, STREAMED responses) are
+	// answered message by message, unchanged.
+	duplexRequest, duplexResponse := true, true
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -53,18 +57,30 @@ func (p *testPicker) Process(stream extprocsvc.ExternalProcessor_ProcessServer) 
 		if err != nil {
 			return err
 		}
+		if pc := req.GetProtocolConfig(); pc != nil {
+			duplexRequest = pc.GetRequestBodyMode() == extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
+			duplexResponse = pc.GetResponseBodyMode() == extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
+		}
 		resp := &extprocsvc.ProcessingResponse{}
 		switch r := req.GetRequest().(type) {
 		case *extprocsvc.ProcessingRequest_RequestHeaders:
 			resp.Response, resp.DynamicMetadata = p.choose(r.RequestHeaders)
 		case *extprocsvc.ProcessingRequest_RequestBody:
-			resp.Response = &extprocsvc.ProcessingResponse_RequestBody{RequestBody: echoBody(r.RequestBody)}
+			body := echoBody(r.RequestBody)
+			if !duplexRequest {
+				body = &extprocsvc.BodyResponse{}
+			}
+			resp.Response = &extprocsvc.ProcessingResponse_RequestBody{RequestBody: body}
 		case *extprocsvc.ProcessingRequest_RequestTrailers:
 			resp.Response = &extprocsvc.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocsvc.TrailersResponse{}}
 		case *extprocsvc.ProcessingRequest_ResponseHeaders:
 			resp.Response = &extprocsvc.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocsvc.HeadersResponse{}}
 		case *extprocsvc.ProcessingRequest_ResponseBody:
-			resp.Response = &extprocsvc.ProcessingResponse_ResponseBody{ResponseBody: echoBody(r.ResponseBody)}
+			body := echoBody(r.ResponseBody)
+			if !duplexResponse {
+				body = &extprocsvc.BodyResponse{}
+			}
+			resp.Response = &extprocsvc.ProcessingResponse_ResponseBody{ResponseBody: body}
 		case *extprocsvc.ProcessingRequest_ResponseTrailers:
 			resp.Response = &extprocsvc.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocsvc.TrailersResponse{}}
 		default:

@@ -150,6 +150,7 @@ func (b *builder) route(name string, m *routev3.RouteMatch, t ruleTarget, cluste
 	action.RetryPolicy = b.retryPolicy(t.pools)
 	rt.Action = &routev3.Route_Route{Route: action}
 	if len(t.pools) > 0 {
+		rt.RequestBodyBufferLimit = wrapperspb.UInt64(b.opts.MaxRequestBodyBytes)
 		rt.ResponseHeadersToAdd = append(rt.ResponseHeadersToAdd, setHeader(HeaderUpstream, "%UPSTREAM_HOST%"))
 		if t.picker != "" && !b.opts.DisablePicker {
 			rt.TypedPerFilterConfig = b.extProcPerRoute(t.picker, t.failOpen, t.pools)

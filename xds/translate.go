@@ -35,9 +35,9 @@ type builder struct {
 	opts Options
 	ix   *index
 	err  error
-	// overrideHostCache is the marshalled load-balancing policy all pool clusters share
-	// (resources are read-only once built, so sharing one Any is safe).
-	overrideHostCache *anyMsg
+	// overrideHostCache holds the marshalled load-balancing policies pool clusters share:
+	// [0] fails closed, [1] fails open (see overrideHostAny).
+	overrideHostCache [2]*anyMsg
 }
 
 func (b *builder) any(m proto.Message) *anypb.Any {

@@ -127,6 +127,17 @@ func TestErrorsAreOpenAIJSON(t *testing.T) {
 	r = post(t, gw.url+"/hung/v1/chat/completions", []byte(chatBody), nil)
 	checkOpenAIError(t, "route timeout", r.Status, r.Header.Get("content-type"), r.Body, 504, `"upstream_timeout"`)
 
+	// Bodies are buffered by Envoy on pool routes (so that a picker crash cannot cut a
+	// streaming response): a 2 MiB body still reaches a pod (which may refuse the prompt as
+	// too long, but not 413), one over the 16 MiB limit is Envoy's JSON 413.
+	big := []byte(`{"model":"` + baseModel + `","max_tokens":1,"messages":[{"role":"user","content":"` + strings.Repeat("a ", 1<<20) + `"}]}`)
+	if r = post(t, gw.url+"/v1/chat/completions", big, nil); r.Status == 413 || r.Instance == "" {
+		t.Fatalf("2 MiB body: status %d from %q: %.200s", r.Status, r.Instance, r.Body)
+	}
+	huge413 := []byte(`{"model":"` + baseModel + `","messages":[{"role":"user","content":"` + strings.Repeat("a", 17<<20) + `"}]}`)
+	r = post(t, gw.url+"/v1/chat/completions", huge413, nil)
+	checkOpenAIError(t, "17 MiB body", r.Status, r.Header.Get("content-type"), r.Body, 413, `"request_too_large"`)
+
 	// A normal request still works and reaches a sim.
 	if r = chat(t, gw.url, baseModel, "hello", nil); r.Status != 200 || r.Instance == "" {
 		t.Fatalf("normal request: %d %s", r.Status, r.Body)

@@ -65,10 +65,9 @@ func TestHungPodRetriedAfterFirstByteTimeout(t *testing.T) {
 	if res.Status != 200 || len(events) == 0 || events[len(events)-1].Data != "[DONE]" {
 		t.Fatalf("long stream: status %d, %d events, last %v", res.Status, len(events), events[len(events)-1:])
 	}
-	if d := time.Since(start); d < 2*firstByte {
-		t.Fatalf("the stream lasted %s, not past the %s timeout: it proves nothing", d, firstByte)
-	}
-	if events[0].At > firstByte {
-		t.Fatalf("first event after %s", events[0].At)
+	// (Its first try may itself have met the hung pod: what counts is how long it ran
+	// after its first byte.)
+	if d := events[len(events)-1].At - events[0].At; d < 2*firstByte {
+		t.Fatalf("the stream ran %s after its first event, not past the %s timeout: it proves nothing (%s in all)", d, firstByte, time.Since(start))
 	}
 }
