@@ -32,6 +32,7 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 	}
 	if pickers := pickersOf(pl); len(pickers) > 0 {
 		hcm.HttpFilters = append(hcm.HttpFilters, b.extProcFilter(pickers[0]))
+		hcm.EarlyHeaderMutationExtensions = b.stripPickerHeaders()
 	}
 	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{
 		Name:       RouterFilterName,

@@ -128,6 +128,10 @@ func TestPickerCrashLoop(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, gw.url+"/v1/chat/completions", bytes.NewReader(body))
 		req.Header.Set("content-type", "application/json")
 		req.Header.Set("x-pool", pool)
+		// Headers only the picker may set, as a client trying to pick for itself would send
+		// them: Envoy strips them, so with the picker down a FailClose pool stays closed.
+		req.Header.Set("x-gateway-destination-endpoint", fmt.Sprintf("%s:%d", ips[2], w.TargetPort))
+		req.Header.Set("x-infergw-pool", "default/"+pool)
 		resp, err := hc.Do(req)
 		if err != nil {
 			o.err, o.end = err, time.Now()
