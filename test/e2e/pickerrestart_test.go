@@ -221,7 +221,7 @@ func TestPickerCrashLoop(t *testing.T) {
 		}
 	}
 	if ok == 0 || unavailable == 0 {
-		t.Errorf("FailClose: %d ok, %d unavailable: the loop did not show both served and outage periods", ok, unavailable)
+		t.Errorf("FailClose: %d ok, %d unavailable: the loop did not show both served and outage periods (with none unavailable, was a spoofed destination header honoured?)", ok, unavailable)
 	}
 	t.Logf("FailOpen: %d requests, %d failed. FailClose: %d requests: %d ok, %d JSON 503, %d cut mid-response at a kill",
 		len(open), len(openFailed), len(closed), ok, unavailable, cut)
