@@ -400,6 +400,9 @@ func (x *exchange) answer(d *router.Decision, pool string, multi bool, body, new
 	if body != nil && len(newBody) != len(body) {
 		ph.set(HeaderContentLength, strconv.Itoa(len(newBody)))
 	}
+	if x.s.perTry != "" && x.parsed != nil && x.parsed.Stream {
+		ph.set(HeaderPerTryTimeout, x.s.perTry)
+	}
 	mut := &ph.mutation
 	if multi {
 		ph.set(HeaderPool, pool)

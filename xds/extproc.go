@@ -1,13 +1,16 @@
 package xds
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
 
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -33,6 +36,11 @@ func (b *builder) extProcFilter(defaultPicker string) *hcmv3.HttpFilter {
 		// Keep content-length: the picker sets a corrected one when it rewrites the body
 		// (model rewrite), so upstreams get a sized body instead of chunked encoding.
 		AllowContentLengthHeader: true,
+		// x-envoy-* headers are closed to ext_proc by default; the picker may set the one
+		// that bounds a streaming request's wait for its first byte (per try).
+		MutationRules: &mutationrulesv3.HeaderMutationRules{AllowExpression: &matcherv3.RegexMatcher{
+			Regex: "^" + regexp.QuoteMeta(HeaderPerTryTimeout) + "$",
+		}},
 	}
 	// Always set: FailOpen routes switch to BUFFERED/STREAMED (see failOpenProcessingMode),
 	// where Envoy's 200 ms default would fail requests the picker is still queueing.

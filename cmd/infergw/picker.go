@@ -29,6 +29,7 @@ type pickerFlags struct {
 	tlsKey          string
 	transport       string
 	shutdownGrace   time.Duration
+	streamFirstByte time.Duration
 	logLevel        string
 	router          router.Config
 }
@@ -58,6 +59,8 @@ func newPickerCmd() *cobra.Command {
 		"gRPC server: inline (streams run in the connection's goroutine; least CPU) or grpc-go (fallback)")
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", extproc.DefaultShutdownGrace,
 		"on SIGTERM, how long streams in flight (responses still streaming) may finish before they are cut")
+	fl.DurationVar(&f.streamFirstByte, "stream-first-byte-timeout", extproc.DefaultStreamFirstByteTimeout,
+		"per-try timeout of streaming requests until their first response byte; Envoy retries on the next picked endpoint (negative disables)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	registerRouterFlags(fl, &f.router)
 	return cmd
@@ -105,6 +108,8 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 		Registerer:     reg,
 		Transport:      extproc.Transport(f.transport),
 		ShutdownGrace:  f.shutdownGrace,
+		// Zero would mean the default: a zero flag value means off, as negative does.
+		StreamFirstByteTimeout: zeroIsOff(f.streamFirstByte),
 	}, log.With("component", "extproc"))
 	if err != nil {
 		return err
@@ -192,4 +197,12 @@ func pickerSource(f *pickerFlags, reg prometheus.Registerer, log *slog.Logger) (
 		Namespaces: f.source.namespaces,
 		Registerer: reg,
 	}, log.With("component", "discovery"))
+}
+
+// zeroIsOff maps a zero duration flag to -1 (off) for options where zero means "default".
+func zeroIsOff(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -71,3 +71,43 @@ func TestHungPodRetriedAfterFirstByteTimeout(t *testing.T) {
 		t.Fatalf("the stream ran %s after its first event, not past the %s timeout: it proves nothing (%s in all)", d, firstByte, time.Since(start))
 	}
 }
+
+// TestHungPodStreamRetriedByDefault: with no first-byte timeout configured on the routes,
+// streaming requests are still protected by the picker's default (here shortened to 1 s):
+// it sets Envoy's per-try timeout header on streaming picks, and every stream that met the
+// hung pod was retried elsewhere and ran to [DONE].
+func TestHungPodStreamRetriedByDefault(t *testing.T) {
+	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+	w := newWorld(t, ips)
+	w.Pools = []pool{{Name: "llm", App: "llm"}}
+	for i, ip := range ips {
+		w.Pods = append(w.Pods, pod{Name: fmt.Sprintf("llm-%d", i), IP: ip, App: "llm"})
+	}
+	w.Routes = `  rules:
+    - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: llm}]`
+	startBrokenPod(t, fmt.Sprintf("%s:%d", ips[2], w.TargetPort), podHangs)
+	gw := startGateway(t, w, func(c *stack.Config) {
+		c.Picker.StreamFirstByteTimeout = time.Second
+	})
+	const n = 15
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		res, events := streamChat(t, gw.url, baseModel, fmt.Sprintf("streamed question %d", i), 8)
+		if res.Status != 200 || len(events) == 0 || events[len(events)-1].Data != "[DONE]" {
+			t.Fatalf("stream %d: status %d, %d events", i, res.Status, len(events))
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Fatalf("stream %d took %s", i, took)
+		}
+	}
+	hits := 0
+	for name, v := range gw.envoyCounters(t, "pool") {
+		if strings.HasSuffix(name, ".upstream_rq_per_try_timeout") {
+			hits += int(v)
+		}
+	}
+	if hits == 0 {
+		t.Fatalf("no try timed out: the picker never chose the hung pod in %d streams, the test proved nothing", n)
+	}
+	t.Logf("%d of %d streams met the hung pod and were retried", hits, n)
+}
