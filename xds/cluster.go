@@ -22,7 +22,7 @@ const httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocol
 // endpoint to fall back to, so Envoy answers 503 (the mapper writes "endpoint picker
 // unavailable"). Failing closed here, rather than with ext_proc's failure_mode_allow, lets
 // every pool route fail open in ext_proc, so that a picker crash does not cut responses
-// already streaming (see failOpenProcessingMode).
+// already streaming (extproc/README.md, "Picker crash during a streamed response").
 func (b *builder) poolCluster(p *poolModel) *clusterv3.Cluster {
 	c := b.edsCluster(p.cluster, p.h2c)
 	b.addRetryBudget(c)

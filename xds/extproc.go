@@ -23,8 +23,9 @@ func (b *builder) extProcFilter(defaultPicker string) *hcmv3.HttpFilter {
 	cfg := &extprocv3.ExternalProcessor{
 		GrpcService:    grpcService(defaultPicker),
 		ProcessingMode: b.processingMode(),
-		// A failed picker answers 503 (a FailClose pool); the local reply mapper writes the
-		// JSON body. FailOpen pools override failure_mode_allow per route.
+		// A picker that fails where Envoy cannot fail open (mid-request in a duplex mode)
+		// answers 503; the local reply mapper writes the JSON body. Pool routes set
+		// failure_mode_allow per route (see extProcPerRoute).
 		StatusOnError: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		MetadataOptions: &extprocv3.MetadataOptions{
 			// The picker writes its choice under envoy.lb; Envoy drops metadata from
@@ -42,7 +43,7 @@ func (b *builder) extProcFilter(defaultPicker string) *hcmv3.HttpFilter {
 			Regex: "^" + regexp.QuoteMeta(HeaderPerTryTimeout) + "$",
 		}},
 	}
-	// Always set: FailOpen routes switch to BUFFERED/STREAMED (see failOpenProcessingMode),
+	// Always set: pool routes use BUFFERED/STREAMED by default (see failOpenProcessingMode),
 	// where Envoy's 200 ms default would fail requests the picker is still queueing.
 	cfg.MessageTimeout = durationpb.New(b.opts.PickerMessageTimeout)
 	return &hcmv3.HttpFilter{
