@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -33,8 +34,33 @@ func errNoModel() *apiError {
 	return &apiError{400, "invalid_request_error", "missing_model", "model", "request body has no \"model\" string"}
 }
 
+func errEmptyBody() *apiError {
+	return &apiError{400, "invalid_request_error", "missing_body", "", "request body is empty; expected a JSON object with a \"model\""}
+}
+
+func errEmptyModel() *apiError {
+	return &apiError{400, "invalid_request_error", "missing_model", "model", "request body has an empty \"model\""}
+}
+
 func errModelNotFound(model string) *apiError {
-	return &apiError{404, "invalid_request_error", "model_not_found", "model", fmt.Sprintf("the model %q does not exist or is not served by this gateway", model)}
+	return &apiError{404, "invalid_request_error", "model_not_found", "model", fmt.Sprintf("the model %q does not exist or is not served by this gateway", truncateForEcho(model))}
+}
+
+// maxEchoBytes bounds what of a client's input an error message or log line repeats: a
+// 100 KB model name reflected back in full would let a client amplify or smuggle content.
+const maxEchoBytes = 256
+
+// truncateForEcho returns s cut to at most maxEchoBytes on a UTF-8 boundary, marked with
+// "…" when it was cut.
+func truncateForEcho(s string) string {
+	if len(s) <= maxEchoBytes {
+		return s
+	}
+	cut := maxEchoBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func errTooLarge(limit int) *apiError {

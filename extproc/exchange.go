@@ -44,6 +44,7 @@ type exchange struct {
 	body        []byte
 	bodyBuf     *[]byte // pooled accumulation buffer, returned at the end of the stream
 	bodyBytes   int
+	noBody      bool // the request headers ended the request: no body follows
 	headersSent bool // the request headers phase has been answered
 	picked      bool // the request phase is complete (answered or rejected)
 	rejected    bool // an ImmediateResponse ended the exchange
@@ -169,6 +170,7 @@ func (x *exchange) onRequestHeaders(h *wireRequest) {
 	if x.hdr.requestID == "" {
 		x.hdr.requestID = newRequestID()
 	}
+	x.noBody = h.endOfStream
 	if h.endOfStream || !x.bodyAware() {
 		// No body will come (or the mode cannot carry a pick made after the body): pick
 		// now, without a model or prompt.
@@ -264,6 +266,12 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 		x.startSpan()
 	}
 
+	if len(body) == 0 && x.hdr.method == "POST" && (x.bodyAware() || x.noBody) {
+		// An inference request always has a body; without one a pod would answer in
+		// its own error schema (or, worse, serve something).
+		x.reject(errEmptyBody())
+		return
+	}
 	if body != nil {
 		x.parsed = x.s.buffers.getParsed()
 		defer func() { x.s.buffers.putParsed(x.parsed); x.parsed = nil }()
@@ -272,6 +280,10 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 			return
 		}
 		x.model = x.parsed.Model
+		if x.model == "" {
+			x.reject(errEmptyModel())
+			return
+		}
 	}
 	pool, multi, aerr := x.choosePool(st)
 	if aerr != nil {
@@ -428,6 +440,9 @@ func (x *exchange) answer(d *router.Decision, pool string, multi bool, body, new
 	if body != nil && len(newBody) != len(body) {
 		ph.set(HeaderContentLength, strconv.Itoa(len(newBody)))
 	}
+	if x.s.perTry != "" && x.parsed != nil && x.parsed.Stream {
+		ph.set(HeaderPerTryTimeout, x.s.perTry)
+	}
 	mut := &ph.mutation
 	if multi {
 		ph.set(HeaderPool, pool)
@@ -486,7 +501,7 @@ func (x *exchange) reject(e *apiError) {
 	}
 	x.s.metrics.errors.WithLabelValues(model, target, x.pool, strconv.Itoa(e.status)).Inc()
 	// The model name is routing data, not prompt text; the prompt is never logged.
-	x.s.log.Debug("request rejected", "status", e.status, "code", e.code, "model", x.model,
+	x.s.log.Debug("request rejected", "status", e.status, "code", e.code, "model", truncateForEcho(x.model),
 		"pool", x.pool, "request_id", x.hdr.requestID)
 	if x.spanStart {
 		x.span.SetStatus(codes.Error, e.code)
@@ -516,7 +531,7 @@ func (x *exchange) annotateSpan(dest string) {
 	}
 	x.span.SetAttributes(
 		attribute.String("infergw.pool", x.pool),
-		attribute.String("infergw.model", x.model),
+		attribute.String("infergw.model", truncateForEcho(x.model)),
 		attribute.String("infergw.target_model", x.target),
 		attribute.String("infergw.destination", dest),
 		attribute.String("infergw.request_id", x.hdr.requestID),

@@ -346,11 +346,17 @@ func testErrorTable(t *testing.T, tr Transport) {
 		{"no ready endpoint", poolEmpty, nil, nil, [][]byte{[]byte(`{"model":"base","prompt":"x"}`)}, 503, "no_ready_endpoint"},
 		{"shed under saturation", poolHot, []string{HeaderObjective, "batch"}, nil, [][]byte{[]byte(`{"model":"base","prompt":"x"}`)}, 429, "rate_limit_exceeded"},
 		{"empty subset", "", nil, emptyHint, [][]byte{[]byte(`{"model":"base","prompt":"x"}`)}, 503, "no_ready_endpoint"},
+		{"empty model", "", nil, nil, [][]byte{[]byte(`{"model":"","prompt":"x"}`)}, 400, "missing_model"},
+		// No bodies: the request headers end the stream (a POST with content-length: 0).
+		{"POST without a body", "", []string{":method", "POST"}, nil, nil, 400, "missing_body"},
+		{"POST with an empty body", "", []string{":method", "POST"}, nil, [][]byte{{}}, 400, "missing_body"},
+		// 50 KB of model name must not come back in full (reflection).
+		{"huge unknown model", "", nil, nil, [][]byte{[]byte(`{"model":"` + strings.Repeat("m", 50<<10) + `","prompt":"x"}`)}, 404, "model_not_found"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			st := h.stream(c.pools)
-			m := reqHeaders(protocol(duplex, duplex), false, append([]string{":path", "/v1/completions"}, c.extra...)...)
+			m := reqHeaders(protocol(duplex, duplex), len(c.bodies) == 0, append([]string{":path", "/v1/completions"}, c.extra...)...)
 			m.MetadataContext = c.md
 			send(t, st, m)
 			for i, b := range c.bodies {
@@ -378,6 +384,10 @@ func testErrorTable(t *testing.T, tr Transport) {
 			}
 			if eb.Error.Code != c.code || eb.Error.Message == "" || eb.Error.Type == "" {
 				t.Fatalf("error body %s", ir.GetBody())
+			}
+			// Client input is echoed at most maxEchoBytes (plus the fixed wording).
+			if len(eb.Error.Message) > maxEchoBytes+200 {
+				t.Fatalf("error message of %d bytes echoes too much of the request", len(eb.Error.Message))
 			}
 			st.CloseSend()
 

@@ -98,7 +98,7 @@ func streamEnds(st extprocv3.ExternalProcessor_ProcessClient) error {
 
 // checkPickHeaders checks the set and removed headers of a pick against what this request
 // alone should cause.
-func checkPickHeaders(mut *extprocv3.HeaderMutation, wantLength int, wantRemove []string) error {
+func checkPickHeaders(mut *extprocv3.HeaderMutation, wantLength int, wantRemove []string, streaming bool) error {
 	set := setHeaders(mut)
 	if len(set[HeaderRequestID]) != 36 || set[HeaderDestination] == "" {
 		return fmt.Errorf("pick headers incomplete: %v", set)
@@ -106,7 +106,11 @@ func checkPickHeaders(mut *extprocv3.HeaderMutation, wantLength int, wantRemove 
 	if got, ok := set[HeaderContentLength]; (wantLength < 0) == ok || (ok && got != strconv.Itoa(wantLength)) {
 		return fmt.Errorf("content-length %q (set %v), want %d (-1: none)", got, ok, wantLength)
 	}
-	if len(set) != 2+map[bool]int{true: 1}[wantLength >= 0] {
+	// A streaming request's pick bounds its first byte; no other's does.
+	if got, ok := set[HeaderPerTryTimeout]; ok != streaming || (ok && got != "10000") {
+		return fmt.Errorf("%s = %q (set %v), want it set to the 10 s default: %v", HeaderPerTryTimeout, got, ok, streaming)
+	}
+	if len(set) != 2+map[bool]int{true: 1}[wantLength >= 0]+map[bool]int{true: 1}[streaming] {
 		return fmt.Errorf("unexpected headers set: %v", set)
 	}
 	if rm := mut.GetRemoveHeaders(); fmt.Sprint(rm) != fmt.Sprint(wantRemove) {
@@ -144,7 +148,7 @@ func reuseBuffered(h *harness, tag string) error {
 	if err := json.Unmarshal(newBody, &sent); err != nil || sent.Model != "lora-a" || sent.Prompt != tag {
 		return fmt.Errorf("rewritten body %s (%v)", newBody, err)
 	}
-	if err := checkPickHeaders(common.GetHeaderMutation(), len(newBody), []string{HeaderPool}); err != nil {
+	if err := checkPickHeaders(common.GetHeaderMutation(), len(newBody), []string{HeaderPool}, false); err != nil {
 		return err
 	}
 	resp := fmt.Sprintf(`{"model":"lora-a","choices":[{"text":%q}],"usage":{"prompt_tokens":4,"completion_tokens":1}}`, tag)
@@ -193,7 +197,7 @@ func reuseDuplex(h *harness, tag string, size int) error {
 	if err != nil {
 		return err
 	}
-	if err := checkPickHeaders(r.GetRequestHeaders().GetResponse().GetHeaderMutation(), -1, nil); err != nil {
+	if err := checkPickHeaders(r.GetRequestHeaders().GetResponse().GetHeaderMutation(), -1, nil, true); err != nil {
 		return err
 	}
 	var got []byte

@@ -67,6 +67,10 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// Registerer for the picker's metrics; nil = a private registry.
 	Registerer prometheus.Registerer
+	// StreamFirstByteTimeout bounds each try of a streaming request until its first
+	// response byte (HeaderPerTryTimeout on the pick); Envoy retries a try that times out
+	// on the pick's next endpoint. 0 = DefaultStreamFirstByteTimeout, negative = off.
+	StreamFirstByteTimeout time.Duration
 	// Transport is the gRPC server implementation; empty = TransportInline.
 	Transport Transport
 	// ShutdownGrace bounds how long Serve lets open streams finish once its context ends
@@ -116,9 +120,11 @@ type Server struct {
 	state    atomic.Pointer[routingState]
 	applyMu  sync.Mutex
 	ready    atomic.Bool
-	draining atomic.Bool  // Serve is shutting down
-	active   atomic.Int64 // open Process streams
-	destMD   destCache    // envoy.lb metadata per destination value
+	readyCh  chan struct{} // closed when ready turns true
+	perTry   string        // HeaderPerTryTimeout value for streaming requests; "" = none
+	draining atomic.Bool   // Serve is shutting down
+	active   atomic.Int64  // open Process streams
+	destMD   destCache     // envoy.lb metadata per destination value
 	bufPool  mem.BufferPool
 }
 
@@ -158,6 +164,10 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 	if opts.ShutdownGrace == 0 {
 		opts.ShutdownGrace = DefaultShutdownGrace
 	}
+	perTry, err := streamPerTryValue(opts.StreamFirstByteTimeout)
+	if err != nil {
+		return nil, err
+	}
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
@@ -186,6 +196,8 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 		prop:    propagation.TraceContext{},
 		health:  health.NewServer(),
 		bufPool: pool,
+		readyCh: make(chan struct{}),
+		perTry:  perTry,
 	}
 	s.watchesCtx, s.endWatches = context.WithCancel(context.Background())
 	s.state.Store(&routingState{})
@@ -220,6 +232,7 @@ func (s *Server) markReady() {
 	if s.ready.Swap(true) {
 		return
 	}
+	close(s.readyCh)
 	s.health.SetServingStatus(HealthReadiness, healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(HealthExtProc, healthpb.HealthCheckResponse_SERVING)
 }

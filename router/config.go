@@ -29,6 +29,10 @@ type Config struct {
 	Scheduler SchedulerConfig
 	// Fallbacks is the number of fallback endpoints returned after the primary (0 = none).
 	Fallbacks int
+	// MaxScrapeBytes and MaxScrapeSeries bound one /metrics exposition (bytes after
+	// decompression; sample lines). A larger one fails the scrape: the endpoint turns stale.
+	MaxScrapeBytes  int
+	MaxScrapeSeries int
 }
 
 // Defaults of Config.
@@ -49,6 +53,8 @@ func DefaultConfig() Config {
 		ModelsRefresh:      DefaultModelsRefresh,
 		Scheduler:          DefaultSchedulerConfig(),
 		Fallbacks:          DefaultFallbacks,
+		MaxScrapeBytes:     DefaultMaxScrapeBytes,
+		MaxScrapeSeries:    DefaultMaxScrapeSeries,
 	}
 }
 
@@ -68,6 +74,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleScrapeInterval == 0 {
 		c.IdleScrapeInterval = min(10*c.ScrapeInterval, c.StalenessThreshold/4)
+	}
+	if c.MaxScrapeBytes == 0 {
+		c.MaxScrapeBytes = DefaultMaxScrapeBytes
+	}
+	if c.MaxScrapeSeries == 0 {
+		c.MaxScrapeSeries = DefaultMaxScrapeSeries
 	}
 	if c.Scheduler.isZero() {
 		c.Scheduler = DefaultSchedulerConfig()
@@ -92,6 +104,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("router config: models refresh %v is negative", c.ModelsRefresh)
 	case c.Fallbacks < 0:
 		return fmt.Errorf("router config: fallbacks %d is negative", c.Fallbacks)
+	case c.MaxScrapeBytes < 0:
+		return fmt.Errorf("router config: max scrape bytes %d is negative", c.MaxScrapeBytes)
+	case c.MaxScrapeSeries < 0:
+		return fmt.Errorf("router config: max scrape series %d is negative", c.MaxScrapeSeries)
 	case c.StalenessThreshold <= c.ScrapeInterval:
 		// Metrics would go stale between two successful scrapes: endpoints would flap.
 		return fmt.Errorf("router config: staleness threshold %v must exceed the scrape interval %v", c.StalenessThreshold, c.ScrapeInterval)

@@ -62,18 +62,7 @@ const (
 // when none of the engine's queue/KV metrics is present (wrong engine type or not a model
 // server), which counts as a failed scrape.
 func extractMetrics(eng engine, fams map[string]*dto.MetricFamily, m *metricsState) bool {
-	var waiting, running, kv *dto.MetricFamily
-	switch eng {
-	case engineSGLang:
-		waiting, running, kv = fams[sglangWaiting], fams[sglangRunning], fams[sglangKV]
-	case engineTRTLLM:
-		waiting, running, kv = fams[trtllmWaiting], fams[trtllmRunning], fams[trtllmKV]
-	default:
-		waiting, running, kv = fams[vllmWaiting], fams[vllmRunning], fams[vllmKV]
-		if kv == nil {
-			kv = fams[vllmKVLegacy]
-		}
-	}
+	waiting, running, kv := engineFamilies(eng, fams)
 	if waiting == nil && running == nil && kv == nil {
 		return false
 	}
@@ -85,6 +74,21 @@ func extractMetrics(eng engine, fams map[string]*dto.MetricFamily, m *metricsSta
 		extractCacheConfig(fams[vllmCacheConfig], m)
 	}
 	return true
+}
+
+// engineFamilies are the engine's queue, running and KV-cache use families (nil when absent).
+func engineFamilies(eng engine, fams map[string]*dto.MetricFamily) (waiting, running, kv *dto.MetricFamily) {
+	switch eng {
+	case engineSGLang:
+		return fams[sglangWaiting], fams[sglangRunning], fams[sglangKV]
+	case engineTRTLLM:
+		return fams[trtllmWaiting], fams[trtllmRunning], fams[trtllmKV]
+	}
+	kv = fams[vllmKV]
+	if kv == nil {
+		kv = fams[vllmKVLegacy]
+	}
+	return fams[vllmWaiting], fams[vllmRunning], kv
 }
 
 // extractLoRA reads vllm:lora_requests_info as real vLLM (0.32) reports it:

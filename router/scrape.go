@@ -13,9 +13,6 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// maxMetricsBytes bounds a /metrics body; a model server's exposition is a few hundred KB.
-const maxMetricsBytes = 8 << 20
-
 // runEndpoint is the one loop of an endpoint: scrape /metrics every ScrapeInterval and
 // refresh /v1/models every ModelsRefresh, until ctx is cancelled.
 func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
@@ -128,18 +125,24 @@ type scrapeBuffers struct {
 // scrape fetches and parses /metrics and stores the new state.
 func (r *Router) scrape(ctx context.Context, e *endpoint, c *endpointClient, parser *expfmt.TextParser, bufs *scrapeBuffers) error {
 	bufs.body.Reset()
-	status, err := c.get(ctx, "/metrics", r.cfg.ScrapeTimeout, maxMetricsBytes, &bufs.body)
+	status, err := c.get(ctx, "/metrics", r.cfg.ScrapeTimeout, r.cfg.MaxScrapeBytes, &bufs.body)
 	if err != nil {
 		return fmt.Errorf("scrape %s: %w", c.addr, err)
 	}
 	if status != 200 {
 		return fmt.Errorf("scrape %s: status %d", c.addr, status)
 	}
+	if n, over := countSeries(bufs.body.Bytes(), r.cfg.MaxScrapeSeries); over {
+		return fmt.Errorf("scrape %s: more than %d series (limit %d)", c.addr, n-1, r.cfg.MaxScrapeSeries)
+	}
 	bufs.kept.Reset()
 	bufs.kept.Write(keepFamilies(bufs.kept.AvailableBuffer(), bufs.body.Bytes(), e.engine.families()))
 	fams, err := parser.TextToMetricFamilies(&bufs.kept)
 	if err != nil {
 		return fmt.Errorf("scrape %s: parse: %w", c.addr, err)
+	}
+	if err := checkEngineMetrics(e.engine, fams); err != nil {
+		return fmt.Errorf("scrape %s: %w", c.addr, err)
 	}
 	m := &metricsState{scrapedAt: time.Now()}
 	if !extractMetrics(e.engine, fams, m) {

@@ -53,6 +53,10 @@ type Config struct {
 	// PickerTLS, when set, serves the picker's gRPC port over TLS; Envoy's side is
 	// Translate.PickerTLS.
 	PickerTLS *tls.Config
+	// ExternalPicker leaves the picker's gRPC port to a picker running elsewhere (its own
+	// process, as in a real deployment, which a test can kill); the stack still keeps an
+	// in-process picker state for its metrics handler.
+	ExternalPicker bool
 
 	// EnvoyBinary is the Envoy to run (see envoyproc.Find); EnvoyOutput receives its logs.
 	EnvoyBinary   string
@@ -188,8 +192,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 	if len(s.pickerAddrs) == 0 {
 		return nil, errors.New("manifests: no InferencePool names an endpoint picker Service with a clusterIP address; the local picker has nowhere to listen")
 	}
-	if err := s.StartPicker(); err != nil {
-		return nil, err
+	if !cfg.ExternalPicker {
+		if err := s.StartPicker(); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.startMetrics(reg); err != nil {
 		return nil, err

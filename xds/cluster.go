@@ -7,6 +7,7 @@ import (
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	overridehostv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/override_host/v3"
 	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	subsetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/subset/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -16,28 +17,42 @@ import (
 const httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 // poolCluster is an EDS cluster of a pool's endpoints whose load balancer sends each request
-// to the endpoint the picker chose (header or envoy.lb metadata) and falls back to least
-// request when there is no choice (picker down with FailOpen) or the choice is gone.
+// to the endpoint the picker chose (header or envoy.lb metadata). Without a choice (the
+// picker down) a FailOpen pool falls back to least request; a FailClose pool has no
+// endpoint to fall back to, so Envoy answers 503 (the mapper writes "endpoint picker
+// unavailable"). Failing closed here, rather than with ext_proc's failure_mode_allow, lets
+// every pool route fail open in ext_proc, so that a picker crash does not cut responses
+// already streaming (extproc/README.md, "Picker crash during a streamed response").
 func (b *builder) poolCluster(p *poolModel) *clusterv3.Cluster {
 	c := b.edsCluster(p.cluster, p.h2c)
+	b.addRetryBudget(c)
 	c.LoadBalancingPolicy = &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
 		TypedExtensionConfig: &corev3.TypedExtensionConfig{
 			Name:        "envoy.load_balancing_policies.override_host",
-			TypedConfig: b.overrideHostAny(),
+			TypedConfig: b.overrideHostAny(p.failOpen || b.opts.DisablePicker),
 		},
 	}}}
 	return c
 }
 
-// overrideHostAny is the same for every pool: marshal it once per translation.
-func (b *builder) overrideHostAny() *anyMsg {
-	if b.overrideHostCache == nil {
-		b.overrideHostCache = b.any(b.overrideHost())
+// overrideHostAny is one of two configurations (fail open or closed): marshal each once
+// per translation.
+func (b *builder) overrideHostAny(failOpen bool) *anyMsg {
+	i := 0
+	if failOpen {
+		i = 1
 	}
-	return b.overrideHostCache
+	if b.overrideHostCache[i] == nil {
+		b.overrideHostCache[i] = b.any(b.overrideHost(failOpen))
+	}
+	return b.overrideHostCache[i]
 }
 
-func (b *builder) overrideHost() *overridehostv3.OverrideHost {
+func (b *builder) overrideHost(failOpen bool) *overridehostv3.OverrideHost {
+	fallback := b.fallbackPolicy()
+	if !failOpen {
+		fallback = b.noHostPolicy()
+	}
 	return &overridehostv3.OverrideHost{
 		OverrideHostSources: []*overridehostv3.OverrideHost_OverrideHostSource{
 			{Header: HeaderDestinationEndpoint},
@@ -47,8 +62,26 @@ func (b *builder) overrideHost() *overridehostv3.OverrideHost {
 			}},
 		},
 		FallbackPolicy: &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
-			TypedExtensionConfig: b.fallbackPolicy(),
+			TypedExtensionConfig: fallback,
 		}}},
+	}
+}
+
+// noHostPolicy selects no endpoint: a subset load balancer without fallback whose only
+// subset needs endpoint metadata no endpoint has, and which no route asks for.
+func (b *builder) noHostPolicy() *corev3.TypedExtensionConfig {
+	return &corev3.TypedExtensionConfig{
+		Name: "envoy.load_balancing_policies.subset",
+		TypedConfig: b.any(&subsetv3.Subset{
+			FallbackPolicy:  subsetv3.Subset_NO_FALLBACK,
+			SubsetSelectors: []*subsetv3.Subset_LbSubsetSelector{{Keys: []string{"infergw.dev/no-endpoint"}}},
+			SubsetLbPolicy: &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{{
+				TypedExtensionConfig: &corev3.TypedExtensionConfig{
+					Name:        "envoy.load_balancing_policies.round_robin",
+					TypedConfig: b.any(&roundrobinv3.RoundRobin{}),
+				},
+			}}},
+		}),
 	}
 }
 

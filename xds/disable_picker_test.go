@@ -56,8 +56,9 @@ func TestDisablePickerRoutesWithEnvoyRoundRobin(t *testing.T) {
 	if n := countExtProc(off); n != 0 {
 		t.Errorf("DisablePicker: %d routes still enable ext_proc", n)
 	}
-	if got := poolFallbackPolicies(t, on); len(got) == 0 || got[0] != "envoy.load_balancing_policies.least_request" {
-		t.Errorf("default fallback policies = %v, want least_request", got)
+	// onePool's pool is FailClose: without the picker's choice it selects no endpoint.
+	if got := poolFallbackPolicies(t, on); len(got) == 0 || got[0] != "envoy.load_balancing_policies.subset" {
+		t.Errorf("default fallback policies = %v, want the no-endpoint subset policy", got)
 	}
 	got := poolFallbackPolicies(t, off)
 	if len(got) == 0 {

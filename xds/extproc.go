@@ -1,13 +1,16 @@
 package xds
 
 import (
+	"regexp"
 	"strconv"
 	"strings"
 
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -20,8 +23,9 @@ func (b *builder) extProcFilter(defaultPicker string) *hcmv3.HttpFilter {
 	cfg := &extprocv3.ExternalProcessor{
 		GrpcService:    grpcService(defaultPicker),
 		ProcessingMode: b.processingMode(),
-		// A failed picker answers 503 (a FailClose pool); the local reply mapper writes the
-		// JSON body. FailOpen pools override failure_mode_allow per route.
+		// A picker that fails where Envoy cannot fail open (mid-request in a duplex mode)
+		// answers 503; the local reply mapper writes the JSON body. Pool routes set
+		// failure_mode_allow per route (see extProcPerRoute).
 		StatusOnError: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		MetadataOptions: &extprocv3.MetadataOptions{
 			// The picker writes its choice under envoy.lb; Envoy drops metadata from
@@ -33,8 +37,13 @@ func (b *builder) extProcFilter(defaultPicker string) *hcmv3.HttpFilter {
 		// Keep content-length: the picker sets a corrected one when it rewrites the body
 		// (model rewrite), so upstreams get a sized body instead of chunked encoding.
 		AllowContentLengthHeader: true,
+		// x-envoy-* headers are closed to ext_proc by default; the picker may set the one
+		// that bounds a streaming request's wait for its first byte (per try).
+		MutationRules: &mutationrulesv3.HeaderMutationRules{AllowExpression: &matcherv3.RegexMatcher{
+			Regex: "^" + regexp.QuoteMeta(HeaderPerTryTimeout) + "$",
+		}},
 	}
-	// Always set: FailOpen routes switch to BUFFERED/STREAMED (see failOpenProcessingMode),
+	// Always set: pool routes use BUFFERED/STREAMED by default (see failOpenProcessingMode),
 	// where Envoy's 200 ms default would fail requests the picker is still queueing.
 	cfg.MessageTimeout = durationpb.New(b.opts.PickerMessageTimeout)
 	return &hcmv3.HttpFilter{
@@ -59,6 +68,8 @@ func (b *builder) processingMode() *extprocv3.ProcessingMode {
 	}
 	if b.opts.ResponseBodyMode == BodyStreamed {
 		m.ResponseBodyMode = extprocv3.ProcessingMode_STREAMED
+		// Trailers would be one more message the picker must answer; it needs none.
+		m.ResponseTrailerMode = extprocv3.ProcessingMode_SKIP
 	}
 	return m
 }
@@ -66,13 +77,18 @@ func (b *builder) processingMode() *extprocv3.ProcessingMode {
 // extProcPerRoute enables the ext_proc filter on a pool route, pointing it at the pool's
 // picker and telling the picker which pools (and weights) the route may use.
 func (b *builder) extProcPerRoute(picker string, failOpen bool, pools []weightedPool) map[string]*anyMsg {
+	// Every pool route fails open in ext_proc: a FailClose pool fails closed in its
+	// cluster instead (poolCluster), so that a picker lost mid-response lets the rest of
+	// the response through rather than cutting it.
 	per := &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{Overrides: &extprocv3.ExtProcOverrides{
 		GrpcService:         grpcService(picker),
 		GrpcInitialMetadata: []*corev3.HeaderValue{{Key: MetadataPools, Value: poolsMetadata(pools)}},
-		FailureModeAllow:    wrapperspb.Bool(failOpen),
+		FailureModeAllow:    wrapperspb.Bool(true),
 	}}}
 	if failOpen {
 		per.GetOverrides().ProcessingMode = failOpenProcessingMode()
+	} else {
+		per.GetOverrides().ProcessingMode = b.processingMode()
 	}
 	return map[string]*anyMsg{ExtProcFilterName: b.any(&routev3.FilterConfig{Config: b.any(per)})}
 }

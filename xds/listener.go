@@ -4,14 +4,10 @@ import (
 	"sort"
 	"strconv"
 
-	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -36,6 +32,7 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 	}
 	if pickers := pickersOf(pl); len(pickers) > 0 {
 		hcm.HttpFilters = append(hcm.HttpFilters, b.extProcFilter(pickers[0]))
+		hcm.EarlyHeaderMutationExtensions = b.stripPickerHeaders()
 	}
 	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{
 		Name:       RouterFilterName,
@@ -50,36 +47,6 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 		}}}},
 	}
 }
-
-// localReplyConfig gives the 503 Envoy sends when a FailClose picker cannot be reached the
-// same OpenAI-style JSON body the picker itself uses for errors. The filter matches only
-// ext_proc failures, so the picker's own immediate responses keep their bodies.
-func (b *builder) localReplyConfig() *hcmv3.LocalReplyConfig {
-	body := &structpb.Struct{Fields: map[string]*structpb.Value{
-		"error": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
-			"message": structpb.NewStringValue("endpoint picker unavailable"),
-			"type":    structpb.NewStringValue("service_unavailable"),
-			"param":   structpb.NewNullValue(),
-			"code":    structpb.NewNumberValue(503),
-		}}),
-	}}
-	return &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
-		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{ExtensionFilter: &accesslogv3.ExtensionFilter{
-			Name: "envoy.access_loggers.extension_filters.cel",
-			ConfigType: &accesslogv3.ExtensionFilter_TypedConfig{TypedConfig: b.any(&celv3.ExpressionFilter{
-				Expression: extProcErrorCEL,
-			})},
-		}}},
-		BodyFormatOverride: &corev3.SubstitutionFormatString{
-			Format:      &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: body},
-			ContentType: "application/json",
-		},
-	}}}
-}
-
-// extProcErrorCEL matches local replies caused by an ext_proc stream failure (their
-// response code details start with "ext_proc_error").
-const extProcErrorCEL = `response.code == 503 && response.code_details.startsWith('ext_proc_error')`
 
 // pickersOf lists the picker clusters the listener's routes use, sorted.
 func pickersOf(pl *portListener) []string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -45,6 +46,8 @@ type poolModel struct {
 	picker  *pickerRef // nil when the picker Service cannot be resolved
 	// failOpen is the pool's failure mode (also valid when picker is nil).
 	failOpen bool
+	// firstByteTimeout is the pool's AnnotationFirstByteTimeout; nil when unset.
+	firstByteTimeout *time.Duration
 }
 
 // serviceCluster is a Service backend cluster (one per Service and port).
@@ -109,6 +112,7 @@ func (ix *index) addPool(p *discovery.Pool) {
 		}
 	}
 	pm.picker = ix.resolvePicker(p.InferencePool, pm.failOpen)
+	pm.firstByteTimeout = ix.poolFirstByteTimeout(key, p.Annotations)
 	ix.pools[key] = pm
 }
 

@@ -15,8 +15,11 @@ const (
 	HeaderPool                = "x-infergw-pool"
 	MetadataPools             = "x-infergw-pools"
 	HeaderUpstream            = "x-infergw-upstream"
-	ExtProcFilterName         = "envoy.filters.http.ext_proc"
-	RouterFilterName          = "envoy.filters.http.router"
+	// HeaderPerTryTimeout is the Envoy header the picker sets on streaming requests to
+	// bound each try's wait for the first byte (extproc.HeaderPerTryTimeout).
+	HeaderPerTryTimeout = "x-envoy-upstream-rq-per-try-timeout-ms"
+	ExtProcFilterName   = "envoy.filters.http.ext_proc"
+	RouterFilterName    = "envoy.filters.http.router"
 )
 
 func poolClusterName(ns, name string) string { return "pool/" + ns + "/" + name }

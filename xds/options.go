@@ -34,9 +34,14 @@ type Options struct {
 	// or reset before any response byte; each retry goes to the next endpoint the picker
 	// listed. Default 2; negative disables retries.
 	NumRetries int
-	// RequestBodyMode is FULL_DUPLEX_STREAMED (default) or BUFFERED.
-	RequestBodyMode BodyMode
-	// ResponseBodyMode is FULL_DUPLEX_STREAMED (default) or STREAMED.
+	// RequestBodyMode and ResponseBodyMode are the ext_proc body modes of FailClose pool
+	// routes (FailOpen routes always use BUFFERED and STREAMED). Defaults BUFFERED and
+	// STREAMED: the only pair with which Envoy 1.40 lets a streaming response continue when
+	// the picker is lost mid-response (every pool route fails open in ext_proc; FailClose
+	// pools fail closed in their cluster). FULL_DUPLEX_STREAMED (the GIE default) spares
+	// the per-chunk picker round trip of STREAMED and Envoy's buffering of the request, but
+	// a picker crash then cuts the responses streaming through it.
+	RequestBodyMode  BodyMode
 	ResponseBodyMode BodyMode
 	// PickerMessageTimeout bounds each picker answer in BUFFERED/STREAMED modes (Envoy
 	// applies no per-message timeout in FULL_DUPLEX_STREAMED). Default 30s, because the
@@ -50,6 +55,25 @@ type Options struct {
 	// own load balancing chooses every endpoint. It exists as the "round-robin" baseline of
 	// the routing benchmark (bench/routing); a real deployment never wants it.
 	DisablePicker bool
+	// PickerHealthInterval is how often Envoy checks each picker's readiness over gRPC
+	// health (a picker that is down or not ready gets no requests; its pools fail open or
+	// closed at once). Default 1s; negative disables the checks.
+	PickerHealthInterval time.Duration
+	// FirstByteTimeout bounds each try of a pool request until the first response byte
+	// (Envoy's per_try_timeout, which Envoy ignores once the response to the client has
+	// started, so a long stream is never cut). A try that times out is retried on the
+	// picker's next endpoint (NumRetries). Default 0: off, because a non-streaming
+	// completion sends its first byte only when generation ends; set it where requests
+	// stream, or per pool with the infergw.dev/first-byte-timeout annotation.
+	FirstByteTimeout time.Duration
+	// RetryBudgetPercent caps the retries in flight on a pool cluster at this percentage
+	// of its active requests (at least 3 are always allowed): retries cannot storm a pool
+	// that is failing everywhere. Default 20; negative removes the budget.
+	RetryBudgetPercent float64
+	// MaxRequestBodyBytes is how much of a request body Envoy buffers on a pool route
+	// (ext_proc BUFFERED mode, and retries); a larger body gets 413. Default 16 MiB, the
+	// picker's own --max-body-bytes default.
+	MaxRequestBodyBytes uint64
 	// PickerTLS, when set, makes every picker cluster connect with TLS (see PickerTLS).
 	// Default: plaintext.
 	PickerTLS PickerTLS
@@ -70,13 +94,22 @@ func (o Options) Defaults() Options {
 		o.NumRetries = 2
 	}
 	if o.RequestBodyMode == "" {
-		o.RequestBodyMode = BodyFullDuplexStreamed
+		o.RequestBodyMode = BodyBuffered
 	}
 	if o.ResponseBodyMode == "" {
-		o.ResponseBodyMode = BodyFullDuplexStreamed
+		o.ResponseBodyMode = BodyStreamed
 	}
 	if o.PickerMessageTimeout == 0 {
 		o.PickerMessageTimeout = 30 * time.Second
+	}
+	if o.MaxRequestBodyBytes == 0 {
+		o.MaxRequestBodyBytes = 16 << 20
+	}
+	if o.PickerHealthInterval == 0 {
+		o.PickerHealthInterval = time.Second
+	}
+	if o.RetryBudgetPercent == 0 {
+		o.RetryBudgetPercent = 20
 	}
 	if o.MaxRequestsPerCluster == 0 {
 		o.MaxRequestsPerCluster = 100000

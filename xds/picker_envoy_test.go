@@ -13,9 +13,12 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -43,6 +46,9 @@ func (p *testPicker) Process(stream extprocsvc.ExternalProcessor_ProcessServer) 
 	p.mu.Lock()
 	p.pools = append(p.pools, strings.Join(md.Get(MetadataPools), ","))
 	p.mu.Unlock()
+	// Bodies not in FULL_DUPLEX_STREAMED mode (BUFFERED requests, STREAMED responses) are
+	// answered message by message, unchanged.
+	duplexRequest, duplexResponse := true, true
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -51,18 +57,30 @@ func (p *testPicker) Process(stream extprocsvc.ExternalProcessor_ProcessServer) 
 		if err != nil {
 			return err
 		}
+		if pc := req.GetProtocolConfig(); pc != nil {
+			duplexRequest = pc.GetRequestBodyMode() == extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
+			duplexResponse = pc.GetResponseBodyMode() == extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
+		}
 		resp := &extprocsvc.ProcessingResponse{}
 		switch r := req.GetRequest().(type) {
 		case *extprocsvc.ProcessingRequest_RequestHeaders:
 			resp.Response, resp.DynamicMetadata = p.choose(r.RequestHeaders)
 		case *extprocsvc.ProcessingRequest_RequestBody:
-			resp.Response = &extprocsvc.ProcessingResponse_RequestBody{RequestBody: echoBody(r.RequestBody)}
+			body := echoBody(r.RequestBody)
+			if !duplexRequest {
+				body = &extprocsvc.BodyResponse{}
+			}
+			resp.Response = &extprocsvc.ProcessingResponse_RequestBody{RequestBody: body}
 		case *extprocsvc.ProcessingRequest_RequestTrailers:
 			resp.Response = &extprocsvc.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocsvc.TrailersResponse{}}
 		case *extprocsvc.ProcessingRequest_ResponseHeaders:
 			resp.Response = &extprocsvc.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocsvc.HeadersResponse{}}
 		case *extprocsvc.ProcessingRequest_ResponseBody:
-			resp.Response = &extprocsvc.ProcessingResponse_ResponseBody{ResponseBody: echoBody(r.ResponseBody)}
+			body := echoBody(r.ResponseBody)
+			if !duplexResponse {
+				body = &extprocsvc.BodyResponse{}
+			}
+			resp.Response = &extprocsvc.ProcessingResponse_ResponseBody{ResponseBody: body}
 		case *extprocsvc.ProcessingRequest_ResponseTrailers:
 			resp.Response = &extprocsvc.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocsvc.TrailersResponse{}}
 		default:
@@ -97,6 +115,14 @@ func (p *testPicker) choose(h *extprocsvc.HttpHeaders) (*extprocsvc.ProcessingRe
 	}}}, md
 }
 
+// servePickerHealth registers the grpc.health.v1 service a real picker serves, reporting
+// its ext_proc service SERVING: Envoy health-checks picker clusters against it.
+func servePickerHealth(g *grpc.Server) {
+	hs := health.NewServer()
+	hs.SetServingStatus(pickerReadinessService, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+}
+
 // echoBody hands a FULL_DUPLEX_STREAMED chunk back unchanged.
 func echoBody(b *extprocsvc.HttpBody) *extprocsvc.BodyResponse {
 	return &extprocsvc.BodyResponse{Response: &extprocsvc.CommonResponse{BodyMutation: &extprocsvc.BodyMutation{
@@ -120,6 +146,7 @@ func TestRealEnvoyFollowsPickerChoice(t *testing.T) {
 	}
 	g := grpc.NewServer()
 	extprocsvc.RegisterExternalProcessorServer(g, picker)
+	servePickerHealth(g)
 	go g.Serve(plis)
 	defer g.Stop()
 	pickerPort := int32(plis.Addr().(*net.TCPAddr).Port)

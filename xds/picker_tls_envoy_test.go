@@ -86,6 +86,7 @@ func startTLSPicker(t *testing.T, certPEM, keyPEM []byte, clientCA *testpki.CA) 
 	}
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
 	extprocsvc.RegisterExternalProcessorServer(g, p.testPicker)
+	servePickerHealth(g)
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
 	p.port = int32(lis.Addr().(*net.TCPAddr).Port)

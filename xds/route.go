@@ -147,14 +147,10 @@ func (b *builder) route(name string, m *routev3.RouteMatch, t ruleTarget, cluste
 	} else {
 		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: clusters}}
 	}
-	if b.opts.NumRetries > 0 {
-		action.RetryPolicy = &routev3.RetryPolicy{
-			RetryOn:    "connect-failure,refused-stream,reset",
-			NumRetries: wrapperspb.UInt32(uint32(b.opts.NumRetries)),
-		}
-	}
+	action.RetryPolicy = b.retryPolicy(t.pools)
 	rt.Action = &routev3.Route_Route{Route: action}
 	if len(t.pools) > 0 {
+		rt.RequestBodyBufferLimit = wrapperspb.UInt64(b.opts.MaxRequestBodyBytes)
 		rt.ResponseHeadersToAdd = append(rt.ResponseHeadersToAdd, setHeader(HeaderUpstream, "%UPSTREAM_HOST%"))
 		if t.picker != "" && !b.opts.DisablePicker {
 			rt.TypedPerFilterConfig = b.extProcPerRoute(t.picker, t.failOpen, t.pools)

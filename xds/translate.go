@@ -35,9 +35,9 @@ type builder struct {
 	opts Options
 	ix   *index
 	err  error
-	// overrideHostCache is the marshalled load-balancing policy all pool clusters share
-	// (resources are read-only once built, so sharing one Any is safe).
-	overrideHostCache *anyMsg
+	// overrideHostCache holds the marshalled load-balancing policies pool clusters share:
+	// [0] fails closed, [1] fails open (see overrideHostAny).
+	overrideHostCache [2]*anyMsg
 }
 
 func (b *builder) any(m proto.Message) *anypb.Any {
@@ -93,7 +93,7 @@ func validateOptions(o Options) error {
 	default:
 		return fmt.Errorf("response body mode %q: want %s or %s", o.ResponseBodyMode, BodyFullDuplexStreamed, BodyStreamed)
 	}
-	if o.RouteTimeout < 0 || o.StreamIdleTimeout < 0 || o.ConnectTimeout < 0 || o.PickerMessageTimeout < 0 {
+	if o.RouteTimeout < 0 || o.StreamIdleTimeout < 0 || o.ConnectTimeout < 0 || o.PickerMessageTimeout < 0 || o.FirstByteTimeout < 0 {
 		return errors.New("timeouts must not be negative")
 	}
 	return o.PickerTLS.validate()
@@ -117,6 +117,7 @@ func (b *builder) addClusters(res *Resources) {
 		p := b.ix.pickers[name]
 		c := b.upstreamCluster(name, p.up, true)
 		c.TransportSocket = b.pickerTransportSocket(p.serverName)
+		b.addPickerHealthCheck(c)
 		b.addUpstream(res, c, p.up)
 	}
 	for _, name := range sortedKeys(b.ix.svcs) {

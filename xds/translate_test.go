@@ -3,6 +3,7 @@ package xds
 import (
 	"bytes"
 	"flag"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	"os"
 	"path/filepath"
@@ -156,8 +157,20 @@ func TestFailModes(t *testing.T) {
 	if !failureModeAllow(t, open) {
 		t.Error("FailOpen route: failure_mode_allow is not true")
 	}
-	if failureModeAllow(t, close) {
-		t.Error("FailClose route: failure_mode_allow is true")
+	// FailClose fails closed in the pool cluster, not in ext_proc (so that a picker lost
+	// mid-response does not cut the response): its route allows ext_proc failures too,
+	// its cluster has no endpoint to fall back to.
+	if !failureModeAllow(t, close) {
+		t.Error("FailClose route: failure_mode_allow is not true")
+	}
+	fallback := map[string]string{}
+	for _, c := range res.Clusters {
+		if names := poolFallbackPolicies(t, &Resources{Clusters: []*clusterv3.Cluster{c}}); len(names) > 0 {
+			fallback[c.GetName()] = names[0]
+		}
+	}
+	if fallback["pool/default/open"] != "envoy.load_balancing_policies.least_request" || fallback["pool/default/close"] != "envoy.load_balancing_policies.subset" {
+		t.Errorf("fallback policies by pool = %v", fallback)
 	}
 	dr := missing.GetDirectResponse()
 	if dr.GetStatus() != 503 || !strings.Contains(dr.GetBody().GetInlineString(), "endpoint picker unavailable") {

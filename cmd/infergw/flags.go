@@ -26,6 +26,8 @@ func registerRouterFlags(fl *pflag.FlagSet, cfg *router.Config) {
 		"age after which a server's metrics are stale (not picked while fresh ones exist); must exceed --scrape-interval")
 	fl.DurationVar(&cfg.ModelsRefresh, "models-refresh", cfg.ModelsRefresh, "period of each model server's GET /v1/models")
 	fl.IntVar(&cfg.Fallbacks, "fallbacks", cfg.Fallbacks, "fallback endpoints sent to Envoy after the chosen one")
+	fl.IntVar(&cfg.MaxScrapeBytes, "max-scrape-bytes", cfg.MaxScrapeBytes, "largest /metrics body (after gzip) a scrape accepts; larger fails the scrape")
+	fl.IntVar(&cfg.MaxScrapeSeries, "max-scrape-series", cfg.MaxScrapeSeries, "most series (sample lines) a /metrics scrape accepts; more fails the scrape")
 }
 
 // newLogger is the text logger on stderr every subcommand uses, at a --log-level value.

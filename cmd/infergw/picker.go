@@ -30,6 +30,7 @@ type pickerFlags struct {
 	transport       string
 	shutdownGrace   time.Duration
 	noStreamUsage   bool
+	streamFirstByte time.Duration
 	logLevel        string
 	router          router.Config
 }
@@ -61,6 +62,8 @@ func newPickerCmd() *cobra.Command {
 		"on SIGTERM, how long streams in flight (responses still streaming) may finish before they are cut")
 	fl.BoolVar(&f.noStreamUsage, "no-stream-usage", false,
 		"do not add stream_options.include_usage to streamed requests that lack it (their tokens then go uncounted)")
+	fl.DurationVar(&f.streamFirstByte, "stream-first-byte-timeout", extproc.DefaultStreamFirstByteTimeout,
+		"per-try timeout of streaming requests until their first response byte; Envoy retries on the next picked endpoint (negative disables)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	registerRouterFlags(fl, &f.router)
 	return cmd
@@ -109,6 +112,8 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 		Transport:      extproc.Transport(f.transport),
 		ShutdownGrace:  f.shutdownGrace,
 		NoStreamUsage:  f.noStreamUsage,
+		// Zero would mean the default: a zero flag value means off, as negative does.
+		StreamFirstByteTimeout: zeroIsOff(f.streamFirstByte),
 	}, log.With("component", "extproc"))
 	if err != nil {
 		return err
@@ -125,16 +130,20 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 			return fmt.Errorf("tls: %w", err)
 		}
 	}
-	grpcLis, err := net.Listen("tcp", f.grpcAddr)
+	// The gRPC port listens only once the first snapshot is applied (ListenWhenReady):
+	// before that the picker could only answer "unknown pool". Check the address now so a
+	// bad flag fails at start, not at readiness.
+	probe, err := net.Listen("tcp", f.grpcAddr)
 	if err != nil {
 		return fmt.Errorf("--grpc-addr: %w", err)
 	}
+	probe.Close()
+	grpcLis := srv.ListenWhenReady("tcp", f.grpcAddr)
 	metricsLis, err := net.Listen("tcp", f.metricsAddr)
 	if err != nil {
-		grpcLis.Close()
 		return fmt.Errorf("--metrics-addr: %w", err)
 	}
-	log.Info("picker listening", "grpc", grpcLis.Addr().String(), "metrics", metricsLis.Addr().String(), "tls", tlsCfg != nil)
+	log.Info("picker listening (gRPC once the first snapshot is applied)", "grpc", f.grpcAddr, "metrics", metricsLis.Addr().String(), "tls", tlsCfg != nil)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -192,4 +201,12 @@ func pickerSource(f *pickerFlags, reg prometheus.Registerer, log *slog.Logger) (
 		Namespaces: f.source.namespaces,
 		Registerer: reg,
 	}, log.With("component", "discovery"))
+}
+
+// zeroIsOff maps a zero duration flag to -1 (off) for options where zero means "default".
+func zeroIsOff(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
