@@ -22,6 +22,7 @@ type headerBlock struct {
 	fields    []hpack.HeaderField // reused from block to block
 	size      uint32              // as SETTINGS_MAX_HEADER_LIST_SIZE counts it
 	truncated bool                // over maxHeaderList: the fields are incomplete
+	frames    int                 // CONTINUATION frames so far
 }
 
 // emitField is the HPACK decoder's callback.
@@ -47,6 +48,16 @@ func (c *conn) startHeaderBlock(f *http2.HeadersFrame) error {
 // headerFragment decodes one fragment; the Framer has checked that CONTINUATION frames
 // follow their HEADERS on the same stream.
 func (c *conn) headerFragment(frag []byte, ended bool) error {
+	// No more decoding than the list may still take, with room for HPACK's overhead: a
+	// fragment larger than twice that (any fragment once the list overflowed) ends the
+	// connection rather than being decoded and thrown away.
+	remaining := 0
+	if !c.hb.truncated {
+		remaining = maxHeaderList - int(c.hb.size)
+	}
+	if len(frag) > 2*remaining {
+		return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("header list over %d bytes and still growing", maxHeaderList)}
+	}
 	if _, err := c.hdec.Write(frag); err != nil {
 		return connError{code: http2.ErrCodeCompression, msg: "HPACK: " + err.Error()}
 	}
