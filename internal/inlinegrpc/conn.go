@@ -365,6 +365,10 @@ func (c *conn) handleFrame(f http2.Frame) error {
 		c.peerGoAway = true
 	case *http2.PushPromiseFrame:
 		return connError{code: http2.ErrCodeProtocol, msg: "PUSH_PROMISE from a client"}
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			c.resetStream(f.StreamID, http2.ErrCodeProtocol, errors.New("stream depends on itself")) // RFC 7540 §5.3.1
+		}
 	}
 	// PRIORITY and unknown frame types are ignored, as HTTP/2 requires.
 	return nil
@@ -503,7 +507,7 @@ func (c *conn) handleHeaders() error {
 		c.writeRST(id, http2.ErrCodeEnhanceYourCalm)
 		return nil
 	}
-	if perr != nil {
+	if perr != nil || hb.selfDependent {
 		c.writeRST(id, http2.ErrCodeProtocol)
 		return nil
 	}
@@ -788,7 +792,8 @@ func (c *conn) writeHeaderBlock(id uint32, endStream bool) {
 
 // writeData writes p to st as far as both flow-control windows allow and queues the rest.
 // It reports false, queueing nothing, when the rest would pass the stream's or the
-// connection's bound on queued bytes.
+// connection's bound on queued bytes while some are queued already (with none queued, one
+// message of any size may wait).
 func (c *conn) writeData(st *Stream, p []byte) bool {
 	if len(st.pending) == 0 {
 		p = p[c.writeAllowed(st, p):]
@@ -796,7 +801,8 @@ func (c *conn) writeData(st *Stream, p []byte) bool {
 			return true
 		}
 	}
-	if len(st.pending)+len(p) > c.opts.MaxStreamSendQueueBytes || c.queued+len(p) > c.opts.MaxConnSendQueueBytes {
+	if (len(st.pending) > 0 && len(st.pending)+len(p) > c.opts.MaxStreamSendQueueBytes) ||
+		(c.queued > 0 && c.queued+len(p) > c.opts.MaxConnSendQueueBytes) {
 		return false
 	}
 	st.pending = append(st.pending, p...)

@@ -23,6 +23,8 @@ type headerBlock struct {
 	size      uint32              // as SETTINGS_MAX_HEADER_LIST_SIZE counts it
 	truncated bool                // over maxHeaderList: the fields are incomplete
 	frames    int                 // CONTINUATION frames so far
+	// selfDependent: the HEADERS frame made the stream depend on itself (RFC 7540 §5.3.1).
+	selfDependent bool
 }
 
 // emitField is the HPACK decoder's callback.
@@ -41,7 +43,8 @@ func (c *conn) emitField(f hpack.HeaderField) {
 
 // startHeaderBlock begins a block at a HEADERS frame.
 func (c *conn) startHeaderBlock(f *http2.HeadersFrame) error {
-	c.hb = headerBlock{streamID: f.StreamID, endStream: f.StreamEnded(), fields: c.hb.fields[:0]}
+	c.hb = headerBlock{streamID: f.StreamID, endStream: f.StreamEnded(), fields: c.hb.fields[:0],
+		selfDependent: f.HasPriority() && f.Priority.StreamDep == f.StreamID}
 	return c.headerFragment(f.HeaderBlockFragment(), f.HeadersEnded())
 }
 

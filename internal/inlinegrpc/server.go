@@ -66,9 +66,10 @@ type Options struct {
 	WriteTimeout time.Duration
 	// MaxStreamSendQueueBytes bounds the answer bytes one stream may hold waiting for the
 	// client's flow-control window; MaxConnSendQueueBytes bounds them over a connection.
-	// A stream whose answer would go over either is reset (ENHANCE_YOUR_CALM): a client
-	// that grants no window cannot make the server hold more. Defaults: MaxRecvMsgBytes +
-	// 1 MiB (one answer of the largest size always fits) for both.
+	// A send that would pass a bound while bytes are already waiting resets its stream
+	// (ENHANCE_YOUR_CALM): a client that grants no window cannot make the server hold
+	// more. With nothing waiting, one answer of any size is queued, so a slow client still
+	// gets a large message. Defaults 1 MiB and 4 MiB.
 	MaxStreamSendQueueBytes, MaxConnSendQueueBytes int
 	// MaxConnPartialBytes bounds the memory a connection holds in request messages split
 	// across DATA frames and not yet complete, over all its streams (each one is bounded by
@@ -85,14 +86,16 @@ type Options struct {
 
 // Defaults of Options.
 const (
-	DefaultMaxRecvMsgBytes      = 4 << 20
-	DefaultMaxConcurrentStreams = 1 << 16
-	DefaultStreamWindow         = 4 << 20
-	DefaultConnWindow           = 16 << 20
-	DefaultWriteTimeout         = 30 * time.Second
-	DefaultIdleTimeout          = 5 * time.Minute
-	handshakeTimeout            = 10 * time.Second
-	maxWindow                   = 1<<31 - 1
+	DefaultMaxRecvMsgBytes         = 4 << 20
+	DefaultMaxConcurrentStreams    = 1 << 16
+	DefaultStreamWindow            = 4 << 20
+	DefaultConnWindow              = 16 << 20
+	DefaultWriteTimeout            = 30 * time.Second
+	DefaultIdleTimeout             = 5 * time.Minute
+	DefaultMaxStreamSendQueueBytes = 1 << 20
+	DefaultMaxConnSendQueueBytes   = 4 << 20
+	handshakeTimeout               = 10 * time.Second
+	maxWindow                      = 1<<31 - 1
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -140,10 +143,10 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("inlinegrpc: negative queue bound in options")
 	}
 	if opts.MaxStreamSendQueueBytes == 0 {
-		opts.MaxStreamSendQueueBytes = opts.MaxRecvMsgBytes + 1<<20
+		opts.MaxStreamSendQueueBytes = DefaultMaxStreamSendQueueBytes
 	}
 	if opts.MaxConnSendQueueBytes == 0 {
-		opts.MaxConnSendQueueBytes = opts.MaxRecvMsgBytes + 1<<20
+		opts.MaxConnSendQueueBytes = DefaultMaxConnSendQueueBytes
 	}
 	if opts.MaxConnPartialBytes == 0 {
 		opts.MaxConnPartialBytes = 2 * opts.MaxRecvMsgBytes
