@@ -93,7 +93,8 @@ type conn struct {
 	pings        rateLimit
 	settings     rateLimit
 	resets       rateLimit
-	headerResets int // oversized header lists answered with RST_STREAM
+	headerResets int  // oversized header lists answered with RST_STREAM
+	sentData     bool // DATA written since the client's last PING
 	resetIDs     [recentResets]uint32
 	resetNext    int
 	idleArmed    bool        // the read deadline is the idle timeout
@@ -348,7 +349,11 @@ func (c *conn) handleFrame(f http2.Frame) error {
 			}
 			return nil
 		}
-		if !c.pings.allow(time.Now(), pingBurst, pingPerSecond) {
+		// A PING after the server sent DATA is free, as grpc-go's enforcement has it: gRPC
+		// clients measure bandwidth with PINGs while data flows (BDP probes).
+		if c.sentData {
+			c.sentData = false
+		} else if !c.pings.allow(time.Now(), pingBurst, pingPerSecond) {
 			return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("too many PINGs (more than %d at once or %d a second)", pingBurst, pingPerSecond)}
 		}
 		c.setWriteErr(c.fr.WritePing(true, f.Data))
@@ -819,6 +824,7 @@ func (c *conn) writeAllowed(st *Stream, p []byte) int {
 			break
 		}
 		c.setWriteErr(c.fr.WriteData(st.id, false, p[sent:sent+n]))
+		c.sentData = true
 		st.sendWindow -= int64(n)
 		c.sendWindow -= int64(n)
 		sent += n

@@ -68,8 +68,9 @@ type Options struct {
 	// client's flow-control window; MaxConnSendQueueBytes bounds them over a connection.
 	// A send that would pass a bound while bytes are already waiting resets its stream
 	// (ENHANCE_YOUR_CALM): a client that grants no window cannot make the server hold
-	// more. With nothing waiting, one answer of any size is queued, so a slow client still
-	// gets a large message. Defaults 1 MiB and 4 MiB.
+	// more. With nothing waiting, one answer of any size is queued. Defaults: MaxRecvMsgBytes
+	// + 1 MiB for both, so that a whole body answered in chunks (FULL_DUPLEX_STREAMED sends
+	// them in one go) fits for a client with small windows.
 	MaxStreamSendQueueBytes, MaxConnSendQueueBytes int
 	// MaxConnPartialBytes bounds the memory a connection holds in request messages split
 	// across DATA frames and not yet complete, over all its streams (each one is bounded by
@@ -86,16 +87,14 @@ type Options struct {
 
 // Defaults of Options.
 const (
-	DefaultMaxRecvMsgBytes         = 4 << 20
-	DefaultMaxConcurrentStreams    = 1 << 16
-	DefaultStreamWindow            = 4 << 20
-	DefaultConnWindow              = 16 << 20
-	DefaultWriteTimeout            = 30 * time.Second
-	DefaultIdleTimeout             = 5 * time.Minute
-	DefaultMaxStreamSendQueueBytes = 1 << 20
-	DefaultMaxConnSendQueueBytes   = 4 << 20
-	handshakeTimeout               = 10 * time.Second
-	maxWindow                      = 1<<31 - 1
+	DefaultMaxRecvMsgBytes      = 4 << 20
+	DefaultMaxConcurrentStreams = 1 << 16
+	DefaultStreamWindow         = 4 << 20
+	DefaultConnWindow           = 16 << 20
+	DefaultWriteTimeout         = 30 * time.Second
+	DefaultIdleTimeout          = 5 * time.Minute
+	handshakeTimeout            = 10 * time.Second
+	maxWindow                   = 1<<31 - 1
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -143,10 +142,10 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("inlinegrpc: negative queue bound in options")
 	}
 	if opts.MaxStreamSendQueueBytes == 0 {
-		opts.MaxStreamSendQueueBytes = DefaultMaxStreamSendQueueBytes
+		opts.MaxStreamSendQueueBytes = opts.MaxRecvMsgBytes + 1<<20
 	}
 	if opts.MaxConnSendQueueBytes == 0 {
-		opts.MaxConnSendQueueBytes = DefaultMaxConnSendQueueBytes
+		opts.MaxConnSendQueueBytes = opts.MaxRecvMsgBytes + 1<<20
 	}
 	if opts.MaxConnPartialBytes == 0 {
 		opts.MaxConnPartialBytes = 2 * opts.MaxRecvMsgBytes

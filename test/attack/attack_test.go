@@ -30,7 +30,8 @@ func startRequest(t *testing.T, p *peer, id uint32) bool {
 // body chunks, which the picker echoes in FULL_DUPLEX_STREAMED mode: every echo waits for
 // window. The server must hold a bounded amount for it (inline: reset at the queue bound).
 func TestAttackSendQueue(t *testing.T) {
-	runAttack(t, "send queue: no window, 64 MiB of echoed body", 16, 12, func(t *testing.T, tr extproc.Transport, addr string) string {
+	// inline holds up to its queue bound (the 17 MiB message limit + 1 MiB) per connection.
+	runAttack(t, "send queue: no window, 64 MiB of echoed body", 64, 24, func(t *testing.T, tr extproc.Transport, addr string) string {
 		p := dialPeer(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 		chunk := grpcMessage(t, responseBody(make([]byte, 60000)))
 		const streams, total = 4, 64 << 20
