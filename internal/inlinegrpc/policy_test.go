@@ -34,7 +34,7 @@ func TestRawHeadersOnClosedStream(t *testing.T) {
 		t.Fatalf("unknown method: %+v, want UNIMPLEMENTED", r)
 	}
 	c.writeHeaders(1, true, requestFields("POST", methodUnary, "application/grpc")...) // trailers in flight
-	c.ping([8]byte{1})                                                                // still open
+	c.ping([8]byte{1})                                                                 // still open
 	c.openCall(5, methodUnary)
 	c.writeRequestMessage(5, &testgrpc.SimpleRequest{}, true)
 	if r := c.readStream(5); grpcStatus(t, r) != 0 {
