@@ -428,6 +428,7 @@ func (c *conn) handleSettings(f *http2.SettingsFrame) error {
 		for _, st := range c.streams {
 			if len(st.pending) > 0 {
 				c.pump(st)
+				c.resume(st)
 			}
 		}
 	}
@@ -448,6 +449,7 @@ func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 			if c.blockedHead == st {
 				break
 			}
+			c.resume(st)
 		}
 		return nil
 	}
@@ -465,6 +467,7 @@ func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 	}
 	if len(st.pending) > 0 {
 		c.pump(st)
+		c.resume(st)
 	}
 	return nil
 }
@@ -563,11 +566,7 @@ func (c *conn) handleData(f *http2.DataFrame) error {
 		return connError{code: http2.ErrCodeFlowControl, msg: "DATA beyond the connection window"}
 	}
 	c.recvUnacked += n
-	if c.recvUnacked >= int64(c.opts.ConnWindow)/2 {
-		c.setWriteErr(c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked)))
-		c.recvAvail += c.recvUnacked
-		c.recvUnacked = 0
-	}
+	c.returnConnWindow()
 	st := c.streams[f.StreamID]
 	if st == nil {
 		if f.StreamID > c.maxClientID {
@@ -589,16 +588,57 @@ func (c *conn) handleData(f *http2.DataFrame) error {
 		return nil
 	}
 	st.recvUnacked += n
-	if !f.StreamEnded() && st.recvUnacked >= int64(c.opts.StreamWindow)/2 {
-		c.setWriteErr(c.fr.WriteWindowUpdate(st.id, uint32(st.recvUnacked)))
-		st.recvAvail += st.recvUnacked
-		st.recvUnacked = 0
+	if !f.StreamEnded() {
+		c.returnStreamWindow(st)
 	}
 	c.consume(st, f.Data())
 	if !st.closed && f.StreamEnded() {
 		c.remoteEnd(st)
 	}
 	return nil
+}
+
+// Receive windows are returned (WINDOW_UPDATE) once half of one is consumed, except while
+// answers wait for the client's window: a stream with queued answer bytes gets no stream
+// window back, and the connection none while it holds backpressureBytes or more. A client
+// that feeds requests but takes no answers is then held to the windows it was given,
+// instead of making the server queue answers up to the reset bound; pump returns the
+// windows when the queue drains.
+const backpressureBytes = 256 << 10
+
+func (c *conn) returnConnWindow() {
+	if c.recvUnacked >= int64(c.opts.ConnWindow)/2 && c.queued < backpressureBytes {
+		c.setWriteErr(c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked)))
+		c.recvAvail += c.recvUnacked
+		c.recvUnacked = 0
+	}
+}
+
+func (c *conn) returnStreamWindow(st *Stream) {
+	if st.recvUnacked >= int64(c.opts.StreamWindow)/2 && len(st.pending) == 0 && len(st.held) == 0 && !st.remoteClosed && !st.closed {
+		c.setWriteErr(c.fr.WriteWindowUpdate(st.id, uint32(st.recvUnacked)))
+		st.recvAvail += st.recvUnacked
+		st.recvUnacked = 0
+	}
+}
+
+// resume hands st's held request bytes to its handler once its answers have gone out. Called
+// by the reading goroutine after a WINDOW_UPDATE or SETTINGS let st send, never from
+// inside a handler (pump runs there too, which is why pump does not resume).
+func (c *conn) resume(st *Stream) {
+	if len(st.pending) > 0 || st.closed {
+		return
+	}
+	if len(st.held) > 0 {
+		held := st.held
+		st.held = nil
+		c.consume(st, held)
+	}
+	if len(st.held) == 0 && st.endHeld && !st.closed {
+		st.endHeld = false
+		c.halfClose(st)
+	}
+	c.returnStreamWindow(st)
 }
 
 // consume splits DATA bytes into gRPC messages (1 flag byte, 4 length bytes, payload). A
@@ -608,6 +648,14 @@ func (c *conn) consume(st *Stream, data []byte) {
 	// Once finished (possibly with its status still waiting for window), a stream takes no
 	// more messages: the bytes may be the rest of a message it refused.
 	for len(data) > 0 && !st.closed && !st.finishing {
+		if len(st.pending) > 0 {
+			// Backpressure: answers to earlier messages wait for the client's window, so
+			// the rest waits unread (its window is withheld; see returnStreamWindow) and
+			// is handled when they have gone out (resume), as a blocked grpc-go handler
+			// would leave it in its receive buffer.
+			st.held = append(st.held, data...)
+			return
+		}
 		if len(st.partial) == 0 && len(data) >= 5 {
 			size, ok := c.messageSize(st, data)
 			if !ok {
@@ -724,6 +772,14 @@ func (c *conn) messageSize(st *Stream, prefix []byte) (int, bool) {
 // remoteEnd: the client ended its side of st.
 func (c *conn) remoteEnd(st *Stream) {
 	st.remoteClosed = true
+	if len(st.held) > 0 {
+		st.endHeld = true // after the held messages (resume)
+		return
+	}
+	c.halfClose(st)
+}
+
+func (c *conn) halfClose(st *Stream) {
 	if len(st.partial) > 0 {
 		st.Finish(codes.Internal, "stream ended inside a message")
 		return
@@ -741,6 +797,7 @@ func (c *conn) closeStream(st *Stream, err error) {
 	// byte counts.
 	c.queued -= len(st.pending)
 	st.pending = nil
+	st.held = nil
 	st.trailers = nil
 	c.unlink(st)
 	c.releasePartial(st)
@@ -839,10 +896,14 @@ func (c *conn) pump(st *Stream) {
 	sent := c.writeAllowed(st, st.pending)
 	st.pending = st.pending[sent:]
 	c.queued -= sent
+	if sent > 0 {
+		c.returnConnWindow()
+	}
 	switch {
 	case len(st.pending) == 0:
 		st.pending = nil
 		c.unlink(st)
+		c.returnStreamWindow(st)
 		if st.trailers != nil {
 			t := st.trailers
 			st.trailers = nil

@@ -15,9 +15,10 @@ const (
 	maxBlockFrames      = 256
 	maxHeaderListResets = 8
 	// Token buckets: a burst, then a steady rate. Envoy sends a PING per keepalive
-	// interval (seconds) and SETTINGS once; it resets a stream when its HTTP request is
+	// interval (seconds; gRPC clients' bandwidth probes come after DATA and are not
+	// counted) and SETTINGS once; it resets a stream when its HTTP request is
 	// cancelled, so resets are allowed at a rate that real cancellations do not reach.
-	pingBurst, pingPerSecond         = 100, 10
+	pingBurst, pingPerSecond         = 10, 1
 	settingsBurst, settingsPerSecond = 100, 10
 	resetBurst, resetPerSecond       = 1000, 200
 	// recentResets is how many streams reset by this server are remembered: frames on

@@ -89,8 +89,8 @@ type Options struct {
 const (
 	DefaultMaxRecvMsgBytes      = 4 << 20
 	DefaultMaxConcurrentStreams = 1 << 16
-	DefaultStreamWindow         = 4 << 20
-	DefaultConnWindow           = 16 << 20
+	DefaultStreamWindow         = 1 << 20
+	DefaultConnWindow           = 4 << 20
 	DefaultWriteTimeout         = 30 * time.Second
 	DefaultIdleTimeout          = 5 * time.Minute
 	handshakeTimeout            = 10 * time.Second

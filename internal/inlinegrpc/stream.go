@@ -44,6 +44,8 @@ type Stream struct {
 	recvAvail   int64
 	recvUnacked int64
 	partial     []byte // a request message split across DATA frames
+	held        []byte // request bytes waiting for the answers queued before them (resume)
+	endHeld     bool   // the client's END_STREAM came behind held bytes
 
 	ctx    context.Context
 	cancel context.CancelFunc
