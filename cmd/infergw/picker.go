@@ -54,8 +54,8 @@ func newPickerCmd() *cobra.Command {
 	fl.IntVar(&f.maxBodyBytes, "max-body-bytes", extproc.DefaultMaxBodyBytes, "request body limit; larger bodies get 413")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file for the gRPC port (reloaded on change)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS key file for the gRPC port")
-	fl.StringVar(&f.transport, "grpc-transport", string(extproc.TransportGRPCGo),
-		"gRPC server: grpc-go (default: the tighter memory bounds under attack) or inline (streams run in the connection's goroutine; least CPU; opt-in, see internal/inlinegrpc)")
+	fl.StringVar(&f.transport, "grpc-transport", string(extproc.TransportInline),
+		"gRPC server: inline (streams run in the connection's goroutine; least CPU) or grpc-go (fallback)")
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", extproc.DefaultShutdownGrace,
 		"on SIGTERM, how long streams in flight (responses still streaming) may finish before they are cut")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -63,8 +63,8 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.DurationVar(&f.cfg.ReadyTimeout, "ready-timeout", f.cfg.ReadyTimeout, "how long to wait for the first request through Envoy")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	registerRouterFlags(fl, &f.cfg.Router)
-	fl.StringVar((*string)(&f.cfg.Picker.Transport), "grpc-transport", string(extproc.TransportGRPCGo),
-		"picker gRPC server: grpc-go (default: the tighter memory bounds under attack) or inline (least CPU; opt-in, see internal/inlinegrpc)")
+	fl.StringVar((*string)(&f.cfg.Picker.Transport), "grpc-transport", string(extproc.TransportInline),
+		"picker gRPC server: inline (least CPU) or grpc-go (fallback)")
 	return cmd
 }
 

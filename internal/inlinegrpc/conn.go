@@ -87,6 +87,7 @@ type conn struct {
 
 	// Bounds on what a peer can make the connection hold (Options and limits.go).
 	queued       int     // answer bytes waiting for flow-control window, all streams
+	heldBytes    int     // request bytes waiting behind them (Stream.held), all streams
 	partialBytes int     // capacity of the buffers of unfinished request messages
 	blockedHead  *Stream // streams waiting for connection window (limits.go)
 	blockedTail  *Stream
@@ -358,10 +359,14 @@ func (c *conn) handleFrame(f http2.Frame) error {
 		}
 		c.setWriteErr(c.fr.WritePing(true, f.Data))
 	case *http2.RSTStreamFrame:
-		if !c.resets.allow(time.Now(), resetBurst, resetPerSecond) {
-			return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("too many RST_STREAMs (more than %d at once or %d a second)", resetBurst, resetPerSecond)}
+		// Envoy resets every ext_proc stream once it has its answers: only resets of open
+		// streams the server has not answered yet (Rapid Reset) count against the limit;
+		// one on a closed stream costs nothing.
+		st := c.streams[f.StreamID]
+		if st != nil && !st.headersSent && !c.resets.allow(time.Now(), resetBurst, resetPerSecond) {
+			return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("too many RST_STREAMs of unanswered streams (more than %d at once or %d a second)", resetBurst, resetPerSecond)}
 		}
-		if st := c.streams[f.StreamID]; st != nil {
+		if st != nil {
 			c.closeStream(st, errStreamReset{code: f.ErrCode})
 		} else if f.StreamID > c.maxClientID {
 			return connError{code: http2.ErrCodeProtocol, msg: "RST_STREAM on an idle stream"}
@@ -600,14 +605,16 @@ func (c *conn) handleData(f *http2.DataFrame) error {
 
 // Receive windows are returned (WINDOW_UPDATE) once half of one is consumed, except while
 // answers wait for the client's window: a stream with queued answer bytes gets no stream
-// window back, and the connection none while it holds backpressureBytes or more. A client
+// window back, and the connection none while it holds backpressureBytes or more of answers
+// and held request bytes together (held bytes have used their stream's window, but many
+// streams would otherwise each hold a window's worth). A client
 // that feeds requests but takes no answers is then held to the windows it was given,
 // instead of making the server queue answers up to the reset bound; pump returns the
 // windows when the queue drains.
 const backpressureBytes = 256 << 10
 
 func (c *conn) returnConnWindow() {
-	if c.recvUnacked >= int64(c.opts.ConnWindow)/2 && c.queued < backpressureBytes {
+	if c.recvUnacked >= int64(c.opts.ConnWindow)/2 && c.queued+c.heldBytes < backpressureBytes {
 		c.setWriteErr(c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked)))
 		c.recvAvail += c.recvUnacked
 		c.recvUnacked = 0
@@ -632,7 +639,9 @@ func (c *conn) resume(st *Stream) {
 	if len(st.held) > 0 {
 		held := st.held
 		st.held = nil
+		c.heldBytes -= len(held)
 		c.consume(st, held)
+		c.returnConnWindow()
 	}
 	if len(st.held) == 0 && st.endHeld && !st.closed {
 		st.endHeld = false
@@ -654,6 +663,7 @@ func (c *conn) consume(st *Stream, data []byte) {
 			// is handled when they have gone out (resume), as a blocked grpc-go handler
 			// would leave it in its receive buffer.
 			st.held = append(st.held, data...)
+			c.heldBytes += len(data)
 			return
 		}
 		if len(st.partial) == 0 && len(data) >= 5 {
@@ -797,6 +807,7 @@ func (c *conn) closeStream(st *Stream, err error) {
 	// byte counts.
 	c.queued -= len(st.pending)
 	st.pending = nil
+	c.heldBytes -= len(st.held)
 	st.held = nil
 	st.trailers = nil
 	c.unlink(st)

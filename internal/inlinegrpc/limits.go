@@ -16,8 +16,9 @@ const (
 	maxHeaderListResets = 8
 	// Token buckets: a burst, then a steady rate. Envoy sends a PING per keepalive
 	// interval (seconds; gRPC clients' bandwidth probes come after DATA and are not
-	// counted) and SETTINGS once; it resets a stream when its HTTP request is
-	// cancelled, so resets are allowed at a rate that real cancellations do not reach.
+	// counted) and SETTINGS once. It resets every ext_proc stream after its answers
+	// (those resets are not counted) and resets unanswered ones when an HTTP request is
+	// cancelled early, at a rate far below the limit.
 	pingBurst, pingPerSecond         = 10, 1
 	settingsBurst, settingsPerSecond = 100, 10
 	resetBurst, resetPerSecond       = 1000, 200

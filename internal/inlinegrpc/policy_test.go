@@ -44,3 +44,31 @@ func TestRawHeadersOnClosedStream(t *testing.T) {
 	c.sendBarrier()
 	c.expectGoAway(http2.ErrCodeProtocol)
 }
+
+// TestRawResetsAfterAnswersAllowed: Envoy resets each ext_proc stream once it has its
+// answers, thousands a second on one connection; those resets must not trip the Rapid
+// Reset limit, while resets of streams opened and never answered do.
+func TestRawResetsAfterAnswersAllowed(t *testing.T) {
+	ts := startServer(t, Options{})
+	c := dialRaw(t, ts.addr)
+	for i := uint32(0); i < resetBurst+500; i++ {
+		id := 2*i + 1
+		c.openCall(id, methodBidi)
+		c.writeRequestMessage(id, &testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte("x")}}, false)
+		c.readUntil(func(e frameEvent) bool { return e.typ == http2.FrameData && e.stream == id })
+		c.check(c.fr.WriteRSTStream(id, http2.ErrCodeCancel))
+	}
+	c.ping([8]byte{9}) // still served
+	c2 := dialRaw(t, ts.addr)
+	for i := uint32(0); i < resetBurst+500; i++ {
+		c2.hbuf.Reset()
+		for _, f := range requestFields("POST", methodBidi, "application/grpc") {
+			_ = c2.henc.WriteField(f)
+		}
+		if c2.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 2*i + 1, BlockFragment: c2.hbuf.Bytes(), EndHeaders: true}) != nil ||
+			c2.fr.WriteRSTStream(2*i+1, http2.ErrCodeCancel) != nil {
+			break // closed by the server, as expected
+		}
+	}
+	c2.expectGoAway(http2.ErrCodeEnhanceYourCalm)
+}

@@ -49,6 +49,27 @@ func TestAttackSendQueue(t *testing.T) {
 	})
 }
 
+// TestAttackSendQueueManyStreams (item 1): the same on 300 streams, each with one answer
+// waiting and then 256 KiB of echoed body: what waits must be bounded per connection, not
+// per stream.
+func TestAttackSendQueueManyStreams(t *testing.T) {
+	runAttack(t, "send queue: no window, 300 streams × 256 KiB of echoed body", 32, 32, func(t *testing.T, tr extproc.Transport, addr string) string {
+		p := dialPeer(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+		chunk := grpcMessage(t, responseBody(make([]byte, 60000)))
+		sent := 0
+		for i := uint32(0); i < 300 && !p.isClosed(); i++ {
+			id := 2*i + 1
+			if !startRequest(t, p, id) || !p.send(id, grpcMessage(t, responseHeaders()), 200*time.Millisecond) {
+				break
+			}
+			for n := 0; n < 4 && p.send(id, chunk, 50*time.Millisecond); n++ {
+				sent += len(chunk)
+			}
+		}
+		return fmt.Sprintf("%d MiB accepted, %d streams reset", sent>>20, p.resets.Load())
+	})
+}
+
 // TestAttackResetBlockedStreams (items 1, 2, 5): window 0, then many streams, each answered
 // (the answer queued) and reset by the client at once. Reset streams must not stay
 // queued; rapid resets are cut off.
