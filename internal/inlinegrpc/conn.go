@@ -520,8 +520,8 @@ func (c *conn) handleHeaders() error {
 		c.writeRST(id, http2.ErrCodeEnhanceYourCalm)
 		return nil
 	}
-	if perr != nil || hb.selfDependent {
-		c.writeRST(id, http2.ErrCodeProtocol)
+	if perr != nil || !req.complete || hb.selfDependent {
+		c.writeRST(id, http2.ErrCodeProtocol) // malformed request: a stream error (§8.1.1)
 		return nil
 	}
 	if req.method != "POST" {

@@ -77,6 +77,7 @@ func (c *conn) headerFragment(frag []byte, ended bool) error {
 type requestHeaders struct {
 	method, path string
 	hasPseudo    bool
+	complete     bool // :method, :scheme and a non-empty :path, as a request needs (RFC 9113 §8.3.1)
 	regular      []hpack.HeaderField // aliases the block's fields
 }
 
@@ -125,6 +126,7 @@ func parseHeaderBlock(fields []hpack.HeaderField) (requestHeaders, error) {
 		}
 	}
 	r.regular = fields[regular:]
+	r.complete = seen[0] && seen[1] && seen[2] && r.path != ""
 	return r, nil
 }
 
