@@ -35,7 +35,7 @@ for transport in inline grpc-go; do
   "$H2SPEC" -h 127.0.0.1 -p "$port" -o 2 -j "$REPORT/h2spec-$transport.xml" >"$REPORT/h2spec-$transport.txt" 2>&1 || true
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  summary=$(grep -E '^[0-9]+ tests, [0-9]+ passed' "$REPORT/h2spec-$transport.txt" || true)
+  summary=$(grep -aE '^[0-9]+ tests, [0-9]+ passed' "$REPORT/h2spec-$transport.txt" || true)
   if [[ -z $summary ]]; then
     echo "h2spec $transport: no result (see $REPORT/h2spec-$transport.txt)" >&2
     status=1
