@@ -168,7 +168,29 @@ func (c *conn) serve() {
 	}
 	c.mu.Unlock()
 	c.stop()
+	if errors.Is(err, errConnDone) && c.peerGoAway && !c.goAwaySent {
+		c.lingerClose()
+	}
 	c.nc.Close()
+}
+
+// lingerClose: the client sent GOAWAY and no stream is left, so the server closes; frames
+// the client sent meanwhile (a PING) must not turn the close into a TCP reset that loses
+// what was written. Half-close, then read and drop what comes for a moment (bounded in
+// time and bytes) before the full close.
+func (c *conn) lingerClose() {
+	tc, ok := c.raw.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	if c.nc != c.raw {
+		_ = c.nc.(*tls.Conn).CloseWrite() // close_notify
+	}
+	if tc.CloseWrite() != nil || tc.SetReadDeadline(time.Now().Add(time.Second)) != nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, tc, 1<<20)
 }
 
 // orEOF is what streams still open see when the connection ends: a graceful end reads as
