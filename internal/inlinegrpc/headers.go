@@ -77,7 +77,7 @@ func (c *conn) headerFragment(frag []byte, ended bool) error {
 type requestHeaders struct {
 	method, path string
 	hasPseudo    bool
-	complete     bool // :method, :scheme and a non-empty :path, as a request needs (RFC 9113 §8.3.1)
+	complete     bool                // :method, :scheme and a non-empty :path, as a request needs (RFC 9113 §8.3.1)
 	regular      []hpack.HeaderField // aliases the block's fields
 }
 
