@@ -66,6 +66,13 @@ bench-picker: build envoy
 bench-wakefloor:
 	@mkdir -p bin && $(CC) -O2 -Wall -o bin/wakefloor bench/wakefloor/wakefloor.c && bin/wakefloor
 
+# h2spec runs the HTTP/2 conformance suite (github.com/summerwind/h2spec, built from the Go
+# module proxy into ~/.cache/infergw/) against the picker's gRPC port on both transports
+# and prints pass/fail counts per transport (internal/inlinegrpc/README.md explains them).
+.PHONY: h2spec
+h2spec: build
+	GO=$(GO) scripts/h2spec.sh $(BIN)
+
 generate:
 	$(GO) tool controller-gen object crd:crdVersions=v1 paths=./api/... output:crd:artifacts:config=charts/infergw/crds
 

@@ -96,6 +96,12 @@ func (s *Server) GRPCGoServer(tlsCfg *tls.Config) *grpc.Server {
 		experimental.BufferPool(s.bufPool),
 		grpc.ForceServerCodecV2(protoCodec{pool: s.bufPool}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// The inline transport's bounds (internal/inlinegrpc), so that both hold a hostile
+		// client to the same limits: header lists of 1 MiB, 65,536 streams per
+		// connection, idle connections closed after 5 minutes.
+		grpc.MaxHeaderListSize(1 << 20),
+		grpc.MaxConcurrentStreams(inlinegrpc.DefaultMaxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: inlinegrpc.DefaultIdleTimeout}),
 	}
 	if tlsCfg != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))

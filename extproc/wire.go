@@ -68,7 +68,21 @@ type wireRequest struct {
 	hasMetadata bool
 	metadata    []byte // metadata_context, still encoded: decoded only when it is read
 	mdOwned     []byte // backs metadata when the field came in several pieces
+	mdMerged    bool   // metadata is mdOwned: later pieces are appended, not re-copied
+	mdCopied    int    // bytes copied into mdOwned by this decode: at most the message's size
 }
+
+// Limits of the decoder. A peer chooses how many entries a message carries, and a 2-byte
+// header entry costs a 32-byte wireHeader here: without a cap a 4 MiB message would make
+// 64 MiB of them. Envoy sends at most max_request_headers_count entries (100 by default,
+// 8192 at most on the HTTP connection manager).
+const maxWireHeaders = 8192
+
+// maxKeptMetadata: a merged metadata buffer larger than this is dropped after its message.
+const maxKeptMetadata = 64 << 10
+
+// errTooManyHeaders names the limit a message went over.
+var errTooManyHeaders = fmt.Errorf("HeaderMap: more than %d headers (the picker's limit per message)", maxWireHeaders)
 
 // header returns the value of the last header named key, or nil. (Envoy sends each name
 // once; proto order is kept, so "last" matches a map built from the list.)
@@ -88,6 +102,9 @@ func (w *wireRequest) header(key string) []byte {
 // unknown, and string fields must be valid UTF-8.
 func (w *wireRequest) decode(b []byte) error {
 	*w = wireRequest{headers: w.headers[:0], mdOwned: w.mdOwned[:0]}
+	if cap(w.mdOwned) > maxKeptMetadata {
+		w.mdOwned = nil // a rare large metadata_context is not pinned for the stream's life
+	}
 	return eachField(b, "ProcessingRequest", func(f field) error {
 		if f.typ != protowire.BytesType {
 			return nil
@@ -110,13 +127,23 @@ func (w *wireRequest) decode(b []byte) error {
 			w.hasProtocol = true
 			return w.decodeProtocol(f.bytes)
 		case f.num == fieldMetadataContext:
-			if w.hasMetadata {
-				// Concatenated encodings of a message merge, which is what proto does
-				// with a repeated message field.
-				w.mdOwned = append(append(w.mdOwned[:0], w.metadata...), f.bytes...)
-				w.metadata = w.mdOwned
-			} else {
+			// Concatenated encodings of a message merge, which is what proto does with
+			// a repeated message field. The first piece is aliased; from the second on the
+			// pieces are appended to one buffer, each byte copied once (re-copying what
+			// was merged so far made a message of many small pieces quadratic: a 2 MiB
+			// one held its connection for seconds).
+			switch {
+			case !w.hasMetadata:
 				w.hasMetadata, w.metadata = true, f.bytes
+			case !w.mdMerged:
+				w.mdMerged = true
+				w.mdOwned = append(append(w.mdOwned[:0], w.metadata...), f.bytes...)
+				w.mdCopied += len(w.metadata) + len(f.bytes)
+				w.metadata = w.mdOwned
+			default:
+				w.mdOwned = append(w.mdOwned, f.bytes...)
+				w.mdCopied += len(f.bytes)
+				w.metadata = w.mdOwned
 			}
 		}
 		return nil
@@ -177,6 +204,9 @@ func (w *wireRequest) decodeHeaderMap(b []byte) error {
 	return eachField(b, "HeaderMap", func(f field) error {
 		if f.num != fieldHeaderMapValues || f.typ != protowire.BytesType {
 			return nil
+		}
+		if len(w.headers) >= maxWireHeaders {
+			return errTooManyHeaders
 		}
 		h, err := decodeHeaderValue(f.bytes)
 		if err != nil {

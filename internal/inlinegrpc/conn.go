@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -79,11 +80,27 @@ type conn struct {
 	sendWindow        int64 // connection-level credit the client gave us
 	peerInitialWindow int64 // the client's SETTINGS_INITIAL_WINDOW_SIZE for our streams
 	peerMaxFrame      int
-	recvAvail         int64 // connection-level credit we gave the client, not yet used
-	recvUnacked       int64 // bytes consumed and not yet returned with WINDOW_UPDATE
-	blocked           []*Stream
+	recvAvail         int64    // connection-level credit we gave the client, not yet used
+	recvUnacked       int64    // bytes consumed and not yet returned with WINDOW_UPDATE
 	scratch           []byte   // encodes one outgoing message
 	freeBuffers       [][]byte // message buffers to reuse
+
+	// Bounds on what a peer can make the connection hold (Options and limits.go).
+	queued       int     // answer bytes waiting for flow-control window, all streams
+	heldBytes    int     // request bytes waiting behind them (Stream.held), all streams
+	partialBytes int     // capacity of the buffers of unfinished request messages
+	blockedHead  *Stream // streams waiting for connection window (limits.go)
+	blockedTail  *Stream
+	pings        rateLimit
+	settings     rateLimit
+	resets       rateLimit
+	headerResets int  // oversized header lists answered with RST_STREAM
+	sentData     bool // DATA written since the client's last PING
+	resetIDs     [recentResets]uint32
+	resetNext    int
+	idleArmed    bool        // the read deadline is the idle timeout
+	draining     bool        // the first GOAWAY of a graceful shutdown is sent
+	drainTimer   *time.Timer // ends the first phase if the PING is not answered
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -143,12 +160,37 @@ func (c *conn) serve() {
 	}
 	c.mu.Lock()
 	c.closed = true
+	if c.drainTimer != nil {
+		c.drainTimer.Stop()
+	}
 	for _, st := range c.streams {
 		c.closeStream(st, fmt.Errorf("connection closed: %w", orEOF(err)))
 	}
 	c.mu.Unlock()
 	c.stop()
+	if errors.Is(err, errConnDone) && c.peerGoAway && !c.goAwaySent {
+		c.lingerClose()
+	}
 	c.nc.Close()
+}
+
+// lingerClose: the client sent GOAWAY and no stream is left, so the server closes; frames
+// the client sent meanwhile (a PING) must not turn the close into a TCP reset that loses
+// what was written. Half-close, then read and drop what comes for a moment (bounded in
+// time and bytes) before the full close.
+func (c *conn) lingerClose() {
+	tc, ok := c.raw.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	if c.nc != c.raw {
+		_ = c.nc.(*tls.Conn).CloseWrite() // close_notify
+	}
+	if tc.CloseWrite() != nil || tc.SetReadDeadline(time.Now().Add(time.Second)) != nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, tc, 1<<20)
 }
 
 // orEOF is what streams still open see when the connection ends: a graceful end reads as
@@ -203,13 +245,18 @@ func (c *conn) run() error {
 			c.flush()
 		}
 		err := c.writeErr
+		if err == nil {
+			err = c.armIdle()
+		}
 		c.mu.Unlock()
 		if err != nil {
 			return err
 		}
 		f, err := c.fr.ReadFrame()
 		c.mu.Lock()
-		if err != nil {
+		if err != nil && c.idleArmed && errors.Is(err, os.ErrDeadlineExceeded) {
+			err = connError{code: http2.ErrCodeNo, msg: fmt.Sprintf("no stream for %s: idle connection closed", c.opts.IdleTimeout)}
+		} else if err != nil {
 			err = c.readError(err)
 		} else {
 			err = c.handleFrame(f)
@@ -231,6 +278,24 @@ func (c *conn) run() error {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// armIdle sets the read deadline to the idle timeout while the connection has no stream,
+// and clears it when one opens. Only transitions cost a call. Called with mu held.
+func (c *conn) armIdle() error {
+	if c.opts.IdleTimeout <= 0 {
+		return nil
+	}
+	idle := len(c.streams) == 0
+	if idle == c.idleArmed {
+		return nil
+	}
+	c.idleArmed = idle
+	var deadline time.Time
+	if idle {
+		deadline = time.Now().Add(c.opts.IdleTimeout)
+	}
+	return c.nc.SetReadDeadline(deadline)
 }
 
 // mustFlushBeforeRead: the next frame is not wholly buffered, so reading it may block;
@@ -292,17 +357,38 @@ func (c *conn) handleFrame(f http2.Frame) error {
 	case *http2.HeadersFrame:
 		return c.startHeaderBlock(f)
 	case *http2.ContinuationFrame:
+		if c.hb.frames++; c.hb.frames > maxBlockFrames {
+			return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("header block in more than %d frames", maxBlockFrames)}
+		}
 		return c.headerFragment(f.HeaderBlockFragment(), f.HeadersEnded())
 	case *http2.SettingsFrame:
 		return c.handleSettings(f)
 	case *http2.WindowUpdateFrame:
 		return c.handleWindowUpdate(f)
 	case *http2.PingFrame:
-		if !f.IsAck() {
-			c.setWriteErr(c.fr.WritePing(true, f.Data))
+		if f.IsAck() {
+			if f.Data == drainPing {
+				c.finishDrain(false)
+			}
+			return nil
 		}
+		// A PING after the server sent DATA is free, as grpc-go's enforcement has it: gRPC
+		// clients measure bandwidth with PINGs while data flows (BDP probes).
+		if c.sentData {
+			c.sentData = false
+		} else if !c.pings.allow(time.Now(), pingBurst, pingPerSecond) {
+			return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("too many PINGs (more than %d at once or %d a second)", pingBurst, pingPerSecond)}
+		}
+		c.setWriteErr(c.fr.WritePing(true, f.Data))
 	case *http2.RSTStreamFrame:
-		if st := c.streams[f.StreamID]; st != nil {
+		// Envoy resets every ext_proc stream once it has its answers: only resets of open
+		// streams the server has not answered yet (Rapid Reset) count against the limit;
+		// one on a closed stream costs nothing.
+		st := c.streams[f.StreamID]
+		if st != nil && !st.headersSent && !c.resets.allow(time.Now(), resetBurst, resetPerSecond) {
+			return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("too many RST_STREAMs of unanswered streams (more than %d at once or %d a second)", resetBurst, resetPerSecond)}
+		}
+		if st != nil {
 			c.closeStream(st, errStreamReset{code: f.ErrCode})
 		} else if f.StreamID > c.maxClientID {
 			return connError{code: http2.ErrCodeProtocol, msg: "RST_STREAM on an idle stream"}
@@ -311,6 +397,10 @@ func (c *conn) handleFrame(f http2.Frame) error {
 		c.peerGoAway = true
 	case *http2.PushPromiseFrame:
 		return connError{code: http2.ErrCodeProtocol, msg: "PUSH_PROMISE from a client"}
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			c.resetStream(f.StreamID, http2.ErrCodeProtocol, errors.New("stream depends on itself")) // RFC 7540 §5.3.1
+		}
 	}
 	// PRIORITY and unknown frame types are ignored, as HTTP/2 requires.
 	return nil
@@ -325,6 +415,9 @@ func (c *conn) setWriteErr(err error) {
 func (c *conn) handleSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
+	}
+	if !c.settings.allow(time.Now(), settingsBurst, settingsPerSecond) {
+		return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("too many SETTINGS (more than %d at once or %d a second)", settingsBurst, settingsPerSecond)}
 	}
 	var delta int64
 	err := f.ForeachSetting(func(s http2.Setting) error {
@@ -359,7 +452,12 @@ func (c *conn) handleSettings(f *http2.SettingsFrame) error {
 	}
 	c.setWriteErr(c.fr.WriteSettingsAck())
 	if delta > 0 {
-		c.sendBlocked()
+		for _, st := range c.streams {
+			if len(st.pending) > 0 {
+				c.pump(st)
+				c.resume(st)
+			}
+		}
 	}
 	return nil
 }
@@ -370,7 +468,16 @@ func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if c.sendWindow > maxWindow {
 			return connError{code: http2.ErrCodeFlowControl, msg: "connection window above 2^31-1"}
 		}
-		c.sendBlocked()
+		// Only the streams the window reaches are visited: each one either sends all it
+		// holds and leaves the queue, or spends the window and stops the walk.
+		for c.sendWindow > 0 && c.blockedHead != nil && c.writeErr == nil {
+			st := c.blockedHead
+			c.pump(st)
+			if c.blockedHead == st {
+				break
+			}
+			c.resume(st)
+		}
 		return nil
 	}
 	st := c.streams[f.StreamID]
@@ -385,7 +492,10 @@ func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 		c.resetStream(st.id, http2.ErrCodeFlowControl, errors.New("stream window above 2^31-1"))
 		return nil
 	}
-	c.sendBlocked()
+	if len(st.pending) > 0 {
+		c.pump(st)
+		c.resume(st)
+	}
 	return nil
 }
 
@@ -412,8 +522,11 @@ func (c *conn) handleHeaders() error {
 		return connError{code: http2.ErrCodeProtocol, msg: "client opened an even stream ID"}
 	}
 	if id <= c.maxClientID {
-		c.writeRST(id, http2.ErrCodeStreamClosed)
-		return nil
+		if c.wasReset(id) {
+			return nil // frames in flight when the server reset the stream
+		}
+		// A stream that is closed, or an ID below one already used (RFC 9113 §5.1.1).
+		return connError{code: http2.ErrCodeProtocol, msg: fmt.Sprintf("HEADERS on closed stream %d", id)}
 	}
 	c.maxClientID = id
 	if c.goAwaySent || len(c.streams) >= int(c.opts.MaxConcurrentStreams) {
@@ -421,11 +534,16 @@ func (c *conn) handleHeaders() error {
 		return nil
 	}
 	if hb.truncated {
-		c.writeRST(id, http2.ErrCodeEnhanceYourCalm) // header list over SETTINGS_MAX_HEADER_LIST_SIZE
+		// Header list over SETTINGS_MAX_HEADER_LIST_SIZE: the stream is refused; a client
+		// that keeps sending them loses the connection.
+		if c.headerResets++; c.headerResets > maxHeaderListResets {
+			return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("more than %d header lists over %d bytes", maxHeaderListResets, maxHeaderList)}
+		}
+		c.writeRST(id, http2.ErrCodeEnhanceYourCalm)
 		return nil
 	}
-	if perr != nil {
-		c.writeRST(id, http2.ErrCodeProtocol)
+	if perr != nil || !req.complete || hb.selfDependent {
+		c.writeRST(id, http2.ErrCodeProtocol) // malformed request: a stream error (§8.1.1)
 		return nil
 	}
 	if req.method != "POST" {
@@ -475,17 +593,17 @@ func (c *conn) handleData(f *http2.DataFrame) error {
 		return connError{code: http2.ErrCodeFlowControl, msg: "DATA beyond the connection window"}
 	}
 	c.recvUnacked += n
-	if c.recvUnacked >= int64(c.opts.ConnWindow)/2 {
-		c.setWriteErr(c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked)))
-		c.recvAvail += c.recvUnacked
-		c.recvUnacked = 0
-	}
+	c.returnConnWindow()
 	st := c.streams[f.StreamID]
 	if st == nil {
 		if f.StreamID > c.maxClientID {
 			return connError{code: http2.ErrCodeProtocol, msg: "DATA on an idle stream"}
 		}
-		return nil // frames still in flight for a stream that ended
+		if !c.wasReset(f.StreamID) {
+			// Not in flight from before a reset: the client sends on a stream it closed.
+			c.writeRST(f.StreamID, http2.ErrCodeStreamClosed)
+		}
+		return nil
 	}
 	if st.remoteClosed {
 		c.resetStream(st.id, http2.ErrCodeStreamClosed, errors.New("DATA after the client's END_STREAM"))
@@ -497,16 +615,61 @@ func (c *conn) handleData(f *http2.DataFrame) error {
 		return nil
 	}
 	st.recvUnacked += n
-	if !f.StreamEnded() && st.recvUnacked >= int64(c.opts.StreamWindow)/2 {
-		c.setWriteErr(c.fr.WriteWindowUpdate(st.id, uint32(st.recvUnacked)))
-		st.recvAvail += st.recvUnacked
-		st.recvUnacked = 0
+	if !f.StreamEnded() {
+		c.returnStreamWindow(st)
 	}
 	c.consume(st, f.Data())
 	if !st.closed && f.StreamEnded() {
 		c.remoteEnd(st)
 	}
 	return nil
+}
+
+// Receive windows are returned (WINDOW_UPDATE) once half of one is consumed, except while
+// answers wait for the client's window: a stream with queued answer bytes gets no stream
+// window back, and the connection none while it holds backpressureBytes or more of answers
+// and held request bytes together (held bytes have used their stream's window, but many
+// streams would otherwise each hold a window's worth). A client
+// that feeds requests but takes no answers is then held to the windows it was given,
+// instead of making the server queue answers up to the reset bound; pump returns the
+// windows when the queue drains.
+const backpressureBytes = 256 << 10
+
+func (c *conn) returnConnWindow() {
+	if c.recvUnacked >= int64(c.opts.ConnWindow)/2 && c.queued+c.heldBytes < backpressureBytes {
+		c.setWriteErr(c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked)))
+		c.recvAvail += c.recvUnacked
+		c.recvUnacked = 0
+	}
+}
+
+func (c *conn) returnStreamWindow(st *Stream) {
+	if st.recvUnacked >= int64(c.opts.StreamWindow)/2 && len(st.pending) == 0 && len(st.held) == 0 && !st.remoteClosed && !st.closed {
+		c.setWriteErr(c.fr.WriteWindowUpdate(st.id, uint32(st.recvUnacked)))
+		st.recvAvail += st.recvUnacked
+		st.recvUnacked = 0
+	}
+}
+
+// resume hands st's held request bytes to its handler once its answers have gone out. Called
+// by the reading goroutine after a WINDOW_UPDATE or SETTINGS let st send, never from
+// inside a handler (pump runs there too, which is why pump does not resume).
+func (c *conn) resume(st *Stream) {
+	if len(st.pending) > 0 || st.closed {
+		return
+	}
+	if len(st.held) > 0 {
+		held := st.held
+		st.held = nil
+		c.heldBytes -= len(held)
+		c.consume(st, held)
+		c.returnConnWindow()
+	}
+	if len(st.held) == 0 && st.endHeld && !st.closed {
+		st.endHeld = false
+		c.halfClose(st)
+	}
+	c.returnStreamWindow(st)
 }
 
 // consume splits DATA bytes into gRPC messages (1 flag byte, 4 length bytes, payload). A
@@ -516,6 +679,15 @@ func (c *conn) consume(st *Stream, data []byte) {
 	// Once finished (possibly with its status still waiting for window), a stream takes no
 	// more messages: the bytes may be the rest of a message it refused.
 	for len(data) > 0 && !st.closed && !st.finishing {
+		if len(st.pending) > 0 {
+			// Backpressure: answers to earlier messages wait for the client's window, so
+			// the rest waits unread (its window is withheld; see returnStreamWindow) and
+			// is handled when they have gone out (resume), as a blocked grpc-go handler
+			// would leave it in its receive buffer.
+			st.held = append(st.held, data...)
+			c.heldBytes += len(data)
+			return
+		}
 		if len(st.partial) == 0 && len(data) >= 5 {
 			size, ok := c.messageSize(st, data)
 			if !ok {
@@ -528,8 +700,8 @@ func (c *conn) consume(st *Stream, data []byte) {
 			}
 		}
 		if len(st.partial) < 5 {
-			if st.partial == nil {
-				st.partial = c.takeBuffer(5)
+			if !c.reservePartial(st, 5, 5) {
+				return
 			}
 			take := min(5-len(st.partial), len(data))
 			st.partial = append(st.partial, data[:take]...)
@@ -537,29 +709,57 @@ func (c *conn) consume(st *Stream, data []byte) {
 			if len(st.partial) < 5 {
 				return
 			}
-			size, ok := c.messageSize(st, st.partial)
-			if !ok {
+			if _, ok := c.messageSize(st, st.partial); !ok {
 				return
-			}
-			if cap(st.partial) < 5+size {
-				// Room for what is likely to come soon, not for the declared size: a client
-				// must send bytes to make the server hold them.
-				grown := append(c.takeBuffer(5+min(size, initialMessageBuffer)), st.partial...)
-				c.recycleBuffer(st.partial)
-				st.partial = grown
 			}
 		}
 		size := 5 + int(uint32(st.partial[1])<<24|uint32(st.partial[2])<<16|uint32(st.partial[3])<<8|uint32(st.partial[4]))
 		take := min(size-len(st.partial), len(data))
-		st.partial = append(st.partial, data[:take]...)
+		if !c.reservePartial(st, len(st.partial)+take, size) {
+			return
+		}
+		st.partial = append(st.partial, data[:take]...) // within capacity: no append growth
 		data = data[take:]
 		if len(st.partial) == size {
 			msg := st.partial
 			st.partial = nil
+			c.partialBytes -= cap(msg)
 			st.handler.Message(st, msg[5:])
 			c.recycleBuffer(msg)
 		}
 	}
+}
+
+// reservePartial makes room in st's message buffer for need bytes of a message of size
+// bytes (prefix included). It grows the buffer in doubling steps up to the declared size
+// and no further (room for what a client has sent, not for what it announced, and never
+// append's over-allocation), within the connection's budget for unfinished messages; over
+// it, the stream ends with RESOURCE_EXHAUSTED.
+func (c *conn) reservePartial(st *Stream, need, size int) bool {
+	old := st.partial
+	if cap(old) >= need {
+		return true
+	}
+	want := max(need, min(size, max(2*cap(old), initialMessageBuffer)))
+	if c.partialBytes-cap(old)+want > c.opts.MaxConnPartialBytes {
+		st.Finish(codes.ResourceExhausted, fmt.Sprintf("connection holds %d bytes of unfinished messages; %d more would pass the limit of %d", c.partialBytes, want-cap(old), c.opts.MaxConnPartialBytes))
+		return false
+	}
+	grown := append(c.takeBuffer(want), old...)
+	c.releasePartial(st)
+	st.partial = grown
+	c.partialBytes += cap(grown)
+	return true
+}
+
+// releasePartial drops st's unfinished message.
+func (c *conn) releasePartial(st *Stream) {
+	if st.partial == nil {
+		return
+	}
+	c.partialBytes -= cap(st.partial)
+	c.recycleBuffer(st.partial)
+	st.partial = nil
 }
 
 // takeBuffer returns an empty buffer with room for at least n bytes, reusing one that a
@@ -604,6 +804,14 @@ func (c *conn) messageSize(st *Stream, prefix []byte) (int, bool) {
 // remoteEnd: the client ended its side of st.
 func (c *conn) remoteEnd(st *Stream) {
 	st.remoteClosed = true
+	if len(st.held) > 0 {
+		st.endHeld = true // after the held messages (resume)
+		return
+	}
+	c.halfClose(st)
+}
+
+func (c *conn) halfClose(st *Stream) {
 	if len(st.partial) > 0 {
 		st.Finish(codes.Internal, "stream ended inside a message")
 		return
@@ -617,9 +825,15 @@ func (c *conn) closeStream(st *Stream, err error) {
 		return
 	}
 	st.closed = true
+	// Out of every per-connection structure at once: the map, the blocked queue and the
+	// byte counts.
+	c.queued -= len(st.pending)
 	st.pending = nil
-	c.recycleBuffer(st.partial)
-	st.partial = nil
+	c.heldBytes -= len(st.held)
+	st.held = nil
+	st.trailers = nil
+	c.unlink(st)
+	c.releasePartial(st)
 	delete(c.streams, st.id)
 	if st.cancel != nil {
 		st.cancel()
@@ -639,6 +853,7 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode, err error) {
 
 func (c *conn) writeRST(id uint32, code http2.ErrCode) {
 	if id != 0 {
+		c.noteReset(id)
 		c.setWriteErr(c.fr.WriteRSTStream(id, code))
 	}
 }
@@ -671,16 +886,24 @@ func (c *conn) writeHeaderBlock(id uint32, endStream bool) {
 }
 
 // writeData writes p to st as far as both flow-control windows allow and queues the rest.
-func (c *conn) writeData(st *Stream, p []byte) {
-	if len(st.pending) > 0 {
-		st.pending = append(st.pending, p...)
-		return
+// It reports false, queueing nothing, when the rest would pass the stream's or the
+// connection's bound on queued bytes while some are queued already (with none queued, one
+// message of any size may wait).
+func (c *conn) writeData(st *Stream, p []byte) bool {
+	if len(st.pending) == 0 {
+		p = p[c.writeAllowed(st, p):]
+		if len(p) == 0 {
+			return true
+		}
 	}
-	sent := c.writeAllowed(st, p)
-	if sent < len(p) {
-		st.pending = append(st.pending[:0], p[sent:]...)
-		c.blocked = append(c.blocked, st)
+	if (len(st.pending) > 0 && len(st.pending)+len(p) > c.opts.MaxStreamSendQueueBytes) ||
+		(c.queued > 0 && c.queued+len(p) > c.opts.MaxConnSendQueueBytes) {
+		return false
 	}
+	st.pending = append(st.pending, p...)
+	c.queued += len(p)
+	c.pump(st)
+	return true
 }
 
 func (c *conn) writeAllowed(st *Stream, p []byte) int {
@@ -691,6 +914,7 @@ func (c *conn) writeAllowed(st *Stream, p []byte) int {
 			break
 		}
 		c.setWriteErr(c.fr.WriteData(st.id, false, p[sent:sent+n]))
+		c.sentData = true
 		st.sendWindow -= int64(n)
 		c.sendWindow -= int64(n)
 		sent += n
@@ -698,28 +922,31 @@ func (c *conn) writeAllowed(st *Stream, p []byte) int {
 	return sent
 }
 
-// sendBlocked retries the streams waiting for window, in the order they blocked.
-func (c *conn) sendBlocked() {
-	keep := c.blocked[:0]
-	for _, st := range c.blocked {
-		if st.closed {
-			continue
-		}
-		sent := c.writeAllowed(st, st.pending)
-		st.pending = st.pending[sent:]
-		if len(st.pending) > 0 {
-			keep = append(keep, st)
-			continue
-		}
+// pump sends what st holds as far as the windows allow, then files it: waiting for
+// connection window (in the blocked queue), waiting for its own window (a WINDOW_UPDATE on
+// it or SETTINGS will pump it again), or done (and its trailers go out if they waited).
+func (c *conn) pump(st *Stream) {
+	sent := c.writeAllowed(st, st.pending)
+	st.pending = st.pending[sent:]
+	c.queued -= sent
+	if sent > 0 {
+		c.returnConnWindow()
+	}
+	switch {
+	case len(st.pending) == 0:
 		st.pending = nil
+		c.unlink(st)
+		c.returnStreamWindow(st)
 		if st.trailers != nil {
 			t := st.trailers
 			st.trailers = nil
 			c.writeTrailers(st, t.code, t.msg)
 		}
+	case st.sendWindow > 0 && c.writeErr == nil:
+		c.link(st) // the connection's window is spent
+	default:
+		c.unlink(st)
 	}
-	clear(c.blocked[len(keep):])
-	c.blocked = keep
 }
 
 // writeTrailers ends st with its status and closes it.
@@ -743,18 +970,43 @@ func (c *conn) writeTrailers(st *Stream, code codes.Code, msg string) {
 	c.closeStream(st, nil)
 }
 
-// drain starts a graceful shutdown of the connection: GOAWAY, then close when no stream
-// is left.
+// drain starts a graceful shutdown of the connection in two phases (RFC 9113 §6.8): a
+// GOAWAY with the largest stream ID and a PING; when the PING's answer comes back (or
+// after drainPingTimeout), every stream the client opened before it has arrived, and a
+// second GOAWAY names the last one. Streams opened after it are refused; the connection
+// closes when no stream is left.
 func (c *conn) drain() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.goAwaySent {
+	if c.closed || c.draining {
+		return
+	}
+	c.draining = true
+	c.setWriteErr(c.fr.WriteGoAway(1<<31-1, http2.ErrCodeNo, nil))
+	c.setWriteErr(c.fr.WritePing(false, drainPing))
+	c.flush()
+	if c.writeErr != nil {
+		c.raw.Close() // wakes the reading goroutine, which ends the connection
+		return
+	}
+	c.drainTimer = time.AfterFunc(drainPingTimeout, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.finishDrain(true)
+	})
+}
+
+// finishDrain is a graceful shutdown's second phase. async: called from outside the
+// connection's goroutine, which must be woken when nothing is left to wait for. Called
+// with mu held.
+func (c *conn) finishDrain(async bool) {
+	if c.closed || !c.draining || c.goAwaySent {
 		return
 	}
 	c.goAwaySent = true
 	c.setWriteErr(c.fr.WriteGoAway(c.maxClientID, http2.ErrCodeNo, nil))
 	c.flush()
-	if len(c.streams) == 0 || c.writeErr != nil {
+	if async && (len(c.streams) == 0 || c.writeErr != nil) {
 		c.raw.Close() // wakes the reading goroutine, which ends the connection
 	}
 }

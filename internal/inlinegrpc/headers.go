@@ -22,6 +22,9 @@ type headerBlock struct {
 	fields    []hpack.HeaderField // reused from block to block
 	size      uint32              // as SETTINGS_MAX_HEADER_LIST_SIZE counts it
 	truncated bool                // over maxHeaderList: the fields are incomplete
+	frames    int                 // CONTINUATION frames so far
+	// selfDependent: the HEADERS frame made the stream depend on itself (RFC 7540 §5.3.1).
+	selfDependent bool
 }
 
 // emitField is the HPACK decoder's callback.
@@ -40,13 +43,24 @@ func (c *conn) emitField(f hpack.HeaderField) {
 
 // startHeaderBlock begins a block at a HEADERS frame.
 func (c *conn) startHeaderBlock(f *http2.HeadersFrame) error {
-	c.hb = headerBlock{streamID: f.StreamID, endStream: f.StreamEnded(), fields: c.hb.fields[:0]}
+	c.hb = headerBlock{streamID: f.StreamID, endStream: f.StreamEnded(), fields: c.hb.fields[:0],
+		selfDependent: f.HasPriority() && f.Priority.StreamDep == f.StreamID}
 	return c.headerFragment(f.HeaderBlockFragment(), f.HeadersEnded())
 }
 
 // headerFragment decodes one fragment; the Framer has checked that CONTINUATION frames
 // follow their HEADERS on the same stream.
 func (c *conn) headerFragment(frag []byte, ended bool) error {
+	// No more decoding than the list may still take, with room for HPACK's overhead: a
+	// fragment larger than twice that (any fragment once the list overflowed) ends the
+	// connection rather than being decoded and thrown away.
+	remaining := 0
+	if !c.hb.truncated {
+		remaining = maxHeaderList - int(c.hb.size)
+	}
+	if len(frag) > 2*remaining {
+		return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("header list over %d bytes and still growing", maxHeaderList)}
+	}
 	if _, err := c.hdec.Write(frag); err != nil {
 		return connError{code: http2.ErrCodeCompression, msg: "HPACK: " + err.Error()}
 	}
@@ -63,6 +77,7 @@ func (c *conn) headerFragment(frag []byte, ended bool) error {
 type requestHeaders struct {
 	method, path string
 	hasPseudo    bool
+	complete     bool                // :method, :scheme and a non-empty :path, as a request needs (RFC 9113 §8.3.1)
 	regular      []hpack.HeaderField // aliases the block's fields
 }
 
@@ -111,6 +126,7 @@ func parseHeaderBlock(fields []hpack.HeaderField) (requestHeaders, error) {
 		}
 	}
 	r.regular = fields[regular:]
+	r.complete = seen[0] && seen[1] && seen[2] && r.path != ""
 	return r, nil
 }
 

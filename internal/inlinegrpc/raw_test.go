@@ -511,8 +511,11 @@ func TestRawMessagesAfterFinishIgnored(t *testing.T) {
 	}
 }
 
-// TestRawShutdownGoAway: Shutdown sends GOAWAY (NO_ERROR, last stream = the last one the
-// client opened), refuses later streams, serves the open one to its end, then closes.
+// TestRawShutdownGoAway: Shutdown drains in two phases: GOAWAY (NO_ERROR, last stream
+// 2^31-1) and a PING; a stream opened before the client answers the PING is still served
+// (it may have been in flight); after the answer a second GOAWAY names the last stream the
+// client opened, later streams are refused, the open ones are served to their end, then
+// the connection closes.
 func TestRawShutdownGoAway(t *testing.T) {
 	ts := startServer(t, Options{})
 	c := dialRaw(t, ts.addr)
@@ -523,11 +526,24 @@ func TestRawShutdownGoAway(t *testing.T) {
 	shutdown := make(chan error, 1)
 	go func() { shutdown <- ts.srv.Shutdown(testCtx(t)) }()
 	events := c.readUntil(func(e frameEvent) bool { return e.typ == http2.FrameGoAway })
-	if g := events[len(events)-1]; g.code != http2.ErrCodeNo || g.lastID != 1 {
-		t.Fatalf("GOAWAY %v last stream %d, want NO_ERROR and 1", g.code, g.lastID)
+	if g := events[len(events)-1]; g.code != http2.ErrCodeNo || g.lastID != 1<<31-1 {
+		t.Fatalf("first GOAWAY %v last stream %d, want NO_ERROR and 2^31-1", g.code, g.lastID)
 	}
+	events = c.readUntil(func(e frameEvent) bool { return e.typ == http2.FramePing && !e.flags.Has(http2.FlagPingAck) })
+	drainData := [8]byte(events[len(events)-1].data)
+	// A stream that was in flight when the first GOAWAY left the server.
 	c.openCall(3, methodUnary)
-	if r := c.readStream(3); r.rst == nil || *r.rst != http2.ErrCodeRefusedStream {
+	c.writeRequestMessage(3, &testgrpc.SimpleRequest{}, true)
+	if r := c.readStream(3); r.rst != nil || grpcStatus(t, r) != 0 {
+		t.Fatalf("stream opened before the PING's answer: %+v, want served", r)
+	}
+	c.check(c.fr.WritePing(true, drainData))
+	events = c.readUntil(func(e frameEvent) bool { return e.typ == http2.FrameGoAway })
+	if g := events[len(events)-1]; g.code != http2.ErrCodeNo || g.lastID != 3 {
+		t.Fatalf("second GOAWAY %v last stream %d, want NO_ERROR and 3", g.code, g.lastID)
+	}
+	c.openCall(5, methodUnary)
+	if r := c.readStream(5); r.rst == nil || *r.rst != http2.ErrCodeRefusedStream {
 		t.Fatalf("stream opened after GOAWAY: %+v, want RST_STREAM REFUSED_STREAM", r)
 	}
 	c.writeRequestMessage(1, &testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte("b")}}, true)

@@ -64,6 +64,23 @@ type Options struct {
 	StreamWindow, ConnWindow int32
 	// WriteTimeout bounds one write to a client that does not read.
 	WriteTimeout time.Duration
+	// MaxStreamSendQueueBytes bounds the answer bytes one stream may hold waiting for the
+	// client's flow-control window; MaxConnSendQueueBytes bounds them over a connection.
+	// A send that would pass a bound while bytes are already waiting resets its stream
+	// (ENHANCE_YOUR_CALM): a client that grants no window cannot make the server hold
+	// more. With nothing waiting, one answer of any size is queued. Defaults: MaxRecvMsgBytes
+	// + 1 MiB for both, so that a whole body answered in chunks (FULL_DUPLEX_STREAMED sends
+	// them in one go) fits for a client with small windows.
+	MaxStreamSendQueueBytes, MaxConnSendQueueBytes int
+	// MaxConnPartialBytes bounds the memory a connection holds in request messages split
+	// across DATA frames and not yet complete, over all its streams (each one is bounded by
+	// MaxRecvMsgBytes). The stream that would go over it ends with RESOURCE_EXHAUSTED.
+	// Default 2 × MaxRecvMsgBytes.
+	MaxConnPartialBytes int
+	// IdleTimeout closes (GOAWAY, then close) a connection that has had no open stream for
+	// this long, counted from the client preface or its last stream's end. Default 5
+	// minutes; negative = never.
+	IdleTimeout time.Duration
 	// Log gets connection-level errors; nil = discard.
 	Log *slog.Logger
 }
@@ -72,9 +89,10 @@ type Options struct {
 const (
 	DefaultMaxRecvMsgBytes      = 4 << 20
 	DefaultMaxConcurrentStreams = 1 << 16
-	DefaultStreamWindow         = 4 << 20
-	DefaultConnWindow           = 16 << 20
+	DefaultStreamWindow         = 1 << 20
+	DefaultConnWindow           = 4 << 20
 	DefaultWriteTimeout         = 30 * time.Second
+	DefaultIdleTimeout          = 5 * time.Minute
 	handshakeTimeout            = 10 * time.Second
 	maxWindow                   = 1<<31 - 1
 )
@@ -119,6 +137,21 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.MaxStreamSendQueueBytes < 0 || opts.MaxConnSendQueueBytes < 0 || opts.MaxConnPartialBytes < 0 {
+		return nil, errors.New("inlinegrpc: negative queue bound in options")
+	}
+	if opts.MaxStreamSendQueueBytes == 0 {
+		opts.MaxStreamSendQueueBytes = opts.MaxRecvMsgBytes + 1<<20
+	}
+	if opts.MaxConnSendQueueBytes == 0 {
+		opts.MaxConnSendQueueBytes = opts.MaxRecvMsgBytes + 1<<20
+	}
+	if opts.MaxConnPartialBytes == 0 {
+		opts.MaxConnPartialBytes = 2 * opts.MaxRecvMsgBytes
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
 	}
 	if opts.TLS != nil {
 		cfg := opts.TLS.Clone()

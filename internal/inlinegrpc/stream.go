@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -14,6 +15,10 @@ import (
 
 // ErrStreamDone is returned by sends on a stream that has finished or ended.
 var ErrStreamDone = errors.New("inlinegrpc: stream is done")
+
+// ErrSendQueueFull: a send would pass Options.MaxStreamSendQueueBytes or
+// MaxConnSendQueueBytes; the stream is reset.
+var ErrSendQueueFull = errors.New("inlinegrpc: send queue full")
 
 // Stream is one gRPC call. Its methods without the Async suffix may only be called from the
 // stream's handler callbacks (they run with the connection's lock held).
@@ -33,10 +38,14 @@ type Stream struct {
 	trailers     *trailers // status waiting behind pending data
 
 	sendWindow  int64
-	pending     []byte // DATA bytes waiting for flow-control window
+	pending     []byte  // DATA bytes waiting for flow-control window
+	linked      bool    // in the connection's queue of streams waiting for its window
+	next, prev  *Stream // links of that queue
 	recvAvail   int64
 	recvUnacked int64
 	partial     []byte // a request message split across DATA frames
+	held        []byte // request bytes waiting for the answers queued before them (resume)
+	endHeld     bool   // the client's END_STREAM came behind held bytes
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -96,9 +105,17 @@ func (st *Stream) Send(m proto.Message) error {
 	}
 	size := len(buf) - 5
 	buf[1], buf[2], buf[3], buf[4] = byte(size>>24), byte(size>>16), byte(size>>8), byte(size)
-	c.writeData(st, buf)
+	queued := c.writeData(st, buf)
 	if cap(buf) <= keptScratchBytes {
 		c.scratch = buf[:0]
+	}
+	if !queued {
+		// The client grants no window for what it was sent already: reset rather than hold
+		// an unbounded amount for it.
+		err := fmt.Errorf("%w: more than %d bytes (stream) or %d (connection) waiting for the client's flow-control window",
+			ErrSendQueueFull, c.opts.MaxStreamSendQueueBytes, c.opts.MaxConnSendQueueBytes)
+		c.resetStream(st.id, http2.ErrCodeEnhanceYourCalm, err)
+		return err
 	}
 	return c.writeErr
 }
@@ -110,6 +127,7 @@ func (st *Stream) Finish(code codes.Code, msg string) {
 		return
 	}
 	st.finishing = true
+	st.c.releasePartial(st) // a refused message's bytes are not kept
 	if len(st.pending) > 0 {
 		st.trailers = &trailers{code: code, msg: msg}
 		return
@@ -146,7 +164,9 @@ func (st *Stream) FinishAsync(code codes.Code, msg string) {
 	c.flush()
 	if c.goAwaySent && len(c.streams) == 0 {
 		c.raw.Close() // the last stream of a draining connection
+		return
 	}
+	c.setWriteErr(c.armIdle()) // the reading goroutine may be waiting without a deadline
 }
 
 // vtMarshaler is implemented by messages generated with vtprotobuf, go-control-plane's
