@@ -164,7 +164,7 @@ func (s *KubeSource) Run(ctx context.Context) error {
 
 	s.log.Info("waiting for informers to sync", "namespaces", s.opts.Namespaces, "gatewayClass", s.opts.GatewayClass)
 	if !toolscache.WaitForCacheSync(ctx.Done(), synced...) {
-		if ctx.Err() != nil && context.Cause(ctx) == context.Canceled {
+		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
 			return nil
 		}
 		return fmt.Errorf("discovery/kube: informers did not sync: %w", context.Cause(ctx))
@@ -200,7 +200,7 @@ func (s *KubeSource) loop(ctx context.Context, cacheStopped <-chan struct{}, cac
 			// The cache only stops before ctx ends when it fails.
 			err := <-cacheErr
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // stopped because Run was cancelled: not a failure
 			}
 			if err == nil {
 				err = errors.New("informer cache stopped")

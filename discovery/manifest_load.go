@@ -3,6 +3,7 @@ package discovery
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -59,9 +60,9 @@ func readManifestDir(dir string) ([]manifestFile, error) {
 		if info.Size() > maxManifestFileBytes {
 			return fmt.Errorf("read %s: %d bytes is over the %d-byte limit for a manifest file", path, info.Size(), maxManifestFileBytes)
 		}
-		data, err := os.ReadFile(path)
+		data, err := readBounded(path, maxManifestFileBytes)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", path, err)
+			return err
 		}
 		rel, err := filepath.Rel(dir, path)
 		if err != nil {
@@ -166,4 +167,23 @@ func joinCapped(errs []error) error {
 		errs = append(errs[:maxManifestErrors:maxManifestErrors], fmt.Errorf("... and %d more errors", extra))
 	}
 	return errors.Join(errs...)
+}
+
+// readBounded reads a file of at most limit bytes. The size checked before is only a fast
+// path: a file that grows after that check (a writer appending) still cannot make the read
+// exceed the limit.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("read %s: over the %d-byte limit for a manifest file", path, limit)
+	}
+	return data, nil
 }

@@ -415,7 +415,7 @@ func sameRouteParentRef(a, b gwapiv1.ParentReference, routeNS string) bool {
 			n.section = string(*r.SectionName)
 		}
 		if r.Port != nil {
-			n.port = int32(*r.Port)
+			n.port = *r.Port
 		}
 		return n
 	}

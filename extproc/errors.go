@@ -131,7 +131,7 @@ func (e *apiError) immediate() *extprocv3.ProcessingResponse {
 	return &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_ImmediateResponse{
 			ImmediateResponse: &extprocv3.ImmediateResponse{
-				Status: &typev3.HttpStatus{Code: typev3.StatusCode(e.status)},
+				Status: &typev3.HttpStatus{Code: typev3.StatusCode(e.status)}, //nolint:gosec // G115: an HTTP status (100-599) from this package
 				Headers: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
 					setHeader("content-type", "application/json"),
 				}},

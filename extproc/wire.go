@@ -266,7 +266,7 @@ func (w *wireRequest) decodeProtocol(b []byte) error {
 			return nil
 		}
 		// Enums are int32 on the wire; proto keeps unknown values as they are.
-		mode := extprocfilterv3.ProcessingMode_BodySendMode(int32(f.varint))
+		mode := extprocfilterv3.ProcessingMode_BodySendMode(int32(f.varint)) //nolint:gosec // G115: proto decodes int32 enums by truncating the varint, as here
 		switch f.num {
 		case fieldRequestBodyMode:
 			w.reqMode = mode

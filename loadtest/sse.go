@@ -53,7 +53,7 @@ func (s *SSEReader) Next() (SSEEvent, error) {
 	for {
 		line, err := s.readLine()
 		if err != nil {
-			if err == io.EOF && s.hasData {
+			if errors.Is(err, io.EOF) && s.hasData {
 				return s.dispatch(), nil
 			}
 			return SSEEvent{}, err
@@ -106,16 +106,16 @@ func (s *SSEReader) readLine() ([]byte, error) {
 		if len(s.line)+len(chunk) > s.maxLine+2 {
 			return nil, fmt.Errorf("%w (over %d bytes)", ErrSSELineTooLong, s.maxLine)
 		}
-		switch err {
-		case nil:
+		switch {
+		case err == nil:
 			if len(s.line) == 0 {
 				return trimEOL(chunk), nil
 			}
 			s.line = append(s.line, chunk...)
 			return trimEOL(s.line), nil
-		case bufio.ErrBufferFull:
+		case errors.Is(err, bufio.ErrBufferFull):
 			s.line = append(s.line, chunk...)
-		case io.EOF:
+		case errors.Is(err, io.EOF):
 			s.line = append(s.line, chunk...)
 			if len(s.line) == 0 {
 				return nil, io.EOF

@@ -134,7 +134,7 @@ func (l *prefixLRU) add(hashes []uint64) {
 	for i := len(hashes) - 1; i >= 0; i-- {
 		l.touch(hashes[i])
 	}
-	l.size.Store(int32(len(l.index)))
+	l.size.Store(int32(len(l.index))) //nolint:gosec // G115: bounded by the LRU capacity (an int32 setting)
 }
 
 func (l *prefixLRU) touch(h uint64) {
@@ -145,7 +145,7 @@ func (l *prefixLRU) touch(h uint64) {
 	}
 	var n int32
 	if len(l.keys) < l.capacity {
-		n = int32(len(l.keys))
+		n = int32(len(l.keys)) //nolint:gosec // G115: bounded by the LRU capacity (an int32 setting)
 		l.keys = append(l.keys, h)
 		l.prev = append(l.prev, -1)
 		l.next = append(l.next, -1)
@@ -210,7 +210,7 @@ func (l *prefixLRU) setCapacity(capacity int) {
 	for i := len(keep) - 1; i >= 0; i-- {
 		l.touch(keep[i])
 	}
-	l.size.Store(int32(len(l.index)))
+	l.size.Store(int32(len(l.index))) //nolint:gosec // G115: bounded by the LRU capacity (an int32 setting)
 }
 
 // clear forgets every block (the endpoint's block span changed: old hashes never match).

@@ -49,7 +49,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 			if idle {
 				idle = false
 				slots := max(1, (r.loops.Load()+scrapeGroup-1)/scrapeGroup)
-				tick.Reset(untilNextTick(time.Now(), r.cfg.ScrapeInterval, int64(slotHash%uint64(slots)), slots))
+				tick.Reset(untilNextTick(time.Now(), r.cfg.ScrapeInterval, int64(slotHash%uint64(slots)), slots)) //nolint:gosec // G115: a value below slots
 			}
 			continue
 		case <-tick.C:
@@ -84,7 +84,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 		if idle = err == nil && r.idle(e); idle {
 			interval = r.cfg.IdleScrapeInterval
 		}
-		tick.Reset(untilNextTick(time.Now(), interval, int64(slotHash%uint64(slots)), slots))
+		tick.Reset(untilNextTick(time.Now(), interval, int64(slotHash%uint64(slots)), slots)) //nolint:gosec // G115: a value below slots
 	}
 }
 

@@ -41,7 +41,7 @@ func newKVCache(numBlocks, blockSize int) *kvCache {
 	}
 	for i := range c.free {
 		// Pop from the end takes block 0 first; order does not matter otherwise.
-		c.free[i] = int32(numBlocks - 1 - i)
+		c.free[i] = int32(numBlocks - 1 - i) //nolint:gosec // G115: block numbers below the int32 block count
 	}
 	return c
 }

@@ -40,7 +40,7 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 	})
 	return &listenerv3.Listener{
 		Name:    listenerName(pl.port),
-		Address: socketAddress(b.opts.ListenerAddress, uint32(pl.port)),
+		Address: socketAddress(b.opts.ListenerAddress, uint32(pl.port)), //nolint:gosec // G115: a validated port (1-65535)
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
 			Name:       hcmFilterName,
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(hcm)},

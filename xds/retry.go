@@ -41,7 +41,7 @@ func (b *builder) retryPolicy(pools []weightedPool) *routev3.RetryPolicy {
 	if b.opts.NumRetries <= 0 {
 		return nil
 	}
-	rp := &routev3.RetryPolicy{RetryOn: retryOn, NumRetries: wrapperspb.UInt32(uint32(b.opts.NumRetries))}
+	rp := &routev3.RetryPolicy{RetryOn: retryOn, NumRetries: wrapperspb.UInt32(uint32(b.opts.NumRetries))} //nolint:gosec // G115: a small non-negative option
 	var timeout time.Duration
 	for _, wp := range pools {
 		t := b.opts.FirstByteTimeout

@@ -252,7 +252,7 @@ func (b *builder) resolveRulePicker(key string, ri int, pools []*poolModel, t *r
 }
 
 func clusterWeight(name string, weight int32) *routev3.WeightedCluster_ClusterWeight {
-	return &routev3.WeightedCluster_ClusterWeight{Name: name, Weight: wrapperspb.UInt32(uint32(weight))}
+	return &routev3.WeightedCluster_ClusterWeight{Name: name, Weight: wrapperspb.UInt32(uint32(weight))} //nolint:gosec // G115: weights are validated in [0, 1,000,000]
 }
 
 // pickerUnavailableBody is the OpenAI-style error a FailClose pool answers without a picker.

@@ -472,7 +472,7 @@ func (p *process) waitForLine(substr string, timeout time.Duration) (string, err
 				return l, nil
 			}
 		case err := <-p.done:
-			return "", fmt.Errorf("%s exited before %q: %v", p.cmd.Args[1], substr, err)
+			return "", fmt.Errorf("%s exited before %q: %w", p.cmd.Args[1], substr, err)
 		case <-deadline:
 			return "", fmt.Errorf("%s did not print %q within %s", p.cmd.Args[1], substr, timeout)
 		}
@@ -481,11 +481,11 @@ func (p *process) waitForLine(substr string, timeout time.Duration) (string, err
 
 // stop interrupts the process (infergw stops cleanly on SIGINT) and waits for it.
 func (p *process) stop() {
-	_ = p.cmd.Process.Signal(os.Interrupt)
+	_ = p.cmd.Process.Signal(os.Interrupt) // already gone: done is closed below anyway
 	select {
 	case <-p.done:
 	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Process.Kill() // an error means it is gone: done closes either way
 		<-p.done
 	}
 }

@@ -43,7 +43,7 @@ func procCPU(pid string) (time.Duration, error) {
 	if err1 != nil || err2 != nil {
 		return 0, fmt.Errorf("cpu of %s: bad utime/stime", pid)
 	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
+	return time.Duration(ut+st) * time.Second / clockTicks, nil //nolint:gosec // G115: clock ticks of one benchmark process, far below 2^63
 }
 
 // machineCPU reads busy and total jiffies from the first line of /proc/stat.

@@ -26,8 +26,8 @@ type fleetLayout struct {
 func (l fleetLayout) podIP(i int) string {
 	ip := l.FirstPodIP.To4()
 	v := uint32(ip[0])<<24 | uint32(ip[1])<<16 | uint32(ip[2])<<8 | uint32(ip[3])
-	v += uint32(i)
-	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).String()
+	v += uint32(i)                                                          //nolint:gosec // G115: pod index < 65,536 (checked by the flag)
+	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).String() //nolint:gosec // G115: the bytes of an IPv4 address, truncation intended
 }
 
 // writeManifests writes the Gateway, HTTPRoute, InferencePool, picker Service and one Pod per

@@ -109,11 +109,11 @@ func runControlPlane(ctx context.Context, f *controlPlaneFlags) error {
 		}
 		grpcOpts = append(grpcOpts, opt)
 	}
-	xdsLis, err := net.Listen("tcp", f.xdsAddr)
+	xdsLis, err := (&net.ListenConfig{}).Listen(ctx, "tcp", f.xdsAddr)
 	if err != nil {
 		return fmt.Errorf("controlplane: listen xds: %w", err)
 	}
-	metricsLis, err := net.Listen("tcp", f.metricsAddr)
+	metricsLis, err := (&net.ListenConfig{}).Listen(ctx, "tcp", f.metricsAddr)
 	if err != nil {
 		xdsLis.Close()
 		return fmt.Errorf("controlplane: listen metrics: %w", err)
@@ -175,7 +175,7 @@ func serveControlPlaneHTTP(ctx context.Context, lis net.Listener, reg *prometheu
 		}
 	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
+	go func() { //nolint:gosec // G118: the shutdown runs after ctx has ended, so it needs a context of its own
 		<-ctx.Done()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -228,7 +228,8 @@ func newControlPlaneBootstrapCmd() *cobra.Command {
 			if output != "" {
 				// Images without a shell (distroless) cannot redirect stdout, so the Helm
 				// chart's init container writes the file through this flag.
-				if err := os.WriteFile(output, out, 0o644); err != nil {
+				if err := os.WriteFile(output, out, 0o644); err != nil { //nolint:gosec // no secret in it; Envoy may run as another user
+
 					return fmt.Errorf("bootstrap: %w", err)
 				}
 				return nil

@@ -133,7 +133,7 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 	// The gRPC port listens only once the first snapshot is applied (ListenWhenReady):
 	// before that the picker could only answer "unknown pool". Check the address now so a
 	// bad flag fails at start, not at readiness.
-	probe, err := net.Listen("tcp", f.grpcAddr)
+	probe, err := (&net.ListenConfig{}).Listen(ctx, "tcp", f.grpcAddr)
 	if err != nil {
 		return fmt.Errorf("--grpc-addr: %w", err)
 	}

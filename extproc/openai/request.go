@@ -111,7 +111,7 @@ func decodeString(tok []byte, escaped bool) (string, error) {
 	}
 	var v string
 	if err := json.Unmarshal(tok, &v); err != nil {
-		return "", fmt.Errorf("%w: %v", errSyntax, err)
+		return "", fmt.Errorf("%w: %w", errSyntax, err)
 	}
 	return v, nil
 }

@@ -39,7 +39,7 @@ func Find(dir string) (string, error) {
 	// .venv. The walk needs an absolute path: the parent of "." is ".".
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return "", fmt.Errorf("%w (resolve %s: %v)", ErrNotFound, dir, err)
+		return "", fmt.Errorf("%w (resolve %s: %w)", ErrNotFound, dir, err)
 	}
 	for d := abs; ; d = filepath.Dir(d) {
 		p := filepath.Join(d, ".venv", "bin", "envoy")
@@ -53,7 +53,7 @@ func Find(dir string) (string, error) {
 }
 
 func isExecutable(p string) bool {
-	st, err := os.Stat(p)
+	st, err := os.Stat(p) //nolint:gosec // G703: probing candidate paths for the Envoy binary is the point
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
 
@@ -122,7 +122,7 @@ func Start(cfg Config, log *slog.Logger) (*Process, error) {
 		"--concurrency", fmt.Sprint(cfg.Concurrency),
 		"--disable-hot-restart",
 	}
-	cmd := exec.Command(cfg.Binary, args...)
+	cmd := exec.Command(cfg.Binary, args...) //nolint:gosec,noctx // the Envoy binary is the operator's choice; Stop ends it, not a context
 	cmd.Dir = cfg.WorkDir
 	out := cfg.Output
 	if out == nil {
@@ -164,7 +164,7 @@ func (p *Process) WaitReady(ctx context.Context) error {
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("envoy exited before it was ready: %v", p.waitErr)
+			return fmt.Errorf("envoy exited before it was ready: %w", p.waitErr)
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for envoy admin %s: %w", p.admin, ctx.Err())
 		case <-time.After(50 * time.Millisecond):

@@ -43,10 +43,10 @@ type connError struct {
 
 func (e connError) Error() string { return fmt.Sprintf("http2 connection error %v: %s", e.code, e.msg) }
 
-// errStreamReset is what a handler's Close gets when the client reset the stream.
-type errStreamReset struct{ code http2.ErrCode }
+// streamResetError is what a handler's Close gets when the client reset the stream.
+type streamResetError struct{ code http2.ErrCode }
 
-func (e errStreamReset) Error() string { return fmt.Sprintf("stream reset by client: %v", e.code) }
+func (e streamResetError) Error() string { return fmt.Sprintf("stream reset by client: %v", e.code) }
 
 // errConnDone: the connection ended gracefully (GOAWAY and no stream left).
 var errConnDone = errors.New("connection done")
@@ -227,7 +227,7 @@ func (c *conn) run() error {
 	c.mu.Lock()
 	c.writeErr = c.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.opts.MaxConcurrentStreams},
-		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(c.opts.StreamWindow)},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(c.opts.StreamWindow)}, //nolint:gosec // StreamWindow is validated in (0, 2^31)
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderList},
 	)
 	if extra := c.opts.ConnWindow - initialWindow; extra > 0 && c.writeErr == nil {
@@ -389,7 +389,7 @@ func (c *conn) handleFrame(f http2.Frame) error {
 			return connError{code: http2.ErrCodeEnhanceYourCalm, msg: fmt.Sprintf("too many RST_STREAMs of unanswered streams (more than %d at once or %d a second)", resetBurst, resetPerSecond)}
 		}
 		if st != nil {
-			c.closeStream(st, errStreamReset{code: f.ErrCode})
+			c.closeStream(st, streamResetError{code: f.ErrCode})
 		} else if f.StreamID > c.maxClientID {
 			return connError{code: http2.ErrCodeProtocol, msg: "RST_STREAM on an idle stream"}
 		}
@@ -512,7 +512,7 @@ func (c *conn) handleHeaders() error {
 		case !hb.endStream:
 			c.resetStream(id, http2.ErrCodeProtocol, errors.New("client HEADERS without END_STREAM on an open stream"))
 		case perr != nil || req.hasPseudo:
-			c.resetStream(id, http2.ErrCodeProtocol, fmt.Errorf("client trailers: %v", orPseudo(perr)))
+			c.resetStream(id, http2.ErrCodeProtocol, fmt.Errorf("client trailers: %w", orPseudo(perr)))
 		default:
 			c.remoteEnd(st)
 		}
@@ -637,7 +637,7 @@ const backpressureBytes = 256 << 10
 
 func (c *conn) returnConnWindow() {
 	if c.recvUnacked >= int64(c.opts.ConnWindow)/2 && c.queued+c.heldBytes < backpressureBytes {
-		c.setWriteErr(c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked)))
+		c.setWriteErr(c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked))) //nolint:gosec // at most the connection window, < 2^31
 		c.recvAvail += c.recvUnacked
 		c.recvUnacked = 0
 	}
@@ -645,7 +645,7 @@ func (c *conn) returnConnWindow() {
 
 func (c *conn) returnStreamWindow(st *Stream) {
 	if st.recvUnacked >= int64(c.opts.StreamWindow)/2 && len(st.pending) == 0 && len(st.held) == 0 && !st.remoteClosed && !st.closed {
-		c.setWriteErr(c.fr.WriteWindowUpdate(st.id, uint32(st.recvUnacked)))
+		c.setWriteErr(c.fr.WriteWindowUpdate(st.id, uint32(st.recvUnacked))) //nolint:gosec // at most the stream window, < 2^31
 		st.recvAvail += st.recvUnacked
 		st.recvUnacked = 0
 	}
@@ -794,7 +794,7 @@ func (c *conn) messageSize(st *Stream, prefix []byte) (int, bool) {
 		return 0, false
 	}
 	size := uint32(prefix[1])<<24 | uint32(prefix[2])<<16 | uint32(prefix[3])<<8 | uint32(prefix[4])
-	if uint64(size) > uint64(c.opts.MaxRecvMsgBytes) {
+	if uint64(size) > uint64(c.opts.MaxRecvMsgBytes) { //nolint:gosec // MaxRecvMsgBytes is validated positive
 		st.Finish(codes.ResourceExhausted, fmt.Sprintf("received message of %d bytes, more than the %d allowed", size, c.opts.MaxRecvMsgBytes))
 		return 0, false
 	}

@@ -374,7 +374,7 @@ func TestClientCancel(t *testing.T) {
 			t.Fatalf("Recv after cancel: %v, want Canceled", err)
 		}
 		h := ts.svc.waitClosed(t)
-		var reset errStreamReset
+		var reset streamResetError
 		if !errors.As(h.closeErr, &reset) {
 			t.Fatalf("handler Close(%v), want a stream-reset error", h.closeErr)
 		}

@@ -107,10 +107,10 @@ func parseHeaderBlock(fields []hpack.HeaderField) (requestHeaders, error) {
 			case ":authority":
 				k = 3
 			}
-			if k < 0 || seen[k] {
+			if k < 0 || seen[k] { //nolint:gosec // k is -1 (checked first) or 0..3, seen has 4
 				return r, fmt.Errorf("%w: unknown or repeated pseudo-header %s", errMalformedHeaders, f.Name)
 			}
-			seen[k], r.hasPseudo = true, true
+			seen[k], r.hasPseudo = true, true //nolint:gosec // k in 0..3 here
 			continue
 		}
 		if !validFieldName(f.Name) || !httpguts.ValidHeaderFieldValue(f.Value) {

@@ -170,7 +170,7 @@ func TestRawClientReset(t *testing.T) {
 	c.check(c.fr.WriteRSTStream(1, http2.ErrCodeCancel))
 
 	h := ts.svc.waitClosed(t)
-	var reset errStreamReset
+	var reset streamResetError
 	if !errors.As(h.closeErr, &reset) || reset.code != http2.ErrCodeCancel {
 		t.Fatalf("handler Close(%v), want a reset with CANCEL", h.closeErr)
 	}

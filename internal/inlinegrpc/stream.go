@@ -104,7 +104,7 @@ func (st *Stream) Send(m proto.Message) error {
 		return err
 	}
 	size := len(buf) - 5
-	buf[1], buf[2], buf[3], buf[4] = byte(size>>24), byte(size>>16), byte(size>>8), byte(size)
+	buf[1], buf[2], buf[3], buf[4] = byte(size>>24), byte(size>>16), byte(size>>8), byte(size) //nolint:gosec // big-endian bytes of a message size bounded by MaxSendMsgBytes
 	queued := c.writeData(st, buf)
 	if cap(buf) <= keptScratchBytes {
 		c.scratch = buf[:0]

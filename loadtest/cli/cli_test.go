@@ -28,7 +28,7 @@ func startServer(t *testing.T) string {
 	}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer k" || r.Header.Get("x-gateway-inference-objective") != "gold" {
-			http.Error(w, `{"error":{"message":"bad auth or header"}}`, 401)
+			http.Error(w, `{"error":{"message":"bad auth or header"}}`, http.StatusUnauthorized)
 			return
 		}
 		w.Header().Set("Content-Type", "text/event-stream")

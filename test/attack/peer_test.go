@@ -2,7 +2,6 @@ package attack
 
 import (
 	"bytes"
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -203,5 +202,3 @@ func grpcMessage(t testing.TB, m proto.Message) []byte {
 	}
 	return append([]byte{0, byte(len(b) >> 24), byte(len(b) >> 16), byte(len(b) >> 8), byte(len(b))}, b...)
 }
-
-var errGone = errors.New("server closed the connection")

@@ -125,15 +125,6 @@ type harness struct {
 	reqSeq  int
 }
 
-func (h *harness) server(addr string) *vllmServer {
-	for _, s := range h.servers {
-		if s.addr == addr {
-			return s
-		}
-	}
-	return nil
-}
-
 // --- requests --------------------------------------------------------------------------
 
 type result struct {

@@ -129,7 +129,7 @@ func ResolveEnvoy(binary string) (string, error) {
 	_, err = io.ReadFull(f, head)
 	f.Close()
 	if err != nil || string(head) != "#!" {
-		return binary, nil
+		return binary, nil //nolint:nilerr // shorter than 2 bytes or no shebang: not a launcher script, the binary itself
 	}
 	venv := filepath.Dir(filepath.Dir(binary))
 	matches, _ := filepath.Glob(filepath.Join(venv, "lib", "python3*", "site-packages", "envoy", "_bin", "envoy"))
