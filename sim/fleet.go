@@ -79,7 +79,7 @@ func (f *Fleet) Servers() []*Server { return f.servers }
 
 // Close stops every sim.
 func (f *Fleet) Close() error {
-	var errs []error
+	errs := make([]error, 0, len(f.servers))
 	for _, s := range f.servers {
 		errs = append(errs, s.Close())
 	}

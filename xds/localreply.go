@@ -17,12 +17,13 @@ import (
 // are local replies too: every mapper but the first excludes them, so they keep their bodies.
 func (b *builder) localReplyConfig() *hcmv3.LocalReplyConfig {
 	unavailable := errorBody(structpb.NewStringValue("endpoint picker unavailable"), "service_unavailable", structpb.NewNumberValue(503))
-	mappers := []*hcmv3.ResponseMapper{
+	mappers := make([]*hcmv3.ResponseMapper, 0, 2+len(envoyLocalReplies))
+	mappers = append(mappers,
 		// A FailClose picker that cannot be reached: its ext_proc stream failed, or it was
 		// skipped (failure_mode_allow) and the pool cluster had no endpoint to fall back to.
 		b.localReplyMapper(extProcErrorCEL, unavailable),
 		b.localReplyMapper(noPickCEL, unavailable),
-	}
+	)
 	for _, r := range envoyLocalReplies {
 		cel := envoyOwnReplyCEL + " && response.code == " + r.status
 		if r.status == "" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"testing"
@@ -21,7 +20,7 @@ func TestManifestsLoadAsOnePoolOfNPods(t *testing.T) {
 	if err := writeManifests(dir, l); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	src, err := discovery.NewDirSource(dir, discovery.DirOptions{}, log)
 	if err != nil {
 		t.Fatal(err)

@@ -19,7 +19,7 @@ func TestScrapeFleetReadsARealSim(t *testing.T) {
 	cfg := sim.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.TimeScale = 0.001
-	s, err := sim.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := sim.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

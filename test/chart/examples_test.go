@@ -114,7 +114,7 @@ func TestKubernetesExamples(t *testing.T) {
 	}
 	envoy := container(t, chartObjs.deploymentByComponent(t, "envoy"), "envoy", false)
 	for _, l := range gw.Spec.Listeners {
-		if !slices.ContainsFunc(envoy.Ports, func(p corev1.ContainerPort) bool { return p.ContainerPort == int32(l.Port) }) {
+		if !slices.ContainsFunc(envoy.Ports, func(p corev1.ContainerPort) bool { return p.ContainerPort == l.Port }) {
 			t.Errorf("Gateway listener port %d is not an Envoy container port", l.Port)
 		}
 	}
