@@ -22,6 +22,9 @@ type Config struct {
 	Scheduler SchedulerConfig
 	// Fallbacks is the number of fallback endpoints returned after the primary (0 = none).
 	Fallbacks int
+	// Outlier is the ejection of endpoints whose responses fail (a zero value means
+	// DefaultOutlierConfig()).
+	Outlier OutlierConfig
 }
 
 // Defaults of Config.
@@ -42,6 +45,7 @@ func DefaultConfig() Config {
 		ModelsRefresh:      DefaultModelsRefresh,
 		Scheduler:          DefaultSchedulerConfig(),
 		Fallbacks:          DefaultFallbacks,
+		Outlier:            DefaultOutlierConfig(),
 	}
 }
 
@@ -62,6 +66,9 @@ func (c Config) withDefaults() Config {
 	if c.Scheduler.isZero() {
 		c.Scheduler = DefaultSchedulerConfig()
 	}
+	if c.Outlier.isZero() {
+		c.Outlier = DefaultOutlierConfig()
+	}
 	return c
 }
 
@@ -80,6 +87,9 @@ func (c Config) validate() error {
 	case c.StalenessThreshold <= c.ScrapeInterval:
 		// Metrics would go stale between two successful scrapes: endpoints would flap.
 		return fmt.Errorf("router config: staleness threshold %v must exceed the scrape interval %v", c.StalenessThreshold, c.ScrapeInterval)
+	}
+	if err := c.Outlier.validate(); err != nil {
+		return fmt.Errorf("router config: %w", err)
 	}
 	if err := c.Scheduler.Validate(); err != nil {
 		return fmt.Errorf("router config: %w", err)

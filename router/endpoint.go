@@ -47,6 +47,7 @@ type endpoint struct {
 	models     atomic.Pointer[modelSet]     // nil until /v1/models answered once
 	inflight   atomic.Int64                 // picks not yet Done (gateway-side)
 	prefix     *prefixLRU
+	out        *outlier // response outcomes and ejection
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the scrape loop returned

@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -36,6 +37,13 @@ type Decision struct {
 
 	primary *endpoint
 	done    atomic.Bool
+	// Response outcome bookkeeping (outcome.go).
+	router       *Router
+	pickedAt     time.Time
+	pendingBytes int64         // uncached prompt bytes counted in the primary's pending prefill
+	answered     *endpoint     // the endpoint whose response headers came back
+	phase        atomic.Uint32 // outcome flags
+	recordMu     sync.Mutex    // serialises ResponseHeaders/FirstByte/Done
 	// Backing arrays for Scores and Endpoints: one allocation per pick instead of three.
 	scoresBuf    [8]ScorerScore
 	endpointsBuf [4]string
@@ -56,6 +64,7 @@ func (d *Decision) Done() {
 	}
 	if d.done.CompareAndSwap(false, true) {
 		d.primary.inflight.Add(-1)
+		d.finishOutcome()
 	}
 }
 
@@ -69,6 +78,7 @@ type scratch struct {
 	total     []float64
 	cols      []float64 // per scorer, per candidate: cols[s*n+i]
 	order     []int32
+	flags     []bool
 	// pc is the pick's context: scorers are called through function values, so a local
 	// pickContext would escape to the heap on every pick.
 	pc pickContext
@@ -129,6 +139,9 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		return nil, fmt.Errorf("%w: no endpoint of pool %q serves model %q", ErrNoReadyEndpoint, req.Pool, req.Model)
 	}
 	allStale := filterFresh(pc, r.cfg.StalenessThreshold)
+	pc.flags = sc.flags
+	r.filterEjected(pc)
+	sc.flags = pc.flags
 	if req.Priority < 0 {
 		// Sheddable: rejected when every candidate is saturated, else kept off the
 		// saturated ones.
@@ -150,7 +163,8 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		pc.prefixHit = grow(sc.prefixHit, n)
 		sc.prefixHit = pc.prefixHit
 	}
-	d := &Decision{Pool: req.Pool, Candidates: n, Stale: allStale, PrefixBlocks: len(pc.hashes)}
+	d := &Decision{Pool: req.Pool, Candidates: n, Stale: allStale, PrefixBlocks: len(pc.hashes),
+		router: r, pickedAt: start}
 	k := min(n, 1+r.cfg.Fallbacks)
 	sc.order = growInt32(sc.order, n)
 	for i := range sc.order {
@@ -179,6 +193,10 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		d.PrefixHitBlocks = pc.prefixHit[primaryIdx]
 		d.primary.prefix.add(pc.hashes)
 	}
+	// The prompt bytes the primary must prefill before this request's first token (its
+	// cached prefix excepted): fresh load the scraped metrics cannot show yet.
+	d.pendingBytes = int64(max(len(req.Prompt)-d.PrefixHitBlocks*r.sched.blockSize, 0))
+	d.primary.out.picked(start, d.pendingBytes)
 	if allStale {
 		p.counters[resultPickedStale].Inc()
 	} else {

@@ -19,6 +19,9 @@ const (
 	ScorerPrefix       = "prefix"
 	ScorerLoRAAffinity = "lora-affinity"
 	ScorerInFlight     = "in-flight"
+	// ScorerPendingPrefill scores the prompt bytes the gateway sent an endpoint that have
+	// not produced a first token yet.
+	ScorerPendingPrefill = "pending-prefill"
 
 	FilterLoRAAffinity = "lora-affinity"
 
@@ -29,11 +32,12 @@ const (
 // Defaults of the scheduler (queue 2, KV 2, prefix 3 as published by GIE; LoRA 1 and
 // in-flight 1 are ours).
 const (
-	DefaultQueueWeight        = 2
-	DefaultKVCacheWeight      = 2
-	DefaultPrefixWeight       = 3
-	DefaultLoRAAffinityWeight = 1
-	DefaultInFlightWeight     = 1
+	DefaultQueueWeight          = 2
+	DefaultKVCacheWeight        = 2
+	DefaultPrefixWeight         = 3
+	DefaultLoRAAffinityWeight   = 1
+	DefaultInFlightWeight       = 1
+	DefaultPendingPrefillWeight = 3
 
 	// DefaultPrefixBlockSize is the prefix block size in characters (bytes of prompt text):
 	// 64 characters are about 16 tokens at ~4 characters per token.
@@ -47,7 +51,7 @@ const (
 )
 
 var (
-	knownScorers = []string{ScorerQueue, ScorerKVCache, ScorerPrefix, ScorerLoRAAffinity, ScorerInFlight}
+	knownScorers = []string{ScorerQueue, ScorerKVCache, ScorerPrefix, ScorerLoRAAffinity, ScorerInFlight, ScorerPendingPrefill}
 	knownFilters = []string{FilterLoRAAffinity}
 	knownPickers = []string{PickerMaxScore, PickerRandom}
 )
@@ -95,7 +99,8 @@ type SaturationConfig struct {
 }
 
 // DefaultSchedulerConfig returns the default plugins: the LoRA-affinity filter; scorers
-// queue 2, kv-cache 2, prefix 3, lora-affinity 1, in-flight 1; the max-score picker.
+// queue 2, kv-cache 2, prefix 3, lora-affinity 1, in-flight 1, pending-prefill 3; the
+// max-score picker.
 func DefaultSchedulerConfig() SchedulerConfig {
 	return SchedulerConfig{
 		Filters: []string{FilterLoRAAffinity},
@@ -105,6 +110,7 @@ func DefaultSchedulerConfig() SchedulerConfig {
 			{Name: ScorerPrefix, Weight: DefaultPrefixWeight},
 			{Name: ScorerLoRAAffinity, Weight: DefaultLoRAAffinityWeight},
 			{Name: ScorerInFlight, Weight: DefaultInFlightWeight},
+			{Name: ScorerPendingPrefill, Weight: DefaultPendingPrefillWeight},
 		},
 		Picker:     PickerMaxScore,
 		Prefix:     PrefixParams{BlockSize: DefaultPrefixBlockSize},
@@ -266,6 +272,8 @@ func defaultWeight(name string) (float64, bool) {
 		return DefaultLoRAAffinityWeight, true
 	case ScorerInFlight:
 		return DefaultInFlightWeight, true
+	case ScorerPendingPrefill:
+		return DefaultPendingPrefillWeight, true
 	}
 	return 0, false
 }

@@ -36,6 +36,7 @@ type pickContext struct {
 	hashes    []uint64 // chained prefix-block hashes of the prompt
 	isAdapter bool     // the model is known to be a LoRA adapter
 	prefixHit []int    // per candidate: matched prefix blocks (filled by the prefix scorer)
+	flags     []bool   // per candidate scratch (ejection snapshot)
 }
 
 func newScheduler(cfg SchedulerConfig) *scheduler {
@@ -66,6 +67,8 @@ func newScheduler(cfg SchedulerConfig) *scheduler {
 			fn = scoreLoRAAffinity
 		case ScorerInFlight:
 			fn = scoreInFlight
+		case ScorerPendingPrefill:
+			fn = scorePendingPrefill
 		}
 		s.scorers = append(s.scorers, weightedScorer{name: sc.Name, weight: sc.Weight, score: fn})
 	}
@@ -203,6 +206,22 @@ func scoreInFlight(pc *pickContext, out []float64) {
 		out[i] = float64(e.inflight.Load())
 	}
 	invertMinMax(out)
+}
+
+// pendingPrefillHalfBytes is the pending prompt size (~256 tokens, ~15 ms of prefill on an
+// 8B model on one H100) at which the pending-prefill score halves.
+const pendingPrefillHalfBytes = 1024
+
+// scorePendingPrefill: 1 / (1 + pending/1 KiB), where pending is the uncached prompt bytes
+// of the endpoint's picks still waiting for their first token. A new request's first token
+// waits for those prefills, whatever the endpoint's decoding load; the count is exact at
+// the gateway, where the scraped queue is up to one scrape old. Not min-max normalised: an
+// idle endpoint and one with a few bytes pending should score nearly alike, and a
+// difference in nothing but stale metrics must not send every request to the same pod.
+func scorePendingPrefill(pc *pickContext, out []float64) {
+	for i, e := range pc.eps {
+		out[i] = 1 / (1 + float64(max(e.out.pendingBytes.Load(), 0))/pendingPrefillHalfBytes)
+	}
 }
 
 // invertMinMax maps values to (max-v)/(max-min); all 1 when they are equal.

@@ -187,6 +187,8 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 		s.handleGenerate(ctx, false)
 	case path == "/metrics" && method == fasthttp.MethodGet:
 		s.metricsH(ctx)
+	case path == "/debug/engine" && method == fasthttp.MethodGet:
+		s.handleDebugEngine(ctx)
 	case path == "/health" && method == fasthttp.MethodGet:
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	case path == "/v1/models" && method == fasthttp.MethodGet:

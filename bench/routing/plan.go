@@ -146,6 +146,25 @@ func buildPlan(o options) (plan, error) {
 			Workload: loadtest.WorkloadConfig{Kind: "sharegpt"},
 		},
 		{
+			Name: "unique",
+			Description: "unique prompts (no shared prefix), 64–1,024 words uniform, 128 output tokens, " +
+				"moderate load",
+			ModelRate: perPod(uniquePerPodRate), Warmup: warm, Duration: dur,
+			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
+			Workload: loadtest.WorkloadConfig{Kind: "synthetic",
+				Input:  loadtest.LengthDist{Kind: "uniform", Min: 64, Max: 1024},
+				Output: loadtest.LengthDist{Kind: "fixed", Mean: 128}},
+		},
+		{
+			Name:        "unique-high",
+			Description: "the unique workload at high load",
+			ModelRate:   perPod(uniqueHighPerPodRate), Warmup: warm, Duration: dur,
+			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
+			Workload: loadtest.WorkloadConfig{Kind: "synthetic",
+				Input:  loadtest.LengthDist{Kind: "uniform", Min: 64, Max: 1024},
+				Output: loadtest.LengthDist{Kind: "fixed", Mean: 128}},
+		},
+		{
 			Name: "lora-mix",
 			Description: fmt.Sprintf("%d adapters, equal traffic, 2 adapter slots per pod; prompts 256±64 "+
 				"words, 128 output tokens", o.Adapters),
@@ -165,4 +184,6 @@ const (
 	sharedPrefixPerPodRate = 6.0
 	mixedPerPodRate        = 9.6
 	loraPerPodRate         = 6.0
+	uniquePerPodRate       = 5.0
+	uniqueHighPerPodRate   = 12.0
 )
