@@ -26,6 +26,7 @@ type Server struct {
 	created  int64
 	idPrefix string
 	nextID   atomic.Uint64
+	faults   atomic.Pointer[Faults]
 
 	adaptersMu sync.RWMutex
 	adapters   map[string]string // served LoRA adapters -> path
@@ -63,6 +64,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	for _, a := range cfg.LoRAAdapters {
 		s.adapters[a] = "/sim/adapters/" + a
 	}
+	faults := cfg.Faults
+	s.faults.Store(&faults)
 	s.engine = newEngine(&s.cfg, log)
 	m, err := newMetrics(s.registry, &s.cfg, s.engine)
 	if err != nil {
