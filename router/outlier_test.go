@@ -31,7 +31,7 @@ func testMachine(mutate func(*OutlierConfig)) *outlierMachine {
 }
 
 func TestOutlierMachineBackoffGrowsToCap(t *testing.T) {
-	m := testMachine(func(c *OutlierConfig) { c.BaseEjection, c.MaxEjection = time.Second, 10 * time.Second })
+	m := testMachine(func(c *OutlierConfig) { c.BaseEjection, c.MaxEjection = time.Second, 10*time.Second })
 	var got []time.Duration
 	for range 6 {
 		for !m.record(true) {
