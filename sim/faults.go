@@ -56,6 +56,10 @@ func (s *Server) Faults() Faults {
 	return Faults{}
 }
 
+// GenerationRequests counts the generation requests the sim received, including those a
+// fault answered: how much traffic a gateway sent it.
+func (s *Server) GenerationRequests() uint64 { return s.genReqs.Load() }
+
 // injectFault applies the configured faults to one generation request; true means the
 // request was answered (or its connection reset) and must not be served.
 func (s *Server) injectFault(ctx *fasthttp.RequestCtx) bool {

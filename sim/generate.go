@@ -13,6 +13,7 @@ import (
 
 // handleGenerate serves /v1/completions and /v1/chat/completions.
 func (s *Server) handleGenerate(ctx *fasthttp.RequestCtx, chat bool) {
+	s.genReqs.Add(1)
 	if s.injectFault(ctx) {
 		return
 	}

@@ -27,6 +27,7 @@ type Server struct {
 	idPrefix string
 	nextID   atomic.Uint64
 	faults   atomic.Pointer[Faults]
+	genReqs  atomic.Uint64 // generation requests received, faulted ones included
 
 	adaptersMu sync.RWMutex
 	adapters   map[string]string // served LoRA adapters -> path
