@@ -2,6 +2,7 @@ package router
 
 import (
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -402,4 +403,20 @@ func slicesDeleteScorer(s []ScorerSpec, name string) []ScorerSpec {
 		}
 	}
 	return out
+}
+
+// TestPendingPrefillKeepsPrefixAffinity: a second request of a shared prompt follows the
+// first to its endpoint even while that one is still prefilling it: elsewhere it would
+// prefill the whole prompt itself, no sooner.
+func TestPendingPrefillKeepsPrefixAffinity(t *testing.T) {
+	r, _ := newTestRouter(t, nil)
+	installPool(r, "ns/p", []*endpoint{staticEndpoint("a:1", metricsState{}), staticEndpoint("b:1", metricsState{})})
+	shared := []byte(stringsRepeat("a long shared system prompt of many words ", 200))
+	first := mustPick(t, r, &Request{Pool: "ns/p", Model: "m", Prompt: append(slices.Clip(shared), "question one"...)})
+	second := mustPick(t, r, &Request{Pool: "ns/p", Model: "m", Prompt: append(slices.Clip(shared), "question two"...)})
+	if second.Endpoints[0] != first.Endpoints[0] {
+		t.Fatalf("second request went to %s, first to %s: prefix affinity lost to the pending prefill", second.Endpoints[0], first.Endpoints[0])
+	}
+	first.Done()
+	second.Done()
 }

@@ -163,6 +163,7 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		pc.prefixHit = grow(sc.prefixHit, n)
 		sc.prefixHit = pc.prefixHit
 	}
+	pc.blockSize = r.sched.blockSize
 	d := &Decision{Pool: req.Pool, Candidates: n, Stale: allStale, PrefixBlocks: len(pc.hashes),
 		router: r, pickedAt: start}
 	k := min(n, 1+r.cfg.Fallbacks)

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -37,6 +38,9 @@ type pickContext struct {
 	isAdapter bool     // the model is known to be a LoRA adapter
 	prefixHit []int    // per candidate: matched prefix blocks (filled by the prefix scorer)
 	flags     []bool   // per candidate scratch (ejection snapshot)
+	// prefixDone: the prefix scorer filled prefixHit; blockSize is its block size.
+	prefixDone bool
+	blockSize  int
 }
 
 func newScheduler(cfg SchedulerConfig) *scheduler {
@@ -71,6 +75,11 @@ func newScheduler(cfg SchedulerConfig) *scheduler {
 			fn = scorePendingPrefill
 		}
 		s.scorers = append(s.scorers, weightedScorer{name: sc.Name, weight: sc.Weight, score: fn})
+	}
+	// pending-prefill reads the prefix scorer's matches: it runs last.
+	if i := slices.IndexFunc(s.scorers, func(w weightedScorer) bool { return w.name == ScorerPendingPrefill }); i >= 0 {
+		pp := s.scorers[i]
+		s.scorers = append(slices.Delete(s.scorers, i, i+1), pp)
 	}
 	return s
 }
@@ -208,19 +217,34 @@ func scoreInFlight(pc *pickContext, out []float64) {
 	invertMinMax(out)
 }
 
-// pendingPrefillHalfBytes is the pending prompt size (~256 tokens, ~15 ms of prefill on an
-// 8B model on one H100) at which the pending-prefill score halves.
-const pendingPrefillHalfBytes = 1024
+// pendingPrefillScaleBytes is the extra prefill (~256 tokens, ~15 ms on an 8B model on one
+// H100) at which the pending-prefill score halves.
+const pendingPrefillScaleBytes = 1024
 
-// scorePendingPrefill: 1 / (1 + pending/1 KiB), where pending is the uncached prompt bytes
-// of the endpoint's picks still waiting for their first token. A new request's first token
-// waits for those prefills, whatever the endpoint's decoding load; the count is exact at
-// the gateway, where the scraped queue is up to one scrape old. Not min-max normalised: an
-// idle endpoint and one with a few bytes pending should score nearly alike, and a
-// difference in nothing but stale metrics must not send every request to the same pod.
+// scorePendingPrefill scores the prompt work an endpoint must do before this request's
+// first token: the uncached prompt bytes of its picks still waiting for a first token (exact
+// at the gateway, where the scraped queue is up to one scrape old), plus this prompt's part
+// not in its prefix cache. With c the smallest such work among the candidates, an endpoint
+// with work w scores 1 / (1 + (w − c)/1 KiB): the endpoint that can start soonest scores 1,
+// one with a prompt ahead of ~250 tokens more scores ½. Relative to the best, so that a
+// difference in nothing but stale metrics cannot send every request to one pod (the
+// unique-prompt benchmark's herding), and absolute in scale, so that a few bytes do not
+// weigh like a full prompt. It reads the prefix scorer's matches when that ran first.
 func scorePendingPrefill(pc *pickContext, out []float64) {
+	prompt := len(pc.req.Prompt)
+	hits := len(pc.prefixHit) == len(pc.eps) && pc.prefixDone
+	lo := math.Inf(1)
 	for i, e := range pc.eps {
-		out[i] = 1 / (1 + float64(max(e.out.pendingBytes.Load(), 0))/pendingPrefillHalfBytes)
+		own := prompt
+		if hits {
+			own = max(prompt-pc.prefixHit[i]*pc.blockSize, 0)
+		}
+		w := float64(max(e.out.pendingBytes.Load(), 0) + int64(own))
+		out[i] = w
+		lo = min(lo, w)
+	}
+	for i, w := range out {
+		out[i] = 1 / (1 + (w-lo)/pendingPrefillScaleBytes)
 	}
 }
 
@@ -292,4 +316,5 @@ func scorePrefix(pc *pickContext, out []float64) {
 		pc.prefixHit[i] = n
 		out[i] = float64(n) / float64(total)
 	}
+	pc.prefixDone = true
 }

@@ -185,5 +185,5 @@ const (
 	mixedPerPodRate        = 9.6
 	loraPerPodRate         = 6.0
 	uniquePerPodRate       = 5.0
-	uniqueHighPerPodRate   = 12.0
+	uniqueHighPerPodRate   = 10.0
 )
