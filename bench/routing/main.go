@@ -131,7 +131,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				s.Failed, s.Requests, res.CPU.BenchCores, res.CPU.EnvoyCores, 100*res.CPU.MachineBusy)
 			if v := res.View; v != nil {
 				fmt.Fprintf(stderr, "    sims: arrivals per pod %v, %.0f%% behind a prefill, %.0f prompt tokens ahead per arrival, sim-side TTFT mean %s ms; mean pending prefill tokens per pod %.0f\n",
-					v.Arrivals, 100*v.BehindPrefill, v.TokensAhead, ms(res.Sims.SimTTFTMean()), v.MeanPrefillToks)
+					v.Arrivals, 100*v.BehindPrefill, v.TokensAhead, ms(1000*res.Sims.SimTTFTMean()), v.MeanPrefillToks)
 			}
 			rep.Results = append(rep.Results, res)
 			if err := writeCellReport(out, res); err != nil {

@@ -152,7 +152,7 @@ func buildPlan(o options) (plan, error) {
 			ModelRate: perPod(uniquePerPodRate), Warmup: warm, Duration: dur,
 			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
 			Workload: loadtest.WorkloadConfig{Kind: "synthetic",
-				Input:  loadtest.LengthDist{Kind: "uniform", Min: 64, Max: 1024},
+				Input:  loadtest.LengthDist{Kind: "uniform", Min: 64, Max: 1024, Mean: 544},
 				Output: loadtest.LengthDist{Kind: "fixed", Mean: 128}},
 		},
 		{
@@ -161,7 +161,7 @@ func buildPlan(o options) (plan, error) {
 			ModelRate:   perPod(uniqueHighPerPodRate), Warmup: warm, Duration: dur,
 			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
 			Workload: loadtest.WorkloadConfig{Kind: "synthetic",
-				Input:  loadtest.LengthDist{Kind: "uniform", Min: 64, Max: 1024},
+				Input:  loadtest.LengthDist{Kind: "uniform", Min: 64, Max: 1024, Mean: 544},
 				Output: loadtest.LengthDist{Kind: "fixed", Mean: 128}},
 		},
 		{
