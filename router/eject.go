@@ -155,21 +155,31 @@ func (o *outlier) remove() {
 	}
 }
 
-// picked notes a request sent to the endpoint (for first-byte stall detection).
-func (o *outlier) picked(now time.Time, pendingBytes int64) {
-	if o.awaiting.Add(1) == 1 {
+// picked notes a request sent to the endpoint: its pending prefill, and for a streamed
+// request (whose first byte is its first token) the first-byte stall watch.
+func (o *outlier) picked(now time.Time, pendingBytes int64, stream bool) {
+	o.pendingBytes.Add(pendingBytes)
+	if !stream {
+		return
+	}
+	// The clock starts before the count rises, so that no concurrent pick sees a waiting
+	// request with an old progress time.
+	if o.awaiting.Load() == 0 {
 		o.progress.Store(now.UnixNano())
 	}
-	o.pendingBytes.Add(pendingBytes)
+	o.awaiting.Add(1)
 }
 
-// responded notes that a picked request no longer waits for its first byte; firstByte
-// says it got one (progress).
-func (o *outlier) responded(firstByte bool, pendingBytes int64) {
-	if firstByte {
+// responded undoes picked when the request stops waiting for its first byte; progress
+// says the endpoint answered (a first byte, or a 5xx: alive, if failing).
+func (o *outlier) responded(progress bool, pendingBytes int64, stream bool) {
+	o.pendingBytes.Add(-pendingBytes)
+	if !stream {
+		return
+	}
+	if progress {
 		o.progress.Store(time.Now().UnixNano())
 	}
-	o.pendingBytes.Add(-pendingBytes)
 	o.awaiting.Add(-1)
 }
 

@@ -29,15 +29,16 @@ func (d *Decision) ResponseHeaders(status int, upstream string) {
 		d.answered = d.router.endpointOf(d.Pool, upstream) // nil: not one of the pool's
 	}
 	if status >= 500 {
-		d.resolveFirstByte(false)
+		d.resolveFirstByte(true)
 		d.recordLocked(d.answered, true)
 		return
 	}
 	d.phase.Or(phaseHeadersOK)
 }
 
-// FirstByte reports the first byte of the response body. A first byte later than the
-// first-byte timeout is a failure of the endpoint that answered, else a success.
+// FirstByte reports the first byte of the response body. For a streamed request (its
+// first byte is its first token) a first byte later than the first-byte timeout is a
+// failure of the endpoint that answered; otherwise it is a success.
 func (d *Decision) FirstByte() {
 	if d == nil || d.primary == nil {
 		return
@@ -56,7 +57,7 @@ func (d *Decision) FirstByte() {
 		target = d.primary // headers not reported: the body can only be the primary's
 	}
 	timeout := d.router.cfg.Outlier.FirstByteTimeout
-	d.recordLocked(target, timeout > 0 && time.Since(d.pickedAt) > timeout)
+	d.recordLocked(target, d.stream && timeout > 0 && time.Since(d.pickedAt) > timeout)
 }
 
 // NoResponse reports that the request was sent and its stream ended without any response
@@ -92,7 +93,7 @@ func (d *Decision) resolveFirstByte(gotByte bool) {
 		return
 	}
 	d.phase.Or(phaseFirstByteResolved)
-	d.primary.out.responded(gotByte, d.pendingBytes)
+	d.primary.out.responded(gotByte, d.pendingBytes, d.stream)
 }
 
 func (d *Decision) recordLocked(e *endpoint, failed bool) {

@@ -293,7 +293,7 @@ func TestOutcomeAttribution(t *testing.T) {
 
 	// Answered by the other endpoint: Envoy retried, the primary failed; the answer (200
 	// but its first byte after the 1 ns timeout) is a failure of the one that answered.
-	d := mustPick(t, r, &Request{Pool: "ns/p", Model: "m"})
+	d := mustPick(t, r, &Request{Pool: "ns/p", Model: "m", Stream: true})
 	primary, other := d.Endpoints[0], d.Endpoints[1]
 	d.ResponseHeaders(200, other)
 	time.Sleep(time.Millisecond)
@@ -302,10 +302,20 @@ func TestOutcomeAttribution(t *testing.T) {
 	if failures(primary) != 1 || failures(other) != 1 {
 		t.Fatalf("failures primary %v other %v, want 1 and 1", failures(primary), failures(other))
 	}
+	// Not streamed: the first byte comes with the whole answer, late is no failure.
+	d = mustPick(t, r, &Request{Pool: "ns/p", Model: "m"})
+	before := failures(d.Endpoints[0])
+	d.ResponseHeaders(200, d.Endpoints[0])
+	time.Sleep(time.Millisecond)
+	d.FirstByte()
+	d.Done()
+	if failures(d.Endpoints[0]) != before {
+		t.Fatalf("a non-streamed answer counted as a late first byte")
+	}
 	// No response at all: the primary failed. Reports after Done are ignored.
 	d = mustPick(t, r, &Request{Pool: "ns/p", Model: "m"})
 	p := d.Endpoints[0]
-	before := failures(p)
+	before = failures(p)
 	d.NoResponse()
 	d.Done()
 	d.ResponseHeaders(500, p)
@@ -323,16 +333,28 @@ func TestOutcomeAttribution(t *testing.T) {
 	}
 }
 
-// TestFirstByteStallEjects: an endpoint holding requests without a first byte for the
-// timeout is ejected at the next pick, and new requests go elsewhere.
+// TestFirstByteStallEjects: an endpoint holding streamed requests without a first byte for
+// the timeout is ejected at the next pick, and new requests go elsewhere. Non-streamed
+// requests (answered whole at the end) never count as a stall.
 func TestFirstByteStallEjects(t *testing.T) {
 	r, _, lb := newOutlierRouter(t, func(c *OutlierConfig) { c.FirstByteTimeout = 20 * time.Millisecond })
 	slow, fast := staticEndpoint("slow:1", metricsState{}), staticEndpoint("fast:1", metricsState{})
 	installPool(r, "ns/p", []*endpoint{slow, fast})
-	// Requests to slow never get a first byte; fast answers at once.
 	var held []*Decision
 	for range 20 {
-		d := mustPick(t, r, &Request{Pool: "ns/p", Model: "m", Subset: []string{"slow:1"}})
+		held = append(held, mustPick(t, r, &Request{Pool: "ns/p", Model: "m", Subset: []string{"slow:1"}}))
+	}
+	time.Sleep(50 * time.Millisecond) // past the timeout: a lower bound, not a timed assertion
+	for range 20 {
+		d := mustPick(t, r, &Request{Pool: "ns/p", Model: "m"})
+		d.Done()
+	}
+	if slow.out.ejected.Load() {
+		t.Fatal("ejected for non-streamed requests without a first byte")
+	}
+	// Streamed requests to slow never get a first byte; fast answers at once.
+	for range 20 {
+		d := mustPick(t, r, &Request{Pool: "ns/p", Model: "m", Subset: []string{"slow:1"}, Stream: true})
 		held = append(held, d)
 	}
 	eventually(t, 5*time.Second, "stall ejection", func() bool {

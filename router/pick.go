@@ -15,6 +15,9 @@ type Request struct {
 	Prompt   []byte   // text used for prefix hashing; may be nil. Never logged.
 	Priority int      // from the InferenceObjective; < 0 means sheddable
 	Subset   []string // candidate "ip:port" list from the proxy's subset hint; nil = no hint; non-nil empty = ErrEmptySubset
+	// Stream: the response is streamed, so its first byte is its first token (first-byte
+	// timeouts apply to streamed requests only: a non-streamed answer comes at the end).
+	Stream bool
 }
 
 // Decision is the answer of Pick.
@@ -41,6 +44,7 @@ type Decision struct {
 	router       *Router
 	pickedAt     time.Time
 	pendingBytes int64         // uncached prompt bytes counted in the primary's pending prefill
+	stream       bool          // Request.Stream
 	answered     *endpoint     // the endpoint whose response headers came back
 	phase        atomic.Uint32 // outcome flags
 	recordMu     sync.Mutex    // serialises ResponseHeaders/FirstByte/Done
@@ -197,7 +201,8 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	// The prompt bytes the primary must prefill before this request's first token (its
 	// cached prefix excepted): fresh load the scraped metrics cannot show yet.
 	d.pendingBytes = int64(max(len(req.Prompt)-d.PrefixHitBlocks*r.sched.blockSize, 0))
-	d.primary.out.picked(start, d.pendingBytes)
+	d.stream = req.Stream
+	d.primary.out.picked(start, d.pendingBytes, req.Stream)
 	if allStale {
 		p.counters[resultPickedStale].Inc()
 	} else {

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,8 +84,21 @@ func sum(v []uint64) (n uint64) {
 	return n
 }
 
-// load sends total requests from `workers` concurrent clients (a bounded loop) and returns
-// the statuses seen (0 = transport error).
+// tryStream sends one small streamed chat completion, reads it to the end and returns its
+// status, or 0 on a transport error.
+func tryStream(url string) int {
+	body := []byte(`{"model":"` + baseModel + `","max_tokens":2,"stream":true,"messages":[{"role":"user","content":"poll"}]}`)
+	resp, err := client.Post(url+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// load sends total streamed requests from `workers` concurrent clients (a bounded loop) and
+// returns the statuses seen (0 = transport error).
 func (f *faultFleet) load(workers, total int) map[int]int {
 	var mu sync.Mutex
 	statuses := map[int]int{}
@@ -94,7 +109,7 @@ func (f *faultFleet) load(workers, total int) map[int]int {
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(total) {
-				st := tryChat(f.gw.url, nil)
+				st := tryStream(f.gw.url)
 				mu.Lock()
 				statuses[st]++
 				mu.Unlock()
