@@ -217,23 +217,22 @@ func scoreInFlight(pc *pickContext, out []float64) {
 	invertMinMax(out)
 }
 
-// pendingPrefillScaleBytes is the extra prefill (~256 tokens, ~15 ms on an 8B model on one
-// H100) at which the pending-prefill score halves.
-const pendingPrefillScaleBytes = 1024
+// pendingPrefillMinSpanBytes is the smallest spread of prefill work (~1,000 tokens, ~60 ms on
+// an 8B model on one H100) that the pending-prefill score stretches over its whole range.
+const pendingPrefillMinSpanBytes = 4096
 
 // scorePendingPrefill scores the prompt work an endpoint must do before this request's
 // first token: the uncached prompt bytes of its picks still waiting for a first token (exact
 // at the gateway, where the scraped queue is up to one scrape old), plus this prompt's part
-// not in its prefix cache. With c the smallest such work among the candidates, an endpoint
-// with work w scores 1 / (1 + (w − c)/1 KiB): the endpoint that can start soonest scores 1,
-// one with a prompt ahead of ~250 tokens more scores ½. Relative to the best, so that a
-// difference in nothing but stale metrics cannot send every request to one pod (the
-// unique-prompt benchmark's herding), and absolute in scale, so that a few bytes do not
-// weigh like a full prompt. It reads the prefix scorer's matches when that ran first.
+// not in its prefix cache. With w that work and lo, hi its least and most among the
+// candidates, the score is 1 − (w − lo) / max(hi − lo, 4 KiB): linear in the extra work, so
+// that it ranks endpoints as well under high load (every endpoint has prompts pending) as
+// under a light one, and stretched over at least 4 KiB, so that a few bytes do not weigh
+// like a full prompt. It reads the prefix scorer's matches when that ran first.
 func scorePendingPrefill(pc *pickContext, out []float64) {
 	prompt := len(pc.req.Prompt)
 	hits := len(pc.prefixHit) == len(pc.eps) && pc.prefixDone
-	lo := math.Inf(1)
+	lo, hi := math.Inf(1), math.Inf(-1)
 	for i, e := range pc.eps {
 		own := prompt
 		if hits {
@@ -241,10 +240,11 @@ func scorePendingPrefill(pc *pickContext, out []float64) {
 		}
 		w := float64(max(e.out.pendingBytes.Load(), 0) + int64(own))
 		out[i] = w
-		lo = min(lo, w)
+		lo, hi = min(lo, w), max(hi, w)
 	}
+	span := max(hi-lo, pendingPrefillMinSpanBytes)
 	for i, w := range out {
-		out[i] = 1 / (1 + (w-lo)/pendingPrefillScaleBytes)
+		out[i] = 1 - (w-lo)/span
 	}
 }
 
