@@ -46,6 +46,7 @@ type endpoint struct {
 	lastFailed atomic.Bool                  // the most recent scrape failed
 	models     atomic.Pointer[modelSet]     // nil until /v1/models answered once
 	inflight   atomic.Int64                 // picks not yet Done (gateway-side)
+	lastPick   atomic.Int64                 // unix nanoseconds of the last pick as primary
 	prefix     *prefixLRU
 	out        *outlier // response outcomes and ejection
 

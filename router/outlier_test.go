@@ -386,8 +386,10 @@ func TestFirstByteStallEjects(t *testing.T) {
 func TestPendingPrefillSpreadsUniquePrompts(t *testing.T) {
 	for _, withScorer := range []bool{true, false} {
 		r, _ := newTestRouter(t, func(c *Config) {
+			// least-recent alone would also avoid a: keep it out to test pending-prefill.
+			c.Scheduler.Scorers = slicesDeleteScorer(c.Scheduler.Scorers, ScorerLeastRecent)
 			if !withScorer {
-				c.Scheduler.Scorers = slicesDeleteScorer(c.Scheduler.Scorers, ScorerPendingPrefill)
+				c.Scheduler.Scorers = slicesDeleteScorer(slicesDeleteScorer(c.Scheduler.Scorers, ScorerPendingPrefill), ScorerLeastRecent)
 			}
 		})
 		eps := []*endpoint{staticEndpoint("a:1", metricsState{kvUsage: 0.1}), staticEndpoint("b:1", metricsState{kvUsage: 0.5}),
@@ -441,4 +443,25 @@ func TestPendingPrefillKeepsPrefixAffinity(t *testing.T) {
 	}
 	first.Done()
 	second.Done()
+}
+
+// TestLeastRecentRotatesWhenSignalsAreFlat: with nothing to tell endpoints apart (equal
+// metrics, nothing in flight or pending), picks rotate like round robin instead of landing
+// at random, which would queue some requests behind others.
+func TestLeastRecentRotatesWhenSignalsAreFlat(t *testing.T) {
+	r, _ := newTestRouter(t, nil)
+	installPool(r, "ns/p", []*endpoint{staticEndpoint("a:1", metricsState{}), staticEndpoint("b:1", metricsState{}),
+		staticEndpoint("c:1", metricsState{}), staticEndpoint("d:1", metricsState{})})
+	for round := range 5 {
+		seen := map[string]bool{}
+		for range 4 {
+			d := mustPick(t, r, &Request{Pool: "ns/p", Model: "m", Stream: true})
+			seen[d.Endpoints[0]] = true
+			d.FirstByte()
+			d.Done()
+		}
+		if len(seen) != 4 {
+			t.Fatalf("round %d: 4 picks went to %d endpoints, want every endpoint once", round, len(seen))
+		}
+	}
 }

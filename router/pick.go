@@ -194,6 +194,7 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	primaryIdx := int(sc.order[0])
 	d.primary = pc.eps[primaryIdx]
 	d.primary.inflight.Add(1)
+	d.primary.lastPick.Store(start.UnixNano())
 	if len(pc.hashes) > 0 {
 		d.PrefixHitBlocks = pc.prefixHit[primaryIdx]
 		d.primary.prefix.add(pc.hashes)

@@ -22,6 +22,8 @@ const (
 	// ScorerPendingPrefill scores the prompt bytes the gateway sent an endpoint that have
 	// not produced a first token yet.
 	ScorerPendingPrefill = "pending-prefill"
+	// ScorerLeastRecent scores the time since the endpoint was last picked.
+	ScorerLeastRecent = "least-recent"
 
 	FilterLoRAAffinity = "lora-affinity"
 
@@ -38,6 +40,7 @@ const (
 	DefaultLoRAAffinityWeight   = 1
 	DefaultInFlightWeight       = 1
 	DefaultPendingPrefillWeight = 3
+	DefaultLeastRecentWeight    = 1
 
 	// DefaultPrefixBlockSize is the prefix block size in characters (bytes of prompt text):
 	// 64 characters are about 16 tokens at ~4 characters per token.
@@ -51,7 +54,7 @@ const (
 )
 
 var (
-	knownScorers = []string{ScorerQueue, ScorerKVCache, ScorerPrefix, ScorerLoRAAffinity, ScorerInFlight, ScorerPendingPrefill}
+	knownScorers = []string{ScorerQueue, ScorerKVCache, ScorerPrefix, ScorerLoRAAffinity, ScorerInFlight, ScorerPendingPrefill, ScorerLeastRecent}
 	knownFilters = []string{FilterLoRAAffinity}
 	knownPickers = []string{PickerMaxScore, PickerRandom}
 )
@@ -111,6 +114,7 @@ func DefaultSchedulerConfig() SchedulerConfig {
 			{Name: ScorerLoRAAffinity, Weight: DefaultLoRAAffinityWeight},
 			{Name: ScorerInFlight, Weight: DefaultInFlightWeight},
 			{Name: ScorerPendingPrefill, Weight: DefaultPendingPrefillWeight},
+			{Name: ScorerLeastRecent, Weight: DefaultLeastRecentWeight},
 		},
 		Picker:     PickerMaxScore,
 		Prefix:     PrefixParams{BlockSize: DefaultPrefixBlockSize},
@@ -274,6 +278,8 @@ func defaultWeight(name string) (float64, bool) {
 		return DefaultInFlightWeight, true
 	case ScorerPendingPrefill:
 		return DefaultPendingPrefillWeight, true
+	case ScorerLeastRecent:
+		return DefaultLeastRecentWeight, true
 	}
 	return 0, false
 }

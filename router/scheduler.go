@@ -73,6 +73,8 @@ func newScheduler(cfg SchedulerConfig) *scheduler {
 			fn = scoreInFlight
 		case ScorerPendingPrefill:
 			fn = scorePendingPrefill
+		case ScorerLeastRecent:
+			fn = scoreLeastRecent
 		}
 		s.scorers = append(s.scorers, weightedScorer{name: sc.Name, weight: sc.Weight, score: fn})
 	}
@@ -246,6 +248,18 @@ func scorePendingPrefill(pc *pickContext, out []float64) {
 	for i, w := range out {
 		out[i] = 1 - (w-lo)/span
 	}
+}
+
+// scoreLeastRecent: min-max normalised time since the endpoint was last picked, 1 for the
+// longest ago. The one signal no lag can spoil: when every other one is flat or stale, it
+// spaces picks of an endpoint in time as round robin does, instead of leaving the choice
+// to chance.
+func scoreLeastRecent(pc *pickContext, out []float64) {
+	now := pc.now.UnixNano()
+	for i, e := range pc.eps {
+		out[i] = -float64(now - e.lastPick.Load())
+	}
+	invertMinMax(out)
 }
 
 // invertMinMax maps values to (max-v)/(max-min); all 1 when they are equal.
