@@ -142,8 +142,15 @@ func PolicyConfig(name string) (SchedulerConfig, error) {
 			Prefix:     PrefixParams{BlockSize: DefaultPrefixBlockSize},
 			Saturation: defaultSaturation(),
 		}, nil
+	case "default-v0":
+		// The default before pending-prefill and least-recent (issue 23), for A/B runs.
+		c := DefaultSchedulerConfig()
+		c.Scorers = slices.DeleteFunc(c.Scorers, func(s ScorerSpec) bool {
+			return s.Name == ScorerPendingPrefill || s.Name == ScorerLeastRecent
+		})
+		return c, nil
 	}
-	return SchedulerConfig{}, fmt.Errorf("unknown routing policy %q (want default, random or least-queue)", name)
+	return SchedulerConfig{}, fmt.Errorf("unknown routing policy %q (want default, default-v0, random or least-queue)", name)
 }
 
 func (c SchedulerConfig) isZero() bool {

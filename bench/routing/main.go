@@ -172,7 +172,7 @@ func selectPolicies(list string) ([]string, error) {
 	var out []string
 	for _, name := range strings.Split(list, ",") {
 		name = strings.TrimSpace(name)
-		if !slices.Contains(policies, name) {
+		if !slices.Contains(policies, name) && !slices.Contains(extraPolicies, name) {
 			return nil, fmt.Errorf("--policies: unknown policy %q (want %s)", name, strings.Join(policies, ", "))
 		}
 		out = append(out, name)

@@ -12,6 +12,10 @@ import (
 // them: the same manifests, sims, Envoy, seed and offered load.
 var policies = []string{"round-robin", "random", "least-queue", "default"}
 
+// extraPolicies run only when named: default-v0 is the default scorer set before issue 23
+// (no pending-prefill, no least-recent), for A/B runs against the current default.
+var extraPolicies = []string{"default-v0"}
+
 // workloadSpec is one benchmark workload. ModelRate is in requests per second of modelled
 // GPU time; the load tester sends ModelRate / TimeScale per wall-clock second, so the load
 // relative to the fleet's capacity does not depend on the time scale.
