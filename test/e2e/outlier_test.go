@@ -148,17 +148,18 @@ func TestFailingPodsAreAvoidedAndReadmitted(t *testing.T) {
 		name    string
 		faults  sim.Faults
 		workers int
-		total   int    // requests sent while it fails (the slow case must outlast the timeout)
+		batch   int    // requests per batch; batches go on until the pod is ejected (at most 40)
 		bound   uint64 // requests the bad pod may get before it is avoided
 	}{
 		// 3 failures in a row eject; a probation request after the 2 s backoff may add one.
-		{"answers 500", sim.Faults{ErrorRate: 1}, 2, 80, 6},
+		{"answers 500", sim.Faults{ErrorRate: 1}, 2, 40, 6},
 		// Envoy retries a reset on the next endpoint the picker listed: the client sees 200s,
 		// the picker sees another endpoint answer and counts the primary's failure.
-		{"resets connections", sim.Faults{ResetRate: 1}, 2, 80, 6},
+		{"resets connections", sim.Faults{ResetRate: 1}, 2, 40, 6},
 		// Requests in flight when the 300 ms first-byte timeout passes (8 workers) plus the
-		// probation request.
-		{"slow to first byte", sim.Faults{FirstByteDelay: 1500 * time.Millisecond}, 8, 600, 14},
+		// probation request; the stall is noticed at the first pick after the timeout, so
+		// the load goes on (in batches) until then.
+		{"slow to first byte", sim.Faults{FirstByteDelay: 1500 * time.Millisecond}, 8, 100, 14},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -167,7 +168,13 @@ func TestFailingPodsAreAvoidedAndReadmitted(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := f.received()
-			statuses := f.load(tc.workers, tc.total)
+			statuses, sent := map[int]int{}, 0
+			for b := 0; b < 40 && (b == 0 || f.ejectedGauge(t, bad) != 1); b++ {
+				for st, n := range f.load(tc.workers, tc.batch) {
+					statuses[st] += n
+				}
+				sent += tc.batch
+			}
 			got := minus(f.received(), before)
 			t.Logf("requests per pod %v, statuses %v", got, statuses)
 			if got[bad] == 0 || got[bad] > tc.bound {
@@ -176,7 +183,7 @@ func TestFailingPodsAreAvoidedAndReadmitted(t *testing.T) {
 			if g := f.ejectedGauge(t, bad); g != 1 {
 				t.Fatalf("ejected gauge %d while failing, want 1", g)
 			}
-			if tc.faults.ResetRate > 0 && statuses[200] != tc.total {
+			if tc.faults.ResetRate > 0 && statuses[200] != sent {
 				t.Fatalf("statuses %v: resets must be retried on a fallback", statuses)
 			}
 
