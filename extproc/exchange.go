@@ -313,6 +313,7 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 	*rreq = router.Request{Pool: pool, Model: x.target, Priority: st.priority(pool, x.hdr.objective)}
 	if body != nil {
 		rreq.Prompt = x.parsed.Prompt
+		rreq.Stream = x.parsed.Stream
 	}
 	if x.subsetSeen {
 		rreq.Subset = x.subset

@@ -22,6 +22,10 @@ const (
 	HeaderContentType   = "content-type"
 	HeaderTraceparent   = "traceparent"
 	HeaderTracestate    = "tracestate"
+	// HeaderUpstream is the response header the control plane's routes set to the
+	// endpoint Envoy really used (%UPSTREAM_HOST%; xds.HeaderUpstream).
+	HeaderUpstream = "x-infergw-upstream"
+	headerStatus   = ":status"
 
 	// MetadataPools is the gRPC initial metadata key listing the route's pools.
 	MetadataPools = "x-infergw-pools"

@@ -1,6 +1,7 @@
 package extproc
 
 import (
+	"strconv"
 	"time"
 
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -11,6 +12,7 @@ import (
 )
 
 func (x *exchange) onResponseHeaders(h *wireRequest) {
+	x.reportResponseHeaders(h)
 	contentType := string(h.header(HeaderContentType))
 	clientModel := ""
 	if x.model != "" && x.target != x.model {
@@ -46,6 +48,9 @@ func (x *exchange) onResponseBody(b *wireRequest) {
 	chunk := b.body
 	if len(chunk) > 0 && x.firstByte.IsZero() {
 		x.firstByte = time.Now()
+		if x.decision != nil {
+			x.decision.FirstByte() // the endpoint answered: outlier ejection and pending prefill
+		}
 	}
 	x.respBytes += len(chunk)
 	eos := b.endOfStream
@@ -81,6 +86,16 @@ func (x *exchange) onResponseTrailers() {
 		ResponseTrailers: &extprocv3.TrailersResponse{},
 	}})
 	x.complete()
+}
+
+// reportResponseHeaders tells the router the status and which endpoint answered (Envoy's
+// retries may have moved the request off the primary), for its outlier ejection.
+func (x *exchange) reportResponseHeaders(h *wireRequest) {
+	if x.decision == nil {
+		return
+	}
+	status, _ := strconv.Atoi(string(h.header(headerStatus)))
+	x.decision.ResponseHeaders(status, string(h.header(HeaderUpstream)))
 }
 
 // complete records a finished response: duration, TTFT, tokens; and releases the pick.
@@ -133,6 +148,9 @@ func (x *exchange) release() {
 // going away (Envoy resets the stream). The pick is released exactly once. finish must be
 // called exactly once and x not used after it: x goes back to the pool.
 func (x *exchange) finish() {
+	if x.decision != nil && x.resp == nil && !x.rejected {
+		x.decision.NoResponse() // the request went upstream and no response came back
+	}
 	x.release()
 	if x.bodyBuf != nil {
 		// Every message that referenced the body has been sent (gRPC encodes on Send).

@@ -33,6 +33,9 @@ type Config struct {
 	// decompression; sample lines). A larger one fails the scrape: the endpoint turns stale.
 	MaxScrapeBytes  int
 	MaxScrapeSeries int
+	// Outlier is the ejection of endpoints whose responses fail (a zero value means
+	// DefaultOutlierConfig()).
+	Outlier OutlierConfig
 }
 
 // Defaults of Config.
@@ -55,6 +58,7 @@ func DefaultConfig() Config {
 		Fallbacks:          DefaultFallbacks,
 		MaxScrapeBytes:     DefaultMaxScrapeBytes,
 		MaxScrapeSeries:    DefaultMaxScrapeSeries,
+		Outlier:            DefaultOutlierConfig(),
 	}
 }
 
@@ -84,6 +88,9 @@ func (c Config) withDefaults() Config {
 	if c.Scheduler.isZero() {
 		c.Scheduler = DefaultSchedulerConfig()
 	}
+	if c.Outlier.isZero() {
+		c.Outlier = DefaultOutlierConfig()
+	}
 	return c
 }
 
@@ -111,6 +118,9 @@ func (c Config) validate() error {
 	case c.StalenessThreshold <= c.ScrapeInterval:
 		// Metrics would go stale between two successful scrapes: endpoints would flap.
 		return fmt.Errorf("router config: staleness threshold %v must exceed the scrape interval %v", c.StalenessThreshold, c.ScrapeInterval)
+	}
+	if err := c.Outlier.validate(); err != nil {
+		return fmt.Errorf("router config: %w", err)
 	}
 	if err := c.Scheduler.Validate(); err != nil {
 		return fmt.Errorf("router config: %w", err)

@@ -48,8 +48,10 @@ type endpoint struct {
 	lastFailed atomic.Bool                  // the most recent scrape failed
 	models     atomic.Pointer[modelSet]     // nil until /v1/models answered once
 	inflight   atomic.Int64                 // picks not yet Done (gateway-side)
+	lastPick   atomic.Int64                 // unix nanoseconds of the last pick as primary
 	prefix     *prefixLRU
 	prefixSpan atomic.Int64 // prompt characters per prefix block (scheduler.span)
+	out        *outlier // response outcomes and ejection
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the scrape loop returned

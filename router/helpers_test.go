@@ -139,11 +139,14 @@ func newTestRouter(t testing.TB, mutate func(*Config)) (*Router, *prometheus.Reg
 // for scheduler tests and benchmarks that must not depend on the network or timing.
 func installPool(r *Router, name string, eps []*endpoint) {
 	v := &poolView{endpoints: eps, byAddr: make(map[string]int, len(eps))}
+	p := &pool{name: name, counters: r.metrics.poolCounters(name), ejection: &poolEjections{size: len(eps)}}
 	for i, e := range eps {
 		e.pool = name
 		v.byAddr[e.spec.Address] = i
+		if e.out == nil {
+			e.out = r.newOutlier(e, p.ejection)
+		}
 	}
-	p := &pool{name: name, counters: r.metrics.poolCounters(name)}
 	p.view.Store(v)
 	r.mu.Lock()
 	r.storePools(*r.pools.Load(), name, p)

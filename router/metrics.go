@@ -30,6 +30,9 @@ type routerMetrics struct {
 	scrapeDuration prometheus.Histogram
 	picks          *prometheus.CounterVec
 	pickDuration   prometheus.Histogram
+	failures       *prometheus.CounterVec
+	ejections      *prometheus.CounterVec
+	ejected        *prometheus.GaugeVec
 }
 
 func newRouterMetrics(reg prometheus.Registerer) (*routerMetrics, error) {
@@ -60,8 +63,21 @@ func newRouterMetrics(reg prometheus.Registerer) (*routerMetrics, error) {
 			Help:    "Duration of successful Pick calls (filters, scorers, picker).",
 			Buckets: []float64{1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3},
 		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergw_router_endpoint_failures_total",
+			Help: "Failed responses per endpoint (5xx, reset or retried elsewhere, no response, first byte after the timeout).",
+		}, []string{labelPool, labelEndpoint}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergw_router_endpoint_ejections_total",
+			Help: "Outlier ejections per endpoint.",
+		}, []string{labelPool, labelEndpoint}),
+		ejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "infergw_router_endpoint_ejected",
+			Help: "1 while the endpoint is ejected from picks for failing, else 0.",
+		}, []string{labelPool, labelEndpoint}),
 	}
-	for _, c := range []prometheus.Collector{m.stale, m.scrapeErrors, m.modelsErrors, m.scrapeDuration, m.picks, m.pickDuration} {
+	for _, c := range []prometheus.Collector{m.stale, m.scrapeErrors, m.modelsErrors, m.scrapeDuration, m.picks, m.pickDuration,
+		m.failures, m.ejections, m.ejected} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
@@ -94,4 +110,7 @@ func (m *routerMetrics) deleteEndpoint(pool, addr string) {
 	m.stale.DeleteLabelValues(pool, addr)
 	m.scrapeErrors.DeleteLabelValues(pool, addr)
 	m.modelsErrors.DeleteLabelValues(pool, addr)
+	m.failures.DeleteLabelValues(pool, addr)
+	m.ejections.DeleteLabelValues(pool, addr)
+	m.ejected.DeleteLabelValues(pool, addr)
 }

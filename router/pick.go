@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -14,6 +15,9 @@ type Request struct {
 	Prompt   []byte   // text used for prefix hashing; may be nil. Never logged.
 	Priority int      // from the InferenceObjective; < 0 means sheddable
 	Subset   []string // candidate "ip:port" list from the proxy's subset hint; nil = no hint; non-nil empty = ErrEmptySubset
+	// Stream: the response is streamed, so its first byte is its first token (first-byte
+	// timeouts apply to streamed requests only: a non-streamed answer comes at the end).
+	Stream bool
 }
 
 // Decision is the answer of Pick.
@@ -36,6 +40,14 @@ type Decision struct {
 
 	primary *endpoint
 	done    atomic.Bool
+	// Response outcome bookkeeping (outcome.go).
+	router       *Router
+	pickedAt     time.Time
+	pendingBytes int64         // uncached prompt bytes counted in the primary's pending prefill
+	stream       bool          // Request.Stream
+	answered     *endpoint     // the endpoint whose response headers came back
+	phase        atomic.Uint32 // outcome flags
+	recordMu     sync.Mutex    // serialises ResponseHeaders/FirstByte/Done
 	// Backing arrays for Scores and Endpoints: one allocation per pick instead of three.
 	scoresBuf    [8]ScorerScore
 	endpointsBuf [4]string
@@ -56,6 +68,7 @@ func (d *Decision) Done() {
 	}
 	if d.done.CompareAndSwap(false, true) {
 		d.primary.inflight.Add(-1)
+		d.finishOutcome()
 	}
 }
 
@@ -69,6 +82,7 @@ type scratch struct {
 	total     []float64
 	cols      []float64 // per scorer, per candidate: cols[s*n+i]
 	order     []int32
+	flags     []bool
 	// pc is the pick's context: scorers are called through function values, so a local
 	// pickContext would escape to the heap on every pick.
 	pc pickContext
@@ -130,6 +144,9 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		return nil, fmt.Errorf("%w: no endpoint of pool %q serves model %q", ErrNoReadyEndpoint, req.Pool, req.Model)
 	}
 	allStale := filterFresh(pc, r.cfg.StalenessThreshold)
+	pc.flags = sc.flags
+	r.filterEjected(pc)
+	sc.flags = pc.flags
 	if req.Priority < 0 {
 		// Sheddable: rejected when every candidate is saturated, else kept off the
 		// saturated ones.
@@ -151,7 +168,7 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		pc.prefixHit = grow(sc.prefixHit, n)
 		sc.prefixHit = pc.prefixHit
 	}
-	d := &Decision{Pool: req.Pool, Candidates: n, Stale: allStale}
+	d := &Decision{Pool: req.Pool, Candidates: n, Stale: allStale, router: r, pickedAt: start}
 	k := min(n, 1+r.cfg.Fallbacks)
 	sc.order = growInt32(sc.order, n)
 	for i := range sc.order {
@@ -178,6 +195,7 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	if d.primary.inflight.Add(1) == 1 {
 		d.primary.wakeScrape()
 	}
+	d.primary.lastPick.Store(start.UnixNano())
 	if pc.prefix != nil {
 		hashes := pc.prefix.get(int(d.primary.prefixSpan.Load()))
 		d.PrefixBlocks = len(hashes)
@@ -186,6 +204,11 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 			d.primary.prefix.add(hashes)
 		}
 	}
+	// The prompt bytes the primary must prefill before this request's first token (its
+	// cached prefix excepted): fresh load the scraped metrics cannot show yet.
+	d.pendingBytes = int64(max(len(req.Prompt)-d.PrefixHitBlocks*int(d.primary.prefixSpan.Load()), 0))
+	d.stream = req.Stream
+	d.primary.out.picked(start, d.pendingBytes, req.Stream)
 	if allStale {
 		p.counters[resultPickedStale].Inc()
 	} else {

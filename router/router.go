@@ -42,6 +42,7 @@ type pool struct {
 	name     string
 	view     atomic.Pointer[poolView]
 	counters poolCounters
+	ejection *poolEjections
 }
 
 // poolView is an immutable endpoint list with an address index (for subset hints).
@@ -91,7 +92,7 @@ func (r *Router) SetPool(name string, specs []EndpointSpec) {
 	p := pools[name]
 	var old *poolView
 	if p == nil {
-		p = &pool{name: name, counters: r.metrics.poolCounters(name)}
+		p = &pool{name: name, counters: r.metrics.poolCounters(name), ejection: &poolEjections{}}
 	} else {
 		old = p.view.Load()
 	}
@@ -118,11 +119,12 @@ func (r *Router) SetPool(name string, specs []EndpointSpec) {
 			if !known {
 				r.log.Warn("router: unknown engine type, using vllm metric names", "pool", name, "endpoint", spec.Address, "engine_type", spec.Labels[EngineTypeLabel])
 			}
-			e = r.startEndpoint(name, cloneSpec(spec), eng)
+			e = r.startEndpoint(name, cloneSpec(spec), eng, p.ejection)
 		}
 		next.byAddr[spec.Address] = len(next.endpoints)
 		next.endpoints = append(next.endpoints, e)
 	}
+	p.ejection.setSize(len(next.endpoints))
 	p.view.Store(next)
 	if old == nil {
 		r.storePools(pools, name, p)
@@ -198,7 +200,7 @@ func cloneSpec(s EndpointSpec) EndpointSpec {
 	return s
 }
 
-func (r *Router) startEndpoint(poolName string, spec EndpointSpec, eng engine) *endpoint {
+func (r *Router) startEndpoint(poolName string, spec EndpointSpec, eng engine, ej *poolEjections) *endpoint {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &endpoint{
 		pool:   poolName,
@@ -210,6 +212,7 @@ func (r *Router) startEndpoint(poolName string, spec EndpointSpec, eng engine) *
 		wake:   make(chan struct{}, 1),
 	}
 	e.prefixSpan.Store(int64(r.sched.span(emptyMetrics)))
+	e.out = r.newOutlier(e, ej)
 	r.metrics.stale.WithLabelValues(poolName, spec.Address).Set(1)
 	go r.runEndpoint(ctx, e)
 	return e
@@ -226,6 +229,7 @@ func (r *Router) stopEndpoints(eps []*endpoint, keep map[*endpoint]bool) {
 	}
 	for _, e := range stopped {
 		<-e.done
+		e.out.remove()
 		r.metrics.deleteEndpoint(e.pool, e.spec.Address)
 	}
 }

@@ -212,7 +212,7 @@ func TestLoadedLosesToIdle(t *testing.T) {
 		if !slices.Equal(d.Endpoints, []string{"idle:1", "loaded:1"}) {
 			t.Fatalf("endpoints %v, want idle first, loaded as fallback", d.Endpoints)
 		}
-		if d.Total <= 0 || len(d.Scores) != 5 {
+		if d.Total <= 0 || len(d.Scores) != len(DefaultSchedulerConfig().Scorers) {
 			t.Fatalf("decision scores %+v total %v", d.Scores, d.Total)
 		}
 		d.Done()

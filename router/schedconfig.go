@@ -19,6 +19,11 @@ const (
 	ScorerPrefix       = "prefix"
 	ScorerLoRAAffinity = "lora-affinity"
 	ScorerInFlight     = "in-flight"
+	// ScorerPendingPrefill scores the prompt bytes the gateway sent an endpoint that have
+	// not produced a first token yet.
+	ScorerPendingPrefill = "pending-prefill"
+	// ScorerLeastRecent scores the time since the endpoint was last picked.
+	ScorerLeastRecent = "least-recent"
 
 	FilterLoRAAffinity = "lora-affinity"
 
@@ -29,11 +34,13 @@ const (
 // Defaults of the scheduler (queue 2, KV 2, prefix 3 as published by GIE; LoRA 1 and
 // in-flight 1 are ours).
 const (
-	DefaultQueueWeight        = 2
-	DefaultKVCacheWeight      = 2
-	DefaultPrefixWeight       = 3
-	DefaultLoRAAffinityWeight = 1
-	DefaultInFlightWeight     = 1
+	DefaultQueueWeight          = 2
+	DefaultKVCacheWeight        = 2
+	DefaultPrefixWeight         = 3
+	DefaultLoRAAffinityWeight   = 1
+	DefaultInFlightWeight       = 1
+	DefaultPendingPrefillWeight = 3
+	DefaultLeastRecentWeight    = 1
 
 	// DefaultPrefixBlockSize is the prefix block size in characters (bytes of prompt text):
 	// 64 characters are about 16 tokens at ~4 characters per token.
@@ -47,7 +54,7 @@ const (
 )
 
 var (
-	knownScorers = []string{ScorerQueue, ScorerKVCache, ScorerPrefix, ScorerLoRAAffinity, ScorerInFlight}
+	knownScorers = []string{ScorerQueue, ScorerKVCache, ScorerPrefix, ScorerLoRAAffinity, ScorerInFlight, ScorerPendingPrefill, ScorerLeastRecent}
 	knownFilters = []string{FilterLoRAAffinity}
 	knownPickers = []string{PickerMaxScore, PickerRandom}
 )
@@ -99,7 +106,8 @@ type SaturationConfig struct {
 }
 
 // DefaultSchedulerConfig returns the default plugins: the LoRA-affinity filter; scorers
-// queue 2, kv-cache 2, prefix 3, lora-affinity 1, in-flight 1; the max-score picker.
+// queue 2, kv-cache 2, prefix 3, lora-affinity 1, in-flight 1, pending-prefill 3; the
+// max-score picker.
 func DefaultSchedulerConfig() SchedulerConfig {
 	return SchedulerConfig{
 		Filters: []string{FilterLoRAAffinity},
@@ -109,6 +117,8 @@ func DefaultSchedulerConfig() SchedulerConfig {
 			{Name: ScorerPrefix, Weight: DefaultPrefixWeight},
 			{Name: ScorerLoRAAffinity, Weight: DefaultLoRAAffinityWeight},
 			{Name: ScorerInFlight, Weight: DefaultInFlightWeight},
+			{Name: ScorerPendingPrefill, Weight: DefaultPendingPrefillWeight},
+			{Name: ScorerLeastRecent, Weight: DefaultLeastRecentWeight},
 		},
 		Picker:     PickerMaxScore,
 		Saturation: defaultSaturation(),
@@ -135,8 +145,15 @@ func PolicyConfig(name string) (SchedulerConfig, error) {
 			Prefix:     PrefixParams{BlockSize: DefaultPrefixBlockSize},
 			Saturation: defaultSaturation(),
 		}, nil
+	case "default-v0":
+		// The default before pending-prefill and least-recent (issue 23), for A/B runs.
+		c := DefaultSchedulerConfig()
+		c.Scorers = slices.DeleteFunc(c.Scorers, func(s ScorerSpec) bool {
+			return s.Name == ScorerPendingPrefill || s.Name == ScorerLeastRecent
+		})
+		return c, nil
 	}
-	return SchedulerConfig{}, fmt.Errorf("unknown routing policy %q (want default, random or least-queue)", name)
+	return SchedulerConfig{}, fmt.Errorf("unknown routing policy %q (want default, default-v0, random or least-queue)", name)
 }
 
 func (c SchedulerConfig) isZero() bool {
@@ -269,6 +286,10 @@ func defaultWeight(name string) (float64, bool) {
 		return DefaultLoRAAffinityWeight, true
 	case ScorerInFlight:
 		return DefaultInFlightWeight, true
+	case ScorerPendingPrefill:
+		return DefaultPendingPrefillWeight, true
+	case ScorerLeastRecent:
+		return DefaultLeastRecentWeight, true
 	}
 	return 0, false
 }

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -36,6 +37,9 @@ type pickContext struct {
 	prefix    *spanHashes // the prompt's chained prefix-block hashes, per block span
 	isAdapter bool        // the model is known to be a LoRA adapter
 	prefixHit []int       // per candidate: matched prefix blocks (filled by the prefix scorer)
+	flags     []bool      // per candidate scratch (ejection snapshot)
+	// prefixDone: the prefix scorer filled prefixHit (each in its endpoint's block span).
+	prefixDone bool
 }
 
 func newScheduler(cfg SchedulerConfig) *scheduler {
@@ -66,8 +70,17 @@ func newScheduler(cfg SchedulerConfig) *scheduler {
 			fn = scoreLoRAAffinity
 		case ScorerInFlight:
 			fn = scoreInFlight
+		case ScorerPendingPrefill:
+			fn = scorePendingPrefill
+		case ScorerLeastRecent:
+			fn = scoreLeastRecent
 		}
 		s.scorers = append(s.scorers, weightedScorer{name: sc.Name, weight: sc.Weight, score: fn})
+	}
+	// pending-prefill reads the prefix scorer's matches: it runs last.
+	if i := slices.IndexFunc(s.scorers, func(w weightedScorer) bool { return w.name == ScorerPendingPrefill }); i >= 0 {
+		pp := s.scorers[i]
+		s.scorers = append(slices.Delete(s.scorers, i, i+1), pp)
 	}
 	return s
 }
@@ -258,6 +271,49 @@ func scoreInFlight(pc *pickContext, out []float64) {
 	invertMinMax(out)
 }
 
+// pendingPrefillMinSpanBytes is the smallest spread of prefill work (~1,000 tokens, ~60 ms on
+// an 8B model on one H100) that the pending-prefill score stretches over its whole range.
+const pendingPrefillMinSpanBytes = 4096
+
+// scorePendingPrefill scores the prompt work an endpoint must do before this request's
+// first token: the uncached prompt bytes of its picks still waiting for a first token (exact
+// at the gateway, where the scraped queue is up to one scrape old), plus this prompt's part
+// not in its prefix cache. With w that work and lo, hi its least and most among the
+// candidates, the score is 1 − (w − lo) / max(hi − lo, 4 KiB): linear in the extra work, so
+// that it ranks endpoints as well under high load (every endpoint has prompts pending) as
+// under a light one, and stretched over at least 4 KiB, so that a few bytes do not weigh
+// like a full prompt. It reads the prefix scorer's matches when that ran first.
+func scorePendingPrefill(pc *pickContext, out []float64) {
+	prompt := len(pc.req.Prompt)
+	hits := len(pc.prefixHit) == len(pc.eps) && pc.prefixDone
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i, e := range pc.eps {
+		own := prompt
+		if hits {
+			own = max(prompt-pc.prefixHit[i]*int(e.prefixSpan.Load()), 0)
+		}
+		w := float64(max(e.out.pendingBytes.Load(), 0) + int64(own))
+		out[i] = w
+		lo, hi = min(lo, w), max(hi, w)
+	}
+	span := max(hi-lo, pendingPrefillMinSpanBytes)
+	for i, w := range out {
+		out[i] = 1 - (w-lo)/span
+	}
+}
+
+// scoreLeastRecent: min-max normalised time since the endpoint was last picked, 1 for the
+// longest ago. The one signal no lag can spoil: when every other one is flat or stale, it
+// spaces picks of an endpoint in time as round robin does, instead of leaving the choice
+// to chance.
+func scoreLeastRecent(pc *pickContext, out []float64) {
+	now := pc.now.UnixNano()
+	for i, e := range pc.eps {
+		out[i] = -float64(now - e.lastPick.Load())
+	}
+	invertMinMax(out)
+}
+
 // invertMinMax maps values to (max-v)/(max-min); all 1 when they are equal.
 func invertMinMax(v []float64) {
 	if len(v) == 0 {
@@ -327,4 +383,5 @@ func scorePrefix(pc *pickContext, out []float64) {
 		pc.prefixHit[i] = n
 		out[i] = float64(n) / float64(len(hashes))
 	}
+	pc.prefixDone = true
 }

@@ -45,6 +45,9 @@ type Config struct {
 
 	// MaxBodyBytes bounds a request body; larger bodies get 413.
 	MaxBodyBytes int64
+
+	// Faults injected from the start (off by default; Server.SetFaults changes them).
+	Faults Faults
 }
 
 // DefaultConfig resembles an 8B model (e.g. Llama-3.1-8B, bf16) on one H100-class GPU; see the
@@ -90,6 +93,9 @@ func (c *Config) validate() error {
 		"cost model durations must not be negative")
 	check(c.TimeScale > 0, "time-scale must be > 0, got %g", c.TimeScale)
 	check(c.MaxBodyBytes > 0, "max-body-bytes must be > 0, got %d", c.MaxBodyBytes)
+	if err := c.Faults.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, a := range c.LoRAAdapters {
 		check(a != "" && a != c.Model, "invalid lora adapter name %q", a)
 	}

@@ -40,6 +40,9 @@ type engine struct {
 	sched    []scheduled
 	closed   bool
 
+	// Arrival counters for /debug/engine (EngineView).
+	arrivals, arrivalsBehind, tokensAhead uint64
+
 	wake chan struct{}
 	quit chan struct{}
 	done chan struct{}
@@ -76,6 +79,11 @@ func (e *engine) submit(r *request) error {
 	if e.closed {
 		e.mu.Unlock()
 		return errEngineStopped
+	}
+	e.arrivals++
+	if n, tokens := e.pendingPrefill(); n > 0 {
+		e.arrivalsBehind++
+		e.tokensAhead += uint64(tokens)
 	}
 	e.waiting = append(e.waiting, r)
 	e.mu.Unlock()

@@ -13,6 +13,10 @@ import (
 
 // handleGenerate serves /v1/completions and /v1/chat/completions.
 func (s *Server) handleGenerate(ctx *fasthttp.RequestCtx, chat bool) {
+	s.genReqs.Add(1)
+	if s.injectFault(ctx) {
+		return
+	}
 	p, apiErr := parseGenerateRequest(ctx.PostBody(), chat)
 	if apiErr != nil {
 		s.writeError(ctx, apiErr)

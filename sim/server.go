@@ -24,6 +24,8 @@ type Server struct {
 	created  int64
 	idPrefix string
 	nextID   atomic.Uint64
+	faults   atomic.Pointer[Faults]
+	genReqs  atomic.Uint64 // generation requests received, faulted ones included
 
 	adaptersMu sync.RWMutex
 	adapters   map[string]string // served LoRA adapters -> path
@@ -61,6 +63,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	for _, a := range cfg.LoRAAdapters {
 		s.adapters[a] = "/sim/adapters/" + a
 	}
+	faults := cfg.Faults
+	s.faults.Store(&faults)
 	s.engine = newEngine(&s.cfg, log)
 	m, err := newMetrics(s.registry, &s.cfg, s.engine)
 	if err != nil {
@@ -185,6 +189,8 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 		s.handleGenerate(ctx, false)
 	case path == "/metrics" && method == fasthttp.MethodGet:
 		s.metricsH(ctx)
+	case path == "/debug/engine" && method == fasthttp.MethodGet:
+		s.handleDebugEngine(ctx)
 	case path == "/health" && method == fasthttp.MethodGet:
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	case path == "/v1/models" && method == fasthttp.MethodGet:

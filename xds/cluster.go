@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"time"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -32,7 +34,35 @@ func (b *builder) poolCluster(p *poolModel) *clusterv3.Cluster {
 			TypedConfig: b.overrideHostAny(p.failOpen || b.opts.DisablePicker),
 		},
 	}}}
+	if p.failOpen {
+		c.OutlierDetection = poolOutlierDetection()
+	}
 	return c
+}
+
+// poolOutlierDetection is Envoy's counterpart of the picker's outlier ejection
+// (router.DefaultOutlierConfig): with FailOpen the proxy picks endpoints itself while the
+// picker is down, and must then avoid failing pods on its own. Three failures in a row
+// (5xx, or resets and connect failures counted apart as local-origin errors) or 30 % of at
+// least 5 requests in an interval eject a host for 1 s, doubling per repeated ejection up
+// to 30 s, at most half of the pool at once. An ejected host is unhealthy, so the
+// override-host policy does not use it even when the picker names it, and falls back.
+func poolOutlierDetection() *clusterv3.OutlierDetection {
+	return &clusterv3.OutlierDetection{
+		Consecutive_5Xx:                       wrapperspb.UInt32(3),
+		SplitExternalLocalOriginErrors:        true,
+		ConsecutiveLocalOriginFailure:         wrapperspb.UInt32(3),
+		Interval:                              durationpb.New(time.Second),
+		BaseEjectionTime:                      durationpb.New(time.Second),
+		MaxEjectionTime:                       durationpb.New(30 * time.Second),
+		MaxEjectionPercent:                    wrapperspb.UInt32(50),
+		EnforcingSuccessRate:                  wrapperspb.UInt32(0),
+		FailurePercentageThreshold:            wrapperspb.UInt32(30),
+		EnforcingFailurePercentage:            wrapperspb.UInt32(100),
+		EnforcingFailurePercentageLocalOrigin: wrapperspb.UInt32(100),
+		FailurePercentageMinimumHosts:         wrapperspb.UInt32(2),
+		FailurePercentageRequestVolume:        wrapperspb.UInt32(5),
+	}
 }
 
 // overrideHostAny is one of two configurations (fail open or closed): marshal each once

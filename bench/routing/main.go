@@ -53,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&pols, "policies", "", "comma-separated policies (default round-robin,random,least-queue,default; --quick: round-robin,default)")
 	fs.StringVar(&envoyBin, "envoy", "", "Envoy binary (default $ENVOY_BIN, envoy on PATH, .venv/bin/envoy)")
 	fs.StringVar(&logLevel, "log-level", "error", "log level of the stack: debug, info, warn, error")
+	var viewEvery time.Duration
+	fs.DurationVar(&viewEvery, "sim-view", 0, "also sample every sim's /debug/engine this often (e.g. 20ms) for the per-pod view in results.json")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -108,7 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("results dir: %w", err)
 	}
 
-	r := &runner{plan: p, envoyBin: envoyBin, tmp: tmp, progress: stderr,
+	r := &runner{plan: p, envoyBin: envoyBin, tmp: tmp, progress: stderr, viewEvery: viewEvery,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	rep := &report{StartedAt: time.Now(), Command: "go run ./bench/routing " + strings.Join(args, " "),
 		Statement: fairness, Plan: p}
@@ -128,6 +130,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "    TTFT p50 %s p90 %s p99 %s ms, TPOT p50 %s ms, %.0f out tok/s, cached %.3f, failed %d/%d, cpu bench %.2f envoy %.2f machine %.0f%%\n",
 				ms(s.TTFT.P50), ms(s.TTFT.P90), ms(s.TTFT.P99), ms(s.TPOT.P50), s.OutputTokensPerS, s.CachedTokenRatio,
 				s.Failed, s.Requests, res.CPU.BenchCores, res.CPU.EnvoyCores, 100*res.CPU.MachineBusy)
+			if v := res.View; v != nil {
+				fmt.Fprintf(stderr, "    sims: arrivals per pod %v, %.0f%% behind a prefill, %.0f prompt tokens ahead per arrival, sim-side TTFT mean %s ms; mean pending prefill tokens per pod %.0f\n",
+					v.Arrivals, 100*v.BehindPrefill, v.TokensAhead, ms(1000*res.Sims.SimTTFTMean()), v.MeanPrefillToks)
+			}
 			rep.Results = append(rep.Results, res)
 			if err := writeCellReport(out, res); err != nil {
 				return err
@@ -167,7 +173,7 @@ func selectPolicies(list string) ([]string, error) {
 	var out []string
 	for _, name := range strings.Split(list, ",") {
 		name = strings.TrimSpace(name)
-		if !slices.Contains(policies, name) {
+		if !slices.Contains(policies, name) && !slices.Contains(extraPolicies, name) {
 			return nil, fmt.Errorf("--policies: unknown policy %q (want %s)", name, strings.Join(policies, ", "))
 		}
 		out = append(out, name)

@@ -12,6 +12,10 @@ import (
 // them: the same manifests, sims, Envoy, seed and offered load.
 var policies = []string{"round-robin", "random", "least-queue", "default"}
 
+// extraPolicies run only when named: default-v0 is the default scorer set before issue 23
+// (no pending-prefill, no least-recent), for A/B runs against the current default.
+var extraPolicies = []string{"default-v0"}
+
 // workloadSpec is one benchmark workload. ModelRate is in requests per second of modelled
 // GPU time; the load tester sends ModelRate / TimeScale per wall-clock second, so the load
 // relative to the fleet's capacity does not depend on the time scale.
@@ -151,6 +155,25 @@ func buildPlan(o options) (plan, error) {
 			Workload: loadtest.WorkloadConfig{Kind: "sharegpt"},
 		},
 		{
+			Name: "unique",
+			Description: "unique prompts (no shared prefix), 64–1,024 words uniform, 128 output tokens, " +
+				"moderate load",
+			ModelRate: perPod(uniquePerPodRate), Warmup: warm, Duration: dur,
+			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
+			Workload: loadtest.WorkloadConfig{Kind: "synthetic",
+				Input:  loadtest.LengthDist{Kind: "uniform", Min: 64, Max: 1024, Mean: 544},
+				Output: loadtest.LengthDist{Kind: "fixed", Mean: 128}},
+		},
+		{
+			Name:        "unique-high",
+			Description: "the unique workload at high load",
+			ModelRate:   perPod(uniqueHighPerPodRate), Warmup: warm, Duration: dur,
+			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
+			Workload: loadtest.WorkloadConfig{Kind: "synthetic",
+				Input:  loadtest.LengthDist{Kind: "uniform", Min: 64, Max: 1024, Mean: 544},
+				Output: loadtest.LengthDist{Kind: "fixed", Mean: 128}},
+		},
+		{
 			Name: "lora-mix",
 			Description: fmt.Sprintf("%d adapters, equal traffic, 2 adapter slots per pod; prompts 256±64 "+
 				"words, 128 output tokens", o.Adapters),
@@ -170,4 +193,6 @@ const (
 	sharedPrefixPerPodRate = 6.0
 	mixedPerPodRate        = 9.6
 	loraPerPodRate         = 6.0
+	uniquePerPodRate       = 5.0
+	uniqueHighPerPodRate   = 10.0
 )

@@ -146,6 +146,21 @@ func writeMarkdown(w io.Writer, r *report) error {
 			wl, ms(rr.Summary.TTFT.P90), ms(def.Summary.TTFT.P90), strings.TrimSuffix(ratioText(rr.Summary.TTFT.P90, def.Summary.TTFT.P90), "×"),
 			rr.Summary.OutputTokensPerS, def.Summary.OutputTokensPerS, ratioText(def.Summary.OutputTokensPerS, rr.Summary.OutputTokensPerS))
 	}
+	b.WriteString("\nThe sims' view (GET /debug/engine before and after each cell, warm-up included; sim TTFT is the sims' " +
+		"own mean from arrival to first token, without the gateway's latency):\n\n")
+	b.WriteString("| workload | policy | arrivals behind a prefill | prompt tokens ahead per arrival | sim TTFT mean (ms) | arrivals per pod |\n")
+	b.WriteString("|---|---|---|---|---|---|\n")
+	for _, wl := range r.workloads() {
+		for _, pol := range p.Policies {
+			res := r.find(wl, pol)
+			if res == nil || res.View == nil {
+				continue
+			}
+			v := res.View
+			fmt.Fprintf(&b, "| %s | %s | %.0f%% | %.0f | %s | %v |\n", wl, pol, 100*v.BehindPrefill, v.TokensAhead,
+				ms(1000*res.Sims.SimTTFTMean()), v.Arrivals)
+		}
+	}
 	b.WriteString("\nWorkloads:\n\n")
 	for _, wl := range p.Workloads {
 		fmt.Fprintf(&b, "- **%s**: %s; %.1f requests per modelled second (%.1f/s wall), %s warm-up + %s measured.\n",

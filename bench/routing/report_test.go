@@ -93,9 +93,20 @@ func TestRecipeLengthsParseBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &runner{plan: p, tmp: "/tmp/x"}
-	cmd := recipe(r.loadConfig(p.Workloads[2], "http://127.0.0.1:1"))
+	byName := map[string]workloadSpec{}
+	for _, wl := range p.Workloads {
+		byName[wl.Name] = wl
+	}
+	cmd := recipe(r.loadConfig(byName["lora-mix"], "http://127.0.0.1:1"))
 	for _, want := range []string{"--model bench-lora-00=1", "--model bench-lora-02=1", "--seed 7",
 		"--rate 24.00", "--input-tokens normal:256:64", "--output-tokens 128"} {
+		if !strings.Contains(cmd, want) {
+			t.Errorf("recipe %q lacks %q", cmd, want)
+		}
+	}
+	// The unique cell is issue 23's workload: 5 requests per modelled second per pod.
+	cmd = recipe(r.loadConfig(byName["unique"], "http://127.0.0.1:1"))
+	for _, want := range []string{"--rate 20.00", "--workload synthetic", "--input-tokens uniform:64:1024", "--output-tokens 128"} {
 		if !strings.Contains(cmd, want) {
 			t.Errorf("recipe %q lacks %q", cmd, want)
 		}

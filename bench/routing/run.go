@@ -25,6 +25,7 @@ type runResult struct {
 	Summary  *loadtest.Summary `json:"summary"`
 	CPU      CPUUsage          `json:"cpu"`
 	Sims     fleetCounters     `json:"sims"`
+	View     *fleetView        `json:"sim_view,omitempty"`
 	Recipe   string            `json:"loadtest_command"`
 }
 
@@ -35,6 +36,9 @@ type runner struct {
 	tmp      string
 	log      *slog.Logger // for the stack (quiet)
 	progress io.Writer
+	// viewEvery samples every sim's /debug/engine this often during a cell (0 = only at
+	// the start and end).
+	viewEvery time.Duration
 }
 
 // stackConfig is the stack of one cell: the policy changes only the picker's scheduler, or
@@ -148,14 +152,21 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 	lcfg := r.loadConfig(wl, st.GatewayURL())
 	before := takeCPUSample(st.Envoy.Pid())
 	simsBefore, _ := scrapeFleet(ctx, st.SimAddrs())
+	views, verr := startViewSampler(ctx, st.SimAddrs(), r.viewEvery)
 	sum, err := loadtest.Run(ctx, lcfg, r.log)
 	if err != nil {
 		return nil, fmt.Errorf("%s: load test: %w", cell, err)
 	}
+	var view *fleetView
+	if verr == nil {
+		if fv, err := views.finish(ctx); err == nil {
+			view = &fv
+		}
+	}
 	after := takeCPUSample(st.Envoy.Pid())
 	simsAfter, serr := scrapeFleet(ctx, st.SimAddrs())
 	res = &runResult{Workload: wl.Name, Policy: policy, WallRate: lcfg.Rate, Summary: sum,
-		CPU: cpuBetween(before, after, runtime.NumCPU()), Recipe: recipe(lcfg)}
+		CPU: cpuBetween(before, after, runtime.NumCPU()), Recipe: recipe(lcfg), View: view}
 	if serr == nil {
 		res.Sims = simsAfter.minus(simsBefore)
 	}

@@ -20,6 +20,18 @@ type fleetCounters struct {
 	PromptTokens      float64 `json:"prompt_tokens"`
 	GenerationTokens  float64 `json:"generation_tokens"`
 	Preemptions       float64 `json:"preemptions"`
+	// Sim-side time to first token (arrival at the sim to first token), summed over
+	// requests: its mean leaves out the gateway's own latency.
+	SimTTFTSum   float64 `json:"sim_ttft_seconds_sum"`
+	SimTTFTCount float64 `json:"sim_ttft_count"`
+}
+
+// SimTTFTMean is the mean sim-side TTFT in seconds (0 without requests).
+func (a fleetCounters) SimTTFTMean() float64 {
+	if a.SimTTFTCount == 0 {
+		return 0
+	}
+	return a.SimTTFTSum / a.SimTTFTCount
 }
 
 func (a fleetCounters) minus(b fleetCounters) fleetCounters {
@@ -29,6 +41,8 @@ func (a fleetCounters) minus(b fleetCounters) fleetCounters {
 		PromptTokens:      a.PromptTokens - b.PromptTokens,
 		GenerationTokens:  a.GenerationTokens - b.GenerationTokens,
 		Preemptions:       a.Preemptions - b.Preemptions,
+		SimTTFTSum:        a.SimTTFTSum - b.SimTTFTSum,
+		SimTTFTCount:      a.SimTTFTCount - b.SimTTFTCount,
 	}
 }
 
@@ -49,6 +63,8 @@ func scrapeFleet(ctx context.Context, addrs []string) (fleetCounters, error) {
 		total.PromptTokens += c.PromptTokens
 		total.GenerationTokens += c.GenerationTokens
 		total.Preemptions += c.Preemptions
+		total.SimTTFTSum += c.SimTTFTSum
+		total.SimTTFTCount += c.SimTTFTCount
 	}
 	return total, errors.Join(errs...)
 }
@@ -88,7 +104,20 @@ func parseSimCounters(r io.Reader) (fleetCounters, error) {
 		}
 		return v
 	}
+	hist := func(name string) (s, n float64) {
+		f, ok := fams[name]
+		if !ok {
+			return 0, 0
+		}
+		for _, m := range f.GetMetric() {
+			s += m.GetHistogram().GetSampleSum()
+			n += float64(m.GetHistogram().GetSampleCount())
+		}
+		return s, n
+	}
+	ttftSum, ttftCount := hist("vllm:time_to_first_token_seconds")
 	return fleetCounters{
+		SimTTFTSum: ttftSum, SimTTFTCount: ttftCount,
 		PrefixQueryTokens: sum("vllm:prefix_cache_queries_total"),
 		PrefixHitTokens:   sum("vllm:prefix_cache_hits_total"),
 		PromptTokens:      sum("vllm:prompt_tokens_total"),
