@@ -51,7 +51,7 @@ type endpoint struct {
 	lastPick   atomic.Int64                 // unix nanoseconds of the last pick as primary
 	prefix     *prefixLRU
 	prefixSpan atomic.Int64 // prompt characters per prefix block (scheduler.span)
-	out        *outlier // response outcomes and ejection
+	out        *outlier     // response outcomes and ejection
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the scrape loop returned
