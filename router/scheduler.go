@@ -98,6 +98,10 @@ func (s *scheduler) span(m *metricsState) int {
 	return DefaultPrefixBlockSize
 }
 
+// maxPrefixLRUCapacity bounds a derived prefix LRU (blocks per endpoint): 2^20 block hashes,
+// ~40 MiB, hold a 16-million-token cache at 16 tokens per block, more than any engine has.
+const maxPrefixLRUCapacity = 1 << 20
+
 // maxPrefixSpan bounds a derived span (a block size an engine reports is not trusted to
 // be sane: 64 KiB of prompt per block is far beyond any engine's).
 const maxPrefixSpan = 64 << 10
@@ -109,8 +113,11 @@ func (s *scheduler) lruCapacity(m *metricsState) int {
 		return s.prefixLRUCapacity
 	}
 	if m.numGPUBlocks > 0 && m.blockSize > 0 {
+		// The engine's figures come from its /metrics: a broken or hostile server must not
+		// size the LRU (nor overflow the product) past a bound.
 		tokensPerBlock := max(s.span(m)/charsPerToken, 1)
-		return max(m.numGPUBlocks*m.blockSize/tokensPerBlock, 1)
+		tokens := int64(min(m.numGPUBlocks, maxPrefixLRUCapacity)) * int64(min(m.blockSize, maxPrefixSpan))
+		return int(max(min(tokens/int64(tokensPerBlock), maxPrefixLRUCapacity), 1))
 	}
 	return DefaultPrefixLRUCapacity
 }

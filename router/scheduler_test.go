@@ -282,3 +282,20 @@ func TestPickMaxScoreOrderAndTies(t *testing.T) {
 		}
 	}
 }
+
+// TestLRUCapacityBoundedAgainstEngineFigures: the prefix LRU's size derived from an
+// engine's cache_config_info cannot be driven past the bound, nor overflow, by absurd
+// figures a broken or hostile model server reports.
+func TestLRUCapacityBoundedAgainstEngineFigures(t *testing.T) {
+	s := newScheduler(DefaultSchedulerConfig())
+	for _, tc := range []struct{ blocks, size, want int }{
+		{8192, 128, 8192},                        // vLLM CPU: 128-token blocks, one hash per block
+		{1 << 62, 1 << 40, maxPrefixLRUCapacity}, // would overflow an int product
+		{1 << 40, 16, maxPrefixLRUCapacity},
+	} {
+		m := &metricsState{numGPUBlocks: tc.blocks, blockSize: tc.size}
+		if got := s.lruCapacity(m); got != tc.want || got < 1 || got > maxPrefixLRUCapacity {
+			t.Errorf("num_gpu_blocks %d, block_size %d: capacity %d, want %d", tc.blocks, tc.size, got, tc.want)
+		}
+	}
+}

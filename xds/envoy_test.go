@@ -313,7 +313,7 @@ func TestRealEnvoyAcceptsConfigAndRoutes(t *testing.T) {
 		t.Errorf("FailOpen with picker down: %+v", r)
 	}
 	r = get(t, base+"/close/v1/models")
-	if r.status != 503 || !strings.Contains(r.body, `"endpoint picker unavailable"`) || r.ctype != "application/json" {
+	if r.status != 503 || !strings.Contains(r.body, `"endpoint picker unavailable"`) || !strings.Contains(r.body, `"code":"endpoint_picker_unavailable"`) || r.ctype != "application/json" {
 		t.Errorf("FailClose with picker down: %+v", r)
 	}
 	r = get(t, base+"/nopicker")

@@ -16,7 +16,7 @@ import (
 // routes' direct responses ("direct_response", already JSON where a client reads them)
 // are local replies too: every mapper but the first excludes them, so they keep their bodies.
 func (b *builder) localReplyConfig() *hcmv3.LocalReplyConfig {
-	unavailable := errorBody(structpb.NewStringValue("endpoint picker unavailable"), "service_unavailable", structpb.NewNumberValue(503))
+	unavailable := errorBody(structpb.NewStringValue("endpoint picker unavailable"), "service_unavailable", structpb.NewStringValue("endpoint_picker_unavailable"))
 	mappers := make([]*hcmv3.ResponseMapper, 0, 2+len(envoyLocalReplies))
 	mappers = append(mappers,
 		// A FailClose picker that cannot be reached: its ext_proc stream failed, or it was

@@ -256,7 +256,7 @@ func clusterWeight(name string, weight int32) *routev3.WeightedCluster_ClusterWe
 }
 
 // pickerUnavailableBody is the OpenAI-style error a FailClose pool answers without a picker.
-const pickerUnavailableBody = `{"error":{"message":"endpoint picker unavailable","type":"service_unavailable","param":null,"code":503}}`
+const pickerUnavailableBody = `{"error":{"message":"endpoint picker unavailable","type":"service_unavailable","param":null,"code":"endpoint_picker_unavailable"}}`
 
 func directResponse(status uint32, body string) *routev3.DirectResponseAction {
 	return &routev3.DirectResponseAction{

@@ -212,7 +212,8 @@ func TestPickerCrashLoop(t *testing.T) {
 			ok++
 		case o.status == 503:
 			var e openAIError
-			if json.Unmarshal(o.body, &e) != nil || e.Error.Message != "endpoint picker unavailable" {
+			if json.Unmarshal(o.body, &e) != nil || e.Error.Message != "endpoint picker unavailable" ||
+				string(e.Error.Code) != `"endpoint_picker_unavailable"` {
 				t.Errorf("FailClose: 503 that is not the picker-unavailable JSON: %s", o.body)
 			}
 			unavailable++
