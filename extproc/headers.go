@@ -93,7 +93,7 @@ func newRequestID() string {
 	for i := 0; i < 16; i += 8 {
 		v := rand.Uint64()
 		for j := 0; j < 8; j++ {
-			b[i+j] = byte(v >> (8 * j))
+			b[i+j] = byte(v >> (8 * j)) //nolint:gosec // G115: the bytes of v, truncation intended
 		}
 	}
 	b[6] = (b[6] & 0x0f) | 0x40

@@ -101,8 +101,10 @@ func TestOutlierMachineProbation(t *testing.T) {
 	for !m.record(true) {
 	}
 	m.eject()
-	if m.record(true) || m.record(true) || m.record(true) {
-		t.Fatal("outcomes of an ejected endpoint must be ignored")
+	for i := 0; i < 3; i++ {
+		if m.record(true) {
+			t.Fatal("outcomes of an ejected endpoint must be ignored")
+		}
 	}
 	m.readmit()
 	if m.phase != phaseProbation {

@@ -353,7 +353,7 @@ func checkKeyCase(data []byte) error {
 	}
 	var top, saturation map[string]json.RawMessage
 	if err := json.Unmarshal(js, &top); err != nil || top == nil {
-		return nil // not a mapping: the strict decoder has already judged it
+		return nil //nolint:nilerr // not a mapping: the strict decoder has already judged it
 	}
 	if err := exactKeys("", top, topLevelKeys); err != nil {
 		return err

@@ -83,7 +83,7 @@ func (e *engine) submit(r *request) error {
 	e.arrivals++
 	if n, tokens := e.pendingPrefill(); n > 0 {
 		e.arrivalsBehind++
-		e.tokensAhead += uint64(tokens)
+		e.tokensAhead += uint64(tokens) //nolint:gosec // G115: a token count, never negative
 	}
 	e.waiting = append(e.waiting, r)
 	e.mu.Unlock()
