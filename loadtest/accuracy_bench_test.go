@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,27 +103,9 @@ func BenchmarkAccuracy(b *testing.B) {
 }
 
 func accuracyRun(b *testing.B, rate float64, dur time.Duration) (sortedErrs []float64, cpuMsPer1k float64) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), truthServerEnv+"=1")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	rd := bufio.NewReader(stdout)
-	url, err := rd.ReadString('\n')
-	if err != nil {
-		b.Fatalf("truth server did not start: %v", err)
-	}
+	url, rd, finish := startChild(b, truthServerEnv+"=1")
 	var log bytes.Buffer
-	cfg := Config{URL: strings.TrimSpace(url), Models: []WeightedModel{{Name: "m", Weight: 1}}, Rate: rate, Duration: dur,
+	cfg := Config{URL: url, Models: []WeightedModel{{Name: "m", Weight: 1}}, Rate: rate, Duration: dur,
 		Warmup: time.Second, EndpointHeader: "x-truth-id", RequestLog: &log,
 		Workload: WorkloadConfig{Input: LengthDist{Kind: "fixed", Mean: 16}, Output: LengthDist{Kind: "fixed", Mean: 4}}}
 	before := cpuTime(b)
@@ -133,7 +114,7 @@ func accuracyRun(b *testing.B, rate float64, dur time.Duration) (sortedErrs []fl
 	if err != nil {
 		b.Fatal(err)
 	}
-	stdin.Close()
+	finish() // the server prints its records and exits
 	truth := map[string]float64{}
 	sc := bufio.NewScanner(rd)
 	for sc.Scan() {
@@ -142,7 +123,6 @@ func accuracyRun(b *testing.B, rate float64, dur time.Duration) (sortedErrs []fl
 			truth[id] = float64(v) / 1e6
 		}
 	}
-	_ = cmd.Wait()
 	if s.Failed > 0 {
 		b.Fatalf("%d failed requests: %v", s.Failed, s.ErrorsByStatus)
 	}

@@ -40,13 +40,23 @@ func TestMain(m *testing.M) {
 // startFastChild starts the fast server in a child process and returns its URL.
 func startFastChild(tb testing.TB, tokens int) string {
 	tb.Helper()
+	url, _, _ := startChild(tb, fastServerEnv+"="+strconv.Itoa(tokens))
+	return url
+}
+
+// startChild runs this test binary as the server process that env selects (see TestMain)
+// and returns the URL it prints first, the rest of its stdout, and finish, which closes its
+// stdin: the server's signal to print its records, if any, and exit. The process is waited
+// for at cleanup.
+func startChild(tb testing.TB, env string) (url string, stdout *bufio.Reader, finish func()) {
+	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fastServerEnv+"="+strconv.Itoa(tokens))
+	cmd.Env = append(os.Environ(), env)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	stdout, err := cmd.StdoutPipe()
+	out, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -54,12 +64,14 @@ func startFastChild(tb testing.TB, tokens int) string {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	finish = func() { _ = stdin.Close() }
+	tb.Cleanup(func() { finish(); _ = cmd.Wait() })
+	stdout = bufio.NewReader(out)
+	line, err := stdout.ReadString('\n')
 	if err != nil {
-		tb.Fatalf("fast server did not start: %v", err)
+		tb.Fatalf("child server (%s) did not start: %v", env, err)
 	}
-	return strings.TrimSpace(line)
+	return strings.TrimSpace(line), stdout, finish
 }
 
 // serveFastChild serves until the parent closes stdin.
