@@ -24,6 +24,16 @@ type faultFleet struct {
 
 func startFaultFleet(t *testing.T, n int, outlier func(*router.OutlierConfig)) *faultFleet {
 	t.Helper()
+	return startFaultFleetWith(t, n, func(c *stack.Config) {
+		if outlier != nil {
+			outlier(&c.Router.Outlier)
+		}
+	})
+}
+
+// startFaultFleetWith is startFaultFleet with any change to the stack's configuration.
+func startFaultFleetWith(t *testing.T, n int, tweak func(*stack.Config)) *faultFleet {
+	t.Helper()
 	ips := make([]string, n)
 	for i := range ips {
 		ips[i] = fmt.Sprintf("127.0.0.%d", 2+i)
@@ -53,9 +63,7 @@ func startFaultFleet(t *testing.T, n int, outlier func(*router.OutlierConfig)) *
 	}
 	f.gw = startGateway(t, w, func(c *stack.Config) {
 		c.Sims = false
-		if outlier != nil {
-			outlier(&c.Router.Outlier)
-		}
+		tweak(c)
 	})
 	return f
 }
