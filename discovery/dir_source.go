@@ -210,8 +210,13 @@ func (s *DirSource) Reload() error {
 
 func (s *DirSource) succeeded(result string, version uint64) {
 	s.stateMu.Lock()
+	recovered := s.lastErr != nil
 	s.lastErr = nil
 	s.stateMu.Unlock()
+	if recovered {
+		// The error was logged when it came; say as loudly that it is gone.
+		s.log.Info("manifests accepted again after an error", "version", version, "result", result)
+	}
 	s.metrics.reloads.WithLabelValues(result).Inc()
 	s.metrics.goodVersion.Set(float64(version))
 	s.metrics.lastSuccess.SetToCurrentTime()

@@ -1,12 +1,14 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,7 +91,8 @@ func TestDirSourceFollowsEditsAndKeepsLastGoodSnapshot(t *testing.T) {
 	writeAtomic(t, filepath.Join(dir, "pods.yaml"), podDoc("p0", "127.0.0.2", "True")+"---\n"+podDoc("p1", "127.0.0.3", "False"))
 
 	reg := prometheus.NewRegistry()
-	src, err := NewDirSource(dir, DirOptions{Debounce: 20 * time.Millisecond, Registerer: reg}, slog.New(slog.DiscardHandler))
+	var logs lockedBuffer
+	src, err := NewDirSource(dir, DirOptions{Debounce: 20 * time.Millisecond, Registerer: reg}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +101,7 @@ func TestDirSourceFollowsEditsAndKeepsLastGoodSnapshot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
 	go func() { runErr <- src.Run(ctx) }()
+	const recoveredLine = "manifests accepted again after an error"
 
 	// 1. The first snapshot: one ready pod of two.
 	s1 := nextSnapshot(t, ch, "initial", func(s *Snapshot) bool { return true })
@@ -139,6 +143,9 @@ func TestDirSourceFollowsEditsAndKeepsLastGoodSnapshot(t *testing.T) {
 		t.Fatalf("snapshot %d published from an invalid directory", s.Version)
 	default:
 	}
+	if strings.Contains(logs.String(), recoveredLine) {
+		t.Fatal("a recovery was logged before the fix")
+	}
 
 	// 4. Fix, and add a pod in a new subdirectory (watched recursively).
 	writeAtomic(t, filepath.Join(dir, "pool.yaml"), poolDoc+"---\n"+serviceDoc)
@@ -146,6 +153,9 @@ func TestDirSourceFollowsEditsAndKeepsLastGoodSnapshot(t *testing.T) {
 	s3 := nextSnapshot(t, ch, "fixed", func(s *Snapshot) bool { return endpointsOf(s) == "p0,p1,p2" })
 	if src.LastError() != nil {
 		t.Fatalf("LastError after fix: %v", src.LastError())
+	}
+	if n := strings.Count(logs.String(), recoveredLine); n != 1 {
+		t.Fatalf("the recovery was logged %d times, want once:\n%s", n, logs.String())
 	}
 	if s3.Version <= s2.Version {
 		t.Fatalf("version went from %d to %d", s2.Version, s3.Version)
@@ -236,4 +246,22 @@ func TestDirSourceEmptyDirectoryGivesEmptySnapshot(t *testing.T) {
 	if s == nil || s.Version != 1 || len(s.Pools)+len(s.Gateways) != 0 {
 		t.Fatalf("snapshot %+v", s)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the source's goroutine and the test's.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

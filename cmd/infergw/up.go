@@ -130,11 +130,20 @@ Try it:
     -d '{"model":"%s","stream":true,"messages":[{"role":"user","content":"Hello!"}]}'
 
 Load it:
-  infergw loadtest --url %s --model %s --rate 20 --duration 30s
+  %s loadtest --url %s --model %s --rate 20 --duration 30s
 
 Ctrl-C stops everything.
 `, took.Round(time.Millisecond), len(st.SimAddrs()), url, cfg.MetricsAddr, cfg.EnvoyAdminAddr, cfg.ManifestDir,
-		url, cfg.Sim.Model, url, cfg.Sim.Model)
+		url, cfg.Sim.Model, selfCommand(), url, cfg.Sim.Model)
+}
+
+// selfCommand is how the user ran this binary (bin/infergw after make run), so that the
+// printed command works as it is; "infergw" when that is unknown.
+func selfCommand() string {
+	if len(os.Args) > 0 && os.Args[0] != "" {
+		return os.Args[0]
+	}
+	return "infergw"
 }
 
 func splitList(s string) []string {
