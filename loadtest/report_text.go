@@ -67,6 +67,9 @@ func WriteText(w io.Writer, s *Summary) error {
 	}
 	lat("ttfb", s.TTFB)
 	lat("itl (per token)", s.ITL)
+	if s.ITL.Count > 0 && s.ITL.Min < 0.05 {
+		p("     %s  (a minimum near 0 is chunks that arrived together, in one read: the server sent them back to back)\n", strings.Repeat(" ", 24))
+	}
 	lat("inter_chunk", s.InterChunk)
 	lat("tpot", s.TPOT)
 	lat("e2e", s.E2E)

@@ -70,7 +70,7 @@ func (m *simManager) sync(snap *discovery.Snapshot) error {
 		cfg := m.base
 		cfg.Addr = addr
 		cfg.Name = want[addr]
-		s, err := sim.New(cfg, m.log.With("sim", cfg.Name))
+		s, err := sim.New(cfg, m.log) // the sim adds its own sim=NAME to every line
 		if err == nil {
 			err = s.Start()
 		}

@@ -42,7 +42,8 @@ Measures (all per request, aggregated in HDR histograms, p50/p90/p95/p99/p99.9):
   inter_chunk   gap between consecutive content chunks.
   ITL           per token: each inter-chunk gap divided by the tokens that chunk carried
                 (from per-chunk usage when the server reports it, else the final usage's
-                extra tokens spread evenly), recorded once per token.
+                extra tokens spread evenly), recorded once per token. Chunks that arrive
+                together (in one read: sent back to back) give gaps of about 1µs.
   E2E           send -> [DONE] (or end of stream).
   TPOT          (E2E - TTFT) / (output tokens - 1), requests with >= 2 output tokens.
   output tokens usage.completion_tokens when reported, else the number of content chunks.
