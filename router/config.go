@@ -1,7 +1,12 @@
 package router
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -36,6 +41,61 @@ type Config struct {
 	// Outlier is the ejection of endpoints whose responses fail (a zero value means
 	// DefaultOutlierConfig()).
 	Outlier OutlierConfig
+	// Metrics says where and how model servers' metrics are scraped; the zero value is
+	// plain HTTP on the serving port at /metrics.
+	Metrics MetricsEndpoint
+}
+
+// MetricsEndpoint locates the model servers' Prometheus metrics when they are not plain
+// HTTP at /metrics on the serving port (GIE's --model-server-metrics-* flags): another
+// port or path, HTTPS, a bearer token. /v1/models is still read from the serving port.
+type MetricsEndpoint struct {
+	// Scheme is "http" (default) or "https".
+	Scheme string
+	// Path is the exposition's path (default /metrics).
+	Path string
+	// Port, when not 0, replaces the endpoint's serving port for scrapes.
+	Port int
+	// TLS configures https scrapes (roots, skip-verify, client certificate); nil = the
+	// system roots. The server name checked is the endpoint's IP unless TLS.ServerName is set.
+	TLS *tls.Config
+	// BearerToken, when set, is sent as "Authorization: Bearer TOKEN" with each scrape.
+	BearerToken string
+}
+
+func (m MetricsEndpoint) validate() error {
+	switch {
+	case m.Scheme != "" && m.Scheme != "http" && m.Scheme != "https":
+		return fmt.Errorf("router config: metrics scheme %q: want http or https", m.Scheme)
+	case m.Path != "" && !strings.HasPrefix(m.Path, "/"):
+		return fmt.Errorf("router config: metrics path %q must start with /", m.Path)
+	case strings.ContainsAny(m.Path, " \r\n?#"):
+		return fmt.Errorf("router config: metrics path %q: no spaces, line breaks, query or fragment", m.Path)
+	case m.Port < 0 || m.Port > 65535:
+		return fmt.Errorf("router config: metrics port %d out of range", m.Port)
+	case strings.ContainsAny(m.BearerToken, "\r\n"):
+		return errors.New("router config: metrics bearer token contains a line break")
+	case m.TLS != nil && m.Scheme != "https":
+		return errors.New("router config: metrics TLS settings need the https scheme")
+	}
+	return nil
+}
+
+// address is where an endpoint serving at addr exposes its metrics.
+func (m MetricsEndpoint) address(addr string) string {
+	if m.Port == 0 {
+		return addr
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort(host, strconv.Itoa(m.Port))
+}
+
+// plain reports whether scrapes can share the connection that reads /v1/models.
+func (m MetricsEndpoint) plain() bool {
+	return m.Scheme != "https" && m.Port == 0 && m.BearerToken == ""
 }
 
 // Defaults of Config.
@@ -85,6 +145,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxScrapeSeries == 0 {
 		c.MaxScrapeSeries = DefaultMaxScrapeSeries
 	}
+	if c.Metrics.Path == "" {
+		c.Metrics.Path = "/metrics"
+	}
 	if c.Scheduler.isZero() {
 		c.Scheduler = DefaultSchedulerConfig()
 	}
@@ -95,6 +158,9 @@ func (c Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
+	if err := c.Metrics.validate(); err != nil {
+		return err
+	}
 	switch {
 	case c.ScrapeInterval < 0:
 		return fmt.Errorf("router config: scrape interval %v is negative", c.ScrapeInterval)

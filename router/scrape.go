@@ -20,9 +20,14 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 	// Metric names such as vllm:num_requests_waiting contain ':'; UTF-8 validation accepts
 	// them (and anything the legacy scheme accepts).
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	var bufs scrapeBuffers // reused by every scrape of this endpoint
-	client := newEndpointClient(e.spec.Address)
+	var bufs scrapeBuffers                      // reused by every scrape of this endpoint
+	client := newEndpointClient(e.spec.Address) // /v1/models, and /metrics when plain
 	defer client.close()
+	metricsClient := client
+	if !r.cfg.Metrics.plain() {
+		metricsClient = newMetricsClient(r.cfg.Metrics.address(e.spec.Address), r.cfg.Metrics)
+		defer metricsClient.close()
+	}
 	var nextModels time.Time
 	r.loops.Add(1)
 	defer r.loops.Add(-1)
@@ -55,7 +60,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 		case <-tick.C:
 		}
 		start := time.Now()
-		err := r.scrape(ctx, e, client, &parser, &bufs)
+		err := r.scrape(ctx, e, metricsClient, &parser, &bufs)
 		r.metrics.scrapeDuration.Observe(time.Since(start).Seconds())
 		if ctx.Err() != nil {
 			return // cancelled mid-scrape: not an endpoint failure
@@ -125,7 +130,7 @@ type scrapeBuffers struct {
 // scrape fetches and parses /metrics and stores the new state.
 func (r *Router) scrape(ctx context.Context, e *endpoint, c *endpointClient, parser *expfmt.TextParser, bufs *scrapeBuffers) error {
 	bufs.body.Reset()
-	status, err := c.get(ctx, "/metrics", r.cfg.ScrapeTimeout, r.cfg.MaxScrapeBytes, &bufs.body)
+	status, err := c.get(ctx, r.cfg.Metrics.Path, r.cfg.ScrapeTimeout, r.cfg.MaxScrapeBytes, &bufs.body)
 	if err != nil {
 		return fmt.Errorf("scrape %s: %w", c.addr, err)
 	}

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
@@ -28,6 +32,74 @@ func registerRouterFlags(fl *pflag.FlagSet, cfg *router.Config) {
 	fl.IntVar(&cfg.Fallbacks, "fallbacks", cfg.Fallbacks, "fallback endpoints sent to Envoy after the chosen one")
 	fl.IntVar(&cfg.MaxScrapeBytes, "max-scrape-bytes", cfg.MaxScrapeBytes, "largest /metrics body (after gzip) a scrape accepts; larger fails the scrape")
 	fl.IntVar(&cfg.MaxScrapeSeries, "max-scrape-series", cfg.MaxScrapeSeries, "most series (sample lines) a /metrics scrape accepts; more fails the scrape")
+	// Where the model servers' metrics are, under GIE's flag names where it has them.
+	fl.StringVar(&cfg.Metrics.Scheme, "model-server-metrics-scheme", "http", "scheme of the model servers' metrics: http or https")
+	fl.StringVar(&cfg.Metrics.Path, "model-server-metrics-path", "/metrics", "path of the model servers' metrics")
+	fl.IntVar(&cfg.Metrics.Port, "model-server-metrics-port", 0, "port of the model servers' metrics (0 = the serving port, the pool's target port)")
+	fl.Var(&metricsTLSFlag{cfg: &cfg.Metrics, kind: "insecure"}, "model-server-metrics-https-insecure-skip-verify",
+		"https metrics: do not verify the model servers' certificates")
+	fl.Lookup("model-server-metrics-https-insecure-skip-verify").NoOptDefVal = "true"
+	fl.Var(&metricsTLSFlag{cfg: &cfg.Metrics, kind: "ca"}, "model-server-metrics-ca-file",
+		"https metrics: PEM CA bundle to verify the model servers with (default: the system roots)")
+	fl.Var(&metricsTLSFlag{cfg: &cfg.Metrics, kind: "token"}, "model-server-metrics-bearer-token-file",
+		"file holding a bearer token sent with every scrape (e.g. a mounted ServiceAccount token)")
+}
+
+// metricsTLSFlag sets the parts of router.MetricsEndpoint that come from files or need a
+// tls.Config, at parse time, so a bad file fails the command line with its name.
+type metricsTLSFlag struct {
+	cfg  *router.MetricsEndpoint
+	kind string // "insecure", "ca" or "token"
+	val  string
+}
+
+func (f *metricsTLSFlag) String() string { return f.val }
+func (f *metricsTLSFlag) Type() string {
+	if f.kind == "insecure" {
+		return "bool"
+	}
+	return "string"
+}
+
+func (f *metricsTLSFlag) Set(v string) error {
+	f.val = v
+	tlsCfg := func() *tls.Config {
+		if f.cfg.TLS == nil {
+			f.cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		return f.cfg.TLS
+	}
+	switch f.kind {
+	case "insecure":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return err
+		}
+		if b {
+			tlsCfg().InsecureSkipVerify = true // the operator asked for it with this flag
+		}
+	case "ca":
+		pemBytes, err := os.ReadFile(v)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return fmt.Errorf("%s: no PEM certificate in it", v)
+		}
+		tlsCfg().RootCAs = pool
+	case "token":
+		b, err := os.ReadFile(v)
+		if err != nil {
+			return err
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return fmt.Errorf("%s: empty token", v)
+		}
+		f.cfg.BearerToken = tok
+	}
+	return nil
 }
 
 // newLogger is the text logger on stderr every subcommand uses, at a --log-level value.

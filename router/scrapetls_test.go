@@ -1,0 +1,116 @@
+package router
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/infergw/infergw/internal/testpki"
+)
+
+// tlsMetricsServer serves a vLLM exposition over HTTPS at /custom/metrics on its own port,
+// only to requests bearing the token; it counts the requests it refused.
+func tlsMetricsServer(t *testing.T, exposition, token string) (port int, ca *x509.CertPool, refused *atomic.Int64) {
+	t.Helper()
+	pki := testpki.NewCA(t, "metrics-ca")
+	certPEM, keyPEM := pki.Issue(t, "model-server", []string{"127.0.0.1"}, x509.ExtKeyUsageServerAuth)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused = &atomic.Int64{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/custom/metrics" || r.Header.Get("Authorization") != "Bearer "+token {
+			refused.Add(1)
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = io.WriteString(w, exposition)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	_, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	port, _ = strconv.Atoi(p)
+	ca = x509.NewCertPool()
+	ca.AppendCertsFromPEM(pki.PEM)
+	return port, ca, refused
+}
+
+// TestScrapeHTTPSMetricsEndpoint: metrics on another port and path, over HTTPS with a CA and
+// a bearer token (GIE's --model-server-metrics-* settings), while /v1/models is still read
+// from the serving port. A wrong CA or a missing token fails the scrape: no metrics, the
+// endpoint stale.
+func TestScrapeHTTPSMetricsEndpoint(t *testing.T) {
+	exposition := readTestdata(t, "vllm.txt")
+	serving := newModelServer(t, "", vllmModels) // plain HTTP: the model list only
+	port, ca, refused := tlsMetricsServer(t, exposition, "s3cret")
+	_, otherCA, _ := tlsMetricsServer(t, exposition, "s3cret") // a CA that did not sign the server
+
+	for _, tc := range []struct {
+		name    string
+		metrics MetricsEndpoint
+		ok      bool
+	}{
+		{"https with CA and token", MetricsEndpoint{Scheme: "https", Path: "/custom/metrics", Port: port, TLS: &tls.Config{RootCAs: ca, MinVersion: tls.VersionTLS12}, BearerToken: "s3cret"}, true},
+		{"wrong CA", MetricsEndpoint{Scheme: "https", Path: "/custom/metrics", Port: port, TLS: &tls.Config{RootCAs: otherCA, MinVersion: tls.VersionTLS12}, BearerToken: "s3cret"}, false},
+		{"no token", MetricsEndpoint{Scheme: "https", Path: "/custom/metrics", Port: port, TLS: &tls.Config{RootCAs: ca, MinVersion: tls.VersionTLS12}}, false},
+		{"plain http to a TLS port", MetricsEndpoint{Path: "/custom/metrics", Port: port, BearerToken: "s3cret"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			refusedBefore := refused.Load()
+			r, reg := newTestRouter(t, func(c *Config) { c.Metrics = tc.metrics })
+			r.SetPool("ns/p", []EndpointSpec{{Name: "pod-a", Address: serving.addr()}})
+			e := r.lookup("ns/p").view.Load().endpoints[0]
+			// The model list comes from the serving port in every case.
+			eventually(t, 3*time.Second, "model list from the serving port", func() bool { return e.models.Load() != nil })
+			if tc.ok {
+				eventually(t, 3*time.Second, "metrics over https", func() bool { return e.metrics.Load() != nil })
+				if m := e.metrics.Load(); m.waiting != 3 || m.running != 7 {
+					t.Errorf("waiting/running %v/%v, want 3/7", m.waiting, m.running)
+				}
+				if serving.scrapeCount() != 0 {
+					t.Errorf("the serving port was scraped %d times", serving.scrapeCount())
+				}
+				return
+			}
+			eventually(t, 3*time.Second, "scrape errors", func() bool {
+				v, ok := gaugeValue(t, reg, "infergw_router_scrape_errors_total", map[string]string{"pool": "ns/p", "endpoint": serving.addr()})
+				return ok && v >= 2
+			})
+			if m := e.metrics.Load(); m != nil {
+				t.Errorf("metrics read despite the failure: %+v", m)
+			}
+			if tc.metrics.BearerToken == "" && refused.Load() == refusedBefore {
+				t.Error("the server refused nothing: the request without a token did not reach it")
+			}
+		})
+	}
+}
+
+func TestMetricsEndpointValidation(t *testing.T) {
+	for name, m := range map[string]MetricsEndpoint{
+		"scheme":      {Scheme: "ftp"},
+		"path":        {Path: "metrics"},
+		"path query":  {Path: "/metrics?x=1"},
+		"port":        {Port: 70000},
+		"token CRLF":  {BearerToken: "a\r\nX-Injected: 1"},
+		"tls on http": {TLS: &tls.Config{MinVersion: tls.VersionTLS12}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Metrics = m
+			if _, err := New(cfg, testLogger(t), nil); err == nil {
+				t.Errorf("%+v accepted", m)
+			}
+		})
+	}
+}
