@@ -164,6 +164,7 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	n := len(pc.eps)
 	if r.sched.usePrefix {
 		sc.hashes.reset(req.Model, req.Prompt)
+		sc.hashes.maxBlocks = r.sched.prefixMaxBlocks
 		pc.prefix = &sc.hashes
 		pc.prefixHit = grow(sc.prefixHit, n)
 		sc.prefixHit = pc.prefixHit

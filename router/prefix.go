@@ -48,11 +48,12 @@ const maxSpans = 4
 // scorer measures each endpoint's match in that endpoint's own engine blocks: a prefix
 // shorter than one vLLM block is not cached there, so it must not win affinity.
 type spanHashes struct {
-	model  string
-	prompt []byte
-	n      int
-	spans  [maxSpans]int
-	hashes [maxSpans][]uint64 // backing arrays reused across picks (the scratch pools them)
+	model     string
+	prompt    []byte
+	maxBlocks int // blocks hashed per span at most (0: maxPrefixBlocks)
+	n         int
+	spans     [maxSpans]int
+	hashes    [maxSpans][]uint64 // backing arrays reused across picks (the scratch pools them)
 }
 
 func (h *spanHashes) reset(model string, prompt []byte) {
@@ -74,7 +75,11 @@ func (h *spanHashes) get(span int) []uint64 {
 		h.n++
 	}
 	h.spans[i] = span
-	h.hashes[i] = hashPrefixBlocks(h.hashes[i][:0], h.model, h.prompt, span)
+	p := h.prompt
+	if h.maxBlocks > 0 && span > 0 && len(p)/span > h.maxBlocks {
+		p = p[:h.maxBlocks*span] // the same chain, cut after maxBlocks blocks
+	}
+	h.hashes[i] = hashPrefixBlocks(h.hashes[i][:0], h.model, p, span)
 	return h.hashes[i]
 }
 

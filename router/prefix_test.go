@@ -3,6 +3,7 @@ package router
 import (
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -117,5 +118,19 @@ func TestPrefixGeometryFollowsEngine(t *testing.T) {
 	r.updatePrefixGeometry(e, cpu) // unchanged geometry: the cache stays
 	if e.prefix.len() != 4 {
 		t.Fatalf("%d cached blocks after an unchanged scrape, want 4", e.prefix.len())
+	}
+}
+
+// TestSpanHashesMaxBlocks: a cap on the blocks matched hashes the same chain, cut.
+func TestSpanHashesMaxBlocks(t *testing.T) {
+	prompt := []byte(strings.Repeat("abcdefgh", 100)) // 800 bytes: 12 blocks of 64
+	var h spanHashes
+	h.reset("m", prompt)
+	full := slices.Clone(h.get(64))
+	h.reset("m", prompt)
+	h.maxBlocks = 5
+	capped := h.get(64)
+	if len(full) != 12 || len(capped) != 5 || !slices.Equal(capped, full[:5]) {
+		t.Errorf("full %d blocks, capped %d (a prefix of the full chain: %v)", len(full), len(capped), slices.Equal(capped, full[:len(capped)]))
 	}
 }

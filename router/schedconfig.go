@@ -95,6 +95,9 @@ type PrefixParams struct {
 	// engine's vllm:cache_config_info (num_gpu_blocks × block_size tokens ÷ tokens per
 	// block, at 4 characters per token) and uses DefaultPrefixLRUCapacity until known.
 	LRUCapacity int `json:"lruCapacity"`
+	// MaxBlocks caps the blocks of a prompt that are hashed and matched (0: 32768, the
+	// hard cap). GIE's maxPrefixBlocksToMatch.
+	MaxBlocks int `json:"maxBlocks"`
 }
 
 // SaturationConfig holds the thresholds of the saturation detector: an endpoint is
@@ -185,6 +188,9 @@ func (c SchedulerConfig) Validate() error {
 	}
 	if c.Prefix.BlockSize < 0 {
 		return fmt.Errorf("scheduler: prefix blockSize %d must be >= 0 (0 = derive from the engine)", c.Prefix.BlockSize)
+	}
+	if c.Prefix.MaxBlocks < 0 || c.Prefix.MaxBlocks > maxPrefixBlocks {
+		return fmt.Errorf("scheduler: prefix maxBlocks %d must be in [0, %d] (0 = %d)", c.Prefix.MaxBlocks, maxPrefixBlocks, maxPrefixBlocks)
 	}
 	if c.Prefix.LRUCapacity < 0 {
 		return fmt.Errorf("scheduler: prefix lruCapacity %d must be >= 0 (0 = derive from the engine)", c.Prefix.LRUCapacity)
@@ -314,8 +320,10 @@ func parseScorerParams(s rawPlugin, cfg *SchedulerConfig) error {
 			dst = &cfg.Prefix.BlockSize
 		case "lruCapacity":
 			dst = &cfg.Prefix.LRUCapacity
+		case "maxBlocks":
+			dst = &cfg.Prefix.MaxBlocks
 		default:
-			return fmt.Errorf("params: unknown field %q (known: blockSize, lruCapacity)", key)
+			return fmt.Errorf("params: unknown field %q (known: blockSize, lruCapacity, maxBlocks)", key)
 		}
 		if err := json.Unmarshal(v, dst); err != nil {
 			return fmt.Errorf("params: %s: %w", key, err)
@@ -324,13 +332,18 @@ func parseScorerParams(s rawPlugin, cfg *SchedulerConfig) error {
 	return nil
 }
 
-// LoadSchedulerConfig reads and parses a YAML scheduler config file.
+// LoadSchedulerConfig reads and parses a YAML scheduler config file: infergw's format, or
+// GIE's EndpointPickerConfig (recognised by its kind).
 func LoadSchedulerConfig(path string) (SchedulerConfig, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
 	}
-	cfg, err := ParseSchedulerConfig(data)
+	parse := ParseSchedulerConfig
+	if IsEndpointPickerConfig(data) {
+		parse = ParseEndpointPickerConfig // GIE's format, by its kind
+	}
+	cfg, err := parse(data)
 	if err != nil {
 		return SchedulerConfig{}, fmt.Errorf("%s: %w", path, err)
 	}

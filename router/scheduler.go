@@ -14,6 +14,7 @@ type scheduler struct {
 	usePrefix         bool
 	blockSize         int // prefix block span in characters; 0 = derive from the engine
 	prefixLRUCapacity int // 0 = derive from the engine
+	prefixMaxBlocks   int // 0 = maxPrefixBlocks
 	sat               SaturationConfig
 }
 
@@ -48,6 +49,7 @@ func newScheduler(cfg SchedulerConfig) *scheduler {
 		random:            cfg.Picker == PickerRandom,
 		blockSize:         cfg.Prefix.BlockSize,
 		prefixLRUCapacity: cfg.Prefix.LRUCapacity,
+		prefixMaxBlocks:   cfg.Prefix.MaxBlocks,
 		sat:               cfg.Saturation,
 	}
 	if s.random {

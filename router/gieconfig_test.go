@@ -1,0 +1,144 @@
+package router
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// gieDocConfig is an EndpointPickerConfig as GIE's documentation writes one: queue,
+// kv-cache, prefix (with GIE's parameters) and LoRA-affinity scorers, a max-score picker
+// and the single-profile handler.
+const gieDocConfig = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+  parameters:
+    hashBlockSize: 64
+    maxPrefixBlocksToMatch: 256
+    lruCapacityPerServer: 31250
+- type: lora-affinity-scorer
+- type: max-score-picker
+  parameters:
+    maxNumOfEndpoints: 1
+- type: single-profile-handler
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: kv-cache-utilization-scorer
+    weight: 2
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+  - pluginRef: lora-affinity-scorer
+  - pluginRef: max-score-picker
+`
+
+// nativeEquivalent is the same scheduler in infergw's own format.
+const nativeEquivalent = `filters: []
+scorers:
+  - {name: queue, weight: 2}
+  - {name: kv-cache, weight: 2}
+  - {name: prefix, weight: 3, params: {blockSize: 64, lruCapacity: 31250, maxBlocks: 256}}
+  - {name: lora-affinity, weight: 1}
+picker: max-score
+`
+
+func TestEndpointPickerConfigLoadsLikeOurs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "epp.yaml")
+	if err := os.WriteFile(path, []byte(gieDocConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gie, err := LoadSchedulerConfig(path) // recognised by its kind
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, err := ParseSchedulerConfig([]byte(nativeEquivalent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gie, ours) {
+		t.Fatalf("GIE config %+v\nours       %+v", gie, ours)
+	}
+
+	// And it schedules like ours: two routers, one per config, over the same endpoints
+	// (each best on a different signal) pick the same primary for every request, including
+	// one with a prefix cached on one endpoint and one for a loaded adapter.
+	eps := func() []*endpoint {
+		return []*endpoint{
+			withModels(staticEndpoint("10.0.0.1:8000", metricsState{waiting: 0, kvUsage: 0.9, maxLoRA: 2}), map[string]string{"base": ""}),
+			withModels(staticEndpoint("10.0.0.2:8000", metricsState{waiting: 6, kvUsage: 0.1, maxLoRA: 2, loraRunning: []string{"ad"}}), map[string]string{"base": "", "ad": "base"}),
+			withModels(staticEndpoint("10.0.0.3:8000", metricsState{waiting: 3, kvUsage: 0.5, maxLoRA: 2}), map[string]string{"base": ""}),
+		}
+	}
+	rg, _ := newTestRouter(t, func(c *Config) { c.Scheduler = gie; c.Fallbacks = 0 })
+	ro, _ := newTestRouter(t, func(c *Config) { c.Scheduler = ours; c.Fallbacks = 0 })
+	installPool(rg, "p", eps())
+	installPool(ro, "p", eps())
+	prompt := []byte(strings.Repeat("You are a helpful assistant. ", 40))
+	for i, req := range []*Request{
+		{Pool: "p", Model: "base"},
+		{Pool: "p", Model: "ad"},
+		{Pool: "p", Model: "base", Prompt: prompt},
+		{Pool: "p", Model: "base", Prompt: prompt}, // the prefix is now cached on the first pick's endpoint
+		{Pool: "p", Model: "base", Prompt: []byte(fmt.Sprintf("%s and more %d", prompt, 1))},
+	} {
+		dg, do := mustPick(t, rg, req), mustPick(t, ro, req)
+		if dg.Endpoints[0] != do.Endpoints[0] {
+			t.Errorf("request %d: GIE config picked %s, ours %s", i, dg.Endpoints[0], do.Endpoints[0])
+		}
+		dg.Done()
+		do.Done()
+	}
+}
+
+func TestEndpointPickerConfigRefusals(t *testing.T) {
+	base := func(plugins, profile string) string {
+		return "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n" + plugins +
+			"schedulingProfiles:\n- name: default\n  plugins:\n" + profile
+	}
+	for name, tc := range map[string]struct{ doc, want string }{
+		"unknown type": {base("- type: decode-filter\n", "  - pluginRef: decode-filter\n"), `type "decode-filter" is not supported`},
+		"unknown prefix parameter": {base("- type: prefix-cache-scorer\n  parameters:\n    mode: cache_tracking\n", "  - pluginRef: prefix-cache-scorer\n"),
+			`unknown field "mode"`},
+		"probabilistic LoRA filter": {base("- type: lora-affinity-filter\n  parameters:\n    threshold: 0.999\n", "  - pluginRef: lora-affinity-filter\n"),
+			"threshold 0.999"},
+		"several endpoints": {base("- type: max-score-picker\n  parameters:\n    maxNumOfEndpoints: 3\n", "  - pluginRef: max-score-picker\n"), "--fallbacks"},
+		"dangling ref":      {base("- type: queue-scorer\n", "  - pluginRef: kv-scorer\n"), `pluginRef "kv-scorer" names no plugin`},
+		"weight on picker":  {base("- type: max-score-picker\n", "  - pluginRef: max-score-picker\n    weight: 2\n"), "only scorers take a weight"},
+		"two profiles": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "- name: prefill\n  plugins:\n  - pluginRef: queue-scorer\n",
+			"2 scheduling profiles"},
+		"flow control":    {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "flowControl: {}\n", "flowControl is not supported"},
+		"unknown field":   {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "schedulingProfile: []\n", `unknown field "schedulingProfile"`},
+		"miscased field":  {strings.Replace(base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n"), "plugins:\n- type", "Plugins:\n- type", 1), "Plugins"},
+		"bad apiVersion":  {strings.Replace(base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n"), "x-k8s.io/v1alpha1", "x-k8s.io/v9", 1), "apiVersion"},
+		"negative weight": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n    weight: -1\n"), "weight -1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseEndpointPickerConfig([]byte(tc.doc))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzEndpointPickerConfig(f *testing.F) {
+	f.Add([]byte(gieDocConfig))
+	f.Add([]byte("kind: EndpointPickerConfig\nplugins: [{type: random-picker}]\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cfg, err := ParseEndpointPickerConfig(b)
+		if err != nil {
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted a config that does not validate: %v", err)
+		}
+	})
+}
