@@ -35,9 +35,19 @@ build() {
 		echo "$name: cached in $out" >&2
 		return
 	fi
-	echo "$name: building $pkg (this takes minutes on a cold cache)" >&2
+	echo "$name: building $pkg (this takes minutes on a cold cache; cached afterwards in $out)" >&2
 	local start=$SECONDS
-	(cd "$dir" && CGO_ENABLED=0 $NICE "$GO" build -trimpath -ldflags "-s -w $ldflags" -o "$out/$name.tmp" "$pkg")
+	# A line every 30 s, so that a long build never looks hung in a CI log.
+	(while sleep 30; do echo "$name: still building ($((SECONDS - start))s so far)" >&2; done) &
+	local ticker=$!
+	local rc=0
+	(cd "$dir" && CGO_ENABLED=0 $NICE "$GO" build -trimpath -ldflags "-s -w $ldflags" -o "$out/$name.tmp" "$pkg") || rc=$?
+	kill "$ticker" 2>/dev/null || true
+	wait "$ticker" 2>/dev/null || true
+	if [ "$rc" -ne 0 ]; then
+		echo "$name: build failed (exit $rc)" >&2
+		return "$rc"
+	fi
 	mv "$out/$name.tmp" "$out/$name"
 	echo "$name: built in $((SECONDS - start))s" >&2
 }
