@@ -163,16 +163,41 @@ func (e *testEnv) install(ctx context.Context) error {
 		return err
 	}
 	e.envoyURL = fmt.Sprintf("http://%s:%d", svc.Spec.ClusterIP, svc.Spec.Ports[0].Port)
-	return n.waitFor("first chat completion through "+e.envoyURL, 2*time.Minute, func() error {
+	err = n.waitFor("first chat completion through "+e.envoyURL, 2*time.Minute, func() error {
 		r, err := e.chat(ctx, baseModel, "hello", false, nil)
 		if err != nil {
 			return err
 		}
 		if r.status != 200 {
-			return fmt.Errorf("status %d: %s", r.status, r.body)
+			return fmt.Errorf("status %d (headers %v): %s", r.status, r.header, r.body)
 		}
 		return nil
 	})
+	if err != nil {
+		// Seen once in seven runs (a 404 with an empty body for the whole two minutes):
+		// keep what the gateway's own processes said, to find out why.
+		e.dumpPodLogs(ctx, "app.kubernetes.io/instance="+releaseName, 60)
+	}
+	return err
+}
+
+// dumpPodLogs writes the last lines of every container of the selected Pods to the test log.
+func (e *testEnv) dumpPodLogs(ctx context.Context, selector string, lines int64) {
+	pods, err := e.kube.CoreV1().Pods(testNamespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		e.logf("pod logs: list: %v", err)
+		return
+	}
+	for _, p := range pods.Items {
+		for _, c := range p.Spec.Containers {
+			b, err := e.kube.CoreV1().Pods(testNamespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name, TailLines: &lines}).DoRaw(ctx)
+			if err != nil {
+				e.logf("pod logs %s/%s: %v", p.Name, c.Name, err)
+				continue
+			}
+			e.logf("last %d lines of %s/%s:\n%s", lines, p.Name, c.Name, b)
+		}
+	}
 }
 
 // goModDir is the module cache directory of a module the repository requires.
