@@ -15,14 +15,7 @@ import (
 // that runs longer than the timeout after its first byte is not cut (Envoy's per-try
 // timeout stops counting once the response to the client has started).
 func TestHungPodRetriedAfterFirstByteTimeout(t *testing.T) {
-	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
-	w := newWorld(t, ips)
-	w.Pools = []pool{{Name: "llm", App: "llm"}}
-	for i, ip := range ips {
-		w.Pods = append(w.Pods, pod{Name: fmt.Sprintf("llm-%d", i), IP: ip, App: "llm"})
-	}
-	w.Routes = `  rules:
-    - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: llm}]`
+	ips, w := threePodWorld(t)
 	hung := fmt.Sprintf("%s:%d", ips[2], w.TargetPort)
 	startBrokenPod(t, hung, podHangs)
 	const firstByte = time.Second
@@ -77,14 +70,7 @@ func TestHungPodRetriedAfterFirstByteTimeout(t *testing.T) {
 // it sets Envoy's per-try timeout header on streaming picks, and every stream that met the
 // hung pod was retried elsewhere and ran to [DONE].
 func TestHungPodStreamRetriedByDefault(t *testing.T) {
-	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
-	w := newWorld(t, ips)
-	w.Pools = []pool{{Name: "llm", App: "llm"}}
-	for i, ip := range ips {
-		w.Pods = append(w.Pods, pod{Name: fmt.Sprintf("llm-%d", i), IP: ip, App: "llm"})
-	}
-	w.Routes = `  rules:
-    - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: llm}]`
+	ips, w := threePodWorld(t)
 	startBrokenPod(t, fmt.Sprintf("%s:%d", ips[2], w.TargetPort), podHangs)
 	gw := startGateway(t, w, func(c *stack.Config) {
 		c.Picker.StreamFirstByteTimeout = time.Second
@@ -110,4 +96,18 @@ func TestHungPodStreamRetriedByDefault(t *testing.T) {
 		t.Fatalf("no try timed out: the picker never chose the hung pod in %d streams, the test proved nothing", n)
 	}
 	t.Logf("%d of %d streams met the hung pod and were retried", hits, n)
+}
+
+// threePodWorld is one pool "llm" of three pods on 127.0.0.2-4 behind one route.
+func threePodWorld(t *testing.T) ([]string, *world) {
+	t.Helper()
+	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+	w := newWorld(t, ips)
+	w.Pools = []pool{{Name: "llm", App: "llm"}}
+	for i, ip := range ips {
+		w.Pods = append(w.Pods, pod{Name: fmt.Sprintf("llm-%d", i), IP: ip, App: "llm"})
+	}
+	w.Routes = `  rules:
+    - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: llm}]`
+	return ips, w
 }

@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -45,18 +42,9 @@ func TestPickerCrashMidStream(t *testing.T) {
 	gw := startGateway(t, w, func(c *stack.Config) {
 		c.ExternalPicker = true
 		c.Sim.TimeScale = 1 // real-time decoding: a 300-token stream lasts over a second
-		picker = &pickerProcess{bin: bin, manifests: c.ManifestDir, grpcAddr: fmt.Sprintf("127.0.0.1:%d", w.PickerPort),
-			metricsAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")), logPath: filepath.Join(t.TempDir(), "picker.log")}
-		picker.start(t)
-		picker.waitReady(t)
+		picker = startPickerProcess(t, bin, c.ManifestDir, w.PickerPort)
 	})
-	t.Cleanup(func() {
-		picker.kill(t)
-		if t.Failed() {
-			b, _ := os.ReadFile(picker.logPath)
-			t.Logf("picker log:\n%s", b)
-		}
-	})
+	t.Cleanup(func() { picker.stopAndReport(t) })
 
 	// stream sends a streamed completion, kills the picker after the first event, and
 	// reads the rest.

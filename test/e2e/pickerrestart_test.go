@@ -25,6 +25,26 @@ type pickerProcess struct {
 	exited                                         chan struct{}
 }
 
+// startPickerProcess starts `infergw picker` on the world's picker port, reading the
+// stack's manifests, and waits until it is ready.
+func startPickerProcess(t *testing.T, bin, manifests string, pickerPort int) *pickerProcess {
+	t.Helper()
+	p := &pickerProcess{bin: bin, manifests: manifests, grpcAddr: fmt.Sprintf("127.0.0.1:%d", pickerPort),
+		metricsAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")), logPath: filepath.Join(t.TempDir(), "picker.log")}
+	p.start(t)
+	p.waitReady(t)
+	return p
+}
+
+// stopAndReport kills the picker and, when the test failed, logs what it wrote.
+func (p *pickerProcess) stopAndReport(t *testing.T) {
+	p.kill(t)
+	if t.Failed() {
+		b, _ := os.ReadFile(p.logPath)
+		t.Logf("picker log:\n%s", b)
+	}
+}
+
 // buildInfergw builds the infergw binary into a temporary directory.
 func buildInfergw(t *testing.T) string {
 	t.Helper()
@@ -107,18 +127,9 @@ func TestPickerCrashLoop(t *testing.T) {
 	var picker *pickerProcess
 	gw := startGateway(t, w, func(c *stack.Config) {
 		c.ExternalPicker = true
-		picker = &pickerProcess{bin: bin, manifests: c.ManifestDir, grpcAddr: fmt.Sprintf("127.0.0.1:%d", w.PickerPort),
-			metricsAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")), logPath: filepath.Join(t.TempDir(), "picker.log")}
-		picker.start(t)
-		picker.waitReady(t)
+		picker = startPickerProcess(t, bin, c.ManifestDir, w.PickerPort)
 	})
-	t.Cleanup(func() {
-		picker.kill(t)
-		if t.Failed() {
-			b, _ := os.ReadFile(picker.logPath)
-			t.Logf("picker log:\n%s", b)
-		}
-	})
+	t.Cleanup(func() { picker.stopAndReport(t) })
 
 	body := []byte(`{"model":"` + baseModel + `","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`)
 	hc := &http.Client{Timeout: 20 * time.Second}
