@@ -88,7 +88,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 // SetPool sets the endpoints of a pool ("namespace/name"). Endpoints are matched by
 // Address: unchanged ones keep their state (metrics, prefix cache, in-flight count) and
 // loop; new ones start a scrape loop; removed ones have their loop stopped (SetPool
-// returns after they ended). An endpoint whose name or engine type changed is replaced.
+// returns after they ended). An endpoint whose name, engine type or metrics settings
+// changed is replaced.
 func (r *Router) SetPool(name string, specs []EndpointSpec) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -117,7 +118,7 @@ func (r *Router) SetPool(name string, specs []EndpointSpec) {
 		if old != nil {
 			if i, ok := old.byAddr[spec.Address]; ok {
 				prev := old.endpoints[i]
-				if prev.spec.Name == spec.Name && prev.engine == eng {
+				if prev.spec.Name == spec.Name && prev.engine == eng && samePoolMetrics(prev.spec.Metrics, spec.Metrics) {
 					e = prev
 					kept[e] = true
 				}
