@@ -67,3 +67,24 @@ func TestReferenceListsEveryPlugin(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEConfigsParse: every scheduler config the README shows loads.
+func TestREADMEConfigsParse(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Scheduler config and plugins")
+	section, _, _ = strings.Cut(section, "### Plugin reference")
+	blocks := strings.Split(section, "```yaml\n")[1:]
+	if len(blocks) < 4 {
+		t.Fatalf("found %d YAML examples, want at least 4", len(blocks))
+	}
+	reg := NewRegistry()
+	for i, b := range blocks {
+		doc, _, _ := strings.Cut(b, "```")
+		if _, err := reg.ParseSchedulerConfig([]byte(doc)); err != nil {
+			t.Errorf("example %d does not load: %v\n%s", i, err, doc)
+		}
+	}
+}
