@@ -18,7 +18,7 @@ const (
 	AnnotationMetricsPort               = "infergw.dev/model-server-metrics-port"
 	AnnotationMetricsInsecureSkipVerify = "infergw.dev/model-server-metrics-https-insecure-skip-verify"
 	AnnotationMetricsCAFile             = "infergw.dev/model-server-metrics-ca-file"
-	AnnotationMetricsBearerTokenFile    = "infergw.dev/model-server-metrics-bearer-token-file"
+	AnnotationMetricsBearerTokenFile    = "infergw.dev/model-server-metrics-bearer-token-file" //nolint:gosec // G101: the name of an annotation holding a file path, not a credential
 )
 
 // poolMetrics reads a pool's metrics annotations: nil when it has none; an error naming
