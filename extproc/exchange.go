@@ -36,16 +36,16 @@ type exchange struct {
 	respMode extprocfilterv3.ProcessingMode_BodySendMode
 	modeSet  bool
 
-	hdr        requestHeaders
-	poolList   string // gRPC metadata x-infergw-pools
+	hdr      requestHeaders
+	poolList string // gRPC metadata x-infergw-pools
 	// Body-based routing (bodyrouting.go): the route table and the gateway's model list.
 	modelRoutes string // gRPC metadata x-infergw-model-routes
 	listModels  string // gRPC metadata x-infergw-list-models
 	bodyRouted  bool   // the model headers are set from the body
 	baseModel   string
 	hasBase     bool
-	subset     []string
-	subsetSeen bool
+	subset      []string
+	subsetSeen  bool
 
 	body        []byte
 	bodyBuf     *[]byte // pooled accumulation buffer, returned at the end of the stream
