@@ -56,7 +56,7 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.BoolVar(&f.envoyLog, "envoy-log", false, "show Envoy's own log on stderr")
 	fl.BoolVar(&f.noSims, "no-sims", false, "do not start simulated model servers: the Pod manifests point at real ones")
 	fl.StringVar(&f.cfg.Sim.Model, "model", f.cfg.Sim.Model, "base model the sims serve, and the model of the readiness request (set it to a model your backends serve with --no-sims)")
-	fl.StringVar(&f.adapters, "lora-adapters", strings.Join(f.cfg.Sim.LoRAAdapters, ","), "LoRA adapters every sim serves (comma-separated)")
+	fl.StringVar(&f.adapters, "lora-adapters", strings.Join(f.cfg.Sim.LoRAAdapters, ","), "LoRA adapters every sim serves (comma-separated; a pool's infergw.dev/sim-lora-adapters annotation overrides it)")
 	fl.IntVar(&f.cfg.Sim.MaxLoRAs, "max-loras", f.cfg.Sim.MaxLoRAs, "LoRA adapters a sim holds at once")
 	fl.IntVar(&f.cfg.Sim.KVBlocks, "kv-blocks", f.cfg.Sim.KVBlocks, "KV-cache blocks of each sim")
 	fl.IntVar(&f.cfg.Sim.MaxNumSeqs, "max-num-seqs", f.cfg.Sim.MaxNumSeqs, "sequences each sim runs at once")
