@@ -49,11 +49,11 @@ type config struct {
 
 // cell is one measured run of one variant.
 type cell struct {
-	Variant        string  `json:"variant"`
-	Round          int     `json:"round"`
-	Requests       int64   `json:"requests"`
-	Failed         int64   `json:"failed"`
-	AchievedRate   float64 `json:"achieved_rate"`
+	Variant      string  `json:"variant"`
+	Round        int     `json:"round"`
+	Requests     int64   `json:"requests"`
+	Failed       int64   `json:"failed"`
+	AchievedRate float64 `json:"achieved_rate"`
 	// CPU per request with the idle stack's CPU (scrapes, health checks) over the same
 	// time subtracted.
 	PickerCPUPerRq float64 `json:"picker_cpu_us_per_request_minus_idle"`
