@@ -112,6 +112,25 @@ spec:
 		onPool("adapter", chat(t, gw.url, "sql-lora", fmt.Sprintf("hi %d", i), nil), 200, "sql-lora", "llama-0", "llama-1")
 	}
 
+	// One pass over the body: each body-routed request is one ext_proc stream (the routing
+	// and the pick share it), not two.
+	streams := func() int64 {
+		var n int64
+		for name, v := range gw.envoyCounters(t, "ext_proc") {
+			if strings.HasSuffix(name, ".ext_proc.streams_started") {
+				n += v
+			}
+		}
+		return n
+	}
+	before := streams()
+	for i := 0; i < 10; i++ {
+		onPool("one pass", chat(t, gw.url, qwenModel, fmt.Sprintf("count %d", i), nil), 200, qwenModel, "qwen-0")
+	}
+	if got := streams() - before; got != 10 {
+		t.Errorf("10 body-routed requests opened %d ext_proc streams, want 10", got)
+	}
+
 	r := chat(t, gw.url, "no-such-model", "hi", nil)
 	checkOpenAIError(t, "unknown model", r.Status, r.Header.Get("content-type"), r.Body, 404, `"model_not_found"`)
 	if r.Instance != "" {
