@@ -1,6 +1,10 @@
 package xds
 
 import (
+	"encoding/json"
+	"testing"
+
+	"github.com/infergw/infergw/internal/modelroute"
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -59,4 +63,13 @@ func withoutGatewayRoutes(rs []*routev3.Route) []*routev3.Route {
 		}
 	}
 	return out
+}
+
+func decodeTable(t *testing.T, enc string) modelroute.Table {
+	t.Helper()
+	var tbl modelroute.Table
+	if err := json.Unmarshal([]byte(enc), &tbl); err != nil {
+		t.Fatal(err)
+	}
+	return tbl
 }
