@@ -336,8 +336,11 @@ func waitForLine(r io.Reader, substr string, timeout time.Duration) error {
 // processCPU sums the run time (ns) of every thread of pid from /proc/PID/task/*/schedstat.
 func processCPU(pid int) (int64, error) {
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	if err != nil || len(tasks) == 0 {
-		return 0, fmt.Errorf("threads of %d: %v", pid, err)
+	if err != nil {
+		return 0, fmt.Errorf("threads of %d: %w", pid, err)
+	}
+	if len(tasks) == 0 {
+		return 0, fmt.Errorf("process %d has no threads (gone?)", pid)
 	}
 	var total int64
 	for _, t := range tasks {
