@@ -64,7 +64,17 @@ func (x *exchange) routeByModel(st *routingState) (passThrough bool, aerr *apiEr
 		return false, errInternal("proxy sent a bad " + modelroute.MetadataTable + ": " + err.Error())
 	}
 	if x.model == "" {
-		return false, errNoModel()
+		// A request without a body (a GET) gets no model header: like Envoy, take the first
+		// route without model conditions, if there is one.
+		pools, ok := table.CatchAll()
+		if !ok {
+			return false, errNoRoute()
+		}
+		if pools == "" {
+			return true, nil
+		}
+		x.poolList = pools
+		return false, nil
 	}
 	base, hasBase := "", false
 	if table.UsesBase {

@@ -84,6 +84,13 @@ func testBodyRouting(t *testing.T, tr Transport) {
 		t.Fatalf("pass-through: headers %v, want the model header, no destination, route cache cleared", set)
 	}
 
+	// A GET (no body, no model) matches no route that needs a model: Envoy's "no route" 404.
+	g := h.streamWith(modelroute.MetadataTable, table)
+	send(t, g, reqHeaders(protocol(duplex, duplex), true, ":path", "/health", ":method", "GET"))
+	if imm := recv(t, g).GetImmediateResponse(); imm.GetStatus().GetCode() != 404 || !strings.Contains(string(imm.GetBody()), `"not_found"`) {
+		t.Fatalf("bodiless GET: %v", imm)
+	}
+
 	// A table the picker cannot read is the proxy's fault: 500, never a pick.
 	s := h.streamWith(modelroute.MetadataTable, `{"routes":[{"model":[{"regex":"("}]}]}`)
 	send(t, s, reqHeaders(protocol(duplex, duplex), false, ":path", "/v1/completions"), reqBody([]byte(`{"model":"base","prompt":"x"}`), true))

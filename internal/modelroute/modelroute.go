@@ -187,6 +187,18 @@ func (c *Compiled) Match(model, base string, hasBase bool) (pools string, ok boo
 	return "", false
 }
 
+// CatchAll returns the pool list of the first route without conditions: where Envoy sends
+// a request that carries no model (and so gets no model header). ok is false when no such
+// route exists.
+func (c *Compiled) CatchAll() (pools string, ok bool) {
+	for i := range c.routes {
+		if r := &c.routes[i]; len(r.model) == 0 && len(r.base) == 0 {
+			return r.pools, true
+		}
+	}
+	return "", false
+}
+
 func all(ms []matcher, v string, present bool) bool {
 	for _, m := range ms {
 		if !m.match(v, present) {

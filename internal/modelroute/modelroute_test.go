@@ -81,3 +81,19 @@ func FuzzDecode(f *testing.F) {
 		_, _ = c.Match(model, base, base != "")
 	})
 }
+
+// TestCatchAll: a request without a model reaches only a route without conditions, as an
+// absent header matches no header condition in Envoy.
+func TestCatchAll(t *testing.T) {
+	c, err := Decode(`{"routes":[{"model":[{"regex":".*"}],"pools":"ns/a"},{"pools":"ns/b"}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pools, ok := c.CatchAll(); !ok || pools != "ns/b" {
+		t.Errorf("CatchAll = %q, %v; want ns/b", pools, ok)
+	}
+	c, _ = Decode(`{"routes":[{"model":[{"regex":".*"}],"pools":"ns/a"}]}`)
+	if _, ok := c.CatchAll(); ok {
+		t.Error("CatchAll found a route in a table whose routes all need a model")
+	}
+}
