@@ -79,7 +79,8 @@ func (b *builder) withBodyRouting(hostname string, entries []routeEntry) ([]rout
 			pre = append(pre, r)
 		}
 	}
-	out := append(entries, pre...)
+	// A copy: entries may share its array with the catch-all host's routes.
+	out := append(append(make([]routeEntry, 0, len(entries)+len(pre)+1), entries...), pre...)
 	if r, ok := b.listModelsRoute(hostname, sorted); ok {
 		out = append(out, r)
 	}
@@ -95,8 +96,9 @@ func containsMatch(list []*routev3.RouteMatch, m *routev3.RouteMatch) bool {
 	return false
 }
 
-// bodyRoutingRoute builds the body-routing route of one residual match: first is the
-// highest-ranked model route with that residual, sorted the virtual host's routes in order.
+// bodyRoutingRoute builds the body-routing route of one residual match (a model route's
+// match without its model conditions): first is the highest-ranked model route with that
+// residual, sorted the virtual host's routes in Envoy's order.
 func (b *builder) bodyRoutingRoute(hostname string, first routeEntry, residual *routev3.RouteMatch, nModel int, sorted []routeEntry) (routeEntry, bool) {
 	if b.opts.DisablePicker {
 		return routeEntry{}, false
