@@ -31,9 +31,11 @@ func newUpCmd() *cobra.Command {
 		Use:   "up",
 		Short: "Run the whole gateway locally: control plane, picker, simulated vLLM pods and Envoy",
 		Long: `up runs, in one process, the xDS control plane and the endpoint picker reading a directory of
-manifests (default examples/local: a Gateway, an HTTPRoute, an InferencePool, objectives, a
-model rewrite and Pod manifests), a simulated vLLM server on every Pod's address
-(127.0.0.2, 127.0.0.3, …), and Envoy as a child process bootstrapped to the control plane.
+manifests (default examples/local: a Gateway, an HTTPRoute that routes by the body's model,
+three InferencePools (two chat models and an embeddings model), objectives, a model rewrite
+and Pod manifests), a simulated vLLM server on every Pod's address (127.0.0.2, 127.0.0.3, …;
+a pool's infergw.dev/sim-model annotation says what its sims serve), and Envoy as a child
+process bootstrapped to the control plane.
 It waits until a chat completion through Envoy succeeds, prints how to use the gateway, and
 runs until Ctrl-C or SIGTERM, which stop everything (Envoy included).
 
