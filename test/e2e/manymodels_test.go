@@ -198,8 +198,10 @@ func TestModelMovedBetweenPoolsUnderLoad(t *testing.T) {
 		annotatedPoolYAML(w, "new", map[string]string{stack.AnnotationSimModel: model})
 	gw := startGateway(t, w, func(c *stack.Config) { c.ProbeModel = model })
 
-	// Closed loop: 4 workers, at most 600 requests or 30 s in all.
-	const workers, maxRequests = 4, 600
+	// Closed loop: 4 workers, each pausing 5 ms between requests, at most 4000 requests or
+	// 30 s in all. (Unpaced, the sims answer so fast that a count bound can run out before a
+	// manifest edit reaches Envoy on a loaded machine.)
+	const workers, maxRequests = 4, 4000
 	deadline := time.Now().Add(30 * time.Second)
 	var mu sync.Mutex
 	var failures []string
@@ -227,6 +229,7 @@ func TestModelMovedBetweenPoolsUnderLoad(t *testing.T) {
 				}
 				sent++
 				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
 				status, pod, err := postStatus(gw.url+"/v1/chat/completions", body)
 				mu.Lock()
 				if err != nil || status != 200 {
