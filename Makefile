@@ -128,3 +128,10 @@ images: envoy
 .PHONY: test-cluster
 test-cluster: images
 	GO=$(GO) IMAGES_DIR=$(IMAGES_DIR) IMAGE_TAG=$(IMAGE_TAG) test/cluster/run.sh
+
+# bench-body-routing measures what body-based routing (X-Gateway-Model-Name routes) costs per
+# request on real Envoy: plain pool route vs model route, alternating rounds (bench/bodyrouting),
+# ~4 minutes; results in bench/results/body-routing.{md,json}.
+.PHONY: bench-body-routing
+bench-body-routing: build envoy
+	$(GO) run ./bench/bodyrouting

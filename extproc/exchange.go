@@ -36,10 +36,16 @@ type exchange struct {
 	respMode extprocfilterv3.ProcessingMode_BodySendMode
 	modeSet  bool
 
-	hdr        requestHeaders
-	poolList   string // gRPC metadata x-infergw-pools
-	subset     []string
-	subsetSeen bool
+	hdr      requestHeaders
+	poolList string // gRPC metadata x-infergw-pools
+	// Body-based routing (bodyrouting.go): the route table and the gateway's model list.
+	modelRoutes string // gRPC metadata x-infergw-model-routes
+	listModels  string // gRPC metadata x-infergw-list-models
+	bodyRouted  bool   // the model headers are set from the body
+	baseModel   string
+	hasBase     bool
+	subset      []string
+	subsetSeen  bool
 
 	body        []byte
 	bodyBuf     *[]byte // pooled accumulation buffer, returned at the end of the stream
@@ -170,6 +176,10 @@ func (x *exchange) onRequestHeaders(h *wireRequest) {
 	if x.hdr.requestID == "" {
 		x.hdr.requestID = newRequestID()
 	}
+	if x.listModels != "" {
+		x.answerModelList(x.s.state.Load())
+		return
+	}
 	x.noBody = h.endOfStream
 	if h.endOfStream || !x.bodyAware() {
 		// No body will come (or the mode cannot carry a pick made after the body): pick
@@ -282,6 +292,17 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 		x.model = x.parsed.Model
 		if x.model == "" {
 			x.reject(errEmptyModel())
+			return
+		}
+	}
+	if x.modelRoutes != "" {
+		passThrough, aerr := x.routeByModel(st)
+		if aerr != nil {
+			x.reject(aerr)
+			return
+		}
+		if passThrough {
+			x.answerPassThrough(body, bodyEOS)
 			return
 		}
 	}
@@ -441,6 +462,7 @@ func (x *exchange) answer(d *router.Decision, pool string, multi bool, body, new
 	if body != nil && len(newBody) != len(body) {
 		ph.set(HeaderContentLength, strconv.Itoa(len(newBody)))
 	}
+	x.setModelHeaders(ph)
 	if x.s.perTry != "" && x.parsed != nil && x.parsed.Stream {
 		ph.set(HeaderPerTryTimeout, x.s.perTry)
 	}

@@ -49,6 +49,7 @@ func (s *Server) newProcessStream(st *inlinegrpc.Stream) inlinegrpc.StreamHandle
 	s.active.Add(1)
 	x := s.newExchange(context.Background())
 	x.poolList = st.Header(MetadataPools)
+	x.readModelMetadata(st.Header)
 	return &processStream{s: s, x: x}
 }
 

@@ -126,6 +126,10 @@ type Server struct {
 	active   atomic.Int64  // open Process streams
 	destMD   destCache     // envoy.lb metadata per destination value
 	bufPool  mem.BufferPool
+	// Body-based routing and the gateway's /v1/models (bodyrouting.go, listmodels.go).
+	modelTables tableCache
+	catalog     ModelCatalog // nil when the scheduler publishes no model lists
+	started     time.Time
 }
 
 // NewServer builds a picker over a router. It is not ready (readiness NOT_SERVING) until
@@ -198,7 +202,9 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 		bufPool: pool,
 		readyCh: make(chan struct{}),
 		perTry:  perTry,
+		started: time.Now(),
 	}
+	s.catalog, _ = r.(ModelCatalog)
 	s.watchesCtx, s.endWatches = context.WithCancel(context.Background())
 	s.state.Store(&routingState{})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -249,6 +255,12 @@ func (s *Server) processGRPCGo(stream grpc.ServerStream) error {
 	if v := metadata.ValueFromIncomingContext(ctx, MetadataPools); len(v) > 0 {
 		x.poolList = v[0]
 	}
+	x.readModelMetadata(func(k string) string {
+		if v := metadata.ValueFromIncomingContext(ctx, k); len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	})
 	defer x.finish()
 	for {
 		var msg rawMessage

@@ -59,6 +59,7 @@ func (s *Server) ApplySnapshot(snap *discovery.Snapshot) {
 		key := discovery.Key(mr.Namespace, string(mr.Spec.PoolRef.Name))
 		st.rewrites[key] = append(st.rewrites[key], compileRules(mr)...)
 	}
+	st.baseModels = s.baseModelsOf(snap)
 	s.state.Store(st)
 	s.log.Info("snapshot applied", "version", snap.Version, "pools", len(st.pools),
 		"objectives", len(snap.Objectives), "rewrites", len(snap.Rewrites))

@@ -82,7 +82,7 @@ func main() {
 	var transports, rates string
 	flag.StringVar(&cfg.bin, "bin", "bin/infergw", "infergw binary (make build)")
 	flag.StringVar(&cfg.manifests, "manifests", "examples/local", "manifests for `infergw up` (its Pods must be the sim fleet's addresses)")
-	flag.IntVar(&cfg.pods, "pods", 4, "simulated pods; other than 4, the manifests are generated from examples/local's with this many Pods (127.0.0.2…)")
+	flag.IntVar(&cfg.pods, "pods", 4, "simulated pods: the manifests' pods.yaml is replaced by this many copies of its first Pod (127.0.0.2…)")
 	flag.StringVar(&transports, "transports", "inline,grpc-go", "picker gRPC transports to compare")
 	flag.StringVar(&rates, "rates", "200,800", `request rates (req/s), comma-separated; "" measures the idle stack only`)
 	flag.DurationVar(&cfg.duration, "duration", 20*time.Second, "measured time per rate")
@@ -118,14 +118,14 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if cfg.pods < 1 || cfg.pods > 250 {
 		return fmt.Errorf("--pods %d: want 1 to 250 (one loopback address each)", cfg.pods)
 	}
-	if cfg.pods != 4 {
-		dir, err := podManifests(cfg.manifests, cfg.pods)
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		cfg.manifests = dir
+	// Always copied: the sim fleet serves only the first Pod's model, so pods.yaml becomes
+	// cfg.pods copies of it (examples/local's Qwen and embeddings pools keep no endpoint).
+	dir, err := podManifests(cfg.manifests, cfg.pods)
+	if err != nil {
+		return err
 	}
+	defer os.RemoveAll(dir)
+	cfg.manifests = dir
 	sims, err := startProcess(ctx, cfg.bin, "sim", "--fleet", strconv.Itoa(cfg.pods), "--addr", "127.0.0.1:8000",
 		"--time-scale", "0.01", "--log-level", "warn")
 	if err != nil {

@@ -330,6 +330,22 @@ func (h *harness) checkAPIs(t *testing.T) {
 				t.Errorf("/v1/models lacks %s: %s", m, b)
 			}
 		}
+		// The gateway answers with the union of the servers' lists; vLLM names each
+		// adapter's base model in parent, which body-based routing maps adapters by.
+		var list struct {
+			Data []struct {
+				ID     string  `json:"id"`
+				Parent *string `json:"parent"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(b, &list); err != nil {
+			t.Fatalf("GET /v1/models: %v: %s", err, b)
+		}
+		for _, m := range list.Data {
+			if m.ID == loraModel && (m.Parent == nil || *m.Parent != baseModel) {
+				t.Errorf("/v1/models lists %s with parent %v, want %s (vLLM's parent)", loraModel, m.Parent, baseModel)
+			}
+		}
 	})
 }
 
