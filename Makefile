@@ -106,7 +106,7 @@ k8s-bins:
 # with BENCH_ARGS, e.g. BENCH_ARGS=--quick for the < 2 minute smoke version.
 BENCH_ARGS ?=
 .PHONY: bench-routing
-bench-routing: envoy
+bench-routing: build envoy
 	$(GO) run ./bench/routing $(BENCH_ARGS)
 
 # images writes the images the chart runs as docker-archive tarballs under $(IMAGES_DIR),
