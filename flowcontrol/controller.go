@@ -78,11 +78,11 @@ type Gate interface {
 
 // Counts are a controller's totals since it started.
 type Counts struct {
-	Enqueued  int64
-	Outcomes  [numOutcomes]int64 // by Outcome; Outcomes[Queued] is unused
-	Queued    int                // now
-	InFlight  int                // dispatched, not released
-	QueuedBytes int64            // bytes queued now
+	Enqueued    int64
+	Outcomes    [numOutcomes]int64 // by Outcome; Outcomes[Queued] is unused
+	Queued      int                // now
+	InFlight    int                // dispatched, not released
+	QueuedBytes int64              // bytes queued now
 }
 
 // Rejected is the total of the rejection and eviction outcomes other than cancellation.
