@@ -128,3 +128,12 @@ images: envoy
 .PHONY: test-cluster
 test-cluster: images
 	GO=$(GO) IMAGES_DIR=$(IMAGES_DIR) IMAGE_TAG=$(IMAGE_TAG) test/cluster/run.sh
+
+# bench-flowcontrol runs the flow-control benchmark (issue 19; README "Flow control"): noisy
+# neighbour, priority and late-binding cells on 8 simulated pods through a real Envoy, the
+# same seed in every cell, ~5 minutes; results in bench/results/flowcontrol.{md,json}. Pass
+# options with BENCH_FC_ARGS, e.g. BENCH_FC_ARGS='-duration 6s -only priority'.
+BENCH_FC_ARGS ?=
+.PHONY: bench-flowcontrol
+bench-flowcontrol: envoy
+	$(GO) run ./bench/flowcontrol $(BENCH_FC_ARGS)

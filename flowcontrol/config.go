@@ -35,7 +35,7 @@ const (
 	DefaultMaxRequests       = 1024
 	DefaultMaxBytes          = 512 << 20
 	DefaultMaxFlows          = 1024
-	DefaultRequestTTL        = 30 * time.Second
+	DefaultRequestTTL        = 15 * time.Second
 	DefaultPollInterval      = 20 * time.Millisecond
 	DefaultOutputTokenWeight = 2 // VTC's w_q: an output token costs twice a prompt token
 	DefaultBytesPerToken     = 4 // prompt bytes per token when no token count is known

@@ -75,6 +75,9 @@ type SchedulerConfig struct {
 	// Saturation defines when an endpoint is saturated (for ErrSaturated and the LoRA
 	// filter).
 	Saturation SaturationConfig
+	// FlowControl is the queuing of requests at the gateway per pool (flowcontrol.go);
+	// the zero value is off.
+	FlowControl FlowControlConfig
 }
 
 // ScorerSpec is one scorer with its weight.
@@ -211,6 +214,8 @@ type rawSchedulerConfig struct {
 	Scorers    []rawPlugin    `json:"scorers"`
 	Picker     *string        `json:"picker"`
 	Saturation *rawSaturation `json:"saturation"`
+	// FlowControl is decoded strictly by the same decoder (flowcontrol.go).
+	FlowControl *rawFlowControl `json:"flowControl"`
 }
 
 type rawPlugin struct {
@@ -277,6 +282,11 @@ func ParseSchedulerConfig(data []byte) (SchedulerConfig, error) {
 	if err := cfg.Validate(); err != nil {
 		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
 	}
+	fc, err := compileFlowControl(raw.FlowControl, cfg.Saturation)
+	if err != nil {
+		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
+	}
+	cfg.FlowControl = fc
 	return cfg, nil
 }
 
@@ -353,7 +363,7 @@ func LoadSchedulerConfig(path string) (SchedulerConfig, error) {
 // Exact field names of the YAML shape. The strict YAML decoder matches keys
 // case-insensitively ("Scorers" would pass); a config is checked against these too.
 var (
-	topLevelKeys   = []string{"filters", "scorers", "picker", "saturation"}
+	topLevelKeys   = []string{"filters", "scorers", "picker", "saturation", "flowControl"}
 	pluginKeys     = []string{"name", "weight", "params"}
 	saturationKeys = []string{"queueDepthThreshold", "kvCacheThreshold"}
 )
@@ -387,7 +397,7 @@ func checkKeyCase(data []byte) error {
 			return err
 		}
 	}
-	return nil
+	return checkFlowControlKeyCase(top["flowControl"])
 }
 
 func exactKeys(prefix string, m map[string]json.RawMessage, known []string) error {
