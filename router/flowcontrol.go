@@ -81,7 +81,7 @@ func (r *Router) notifyScrape(pool string) {
 // the same fields (but pools) and override the section's.
 type rawFlowControl struct {
 	rawFlowParams
-	Pools         map[string]rawFlowParams `json:"pools"`
+	Pools map[string]rawFlowParams `json:"pools"`
 }
 
 type rawFlowParams struct {
