@@ -93,6 +93,8 @@ type exchange struct {
 	retryAfter      int // seconds, on the next rejection
 	flowRetryAfter  int // the pool's retry-after for a queued request's rejection
 	routerPriority  int // the priority the pick is made with
+	// hasRoom is the pool detector's per-endpoint check for a flow-controlled request.
+	hasRoom func(flowcontrol.EndpointSignal) bool
 }
 
 // maxPooledBodyBlocks bounds the body answer blocks a pooled exchange keeps: a 16 MiB
@@ -341,6 +343,7 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 		// Inference requests of a pool with flow control wait for their turn there.
 		if fc := x.s.flows.get(pool); fc != nil {
 			x.flowRetryAfter = fc.RetryAfterSeconds()
+			x.hasRoom = x.s.flows.hasRoom(pool)
 			if x.enqueue(fc, priority, body, multi, bodyEOS) {
 				return
 			}
@@ -357,7 +360,7 @@ func (x *exchange) bind(body []byte, multi, bodyEOS bool) {
 	pool := x.pool
 	// In the exchange, not on the stack: Pick is an interface call, so a local would escape.
 	rreq := &x.routerReq
-	*rreq = router.Request{Pool: pool, Model: x.target, Priority: x.routerPriority}
+	*rreq = router.Request{Pool: pool, Model: x.target, Priority: x.routerPriority, HasRoom: x.hasRoom}
 	if body != nil {
 		rreq.Prompt = x.parsed.Prompt
 		rreq.Stream = x.parsed.Stream

@@ -45,6 +45,8 @@ type flowControllers struct {
 	mu     sync.Mutex                                         // serialises creation and removal
 	byPool atomic.Pointer[map[string]*flowcontrol.Controller] // copy-on-write; nil value = off for the pool
 	closed bool
+	// detectors holds each controlled pool's detector (copy-on-write, like byPool).
+	detectors atomic.Pointer[map[string]*flowcontrol.Detector]
 }
 
 func newFlowControllers(src flowSource, reg prometheus.Registerer, log *slog.Logger) *flowControllers {
@@ -74,9 +76,10 @@ func (f *flowControllers) get(pool string) *flowcontrol.Controller {
 		return nil
 	}
 	var c *flowcontrol.Controller
+	var det *flowcontrol.Detector
 	if cfg := f.src.FlowControlConfig(pool); cfg.Enabled {
 		src := f.src
-		det := flowcontrol.NewDetector(pool, cfg.WithDefaults().Saturation, func(dst []flowcontrol.EndpointSignal) []flowcontrol.EndpointSignal {
+		det = flowcontrol.NewDetector(pool, cfg.WithDefaults().Saturation, func(dst []flowcontrol.EndpointSignal) []flowcontrol.EndpointSignal {
 			return src.EndpointSignals(pool, dst)
 		}, f.metrics)
 		var err error
@@ -90,8 +93,28 @@ func (f *flowControllers) get(pool string) *flowcontrol.Controller {
 		next[k] = v
 	}
 	next[pool] = c
+	dets := map[string]*flowcontrol.Detector{}
+	if d := f.detectors.Load(); d != nil {
+		for k, v := range *d {
+			dets[k] = v
+		}
+	}
+	if c != nil {
+		dets[pool] = det
+	}
+	f.detectors.Store(&dets)
 	f.byPool.Store(&next)
 	return c
+}
+
+// hasRoom returns the pool's detector check (nil without one).
+func (f *flowControllers) hasRoom(pool string) func(flowcontrol.EndpointSignal) bool {
+	if d := f.detectors.Load(); d != nil {
+		if det := (*d)[pool]; det != nil {
+			return det.HasRoom
+		}
+	}
+	return nil
 }
 
 // wake is the router's scrape callback: a scrape may show room.

@@ -81,6 +81,13 @@ func (d *Detector) Capacity() int {
 	return total
 }
 
+// HasRoom reports whether one endpoint can take one more request: the picker keeps a
+// dispatched request on such endpoints.
+func (d *Detector) HasRoom(s EndpointSignal) bool {
+	room, _ := d.room(&s)
+	return room > 0
+}
+
 // room is one endpoint's room and the limit that bounds it (stateFree when it has room).
 func (d *Detector) room(s *EndpointSignal) (int, endpointState) {
 	c := d.cfg

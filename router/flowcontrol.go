@@ -47,13 +47,7 @@ func (r *Router) EndpointSignals(pool string, dst []flowcontrol.EndpointSignal) 
 	now := time.Now()
 	for _, e := range p.view.Load().endpoints {
 		m := e.loadMetrics()
-		dst = append(dst, flowcontrol.EndpointSignal{
-			Fresh:        e.isFresh(m, now, r.cfg.StalenessThreshold) && !e.out.ejected.Load(),
-			Waiting:      m.waiting,
-			Running:      m.running,
-			KVCacheUsage: m.kvUsage,
-			InFlight:     e.inflight.Load(),
-		})
+		dst = append(dst, signalOf(e, m, e.isFresh(m, now, r.cfg.StalenessThreshold) && !e.out.ejected.Load()))
 	}
 	return dst
 }
@@ -250,4 +244,25 @@ func checkFlowControlKeyCase(section json.RawMessage) error {
 		}
 	}
 	return nil
+}
+
+// filterRoom keeps the candidates flow control's detector says have room, when there are
+// any: a request dispatched because the pool has room must not be bound to a full endpoint
+// (late binding is only worth it if the binding goes where the room is).
+func filterRoom(pc *pickContext, hasRoom func(flowcontrol.EndpointSignal) bool) {
+	room := 0
+	for i, e := range pc.eps {
+		if hasRoom(signalOf(e, pc.ms[i], true)) {
+			room++
+		}
+	}
+	if room == 0 || room == len(pc.eps) {
+		return
+	}
+	pc.keep(func(i int) bool { return hasRoom(signalOf(pc.eps[i], pc.ms[i], true)) })
+}
+
+func signalOf(e *endpoint, m *metricsState, fresh bool) flowcontrol.EndpointSignal {
+	return flowcontrol.EndpointSignal{Fresh: fresh, Waiting: m.waiting, Running: m.running,
+		KVCacheUsage: m.kvUsage, InFlight: e.inflight.Load()}
 }

@@ -76,3 +76,37 @@ func TestFlowControlConfigRejects(t *testing.T) {
 		}
 	}
 }
+
+// A flow-controlled pick stays on the endpoints with room, even when the scorers prefer a
+// full one (here: the full one has the empty scraped queue and the KV cache to spare).
+func TestPickKeepsToEndpointsWithRoom(t *testing.T) {
+	r, _ := newTestRouter(t, nil)
+	full := staticEndpoint("10.0.0.1:8000", metricsState{})
+	roomy := staticEndpoint("10.0.0.2:8000", metricsState{waiting: 3, kvUsage: 0.5})
+	installPool(r, "p", []*endpoint{full, roomy})
+	full.inflight.Store(2)
+	det := flowcontrol.NewDetector("p", flowcontrol.SaturationConfig{QueueDepthThreshold: 5, KVCacheUtilThreshold: 0.9, MaxInFlightPerEndpoint: 2}, nil, nil)
+	for i := 0; i < 20; i++ {
+		d, err := r.Pick(&Request{Pool: "p", HasRoom: det.HasRoom})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Endpoints[0] != roomy.spec.Address {
+			t.Fatalf("pick %d went to %s, which has no room", i, d.Endpoints[0])
+		}
+		d.Done()
+	}
+	// Without the check the scorers pick the full endpoint at least once.
+	sawFull := false
+	for i := 0; i < 20 && !sawFull; i++ {
+		d, err := r.Pick(&Request{Pool: "p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sawFull = d.Endpoints[0] == full.spec.Address
+		d.Done()
+	}
+	if !sawFull {
+		t.Fatal("the scorers never chose the full endpoint: the test shows nothing")
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -92,7 +93,10 @@ func (t tenantResult) addsUp() bool {
 }
 
 type gatewayCounts struct {
-	Enqueued   int64 `json:"enqueued"`
+	// QueueWaitMs is the mean time dispatched requests spent queued, per priority band
+	// (from inference_extension_flow_control_request_queue_duration_seconds).
+	QueueWaitMs map[string]float64 `json:"queue_wait_mean_ms_by_priority,omitempty"`
+	Enqueued    int64              `json:"enqueued"`
 	Dispatched int64 `json:"dispatched"`
 	Rejected   int64 `json:"rejected"`
 	Cancelled  int64 `json:"cancelled"`
@@ -133,9 +137,10 @@ func newPlan(duration, warmup time.Duration, seed uint64) plan {
 		RequestTTL: 4 * time.Second,
 		RetryAfter: time.Second,
 		Fairness:   flowcontrol.FairnessTokenWeighted,
-		// Hold requests at the gateway once every pod runs its batch and has one waiting:
-		// the rest is bound to a pod only when one has room (late binding).
-		Saturation: flowcontrol.SaturationConfig{MaxInFlightPerEndpoint: p.MaxNumSeqs + 1},
+		// Hold requests at the gateway once every pod runs a full batch: the rest is bound to
+		// a pod only when one has a free sequence slot (late binding), so a request that
+		// overtakes others at the gateway does not then queue behind them inside a pod.
+		Saturation: flowcontrol.SaturationConfig{MaxInFlightPerEndpoint: p.MaxNumSeqs},
 	}
 	return p
 }
@@ -266,6 +271,8 @@ type bench struct {
 	tmp      string
 	log      *slog.Logger
 	n        int
+	// metricsAddr serves the current cell's /metrics.
+	metricsAddr string
 }
 
 // startStack starts a fresh stack (cold state, the same sims) with flow control on or off.
@@ -308,6 +315,7 @@ func (b *bench) startStack(ctx context.Context, flow bool) (*stack.Stack, error)
 	if err != nil {
 		return nil, fmt.Errorf("start stack: %w", err)
 	}
+	b.metricsAddr = cfg.MetricsAddr
 	return st, nil
 }
 
@@ -352,6 +360,7 @@ func (b *bench) tenantsCell(ctx context.Context, scenario, name string, flow boo
 	}
 	c.Sum = total(c.Tenants)
 	c.Gateway = gatewayOf(st, before, flow)
+	b.addQueueWaits(ctx, c.Gateway)
 	c.Elapsed = time.Since(t0).Seconds()
 	return c, nil
 }
@@ -393,6 +402,7 @@ func (b *bench) burstCell(ctx context.Context, name string, flow bool) (*cell, e
 		Tenants: []tenantResult{tenantOf("bursty", c, s, rej, other, s.Interrupted+s.Schedule.Dropped)}}
 	cl.Sum = total(cl.Tenants)
 	cl.Gateway = gatewayOf(st, before, flow)
+	b.addQueueWaits(ctx, cl.Gateway)
 	cl.Elapsed = time.Since(t0).Seconds()
 	return cl, nil
 }
@@ -453,3 +463,54 @@ func freePort(host string) (int, error) {
 }
 
 var errNoPort = errors.New("no port free on every pod address")
+
+// addQueueWaits reads the mean queue time of dispatched requests per band from the
+// picker's /metrics (the same series a Prometheus would scrape).
+func (b *bench) addQueueWaits(ctx context.Context, g *gatewayCounts) {
+	if g == nil {
+		return
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.metricsAddr+"/metrics", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return
+	}
+	sums, counts := map[string]float64{}, map[string]float64{}
+	const name = "inference_extension_flow_control_request_queue_duration_seconds_"
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || !strings.Contains(rest, `outcome="Dispatched"`) {
+			continue
+		}
+		_, after, ok := strings.Cut(rest, `priority="`)
+		if !ok {
+			continue
+		}
+		prio, _, _ := strings.Cut(after, `"`)
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(rest, "sum{"):
+			sums[prio] += v
+		case strings.HasPrefix(rest, "count{"):
+			counts[prio] += v
+		}
+	}
+	g.QueueWaitMs = map[string]float64{}
+	for p, n := range counts {
+		if n > 0 {
+			g.QueueWaitMs[p] = 1000 * sums[p] / n
+		}
+	}
+}

@@ -2,9 +2,19 @@ package main
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 )
+
+func sortedKeys(m map[string]float64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
 
 type report struct {
 	Command      string    `json:"command"`
@@ -40,15 +50,24 @@ func (r report) markdown() string {
 			rows = append(rows, c.Sum)
 		}
 		for _, t := range rows {
-			fmt.Fprintf(&b, "| %s | %s | %.1f | %d | %d | %d | %d | %d | %s | %.0f | %.0f | %.0f | %.2f | %.2f |\n",
+			ttft := fmt.Sprintf("%.0f | %.0f | %.0f", t.TTFTP50, t.TTFTP90, t.TTFTP99)
+			if t.Name == "total" {
+				ttft = "– | – | –" // percentiles do not add across tenants
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.1f | %d | %d | %d | %d | %d | %s | %s | %.2f | %.2f |\n",
 				c.Name, t.Name, t.Rate, t.Offered, t.Served, t.Rejected, t.Failed, t.Cancelled, yes(t.addsUp()),
-				t.TTFTP50, t.TTFTP90, t.TTFTP99, t.Goodput, t.Through)
+				ttft, t.Goodput, t.Through)
 		}
 	}
-	b.WriteString("\n## The gateway's flow-control accounting (cells with flow control on)\n\n| scenario | cell | enqueued | dispatched | rejected | cancelled | queued at end | adds up |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n## The gateway's flow-control accounting (cells with flow control on)\n\n| scenario | cell | enqueued | dispatched | rejected | cancelled | queued at end | adds up | mean queue wait of dispatched requests, by priority |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Cells {
 		if g := c.Gateway; g != nil {
-			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %s |\n", c.Scenario, c.Name, g.Enqueued, g.Dispatched, g.Rejected, g.Cancelled, g.Queued, yes(g.Balanced))
+			var waits []string
+			for _, p := range sortedKeys(g.QueueWaitMs) {
+				waits = append(waits, fmt.Sprintf("%s: %.0f ms", p, g.QueueWaitMs[p]))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %s | %s |\n", c.Scenario, c.Name, g.Enqueued, g.Dispatched,
+				g.Rejected, g.Cancelled, g.Queued, yes(g.Balanced), strings.Join(waits, ", "))
 		}
 	}
 	return b.String()
