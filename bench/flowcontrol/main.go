@@ -97,11 +97,11 @@ type gatewayCounts struct {
 	// (from inference_extension_flow_control_request_queue_duration_seconds).
 	QueueWaitMs map[string]float64 `json:"queue_wait_mean_ms_by_priority,omitempty"`
 	Enqueued    int64              `json:"enqueued"`
-	Dispatched int64 `json:"dispatched"`
-	Rejected   int64 `json:"rejected"`
-	Cancelled  int64 `json:"cancelled"`
-	Queued     int   `json:"queued_at_end"`
-	Balanced   bool  `json:"balanced"`
+	Dispatched  int64              `json:"dispatched"`
+	Rejected    int64              `json:"rejected"`
+	Cancelled   int64              `json:"cancelled"`
+	Queued      int                `json:"queued_at_end"`
+	Balanced    bool               `json:"balanced"`
 }
 
 func main() {
