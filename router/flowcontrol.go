@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/infergw/infergw/flowcontrol"
@@ -117,12 +116,6 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-var (
-	flowControlKeys = []string{"enabled", "maxRequests", "maxBytes", "maxFlowRequests", "maxFlowBytes", "maxFlows",
-		"requestTTL", "fairnessPolicy", "orderingPolicy", "outputTokenWeight", "pollInterval", "retryAfter", "saturation", "pools"}
-	flowSaturationKeys = []string{"queueDepthThreshold", "kvCacheUtilThreshold", "maxRunningRequests", "maxInFlightPerEndpoint"}
-)
-
 // compileFlowControl turns the section into per-pool configs (defaults filled, validated).
 // sat is the scheduler's saturation section, the detector's default thresholds.
 func compileFlowControl(raw *rawFlowControl, sat SaturationConfig) (FlowControlConfig, error) {
@@ -209,47 +202,10 @@ func (p rawFlowParams) apply(base flowcontrol.Config) flowcontrol.Config {
 	return c
 }
 
-// checkFlowControlKeyCase holds the section's keys to their exact spelling (the strict
-// decoder matches them case-insensitively).
-func checkFlowControlKeyCase(section json.RawMessage) error {
-	var top map[string]json.RawMessage
-	if json.Unmarshal(section, &top) != nil || top == nil {
-		return nil //nolint:nilerr // not a mapping: the strict decoder has judged it
-	}
-	check := func(prefix string, m map[string]json.RawMessage, known []string) error {
-		for k, v := range m {
-			if !slices.Contains(known, k) {
-				return fmt.Errorf("unknown field %q (known: %v)", prefix+k, known)
-			}
-			if k == "saturation" {
-				var s map[string]json.RawMessage
-				if json.Unmarshal(v, &s) == nil {
-					if err := exactKeys(prefix+"saturation.", s, flowSaturationKeys); err != nil {
-						return err
-					}
-				}
-			}
-		}
-		return nil
-	}
-	if err := check("flowControl.", top, flowControlKeys); err != nil {
-		return err
-	}
-	var pools map[string]map[string]json.RawMessage
-	if json.Unmarshal(top["pools"], &pools) == nil {
-		for name, p := range pools {
-			if err := check(fmt.Sprintf("flowControl.pools[%q].", name), p, slices.DeleteFunc(slices.Clone(flowControlKeys), func(k string) bool { return k == "pools" })); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // filterRoom keeps the candidates flow control's detector says have room, when there are
 // any: a request dispatched because the pool has room must not be bound to a full endpoint
 // (late binding is only worth it if the binding goes where the room is).
-func filterRoom(pc *pickContext, hasRoom func(flowcontrol.EndpointSignal) bool) {
+func filterRoom(pc *PickContext, hasRoom func(flowcontrol.EndpointSignal) bool) {
 	room := 0
 	for i, e := range pc.eps {
 		if hasRoom(signalOf(e, pc.ms[i], true)) {

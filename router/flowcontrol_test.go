@@ -11,7 +11,7 @@ import (
 // The flowControl section: defaults from the scheduler's saturation section, per-pool
 // overrides on top of the section's values, strict keys.
 func TestFlowControlConfigParse(t *testing.T) {
-	cfg, err := ParseSchedulerConfig([]byte(`
+	cfg, err := NewRegistry().ParseSchedulerConfig([]byte(`
 saturation: {queueDepthThreshold: 3, kvCacheThreshold: 0.7}
 flowControl:
   enabled: true
@@ -45,7 +45,7 @@ flowControl:
 
 // Without the section, flow control is off for every pool (today's behaviour).
 func TestFlowControlOffByDefault(t *testing.T) {
-	cfg, err := ParseSchedulerConfig([]byte(`picker: max-score`))
+	cfg, err := NewRegistry().ParseSchedulerConfig([]byte(`picker: max-score`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestFlowControlConfigRejects(t *testing.T) {
 		"kv threshold over 1": "flowControl: {saturation: {kvCacheUtilThreshold: 2}}",
 	}
 	for name, y := range bad {
-		if _, err := ParseSchedulerConfig([]byte(y)); err == nil {
+		if _, err := NewRegistry().ParseSchedulerConfig([]byte(y)); err == nil {
 			t.Errorf("%s: %q accepted", name, y)
 		} else if !strings.Contains(err.Error(), "scheduler config") {
 			t.Errorf("%s: error without context: %v", name, err)

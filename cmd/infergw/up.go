@@ -92,11 +92,15 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		if f.policy != "default" {
 			return fmt.Errorf("--policy %s and --scheduler-config are exclusive", f.policy)
 		}
-		sc, err := router.LoadSchedulerConfig(f.schedulerConfig)
+		plugins, err := newPluginRegistry()
 		if err != nil {
 			return err
 		}
-		cfg.Router.Scheduler = sc
+		sc, err := plugins.LoadSchedulerConfig(f.schedulerConfig)
+		if err != nil {
+			return err
+		}
+		cfg.Router.Scheduler, cfg.Router.Plugins = sc, plugins
 	default:
 		sc, err := router.PolicyConfig(f.policy)
 		if err != nil {
