@@ -86,6 +86,8 @@ type tenantResult struct {
 	Goodput   float64 `json:"goodput_per_s"`
 	Through   float64 `json:"completions_per_s"`
 	OutTokS   float64 `json:"output_tokens_per_s"`
+	// Errors counts the failures by class (http_429, http_503, timeout, transport, ...).
+	Errors map[string]int64 `json:"errors,omitempty"`
 }
 
 func (t tenantResult) addsUp() bool {
@@ -123,7 +125,7 @@ func main() {
 }
 
 func newPlan(duration, warmup time.Duration, seed uint64) plan {
-	p := plan{Pods: 8, MaxNumSeqs: 2, TimeScale: 1, Output: 96, ShortIn: 64, LongIn: 1024,
+	p := plan{Pods: 8, MaxNumSeqs: 2, TimeScale: 1, Output: 192, ShortIn: 64, LongIn: 1024,
 		Duration: duration, Warmup: warmup, Seed: seed, SLOTTFT: 2 * time.Second}
 	// A request of the short shape takes about Output decode steps of the sim's step time
 	// (5 ms overhead + 0.1 ms per running sequence) plus its prefill; a pod runs MaxNumSeqs
@@ -409,7 +411,8 @@ func (b *bench) burstCell(ctx context.Context, name string, flow bool) (*cell, e
 
 func tenantOf(name string, rate float64, s *loadtest.Summary, rejected, other, cancelled int64) tenantResult {
 	t := tenantResult{Name: name, Rate: rate, Served: s.Succeeded, Rejected: rejected, Failed: other, Cancelled: cancelled,
-		TTFTP50: s.TTFT.P50, TTFTP90: s.TTFT.P90, TTFTP99: s.TTFT.P99, Through: s.CompletionRate, OutTokS: s.OutputTokensPerS}
+		TTFTP50: s.TTFT.P50, TTFTP90: s.TTFT.P90, TTFTP99: s.TTFT.P99, Through: s.CompletionRate, OutTokS: s.OutputTokensPerS,
+		Errors: s.ErrorsByStatus}
 	t.Offered = s.Requests + s.Interrupted + s.Schedule.Dropped
 	if s.Goodput != nil {
 		t.Goodput = s.Goodput.Rate

@@ -7,6 +7,15 @@ import (
 	"time"
 )
 
+func sortedKeysInt(m map[string]int64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
 func sortedKeys(m map[string]float64) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
@@ -57,6 +66,19 @@ func (r report) markdown() string {
 			fmt.Fprintf(&b, "| %s | %s | %.1f | %d | %d | %d | %d | %d | %s | %s | %.2f | %.2f |\n",
 				c.Name, t.Name, t.Rate, t.Offered, t.Served, t.Rejected, t.Failed, t.Cancelled, yes(t.addsUp()),
 				ttft, t.Goodput, t.Through)
+		}
+	}
+	b.WriteString("\n## Failures by class\n\n| scenario | cell | tenant | errors |\n|---|---|---|---|\n")
+	for _, c := range r.Cells {
+		for _, t := range c.Tenants {
+			if len(t.Errors) == 0 {
+				continue
+			}
+			var parts []string
+			for _, k := range sortedKeysInt(t.Errors) {
+				parts = append(parts, fmt.Sprintf("%s %d", k, t.Errors[k]))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.Scenario, c.Name, t.Name, strings.Join(parts, ", "))
 		}
 	}
 	b.WriteString("\n## The gateway's flow-control accounting (cells with flow control on)\n\n| scenario | cell | enqueued | dispatched | rejected | cancelled | queued at end | adds up | mean queue wait of dispatched requests, by priority |\n|---|---|---|---|---|---|---|---|---|\n")
