@@ -293,7 +293,7 @@ func sendAnswers(ctx context.Context, stream grpc.ServerStream, out []*extprocv3
 	for _, resp := range out {
 		if err := stream.SendMsg(resp); err != nil { // encodes before returning
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // the proxy ended the stream: nothing to report
 			}
 			return status.Errorf(codes.Unknown, "send to proxy: %v", err)
 		}

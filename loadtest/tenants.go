@@ -159,7 +159,7 @@ func RunTenants(ctx context.Context, base Config, tenants []Tenant, log *slog.Lo
 	for i, t := range tenants {
 		cfg := base
 		cfg.Rate = t.Rate
-		cfg.Seed = base.Seed + uint64(i) //nolint:gosec // G115: i < maxTenants
+		cfg.Seed = base.Seed + uint64(i)
 		cfg.Headers = append(append([]Header(nil), base.Headers...), t.Headers...)
 		if t.FairnessID != "" {
 			cfg.Headers = append(cfg.Headers, Header{Name: HeaderFairnessID, Value: t.FairnessID})

@@ -46,12 +46,12 @@ const (
 
 // plan is the benchmark's fixed shape; flags change only its length.
 type plan struct {
-	Pods       int           `json:"pods"`
-	MaxNumSeqs int           `json:"max_num_seqs"`
-	TimeScale  float64       `json:"sim_time_scale"`
-	Output     int           `json:"output_tokens"`
-	ShortIn    int           `json:"short_prompt_tokens"`
-	LongIn     int           `json:"long_prompt_tokens"`
+	Pods       int     `json:"pods"`
+	MaxNumSeqs int     `json:"max_num_seqs"`
+	TimeScale  float64 `json:"sim_time_scale"`
+	Output     int     `json:"output_tokens"`
+	ShortIn    int     `json:"short_prompt_tokens"`
+	LongIn     int     `json:"long_prompt_tokens"`
 	// Nominal is the fleet's capacity by the sim's cost model; Capacity the one measured at
 	// the start of the run (a closed loop holding every sequence slot busy), which the
 	// offered rates are fractions of: on a shared machine the sims run slower than modelled.

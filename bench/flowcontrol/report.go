@@ -74,7 +74,7 @@ func (r report) markdown() string {
 			if len(t.Errors) == 0 {
 				continue
 			}
-			var parts []string
+			parts := make([]string, 0, len(t.Errors))
 			for _, k := range sortedKeysInt(t.Errors) {
 				parts = append(parts, fmt.Sprintf("%s %d", k, t.Errors[k]))
 			}
@@ -84,7 +84,7 @@ func (r report) markdown() string {
 	b.WriteString("\n## The gateway's flow-control accounting (cells with flow control on)\n\n| scenario | cell | enqueued | dispatched | rejected | cancelled | queued at end | adds up | mean queue wait of dispatched requests, by priority |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Cells {
 		if g := c.Gateway; g != nil {
-			var waits []string
+			waits := make([]string, 0, len(g.QueueWaitMs))
 			for _, p := range sortedKeys(g.QueueWaitMs) {
 				waits = append(waits, fmt.Sprintf("%s: %.0f ms", p, g.QueueWaitMs[p]))
 			}
