@@ -166,6 +166,11 @@ func (f *flowControllers) closeAll() {
 	}
 }
 
+// StopFlowControl closes every pool's flow controller (their dispatch goroutines end;
+// requests still queued get their 503/429). Serve does it on shutdown; a caller that runs
+// the gRPC server itself (the local stack) calls it when it stops the picker.
+func (s *Server) StopFlowControl() { s.flows.closeAll() }
+
 // FlowCounts returns the flow-control totals of a pool (zero when it has none): what the
 // tests and the benchmark check add up.
 func (s *Server) FlowCounts(pool string) (flowcontrol.Counts, bool) {
