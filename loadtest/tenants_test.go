@@ -158,3 +158,18 @@ func TestParseTenant(t *testing.T) {
 		t.Error("no tenants accepted")
 	}
 }
+
+// FuzzParseTenant: any string parses to a valid tenant or fails with an error, never a panic.
+func FuzzParseTenant(f *testing.F) {
+	f.Add("name=a,rate=2.5,fairness=team-a,objective=batch,input=uniform:10:20,output=64,header=x-k:v")
+	f.Add("name=,rate=NaN")
+	f.Fuzz(func(t *testing.T, s string) {
+		tn, err := ParseTenant(s)
+		if err != nil {
+			return
+		}
+		if err := validateTenant(tn); err != nil {
+			t.Fatalf("parsed tenant %+v is invalid: %v", tn, err)
+		}
+	})
+}

@@ -110,3 +110,30 @@ func TestPickKeepsToEndpointsWithRoom(t *testing.T) {
 		t.Fatal("the scorers never chose the full endpoint: the test shows nothing")
 	}
 }
+
+// FuzzFlowControlSection: whatever the flowControl section holds, parsing fails cleanly or
+// yields per-pool configs that pass flowcontrol's own validation (a controller can be made
+// from every one of them).
+func FuzzFlowControlSection(f *testing.F) {
+	f.Add([]byte("flowControl: {enabled: true, requestTTL: 5s, fairnessPolicy: token-weighted, saturation: {maxInFlightPerEndpoint: 2}}"))
+	f.Add([]byte("flowControl: {pools: {a/b: {enabled: true, maxRequests: 3, orderingPolicy: edf}}}"))
+	reg := NewRegistry()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cfg, err := reg.ParseSchedulerConfig(b)
+		if err != nil {
+			return
+		}
+		all := []flowcontrol.Config{cfg.FlowControl.Default}
+		for _, pc := range cfg.FlowControl.Pools {
+			all = append(all, pc)
+		}
+		for _, c := range all {
+			if !c.Enabled {
+				continue
+			}
+			if err := c.WithDefaults().Validate(); err != nil {
+				t.Fatalf("parsed flow-control config fails validation: %v (%+v)", err, c)
+			}
+		}
+	})
+}
