@@ -68,6 +68,11 @@ type Config struct {
 	// PollInterval is how often a backlogged, saturated pool is checked for room when no
 	// release or scrape has woken the dispatcher (a safety net, not the trigger).
 	PollInterval time.Duration
+	// SheddableHeadroom keeps this many requests' room for non-sheddable bands: a sheddable
+	// request (priority < 0) is dispatched only while the pool has more room than this. 0
+	// (default) = strict priority alone, where sheddable work may take every free slot and
+	// a critical request arriving just after must wait for the next one to free.
+	SheddableHeadroom int
 	// RetryAfter is the retry-after (seconds, rounded up) advertised with rejections; 0 =
 	// one second.
 	RetryAfter time.Duration
@@ -152,6 +157,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("flow control: requestTTL %v is negative", c.RequestTTL)
 	case c.PollInterval < 0:
 		return fmt.Errorf("flow control: pollInterval %v is negative", c.PollInterval)
+	case c.SheddableHeadroom < 0:
+		return fmt.Errorf("flow control: sheddableHeadroom %d is negative", c.SheddableHeadroom)
 	case c.RetryAfter < 0:
 		return fmt.Errorf("flow control: retryAfter %v is negative", c.RetryAfter)
 	case c.Fairness != FairnessRoundRobin && c.Fairness != FairnessTokenWeighted && c.Fairness != FairnessGlobalStrict:

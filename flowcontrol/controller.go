@@ -231,7 +231,7 @@ func (c *Controller) Enqueue(req Request, notify func(*Ticket)) (*Ticket, error)
 		close(t.done)
 		return t, nil
 	}
-	if c.queued == 0 && c.gate.Capacity()-c.pending > 0 {
+	if c.queued == 0 && c.gate.Capacity()-c.pending > c.headroomFor(req.Priority) {
 		// Nothing waits ahead and the pool has room: no queue, no goroutine hop.
 		t.vs = c.vtcFor(b, t.key.id)
 		c.dispatchLocked(t, now)
@@ -538,11 +538,22 @@ func (c *Controller) cycleLocked(now time.Time) {
 		}
 		for ; room > 0 && c.queued > 0; room-- {
 			t := c.nextLocked()
+			if room <= c.headroomFor(t.key.priority) {
+				return // only sheddable work is left, and the rest of the room is reserved
+			}
 			c.removeLocked(t)
 			c.dispatchLocked(t, now)
 			c.fired = append(c.fired, t)
 		}
 	}
+}
+
+// headroomFor is the room a request of this priority must leave free.
+func (c *Controller) headroomFor(priority int) int {
+	if priority < 0 {
+		return c.cfg.SheddableHeadroom
+	}
+	return 0
 }
 
 // nextLocked is the request to dispatch next: the highest band with queued requests, the

@@ -555,3 +555,40 @@ func TestConfigValidation(t *testing.T) {
 		t.Error("nil gate accepted")
 	}
 }
+
+// SheddableHeadroom keeps room for non-sheddable work: with 3 free slots and a headroom of
+// 2, one sheddable request is dispatched and the rest wait; a critical request arriving then
+// is dispatched at once into the reserved room.
+func TestSheddableHeadroom(t *testing.T) {
+	g := newGate(0)
+	c, _ := newController(t, Config{SheddableHeadroom: 2}, g)
+	rec := newRecorder()
+	for i := 0; i < 5; i++ {
+		mustEnqueue(t, c, Request{Priority: -1}, rec.notify("batch"))
+	}
+	g.slots.Store(3)
+	c.Wake()
+	first := rec.wait(t, 1)[0]
+	first.Bound()
+	g.used.Add(1) // the dispatched batch request now holds a slot: 2 left, both reserved
+	c.Wake()
+	time.Sleep(30 * time.Millisecond) // a wrong dispatch would happen here
+	if n := c.Counts(); n.Outcomes[Dispatched] != 1 || n.Queued != 4 {
+		t.Fatalf("with the headroom reserved: %+v", n)
+	}
+	crit := mustEnqueue(t, c, Request{Priority: 10}, rec.notify("critical"))
+	tk := rec.wait(t, 1)[0]
+	if tk != crit || tk.Outcome() != Dispatched {
+		t.Fatalf("the critical request was not dispatched into the reserved room")
+	}
+	// Without headroom the sheddable requests take every free slot.
+	g2 := newGate(0)
+	c2, _ := newController(t, Config{}, g2)
+	rec2 := newRecorder()
+	for i := 0; i < 5; i++ {
+		mustEnqueue(t, c2, Request{Priority: -1}, rec2.notify("batch"))
+	}
+	g2.slots.Store(3)
+	c2.Wake()
+	rec2.wait(t, 3)
+}

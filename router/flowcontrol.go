@@ -90,6 +90,7 @@ type rawFlowParams struct {
 	OutputTokenWeight *float64           `json:"outputTokenWeight"`
 	PollInterval      *duration          `json:"pollInterval"`
 	RetryAfter        *duration          `json:"retryAfter"`
+	SheddableHeadroom *int               `json:"sheddableHeadroom"`
 	Saturation        *rawFlowSaturation `json:"saturation"`
 }
 
@@ -173,6 +174,7 @@ func (p rawFlowParams) apply(base flowcontrol.Config) flowcontrol.Config {
 	set(&c.MaxFlowRequests, p.MaxFlowRequests)
 	set64(&c.MaxFlowBytes, p.MaxFlowBytes)
 	set(&c.MaxFlows, p.MaxFlows)
+	set(&c.SheddableHeadroom, p.SheddableHeadroom)
 	setDur(&c.RequestTTL, p.RequestTTL)
 	setDur(&c.PollInterval, p.PollInterval)
 	setDur(&c.RetryAfter, p.RetryAfter)

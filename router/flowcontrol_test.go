@@ -137,3 +137,16 @@ func FuzzFlowControlSection(f *testing.F) {
 		}
 	})
 }
+
+func TestFlowControlSheddableHeadroomParse(t *testing.T) {
+	cfg, err := NewRegistry().ParseSchedulerConfig([]byte("flowControl: {enabled: true, sheddableHeadroom: 2}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.FlowControl.For("a/b").SheddableHeadroom; got != 2 {
+		t.Fatalf("sheddableHeadroom %d", got)
+	}
+	if _, err := NewRegistry().ParseSchedulerConfig([]byte("flowControl: {sheddableHeadroom: -1}")); err == nil {
+		t.Fatal("negative headroom accepted")
+	}
+}

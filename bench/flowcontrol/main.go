@@ -148,6 +148,9 @@ func newPlan(duration, warmup time.Duration, seed uint64) plan {
 		// a pod only when one has a free sequence slot (late binding), so a request that
 		// overtakes others at the gateway does not then queue behind them inside a pod.
 		Saturation: flowcontrol.SaturationConfig{MaxInFlightPerEndpoint: p.MaxNumSeqs},
+		// Two slots' room is kept for non-sheddable work: sheddable batch work cannot take
+		// every slot that frees, so a critical request need not wait for the next wave.
+		SheddableHeadroom: 2,
 	}
 	return p
 }

@@ -45,9 +45,10 @@ func (r report) markdown() string {
 		r.Command, r.StartedAt.Format(time.RFC3339), r.WallS, r.CPUs, r.LoadavgStart, r.LoadavgEnd)
 	fmt.Fprintf(&b, "%d simulated pods × %d sequences, time scale %g, prompts %d tokens (long: %d), outputs %d tokens; "+
 		"fleet capacity %.1f req/s of the short shape, measured at the start (%.1f by the sims' cost model); poisson arrivals, seed %d in every cell, %s measured after %s warm-up; "+
-		"goodput = served with TTFT ≤ %s. Flow control on: token-weighted fairness, FCFS, TTL %s, ≤ %d in flight per pod.\n\n",
+		"goodput = served with TTFT ≤ %s. Flow control on: token-weighted fairness, FCFS, TTL %s, ≤ %d in flight per pod, "+
+		"sheddable work leaves %d requests' room free.\n\n",
 		p.Pods, p.MaxNumSeqs, p.TimeScale, p.ShortIn, p.LongIn, p.Output, p.Capacity, p.Nominal, p.Seed, p.Duration, p.Warmup, p.SLOTTFT,
-		p.FlowConfig.RequestTTL, p.FlowConfig.Saturation.MaxInFlightPerEndpoint)
+		p.FlowConfig.RequestTTL, p.FlowConfig.Saturation.MaxInFlightPerEndpoint, p.FlowConfig.SheddableHeadroom)
 	scenario := ""
 	for _, c := range r.Cells {
 		if c.Scenario != scenario {
