@@ -135,3 +135,12 @@ test-cluster: images
 .PHONY: bench-body-routing
 bench-body-routing: build envoy
 	$(GO) run ./bench/bodyrouting
+
+# bench-flowcontrol runs the flow-control benchmark (issue 19; README "Flow control"): noisy
+# neighbour, priority and late-binding cells on 8 simulated pods through a real Envoy, the
+# same seed in every cell, ~5 minutes; results in bench/results/flowcontrol.{md,json}. Pass
+# options with BENCH_FC_ARGS, e.g. BENCH_FC_ARGS='-duration 6s -only priority'.
+BENCH_FC_ARGS ?=
+.PHONY: bench-flowcontrol
+bench-flowcontrol: envoy
+	$(GO) run ./bench/flowcontrol $(BENCH_FC_ARGS)

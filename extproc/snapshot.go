@@ -41,6 +41,7 @@ func (s *Server) ApplySnapshot(snap *discovery.Snapshot) {
 		for _, key := range old.pools {
 			if !seen[key] {
 				s.router.RemovePool(key)
+				s.flows.remove(key)
 			}
 		}
 	}

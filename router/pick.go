@@ -2,6 +2,8 @@ package router
 
 import (
 	"fmt"
+
+	"github.com/infergw/infergw/flowcontrol"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,9 @@ type Request struct {
 	// Stream: the response is streamed, so its first byte is its first token (first-byte
 	// timeouts apply to streamed requests only: a non-streamed answer comes at the end).
 	Stream bool
+	// HasRoom, when set (flow control dispatched the request), keeps the pick on the
+	// endpoints with room for one more request, if any (flowcontrol.go).
+	HasRoom func(flowcontrol.EndpointSignal) bool
 }
 
 // Decision is the answer of Pick.
@@ -147,6 +152,9 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	pc.flags = sc.flags
 	r.filterEjected(pc)
 	sc.flags = pc.flags
+	if req.HasRoom != nil {
+		filterRoom(pc, req.HasRoom)
+	}
 	if req.Priority < 0 {
 		// Sheddable: rejected when every candidate is saturated, else kept off the
 		// saturated ones.

@@ -35,6 +35,8 @@ type Router struct {
 	mu     sync.Mutex // serialises SetPool, RemovePool and Close
 	closed bool
 	pools  atomic.Pointer[map[string]*pool] // copy-on-write; read lock-free by Pick
+
+	onScrape atomic.Pointer[func(pool string)] // flow control's wake-up (flowcontrol.go)
 }
 
 // pool is one pool's endpoint set; view is replaced as a whole by SetPool.

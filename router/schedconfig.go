@@ -11,6 +11,8 @@ import (
 
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/infergw/infergw/flowcontrol"
 )
 
 // Names of the built-in plugins in infergw's own format (filters[].name, scorers[].name,
@@ -89,6 +91,9 @@ type SchedulerConfig struct {
 	// (a flow-control policy of a kind another package registered, say). They are
 	// validated with the config; their package builds them with Registry.Build.
 	Other []PluginSpec
+	// FlowControl is the queuing of requests at the gateway per pool (flowcontrol.go);
+	// the zero value is off.
+	FlowControl FlowControlConfig
 }
 
 // PluginSpec is one plugin instance of a scheduler config.
@@ -185,7 +190,8 @@ func PolicyConfig(name string) (SchedulerConfig, error) {
 
 func (c SchedulerConfig) isZero() bool {
 	return c.Filters == nil && c.Scorers == nil && c.Picker.Type == "" && c.Picker.Parameters == nil &&
-		c.Saturation == (SaturationConfig{}) && c.Other == nil
+		c.Saturation == (SaturationConfig{}) && c.Other == nil &&
+		c.FlowControl.Default == (flowcontrol.Config{}) && c.FlowControl.Pools == nil
 }
 
 // Validate builds every plugin of the config (and throws them away) and reports the first
@@ -201,6 +207,8 @@ type rawSchedulerConfig struct {
 	Scorers    []rawPlugin    `json:"scorers"`
 	Picker     *string        `json:"picker"`
 	Saturation *rawSaturation `json:"saturation"`
+	// FlowControl is decoded strictly by the same decoder (flowcontrol.go).
+	FlowControl *rawFlowControl `json:"flowControl"`
 }
 
 type rawPlugin struct {
@@ -279,6 +287,11 @@ func (r *Registry) parseNative(data []byte) (SchedulerConfig, error) {
 	if err := r.Validate(cfg); err != nil {
 		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
 	}
+	fc, err := compileFlowControl(raw.FlowControl, cfg.Saturation)
+	if err != nil {
+		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
+	}
+	cfg.FlowControl = fc
 	return cfg, nil
 }
 

@@ -82,6 +82,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 		switch {
 		case err == nil:
 			e.lastFailed.Store(false)
+			r.notifyScrape(e.pool)
 		case isTimeout(err):
 			// A slow answer (a loaded server) keeps the last metrics: the endpoint turns
 			// stale when they pass the staleness threshold. Marking it stale at once made
