@@ -127,7 +127,7 @@ type frameLimitConn struct {
 	onClose   func()
 	closeOnce sync.Once
 
-	greetLeft int    // greeting bytes still to pass
+	greetLeft int // greeting bytes still to pass
 	hdr       [9]byte
 	hdrLen    int    // header bytes collected
 	hdrNeed   int    // header length once the flags byte is known (0: unknown)
