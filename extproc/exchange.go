@@ -313,6 +313,7 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 	*rreq = router.Request{Pool: pool, Model: x.target, Priority: st.priority(pool, x.hdr.objective)}
 	if body != nil {
 		rreq.Prompt = x.parsed.Prompt
+		rreq.Body = body
 		rreq.Stream = x.parsed.Stream
 	}
 	if x.subsetSeen {
@@ -320,7 +321,7 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 	}
 	t0 := time.Now()
 	d, err := x.s.router.Pick(rreq)
-	rreq.Prompt = nil // the parsed request goes back to its pool when pick returns
+	rreq.Prompt, rreq.Body = nil, nil // the parsed request goes back to its pool when pick returns
 	x.s.metrics.schedulerE2E.Observe(time.Since(t0).Seconds())
 	if err != nil {
 		x.reject(classifyPickError(pool, err))

@@ -44,6 +44,9 @@ type Config struct {
 	// Metrics says where and how model servers' metrics are scraped; the zero value is
 	// plain HTTP on the serving port at /metrics.
 	Metrics MetricsEndpoint
+	// PrefixSource answers the precise-prefix scorer from the engines' KV events (nil:
+	// that scorer is the approximate prefix scorer).
+	PrefixSource PrefixSource
 }
 
 // MetricsEndpoint locates the model servers' Prometheus metrics when they are not plain

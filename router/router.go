@@ -68,6 +68,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 		return nil, err
 	}
 	r := &Router{cfg: cfg, sched: newScheduler(cfg.Scheduler), log: log, metrics: m}
+	for i := range r.sched.scorers {
+		if r.sched.scorers[i].name == ScorerPrecisePrefix {
+			r.sched.scorers[i].score = r.scorePrecisePrefix
+		}
+	}
 	if err := reg.Register(newEndpointCollector(r)); err != nil {
 		return nil, fmt.Errorf("router metrics: %w", err)
 	}

@@ -54,7 +54,7 @@ const (
 )
 
 var (
-	knownScorers = []string{ScorerQueue, ScorerKVCache, ScorerPrefix, ScorerLoRAAffinity, ScorerInFlight, ScorerPendingPrefill, ScorerLeastRecent}
+	knownScorers = []string{ScorerQueue, ScorerKVCache, ScorerPrefix, ScorerLoRAAffinity, ScorerInFlight, ScorerPendingPrefill, ScorerLeastRecent, ScorerPrecisePrefix}
 	knownFilters = []string{FilterLoRAAffinity}
 	knownPickers = []string{PickerMaxScore, PickerRandom}
 )
@@ -148,6 +148,17 @@ func PolicyConfig(name string) (SchedulerConfig, error) {
 			Prefix:     PrefixParams{BlockSize: DefaultPrefixBlockSize},
 			Saturation: defaultSaturation(),
 		}, nil
+	case "precise":
+		// The default with the precise-prefix scorer in the prefix scorer's place: the
+		// picker's default where model servers' KV events arrive (it falls back to the
+		// approximate scorer per endpoint without them).
+		c := DefaultSchedulerConfig()
+		for i := range c.Scorers {
+			if c.Scorers[i].Name == ScorerPrefix {
+				c.Scorers[i].Name = ScorerPrecisePrefix
+			}
+		}
+		return c, nil
 	case "default-v0":
 		// The default before pending-prefill and least-recent (issue 23), for A/B runs.
 		c := DefaultSchedulerConfig()
@@ -156,7 +167,7 @@ func PolicyConfig(name string) (SchedulerConfig, error) {
 		})
 		return c, nil
 	}
-	return SchedulerConfig{}, fmt.Errorf("unknown routing policy %q (want default, default-v0, random or least-queue)", name)
+	return SchedulerConfig{}, fmt.Errorf("unknown routing policy %q (want default, default-v0, precise, random or least-queue)", name)
 }
 
 func (c SchedulerConfig) isZero() bool {
@@ -286,7 +297,7 @@ func defaultWeight(name string) (float64, bool) {
 		return DefaultQueueWeight, true
 	case ScorerKVCache:
 		return DefaultKVCacheWeight, true
-	case ScorerPrefix:
+	case ScorerPrefix, ScorerPrecisePrefix:
 		return DefaultPrefixWeight, true
 	case ScorerLoRAAffinity:
 		return DefaultLoRAAffinityWeight, true

@@ -12,9 +12,10 @@ type scheduler struct {
 	scorers           []weightedScorer // weight > 0 only
 	random            bool
 	usePrefix         bool
-	blockSize         int // prefix block span in characters; 0 = derive from the engine
-	prefixLRUCapacity int // 0 = derive from the engine
-	prefixMaxBlocks   int // 0 = maxPrefixBlocks
+	usePrecise        bool // the precise-prefix scorer is configured
+	blockSize         int  // prefix block span in characters; 0 = derive from the engine
+	prefixLRUCapacity int  // 0 = derive from the engine
+	prefixMaxBlocks   int  // 0 = maxPrefixBlocks
 	sat               SaturationConfig
 }
 
@@ -41,6 +42,7 @@ type pickContext struct {
 	flags     []bool      // per candidate scratch (ejection snapshot)
 	// prefixDone: the prefix scorer filled prefixHit (each in its endpoint's block span).
 	prefixDone bool
+	precise    *preciseScratch // the precise-prefix scorer's buffers
 }
 
 func newScheduler(cfg SchedulerConfig) *scheduler {
@@ -68,6 +70,8 @@ func newScheduler(cfg SchedulerConfig) *scheduler {
 		case ScorerPrefix:
 			fn = scorePrefix
 			s.usePrefix = true
+		case ScorerPrecisePrefix:
+			s.usePrefix, s.usePrecise = true, true // fn is bound to the router in New
 		case ScorerLoRAAffinity:
 			fn = scoreLoRAAffinity
 		case ScorerInFlight:

@@ -1,0 +1,143 @@
+// Package kvroute answers the router's precise-prefix scorer (router.PrefixSource): it
+// tokenizes a request as the model server will (kvprompt), chains the tokens into block
+// keys in each pod's block size (kvindex.Hasher) and looks them up in the index the pods'
+// KV events keep (kvindex, fed by kvevents).
+package kvroute
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/infergw/infergw/kvindex"
+	"github.com/infergw/infergw/kvprompt"
+	"github.com/infergw/infergw/router"
+)
+
+// DefaultMaxBlocks caps the blocks matched per prompt (at 16 tokens a block, 512 K
+// tokens: longer than any model's context).
+const DefaultMaxBlocks = 32768
+
+// Source is a router.PrefixSource over an index and per-model tokenizers.
+type Source struct {
+	ix        *kvindex.Index
+	models    map[string]*kvprompt.Model // by model name; "" = every other model
+	maxBlocks int
+	log       *slog.Logger
+	work      sync.Pool // *work
+
+	results *prometheus.CounterVec // per pick: ok, no_tokenizer, tokenize_error, no_body
+}
+
+type work struct {
+	tokens []uint32
+	hasher kvindex.Hasher
+	// keys per block size seen in this pick (pods of a pool share one, usually).
+	sizes [4]int
+	keys  [4][]uint64
+	n     int
+}
+
+// New returns a Source. models maps model names to tokenizers ("" for the default one).
+func New(ix *kvindex.Index, models map[string]*kvprompt.Model, maxBlocks int, log *slog.Logger, reg prometheus.Registerer) (*Source, error) {
+	if maxBlocks <= 0 {
+		maxBlocks = DefaultMaxBlocks
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{ix: ix, models: models, maxBlocks: maxBlocks, log: log,
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergw_precise_prefix_requests_total",
+			Help: "Picks the precise-prefix scorer tokenized, by result (ok, no_tokenizer, tokenize_error, no_body).",
+		}, []string{"result"})}
+	if reg != nil {
+		if err := reg.Register(s.results); err != nil {
+			return nil, fmt.Errorf("kvroute metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Source) model(name string) *kvprompt.Model {
+	if m, ok := s.models[name]; ok {
+		return m
+	}
+	return s.models[""]
+}
+
+// MatchPrefix implements router.PrefixSource.
+func (s *Source) MatchPrefix(req *router.Request, adapter bool, hosts []string, hit, total []int, exact []router.PrefixExactness) {
+	if len(req.Body) == 0 {
+		s.results.WithLabelValues("no_body").Inc()
+		return
+	}
+	m := s.model(req.Model)
+	if m == nil {
+		s.results.WithLabelValues("no_tokenizer").Inc()
+		return
+	}
+	w, _ := s.work.Get().(*work)
+	if w == nil {
+		w = new(work)
+	}
+	defer s.work.Put(w)
+	var err error
+	if w.tokens, err = m.Tokens(w.tokens[:0], req.Body); err != nil {
+		s.results.WithLabelValues("tokenize_error").Inc()
+		s.log.Debug("kvroute: tokenize", "model", req.Model, "err", err)
+		return
+	}
+	s.results.WithLabelValues("ok").Inc()
+	lora := ""
+	if adapter {
+		lora = req.Model // vLLM names an adapter's blocks by its served name
+	}
+	root := kvindex.RootKey(lora)
+	w.n = 0
+	for i, h := range hosts {
+		info := s.ix.Info(h)
+		switch info.State {
+		case kvindex.StateConsistent:
+			exact[i] = router.PrefixExact
+		case kvindex.StatePartial:
+			exact[i] = router.PrefixAtLeast
+		default:
+			continue
+		}
+		if info.BlockSize == 0 {
+			// Nothing stored since the index knew the pod: it holds none of the prompt.
+			hit[i], total[i] = 0, 1
+			continue
+		}
+		keys := w.keysFor(info.BlockSize, root, s.maxBlocks)
+		hit[i], total[i] = s.ix.Match(h, keys), len(keys)
+	}
+}
+
+func (w *work) keysFor(blockSize int, root uint64, maxBlocks int) []uint64 {
+	for i := 0; i < w.n; i++ {
+		if w.sizes[i] == blockSize {
+			return w.keys[i]
+		}
+	}
+	i := min(w.n, len(w.sizes)-1)
+	if w.n < len(w.sizes) {
+		w.n++
+	}
+	w.sizes[i] = blockSize
+	w.keys[i] = w.hasher.AppendKeys(w.keys[i][:0], root, w.tokens, blockSize, maxBlocks)
+	return w.keys[i]
+}
+
+// Sent implements router.PrefixSource: a request with blocks the pod lacks must make it
+// publish; the index marks the pod silent if it does not.
+func (s *Source) Sent(host string, hit, total int) {
+	if hit < total {
+		s.ix.Expect(host)
+	}
+}
+
+var _ router.PrefixSource = (*Source)(nil)

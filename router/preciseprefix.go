@@ -1,0 +1,97 @@
+package router
+
+import "strings"
+
+// ScorerPrecisePrefix scores endpoints by the leading prompt blocks their engine's KV
+// cache holds, as the engines' own KV events report it (Config.PrefixSource), and falls
+// back, per endpoint, to the approximate prefix scorer where the events are not known to
+// be complete.
+const ScorerPrecisePrefix = "precise-prefix"
+
+// PrefixExactness says how far a PrefixSource's answer for one endpoint can be trusted.
+type PrefixExactness uint8
+
+const (
+	// PrefixUnknown: no usable answer (no events, a silent publisher, or the request
+	// could not be tokenized): the approximate scorer decides for this endpoint.
+	PrefixUnknown PrefixExactness = iota
+	// PrefixExact: the endpoint's events are complete: its match is the truth.
+	PrefixExact
+	// PrefixAtLeast: every block reported is there, but blocks stored while the source
+	// was not listening are unknown: the better of it and the approximate match counts.
+	PrefixAtLeast
+)
+
+// PrefixSource answers the precise-prefix scorer (package kvroute implements it from
+// the pods' KV events). Implementations must be safe for concurrent picks.
+type PrefixSource interface {
+	// MatchPrefix fills, for each candidate's host (pod IP), the prompt's leading blocks
+	// the host's engine holds (hit), the prompt's full blocks in that engine's block size
+	// (total) and how exact that is. model is the requested model (an adapter name when
+	// adapter is true).
+	MatchPrefix(req *Request, adapter bool, hosts []string, hit, total []int, exact []PrefixExactness)
+	// Sent tells the source that a request went to host, where hit of its total blocks
+	// were cached: the engine will store the rest and should publish events.
+	Sent(host string, hit, total int)
+}
+
+// hostOf returns the host of an "ip:port" address (IPv6 in brackets included).
+func hostOf(addr string) string {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return addr
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(addr[:i], "["), "]")
+}
+
+// preciseScratch holds the precise scorer's per-pick buffers (in the pick's scratch).
+type preciseScratch struct {
+	hosts []string
+	hit   []int
+	total []int
+	exact []PrefixExactness
+}
+
+// scorePrecisePrefix: the fraction of the prompt's blocks an endpoint's engine holds,
+// from its events where they are exact, the better of events and approximation where they
+// are a lower bound, the approximate scorer elsewhere. prefixHit is left in the
+// approximate scorer's units (blocks of the endpoint's span) for pending-prefill.
+func (r *Router) scorePrecisePrefix(pc *pickContext, out []float64) {
+	scorePrefix(pc, out) // the fallback for every endpoint, and the LRU's units
+	src := r.cfg.PrefixSource
+	if src == nil {
+		return
+	}
+	ps := pc.precise
+	n := len(pc.eps)
+	ps.hosts = grow(ps.hosts, n)
+	ps.hit, ps.total = grow(ps.hit, n), grow(ps.total, n)
+	ps.exact = grow(ps.exact, n)
+	for i, e := range pc.eps {
+		ps.hosts[i] = hostOf(e.spec.Address)
+		ps.hit[i], ps.total[i], ps.exact[i] = 0, 0, PrefixUnknown
+	}
+	src.MatchPrefix(pc.req, pc.isAdapter, ps.hosts, ps.hit, ps.total, ps.exact)
+	for i, e := range pc.eps {
+		if ps.exact[i] == PrefixUnknown || ps.total[i] == 0 {
+			continue
+		}
+		frac := float64(ps.hit[i]) / float64(ps.total[i])
+		if ps.exact[i] == PrefixAtLeast && frac < out[i] {
+			continue
+		}
+		out[i] = frac
+		if spans := len(pc.prefix.get(int(e.prefixSpan.Load()))); spans > 0 {
+			pc.prefixHit[i] = int(frac*float64(spans) + 0.5)
+		}
+	}
+}
+
+// precisePicked reports the pick to the source (see PrefixSource.Sent).
+func (r *Router) precisePicked(pc *pickContext, primary int) {
+	ps := pc.precise
+	if r.cfg.PrefixSource == nil || ps == nil || primary >= len(ps.exact) || ps.exact[primary] == PrefixUnknown {
+		return
+	}
+	r.cfg.PrefixSource.Sent(ps.hosts[primary], ps.hit[primary], ps.total[primary])
+}
