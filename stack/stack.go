@@ -24,6 +24,7 @@ import (
 	"github.com/infergw/infergw/discovery"
 	"github.com/infergw/infergw/extproc"
 	"github.com/infergw/infergw/internal/envoyproc"
+	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/router"
 	"github.com/infergw/infergw/sim"
 	"github.com/infergw/infergw/xds"
@@ -67,6 +68,9 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// ProbeModel is the model of the readiness request (default: Sim.Model).
 	ProbeModel string
+	// KVEvents, when set, subscribes the picker to the model servers' KV events and
+	// serves the precise-prefix scorer from them (Router.PrefixSource).
+	KVEvents *kvroute.Options
 }
 
 // DefaultConfig is the configuration of `infergw up` with the bundled examples.
@@ -98,6 +102,8 @@ type Stack struct {
 	wg     sync.WaitGroup
 
 	Source *discovery.DirSource
+	// KV is the KV-event subscriber and index (nil unless Config.KVEvents).
+	KV     *kvroute.Runtime
 	Router *router.Router
 	Picker *extproc.Server
 	XDS    *xds.Server
@@ -153,6 +159,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		return nil, err
 	}
 
+	if cfg.KVEvents != nil {
+		if s.KV, err = kvroute.Start(runCtx, *cfg.KVEvents, log.With("component", "kvevents"), reg); err != nil {
+			unsubscribe()
+			return nil, fmt.Errorf("kv events: %w", err)
+		}
+		cfg.Router.PrefixSource = s.KV.Source
+	}
 	if s.Router, err = router.New(cfg.Router, log, reg); err != nil {
 		unsubscribe()
 		return nil, fmt.Errorf("router: %w", err)
@@ -432,6 +445,11 @@ func (s *Stack) Close() error {
 	s.wg.Wait()
 	if s.Router != nil {
 		s.Router.Close()
+	}
+	if s.KV != nil {
+		if err := s.KV.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := s.sims.closeAll(); err != nil {
 		errs = append(errs, err)

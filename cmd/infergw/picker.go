@@ -15,6 +15,7 @@ import (
 
 	"github.com/infergw/infergw/discovery"
 	"github.com/infergw/infergw/extproc"
+	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/router"
 )
 
@@ -33,6 +34,7 @@ type pickerFlags struct {
 	streamFirstByte time.Duration
 	logLevel        string
 	router          router.Config
+	kv              kvFlags
 }
 
 // newPickerCmd runs the endpoint picker: the ext_proc gRPC server over the router, fed by
@@ -66,6 +68,7 @@ func newPickerCmd() *cobra.Command {
 		"per-try timeout of streaming requests until their first response byte; Envoy retries on the next picked endpoint (negative disables)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	registerRouterFlags(fl, &f.router)
+	f.kv.register(fl)
 	return cmd
 }
 
@@ -91,6 +94,22 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 			return fmt.Errorf("--scheduler-config: %w", err)
 		}
 		rcfg.Scheduler = sc
+	}
+	if f.kv.enabled() {
+		opts, err := f.kv.options()
+		if err != nil {
+			return fmt.Errorf("--kv-tokenizer: %w", err)
+		}
+		kv, err := kvroute.Start(ctx, opts, log.With("component", "kvevents"), reg)
+		if err != nil {
+			return fmt.Errorf("kv events: %w", err)
+		}
+		defer kv.Close()
+		rcfg.PrefixSource = kv.Source
+		if f.schedulerConfig == "" {
+			// Where events arrive, the default uses them (and the guess where they do not).
+			rcfg.Scheduler, _ = router.PolicyConfig("precise")
+		}
 	}
 	r, err := router.New(rcfg, log.With("component", "router"), reg)
 	if err != nil {

@@ -22,6 +22,7 @@ type upFlags struct {
 	schedulerConfig string
 	envoyLog        bool
 	policy          string
+	kv              kvFlags
 	logLevel        string
 }
 
@@ -66,6 +67,7 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.DurationVar(&f.cfg.ReadyTimeout, "ready-timeout", f.cfg.ReadyTimeout, "how long to wait for the first request through Envoy")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	registerRouterFlags(fl, &f.cfg.Router)
+	f.kv.register(fl)
 	fl.StringVar((*string)(&f.cfg.Picker.Transport), "grpc-transport", string(extproc.TransportInline),
 		"picker gRPC server: inline (least CPU) or grpc-go (fallback)")
 	return cmd
@@ -103,6 +105,16 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 			return fmt.Errorf("--policy: %w", err)
 		}
 		cfg.Router.Scheduler = sc
+	}
+	if f.kv.enabled() {
+		opts, err := f.kv.options()
+		if err != nil {
+			return fmt.Errorf("--kv-tokenizer: %w", err)
+		}
+		cfg.KVEvents = &opts
+		if f.schedulerConfig == "" && f.policy == "default" {
+			cfg.Router.Scheduler, _ = router.PolicyConfig("precise")
+		}
 	}
 	started := time.Now()
 	st, err := stack.Start(cmd.Context(), cfg, log)

@@ -1,0 +1,106 @@
+package kvroute
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/infergw/infergw/kvevents"
+	"github.com/infergw/infergw/router"
+)
+
+// The files in testdata/vllm-0.32-cpu were recorded from a real vLLM 0.32 CPU server
+// serving the tiny model of test/vllm (the same tokenizer as ../kvprompt/testdata/tiny):
+// msg-*.bin are the ZMQ messages its KV-event publisher sent (each frame as a 4-byte
+// big-endian length and the bytes), requests.json the three requests that caused them
+// (a completion, a chat with a system message, a LoRA completion) with the token ids
+// vLLM's /tokenize returned for each.
+
+func readMessages(t *testing.T) [][][]byte {
+	t.Helper()
+	files, _ := filepath.Glob("testdata/vllm-0.32-cpu/msg-*.bin")
+	if len(files) == 0 {
+		t.Fatal("no recorded messages")
+	}
+	var msgs [][][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var frames [][]byte
+		for len(b) >= 4 {
+			n := binary.BigEndian.Uint32(b)
+			frames = append(frames, b[4:4+n])
+			b = b[4+n:]
+		}
+		msgs = append(msgs, frames)
+	}
+	return msgs
+}
+
+type recorded struct {
+	Body   json.RawMessage `json:"body"`
+	Tokens []uint32        `json:"tokens"`
+}
+
+// TestRealVLLMEventsAndTokens: our decoder reads vLLM's own messages; our tokenization of
+// each request equals vLLM's; and the block keys of our tokens find every full block the
+// server reported, for the base model and the adapter.
+func TestRealVLLMEventsAndTokens(t *testing.T) {
+	s, ix, m := setup(t)
+	dec := kvevents.NewDecoder(kvevents.Limits{})
+	for i, frames := range readMessages(t) {
+		if len(frames) != 3 {
+			t.Fatalf("message %d: %d frames", i, len(frames))
+		}
+		pod, model, ok := kvevents.ParseTopic(frames[0], kvevents.DefaultTopicPrefix)
+		if !ok || pod != "127.0.0.77" || model != "tiny" {
+			t.Fatalf("topic %q", frames[0])
+		}
+		var b kvevents.Batch
+		if err := dec.Decode(frames[2], &b); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if len(b.Events) == 0 || b.Events[0].Kind != kvevents.BlockStored || b.Events[0].BlockSize != 128 {
+			t.Fatalf("message %d: %+v", i, b.Events)
+		}
+		ix.HandleBatch(pod, model, binary.BigEndian.Uint64(frames[1]), &b)
+	}
+	raw, err := os.ReadFile("testdata/vllm-0.32-cpu/requests.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reqs map[string]recorded
+	if err := json.Unmarshal(raw, &reqs); err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range reqs {
+		got, err := m.Tokens(nil, r.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, r.Tokens) {
+			t.Errorf("%s: our %d tokens differ from vLLM's %d:\n ours %v\nvLLM's %v", name, len(got), len(r.Tokens), got[:min(20, len(got))], r.Tokens[:min(20, len(r.Tokens))])
+			continue
+		}
+		var model struct{ Model string }
+		_ = json.Unmarshal(r.Body, &model)
+		adapter := model.Model == "tiny-lora"
+		hit, total := make([]int, 1), make([]int, 1)
+		exact := make([]router.PrefixExactness, 1)
+		s.MatchPrefix(&router.Request{Model: model.Model, Body: r.Body}, adapter, []string{"127.0.0.77"}, hit, total, exact)
+		want := len(r.Tokens) / 128
+		if exact[0] != router.PrefixExact || total[0] != want || hit[0] != want {
+			t.Errorf("%s: matched %d of %d blocks (%v), want all %d", name, hit[0], total[0], exact[0], want)
+		}
+		// The same prompt as the other model (base vs adapter) holds nothing.
+		s.MatchPrefix(&router.Request{Model: model.Model, Body: r.Body}, !adapter, []string{"127.0.0.77"}, hit, total, exact)
+		if hit[0] != 0 {
+			t.Errorf("%s: matched %d blocks under the other adapter", name, hit[0])
+		}
+	}
+}
