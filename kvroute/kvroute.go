@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -141,3 +142,30 @@ func (s *Source) Sent(host string, hit, total int) {
 }
 
 var _ router.PrefixSource = (*Source)(nil)
+
+// Ref is a PrefixSource whose Source is set once it runs: the scheduler's plugin registry
+// is built before the subscriber starts (the config is read first), so the registered
+// scorer holds a Ref. Until Set, every endpoint falls back to the approximate scorer.
+type Ref struct{ p atomic.Pointer[Source] }
+
+// Set makes s answer (nil: none).
+func (r *Ref) Set(s *Source) { r.p.Store(s) }
+
+// MatchPrefix implements router.PrefixSource.
+func (r *Ref) MatchPrefix(req *router.Request, adapter bool, hosts []string, hit, total []int, exact []router.PrefixExactness) {
+	if s := r.p.Load(); s != nil {
+		s.MatchPrefix(req, adapter, hosts, hit, total, exact)
+	}
+}
+
+// Sent implements router.PrefixSource.
+func (r *Ref) Sent(host string, hit, total int) {
+	if s := r.p.Load(); s != nil {
+		s.Sent(host, hit, total)
+	}
+}
+
+// Register registers the precise-prefix scorer, answered through ref, in reg.
+func Register(reg *router.Registry, ref *Ref) error {
+	return reg.Register(router.PrecisePrefixType(ref))
+}

@@ -2,11 +2,57 @@ package router
 
 import "strings"
 
-// ScorerPrecisePrefix scores endpoints by the leading prompt blocks their engine's KV
-// cache holds, as the engines' own KV events report it (Config.PrefixSource), and falls
-// back, per endpoint, to the approximate prefix scorer where the events are not known to
-// be complete.
-const ScorerPrecisePrefix = "precise-prefix"
+// The precise-prefix scorer scores endpoints by the leading prompt blocks their engine's
+// KV cache holds, as the engines' own KV events report it (a PrefixSource), and falls back,
+// per endpoint, to the approximate prefix scorer where the events are not known to be
+// complete. It is not a built-in: the package that owns the PrefixSource registers it
+// with PrecisePrefixType (kvroute.Register).
+const (
+	ScorerPrecisePrefix     = "precise-prefix"
+	TypePrecisePrefixScorer = "precise-prefix-cache-scorer" // llm-d's name for the same idea
+)
+
+// PrecisePrefixType is the precise-prefix scorer's plugin type over src. Its parameters
+// are the prefix scorer's (they configure the approximate fallback).
+func PrecisePrefixType(src PrefixSource) PluginType {
+	return NewScorerType(PluginInfo{
+		Type: TypePrecisePrefixScorer, ShortName: ScorerPrecisePrefix, DefaultWeight: DefaultPrefixWeight,
+		Doc: "Leading prompt blocks each endpoint's engine holds, over the prompt's blocks in that engine's block size, " +
+			"from the model servers' KV events (the prompt tokenized as the server does): exact for endpoints whose " +
+			"event stream is complete, the better of events and the approximate prefix scorer for endpoints whose events " +
+			"are a lower bound (joined mid-stream, after a sequence gap), the approximate scorer for the others (no " +
+			"events, silent publisher). Takes the prefix scorer's parameters for that fallback. Registered when the " +
+			"picker subscribes to KV events (`--kv-events-bind`).",
+	}, PrefixParams{}, func(p PrefixParams) (Scorer, error) {
+		ps, err := newPrefixScorer(p)
+		if err != nil {
+			return nil, err
+		}
+		return &precisePrefixScorer{prefixScorer: *ps.(*prefixScorer), src: src}, nil
+	})
+}
+
+// precisePrefixScorer is the precise-prefix scorer; its embedded prefix settings size the
+// approximate fallback's LRU like the prefix scorer's.
+type precisePrefixScorer struct {
+	prefixScorer
+	src PrefixSource
+}
+
+// prefixCacheUser is implemented by scorers that use the approximate prefix cache (the
+// router then hashes prompts, sizes LRUs and records each pick in the primary's LRU).
+type prefixCacheUser interface {
+	prefixSettings() (blockSize, lruCapacity, maxBlocks int)
+}
+
+func (p *prefixScorer) prefixSettings() (int, int, int) {
+	return p.blockSize, p.lruCapacity, p.maxBlocks
+}
+
+// pickObserver is implemented by scorers told which candidate became the primary.
+type pickObserver interface {
+	picked(pc *PickContext, primary int)
+}
 
 // PrefixExactness says how far a PrefixSource's answer for one endpoint can be trusted.
 type PrefixExactness uint8
@@ -56,13 +102,12 @@ type preciseScratch struct {
 // from its events where they are exact, the better of events and approximation where they
 // are a lower bound, the approximate scorer elsewhere. prefixHit is left in the
 // approximate scorer's units (blocks of the endpoint's span) for pending-prefill.
-func (r *Router) scorePrecisePrefix(pc *pickContext, out []float64) {
+func (s *precisePrefixScorer) Score(pc *PickContext, out []float64) {
 	scorePrefix(pc, out) // the fallback for every endpoint, and the LRU's units
-	src := r.cfg.PrefixSource
-	if src == nil {
+	src, ps := s.src, pc.precise
+	if src == nil || ps == nil {
 		return
 	}
-	ps := pc.precise
 	n := len(pc.eps)
 	ps.hosts = grow(ps.hosts, n)
 	ps.hit, ps.total = grow(ps.hit, n), grow(ps.total, n)
@@ -87,11 +132,11 @@ func (r *Router) scorePrecisePrefix(pc *pickContext, out []float64) {
 	}
 }
 
-// precisePicked reports the pick to the source (see PrefixSource.Sent).
-func (r *Router) precisePicked(pc *pickContext, primary int) {
+// picked reports the pick to the source (see PrefixSource.Sent).
+func (s *precisePrefixScorer) picked(pc *PickContext, primary int) {
 	ps := pc.precise
-	if r.cfg.PrefixSource == nil || ps == nil || primary >= len(ps.exact) || ps.exact[primary] == PrefixUnknown {
+	if s.src == nil || ps == nil || primary >= len(ps.exact) || ps.exact[primary] == PrefixUnknown {
 		return
 	}
-	r.cfg.PrefixSource.Sent(ps.hosts[primary], ps.hit[primary], ps.total[primary])
+	s.src.Sent(ps.hosts[primary], ps.hit[primary], ps.total[primary])
 }

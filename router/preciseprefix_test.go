@@ -33,8 +33,16 @@ func (f *fakeSource) Sent(host string, hit, total int) {
 
 func preciseOnly() SchedulerConfig {
 	c := DefaultSchedulerConfig()
-	c.Scorers = []ScorerSpec{{Name: ScorerPrecisePrefix, Weight: 1}}
+	c.Scorers = []PluginSpec{{Type: TypePrecisePrefixScorer, Name: ScorerPrecisePrefix, Weight: 1}}
 	return c
+}
+
+func registryWith(t testing.TB, src PrefixSource) *Registry {
+	reg := NewRegistry()
+	if err := reg.Register(PrecisePrefixType(src)); err != nil {
+		t.Fatal(err)
+	}
+	return reg
 }
 
 func TestPrecisePrefixScorer(t *testing.T) {
@@ -67,7 +75,7 @@ func TestPrecisePrefixScorer(t *testing.T) {
 			src := &fakeSource{table: map[string]row{}}
 			r, _ := newTestRouter(t, func(cfg *Config) {
 				cfg.Scheduler = preciseOnly()
-				cfg.PrefixSource = src
+				cfg.Plugins = registryWith(t, src)
 			})
 			var eps []*endpoint
 			for i := 1; i <= 3; i++ {
@@ -93,15 +101,39 @@ func TestPrecisePrefixScorer(t *testing.T) {
 }
 
 func TestPrecisePrefixParsesAndValidates(t *testing.T) {
-	cfg, err := ParseSchedulerConfig([]byte("scorers:\n- name: precise-prefix\n  weight: 3\n- name: queue\n"))
+	if _, err := NewRegistry().ParseSchedulerConfig([]byte("scorers:\n- name: precise-prefix\n")); err == nil {
+		t.Fatal("precise-prefix accepted without being registered")
+	}
+	plugins := registryWith(t, nil)
+	cfg, err := plugins.ParseSchedulerConfig([]byte("scorers:\n- name: precise-prefix\n  weight: 3\n- name: queue\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Scorers[0].Name != ScorerPrecisePrefix || cfg.Scorers[0].Weight != 3 {
+	if cfg.Scorers[0].Type != TypePrecisePrefixScorer || cfg.Scorers[0].Weight != 3 {
 		t.Fatalf("%+v", cfg.Scorers)
 	}
+	// GIE's format names it by type.
+	if _, err := plugins.ParseSchedulerConfig([]byte(`apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: precise-prefix-cache-scorer
+  parameters: {maxPrefixBlocksToMatch: 64}
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: precise-prefix-cache-scorer
+    weight: 2
+  - pluginRef: max-score-picker
+`)); err != nil {
+		t.Fatalf("GIE format: %v", err)
+	}
+	pc, err := PolicyConfig("precise")
+	if err != nil || plugins.Validate(pc) != nil {
+		t.Fatalf("precise policy: %v %v", err, plugins.Validate(pc))
+	}
 	// Without a source the scorer is the approximate one: a pick still works.
-	r, _ := newTestRouter(t, func(c *Config) { c.Scheduler = cfg })
+	r, _ := newTestRouter(t, func(c *Config) { c.Scheduler, c.Plugins = cfg, plugins })
 	installPool(r, "ns/p", []*endpoint{staticEndpoint("10.0.0.1:8000", metricsState{})})
 	d := mustPick(t, r, &Request{Pool: "ns/p", Model: "m", Prompt: []byte(stringsRepeat("x", 200))})
 	d.Done()

@@ -57,6 +57,14 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	plugins := cfg.Plugins
+	if plugins == nil {
+		plugins = NewRegistry()
+	}
+	sched, err := plugins.newScheduler(cfg.Scheduler)
+	if err != nil {
+		return nil, fmt.Errorf("router config: %w", err)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -67,12 +75,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, sched: newScheduler(cfg.Scheduler), log: log, metrics: m}
-	for i := range r.sched.scorers {
-		if r.sched.scorers[i].name == ScorerPrecisePrefix {
-			r.sched.scorers[i].score = r.scorePrecisePrefix
-		}
-	}
+	r := &Router{cfg: cfg, sched: sched, log: log, metrics: m}
 	if err := reg.Register(newEndpointCollector(r)); err != nil {
 		return nil, fmt.Errorf("router metrics: %w", err)
 	}

@@ -68,9 +68,11 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// ProbeModel is the model of the readiness request (default: Sim.Model).
 	ProbeModel string
-	// KVEvents, when set, subscribes the picker to the model servers' KV events and
-	// serves the precise-prefix scorer from them (Router.PrefixSource).
+	// KVEvents, when set, subscribes the picker to the model servers' KV events;
+	// KVSource (registered with the precise-prefix scorer in Router.Plugins) is then set
+	// to answer from them.
 	KVEvents *kvroute.Options
+	KVSource *kvroute.Ref
 }
 
 // DefaultConfig is the configuration of `infergw up` with the bundled examples.
@@ -164,7 +166,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 			unsubscribe()
 			return nil, fmt.Errorf("kv events: %w", err)
 		}
-		cfg.Router.PrefixSource = s.KV.Source
+		if cfg.KVSource != nil {
+			cfg.KVSource.Set(s.KV.Source)
+		}
 	}
 	if s.Router, err = router.New(cfg.Router, log, reg); err != nil {
 		unsubscribe()

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/infergw/infergw/extproc"
+	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/router"
 	"github.com/infergw/infergw/stack"
 )
@@ -87,6 +88,12 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	if f.envoyLog {
 		cfg.EnvoyOutput = os.Stderr
 	}
+	kvRef := new(kvroute.Ref)
+	plugins, err := newPluginRegistry(kvRef)
+	if err != nil {
+		return err
+	}
+	cfg.Router.Plugins = plugins
 	switch {
 	case f.policy == "round-robin":
 		cfg.Translate.DisablePicker = true
@@ -94,7 +101,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		if f.policy != "default" {
 			return fmt.Errorf("--policy %s and --scheduler-config are exclusive", f.policy)
 		}
-		sc, err := router.LoadSchedulerConfig(f.schedulerConfig)
+		sc, err := plugins.LoadSchedulerConfig(f.schedulerConfig)
 		if err != nil {
 			return err
 		}
@@ -111,7 +118,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		if err != nil {
 			return fmt.Errorf("--kv-tokenizer: %w", err)
 		}
-		cfg.KVEvents = &opts
+		cfg.KVEvents, cfg.KVSource = &opts, kvRef
 		if f.schedulerConfig == "" && f.policy == "default" {
 			cfg.Router.Scheduler, _ = router.PolicyConfig("precise")
 		}
