@@ -169,6 +169,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		if cfg.KVSource != nil {
 			cfg.KVSource.Set(s.KV.Source)
 		}
+		if addr := s.KV.Sub.Addr(); addr != "" {
+			// The sims publish their KV events to the picker as vLLM pods would, and
+			// tokenize with the model's tokenizer so that their blocks are the picker's.
+			s.sims.base.KVEvents = sim.KVEventsConfig{Enable: true, Publisher: "zmq", Endpoint: "tcp://" + addr}
+			if s.sims.base.Tokenizer == "" {
+				s.sims.base.Tokenizer = cfg.KVEvents.Tokenizers[""]
+			}
+		}
 	}
 	if s.Router, err = router.New(cfg.Router, log, reg); err != nil {
 		unsubscribe()
