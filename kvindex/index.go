@@ -1,6 +1,7 @@
 package kvindex
 
 import (
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -270,7 +271,7 @@ func (ix *Index) apply(p *pod, s *stream, e *kvevents.Event) {
 		}
 		lora := e.LoRAName
 		if lora == "" && e.LoRAID != 0 {
-			lora = "lora-id:" + itoa(e.LoRAID)
+			lora = "lora-id:" + strconv.FormatInt(e.LoRAID, 10)
 		}
 		prev := RootKey(lora)
 		if e.HasParent {
@@ -303,29 +304,6 @@ func (ix *Index) apply(p *pod, s *stream, e *kvevents.Event) {
 // ownMedium: the engine's own (GPU) cache; offload tiers are not prefix hits a pick can
 // count on.
 func ownMedium(m string) bool { return m == "" || m == "GPU" || m == "gpu" }
-
-func itoa(v int64) string {
-	var b [20]byte
-	i := len(b)
-	neg := v < 0
-	u := uint64(v)
-	if neg {
-		u = uint64(-v)
-	}
-	for {
-		i--
-		b[i] = byte('0' + u%10)
-		u /= 10
-		if u == 0 {
-			break
-		}
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
-}
 
 // PodInfo is what a pick needs to know of a pod before matching: its state and the
 // engine's block size (tokens) from its events (0: unknown).

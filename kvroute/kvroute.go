@@ -98,6 +98,8 @@ func (s *Source) MatchPrefix(req *router.Request, adapter bool, hosts []string, 
 	}
 	root := kvindex.RootKey(lora)
 	w.n = 0
+	hosts = hosts[:min(len(hosts), len(hit), len(total), len(exact))]
+	hit, total = hit[:len(hosts)], total[:len(hosts)]
 	for i, h := range hosts {
 		info := s.ix.Info(h)
 		switch info.State {
@@ -110,11 +112,11 @@ func (s *Source) MatchPrefix(req *router.Request, adapter bool, hosts []string, 
 		}
 		if info.BlockSize == 0 {
 			// Nothing stored since the index knew the pod: it holds none of the prompt.
-			hit[i], total[i] = 0, 1
+			hit[i], total[i] = 0, 1 //nolint:gosec // G602: hit and total were cut to len(hosts) above
 			continue
 		}
 		keys := w.keysFor(info.BlockSize, root, s.maxBlocks)
-		hit[i], total[i] = s.ix.Match(h, keys), len(keys)
+		hit[i], total[i] = s.ix.Match(h, keys), len(keys) //nolint:gosec // G602: as above
 	}
 }
 
