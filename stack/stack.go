@@ -174,7 +174,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 			// tokenize with the model's tokenizer so that their blocks are the picker's.
 			s.sims.base.KVEvents = sim.KVEventsConfig{Enable: true, Publisher: "zmq", Endpoint: "tcp://" + addr}
 			if s.sims.base.Tokenizer == "" {
-				s.sims.base.Tokenizer = cfg.KVEvents.Tokenizers[""]
+				dir, ok := cfg.KVEvents.Tokenizers[s.sims.base.Model]
+				if !ok {
+					dir = cfg.KVEvents.Tokenizers[""]
+				}
+				s.sims.base.Tokenizer = dir
 			}
 		}
 	}
