@@ -142,3 +142,20 @@ func TestSimPublishesKVEvents(t *testing.T) {
 		t.Fatalf("state %v", st)
 	}
 }
+
+func TestParseKVEventsConfig(t *testing.T) {
+	c, err := ParseKVEventsConfig(`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://127.0.0.1:5557", "topic": "kv@1.2.3.4@m"}`)
+	if err != nil || !c.Enable || c.Endpoint != "tcp://127.0.0.1:5557" || c.Topic != "kv@1.2.3.4@m" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	for _, bad := range []string{
+		`{"enable_kv_cache_events": true, "publisher": "null", "endpoint": "tcp://x:1"}`,
+		`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "ipc:///tmp/x"}`,
+		`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://x:1", "replay_endpoint": "tcp://*:1"}`,
+		`not json`,
+	} {
+		if _, err := ParseKVEventsConfig(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
