@@ -2,8 +2,8 @@ package kvroute
 
 import (
 	"context"
-	"log/slog"
 	"encoding/binary"
+	"log/slog"
 	"testing"
 	"time"
 
