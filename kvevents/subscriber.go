@@ -50,8 +50,12 @@ type Subscriber struct {
 	h      Handler
 	sock   zmq4.Socket
 	cancel context.CancelFunc
+	ctx    context.Context
 	wg     sync.WaitGroup
 	mu     sync.Mutex // serialises Handler calls
+
+	dialMu sync.Mutex
+	dials  map[string]context.CancelFunc // endpoint -> its dial loop (SetPublishers)
 
 	messages *prometheus.CounterVec // by result
 	events   *prometheus.CounterVec // by type
@@ -67,9 +71,6 @@ const (
 
 // New creates a subscriber; Start opens its socket. reg receives its metrics (nil: none).
 func New(cfg Config, h Handler, log *slog.Logger, reg prometheus.Registerer) (*Subscriber, error) {
-	if cfg.Bind == "" && len(cfg.Connect) == 0 {
-		return nil, errors.New("kvevents: neither a bind endpoint nor publishers to connect to")
-	}
 	if cfg.TopicPrefix == "" {
 		cfg.TopicPrefix = DefaultTopicPrefix
 	}
@@ -109,6 +110,7 @@ func New(cfg Config, h Handler, log *slog.Logger, reg prometheus.Registerer) (*S
 // (the race detector shows it), and would make a bound socket dial itself.
 func (s *Subscriber) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
+	s.ctx = ctx
 	if s.cfg.Bind != "" {
 		ep, err := zmqEndpoint(s.cfg.Bind)
 		if err != nil {
@@ -143,6 +145,58 @@ func (s *Subscriber) Start(ctx context.Context) error {
 	return nil
 }
 
+// SetPublishers makes the subscriber dial exactly these publishers (tcp://HOST:PORT) in
+// addition to Config.Connect: new ones get a dial loop, dropped ones have theirs stopped.
+// A picker with several replicas uses it to subscribe every replica to every pod (the
+// pods' publishers bind). At most MaxConnsPerListener are dialled.
+func (s *Subscriber) SetPublishers(eps []string) error {
+	if s.ctx == nil {
+		return errors.New("kvevents: SetPublishers before Start")
+	}
+	if len(eps) > MaxConnsPerListener {
+		return fmt.Errorf("kvevents: %d publishers (limit %d)", len(eps), MaxConnsPerListener)
+	}
+	want := make(map[string]string, len(eps))
+	for _, ep := range eps {
+		zep, err := zmqEndpoint(ep)
+		if err != nil {
+			return err
+		}
+		want[ep] = zep
+	}
+	s.dialMu.Lock()
+	defer s.dialMu.Unlock()
+	if s.dials == nil {
+		s.dials = make(map[string]context.CancelFunc)
+	}
+	for ep, cancel := range s.dials {
+		if _, ok := want[ep]; !ok {
+			cancel()
+			delete(s.dials, ep)
+		}
+	}
+	for ep, zep := range want {
+		if _, ok := s.dials[ep]; ok || s.ctx.Err() != nil {
+			continue
+		}
+		ctx, cancel := context.WithCancel(s.ctx)
+		s.dials[ep] = cancel
+		s.wg.Go(func() { s.dialLoop(ctx, ep, zep) })
+	}
+	return nil
+}
+
+// Publishers returns the endpoints SetPublishers dials.
+func (s *Subscriber) Publishers() []string {
+	s.dialMu.Lock()
+	defer s.dialMu.Unlock()
+	out := make([]string, 0, len(s.dials))
+	for ep := range s.dials {
+		out = append(out, ep)
+	}
+	return out
+}
+
 // dialLoop keeps one SUB socket connected to a publisher that binds.
 func (s *Subscriber) dialLoop(ctx context.Context, name, ep string) {
 	for ctx.Err() == nil {
@@ -152,7 +206,10 @@ func (s *Subscriber) dialLoop(ctx context.Context, name, ep string) {
 			err = sock.Dial(ep)
 		}
 		if err == nil {
+			// Closing the socket when ctx ends unblocks Recv.
+			stop := context.AfterFunc(ctx, func() { _ = sock.Close() })
 			s.receive(ctx, sock) // returns when the connection drops or ctx ends
+			stop()
 		} else if ctx.Err() == nil {
 			s.log.Warn("kvevents: dial failed", "endpoint", name, "err", err)
 		}

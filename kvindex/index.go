@@ -426,3 +426,14 @@ func (c *indexCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(blocksDesc, prometheus.GaugeValue, float64(blocks))
 }
+
+// Pods returns the pods the index tracks.
+func (ix *Index) Pods() []string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	out := make([]string, 0, len(ix.pods))
+	for n := range ix.pods {
+		out = append(out, n)
+	}
+	return out
+}

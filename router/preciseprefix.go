@@ -1,6 +1,9 @@
 package router
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // The precise-prefix scorer scores endpoints by the leading prompt blocks their engine's
 // KV cache holds, as the engines' own KV events report it (a PrefixSource), and falls back,
@@ -139,4 +142,17 @@ func (s *precisePrefixScorer) picked(pc *PickContext, primary int) {
 		return
 	}
 	s.src.Sent(ps.hosts[primary], ps.hit[primary], ps.total[primary])
+}
+
+// EndpointHosts returns the hosts (pod IPs) of every endpoint of every pool, sorted and
+// deduplicated: whom a KV-event subscriber should hear from.
+func (r *Router) EndpointHosts() []string {
+	var out []string
+	for _, p := range *r.pools.Load() {
+		for _, e := range p.view.Load().endpoints {
+			out = append(out, hostOf(e.spec.Address))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

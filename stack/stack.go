@@ -186,6 +186,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		unsubscribe()
 		return nil, fmt.Errorf("router: %w", err)
 	}
+	if s.KV != nil {
+		s.KV.FollowPods(runCtx, s.Router.EndpointHosts, cfg.KVEvents.PodPort, 2*time.Second)
+	}
 	pickerOpts := cfg.Picker
 	pickerOpts.Registerer = reg
 	if s.Picker, err = extproc.NewServer(s.Router, pickerOpts, log); err != nil {

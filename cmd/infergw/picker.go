@@ -106,13 +106,13 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 		}
 		rcfg.Scheduler = sc
 	}
+	var kv *kvroute.Runtime
 	if f.kv.enabled() {
 		opts, err := f.kv.options()
 		if err != nil {
 			return fmt.Errorf("--kv-tokenizer: %w", err)
 		}
-		kv, err := kvroute.Start(ctx, opts, log.With("component", "kvevents"), reg)
-		if err != nil {
+		if kv, err = kvroute.Start(ctx, opts, log.With("component", "kvevents"), reg); err != nil {
 			return fmt.Errorf("kv events: %w", err)
 		}
 		defer kv.Close()
@@ -127,6 +127,9 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 		return fmt.Errorf("router: %w", err)
 	}
 	defer r.Close()
+	if kv != nil {
+		kv.FollowPods(ctx, r.EndpointHosts, f.kv.podPort, kvFollowPeriod)
+	}
 
 	tp, shutdownTracing, err := extproc.NewTracerProvider(ctx, "infergw-picker")
 	if err != nil {
