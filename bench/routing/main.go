@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&pols, "policies", "", "comma-separated policies (default round-robin,random,least-queue,default; --quick: round-robin,default)")
 	fs.StringVar(&envoyBin, "envoy", "", "Envoy binary (default $ENVOY_BIN, envoy on PATH, .venv/bin/envoy)")
 	fs.StringVar(&logLevel, "log-level", "error", "log level of the stack: debug, info, warn, error")
+	fs.StringVar(&o.Tokenizer, "tokenizer", "", "directory of a model's tokenizer.json for every sim (needed by --policies precise, which also gives it to the picker), e.g. kvprompt/testdata/tiny")
 	var viewEvery time.Duration
 	fs.DurationVar(&viewEvery, "sim-view", 0, "also sample every sim's /debug/engine this often (e.g. 20ms) for the per-pod view in results.json")
 	if err := fs.Parse(args); err != nil {
@@ -81,6 +82,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if p.Policies, err = selectPolicies(pols); err != nil {
 		return err
+	}
+	if slices.Contains(p.Policies, "precise") && o.Tokenizer == "" {
+		return fmt.Errorf("--policies precise needs --tokenizer (the sims and the picker must tokenize alike)")
 	}
 	if envoyBin == "" {
 		// An absolute start: envoyproc.Find walks up with filepath.Dir, which never leaves ".".

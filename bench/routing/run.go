@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/loadtest"
 	"github.com/infergw/infergw/router"
 	"github.com/infergw/infergw/stack"
@@ -66,6 +67,20 @@ func (r *runner) stackConfig(manifests string, policy string) (stack.Config, err
 	switch policy {
 	case "round-robin":
 		cfg.Translate.DisablePicker = true
+	case "precise":
+		// The sims publish their KV events to the picker, which scores with them.
+		ref := new(kvroute.Ref)
+		plugins := router.NewRegistry()
+		if err := kvroute.Register(plugins, ref); err != nil {
+			return cfg, err
+		}
+		sc, err := router.PolicyConfig(policy)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Router.Scheduler, cfg.Router.Plugins = sc, plugins
+		cfg.KVEvents = &kvroute.Options{Bind: "tcp://127.0.0.1:0", Tokenizers: map[string]string{"": r.plan.Sim.Tokenizer}}
+		cfg.KVSource = ref
 	default:
 		sc, err := router.PolicyConfig(policy)
 		if err != nil {
@@ -117,6 +132,10 @@ func (r *runner) loadConfig(wl workloadSpec, url string) loadtest.Config {
 	}
 	if wl.HeavyTail != nil {
 		cfg.Workload.ShareGPTFile = filepath.Join(r.tmp, wl.Name+".sharegpt.json")
+	}
+	if r.plan.Sim.Tokenizer != "" {
+		// Prompts in the sims' model's own tokens, so that lengths mean what they say.
+		cfg.Workload.Tokenizer = r.plan.Sim.Tokenizer
 	}
 	return cfg
 }
