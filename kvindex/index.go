@@ -49,6 +49,9 @@ type Config struct {
 	MaxBlocksPerPod int
 	// SilenceTimeout: how long after Expect a pod must have published (default 10 s).
 	SilenceTimeout time.Duration
+	// SpeculationTTL: how long blocks a request was just routed to count as the pod's
+	// before its events confirm them (default 2 s).
+	SpeculationTTL time.Duration
 }
 
 // Defaults: vLLM's num_gpu_blocks is 8,192 on this machine's CPU build and tens of
@@ -58,6 +61,9 @@ const (
 	DefaultMaxRanksPerPod  = 8
 	DefaultMaxBlocksPerPod = 1 << 17
 	DefaultSilenceTimeout  = 10 * time.Second
+	DefaultSpeculationTTL  = 2 * time.Second
+	// maxSpeculativePerPod bounds a pod's speculative blocks.
+	maxSpeculativePerPod = 1 << 16
 )
 
 func (c Config) withDefaults() Config {
@@ -72,6 +78,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SilenceTimeout <= 0 {
 		c.SilenceTimeout = DefaultSilenceTimeout
+	}
+	if c.SpeculationTTL <= 0 {
+		c.SpeculationTTL = DefaultSpeculationTTL
 	}
 	return c
 }
@@ -100,6 +109,10 @@ type pod struct {
 	// expectSince is when a pick that must store new blocks was sent while no batch has
 	// come since (unix ns; 0: nothing expected).
 	expectSince atomic.Int64
+	// spec holds blocks a request just routed here will store (key -> unix ns expiry):
+	// until the engine's BlockStored arrives, the next requests of the same prefix must
+	// see them, or a burst scatters over every pod (guarded by mu, like the streams).
+	spec map[uint64]int64
 }
 
 // stream is one engine's (pod, rank) view.
@@ -351,18 +364,56 @@ func (ix *Index) Match(podName string, keys []uint64) int {
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
+	now := int64(0)
+	if len(p.spec) > 0 {
+		now = ix.now().UnixNano()
+	}
 	best := 0
 	for _, s := range p.streams {
 		n := 0
 		for n < len(keys) {
 			if _, ok := s.keys[keys[n]]; !ok {
-				break
+				if exp, ok := p.spec[keys[n]]; !ok || exp < now {
+					break
+				}
 			}
 			n++
 		}
 		best = max(best, n)
 	}
 	return best
+}
+
+// Speculate records that a request with these block keys was just routed to the pod: they
+// count as held for SpeculationTTL, until the engine's events confirm (or, by expiring,
+// deny) them. Only pods the index knows take speculation.
+func (ix *Index) Speculate(podName string, keys []uint64) {
+	ix.mu.RLock()
+	p := ix.pods[podName]
+	ix.mu.RUnlock()
+	if p == nil || len(keys) == 0 {
+		return
+	}
+	now := ix.now().UnixNano()
+	exp := now + int64(ix.cfg.SpeculationTTL)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.spec == nil {
+		p.spec = make(map[uint64]int64)
+	}
+	if len(p.spec)+len(keys) > maxSpeculativePerPod {
+		for k, e := range p.spec {
+			if e < now {
+				delete(p.spec, k)
+			}
+		}
+		if len(p.spec)+len(keys) > maxSpeculativePerPod {
+			clear(p.spec) // still full: start afresh rather than grow
+		}
+	}
+	for _, k := range keys[:min(len(keys), maxSpeculativePerPod)] {
+		p.spec[k] = exp
+	}
 }
 
 // Expect records that a request which must store blocks the index lacks went to the pod:

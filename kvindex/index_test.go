@@ -385,3 +385,37 @@ func BenchmarkIndexMemory(b *testing.B) {
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/blocks, "bytes/block")
 	runtime.KeepAlive(ix)
 }
+
+func TestIndexSpeculation(t *testing.T) {
+	ix := newIndex(t, Config{SpeculationTTL: time.Second})
+	now := time.Unix(1000, 0)
+	ix.now = func() time.Time { return now }
+	e := newEngine(1)
+	p := prompt(0, 4)
+	ix.HandleBatch("a", "m", 0, batch(e.store(p[:bs], "")))
+	keys := keysOf(p, "")
+	ix.Speculate("a", keys[1:])
+	ix.Speculate("unknown-pod", keys) // ignored: the index does not know it
+	if got := ix.Match("a", keys); got != 4 {
+		t.Fatalf("with speculation: %d, want 4", got)
+	}
+	now = now.Add(1001 * time.Millisecond)
+	if got := ix.Match("a", keys); got != 1 {
+		t.Fatalf("after the TTL: %d, want the 1 stored block", got)
+	}
+	if got := ix.Match("unknown-pod", keys); got != 0 {
+		t.Fatalf("unknown pod: %d", got)
+	}
+	// Bounded: more speculative keys than the cap never grow the map past it.
+	many := make([]uint64, maxSpeculativePerPod+10)
+	for i := range many {
+		many[i] = uint64(i) + 1<<40
+	}
+	ix.Speculate("a", many)
+	ix.mu.RLock()
+	n := len(ix.pods["a"].spec)
+	ix.mu.RUnlock()
+	if n > maxSpeculativePerPod {
+		t.Fatalf("%d speculative keys, cap %d", n, maxSpeculativePerPod)
+	}
+}

@@ -33,6 +33,7 @@ type Source struct {
 }
 
 type work struct {
+	root   uint64
 	tokens []uint32
 	hasher kvindex.Hasher
 	// keys per block size seen in this pick (pods of a pool share one, usually).
@@ -70,26 +71,29 @@ func (s *Source) model(name string) *kvprompt.Model {
 }
 
 // MatchPrefix implements router.PrefixSource.
-func (s *Source) MatchPrefix(req *router.Request, adapter bool, hosts []string, hit, total []int, exact []router.PrefixExactness) {
+//
+// The handle it returns is the pick's tokens and keys: Sent uses them to mark the blocks
+// the primary is about to store, then returns them to the pool.
+func (s *Source) MatchPrefix(req *router.Request, adapter bool, hosts []string, hit, total []int, exact []router.PrefixExactness) any {
 	if len(req.Body) == 0 {
 		s.results.WithLabelValues("no_body").Inc()
-		return
+		return nil
 	}
 	m := s.model(req.Model)
 	if m == nil {
 		s.results.WithLabelValues("no_tokenizer").Inc()
-		return
+		return nil
 	}
 	w, _ := s.work.Get().(*work)
 	if w == nil {
 		w = new(work)
 	}
-	defer s.work.Put(w)
 	var err error
 	if w.tokens, err = m.Tokens(w.tokens[:0], req.Body); err != nil {
 		s.results.WithLabelValues("tokenize_error").Inc()
 		s.log.Debug("kvroute: tokenize", "model", req.Model, "err", err)
-		return
+		s.work.Put(w)
+		return nil
 	}
 	s.results.WithLabelValues("ok").Inc()
 	lora := ""
@@ -97,6 +101,7 @@ func (s *Source) MatchPrefix(req *router.Request, adapter bool, hosts []string, 
 		lora = req.Model // vLLM names an adapter's blocks by its served name
 	}
 	root := kvindex.RootKey(lora)
+	w.root = root
 	w.n = 0
 	hosts = hosts[:min(len(hosts), len(hit), len(total), len(exact))]
 	hit, total = hit[:len(hosts)], total[:len(hosts)]
@@ -118,6 +123,7 @@ func (s *Source) MatchPrefix(req *router.Request, adapter bool, hosts []string, 
 		keys := w.keysFor(info.BlockSize, root, s.maxBlocks)
 		hit[i], total[i] = s.ix.Match(h, keys), len(keys) //nolint:gosec // G602: as above
 	}
+	return w
 }
 
 func (w *work) keysFor(blockSize int, root uint64, maxBlocks int) []uint64 {
@@ -135,11 +141,23 @@ func (w *work) keysFor(blockSize int, root uint64, maxBlocks int) []uint64 {
 	return w.keys[i]
 }
 
-// Sent implements router.PrefixSource: a request with blocks the pod lacks must make it
-// publish; the index marks the pod silent if it does not.
-func (s *Source) Sent(host string, hit, total int) {
-	if hit < total {
-		s.ix.Expect(host)
+// Sent implements router.PrefixSource: the blocks the pod lacks count as its own for a
+// moment (the next requests of the same prefix follow this one instead of scattering
+// before the engine's events arrive), and the pod must publish them: the index marks it
+// silent if it does not.
+func (s *Source) Sent(handle any, host string, hit, total int) {
+	w, _ := handle.(*work)
+	if w == nil {
+		return
+	}
+	defer s.work.Put(w)
+	if hit >= total {
+		return
+	}
+	s.ix.Expect(host)
+	if bs := s.ix.Info(host).BlockSize; bs > 0 {
+		keys := w.keysFor(bs, w.root, s.maxBlocks)
+		s.ix.Speculate(host, keys[min(hit, len(keys)):])
 	}
 }
 
@@ -154,16 +172,17 @@ type Ref struct{ p atomic.Pointer[Source] }
 func (r *Ref) Set(s *Source) { r.p.Store(s) }
 
 // MatchPrefix implements router.PrefixSource.
-func (r *Ref) MatchPrefix(req *router.Request, adapter bool, hosts []string, hit, total []int, exact []router.PrefixExactness) {
+func (r *Ref) MatchPrefix(req *router.Request, adapter bool, hosts []string, hit, total []int, exact []router.PrefixExactness) any {
 	if s := r.p.Load(); s != nil {
-		s.MatchPrefix(req, adapter, hosts, hit, total, exact)
+		return s.MatchPrefix(req, adapter, hosts, hit, total, exact)
 	}
+	return nil
 }
 
 // Sent implements router.PrefixSource.
-func (r *Ref) Sent(host string, hit, total int) {
+func (r *Ref) Sent(handle any, host string, hit, total int) {
 	if s := r.p.Load(); s != nil {
-		s.Sent(host, hit, total)
+		s.Sent(handle, host, hit, total)
 	}
 }
 

@@ -80,9 +80,14 @@ func TestMatchPrefixFromEvents(t *testing.T) {
 	if hit[0] != 0 {
 		t.Errorf("adapter request matched base-model blocks: %d", hit[0])
 	}
-	// Sent with missing blocks makes the index expect a batch from the pod.
-	s.Sent("10.0.0.2", 0, 5)
-	s.Sent("10.0.0.1", 5, 5)
+	// Sent to B (which lacks the prompt): its blocks count as B's until the events come,
+	// so the next identical request sees them there.
+	h := s.MatchPrefix(&router.Request{Model: "tiny", Body: body}, false, hosts[1:2], hit, total, exact)
+	s.Sent(h, "10.0.0.2", hit[0], total[0])
+	s.MatchPrefix(&router.Request{Model: "tiny", Body: body}, false, hosts[1:2], hit, total, exact)
+	if hit[0] != total[0] || total[0] == 0 {
+		t.Errorf("right after Sent, B: %d of %d blocks, want all (speculative)", hit[0], total[0])
+	}
 }
 
 func TestMatchPrefixNoTokenizerOrBody(t *testing.T) {

@@ -129,6 +129,7 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		clear(sc.ms)
 		sc.hashes.reset("", nil) // drop the prompt reference
 		clear(sc.precise.hosts)
+		sc.precise.handle = nil
 		sc.pc = PickContext{}
 		r.scratch.Put(sc)
 	}()

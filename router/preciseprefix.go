@@ -78,10 +78,12 @@ type PrefixSource interface {
 	// the host's engine holds (hit), the prompt's full blocks in that engine's block size
 	// (total) and how exact that is. model is the requested model (an adapter name when
 	// adapter is true).
-	MatchPrefix(req *Request, adapter bool, hosts []string, hit, total []int, exact []PrefixExactness)
-	// Sent tells the source that a request went to host, where hit of its total blocks
-	// were cached: the engine will store the rest and should publish events.
-	Sent(host string, hit, total int)
+	// It returns a handle for Sent (nil: none).
+	MatchPrefix(req *Request, adapter bool, hosts []string, hit, total []int, exact []PrefixExactness) any
+	// Sent tells the source that the request of handle went to host, where hit of its
+	// total blocks were cached: the engine will store the rest and should publish events.
+	// It is called at most once per MatchPrefix, right after it, from the same goroutine.
+	Sent(handle any, host string, hit, total int)
 }
 
 // hostOf returns the host of an "ip:port" address (IPv6 in brackets included).
@@ -95,10 +97,11 @@ func hostOf(addr string) string {
 
 // preciseScratch holds the precise scorer's per-pick buffers (in the pick's scratch).
 type preciseScratch struct {
-	hosts []string
-	hit   []int
-	total []int
-	exact []PrefixExactness
+	handle any
+	hosts  []string
+	hit    []int
+	total  []int
+	exact  []PrefixExactness
 }
 
 // scorePrecisePrefix: the fraction of the prompt's blocks an endpoint's engine holds,
@@ -119,7 +122,7 @@ func (s *precisePrefixScorer) Score(pc *PickContext, out []float64) {
 		ps.hosts[i] = hostOf(e.spec.Address)
 		ps.hit[i], ps.total[i], ps.exact[i] = 0, 0, PrefixUnknown
 	}
-	src.MatchPrefix(pc.req, pc.isAdapter, ps.hosts, ps.hit, ps.total, ps.exact)
+	ps.handle = src.MatchPrefix(pc.req, pc.isAdapter, ps.hosts, ps.hit, ps.total, ps.exact)
 	for i, e := range pc.eps {
 		if ps.exact[i] == PrefixUnknown || ps.total[i] == 0 {
 			continue
@@ -141,7 +144,9 @@ func (s *precisePrefixScorer) picked(pc *PickContext, primary int) {
 	if s.src == nil || ps == nil || primary >= len(ps.exact) || ps.exact[primary] == PrefixUnknown {
 		return
 	}
-	s.src.Sent(ps.hosts[primary], ps.hit[primary], ps.total[primary])
+	h := ps.handle
+	ps.handle = nil
+	s.src.Sent(h, ps.hosts[primary], ps.hit[primary], ps.total[primary])
 }
 
 // EndpointHosts returns the hosts (pod IPs) of every endpoint of every pool, sorted and

@@ -17,15 +17,19 @@ type fakeSource struct {
 	sent []string
 }
 
-func (f *fakeSource) MatchPrefix(_ *Request, _ bool, hosts []string, hit, total []int, exact []PrefixExactness) {
+func (f *fakeSource) MatchPrefix(_ *Request, _ bool, hosts []string, hit, total []int, exact []PrefixExactness) any {
 	for i, h := range hosts {
 		if v, ok := f.table[h]; ok {
 			hit[i], total[i], exact[i] = v.hit, v.total, v.exact
 		}
 	}
+	return f
 }
 
-func (f *fakeSource) Sent(host string, hit, total int) {
+func (f *fakeSource) Sent(handle any, host string, hit, total int) {
+	if handle != f {
+		panic("Sent got another handle than MatchPrefix returned")
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sent = append(f.sent, fmt.Sprintf("%s %d/%d", host, hit, total))
