@@ -384,6 +384,7 @@ func (x *exchange) bind(body []byte, multi, bodyEOS bool) {
 	*rreq = router.Request{Pool: pool, Model: x.target, Priority: x.routerPriority, HasRoom: x.hasRoom}
 	if body != nil {
 		rreq.Prompt = x.parsed.Prompt
+		rreq.Body = body
 		rreq.Stream = x.parsed.Stream
 	}
 	if x.subsetSeen {
@@ -391,7 +392,7 @@ func (x *exchange) bind(body []byte, multi, bodyEOS bool) {
 	}
 	t0 := time.Now()
 	d, err := x.s.router.Pick(rreq)
-	rreq.Prompt = nil // the parsed request goes back to its pool when pick returns
+	rreq.Prompt, rreq.Body = nil, nil // the parsed request goes back to its pool when pick returns
 	x.s.metrics.schedulerE2E.Observe(time.Since(t0).Seconds())
 	if err != nil {
 		x.reject(classifyPickError(pool, err))

@@ -12,9 +12,12 @@ import (
 
 // Request is what the scheduler knows of one inference request.
 type Request struct {
-	Pool     string
-	Model    string   // model to be served (after any rewrite): a base model or a LoRA adapter name
-	Prompt   []byte   // text used for prefix hashing; may be nil. Never logged.
+	Pool   string
+	Model  string // model to be served (after any rewrite): a base model or a LoRA adapter name
+	Prompt []byte // text used for prefix hashing; may be nil. Never logged.
+	// Body is the raw request body (nil when none), read only by a PrefixSource to
+	// tokenize the prompt as the model server will. Never logged.
+	Body     []byte
 	Priority int      // from the InferenceObjective; < 0 means sheddable
 	Subset   []string // candidate "ip:port" list from the proxy's subset hint; nil = no hint; non-nil empty = ErrEmptySubset
 	// Stream: the response is streamed, so its first byte is its first token (first-byte
@@ -88,6 +91,7 @@ type scratch struct {
 	cols      []float64 // per scorer, per candidate: cols[s*n+i]
 	order     []int32
 	flags     []bool
+	precise   preciseScratch
 	// pc is the pick's context: scorers are called through function values, so a local
 	// PickContext would escape to the heap on every pick.
 	pc PickContext
@@ -129,6 +133,8 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		clear(sc.eps) // drop endpoint references held by the pooled scratch
 		clear(sc.ms)
 		sc.hashes.reset("", nil) // drop the prompt reference
+		clear(sc.precise.hosts)
+		sc.precise.handle = nil
 		sc.pc = PickContext{}
 		r.scratch.Put(sc)
 	}()
@@ -179,6 +185,7 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		pc.prefix = &sc.hashes
 		pc.prefixHit = grow(sc.prefixHit, n)
 		sc.prefixHit = pc.prefixHit
+		pc.precise = &sc.precise
 	}
 	d := &Decision{Pool: req.Pool, Candidates: n, Stale: allStale, router: r, pickedAt: start}
 	k := min(n, 1+r.cfg.Fallbacks)
@@ -208,6 +215,13 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		d.primary.wakeScrape()
 	}
 	d.primary.lastPick.Store(start.UnixNano())
+	if r.sched.scores {
+		for _, ws := range r.sched.scorers {
+			if o, ok := ws.scorer.(pickObserver); ok {
+				o.picked(pc, primaryIdx)
+			}
+		}
+	}
 	if pc.prefix != nil {
 		hashes := pc.prefix.get(int(d.primary.prefixSpan.Load()))
 		d.PrefixBlocks = len(hashes)

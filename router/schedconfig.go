@@ -177,6 +177,18 @@ func PolicyConfig(name string) (SchedulerConfig, error) {
 			Picker:     PluginSpec{Type: TypeMaxScorePicker, Name: PickerMaxScore},
 			Saturation: defaultSaturation(),
 		}, nil
+	case "precise":
+		// The default with the precise-prefix scorer in the prefix scorer's place: the
+		// picker's default where model servers' KV events arrive (it falls back to the
+		// approximate scorer per endpoint without them). Needs the scorer registered
+		// (PrecisePrefixType).
+		c := DefaultSchedulerConfig()
+		for i := range c.Scorers {
+			if c.Scorers[i].Type == TypePrefixScorer {
+				c.Scorers[i] = PluginSpec{Type: TypePrecisePrefixScorer, Name: ScorerPrecisePrefix, Weight: DefaultPrefixWeight}
+			}
+		}
+		return c, nil
 	case "default-v0":
 		// The default before pending-prefill and least-recent (issue 23), for A/B runs.
 		c := DefaultSchedulerConfig()
@@ -185,7 +197,7 @@ func PolicyConfig(name string) (SchedulerConfig, error) {
 		})
 		return c, nil
 	}
-	return SchedulerConfig{}, fmt.Errorf("unknown routing policy %q (want default, default-v0, random or least-queue)", name)
+	return SchedulerConfig{}, fmt.Errorf("unknown routing policy %q (want default, default-v0, precise, random or least-queue)", name)
 }
 
 func (c SchedulerConfig) isZero() bool {

@@ -44,6 +44,7 @@ type PickContext struct {
 	flags     []bool      // per candidate scratch (ejection snapshot)
 	// prefixDone: the prefix scorer filled prefixHit (each in its endpoint's block span).
 	prefixDone bool
+	precise    *preciseScratch // the precise-prefix scorer's buffers (when prefix is set)
 }
 
 // newScheduler builds every plugin of cfg through the registry. Errors name the plugin
@@ -92,9 +93,9 @@ func (r *Registry) newScheduler(cfg SchedulerConfig) (*scheduler, error) {
 			continue // off (the random picker ignores every scorer)
 		}
 		sc := inst.(Scorer)
-		if p, ok := sc.(*prefixScorer); ok {
+		if p, ok := sc.(prefixCacheUser); ok {
 			s.usePrefix = true
-			s.blockSize, s.prefixLRUCapacity, s.prefixMaxBlocks = p.blockSize, p.lruCapacity, p.maxBlocks
+			s.blockSize, s.prefixLRUCapacity, s.prefixMaxBlocks = p.prefixSettings()
 		}
 		s.scorers = append(s.scorers, weightedScorer{name: spec.displayName(), weight: w, scorer: sc})
 	}

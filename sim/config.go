@@ -48,6 +48,14 @@ type Config struct {
 
 	// Faults injected from the start (off by default; Server.SetFaults changes them).
 	Faults Faults
+
+	// KVEvents publishes the KV cache's events as vLLM's --kv-events-config does.
+	KVEvents KVEventsConfig
+	// Tokenizer, when set, is a directory with a Hugging Face tokenizer.json (and
+	// tokenizer_config.json with the chat template): prompts are tokenized as vLLM would
+	// with that model, instead of by the sim's built-in approximation. Precise prefix
+	// routing needs the picker and the model servers to agree on tokens.
+	Tokenizer string
 }
 
 // DefaultConfig resembles an 8B model (e.g. Llama-3.1-8B, bf16) on one H100-class GPU; see the

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"errors"
+	"github.com/infergw/infergw/kvevents"
 	"log/slog"
 	"slices"
 	"sync"
@@ -39,6 +40,9 @@ type engine struct {
 	ranStep  bool // a step with work ran (vLLM reports LoRA state only from then on)
 	sched    []scheduled
 	closed   bool
+	// KV events (nil pub: off): this step's events, published at its end.
+	pub    *kvPublisher
+	events []kvevents.Event
 
 	// Arrival counters for /debug/engine (EngineView).
 	arrivals, arrivalsBehind, tokensAhead uint64
@@ -153,6 +157,7 @@ func (e *engine) run() {
 		}
 		e.mu.Lock()
 		e.complete(time.Now())
+		e.flushEvents()
 		e.mu.Unlock()
 	}
 }
@@ -249,7 +254,9 @@ func (e *engine) complete(now time.Time) {
 		r := s.r
 		r.numComputed += s.n
 		for full := min(r.numComputed, r.promptLen) / bs; r.registered < full && r.registered < len(r.hashes); r.registered++ {
-			e.kv.register(r.blocks[r.registered], r.hashes[r.registered])
+			if e.kv.register(r.blocks[r.registered], r.hashes[r.registered]) && e.pub != nil {
+				e.blockStored(r, r.registered)
+			}
 		}
 		if r.numComputed < r.tokensNeeded() {
 			continue // prefill continues next step
@@ -370,4 +377,46 @@ func distinctAdapters(rs []*request) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// blockStored records the KV event of request r's prompt block i, first computed now.
+// Caller holds mu.
+func (e *engine) blockStored(r *request, i int) {
+	bs := e.cfg.BlockSize
+	ev := kvevents.Event{Kind: kvevents.BlockStored, BlockHashes: []uint64{r.hashes[i]},
+		TokenIDs: r.tokens[i*bs : (i+1)*bs : (i+1)*bs], BlockSize: bs, LoRAName: r.adapter, Medium: "GPU"}
+	if i > 0 {
+		ev.ParentHash, ev.HasParent = r.hashes[i-1], true
+	}
+	if r.adapter != "" {
+		ev.LoRAID = int64(loraID(r.adapter))
+	}
+	e.events = append(e.events, ev)
+}
+
+// loraID is a stable positive id for an adapter name (vLLM numbers adapters as it loads
+// them; subscribers key on the name).
+func loraID(name string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h = (h ^ uint32(name[i])) * 16777619
+	}
+	return h>>1 | 1
+}
+
+// flushEvents publishes the step's events as one batch. Caller holds mu.
+func (e *engine) flushEvents() {
+	if e.pub == nil || len(e.events) == 0 {
+		return
+	}
+	e.pub.enqueue(e.events)
+	e.events = nil // the sender owns the slice now
+}
+
+// enableKVEvents makes the cache report evictions to the step's events.
+func (e *engine) enableKVEvents(p *kvPublisher) {
+	e.pub = p
+	e.kv.onEvict = func(h uint64) {
+		e.events = append(e.events, kvevents.Event{Kind: kvevents.BlockRemoved, BlockHashes: []uint64{h}, Medium: "GPU"})
+	}
 }

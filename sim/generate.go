@@ -62,7 +62,13 @@ func errShuttingDown() *apiError {
 // max_tokens (or by the remaining context when max_tokens is absent, as in vLLM).
 func (s *Server) buildRequest(p *parsedRequest, adapter string) (*request, *apiError) {
 	ids := p.promptIDs
-	if ids == nil {
+	switch {
+	case ids == nil && s.tok != nil:
+		var err error
+		if ids, err = s.tok.Tokens(make([]uint32, 0, len(p.promptText)/3+1), p.body); err != nil {
+			return nil, badRequest("tokenize: %v", err)
+		}
+	case ids == nil:
 		ids = tokenize(p.promptText, make([]uint32, 0, len(p.promptText)/3+1))
 	}
 	if len(ids) == 0 {
@@ -88,6 +94,7 @@ func (s *Server) buildRequest(p *parsedRequest, adapter string) (*request, *apiE
 	r := newRequest()
 	r.adapter = adapter
 	r.promptLen = len(ids)
+	r.tokens = ids
 	r.hashes = blockHashes(ids, s.cfg.BlockSize, adapter, make([]uint64, 0, len(ids)/s.cfg.BlockSize))
 	seed := promptSeed(ids)
 	r.outLen, r.stopAtLimit = maxTokens, true

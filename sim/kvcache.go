@@ -20,6 +20,8 @@ type kvCache struct {
 	lruTail   int32
 	lruLen    int
 	used      int // blocks with ref > 0
+	// onEvict, when set, is told the hash of each cached block evicted (KV events).
+	onEvict func(hash uint64)
 }
 
 type kvBlock struct {
@@ -122,6 +124,9 @@ func (c *kvCache) allocate(n int, dst []int32) ([]int32, bool) {
 			b := &c.blocks[id]
 			delete(c.cached, b.hash)
 			b.hashed = false
+			if c.onEvict != nil {
+				c.onEvict(b.hash)
+			}
 		}
 		c.ref(id)
 		dst = append(dst, id)
@@ -150,14 +155,15 @@ func (c *kvCache) release(ids []int32) {
 
 // register publishes a computed full block under its chained hash. When another request
 // computed the same prefix concurrently the first block stays canonical.
-func (c *kvCache) register(id int32, hash uint64) {
+func (c *kvCache) register(id int32, hash uint64) bool {
 	if _, dup := c.cached[hash]; dup {
-		return
+		return false
 	}
 	b := &c.blocks[id]
 	b.hashed = true
 	b.hash = hash
 	c.cached[hash] = id
+	return true
 }
 
 func (c *kvCache) lruPush(id int32) {

@@ -76,6 +76,7 @@ type contentPart struct {
 
 // parsedRequest is a validated generation request.
 type parsedRequest struct {
+	body         []byte // the raw body (valid during the handler)
 	model        string
 	promptText   string   // text to tokenize, or
 	promptIDs    []uint32 // token ids given directly (completions only)
@@ -100,7 +101,7 @@ func parseGenerateRequest(body []byte, chat bool) (*parsedRequest, *apiError) {
 		return nil, &apiError{status: 400, errType: "BadRequestError", param: "model",
 			message: "field `model` is required"}
 	}
-	p := &parsedRequest{model: req.Model, maxTokens: -1, stream: req.Stream, ignoreEOS: req.IgnoreEOS}
+	p := &parsedRequest{body: body, model: req.Model, maxTokens: -1, stream: req.Stream, ignoreEOS: req.IgnoreEOS}
 	if req.StreamOptions != nil {
 		if !req.Stream {
 			return nil, badRequest("Stream options can only be defined when `stream=True`.")

@@ -20,6 +20,7 @@ type request struct {
 	adapter     string   // "" for the base model
 	promptLen   int      // prompt tokens
 	hashes      []uint64 // chained hashes of the prompt's full blocks
+	tokens      []uint32 // the prompt's token ids (for KV events)
 	outLen      int      // tokens to generate before finishing
 	stopAtLimit bool     // outLen came from max_tokens (finish "length") rather than EOS
 	arrival     time.Time

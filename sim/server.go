@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/infergw/infergw/kvprompt"
 	"log/slog"
 	"net"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 // Server is one simulated vLLM instance: an engine plus its OpenAI-compatible HTTP API.
 type Server struct {
+	tok      *kvprompt.Model // nil: the built-in tokenizer
 	cfg      Config
 	log      *slog.Logger
 	engine   *engine
@@ -71,6 +73,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("sim metrics: %w", err)
 	}
 	s.metrics, s.engine.m = m, m
+	if cfg.Tokenizer != "" {
+		if s.tok, err = kvprompt.Load(cfg.Tokenizer, 2); err != nil {
+			return nil, fmt.Errorf("sim tokenizer: %w", err)
+		}
+	}
 	s.log = log
 	s.idPrefix = fmt.Sprintf("%x", time.Now().UnixNano()&0xffffffffff)
 	return s, nil
@@ -100,6 +107,20 @@ func (s *Server) Start() error {
 	}
 	s.log = s.log.With("sim", s.cfg.Name)
 	s.engine.log = s.log
+	if s.cfg.KVEvents.Enable {
+		if s.cfg.KVEvents.Topic == "" {
+			host, _, _ := net.SplitHostPort(ln.Addr().String())
+			s.cfg.KVEvents.Topic = "kv@" + host + "@" + s.cfg.Model
+		}
+		pub, err := startKVPublisher(s.cfg.KVEvents, s.log)
+		if err != nil {
+			_ = ln.Close()
+			return err
+		}
+		s.engine.mu.Lock()
+		s.engine.enableKVEvents(pub)
+		s.engine.mu.Unlock()
+	}
 	s.metricsH = exposition(s.registry)
 	s.httpSrv = &fasthttp.Server{
 		Handler:               s.serveHTTP,
@@ -153,6 +174,9 @@ func (s *Server) Close() error {
 	// Stop the engine first: waiting handlers and stream writers see engine.done and end
 	// their responses; then closing every connection ends anything still reading or idle.
 	s.engine.stop()
+	if s.engine.pub != nil {
+		s.engine.pub.close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	shutdownDone := make(chan error, 1)

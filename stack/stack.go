@@ -24,6 +24,7 @@ import (
 	"github.com/infergw/infergw/discovery"
 	"github.com/infergw/infergw/extproc"
 	"github.com/infergw/infergw/internal/envoyproc"
+	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/router"
 	"github.com/infergw/infergw/sim"
 	"github.com/infergw/infergw/xds"
@@ -67,6 +68,11 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// ProbeModel is the model of the readiness request (default: Sim.Model).
 	ProbeModel string
+	// KVEvents, when set, subscribes the picker to the model servers' KV events;
+	// KVSource (registered with the precise-prefix scorer in Router.Plugins) is then set
+	// to answer from them.
+	KVEvents *kvroute.Options
+	KVSource *kvroute.Ref
 }
 
 // DefaultConfig is the configuration of `infergw up` with the bundled examples.
@@ -98,6 +104,8 @@ type Stack struct {
 	wg     sync.WaitGroup
 
 	Source *discovery.DirSource
+	// KV is the KV-event subscriber and index (nil unless Config.KVEvents).
+	KV     *kvroute.Runtime
 	Router *router.Router
 	Picker *extproc.Server
 	XDS    *xds.Server
@@ -153,9 +161,33 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 		return nil, err
 	}
 
+	if cfg.KVEvents != nil {
+		if s.KV, err = kvroute.Start(runCtx, *cfg.KVEvents, log.With("component", "kvevents"), reg); err != nil {
+			unsubscribe()
+			return nil, fmt.Errorf("kv events: %w", err)
+		}
+		if cfg.KVSource != nil {
+			cfg.KVSource.Set(s.KV.Source)
+		}
+		if addr := s.KV.Sub.Addr(); addr != "" {
+			// The sims publish their KV events to the picker as vLLM pods would, and
+			// tokenize with the model's tokenizer so that their blocks are the picker's.
+			s.sims.base.KVEvents = sim.KVEventsConfig{Enable: true, Publisher: "zmq", Endpoint: "tcp://" + addr}
+			if s.sims.base.Tokenizer == "" {
+				dir, ok := cfg.KVEvents.Tokenizers[s.sims.base.Model]
+				if !ok {
+					dir = cfg.KVEvents.Tokenizers[""]
+				}
+				s.sims.base.Tokenizer = dir
+			}
+		}
+	}
 	if s.Router, err = router.New(cfg.Router, log, reg); err != nil {
 		unsubscribe()
 		return nil, fmt.Errorf("router: %w", err)
+	}
+	if s.KV != nil {
+		s.KV.FollowPods(runCtx, s.Router.EndpointHosts, cfg.KVEvents.PodPort, 2*time.Second)
 	}
 	pickerOpts := cfg.Picker
 	pickerOpts.Registerer = reg
@@ -435,6 +467,11 @@ func (s *Stack) Close() error {
 	s.wg.Wait()
 	if s.Router != nil {
 		s.Router.Close()
+	}
+	if s.KV != nil {
+		if err := s.KV.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := s.sims.closeAll(); err != nil {
 		errs = append(errs, err)

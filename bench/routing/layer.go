@@ -55,6 +55,8 @@ type layerSpec struct {
 	model     string
 	peersVenv string
 	logLevel  string
+	kvBind    string // precise: where the picker binds its KV-event subscriber
+	tokenizer string // precise: the model's tokenizer directory
 }
 
 func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
@@ -91,6 +93,9 @@ func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 			"--xds-addr", "127.0.0.1:" + strconv.Itoa(ports[0]),
 			"--envoy-admin-addr", "127.0.0.1:" + strconv.Itoa(ports[1]),
 			"--metrics-addr", "127.0.0.1:" + strconv.Itoa(ports[2])}
+		if s.kvBind != "" {
+			args = append(args, "--kv-events-bind", s.kvBind, "--kv-tokenizer", s.tokenizer)
+		}
 	}
 	cmd := exec.Command(bin, args...) //nolint:gosec // G204: the benchmark runs the binaries it was told to
 	out := &tailBuffer{max: 64 << 10}

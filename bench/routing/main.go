@@ -58,6 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&peers, "peers", false, "also run the peer routers (sglang-router and vllm-router, cache-aware policy; installed from PyPI into ~/.cache/infergw once) on the same fleet and load")
 	fs.StringVar(&infergwBin, "infergw", filepath.Join("bin", "infergw"), "the infergw binary that runs the routing layer (`make bench-routing` builds it)")
 	fs.BoolVar(&o.KVPressure, "kv-pressure", false, "add the kv-pressure workload to the default set (it runs when named with --workloads too)")
+	fs.StringVar(&o.Tokenizer, "tokenizer", "", "directory of a model's tokenizer.json for every sim (needed by --policies precise, which also gives it to the picker), e.g. kvprompt/testdata/tiny")
 	var viewEvery time.Duration
 	fs.DurationVar(&viewEvery, "sim-view", 0, "also sample every sim's /debug/engine this often (e.g. 20ms) for the per-pod view in results.json")
 	if err := fs.Parse(args); err != nil {
@@ -98,6 +99,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if _, err := os.Stat(infergwBin); err != nil {
 		return fmt.Errorf("--infergw: %w (build it with `make build`)", err)
+	}
+	if slices.Contains(p.Policies, "precise") && o.Tokenizer == "" {
+		return fmt.Errorf("--policies precise needs --tokenizer (the sims and the picker must tokenize alike)")
 	}
 	if envoyBin == "" {
 		// An absolute start: envoyproc.Find walks up with filepath.Dir, which never leaves ".".

@@ -15,7 +15,7 @@ var policies = []string{"round-robin", "random", "least-queue", "default"}
 
 // extraPolicies run only when named: default-v0 is the default scorer set before issue 23
 // (no pending-prefill, no least-recent), for A/B runs against the current default.
-var extraPolicies = []string{"default-v0"}
+var extraPolicies = []string{"default-v0", "precise"}
 
 // workloadSpec is one benchmark workload. ModelRate is in requests per second of modelled
 // GPU time; the load tester sends ModelRate / TimeScale per wall-clock second, so the load
@@ -109,6 +109,9 @@ type options struct {
 	Warmup     time.Duration
 	// KVPressure adds the kv-pressure workload to the default set.
 	KVPressure bool
+	// Tokenizer: every sim of the run tokenizes with this model's tokenizer.json (the
+	// precise policy needs the picker and the sims to agree on tokens).
+	Tokenizer string
 }
 
 // buildPlan returns the full benchmark, or the smoke version with --quick: fewer pods,
@@ -121,6 +124,7 @@ func buildPlan(o options) (plan, error) {
 		o.BlockSize = sim.DefaultConfig().BlockSize
 	}
 	sc := simConfig(o.KVBlocks, o.BlockSize, o.Adapters, o.TimeScale)
+	sc.Tokenizer = o.Tokenizer
 	p := plan{Pods: o.Pods, TimeScale: o.TimeScale, Seed: o.Seed, Arrival: "poisson", Sim: sc,
 		SimInfo: summarizeSim(sc), Policies: policies}
 	warm, dur := 10*time.Second, 30*time.Second

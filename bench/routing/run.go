@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/infergw/infergw/loadtest"
@@ -83,6 +84,10 @@ func (r *runner) loadConfig(wl workloadSpec, url string) loadtest.Config {
 	if wl.HeavyTail != nil {
 		cfg.Workload.ShareGPTFile = filepath.Join(r.tmp, wl.Name+".sharegpt.json")
 	}
+	if r.plan.Sim.Tokenizer != "" {
+		// Prompts in the sims' model's own tokens, so that lengths mean what they say.
+		cfg.Workload.Tokenizer = r.plan.Sim.Tokenizer
+	}
 	return cfg
 }
 
@@ -102,7 +107,19 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 	if err != nil {
 		return nil, err
 	}
-	fleet, err := sim.StartFleet(sim.FleetConfig{N: l.Pods, FirstIP: l.podIP(0), Port: l.TargetPort, Base: r.plan.Sim}, r.log)
+	simCfg := r.plan.Sim
+	var kvBind string
+	if policy == "precise" {
+		// The sims publish their KV events to the picker's subscriber (vLLM's default:
+		// the publisher connects, the subscriber binds), and tokenize as the picker does.
+		port, err := freePort("127.0.0.1")
+		if err != nil {
+			return nil, err
+		}
+		kvBind = "tcp://127.0.0.1:" + strconv.Itoa(port)
+		simCfg.KVEvents = sim.KVEventsConfig{Enable: true, Publisher: "zmq", Endpoint: kvBind}
+	}
+	fleet, err := sim.StartFleet(sim.FleetConfig{N: l.Pods, FirstIP: l.podIP(0), Port: l.TargetPort, Base: simCfg}, r.log)
 	if err != nil {
 		return nil, fmt.Errorf("%s: sims: %w", cell, err)
 	}
@@ -116,7 +133,8 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 		addrs = append(addrs, s.Addr())
 	}
 	layer, err := startLayer(ctx, layerSpec{policy: policy, infergw: r.infergw, envoy: r.envoyBin, manifests: dir,
-		gateway: l.GatewayPort, workers: addrs, model: baseModel, peersVenv: r.peersVenv, logLevel: r.logLevel})
+		gateway: l.GatewayPort, workers: addrs, model: baseModel, peersVenv: r.peersVenv, logLevel: r.logLevel,
+		kvBind: kvBind, tokenizer: simCfg.Tokenizer})
 	if err != nil {
 		return nil, fmt.Errorf("%s: routing layer: %w", cell, err)
 	}

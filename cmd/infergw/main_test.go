@@ -99,7 +99,7 @@ func TestPickerListPlugins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := newPluginRegistry()
+	reg, err := newPluginRegistry(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

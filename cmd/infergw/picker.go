@@ -15,6 +15,7 @@ import (
 
 	"github.com/infergw/infergw/discovery"
 	"github.com/infergw/infergw/extproc"
+	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/router"
 )
 
@@ -34,6 +35,7 @@ type pickerFlags struct {
 	streamFirstByte time.Duration
 	logLevel        string
 	router          router.Config
+	kv              kvFlags
 }
 
 // newPickerCmd runs the endpoint picker: the ext_proc gRPC server over the router, fed by
@@ -71,6 +73,7 @@ func newPickerCmd() *cobra.Command {
 		"per-try timeout of streaming requests until their first response byte; Envoy retries on the next picked endpoint (negative disables)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	registerRouterFlags(fl, &f.router)
+	f.kv.register(fl)
 	return cmd
 }
 
@@ -90,7 +93,8 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	rcfg := f.router
-	plugins, err := newPluginRegistry()
+	kvRef := new(kvroute.Ref)
+	plugins, err := newPluginRegistry(kvRef)
 	if err != nil {
 		return err
 	}
@@ -102,11 +106,30 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 		}
 		rcfg.Scheduler = sc
 	}
+	var kv *kvroute.Runtime
+	if f.kv.enabled() {
+		opts, err := f.kv.options()
+		if err != nil {
+			return fmt.Errorf("--kv-tokenizer: %w", err)
+		}
+		if kv, err = kvroute.Start(ctx, opts, log.With("component", "kvevents"), reg); err != nil {
+			return fmt.Errorf("kv events: %w", err)
+		}
+		defer kv.Close()
+		kvRef.Set(kv.Source)
+		if f.schedulerConfig == "" {
+			// Where events arrive, the default uses them (and the guess where they do not).
+			rcfg.Scheduler, _ = router.PolicyConfig("precise")
+		}
+	}
 	r, err := router.New(rcfg, log.With("component", "router"), reg)
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
 	defer r.Close()
+	if kv != nil {
+		kv.FollowPods(ctx, r.EndpointHosts, f.kv.podPort, kvFollowPeriod)
+	}
 
 	tp, shutdownTracing, err := extproc.NewTracerProvider(ctx, "infergw-picker")
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/router"
 )
 
@@ -11,10 +12,16 @@ import (
 // plugins plus those of other packages, each registered by its package's exported
 // Register function here (one line per package), so that --scheduler-config and
 // --list-plugins see them all.
-func newPluginRegistry() (*router.Registry, error) {
+//
+// kv answers the precise-prefix scorer once the KV-event subscriber runs (nil: never).
+func newPluginRegistry(kv *kvroute.Ref) (*router.Registry, error) {
+	if kv == nil {
+		kv = new(kvroute.Ref)
+	}
 	reg := router.NewRegistry()
 	for _, register := range []func(*router.Registry) error{
 		// Plugins of other packages register here.
+		func(r *router.Registry) error { return kvroute.Register(r, kv) },
 	} {
 		if err := register(reg); err != nil {
 			return nil, fmt.Errorf("plugin registry: %w", err)
@@ -25,7 +32,7 @@ func newPluginRegistry() (*router.Registry, error) {
 
 // listPlugins prints the reference of every registered plugin (Markdown).
 func listPlugins(w io.Writer) error {
-	reg, err := newPluginRegistry()
+	reg, err := newPluginRegistry(nil)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ func newSimCmd() *cobra.Command {
 		firstIP  string
 		logLevel string
 	)
+	var kvEventsConfig string
 	cmd := &cobra.Command{
 		Use:   "sim",
 		Short: "Run a vLLM-compatible simulated model server (engine model, OpenAI API, vLLM metrics)",
@@ -26,6 +27,11 @@ func newSimCmd() *cobra.Command {
 			log, err := newLogger(logLevel)
 			if err != nil {
 				return err
+			}
+			if kvEventsConfig != "" {
+				if cfg.KVEvents, err = sim.ParseKVEventsConfig(kvEventsConfig); err != nil {
+					return err
+				}
 			}
 			ctx := cmd.Context()
 			if fleet > 0 {
@@ -81,5 +87,7 @@ func newSimCmd() *cobra.Command {
 	fl.IntVar(&fleet, "fleet", 0, "start N sims named sim-0… on consecutive loopback IPs at --addr's port")
 	fl.StringVar(&firstIP, "fleet-first-ip", "127.0.0.2", "address of the first fleet sim")
 	fl.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.StringVar(&kvEventsConfig, "kv-events-config", "", `publish KV-cache events as vLLM does, same JSON as vLLM's flag: {"enable_kv_cache_events":true,"publisher":"zmq","endpoint":"tcp://HOST:PORT","topic":"kv@IP@MODEL"} (topic default: kv@<sim IP>@<model>)`)
+	fl.StringVar(&cfg.Tokenizer, "tokenizer", "", "directory with a Hugging Face tokenizer.json (+ tokenizer_config.json): tokenize as that model does (default: a built-in approximation)")
 	return cmd
 }

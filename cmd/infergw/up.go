@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/infergw/infergw/extproc"
+	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/router"
 	"github.com/infergw/infergw/stack"
 )
@@ -22,6 +23,7 @@ type upFlags struct {
 	schedulerConfig string
 	envoyLog        bool
 	policy          string
+	kv              kvFlags
 	logLevel        string
 }
 
@@ -68,6 +70,7 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.DurationVar(&f.cfg.ReadyTimeout, "ready-timeout", f.cfg.ReadyTimeout, "how long to wait for the first request through Envoy")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	registerRouterFlags(fl, &f.cfg.Router)
+	f.kv.register(fl)
 	fl.StringVar((*string)(&f.cfg.Picker.Transport), "grpc-transport", string(extproc.TransportInline),
 		"picker gRPC server: inline (least CPU) or grpc-go (fallback)")
 	return cmd
@@ -87,6 +90,12 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 	if f.envoyLog {
 		cfg.EnvoyOutput = os.Stderr
 	}
+	kvRef := new(kvroute.Ref)
+	plugins, err := newPluginRegistry(kvRef)
+	if err != nil {
+		return err
+	}
+	cfg.Router.Plugins = plugins
 	switch {
 	case f.policy == "round-robin":
 		cfg.Translate.DisablePicker = true
@@ -94,21 +103,27 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		if f.policy != "default" {
 			return fmt.Errorf("--policy %s and --scheduler-config are exclusive", f.policy)
 		}
-		plugins, err := newPluginRegistry()
-		if err != nil {
-			return err
-		}
 		sc, err := plugins.LoadSchedulerConfig(f.schedulerConfig)
 		if err != nil {
 			return err
 		}
-		cfg.Router.Scheduler, cfg.Router.Plugins = sc, plugins
+		cfg.Router.Scheduler = sc
 	default:
 		sc, err := router.PolicyConfig(f.policy)
 		if err != nil {
 			return fmt.Errorf("--policy: %w", err)
 		}
 		cfg.Router.Scheduler = sc
+	}
+	if f.kv.enabled() {
+		opts, err := f.kv.options()
+		if err != nil {
+			return fmt.Errorf("--kv-tokenizer: %w", err)
+		}
+		cfg.KVEvents, cfg.KVSource = &opts, kvRef
+		if f.schedulerConfig == "" && f.policy == "default" {
+			cfg.Router.Scheduler, _ = router.PolicyConfig("precise")
+		}
 	}
 	started := time.Now()
 	st, err := stack.Start(cmd.Context(), cfg, log)

@@ -77,6 +77,14 @@ envoy:
   extraArgs: ["--concurrency", "2"]
   bootstrapExtraArgs: ["--cluster", "gw"]
 `},
+	{name: "kvevents", yaml: `
+picker:
+  replicas: 2
+  kvEvents:
+    enabled: true
+    podPort: 5600
+    tokenizerVolume: {configMap: {name: llama-tokenizer}}
+`},
 	{name: "everything", yaml: `
 fullnameOverride: edge
 nameOverride: gw

@@ -111,8 +111,10 @@ type vllmServer struct {
 
 func (s *vllmServer) url(path string) string { return "http://" + s.addr + path }
 
-// startVLLM starts `vllm serve` on ip:port, its engine bound to one core.
-func startVLLM(t *testing.T, env testEnv, logDir, name, ip string, port, core int) *vllmServer {
+// startVLLM starts `vllm serve` on ip:port, its engine bound to one core, publishing its
+// KV-cache events to the subscriber that binds kvEvents (tcp://HOST:PORT; vLLM connects),
+// under topic kv@IP@tiny.
+func startVLLM(t *testing.T, env testEnv, logDir, name, ip string, port, core int, kvEvents string) *vllmServer {
 	args := []string{filepath.Join(env.testDir, "vllm_launcher.py"), "serve", filepath.Join(env.modelDir, "model"),
 		"--host", ip, "--port", strconv.Itoa(port),
 		"--served-model-name", baseModel,
@@ -120,12 +122,17 @@ func startVLLM(t *testing.T, env testEnv, logDir, name, ip string, port, core in
 		"--max-loras", "2", "--max-lora-rank", "8",
 		"--enable-prefix-caching", "--enable-prompt-tokens-details",
 		"--max-model-len", "2048", "--max-num-seqs", "8", "--dtype", "bfloat16",
+		// Reproducible block hashes (with PYTHONHASHSEED below) and KV events, as the
+		// picker's precise-prefix scorer expects them.
+		"--prefix-caching-hash-algo", "sha256_cbor",
+		"--kv-events-config", fmt.Sprintf(`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": %q, "topic": "kv@%s@%s"}`, kvEvents, ip, baseModel),
 	}
 	procEnv := []string{
 		"VLLM_TARGET_DEVICE=cpu", "VLLM_CPU_KVCACHE_SPACE=1", "OMP_NUM_THREADS=1",
 		"VLLM_CPU_OMP_THREADS_BIND=" + strconv.Itoa(core),
 		"HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "VLLM_NO_USAGE_STATS=1", "DO_NOT_TRACK=1",
 		"PYTHONHASHSEED=0", "PYTHONUNBUFFERED=1",
+		"VLLM_SERVER_DEV_MODE=1", // POST /reset_prefix_cache (the precise-routing check clears a cache)
 	}
 	p := startProc(t, name, filepath.Join(logDir, name+".log"), procEnv, filepath.Join(env.venv, "bin", "python"), args...)
 	return &vllmServer{proc: p, addr: net.JoinHostPort(ip, strconv.Itoa(port))}

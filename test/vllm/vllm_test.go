@@ -68,10 +68,11 @@ func TestRealVLLM(t *testing.T) {
 		logDir = t.TempDir()
 	}
 	ipA, ipB, port := loopbackPair(t)
+	kvEvents := fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	progress("starting two vLLM servers on %s and %s port %d (logs in %s)", ipA, ipB, port, logDir)
 	servers := []*vllmServer{
-		startVLLM(t, env, logDir, "vllm-a", ipA, port, 0),
-		startVLLM(t, env, logDir, "vllm-b", ipB, port, 1),
+		startVLLM(t, env, logDir, "vllm-a", ipA, port, 0, kvEvents),
+		startVLLM(t, env, logDir, "vllm-b", ipB, port, 1, kvEvents),
 	}
 	deadline := time.Now().Add(6 * time.Minute)
 	var wg sync.WaitGroup
@@ -92,7 +93,9 @@ func TestRealVLLM(t *testing.T) {
 
 	manifests := writeManifests(t, []string{ipA, ipB}, port)
 	progress("starting infergw up --no-sims in front of them")
-	gw := startGateway(t, env, logDir, manifests)
+	// The picker binds the KV-event endpoint the servers' publishers connect to (they retry
+	// until it is up) and tokenizes with the model's own tokenizer directory.
+	gw := startGateway(t, env, logDir, manifests, "--kv-events-bind="+kvEvents, "--kv-tokenizer="+filepath.Join(env.modelDir, "model"))
 	progress("gateway at %s (picker metrics %s)", gw.url, gw.metricsURL)
 	h := &harness{t: t, gw: gw, servers: servers}
 	t.Cleanup(func() {
@@ -111,6 +114,7 @@ func TestRealVLLM(t *testing.T) {
 	t.Run("picker sees both servers", h.checkPickerView)
 	t.Run("chosen endpoint served the request", h.checkChosenServed)
 	t.Run("repeated long prompt hits vLLM's prefix cache on the same server", h.checkPrefixCache)
+	t.Run("precise prefix routing follows vLLM's KV events", h.checkPreciseRouting)
 	t.Run("usage accounting matches vLLM's counters", h.checkUsageAccounting)
 	if dir := os.Getenv("INFERGW_VLLM_SAVE_METRICS"); dir != "" {
 		saveExposition(t, servers[0], filepath.Join(dir, "vllm-0.32-cpu.txt"))

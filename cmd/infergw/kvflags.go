@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/infergw/infergw/kvroute"
+)
+
+// kvFollowPeriod is how often the KV-event subscriber follows the pools' pods (dials new
+// ones with --kv-events-pod-port, forgets the index entries of departed ones).
+const kvFollowPeriod = 2 * time.Second
+
+// kvFlags turn on precise prefix routing from the model servers' KV events.
+type kvFlags struct {
+	bind       string
+	connect    []string
+	podPort    int
+	tokenizers []string
+}
+
+func (k *kvFlags) register(fl *pflag.FlagSet) {
+	fl.StringVar(&k.bind, "kv-events-bind", "",
+		"ZMQ endpoint the model servers' KV-event publishers connect to (vLLM --kv-events-config endpoint), e.g. tcp://0.0.0.0:5557; turns on the precise-prefix scorer")
+	fl.StringSliceVar(&k.connect, "kv-events-connect", nil,
+		"ZMQ endpoints of publishers that bind (vLLM with '*' in its endpoint); repeatable")
+	fl.IntVar(&k.podPort, "kv-events-pod-port", 0,
+		"dial every pod of the picker's pools at this port (vLLM publishing with endpoint tcp://*:PORT): each picker replica then hears every pod")
+	fl.StringSliceVar(&k.tokenizers, "kv-tokenizer", nil,
+		"directory with the model's tokenizer.json and tokenizer_config.json, as DIR (every model) or MODEL=DIR; repeatable")
+}
+
+func (k *kvFlags) enabled() bool { return k.bind != "" || len(k.connect) > 0 || k.podPort > 0 }
+
+func (k *kvFlags) options() (kvroute.Options, error) {
+	tk, err := kvroute.ParseTokenizers(k.tokenizers)
+	if err != nil {
+		return kvroute.Options{}, err
+	}
+	if k.podPort < 0 || k.podPort > 65535 {
+		return kvroute.Options{}, fmt.Errorf("--kv-events-pod-port %d out of range", k.podPort)
+	}
+	return kvroute.Options{Bind: k.bind, Connect: k.connect, PodPort: k.podPort, Tokenizers: tk}, nil
+}

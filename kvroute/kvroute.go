@@ -1,0 +1,192 @@
+// Package kvroute answers the router's precise-prefix scorer (router.PrefixSource): it
+// tokenizes a request as the model server will (kvprompt), chains the tokens into block
+// keys in each pod's block size (kvindex.Hasher) and looks them up in the index the pods'
+// KV events keep (kvindex, fed by kvevents).
+package kvroute
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/infergw/infergw/kvindex"
+	"github.com/infergw/infergw/kvprompt"
+	"github.com/infergw/infergw/router"
+)
+
+// DefaultMaxBlocks caps the blocks matched per prompt (at 16 tokens a block, 512 K
+// tokens: longer than any model's context).
+const DefaultMaxBlocks = 32768
+
+// Source is a router.PrefixSource over an index and per-model tokenizers.
+type Source struct {
+	ix        *kvindex.Index
+	models    map[string]*kvprompt.Model // by model name; "" = every other model
+	maxBlocks int
+	log       *slog.Logger
+	work      sync.Pool // *work
+
+	results *prometheus.CounterVec // per pick: ok, no_tokenizer, tokenize_error, no_body
+}
+
+type work struct {
+	root   uint64
+	tokens []uint32
+	hasher kvindex.Hasher
+	// keys per block size seen in this pick (pods of a pool share one, usually).
+	sizes [4]int
+	keys  [4][]uint64
+	n     int
+}
+
+// New returns a Source. models maps model names to tokenizers ("" for the default one).
+func New(ix *kvindex.Index, models map[string]*kvprompt.Model, maxBlocks int, log *slog.Logger, reg prometheus.Registerer) (*Source, error) {
+	if maxBlocks <= 0 {
+		maxBlocks = DefaultMaxBlocks
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{ix: ix, models: models, maxBlocks: maxBlocks, log: log,
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergw_precise_prefix_requests_total",
+			Help: "Picks the precise-prefix scorer tokenized, by result (ok, no_tokenizer, tokenize_error, no_body).",
+		}, []string{"result"})}
+	if reg != nil {
+		if err := reg.Register(s.results); err != nil {
+			return nil, fmt.Errorf("kvroute metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Source) model(name string) *kvprompt.Model {
+	if m, ok := s.models[name]; ok {
+		return m
+	}
+	return s.models[""]
+}
+
+// MatchPrefix implements router.PrefixSource.
+//
+// The handle it returns is the pick's tokens and keys: Sent uses them to mark the blocks
+// the primary is about to store, then returns them to the pool.
+func (s *Source) MatchPrefix(req *router.Request, adapter bool, hosts []string, hit, total []int, exact []router.PrefixExactness) any {
+	if len(req.Body) == 0 {
+		s.results.WithLabelValues("no_body").Inc()
+		return nil
+	}
+	m := s.model(req.Model)
+	if m == nil {
+		s.results.WithLabelValues("no_tokenizer").Inc()
+		return nil
+	}
+	w, _ := s.work.Get().(*work)
+	if w == nil {
+		w = new(work)
+	}
+	var err error
+	if w.tokens, err = m.Tokens(w.tokens[:0], req.Body); err != nil {
+		s.results.WithLabelValues("tokenize_error").Inc()
+		s.log.Debug("kvroute: tokenize", "model", req.Model, "err", err)
+		s.work.Put(w)
+		return nil
+	}
+	s.results.WithLabelValues("ok").Inc()
+	lora := ""
+	if adapter {
+		lora = req.Model // vLLM names an adapter's blocks by its served name
+	}
+	root := kvindex.RootKey(lora)
+	w.root = root
+	w.n = 0
+	hosts = hosts[:min(len(hosts), len(hit), len(total), len(exact))]
+	hit, total = hit[:len(hosts)], total[:len(hosts)]
+	for i, h := range hosts {
+		info := s.ix.Info(h)
+		switch info.State {
+		case kvindex.StateConsistent:
+			exact[i] = router.PrefixExact
+		case kvindex.StatePartial:
+			exact[i] = router.PrefixAtLeast
+		default:
+			continue
+		}
+		if info.BlockSize == 0 {
+			// Nothing stored since the index knew the pod: it holds none of the prompt.
+			hit[i], total[i] = 0, 1 //nolint:gosec // G602: hit and total were cut to len(hosts) above
+			continue
+		}
+		keys := w.keysFor(info.BlockSize, root, s.maxBlocks)
+		hit[i], total[i] = s.ix.Match(h, keys), len(keys) //nolint:gosec // G602: as above
+	}
+	return w
+}
+
+func (w *work) keysFor(blockSize int, root uint64, maxBlocks int) []uint64 {
+	for i := 0; i < w.n; i++ {
+		if w.sizes[i] == blockSize {
+			return w.keys[i]
+		}
+	}
+	i := min(w.n, len(w.sizes)-1)
+	if w.n < len(w.sizes) {
+		w.n++
+	}
+	w.sizes[i] = blockSize
+	w.keys[i] = w.hasher.AppendKeys(w.keys[i][:0], root, w.tokens, blockSize, maxBlocks)
+	return w.keys[i]
+}
+
+// Sent implements router.PrefixSource: the blocks the pod lacks count as its own for a
+// moment (the next requests of the same prefix follow this one instead of scattering
+// before the engine's events arrive), and the pod must publish them: the index marks it
+// silent if it does not.
+func (s *Source) Sent(handle any, host string, hit, total int) {
+	w, _ := handle.(*work)
+	if w == nil {
+		return
+	}
+	defer s.work.Put(w)
+	if hit >= total {
+		return
+	}
+	s.ix.Expect(host)
+	if bs := s.ix.Info(host).BlockSize; bs > 0 {
+		keys := w.keysFor(bs, w.root, s.maxBlocks)
+		s.ix.Speculate(host, keys[min(hit, len(keys)):])
+	}
+}
+
+var _ router.PrefixSource = (*Source)(nil)
+
+// Ref is a PrefixSource whose Source is set once it runs: the scheduler's plugin registry
+// is built before the subscriber starts (the config is read first), so the registered
+// scorer holds a Ref. Until Set, every endpoint falls back to the approximate scorer.
+type Ref struct{ p atomic.Pointer[Source] }
+
+// Set makes s answer (nil: none).
+func (r *Ref) Set(s *Source) { r.p.Store(s) }
+
+// MatchPrefix implements router.PrefixSource.
+func (r *Ref) MatchPrefix(req *router.Request, adapter bool, hosts []string, hit, total []int, exact []router.PrefixExactness) any {
+	if s := r.p.Load(); s != nil {
+		return s.MatchPrefix(req, adapter, hosts, hit, total, exact)
+	}
+	return nil
+}
+
+// Sent implements router.PrefixSource.
+func (r *Ref) Sent(handle any, host string, hit, total int) {
+	if s := r.p.Load(); s != nil {
+		s.Sent(handle, host, hit, total)
+	}
+}
+
+// Register registers the precise-prefix scorer, answered through ref, in reg.
+func Register(reg *router.Registry, ref *Ref) error {
+	return reg.Register(router.PrecisePrefixType(ref))
+}
