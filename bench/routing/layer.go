@@ -97,7 +97,7 @@ func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 			args = append(args, "--kv-events-bind", s.kvBind, "--kv-tokenizer", s.tokenizer)
 		}
 	}
-	cmd := exec.Command(bin, args...) //nolint:gosec // G204: the benchmark runs the binaries it was told to
+	cmd := exec.Command(bin, args...)
 	out := &tailBuffer{max: 64 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group: stopping the layer stops everything it started (Envoy, the
@@ -127,7 +127,7 @@ func (p *layerProcess) waitReady(ctx context.Context, model string, timeout time
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited before it was ready (%v); its last output:\n%s", p.name, p.err, p.out.String())
+			return fmt.Errorf("%s exited before it was ready (%w); its last output:\n%s", p.name, p.err, p.out.String())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(250 * time.Millisecond):
@@ -219,7 +219,7 @@ func ensurePeers(ctx context.Context, progress io.Writer) (string, error) {
 			"sglang-router==" + peerVersions["sglang-router"], "vllm-router==" + peerVersions["vllm-router"]},
 	}
 	for _, st := range steps {
-		cmd := exec.CommandContext(ctx, st[0], st[1:]...) //nolint:gosec // G204: fixed commands
+		cmd := exec.CommandContext(ctx, st[0], st[1:]...)
 		cmd.Stdout, cmd.Stderr = progress, progress
 		if err := cmd.Run(); err != nil {
 			return "", fmt.Errorf("peers: %s: %w", strings.Join(st, " "), err)
