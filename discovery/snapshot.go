@@ -64,3 +64,6 @@ type Source interface {
 	// replaced) and a function that ends the subscription.
 	Subscribe() (<-chan *Snapshot, func())
 }
+
+// DefaultGatewayClass is the GatewayClass name whose Gateways infergw serves by default.
+const DefaultGatewayClass = "infergw"

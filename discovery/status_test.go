@@ -12,6 +12,7 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
+	dt "github.com/infergw/infergw/discovery/discoverytest"
 )
 
 var (
@@ -46,10 +47,10 @@ func withGeneration[T interface{ SetGeneration(int64) }](obj T, gen int64) T {
 
 func TestDesiredPoolStatus(t *testing.T) {
 	sel := map[string]string{"app": "m"}
-	ourGW := testGateway("gw", "main", "infergw")
-	ourGW2 := testGateway("gw", "second", "infergw")
-	otherGW := testGateway("gw", "theirs", "other-class")
-	route := testRoute("ns", "r", "gw", "main", "pool")
+	ourGW := dt.Gateway("gw", "main", "infergw")
+	ourGW2 := dt.Gateway("gw", "second", "infergw")
+	otherGW := dt.Gateway("gw", "theirs", "other-class")
+	route := dt.Route("ns", "r", "gw", "main", "pool")
 
 	tests := []struct {
 		name        string
@@ -61,15 +62,15 @@ func TestDesiredPoolStatus(t *testing.T) {
 	}{
 		{
 			name: "referenced pool with a resolvable picker is accepted and resolved",
-			pool: withGeneration(testPool("ns", "pool", sel, 8000), 3),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			pool: dt.WithGeneration(dt.Pool("ns", "pool", sel, 8000), 3),
+			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(3, statusNow), poolResolved(3, statusNow)}}},
 			wantChanged: true,
 		},
 		{
 			name: "missing picker Service gives InvalidExtensionRef",
-			pool: testPool("ns", "pool", sel, 8000),
+			pool: dt.Pool("ns", "pool", sel, 8000),
 			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(0, statusNow), poolUnresolved("endpointPickerRef Service ns/pool-epp not found", 0, statusNow)}}},
@@ -78,11 +79,11 @@ func TestDesiredPoolStatus(t *testing.T) {
 		{
 			name: "picker Service without the referenced port gives InvalidExtensionRef",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Spec.EndpointPickerRef.Port = &infv1.Port{Number: 9100}
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(0, statusNow), poolUnresolved("endpointPickerRef Service ns/pool-epp has no port 9100", 0, statusNow)}}},
 			wantChanged: true,
@@ -90,11 +91,11 @@ func TestDesiredPoolStatus(t *testing.T) {
 		{
 			name: "picker ref without a port gives InvalidExtensionRef",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Spec.EndpointPickerRef.Port = nil
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(0, statusNow), poolUnresolved("endpointPickerRef.port is required when kind is Service", 0, statusNow)}}},
 			wantChanged: true,
@@ -102,46 +103,46 @@ func TestDesiredPoolStatus(t *testing.T) {
 		{
 			name: "picker ref of another kind gives InvalidExtensionRef",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Spec.EndpointPickerRef.Group = new(infv1.Group("example.com"))
 				p.Spec.EndpointPickerRef.Kind = "Picker"
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(0, statusNow), poolUnresolved(`endpointPickerRef must name a core Service, not group "example.com" kind "Picker"`, 0, statusNow)}}},
 			wantChanged: true,
 		},
 		{
 			name: "unreferenced pool with empty status is left alone",
-			pool: testPool("ns", "pool", sel, 8000),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			pool: dt.Pool("ns", "pool", sel, 8000),
+			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 		},
 		{
 			name: "pool referenced through another class's Gateway keeps that controller's entry",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "theirs"), Conditions: []metav1.Condition{poolAccepted(1, statusEarlier)}}}
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW, otherGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{testRoute("ns", "r", "gw", "theirs", "pool")}},
+			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW, otherGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{dt.Route("ns", "r", "gw", "theirs", "pool")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "theirs"), Conditions: []metav1.Condition{poolAccepted(1, statusEarlier)}}},
 		},
 		{
 			name: "stale entry of an infergw Gateway no longer routing to the pool is removed",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{poolAccepted(0, statusEarlier)}}}
 				return p
 			}(),
-			objs:        Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{testRoute("ns", "r", "gw", "main", "other-pool")}},
+			objs:        Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{dt.Route("ns", "r", "gw", "main", "other-pool")}},
 			want:        nil,
 			wantChanged: true,
 		},
 		{
 			name: "entry of a deleted Gateway in a watched namespace is removed",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "gone"), Conditions: []metav1.Condition{poolAccepted(0, statusEarlier)}}}
 				return p
 			}(),
@@ -151,7 +152,7 @@ func TestDesiredPoolStatus(t *testing.T) {
 		{
 			name: "entry of an unknown Gateway in an unwatched namespace is kept",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("elsewhere", "gw"), Conditions: []metav1.Condition{poolAccepted(0, statusEarlier)}}}
 				return p
 			}(),
@@ -162,26 +163,26 @@ func TestDesiredPoolStatus(t *testing.T) {
 		{
 			name: "unchanged status is not rewritten and keeps its transition times",
 			pool: func() *infv1.InferencePool {
-				p := withGeneration(testPool("ns", "pool", sel, 8000), 2)
+				p := dt.WithGeneration(dt.Pool("ns", "pool", sel, 8000), 2)
 				// Written without defaults (group, kind, namespace) as a user might; they
 				// still match.
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: infv1.ParentReference{Name: "main", Namespace: "gw"}, Conditions: []metav1.Condition{
 					poolResolved(2, statusEarlier), poolAccepted(2, statusEarlier)}}}
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolResolved(2, statusEarlier), poolAccepted(2, statusEarlier)}}},
 		},
 		{
 			name: "a condition that flips gets a new transition time, the other keeps its own",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 					poolAccepted(0, statusEarlier), poolUnresolved("endpointPickerRef Service ns/pool-epp not found", 0, statusEarlier)}}}
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(0, statusEarlier), poolResolved(0, statusNow)}}},
 			wantChanged: true,
@@ -189,26 +190,26 @@ func TestDesiredPoolStatus(t *testing.T) {
 		{
 			name: "a new generation updates observedGeneration",
 			pool: func() *infv1.InferencePool {
-				p := withGeneration(testPool("ns", "pool", sel, 8000), 5)
+				p := dt.WithGeneration(dt.Pool("ns", "pool", sel, 8000), 5)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 					poolAccepted(4, statusEarlier), poolResolved(4, statusEarlier)}}}
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(5, statusEarlier), poolResolved(5, statusEarlier)}}},
 			wantChanged: true,
 		},
 		{
 			name: "one entry per infergw Gateway, however many routes lead there",
-			pool: testPool("ns", "pool", sel, 8000),
+			pool: dt.Pool("ns", "pool", sel, 8000),
 			objs: Objects{
 				Gateways: []*gwapiv1.Gateway{ourGW2, ourGW, otherGW},
 				HTTPRoutes: []*gwapiv1.HTTPRoute{
-					testRoute("ns", "r1", "gw", "second", "pool"), testRoute("ns", "r2", "gw", "main", "pool"),
-					testRoute("ns", "r3", "gw", "main", "pool", "svc:x"), testRoute("ns", "r4", "gw", "theirs", "pool"),
+					dt.Route("ns", "r1", "gw", "second", "pool"), dt.Route("ns", "r2", "gw", "main", "pool"),
+					dt.Route("ns", "r3", "gw", "main", "pool", "svc:x"), dt.Route("ns", "r4", "gw", "theirs", "pool"),
 				},
-				Services: []*corev1.Service{testService("ns", "pool-epp")},
+				Services: []*corev1.Service{dt.Service("ns", "pool-epp")},
 			},
 			want: []infv1.ParentStatus{
 				{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{poolAccepted(0, statusNow), poolResolved(0, statusNow)}},
@@ -244,12 +245,12 @@ func TestDesiredPoolStatus(t *testing.T) {
 }
 
 func TestDesiredPoolStatusCapsParents(t *testing.T) {
-	pool := testPool("ns", "pool", map[string]string{"app": "m"}, 8000)
-	objs := Objects{Pools: []*infv1.InferencePool{pool}, Services: []*corev1.Service{testService("ns", "pool-epp")}}
+	pool := dt.Pool("ns", "pool", map[string]string{"app": "m"}, 8000)
+	objs := Objects{Pools: []*infv1.InferencePool{pool}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}}
 	for i := range 40 {
 		name := fmt.Sprintf("gw-%02d", i)
-		objs.Gateways = append(objs.Gateways, testGateway("gw", name, "infergw"))
-		objs.HTTPRoutes = append(objs.HTTPRoutes, testRoute("ns", "r-"+name, "gw", name, "pool"))
+		objs.Gateways = append(objs.Gateways, dt.Gateway("gw", name, "infergw"))
+		objs.HTTPRoutes = append(objs.HTTPRoutes, dt.Route("ns", "r-"+name, "gw", name, "pool"))
 	}
 	got, changed := DesiredPoolStatus(pool, NewStatusWorld(objs, "infergw", DefaultControllerName, nil), statusNow)
 	if !changed || len(got.Parents) != 32 {
@@ -278,9 +279,9 @@ func routeResolved(gen int64, t metav1.Time) metav1.Condition {
 
 func TestDesiredRouteStatus(t *testing.T) {
 	sel := map[string]string{"app": "m"}
-	ourGW := testGateway("gw", "main", "infergw")
-	otherGW := testGateway("gw", "theirs", "other-class")
-	pool := testPool("ns", "pool", sel, 8000)
+	ourGW := dt.Gateway("gw", "main", "infergw")
+	otherGW := dt.Gateway("gw", "theirs", "other-class")
+	pool := dt.Pool("ns", "pool", sel, 8000)
 	theirEntry := gwapiv1.RouteParentStatus{
 		ParentRef:      gwapiv1.ParentReference{Name: "theirs", Namespace: new(gwapiv1.Namespace("gw"))},
 		ControllerName: "example.com/other",
@@ -296,7 +297,7 @@ func TestDesiredRouteStatus(t *testing.T) {
 	}{
 		{
 			name:  "route to an existing pool is accepted and resolved",
-			route: withGeneration(testRoute("ns", "r", "gw", "main", "pool"), 7),
+			route: dt.WithGeneration(dt.Route("ns", "r", "gw", "main", "pool"), 7),
 			objs:  Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
 			want:  []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(7, statusNow), routeResolved(7, statusNow))},
 
@@ -304,7 +305,7 @@ func TestDesiredRouteStatus(t *testing.T) {
 		},
 		{
 			name:  "route to a missing pool has ResolvedRefs False BackendNotFound",
-			route: testRoute("ns", "r", "gw", "main", "pool", "nope"),
+			route: dt.Route("ns", "r", "gw", "main", "pool", "nope"),
 			objs:  Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
 			want: []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(0, statusNow),
 				cond("ResolvedRefs", metav1.ConditionFalse, "BackendNotFound", "backend not found: InferencePool ns/nope", 0, statusNow))},
@@ -312,7 +313,7 @@ func TestDesiredRouteStatus(t *testing.T) {
 		},
 		{
 			name:  "a missing Service backend next to a pool is reported too",
-			route: testRoute("ns", "r", "gw", "main", "pool", "svc:web"),
+			route: dt.Route("ns", "r", "gw", "main", "pool", "svc:web"),
 			objs:  Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
 			want: []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(0, statusNow),
 				cond("ResolvedRefs", metav1.ConditionFalse, "BackendNotFound", "backend not found: Service ns/web", 0, statusNow))},
@@ -321,7 +322,7 @@ func TestDesiredRouteStatus(t *testing.T) {
 		{
 			name: "unsupported backend kind has ResolvedRefs False InvalidKind",
 			route: func() *gwapiv1.HTTPRoute {
-				r := testRoute("ns", "r", "gw", "main", "pool")
+				r := dt.Route("ns", "r", "gw", "main", "pool")
 				r.Spec.Rules[0].BackendRefs = append(r.Spec.Rules[0].BackendRefs, gwapiv1.HTTPBackendRef{BackendRef: gwapiv1.BackendRef{
 					BackendObjectReference: gwapiv1.BackendObjectReference{Group: new(gwapiv1.Group("example.com")), Kind: new(gwapiv1.Kind("Bucket")), Name: "b"}}})
 				return r
@@ -334,7 +335,7 @@ func TestDesiredRouteStatus(t *testing.T) {
 		{
 			name: "parentRef naming a listener the Gateway lacks is not accepted",
 			route: func() *gwapiv1.HTTPRoute {
-				r := testRoute("ns", "r", "gw", "main", "pool")
+				r := dt.Route("ns", "r", "gw", "main", "pool")
 				r.Spec.ParentRefs[0].SectionName = new(gwapiv1.SectionName("https"))
 				return r
 			}(),
@@ -351,13 +352,13 @@ func TestDesiredRouteStatus(t *testing.T) {
 		},
 		{
 			name:  "route without pool backends gets no entry",
-			route: testRoute("ns", "r", "gw", "main", "svc:web"),
+			route: dt.Route("ns", "r", "gw", "main", "svc:web"),
 			objs:  Objects{Gateways: []*gwapiv1.Gateway{ourGW}},
 		},
 		{
 			name: "infergw entry is removed when the route stops sending to pools; others' entries stay",
 			route: func() *gwapiv1.HTTPRoute {
-				r := testRoute("ns", "r", "gw", "main", "svc:web")
+				r := dt.Route("ns", "r", "gw", "main", "svc:web")
 				r.Status.Parents = []gwapiv1.RouteParentStatus{theirEntry, routeEntry("gw", "main", routeAccepted(0, statusEarlier))}
 				return r
 			}(),
@@ -368,7 +369,7 @@ func TestDesiredRouteStatus(t *testing.T) {
 		{
 			name: "route attached only to another class's Gateway is left alone",
 			route: func() *gwapiv1.HTTPRoute {
-				r := testRoute("ns", "r", "gw", "theirs", "pool")
+				r := dt.Route("ns", "r", "gw", "theirs", "pool")
 				r.Status.Parents = []gwapiv1.RouteParentStatus{theirEntry}
 				return r
 			}(),
@@ -378,7 +379,7 @@ func TestDesiredRouteStatus(t *testing.T) {
 		{
 			name: "unchanged status is not rewritten",
 			route: func() *gwapiv1.HTTPRoute {
-				r := withGeneration(testRoute("ns", "r", "gw", "main", "pool"), 2)
+				r := dt.WithGeneration(dt.Route("ns", "r", "gw", "main", "pool"), 2)
 				r.Status.Parents = []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(2, statusEarlier), routeResolved(2, statusEarlier))}
 				return r
 			}(),
@@ -414,12 +415,12 @@ func TestDesiredRouteStatus(t *testing.T) {
 // BenchmarkStatusRound measures one status round for 1,000 pools and 1,000 routes, all up
 // to date (the common case: every informer event recomputes status and writes nothing).
 func BenchmarkStatusRound(b *testing.B) {
-	objs := Objects{Gateways: []*gwapiv1.Gateway{testGateway("gw", "main", "infergw")}}
+	objs := Objects{Gateways: []*gwapiv1.Gateway{dt.Gateway("gw", "main", "infergw")}}
 	for i := range 1000 {
 		name := fmt.Sprintf("pool-%04d", i)
-		objs.Pools = append(objs.Pools, testPool("ns", name, map[string]string{"app": name}, 8000))
-		objs.Services = append(objs.Services, testService("ns", name+"-epp"))
-		objs.HTTPRoutes = append(objs.HTTPRoutes, testRoute("ns", "r-"+name, "gw", "main", name))
+		objs.Pools = append(objs.Pools, dt.Pool("ns", name, map[string]string{"app": name}, 8000))
+		objs.Services = append(objs.Services, dt.Service("ns", name+"-epp"))
+		objs.HTTPRoutes = append(objs.HTTPRoutes, dt.Route("ns", "r-"+name, "gw", "main", name))
 	}
 	w := NewStatusWorld(objs, "infergw", DefaultControllerName, nil)
 	for _, p := range objs.Pools {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/discovery/dirsource"
 	"github.com/infergw/infergw/extproc"
 	"github.com/infergw/infergw/internal/envoyproc"
 	"github.com/infergw/infergw/router"
@@ -97,7 +98,7 @@ type Stack struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	Source *discovery.DirSource
+	Source *dirsource.DirSource
 	Router *router.Router
 	Picker *extproc.Server
 	XDS    *xds.Server
@@ -136,7 +137,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 	}()
 
 	reg := prometheus.NewRegistry()
-	if s.Source, err = discovery.NewDirSource(cfg.ManifestDir, discovery.DirOptions{GatewayClass: cfg.GatewayClass, Registerer: reg}, log); err != nil {
+	if s.Source, err = dirsource.NewDirSource(cfg.ManifestDir, dirsource.DirOptions{GatewayClass: cfg.GatewayClass, Registerer: reg}, log); err != nil {
 		return nil, fmt.Errorf("manifests: %w", err)
 	}
 	updates, unsubscribe := s.Source.Subscribe()

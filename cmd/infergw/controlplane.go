@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/discovery/kubesource"
+	"github.com/infergw/infergw/discovery/dirsource"
 	"github.com/infergw/infergw/xds"
 )
 
@@ -189,7 +191,7 @@ func serveControlPlaneHTTP(ctx context.Context, lis net.Listener, reg *prometheu
 
 func controlPlaneSource(f *controlPlaneFlags, reg prometheus.Registerer, log *slog.Logger) (discovery.Source, error) {
 	if f.source.manifests != "" {
-		src, err := discovery.NewDirSource(f.source.manifests, discovery.DirOptions{GatewayClass: f.gatewayClass, Registerer: reg}, log)
+		src, err := dirsource.NewDirSource(f.source.manifests, dirsource.DirOptions{GatewayClass: f.gatewayClass, Registerer: reg}, log)
 		if err != nil {
 			return nil, fmt.Errorf("controlplane: manifests: %w", err)
 		}
@@ -199,7 +201,7 @@ func controlPlaneSource(f *controlPlaneFlags, reg prometheus.Registerer, log *sl
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
-	src, err := discovery.NewKubeSource(discovery.KubeOptions{
+	src, err := kubesource.NewKubeSource(kubesource.KubeOptions{
 		RESTConfig:     cfg,
 		Namespaces:     f.source.namespaces,
 		GatewayClass:   f.gatewayClass,

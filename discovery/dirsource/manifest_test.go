@@ -1,6 +1,7 @@
-package discovery
+package dirsource
 
 import (
+	"github.com/infergw/infergw/discovery"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,7 +88,7 @@ status:
 `
 }
 
-func parseFiles(files map[string]string) (Objects, error) {
+func parseFiles(files map[string]string) (discovery.Objects, error) {
 	var mf []manifestFile
 	for name, data := range files {
 		mf = append(mf, manifestFile{rel: name, data: []byte(data)})
@@ -273,7 +274,7 @@ func TestParseManifestsCapsErrorCount(t *testing.T) {
 
 // TestExamplesLocalLoad loads the shipped examples/local directory, which `infergw up` uses.
 func TestExamplesLocalLoad(t *testing.T) {
-	dir := filepath.Join("..", "examples", "local")
+	dir := filepath.Join("..", "..", "examples", "local")
 	files, err := readManifestDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +283,7 @@ func TestExamplesLocalLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("examples/local is invalid:\n%v", err)
 	}
-	snap := Build(1, objs, DefaultGatewayClass)
+	snap := discovery.Build(1, objs, discovery.DefaultGatewayClass)
 	if len(snap.Gateways) != 1 || snap.Gateways[0].Name != "inference-gateway" {
 		t.Fatalf("gateways: %v", snap.Gateways)
 	}
@@ -353,7 +354,7 @@ func FuzzDecodeManifests(f *testing.F) {
 				t.Fatalf("error without file name: %v", e)
 			}
 		}
-		var objs Objects
+		var objs discovery.Objects
 		for i := range ms {
 			if ms[i].obj == nil || ms[i].index < 1 {
 				t.Fatalf("bad manifest %+v", ms[i])
@@ -361,6 +362,6 @@ func FuzzDecodeManifests(f *testing.F) {
 			_ = validateManifest(&ms[i], &objs)
 		}
 		_ = checkReferences(ms)
-		_ = Build(1, objs, DefaultGatewayClass)
+		_ = discovery.Build(1, objs, discovery.DefaultGatewayClass)
 	})
 }

@@ -1,6 +1,7 @@
-package discovery
+package kubesource
 
 import (
+	"github.com/infergw/infergw/discovery"
 	"maps"
 	"sync"
 
@@ -38,7 +39,7 @@ func (st *kubeStore) put(m objectMap, obj any) bool {
 		return false
 	}
 	st.mu.Lock()
-	m[Key(o.GetNamespace(), o.GetName())] = o
+	m[discovery.Key(o.GetNamespace(), o.GetName())] = o
 	st.mu.Unlock()
 	return true
 }
@@ -53,16 +54,16 @@ func (st *kubeStore) remove(m objectMap, obj any) bool {
 		return false
 	}
 	st.mu.Lock()
-	delete(m, Key(o.GetNamespace(), o.GetName()))
+	delete(m, discovery.Key(o.GetNamespace(), o.GetName()))
 	st.mu.Unlock()
 	return true
 }
 
 // objects returns the current objects in the form Build takes.
-func (st *kubeStore) objects() Objects {
+func (st *kubeStore) objects() discovery.Objects {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return Objects{
+	return discovery.Objects{
 		Pools:      typed[*infv1.InferencePool](st.pools),
 		Objectives: typed[*infv1alpha2.InferenceObjective](st.objectives),
 		Rewrites:   typed[*infv1alpha2.InferenceModelRewrite](st.rewrites),
@@ -106,6 +107,6 @@ func podChanged(oldObj, newObj any) bool {
 	if !ok1 || !ok2 {
 		return true
 	}
-	return o.Status.PodIP != n.Status.PodIP || PodReady(o) != PodReady(n) ||
+	return o.Status.PodIP != n.Status.PodIP || discovery.PodReady(o) != discovery.PodReady(n) ||
 		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) || !maps.Equal(o.Labels, n.Labels)
 }

@@ -1,7 +1,8 @@
-package discovery
+package kubesource
 
 import (
 	"context"
+	"github.com/infergw/infergw/discovery"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,12 +15,12 @@ import (
 // on: if someone changed the object meanwhile the write fails with a conflict, and the
 // informer event of that change triggers a new round. It returns the number of failed
 // writes (for which the caller schedules a retry).
-func (s *KubeSource) writeStatus(ctx context.Context, objs Objects) int {
-	w := NewStatusWorld(objs, s.opts.GatewayClass, s.opts.ControllerName, s.watched)
+func (s *KubeSource) writeStatus(ctx context.Context, objs discovery.Objects) int {
+	w := discovery.NewStatusWorld(objs, s.opts.GatewayClass, s.opts.ControllerName, s.watched)
 	now := metav1.Now()
 	failed := 0
 	for _, pool := range objs.Pools {
-		want, changed := DesiredPoolStatus(pool, w, now)
+		want, changed := discovery.DesiredPoolStatus(pool, w, now)
 		if !changed {
 			continue
 		}
@@ -30,7 +31,7 @@ func (s *KubeSource) writeStatus(ctx context.Context, objs Objects) int {
 		}
 	}
 	for _, rt := range objs.HTTPRoutes {
-		want, changed := DesiredRouteStatus(rt, w, now)
+		want, changed := discovery.DesiredRouteStatus(rt, w, now)
 		if !changed {
 			continue
 		}

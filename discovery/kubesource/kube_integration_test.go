@@ -1,9 +1,11 @@
-package discovery
+package kubesource
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/infergw/infergw/discovery"
+	dt "github.com/infergw/infergw/discovery/discoverytest"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -245,12 +247,12 @@ func (f *kubeFixture) setPodReady(pod *corev1.Pod, ip string, ready bool) {
 }
 
 // waitSnapshot waits until the source's newest snapshot satisfies ok.
-func waitSnapshot(t *testing.T, src *KubeSource, what string, ok func(*Snapshot) bool) *Snapshot {
+func waitSnapshot(t *testing.T, src *KubeSource, what string, ok func(*discovery.Snapshot) bool) *discovery.Snapshot {
 	t.Helper()
 	ch, cancel := src.Subscribe()
 	defer cancel()
 	timeout := time.After(20 * time.Second)
-	var last *Snapshot
+	var last *discovery.Snapshot
 	for {
 		select {
 		case snap := <-ch:
@@ -265,7 +267,7 @@ func waitSnapshot(t *testing.T, src *KubeSource, what string, ok func(*Snapshot)
 	}
 }
 
-func describeSnapshot(s *Snapshot) string {
+func describeSnapshot(s *discovery.Snapshot) string {
 	if s == nil {
 		return "none"
 	}
@@ -278,7 +280,7 @@ func describeSnapshot(s *Snapshot) string {
 	return b.String()
 }
 
-func endpointList(p *Pool) string {
+func endpointList(p *discovery.Pool) string {
 	var parts []string
 	for _, e := range p.Endpoints {
 		parts = append(parts, e.Name+"="+e.IP)
@@ -286,7 +288,7 @@ func endpointList(p *Pool) string {
 	return strings.Join(parts, ",")
 }
 
-func poolEndpoints(s *Snapshot, ns, name string) (string, bool) {
+func poolEndpoints(s *discovery.Snapshot, ns, name string) (string, bool) {
 	for _, p := range s.Pools {
 		if p.Namespace == ns && p.Name == name {
 			return endpointList(p), true
@@ -384,35 +386,35 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 	}
 	defer stop()
 
-	first := waitSnapshot(t, src, "the first (empty) snapshot is published", func(*Snapshot) bool { return true })
+	first := waitSnapshot(t, src, "the first (empty) snapshot is published", func(*discovery.Snapshot) bool { return true })
 	if len(first.Pools) != 0 || len(first.Gateways) != 0 {
 		t.Fatalf("first snapshot not empty: %s", describeSnapshot(first))
 	}
 
 	labels := map[string]string{"app": "llama", "inference.networking.k8s.io/engine-type": "vllm"}
 	sel := map[string]string{"app": "llama"}
-	f.create(testGateway(ns, "main", "infergw"))
-	f.create(testGateway(ns, "theirs", "other-class"))
+	f.create(dt.Gateway(ns, "main", "infergw"))
+	f.create(dt.Gateway(ns, "theirs", "other-class"))
 	f.create(&corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "llama-epp"},
 		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 9002}}, Selector: map[string]string{"app": "epp"}},
 	})
-	pool := testPool(ns, "llama", sel, 8000)
+	pool := dt.Pool(ns, "llama", sel, 8000)
 	f.create(pool)
-	route := testRoute(ns, "chat", ns, "main", "llama")
+	route := dt.Route(ns, "chat", ns, "main", "llama")
 	f.create(route)
 	f.create(&infv1alpha2.InferenceObjective{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat"},
 		Spec:       infv1alpha2.InferenceObjectiveSpec{Priority: new(1), PoolRef: infv1alpha2.PoolObjectReference{Name: "llama"}},
 	})
 	// Objects in a namespace the source does not read, and a pod the selector does not match.
-	f.create(testPool(otherNS, "hidden", sel, 8000))
+	f.create(dt.Pool(otherNS, "hidden", sel, 8000))
 	f.createPod(otherNS, "hidden-0", "10.9.0.1", true, labels)
 	f.createPod(ns, "unrelated", "10.0.0.99", true, map[string]string{"app": "web"})
 	pod0 := f.createPod(ns, "llama-0", "10.0.0.10", true, labels)
 	pod1 := f.createPod(ns, "llama-1", "10.0.0.11", true, labels)
 
-	snap := waitSnapshot(t, src, "pool infer/llama has both ready pods", func(s *Snapshot) bool {
+	snap := waitSnapshot(t, src, "pool infer/llama has both ready pods", func(s *discovery.Snapshot) bool {
 		eps, ok := poolEndpoints(s, ns, "llama")
 		return ok && eps == "llama-0=10.0.0.10,llama-1=10.0.0.11" && len(s.HTTPRoutes) == 1 && len(s.Objectives) == 1
 	})
@@ -440,7 +442,7 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 			expectCondition(conds, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", p.Generation))
 	})
 	waitCondition(f, route, "route status entry of infergw", func(r *gwapiv1.HTTPRoute) error {
-		if len(r.Status.Parents) != 1 || r.Status.Parents[0].ControllerName != DefaultControllerName {
+		if len(r.Status.Parents) != 1 || r.Status.Parents[0].ControllerName != discovery.DefaultControllerName {
 			return fmt.Errorf("route parents = %+v", r.Status.Parents)
 		}
 		conds := r.Status.Parents[0].Conditions
@@ -450,17 +452,17 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 
 	// Readiness flips follow: llama-1 goes unready, then ready again with a new IP.
 	f.setPodReady(pod1, "10.0.0.11", false)
-	waitSnapshot(t, src, "llama-1 left the pool after turning unready", func(s *Snapshot) bool {
+	waitSnapshot(t, src, "llama-1 left the pool after turning unready", func(s *discovery.Snapshot) bool {
 		eps, _ := poolEndpoints(s, ns, "llama")
 		return eps == "llama-0=10.0.0.10"
 	})
 	f.setPodReady(pod1, "10.0.0.21", true)
-	waitSnapshot(t, src, "llama-1 is back with its new IP", func(s *Snapshot) bool {
+	waitSnapshot(t, src, "llama-1 is back with its new IP", func(s *discovery.Snapshot) bool {
 		eps, _ := poolEndpoints(s, ns, "llama")
 		return eps == "llama-0=10.0.0.10,llama-1=10.0.0.21"
 	})
 	f.delete(pod0)
-	waitSnapshot(t, src, "deleted llama-0 left the pool", func(s *Snapshot) bool {
+	waitSnapshot(t, src, "deleted llama-0 left the pool", func(s *discovery.Snapshot) bool {
 		eps, _ := poolEndpoints(s, ns, "llama")
 		return eps == "llama-1=10.0.0.21"
 	})
@@ -513,7 +515,7 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 		}
 		return expectCondition(conds, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", p.Generation)
 	})
-	waitSnapshot(t, src, "the pool's new picker port", func(s *Snapshot) bool {
+	waitSnapshot(t, src, "the pool's new picker port", func(s *discovery.Snapshot) bool {
 		return len(s.Pools) == 1 && s.Pools[0].Spec.EndpointPickerRef.Port != nil && s.Pools[0].Spec.EndpointPickerRef.Port.Number == 9100
 	})
 

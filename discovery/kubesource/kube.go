@@ -1,9 +1,10 @@
-package discovery
+package kubesource
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/infergw/infergw/discovery"
 	"log/slog"
 	"slices"
 	"sync/atomic"
@@ -19,7 +20,6 @@ import (
 
 // Defaults of KubeOptions.
 const (
-	DefaultGatewayClass  = "infergw"
 	DefaultKubeDebounce  = 100 * time.Millisecond
 	kubeStatusTimeout    = 10 * time.Second
 	kubeStatusRetryFirst = 500 * time.Millisecond
@@ -49,7 +49,7 @@ type KubeOptions struct {
 // snapshot (at most one per Debounce interval) whenever the resources a snapshot holds
 // change. When WriteStatus is set it also keeps InferencePool and HTTPRoute status current.
 type KubeSource struct {
-	Publisher
+	discovery.Publisher
 
 	opts KubeOptions
 	log  *slog.Logger
@@ -68,7 +68,7 @@ type KubeSource struct {
 	started atomic.Bool
 }
 
-var _ Source = (*KubeSource)(nil)
+var _ discovery.Source = (*KubeSource)(nil)
 
 // NewKubeSource prepares informers for every resource kind infergw reads. It does not
 // contact the API server; Run does.
@@ -80,10 +80,10 @@ func NewKubeSource(opts KubeOptions, log *slog.Logger) (*KubeSource, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if opts.GatewayClass == "" {
-		opts.GatewayClass = DefaultGatewayClass
+		opts.GatewayClass = discovery.DefaultGatewayClass
 	}
 	if opts.ControllerName == "" {
-		opts.ControllerName = DefaultControllerName
+		opts.ControllerName = discovery.DefaultControllerName
 	}
 	if opts.Debounce <= 0 {
 		opts.Debounce = DefaultKubeDebounce
@@ -236,7 +236,7 @@ func (s *KubeSource) rebuild(ctx context.Context) int {
 	start := time.Now()
 	objs := s.store.objects()
 	objs = s.dropInvalid(objs)
-	snap := Build(s.NextVersion(), objs, s.opts.GatewayClass)
+	snap := discovery.Build(s.NextVersion(), objs, s.opts.GatewayClass)
 	s.metrics.buildSeconds.Observe(time.Since(start).Seconds())
 	if prev := s.Current(); prev == nil || !sameSnapshotContent(prev, snap) {
 		if s.Publish(snap) {
@@ -252,7 +252,7 @@ func (s *KubeSource) rebuild(ctx context.Context) int {
 	return s.writeStatus(ctx, objs)
 }
 
-func countEndpoints(snap *Snapshot) int {
+func countEndpoints(snap *discovery.Snapshot) int {
 	n := 0
 	for _, p := range snap.Pools {
 		n += len(p.Endpoints)

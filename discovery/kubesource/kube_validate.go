@@ -1,6 +1,7 @@
-package discovery
+package kubesource
 
 import (
+	"github.com/infergw/infergw/discovery"
 	"log/slog"
 	"sync"
 
@@ -17,7 +18,7 @@ import (
 
 // dropInvalid returns objs without the pools, objectives, rewrites, Gateways and HTTPRoutes
 // that fail validation, logging each bad object version once.
-func (s *KubeSource) dropInvalid(objs Objects) Objects {
+func (s *KubeSource) dropInvalid(objs discovery.Objects) discovery.Objects {
 	var n int
 	objs.Pools, n = keepValid(objs.Pools, "InferencePool", validation.Pool, s.invalid, s.log)
 	s.metrics.invalid.WithLabelValues("InferencePool").Set(float64(n))
@@ -66,7 +67,7 @@ func newInvalidLog() *invalidLog {
 func (l *invalidLog) first(kind string, o client.Object) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	k := kind + "/" + Key(o.GetNamespace(), o.GetName())
+	k := kind + "/" + discovery.Key(o.GetNamespace(), o.GetName())
 	l.thisPass[k] = true
 	if rv, ok := l.logged[k]; ok && rv == o.GetResourceVersion() {
 		return false
