@@ -28,6 +28,16 @@ type Snapshot struct {
 	Rewrites   []*infv1alpha2.InferenceModelRewrite
 	// Services are those named by a pool's endpointPickerRef or by a route's backendRef.
 	Services []*corev1.Service
+
+	// GatewayClasses holds the GatewayClass named by the source's gateway class, when it
+	// exists (its status is infergw's to write when its controllerName is infergw's).
+	GatewayClasses []*gwapiv1.GatewayClass
+	// ReferenceGrants allow cross-namespace references (backendRefs, certificateRefs).
+	ReferenceGrants []*gwapiv1.ReferenceGrant
+	// Secrets are those a kept Gateway's HTTPS listeners name in certificateRefs.
+	Secrets []*corev1.Secret
+	// Namespaces carry the labels allowedRoutes namespace selectors match.
+	Namespaces []*corev1.Namespace
 }
 
 // Pool is an InferencePool with the ready endpoints its selector matches right now.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/model"
 )
 
 type anyMsg = anypb.Any
@@ -62,10 +63,22 @@ func Translate(snap *discovery.Snapshot, opts Options) (*Resources, error) {
 	if err := validateOptions(opts); err != nil {
 		return nil, fmt.Errorf("translate: %w", err)
 	}
-	b := &builder{opts: opts, ix: newIndex(snap)}
+	return TranslateModel(model.Resolve(snap, model.Options{}), opts)
+}
+
+// TranslateModel builds the Envoy resources of a resolved model (see Translate).
+func TranslateModel(m *model.Model, opts Options) (*Resources, error) {
+	if m == nil {
+		return nil, errors.New("translate: nil model")
+	}
+	opts = opts.Defaults()
+	if err := validateOptions(opts); err != nil {
+		return nil, fmt.Errorf("translate: %w", err)
+	}
+	b := &builder{opts: opts, ix: newIndex(m)}
 	res := &Resources{}
 
-	ports := b.attachRoutes(snap)
+	ports := b.portListeners(m)
 	for _, port := range sortedPorts(ports) {
 		pl := ports[port]
 		res.Routes = append(res.Routes, b.routeConfiguration(pl))

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/infergw/infergw/discovery"
-	"github.com/infergw/infergw/discovery/kubesource"
 	"github.com/infergw/infergw/discovery/dirsource"
+	"github.com/infergw/infergw/discovery/kubesource"
 	"github.com/infergw/infergw/xds"
 )
 

@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/infergw/infergw/discovery"
-	"github.com/infergw/infergw/discovery/kubesource"
 	"github.com/infergw/infergw/discovery/dirsource"
+	"github.com/infergw/infergw/discovery/kubesource"
 	"github.com/infergw/infergw/extproc"
 	"github.com/infergw/infergw/router"
 )

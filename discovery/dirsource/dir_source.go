@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/infergw/infergw/discovery"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/infergw/infergw/discovery"
 )
 
 // DefaultDirDebounce is the default of DirOptions.Debounce. (discovery.DefaultGatewayClass, shared

@@ -3,8 +3,6 @@ package dirsource
 import (
 	"bytes"
 	"context"
-	"github.com/infergw/infergw/discovery"
-	dt "github.com/infergw/infergw/discovery/discoverytest"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +13,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/infergw/infergw/discovery"
+	dt "github.com/infergw/infergw/discovery/discoverytest"
 )
 
 // writeAtomic replaces a file the way editors and kubectl-like tools do (write a hidden

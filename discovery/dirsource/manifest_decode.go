@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/infergw/infergw/discovery"
 	"io"
 	"strings"
 
@@ -18,6 +17,7 @@ import (
 
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
+	"github.com/infergw/infergw/discovery"
 )
 
 // defaultNamespace is the namespace of a manifest that names none, as with kubectl apply.

@@ -3,7 +3,6 @@ package dirsource
 import (
 	"errors"
 	"fmt"
-	"github.com/infergw/infergw/discovery"
 	"io"
 	"io/fs"
 	"os"
@@ -18,6 +17,7 @@ import (
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
 	"github.com/infergw/infergw/api/validation"
+	"github.com/infergw/infergw/discovery"
 )
 
 // maxManifestFileBytes bounds one manifest file; anything bigger is a mistake (a model file

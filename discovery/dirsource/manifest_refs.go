@@ -2,12 +2,12 @@ package dirsource
 
 import (
 	"fmt"
-	"github.com/infergw/infergw/discovery"
 
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
+	"github.com/infergw/infergw/discovery"
 )
 
 // checkReferences finds what no single object can show: two documents declaring the same

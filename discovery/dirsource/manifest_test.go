@@ -1,7 +1,6 @@
 package dirsource
 
 import (
-	"github.com/infergw/infergw/discovery"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	infv1 "github.com/infergw/infergw/api/v1"
+	"github.com/infergw/infergw/discovery"
 )
 
 // The documents below are small valid manifests; tests break them one field at a time.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/infergw/infergw/discovery"
 	"log/slog"
 	"slices"
 	"sync/atomic"
@@ -16,6 +15,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/model"
 )
 
 // Defaults of KubeOptions.
@@ -38,6 +41,9 @@ type KubeOptions struct {
 	WriteStatus bool
 	// ControllerName is written into HTTPRoute status (default infergw.dev/gateway-controller).
 	ControllerName string
+	// GatewayAddresses are written into every Gateway's status.addresses: where clients
+	// reach the proxy (for example the Envoy Service's ClusterIP).
+	GatewayAddresses []gwapiv1.GatewayStatusAddress
 	// Registerer receives the source's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
 	// Debounce is how long the source waits after a change before it builds a snapshot, so
@@ -83,7 +89,7 @@ func NewKubeSource(opts KubeOptions, log *slog.Logger) (*KubeSource, error) {
 		opts.GatewayClass = discovery.DefaultGatewayClass
 	}
 	if opts.ControllerName == "" {
-		opts.ControllerName = discovery.DefaultControllerName
+		opts.ControllerName = model.DefaultControllerName
 	}
 	if opts.Debounce <= 0 {
 		opts.Debounce = DefaultKubeDebounce
@@ -249,7 +255,7 @@ func (s *KubeSource) rebuild(ctx context.Context) int {
 	if s.client == nil {
 		return 0
 	}
-	return s.writeStatus(ctx, objs)
+	return s.writeStatus(ctx, objs, snap)
 }
 
 func countEndpoints(snap *discovery.Snapshot) int {

@@ -1,11 +1,12 @@
 package kubesource
 
 import (
-	"github.com/infergw/infergw/discovery"
 	"maps"
 	"slices"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/infergw/infergw/discovery"
 )
 
 // sameSnapshotContent reports whether two snapshots hold the same resources in the same

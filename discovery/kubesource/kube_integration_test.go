@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/infergw/infergw/discovery"
-	dt "github.com/infergw/infergw/discovery/discoverytest"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -30,6 +28,9 @@ import (
 
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
+	"github.com/infergw/infergw/discovery"
+	dt "github.com/infergw/infergw/discovery/discoverytest"
+	"github.com/infergw/infergw/model"
 )
 
 // kubeBinDir finds kube-apiserver and etcd: $INFERGW_K8S_BIN, then $KUBEBUILDER_ASSETS, then
@@ -442,7 +443,7 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 			expectCondition(conds, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", p.Generation))
 	})
 	waitCondition(f, route, "route status entry of infergw", func(r *gwapiv1.HTTPRoute) error {
-		if len(r.Status.Parents) != 1 || r.Status.Parents[0].ControllerName != discovery.DefaultControllerName {
+		if len(r.Status.Parents) != 1 || r.Status.Parents[0].ControllerName != model.DefaultControllerName {
 			return fmt.Errorf("route parents = %+v", r.Status.Parents)
 		}
 		conds := r.Status.Parents[0].Conditions

@@ -1,7 +1,6 @@
 package kubesource
 
 import (
-	"github.com/infergw/infergw/discovery"
 	"maps"
 	"sync"
 
@@ -12,6 +11,7 @@ import (
 
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
+	"github.com/infergw/infergw/discovery"
 )
 
 // objectMap holds one kind's objects by namespace/name.

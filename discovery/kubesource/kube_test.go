@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/infergw/infergw/discovery"
-	dt "github.com/infergw/infergw/discovery/discoverytest"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +20,8 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
+	"github.com/infergw/infergw/discovery"
+	dt "github.com/infergw/infergw/discovery/discoverytest"
 )
 
 func TestSlimPodKeepsOnlyWhatSnapshotsUse(t *testing.T) {

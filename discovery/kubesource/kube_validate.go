@@ -1,13 +1,13 @@
 package kubesource
 
 import (
-	"github.com/infergw/infergw/discovery"
 	"log/slog"
 	"sync"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/infergw/infergw/api/validation"
+	"github.com/infergw/infergw/discovery"
 )
 
 // The API server enforces the CRD schemas, so objects read from it are normally valid.

@@ -2,43 +2,62 @@ package kubesource
 
 import (
 	"context"
-	"github.com/infergw/infergw/discovery"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/model"
 )
 
-// writeStatus brings InferencePool and HTTPRoute status in line with DesiredPoolStatus and
-// DesiredRouteStatus, writing only objects whose status differs. Each write is a merge
-// patch of the status subresource guarded by the resourceVersion the decision was made
-// on: if someone changed the object meanwhile the write fails with a conflict, and the
+// writeStatus brings the status of the GatewayClass, the Gateways, the HTTPRoutes and the
+// InferencePools in line with the resolved model of snap (package model decides every
+// condition; this only writes them), writing only objects whose status differs. Each write
+// is a merge patch of the status subresource guarded by the resourceVersion the decision was
+// made on: if someone changed the object meanwhile the write fails with a conflict, and the
 // informer event of that change triggers a new round. It returns the number of failed
 // writes (for which the caller schedules a retry).
-func (s *KubeSource) writeStatus(ctx context.Context, objs discovery.Objects) int {
-	w := discovery.NewStatusWorld(objs, s.opts.GatewayClass, s.opts.ControllerName, s.watched)
+func (s *KubeSource) writeStatus(ctx context.Context, objs discovery.Objects, snap *discovery.Snapshot) int {
+	m := model.Resolve(snap, model.Options{ControllerName: s.opts.ControllerName, Addresses: s.opts.GatewayAddresses})
+	gateways := make(map[string]bool, len(objs.Gateways))
+	for _, gw := range objs.Gateways {
+		gateways[discovery.Key(gw.Namespace, gw.Name)] = true
+	}
+	scope := model.StatusScope{GatewayExists: func(k string) bool { return gateways[k] }, Watched: s.watched}
 	now := metav1.Now()
 	failed := 0
-	for _, pool := range objs.Pools {
-		want, changed := discovery.DesiredPoolStatus(pool, w, now)
-		if !changed {
-			continue
-		}
-		updated := pool.DeepCopy()
-		updated.Status = want
-		if !s.patchStatus(ctx, "InferencePool", pool, updated) {
+	write := func(kind string, orig, updated client.Object) {
+		if !s.patchStatus(ctx, kind, orig, updated) {
 			failed++
 		}
 	}
-	for _, rt := range objs.HTTPRoutes {
-		want, changed := discovery.DesiredRouteStatus(rt, w, now)
-		if !changed {
-			continue
+	for _, gc := range snap.GatewayClasses {
+		if want, changed, ok := m.DesiredClassStatus(gc, now); ok && changed {
+			updated := gc.DeepCopy()
+			updated.Status = want
+			write("GatewayClass", gc, updated)
 		}
-		updated := rt.DeepCopy()
-		updated.Status = want
-		if !s.patchStatus(ctx, "HTTPRoute", rt, updated) {
-			failed++
+	}
+	for _, gw := range snap.Gateways {
+		if want, changed, ok := m.DesiredGatewayStatus(gw, now); ok && changed {
+			updated := gw.DeepCopy()
+			updated.Status = want
+			write("Gateway", gw, updated)
+		}
+	}
+	for _, pool := range objs.Pools {
+		if want, changed := m.DesiredPoolStatus(pool, scope, now); changed {
+			updated := pool.DeepCopy()
+			updated.Status = want
+			write("InferencePool", pool, updated)
+		}
+	}
+	for _, rt := range objs.HTTPRoutes {
+		if want, changed := m.DesiredRouteStatus(rt, now); changed {
+			updated := rt.DeepCopy()
+			updated.Status = want
+			write("HTTPRoute", rt, updated)
 		}
 	}
 	return failed

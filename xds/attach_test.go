@@ -1,0 +1,49 @@
+package xds
+
+import (
+	"testing"
+
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/infergw/infergw/model"
+)
+
+// TestRouteNotAllowedByListenerGetsNoEnvoyRoute is the Envoy half of issue 16's regression
+// test (the status half is in package model): a route from another namespace, attached to
+// a listener that allows only its own namespace, gets no Envoy route, and the model that
+// xds renders says why (Accepted=False, NotAllowedByListeners), the reason status writes.
+func TestRouteNotAllowedByListenerGetsNoEnvoyRoute(t *testing.T) {
+	snap := onePool()
+	foreign := httpRoute("foreign", "infergw", gwapiv1.HTTPRouteRule{Matches: prefix("/foreign"), BackendRefs: []gwapiv1.HTTPBackendRef{poolRef("llama", 1)}})
+	foreign.Namespace = "elsewhere"
+	foreign.Spec.ParentRefs[0].Namespace = ptr(gwapiv1.Namespace(ns))
+	snap.HTTPRoutes = append(snap.HTTPRoutes, foreign)
+
+	m := model.Resolve(snap, model.Options{})
+	if p := m.Route("elsewhere/foreign").Parents[0]; p.Accepted.Reason != string(gwapiv1.RouteReasonNotAllowedByListeners) {
+		t.Fatalf("foreign route: Accepted %+v, want NotAllowedByListeners", p.Accepted)
+	}
+	res, err := TranslateModel(m, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, vh := range res.Routes[0].GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			names = append(names, r.GetName())
+		}
+	}
+	if len(names) != 1 || names[0] != "default/llm/rule/0/match/0" {
+		t.Errorf("Envoy routes = %v, want only default/llm's", names)
+	}
+
+	// Allowing every namespace attaches it: the same decision feeds both sides.
+	snap.Gateways[0].Spec.Listeners[0].AllowedRoutes = &gwapiv1.AllowedRoutes{Namespaces: &gwapiv1.RouteNamespaces{From: ptr(gwapiv1.NamespacesFromAll)}}
+	res, err = Translate(snap, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(res.Routes[0].GetVirtualHosts()[0].GetRoutes()); n != 2 {
+		t.Errorf("with allowedRoutes All: %d Envoy routes, want 2", n)
+	}
+}
