@@ -47,3 +47,19 @@ func TestRouteNotAllowedByListenerGetsNoEnvoyRoute(t *testing.T) {
 		t.Errorf("with allowedRoutes All: %d Envoy routes, want 2", n)
 	}
 }
+
+// TestListenerPortMap: a mapped Gateway port is bound on the mapped port; names keep the
+// Gateway's port; an invalid map is refused.
+func TestListenerPortMap(t *testing.T) {
+	res, err := Translate(onePool(), Options{ListenerPortMap: map[int32]int32{8080: 18080}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := res.Listeners[0]
+	if got := l.GetAddress().GetSocketAddress().GetPortValue(); got != 18080 || l.GetName() != "listener/8080" {
+		t.Errorf("listener %s binds %d, want listener/8080 on 18080", l.GetName(), got)
+	}
+	if _, err := Translate(onePool(), Options{ListenerPortMap: map[int32]int32{80: 0}}); err == nil {
+		t.Error("port map 80=0 accepted")
+	}
+}

@@ -40,12 +40,20 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 	})
 	return &listenerv3.Listener{
 		Name:    listenerName(pl.port),
-		Address: socketAddress(b.opts.ListenerAddress, uint32(pl.port)), //nolint:gosec // G115: a validated port (1-65535)
+		Address: socketAddress(b.opts.ListenerAddress, uint32(b.bindPort(pl.port))), //nolint:gosec // G115: a validated port (1-65535)
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
 			Name:       hcmFilterName,
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(hcm)},
 		}}}},
 	}
+}
+
+// bindPort is the port Envoy binds for a Gateway listener port (Options.ListenerPortMap).
+func (b *builder) bindPort(port int32) int32 {
+	if p, ok := b.opts.ListenerPortMap[port]; ok {
+		return p
+	}
+	return port
 }
 
 // pickersOf lists the picker clusters the listener's routes use, sorted.

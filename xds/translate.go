@@ -106,6 +106,11 @@ func validateOptions(o Options) error {
 	default:
 		return fmt.Errorf("response body mode %q: want %s or %s", o.ResponseBodyMode, BodyFullDuplexStreamed, BodyStreamed)
 	}
+	for from, to := range o.ListenerPortMap {
+		if from < 1 || from > 65535 || to < 1 || to > 65535 {
+			return fmt.Errorf("listener port map %d=%d: ports must be 1-65535", from, to)
+		}
+	}
 	if o.RouteTimeout < 0 || o.StreamIdleTimeout < 0 || o.ConnectTimeout < 0 || o.PickerMessageTimeout < 0 || o.FirstByteTimeout < 0 {
 		return errors.New("timeouts must not be negative")
 	}

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -42,6 +43,9 @@ func kubeCacheOptions(scheme *runtime.Scheme, namespaces []string) cache.Options
 		DefaultTransform: stripMetadata,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Transform: slimPod},
+			// Only TLS Secrets can be listener certificates: the API server filters the
+			// others out, so their contents never reach infergw.
+			&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
 		},
 	}
 	if len(namespaces) > 0 {
@@ -120,10 +124,21 @@ func (s *KubeSource) registerHandlers(ctx context.Context) ([]toolscache.Informe
 		{"Service", &corev1.Service{}, s.store.services, nil},
 		{"Pod", &corev1.Pod{}, s.store.pods, podChanged},
 	}
+	if s.opts.GatewayAPI {
+		kinds = append(kinds,
+			kind{"GatewayClass", &gwapiv1.GatewayClass{}, s.store.classes, specChanged},
+			kind{"ReferenceGrant", &gwapiv1.ReferenceGrant{}, s.store.grants, nil},
+			kind{"Secret", &corev1.Secret{}, s.store.secrets, nil},
+			kind{"Namespace", &corev1.Namespace{}, s.store.namespaces, nil},
+		)
+	}
 	if s.client != nil {
 		// Status is derived from pools and routes, and must be rewritten when someone else
 		// changes it; with status writing on, every pool and route update counts.
-		kinds[0].relevant, kinds[4].relevant = nil, nil
+		kinds[0].relevant, kinds[3].relevant, kinds[4].relevant = nil, nil, nil
+		if s.opts.GatewayAPI {
+			kinds[7].relevant = nil // GatewayClass
+		}
 	}
 	synced := make([]toolscache.InformerSynced, 0, len(kinds))
 	for _, k := range kinds {

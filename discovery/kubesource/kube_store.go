@@ -23,12 +23,15 @@ type objectMap map[string]client.Object
 type kubeStore struct {
 	mu                                                            sync.Mutex
 	pools, objectives, rewrites, gateways, routes, services, pods objectMap
+	// Read only with KubeOptions.GatewayAPI (the control plane).
+	classes, grants, secrets, namespaces objectMap
 }
 
 func newKubeStore() *kubeStore {
 	return &kubeStore{
 		pools: objectMap{}, objectives: objectMap{}, rewrites: objectMap{},
 		gateways: objectMap{}, routes: objectMap{}, services: objectMap{}, pods: objectMap{},
+		classes: objectMap{}, grants: objectMap{}, secrets: objectMap{}, namespaces: objectMap{},
 	}
 }
 
@@ -71,6 +74,11 @@ func (st *kubeStore) objects() discovery.Objects {
 		HTTPRoutes: typed[*gwapiv1.HTTPRoute](st.routes),
 		Services:   typed[*corev1.Service](st.services),
 		Pods:       typed[*corev1.Pod](st.pods),
+
+		GatewayClasses:  typed[*gwapiv1.GatewayClass](st.classes),
+		ReferenceGrants: typed[*gwapiv1.ReferenceGrant](st.grants),
+		Secrets:         typed[*corev1.Secret](st.secrets),
+		Namespaces:      typed[*corev1.Namespace](st.namespaces),
 	}
 }
 
