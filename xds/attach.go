@@ -13,6 +13,9 @@ import (
 type portListener struct {
 	port   int32
 	vhosts map[string]*vhost // by hostname; "*" is the catch-all
+	// https ports terminate TLS with the certificates in tls.
+	https bool
+	tls   []tlsChain
 }
 
 type vhost struct {
@@ -32,14 +35,19 @@ func (b *builder) portListeners(m *model.Model) map[int32]*portListener {
 			if !l.Ready {
 				continue
 			}
-			if l.Protocol != gwapiv1.HTTPProtocolType {
-				b.ix.warnf("gateway %s listener %s: protocol %s is not served yet; skipped", g.Key, l.Name, l.Protocol)
-				continue
-			}
+			https := l.Protocol == gwapiv1.HTTPSProtocolType
 			pl := ports[l.Port]
 			if pl == nil {
-				pl = &portListener{port: l.Port, vhosts: map[string]*vhost{}}
+				pl = &portListener{port: l.Port, vhosts: map[string]*vhost{}, https: https}
 				ports[l.Port] = pl
+			}
+			if pl.https != https {
+				// Gateways of the class share one Envoy listener per port.
+				b.ix.warnf("gateway %s listener %s: port %d is already served with another protocol; skipped", g.Key, l.Name, l.Port)
+				continue
+			}
+			if https {
+				pl.addTLSChain(l.Hostname, l.TLS)
 			}
 			for _, a := range l.Routes {
 				entries, ok := built[a.Route]

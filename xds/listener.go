@@ -38,14 +38,20 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 		Name:       RouterFilterName,
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.any(&routerv3.Router{})},
 	})
-	return &listenerv3.Listener{
-		Name:    listenerName(pl.port),
-		Address: socketAddress(b.opts.ListenerAddress, uint32(b.bindPort(pl.port))), //nolint:gosec // G115: a validated port (1-65535)
-		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
-			Name:       hcmFilterName,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(hcm)},
-		}}}},
+	filter := &listenerv3.Filter{
+		Name:       hcmFilterName,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(hcm)},
 	}
+	l := &listenerv3.Listener{
+		Name:         listenerName(pl.port),
+		Address:      socketAddress(b.opts.ListenerAddress, uint32(b.bindPort(pl.port))), //nolint:gosec // G115: a validated port (1-65535)
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
+	}
+	if pl.https {
+		l.FilterChains = b.tlsFilterChains(pl, filter)
+		l.ListenerFilters = b.tlsInspector()
+	}
+	return l
 }
 
 // bindPort is the port Envoy binds for a Gateway listener port (Options.ListenerPortMap).
