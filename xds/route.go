@@ -133,6 +133,10 @@ func (b *builder) route(name string, m *routev3.RouteMatch, t ruleTarget, cluste
 		ResponseHeadersToAdd:    mods.respAdd,
 		ResponseHeadersToRemove: mods.respRemove,
 	}
+	if mods.redirect != nil {
+		rt.Action = &routev3.Route_Redirect{Redirect: mods.redirect}
+		return rt
+	}
 	if t.direct != nil {
 		rt.Action = &routev3.Route_DirectResponse{DirectResponse: t.direct}
 		rt.ResponseHeadersToAdd = append(rt.ResponseHeadersToAdd, setHeader("content-type", t.directType))
