@@ -88,7 +88,7 @@ func Build(version uint64, objs Objects, gatewayClass string) *Snapshot {
 	}
 
 	for _, gc := range objs.GatewayClasses {
-		if gc != nil && gc.Name == gatewayClass {
+		if gc != nil {
 			snap.GatewayClasses = append(snap.GatewayClasses, gc)
 		}
 	}

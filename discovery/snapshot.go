@@ -29,8 +29,8 @@ type Snapshot struct {
 	// Services are those named by a pool's endpointPickerRef or by a route's backendRef.
 	Services []*corev1.Service
 
-	// GatewayClasses holds the GatewayClass named by the source's gateway class, when it
-	// exists (its status is infergw's to write when its controllerName is infergw's).
+	// GatewayClasses are every GatewayClass (infergw writes the status of those whose
+	// controllerName is its own).
 	GatewayClasses []*gwapiv1.GatewayClass
 	// ReferenceGrants allow cross-namespace references (backendRefs, certificateRefs).
 	ReferenceGrants []*gwapiv1.ReferenceGrant

@@ -99,7 +99,8 @@ func TestGatewayAPIConformance(t *testing.T) {
 	}
 	opts := suite.ConformanceOptions{
 		ConfigurableOptions: suite.ConfigurableOptions{
-			GatewayClassName:     e.values["gatewayClass"].(map[string]any)["name"].(string),
+			GatewayClassName: "infergw", // the chart's gatewayClass.name
+
 			CleanupBaseResources: true,
 			CleanupTestResources: true,
 			SupportedFeatures:    []features.FeatureName{features.SupportGateway, features.SupportHTTPRoute, features.SupportReferenceGrant},
