@@ -35,6 +35,7 @@ type controlPlaneFlags struct {
 	gatewayClass         string
 	writeStatus          bool
 	gatewayAddresses     []string
+	gatewayService       string
 	tlsCert, tlsKey      string
 	tlsCA                string
 	logLevel             string
@@ -63,6 +64,7 @@ snapshot into Envoy listeners, routes, clusters and endpoints, and serves them o
 	f.source.register(fl)
 	fl.StringVar(&f.gatewayClass, "gateway-class", "infergw", "GatewayClass whose Gateways this control plane serves")
 	fl.BoolVar(&f.writeStatus, "write-status", true, "write GatewayClass, Gateway, HTTPRoute and InferencePool status (--kubernetes only)")
+	fl.StringVar(&f.gatewayService, "gateway-service", "", "namespace/name of the proxy's Service; its load-balancer addresses, else its clusterIP, go into Gateway status.addresses (--kubernetes only)")
 	fl.StringSliceVar(&f.gatewayAddresses, "gateway-address", nil, "address (IP or hostname) clients reach the proxy at, written into every Gateway's status.addresses; repeatable (--kubernetes only)")
 	fl.StringVar(&f.translate.ListenerAddress, "listener-address", "0.0.0.0", "IP address Envoy listeners bind to")
 	fl.Var(portMapValue{&f.translate.ListenerPortMap}, "listener-port-map", "Gateway listener port = port Envoy binds for it, comma-separated (e.g. 80=10080,443=10443: a non-root Envoy behind a Service whose port 80 targets 10080)")
@@ -216,6 +218,7 @@ func controlPlaneSource(f *controlPlaneFlags, reg prometheus.Registerer, log *sl
 		WriteStatus:      f.writeStatus,
 		GatewayAPI:       true,
 		GatewayAddresses: gatewayAddresses(f.gatewayAddresses),
+		GatewayService:   f.gatewayService,
 		ControllerName:   "infergw.dev/gateway-controller",
 		Registerer:       reg,
 	}, log)

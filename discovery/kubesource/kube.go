@@ -48,6 +48,10 @@ type KubeOptions struct {
 	// GatewayAddresses are written into every Gateway's status.addresses: where clients
 	// reach the proxy (for example the Envoy Service's ClusterIP).
 	GatewayAddresses []gwapiv1.GatewayStatusAddress
+	// GatewayService ("namespace/name") is the proxy's Service: its load-balancer ingress
+	// addresses, else its clusterIP, are written into Gateway status.addresses (after
+	// GatewayAddresses).
+	GatewayService string
 	// Registerer receives the source's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
 	// Debounce is how long the source waits after a change before it builds a snapshot, so

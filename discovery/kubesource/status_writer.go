@@ -2,10 +2,13 @@ package kubesource
 
 import (
 	"context"
+	"slices"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/infergw/infergw/discovery"
 	"github.com/infergw/infergw/model"
@@ -19,7 +22,7 @@ import (
 // informer event of that change triggers a new round. It returns the number of failed
 // writes (for which the caller schedules a retry).
 func (s *KubeSource) writeStatus(ctx context.Context, objs discovery.Objects, snap *discovery.Snapshot) int {
-	m := model.Resolve(snap, model.Options{ControllerName: s.opts.ControllerName, Addresses: s.opts.GatewayAddresses})
+	m := model.Resolve(snap, model.Options{ControllerName: s.opts.ControllerName, Addresses: s.gatewayAddresses(objs.Services)})
 	gateways := make(map[string]bool, len(objs.Gateways))
 	for _, gw := range objs.Gateways {
 		gateways[discovery.Key(gw.Namespace, gw.Name)] = true
@@ -61,6 +64,46 @@ func (s *KubeSource) writeStatus(ctx context.Context, objs discovery.Objects, sn
 		}
 	}
 	return failed
+}
+
+// gatewayAddresses are the configured addresses, then those of the proxy's Service.
+func (s *KubeSource) gatewayAddresses(services []*corev1.Service) []gwapiv1.GatewayStatusAddress {
+	out := slices.Clone(s.opts.GatewayAddresses)
+	if s.opts.GatewayService == "" {
+		return out
+	}
+	for _, svc := range services {
+		if discovery.Key(svc.Namespace, svc.Name) == s.opts.GatewayService {
+			return append(out, ServiceAddresses(svc)...)
+		}
+	}
+	return out
+}
+
+// ServiceAddresses are where a Service is reached: its load-balancer ingress IPs and
+// hostnames, else its clusterIPs.
+func ServiceAddresses(svc *corev1.Service) []gwapiv1.GatewayStatusAddress {
+	var out []gwapiv1.GatewayStatusAddress
+	add := func(t gwapiv1.AddressType, v string) {
+		if v != "" && v != corev1.ClusterIPNone {
+			out = append(out, gwapiv1.GatewayStatusAddress{Type: &t, Value: v})
+		}
+	}
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		add(gwapiv1.IPAddressType, in.IP)
+		add(gwapiv1.HostnameAddressType, in.Hostname)
+	}
+	if len(out) > 0 {
+		return out
+	}
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	for _, ip := range ips {
+		add(gwapiv1.IPAddressType, ip)
+	}
+	return out
 }
 
 // patchStatus writes updated's status; orig is the informer's object and is not modified.

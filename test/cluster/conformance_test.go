@@ -64,10 +64,8 @@ func TestGatewayAPIConformance(t *testing.T) {
 			map[string]any{"name": "http", "containerPort": int(conformancePortMap[80]), "servicePort": 80},
 			map[string]any{"name": "https", "containerPort": int(conformancePortMap[443]), "servicePort": 443},
 		}},
-		"controlPlane": map[string]any{"extraArgs": []any{
-			"--gateway-address", envoyIP,
-			"--listener-port-map", strings.Join(portMap, ","),
-		}},
+		// Gateway status.addresses come from the Envoy Service (the chart's --gateway-service).
+		"controlPlane": map[string]any{"extraArgs": []any{"--listener-port-map", strings.Join(portMap, ",")}},
 	}
 	if err := e.helmUpgrade(ctx, overrides); err != nil {
 		t.Fatalf("helm upgrade: %v", err)
@@ -77,7 +75,7 @@ func TestGatewayAPIConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.logf("chart upgraded for the conformance suite: Gateway address %s, ports %v", envoyIP, portMap)
+	e.logf("chart upgraded for the conformance suite: Envoy Service %s, ports %v", envoyIP, portMap)
 
 	ctrllog.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	c, err := client.New(e.cfg, client.Options{})
