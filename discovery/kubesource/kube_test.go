@@ -312,3 +312,19 @@ func BenchmarkSameSnapshotContent1000(b *testing.B) {
 		}
 	}
 }
+
+func TestServiceAddresses(t *testing.T) {
+	svc := &corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.80", ClusterIPs: []string{"10.96.0.80", "fd00::80"}}}
+	got := ServiceAddresses(svc)
+	if len(got) != 2 || got[0].Value != "10.96.0.80" || *got[0].Type != gwapiv1.IPAddressType || got[1].Value != "fd00::80" {
+		t.Errorf("clusterIPs: %+v", got)
+	}
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.7"}, {Hostname: "lb.example.com"}}
+	got = ServiceAddresses(svc)
+	if len(got) != 2 || got[0].Value != "203.0.113.7" || *got[1].Type != gwapiv1.HostnameAddressType || got[1].Value != "lb.example.com" {
+		t.Errorf("load balancer: %+v", got)
+	}
+	if got := ServiceAddresses(&corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone}}); len(got) != 0 {
+		t.Errorf("headless Service: %+v", got)
+	}
+}
