@@ -76,7 +76,7 @@ func (m *Model) attach(r *Route, p *RouteParent) {
 			continue
 		}
 		selected = append(selected, l)
-		if l.Ready && m.allows(l, r) {
+		if l.Attachable && m.allows(l, r) {
 			allowed = append(allowed, l)
 		}
 	}

@@ -77,7 +77,8 @@ func (m *Model) resolveListener(g *Gateway, spec *gwapiv1.Listener) *Listener {
 	} else {
 		l.SupportedKinds = []gwapiv1.RouteGroupKind{}
 	}
-	l.Ready = accepted.Status == metav1.ConditionTrue && resolved.Status == metav1.ConditionTrue
+	l.Attachable = accepted.Status == metav1.ConditionTrue
+	l.Ready = l.Attachable && resolved.Status == metav1.ConditionTrue
 	programmed := Condition{metav1.ConditionTrue, string(gwapiv1.ListenerReasonProgrammed), "Listener is programmed"}
 	if !l.Ready {
 		programmed = Condition{metav1.ConditionFalse, string(gwapiv1.ListenerReasonInvalid), "Listener is not valid: " + firstFalse(accepted, resolved).Message}
@@ -170,7 +171,7 @@ func (m *Model) listenerCertificate(g *Gateway, spec *gwapiv1.Listener) (*Certif
 func markConflicts(g *Gateway) {
 	for i, l := range g.Listeners {
 		for _, prev := range g.Listeners[:i] {
-			if prev.Port != l.Port || !prev.Ready {
+			if prev.Port != l.Port || !prev.Attachable {
 				continue
 			}
 			reason := ""
@@ -180,10 +181,10 @@ func markConflicts(g *Gateway) {
 			case prev.Hostname == l.Hostname:
 				reason = string(gwapiv1.ListenerReasonHostnameConflict)
 			}
-			if reason == "" || !l.Ready {
+			if reason == "" || !l.Attachable {
 				continue
 			}
-			l.Ready = false
+			l.Ready, l.Attachable = false, false
 			setCond(&l.Conditions, string(gwapiv1.ListenerConditionConflicted), g.Generation,
 				Condition{metav1.ConditionTrue, reason, fmt.Sprintf("conflicts with listener %s", prev.Name)})
 			setCond(&l.Conditions, string(gwapiv1.ListenerConditionProgrammed), g.Generation,

@@ -91,9 +91,13 @@ type Listener struct {
 	Hostname string
 	// TLS is the certificate of an HTTPS listener (nil for HTTP or when unresolved).
 	TLS *Certificate
-	// Ready is true when the listener is Accepted and its references resolve: it is
-	// programmed into Envoy and routes may attach to it.
+	// Ready is true when the listener is Accepted, its references resolve and it has no
+	// conflict: it is programmed into Envoy.
 	Ready bool
+	// Attachable is true when the listener is Accepted and has no conflict: routes attach
+	// to it (and count in attachedRoutes) even while its references do not resolve, as the
+	// Gateway API asks.
+	Attachable bool
 	// SupportedKinds are the route kinds the listener accepts (HTTPRoute or nothing).
 	SupportedKinds []gwapiv1.RouteGroupKind
 	// Routes attached to the listener, in the order of Model.Routes.

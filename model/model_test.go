@@ -332,3 +332,22 @@ func TestModelImportsNoClientGo(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutesAttachToListenersWithUnresolvedRefs: a listener whose certificate does not
+// resolve is not programmed, but routes still attach to it and count in attachedRoutes (the
+// Gateway API's GatewayWithAttachedRoutes asks for this).
+func TestRoutesAttachToListenersWithUnresolvedRefs(t *testing.T) {
+	gw := withListeners(dt.Gateway("gw", "main", "infergw"), gwapiv1.Listener{Name: "tls", Port: 443, Protocol: gwapiv1.HTTPSProtocolType,
+		TLS: &gwapiv1.ListenerTLSConfig{CertificateRefs: []gwapiv1.SecretObjectReference{{Name: "does-not-exist"}}}})
+	m := resolveObjs(discovery.Objects{Gateways: []*gwapiv1.Gateway{gw}, HTTPRoutes: []*gwapiv1.HTTPRoute{dt.Route("gw", "r", "gw", "main", "svc:nope")}})
+	l := m.Gateway("gw/main").Listeners[0]
+	wantCond(t, "tls", l.Conditions, "Programmed", metav1.ConditionFalse, "Invalid")
+	wantCond(t, "tls", l.Conditions, "ResolvedRefs", metav1.ConditionFalse, "InvalidCertificateRef")
+	if l.Ready || l.AttachedRoutes() != 1 {
+		t.Errorf("ready %v attachedRoutes %d; want not ready, 1", l.Ready, l.AttachedRoutes())
+	}
+	r := m.Route("gw/r")
+	if r.Parents[0].Accepted.Status != metav1.ConditionTrue || r.ResolvedRefs.Reason != "BackendNotFound" {
+		t.Errorf("route: accepted %+v resolved %+v", r.Parents[0].Accepted, r.ResolvedRefs)
+	}
+}
