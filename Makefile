@@ -140,4 +140,4 @@ ECHO_BASIC_REFS ?= registry.k8s.io/gateway-api/echo-basic:v1.5.1 registry.k8s.io
 test-conformance: images
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o dist/bin/echo-basic sigs.k8s.io/gateway-api/conformance/echo-basic
 	$(GO) run ./cmd/imagebuild -out $(IMAGES_DIR) -echo-basic dist/bin/echo-basic $(addprefix -echo-basic-ref ,$(ECHO_BASIC_REFS))
-	INFERGW_CONFORMANCE=1 RUN=TestGatewayAPIConformance GO=$(GO) IMAGES_DIR=$(IMAGES_DIR) IMAGE_TAG=$(IMAGE_TAG) test/cluster/run.sh
+	INFERGW_CONFORMANCE=1 RUN=TestGatewayAPIConformance TEST_TIMEOUT=60m GO=$(GO) IMAGES_DIR=$(IMAGES_DIR) IMAGE_TAG=$(IMAGE_TAG) test/cluster/run.sh
