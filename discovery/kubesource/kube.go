@@ -122,7 +122,7 @@ func NewKubeSource(opts KubeOptions, log *slog.Logger) (*KubeSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery/kube: REST mapper: %w", err)
 	}
-	cacheOpts := kubeCacheOptions(scheme, opts.Namespaces)
+	cacheOpts := kubeCacheOptions(scheme, opts.Namespaces, opts.GatewayAPI)
 	cacheOpts.HTTPClient, cacheOpts.Mapper = httpClient, mapper
 	metrics, err := newKubeMetrics(opts.Registerer)
 	if err != nil {

@@ -37,16 +37,18 @@ func newKubeScheme() (*runtime.Scheme, error) {
 // kubeCacheOptions limits the informers to the namespaces asked for and trims what they keep:
 // managed fields and last-applied annotations everywhere, and Pods down to the few fields a
 // snapshot uses (a cluster may hold many more Pods than pools select).
-func kubeCacheOptions(scheme *runtime.Scheme, namespaces []string) cache.Options {
+func kubeCacheOptions(scheme *runtime.Scheme, namespaces []string, gatewayAPI bool) cache.Options {
 	opts := cache.Options{
 		Scheme:           scheme,
 		DefaultTransform: stripMetadata,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Transform: slimPod},
-			// Only TLS Secrets can be listener certificates: the API server filters the
-			// others out, so their contents never reach infergw.
-			&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
 		},
+	}
+	if gatewayAPI {
+		// Only TLS Secrets can be listener certificates: the API server filters the
+		// others out, so their contents never reach infergw.
+		opts.ByObject[&corev1.Secret{}] = cache.ByObject{Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))}
 	}
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = make(map[string]cache.Config, len(namespaces))
