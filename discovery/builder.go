@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
@@ -27,6 +28,7 @@ type Objects struct {
 	ReferenceGrants []*gwapiv1.ReferenceGrant
 	Secrets         []*corev1.Secret
 	Namespaces      []*corev1.Namespace
+	EndpointSlices  []*discoveryv1.EndpointSlice
 }
 
 // Build turns a set of objects into a consistent snapshot. It is a pure function:
@@ -112,6 +114,15 @@ func Build(version uint64, objs Objects, gatewayClass string) *Snapshot {
 		}
 	}
 
+	for _, es := range objs.EndpointSlices {
+		if es == nil {
+			continue
+		}
+		if _, ok := wanted[Key(es.Namespace, es.Labels[discoveryv1.LabelServiceName])]; ok {
+			snap.EndpointSlices = append(snap.EndpointSlices, es)
+		}
+	}
+	sortByKey(snap.EndpointSlices, func(e *discoveryv1.EndpointSlice) (string, string) { return e.Namespace, e.Name })
 	sortByKey(snap.GatewayClasses, func(g *gwapiv1.GatewayClass) (string, string) { return "", g.Name })
 	sortByKey(snap.ReferenceGrants, func(r *gwapiv1.ReferenceGrant) (string, string) { return r.Namespace, r.Name })
 	sortByKey(snap.Secrets, func(s *corev1.Secret) (string, string) { return s.Namespace, s.Name })

@@ -8,6 +8,7 @@ import (
 	"context"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
@@ -38,6 +39,9 @@ type Snapshot struct {
 	Secrets []*corev1.Secret
 	// Namespaces carry the labels allowedRoutes namespace selectors match.
 	Namespaces []*corev1.Namespace
+	// EndpointSlices are those of the Services kept (label kubernetes.io/service-name):
+	// Service backends are sent to their endpoints when there are any.
+	EndpointSlices []*discoveryv1.EndpointSlice
 }
 
 // Pool is an InferencePool with the ready endpoints its selector matches right now.

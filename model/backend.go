@@ -3,9 +3,11 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -221,9 +223,64 @@ func (m *Model) serviceBackend(ns, name string, port *gwapiv1.PortNumber) (*Serv
 	if err != nil {
 		return nil, err
 	}
+	if eps, ok := sliceEndpoints(svc, *port, m.slices[discovery.Key(ns, name)]); ok {
+		up = Upstream{Addrs: eps}
+	}
 	sb := &ServiceBackend{Namespace: ns, Name: name, Port: *port, Upstream: up}
 	m.svcs[key] = sb
 	return sb, nil
+}
+
+// sliceEndpoints returns the ready endpoints of a Service port from its EndpointSlices
+// (what kube-proxy would send to), so that Envoy balances over Pods itself and headless
+// Services or Services with hand-written slices work without DNS. ok is false when the
+// Service has no slice at all (the clusterIP or DNS rule applies then).
+func sliceEndpoints(svc *corev1.Service, port int32, slices []*discoveryv1.EndpointSlice) ([]HostPort, bool) {
+	if len(slices) == 0 {
+		return nil, false
+	}
+	portName := ""
+	for _, sp := range svc.Spec.Ports {
+		if sp.Port == port {
+			portName = sp.Name
+		}
+	}
+	out := []HostPort{}
+	for _, es := range slices {
+		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		target := int32(0)
+		for _, p := range es.Ports {
+			name := ""
+			if p.Name != nil {
+				name = *p.Name
+			}
+			if name == portName && p.Port != nil {
+				target = *p.Port
+			}
+		}
+		if target < 1 || target > 65535 {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			for _, a := range ep.Addresses {
+				if addr, err := netip.ParseAddr(a); err == nil {
+					out = append(out, HostPort{Host: addr.String(), Port: uint32(target)})
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Host != out[j].Host {
+			return out[i].Host < out[j].Host
+		}
+		return out[i].Port < out[j].Port
+	})
+	return out, true
 }
 
 // serviceUpstream applies the address rule: the clusterIP when it is an IP, else the
@@ -232,6 +289,7 @@ func serviceUpstream(svc *corev1.Service, port int32) (Upstream, error) {
 	if port < 1 || port > 65535 {
 		return Upstream{}, fmt.Errorf("service %s/%s: port %d out of range", svc.Namespace, svc.Name, port)
 	}
+
 	if svc.Spec.Type == corev1.ServiceTypeExternalName && svc.Spec.ExternalName != "" {
 		return Upstream{DNSName: svc.Spec.ExternalName, DNSPort: uint32(port)}, nil
 	}

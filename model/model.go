@@ -17,6 +17,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -61,6 +62,7 @@ type Model struct {
 	nsLabels map[string]map[string]string
 	grants   []*gwapiv1.ReferenceGrant
 	svcs     map[string]*ServiceBackend
+	slices   map[string][]*discoveryv1.EndpointSlice // by Service key
 	pickers  map[string]*Picker
 }
 
@@ -245,6 +247,13 @@ func Resolve(snap *discovery.Snapshot, opts Options) *Model {
 		grants:   snap.ReferenceGrants,
 		svcs:     map[string]*ServiceBackend{},
 		pickers:  map[string]*Picker{},
+		slices:   map[string][]*discoveryv1.EndpointSlice{},
+	}
+	for _, es := range snap.EndpointSlices {
+		if es != nil {
+			k := discovery.Key(es.Namespace, es.Labels[discoveryv1.LabelServiceName])
+			m.slices[k] = append(m.slices[k], es)
+		}
 	}
 	for _, s := range snap.Services {
 		if s != nil {

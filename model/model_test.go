@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -349,5 +350,38 @@ func TestRoutesAttachToListenersWithUnresolvedRefs(t *testing.T) {
 	r := m.Route("gw/r")
 	if r.Parents[0].Accepted.Status != metav1.ConditionTrue || r.ResolvedRefs.Reason != "BackendNotFound" {
 		t.Errorf("route: accepted %+v resolved %+v", r.Parents[0].Accepted, r.ResolvedRefs)
+	}
+}
+
+// TestServiceBackendFromEndpointSlices: a Service with EndpointSlices is sent to its ready
+// endpoints on the slice port named like the Service port (headless and hand-written
+// slices work without DNS); without slices the clusterIP rule applies.
+func TestServiceBackendFromEndpointSlices(t *testing.T) {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "gw", Name: "web"}, Spec: corev1.ServiceSpec{
+		ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}
+	ready, notReady := true, false
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "gw", Name: "web-abc", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: new("http"), Port: new(int32(3000))}, {Name: new("metrics"), Port: new(int32(9090))}},
+		Endpoints: []discoveryv1.Endpoint{
+			{Addresses: []string{"10.88.0.9"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}},
+			{Addresses: []string{"10.88.0.7"}},
+			{Addresses: []string{"10.88.0.8"}, Conditions: discoveryv1.EndpointConditions{Ready: &notReady}},
+		},
+	}
+	objs := discovery.Objects{
+		Gateways:       []*gwapiv1.Gateway{dt.Gateway("gw", "main", "infergw")},
+		HTTPRoutes:     []*gwapiv1.HTTPRoute{dt.Route("gw", "r", "gw", "main", "svc:web")},
+		Services:       []*corev1.Service{svc},
+		EndpointSlices: []*discoveryv1.EndpointSlice{slice},
+	}
+	up := resolveObjs(objs).Route("gw/r").Rules[0].Backends[0].Service.Upstream
+	if len(up.Addrs) != 2 || up.Addrs[0] != (HostPort{"10.88.0.7", 3000}) || up.Addrs[1] != (HostPort{"10.88.0.9", 3000}) || up.DNSName != "" {
+		t.Errorf("upstream from slices = %+v, want the two ready endpoints on 3000", up)
+	}
+	objs.EndpointSlices = nil
+	if up := resolveObjs(objs).Route("gw/r").Rules[0].Backends[0].Service.Upstream; up.DNSName != "web.gw.svc.cluster.local" {
+		t.Errorf("headless Service without slices: %+v, want its DNS name", up)
 	}
 }

@@ -41,9 +41,9 @@ type KubeOptions struct {
 	WriteStatus bool
 	// ControllerName is written into HTTPRoute status (default infergw.dev/gateway-controller).
 	ControllerName string
-	// GatewayAPI makes the source also read what Gateway status and HTTPS need:
-	// GatewayClasses, ReferenceGrants, TLS Secrets and Namespaces (the control plane; the
-	// picker needs none of them, and its RBAC does not grant them).
+	// GatewayAPI makes the source also read what Gateway status, HTTPS and Service backends
+	// need: GatewayClasses, ReferenceGrants, TLS Secrets, Namespaces and EndpointSlices (the
+	// control plane; the picker needs none of them, and its RBAC does not grant them).
 	GatewayAPI bool
 	// GatewayAddresses are written into every Gateway's status.addresses: where clients
 	// reach the proxy (for example the Envoy Service's ClusterIP).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,7 +26,7 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 func newKubeScheme() (*runtime.Scheme, error) {
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
-		corev1.AddToScheme, gwapiv1.Install, infv1.AddToScheme, infv1alpha2.AddToScheme,
+		corev1.AddToScheme, discoveryv1.AddToScheme, gwapiv1.Install, infv1.AddToScheme, infv1alpha2.AddToScheme,
 	} {
 		if err := add(scheme); err != nil {
 			return nil, fmt.Errorf("discovery/kube: build scheme: %w", err)
@@ -132,6 +133,7 @@ func (s *KubeSource) registerHandlers(ctx context.Context) ([]toolscache.Informe
 			kind{"ReferenceGrant", &gwapiv1.ReferenceGrant{}, s.store.grants, nil},
 			kind{"Secret", &corev1.Secret{}, s.store.secrets, nil},
 			kind{"Namespace", &corev1.Namespace{}, s.store.namespaces, nil},
+			kind{"EndpointSlice", &discoveryv1.EndpointSlice{}, s.store.slices, nil},
 		)
 	}
 	if s.client != nil {

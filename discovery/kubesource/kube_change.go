@@ -20,6 +20,11 @@ func sameSnapshotContent(a, b *discovery.Snapshot) bool {
 		sameObjects(a.Objectives, b.Objectives) &&
 		sameObjects(a.Rewrites, b.Rewrites) &&
 		sameObjects(a.Services, b.Services) &&
+		sameObjects(a.GatewayClasses, b.GatewayClasses) &&
+		sameObjects(a.ReferenceGrants, b.ReferenceGrants) &&
+		sameObjects(a.Secrets, b.Secrets) &&
+		sameObjects(a.Namespaces, b.Namespaces) &&
+		sameObjects(a.EndpointSlices, b.EndpointSlices) &&
 		slices.EqualFunc(a.Pools, b.Pools, func(x, y *discovery.Pool) bool {
 			return sameObject(x.InferencePool, y.InferencePool) &&
 				slices.EqualFunc(x.Endpoints, y.Endpoints, func(e, f discovery.Endpoint) bool {

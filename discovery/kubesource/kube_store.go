@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -24,14 +25,14 @@ type kubeStore struct {
 	mu                                                            sync.Mutex
 	pools, objectives, rewrites, gateways, routes, services, pods objectMap
 	// Read only with KubeOptions.GatewayAPI (the control plane).
-	classes, grants, secrets, namespaces objectMap
+	classes, grants, secrets, namespaces, slices objectMap
 }
 
 func newKubeStore() *kubeStore {
 	return &kubeStore{
 		pools: objectMap{}, objectives: objectMap{}, rewrites: objectMap{},
 		gateways: objectMap{}, routes: objectMap{}, services: objectMap{}, pods: objectMap{},
-		classes: objectMap{}, grants: objectMap{}, secrets: objectMap{}, namespaces: objectMap{},
+		classes: objectMap{}, grants: objectMap{}, secrets: objectMap{}, namespaces: objectMap{}, slices: objectMap{},
 	}
 }
 
@@ -79,6 +80,7 @@ func (st *kubeStore) objects() discovery.Objects {
 		ReferenceGrants: typed[*gwapiv1.ReferenceGrant](st.grants),
 		Secrets:         typed[*corev1.Secret](st.secrets),
 		Namespaces:      typed[*corev1.Namespace](st.namespaces),
+		EndpointSlices:  typed[*discoveryv1.EndpointSlice](st.slices),
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -159,6 +160,26 @@ func TestSameSnapshotContent(t *testing.T) {
 	noPods.Pods = nil
 	if sameSnapshotContent(a, discovery.Build(2, noPods, "infergw")) {
 		t.Error("losing every endpoint was not noticed")
+	}
+	// The Gateway API objects the model reads count too (a rotated certificate, a new
+	// ReferenceGrant, a moved endpoint of a Service backend).
+	withGrant := objs("10.0.0.1", 1)
+	withGrant.ReferenceGrants = []*gwapiv1.ReferenceGrant{{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "g", Generation: 1}}}
+	if sameSnapshotContent(a, discovery.Build(2, withGrant, "infergw")) {
+		t.Error("a new ReferenceGrant was not noticed")
+	}
+	withSlice := objs("10.0.0.1", 1)
+	withSlice.EndpointSlices = []*discoveryv1.EndpointSlice{{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pool-epp-x",
+		Labels: map[string]string{discoveryv1.LabelServiceName: "pool-epp"}, ResourceVersion: "1"}}}
+	b := discovery.Build(2, withSlice, "infergw")
+	if sameSnapshotContent(a, b) {
+		t.Error("a new EndpointSlice of a kept Service was not noticed")
+	}
+	moved := objs("10.0.0.1", 1)
+	moved.EndpointSlices = []*discoveryv1.EndpointSlice{withSlice.EndpointSlices[0].DeepCopy()}
+	moved.EndpointSlices[0].ResourceVersion = "2"
+	if sameSnapshotContent(b, discovery.Build(3, moved, "infergw")) {
+		t.Error("an updated EndpointSlice was not noticed")
 	}
 }
 

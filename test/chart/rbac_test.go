@@ -38,6 +38,7 @@ var readResources = map[string][]string{
 var controlPlaneReadResources = map[string][]string{
 	"gateway.networking.k8s.io": {"referencegrants"},
 	"":                          {"secrets", "namespaces"},
+	"discovery.k8s.io":          {"endpointslices"},
 }
 
 // statusResources are what the control plane writes (and nothing else writes anything).

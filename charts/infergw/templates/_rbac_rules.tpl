@@ -35,14 +35,18 @@ through the status subresources. */}}
   verbs: ["update", "patch"]
 {{- end -}}
 
-{{/* What only the control plane reads: ReferenceGrants and the TLS Secrets that HTTPS
-listeners name (the source lists Secrets of type kubernetes.io/tls only). */}}
+{{/* What only the control plane reads: ReferenceGrants, the TLS Secrets that HTTPS
+listeners name (the source lists Secrets of type kubernetes.io/tls only) and the
+EndpointSlices of Service backends. */}}
 {{- define "infergw.rbac.controlPlaneReadRules" -}}
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["referencegrants"]
   verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
   verbs: ["get", "list", "watch"]
 {{- end -}}
 
