@@ -193,6 +193,51 @@ func markConflicts(g *Gateway) {
 	}
 }
 
+// markPortConflicts applies what sharing one proxy means: the Gateways of the class share
+// one Envoy listener per port, so a port serves one protocol, and an HTTPS port one
+// certificate per hostname. Listeners of later Gateways (in namespace/name order) that
+// would break this are not programmed, and say why.
+func (m *Model) markPortConflicts() {
+	type portUse struct {
+		protocol gwapiv1.ProtocolType
+		owner    string
+		tlsHosts map[string]string // hostname -> owner
+	}
+	ports := map[int32]*portUse{}
+	for _, g := range m.Gateways {
+		for _, l := range g.Listeners {
+			if !l.Attachable {
+				continue
+			}
+			owner := g.Key + "/" + string(l.Name)
+			u := ports[l.Port]
+			if u == nil {
+				u = &portUse{protocol: l.Protocol, owner: owner, tlsHosts: map[string]string{}}
+				ports[l.Port] = u
+			}
+			switch {
+			case u.protocol != l.Protocol:
+				l.Ready, l.Attachable = false, false
+				setCond(&l.Conditions, string(gwapiv1.ListenerConditionAccepted), g.Generation, Condition{metav1.ConditionFalse,
+					string(gwapiv1.ListenerReasonPortUnavailable), fmt.Sprintf("port %d already serves %s for listener %s", l.Port, u.protocol, u.owner)})
+				setCond(&l.Conditions, string(gwapiv1.ListenerConditionProgrammed), g.Generation, Condition{metav1.ConditionFalse,
+					string(gwapiv1.ListenerReasonInvalid), "port in use with another protocol"})
+				m.warnf("gateway %s listener %s: port %d already serves %s (%s); not programmed", g.Key, l.Name, l.Port, u.protocol, u.owner)
+			case l.Protocol == gwapiv1.HTTPSProtocolType && l.Ready:
+				if other, taken := u.tlsHosts[l.Hostname]; taken && other != owner {
+					l.Ready = false
+					setCond(&l.Conditions, string(gwapiv1.ListenerConditionConflicted), g.Generation, Condition{metav1.ConditionTrue,
+						string(gwapiv1.ListenerReasonHostnameConflict), fmt.Sprintf("listener %s serves a certificate for this hostname on port %d", other, l.Port)})
+					setCond(&l.Conditions, string(gwapiv1.ListenerConditionProgrammed), g.Generation, Condition{metav1.ConditionFalse,
+						string(gwapiv1.ListenerReasonInvalid), "another listener serves a certificate for this hostname"})
+					continue
+				}
+				u.tlsHosts[l.Hostname] = owner
+			}
+		}
+	}
+}
+
 // finishGateway sets the Gateway's conditions once routes are attached.
 func (m *Model) finishGateway(g *Gateway) {
 	ready, accepted := 0, 0

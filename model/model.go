@@ -287,6 +287,7 @@ func Resolve(snap *discovery.Snapshot, opts Options) *Model {
 			m.gateways[g.Key] = g
 		}
 	}
+	m.markPortConflicts()
 	for _, hr := range snap.HTTPRoutes {
 		if hr != nil {
 			if r := m.resolveRoute(hr); r != nil {

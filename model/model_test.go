@@ -385,3 +385,28 @@ func TestServiceBackendFromEndpointSlices(t *testing.T) {
 		t.Errorf("headless Service without slices: %+v, want its DNS name", up)
 	}
 }
+
+// TestPortSharedAcrossGateways: Gateways share one proxy listener per port, so a second
+// protocol on a port, or a second certificate for one hostname on an HTTPS port, is not
+// programmed and its status says why.
+func TestPortSharedAcrossGateways(t *testing.T) {
+	cert, key := selfSigned(t, "example.com")
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "gw", Name: "cert"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key}}
+	https := gwapiv1.Listener{Name: "tls", Port: 443, Protocol: gwapiv1.HTTPSProtocolType,
+		TLS: &gwapiv1.ListenerTLSConfig{CertificateRefs: []gwapiv1.SecretObjectReference{{Name: "cert"}}}}
+	a := withListeners(dt.Gateway("gw", "a", "infergw"), https)
+	b := withListeners(dt.Gateway("gw", "b", "infergw"), https)
+	c := withListeners(dt.Gateway("gw", "c", "infergw"), gwapiv1.Listener{Name: "http", Port: 443, Protocol: gwapiv1.HTTPProtocolType})
+	m := resolveObjs(discovery.Objects{Gateways: []*gwapiv1.Gateway{a, b, c}, Secrets: []*corev1.Secret{sec}})
+	if !m.Gateway("gw/a").Listeners[0].Ready {
+		t.Error("the first HTTPS listener is not ready")
+	}
+	lb := m.Gateway("gw/b").Listeners[0]
+	wantCond(t, "second certificate for the same hostname", lb.Conditions, "Conflicted", metav1.ConditionTrue, "HostnameConflict")
+	lc := m.Gateway("gw/c").Listeners[0]
+	wantCond(t, "HTTP on an HTTPS port", lc.Conditions, "Accepted", metav1.ConditionFalse, "PortUnavailable")
+	if lb.Ready || lc.Ready {
+		t.Errorf("conflicting listeners ready: b %v c %v", lb.Ready, lc.Ready)
+	}
+}
