@@ -363,6 +363,10 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 		WriteStatus: true,
 		Registerer:  reg,
 		Debounce:    50 * time.Millisecond,
+		// The control plane's reading: GatewayClasses, ReferenceGrants, TLS Secrets,
+		// Namespaces, EndpointSlices; Gateway status gets this address.
+		GatewayAPI:       true,
+		GatewayAddresses: []gwapiv1.GatewayStatusAddress{{Type: new(gwapiv1.IPAddressType), Value: "10.96.0.80"}},
 	}, slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
 		t.Fatalf("NewKubeSource: %v", err)
@@ -394,7 +398,9 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 
 	labels := map[string]string{"app": "llama", "inference.networking.k8s.io/engine-type": "vllm"}
 	sel := map[string]string{"app": "llama"}
-	f.create(dt.Gateway(ns, "main", "infergw"))
+	f.create(&gwapiv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "infergw"}, Spec: gwapiv1.GatewayClassSpec{ControllerName: model.DefaultControllerName}})
+	gateway := dt.Gateway(ns, "main", "infergw")
+	f.create(gateway)
 	f.create(dt.Gateway(ns, "theirs", "other-class"))
 	f.create(&corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "llama-epp"},
@@ -449,6 +455,22 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 		conds := r.Status.Parents[0].Conditions
 		return errors.Join(expectCondition(conds, "Accepted", metav1.ConditionTrue, "Accepted", r.Generation),
 			expectCondition(conds, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", r.Generation))
+	})
+
+	waitCondition(f, gateway, "Gateway status: Accepted, Programmed, the address, the listener with its route", func(g *gwapiv1.Gateway) error {
+		if len(g.Status.Addresses) != 1 || g.Status.Addresses[0].Value != "10.96.0.80" {
+			return fmt.Errorf("addresses = %+v", g.Status.Addresses)
+		}
+		if len(g.Status.Listeners) != 1 || g.Status.Listeners[0].AttachedRoutes != 1 {
+			return fmt.Errorf("listeners = %+v", g.Status.Listeners)
+		}
+		return errors.Join(expectCondition(g.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", g.Generation),
+			expectCondition(g.Status.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", g.Generation),
+			expectCondition(g.Status.Listeners[0].Conditions, "Programmed", metav1.ConditionTrue, "Programmed", g.Generation))
+	})
+	class := &gwapiv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "infergw"}}
+	waitCondition(f, class, "GatewayClass Accepted", func(c *gwapiv1.GatewayClass) error {
+		return expectCondition(c.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", c.Generation)
 	})
 
 	// Readiness flips follow: llama-1 goes unready, then ready again with a new IP.
