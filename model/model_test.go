@@ -186,8 +186,10 @@ func TestListenerConditions(t *testing.T) {
 	if !ok || !changed || len(st.Listeners) != 4 || len(st.Addresses) != 1 || st.Listeners[0].AttachedRoutes != 0 {
 		t.Errorf("gateway status: ok %v changed %v listeners %d addresses %v", ok, changed, len(st.Listeners), st.Addresses)
 	}
+	// Written and read back (new pointers, as the API server's copy has), the status is a
+	// fixed point: no second write.
 	applied := gw.DeepCopy()
-	applied.Status = st
+	applied.Status = *st.DeepCopy()
 	if _, again, _ := m.DesiredGatewayStatus(applied, metav1.Now()); again {
 		t.Error("gateway status is not a fixed point")
 	}

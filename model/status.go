@@ -102,7 +102,10 @@ func (m *Model) DesiredGatewayStatus(gw *gwapiv1.Gateway, now metav1.Time) (st g
 }
 
 func gatewayStatusEqual(a, b gwapiv1.GatewayStatus) bool {
-	if !slices.Equal(a.Addresses, b.Addresses) || !conditionsEqual(a.Conditions, b.Conditions) {
+	sameAddress := func(x, y gwapiv1.GatewayStatusAddress) bool {
+		return x.Value == y.Value && addressType(x) == addressType(y)
+	}
+	if !slices.EqualFunc(a.Addresses, b.Addresses, sameAddress) || !conditionsEqual(a.Conditions, b.Conditions) {
 		return false
 	}
 	return slices.EqualFunc(a.Listeners, b.Listeners, func(x, y gwapiv1.ListenerStatus) bool {
@@ -111,6 +114,14 @@ func gatewayStatusEqual(a, b gwapiv1.GatewayStatus) bool {
 				return p.Kind == q.Kind && ((p.Group == nil) == (q.Group == nil)) && (p.Group == nil || *p.Group == *q.Group)
 			})
 	})
+}
+
+// addressType is an address's type with the API default (IPAddress) applied.
+func addressType(a gwapiv1.GatewayStatusAddress) gwapiv1.AddressType {
+	if a.Type == nil {
+		return gwapiv1.IPAddressType
+	}
+	return *a.Type
 }
 
 // DesiredRouteStatus returns the status a route should have and whether it differs from its

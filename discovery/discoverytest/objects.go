@@ -73,7 +73,7 @@ func Ptr[T any](v T) *T { return &v }
 // Route attaches to gateway gwNS/gwName and sends to the named pools (and Services, port
 // 80, when a name starts with "svc:").
 func Route(ns, name, gwNS, gwName string, backends ...string) *gwapiv1.HTTPRoute {
-	var refs []gwapiv1.HTTPBackendRef
+	refs := make([]gwapiv1.HTTPBackendRef, 0, len(backends))
 	for _, b := range backends {
 		var ref gwapiv1.BackendObjectReference
 		if len(b) > 4 && b[:4] == "svc:" {

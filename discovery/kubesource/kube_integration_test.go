@@ -542,7 +542,8 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 		return len(s.Pools) == 1 && s.Pools[0].Spec.EndpointPickerRef.Port != nil && s.Pools[0].Spec.EndpointPickerRef.Port.Number == 9100
 	})
 
-	// The route stops referencing the pool: infergw's pool entry and route entry go away.
+	// The route stops referencing the pool: infergw's pool entry goes away; the route, now
+	// sent to a Service, keeps its entry (every route naming an infergw Gateway has one).
 	if err := f.c.Get(ctx, client.ObjectKeyFromObject(route), route); err != nil {
 		t.Fatal(err)
 	}
@@ -556,11 +557,13 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 		}
 		return nil
 	})
-	waitCondition(f, route, "route entry removed once it has no pool backend", func(r *gwapiv1.HTTPRoute) error {
-		if len(r.Status.Parents) != 0 {
+	waitCondition(f, route, "route to a Service keeps an Accepted, resolved entry", func(r *gwapiv1.HTTPRoute) error {
+		if len(r.Status.Parents) != 1 {
 			return fmt.Errorf("parents = %+v", r.Status.Parents)
 		}
-		return nil
+		conds := r.Status.Parents[0].Conditions
+		return errors.Join(expectCondition(conds, "Accepted", metav1.ConditionTrue, "Accepted", r.Generation),
+			expectCondition(conds, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", r.Generation))
 	})
 
 	// No hot loop: once settled, nothing is written or published while nothing changes,
