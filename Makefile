@@ -135,7 +135,7 @@ test-cluster: images
 # conformance/reports/<version>/. The suite's backend, echo-basic, is built from the module
 # and imported under the names its manifests use (they are never pulled).
 # CONFORMANCE_RUN_TEST=<ShortName> runs one test; CONFORMANCE_SKIP_TESTS=a,b skips some.
-ECHO_BASIC_REFS ?= registry.k8s.io/gateway-api/echo-basic:v1.5.1 registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.2
+ECHO_BASIC_REFS ?= registry.k8s.io/gateway-api/echo-basic:v1.5.1 registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.2 registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.3
 .PHONY: test-conformance
 test-conformance: images
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o dist/bin/echo-basic sigs.k8s.io/gateway-api/conformance/echo-basic

@@ -24,8 +24,6 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 			RouteConfigName: routeConfigName(pl.port),
 		}},
 		StreamIdleTimeout: durationOrNil(b.opts.StreamIdleTimeout),
-		// Hosts are matched without their port (clients send "localhost:8080").
-		StripPortMode:    &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
 		NormalizePath:    wrapperspb.Bool(true),
 		MergeSlashes:     true,
 		LocalReplyConfig: b.localReplyConfig(),

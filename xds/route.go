@@ -24,7 +24,10 @@ type routeEntry struct {
 // routeConfiguration builds the listener's route configuration: one virtual host per
 // hostname, the catch-all "*" last; routes without hostnames also apply to named hosts.
 func (b *builder) routeConfiguration(pl *portListener) *routev3.RouteConfiguration {
-	rc := &routev3.RouteConfiguration{Name: routeConfigName(pl.port)}
+	// Hosts are matched without their port (clients send "localhost:8080"), and the Host
+	// header reaches the backend as the client sent it (Gateway API requires it; Envoy's
+	// strip_any_host_port would rewrite it).
+	rc := &routev3.RouteConfiguration{Name: routeConfigName(pl.port), IgnorePortInHostMatching: true}
 	var catchAll []routeEntry
 	if vh := pl.vhosts["*"]; vh != nil {
 		catchAll = vh.entries
