@@ -24,9 +24,9 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 			RouteConfigName: routeConfigName(pl.port),
 		}},
 		StreamIdleTimeout: durationOrNil(b.opts.StreamIdleTimeout),
-		NormalizePath:    wrapperspb.Bool(true),
-		MergeSlashes:     true,
-		LocalReplyConfig: b.localReplyConfig(),
+		NormalizePath:     wrapperspb.Bool(true),
+		MergeSlashes:      true,
+		LocalReplyConfig:  b.localReplyConfig(),
 	}
 	if pickers := pickersOf(pl); len(pickers) > 0 {
 		hcm.HttpFilters = append(hcm.HttpFilters, b.extProcFilter(pickers[0]))
