@@ -106,7 +106,7 @@ k8s-bins:
 # with BENCH_ARGS, e.g. BENCH_ARGS=--quick for the < 2 minute smoke version.
 BENCH_ARGS ?=
 .PHONY: bench-routing
-bench-routing: envoy
+bench-routing: build envoy
 	$(GO) run ./bench/routing $(BENCH_ARGS)
 
 # images writes the images the chart runs as docker-archive tarballs under $(IMAGES_DIR),
@@ -128,6 +128,22 @@ images: envoy
 .PHONY: test-cluster
 test-cluster: images
 	GO=$(GO) IMAGES_DIR=$(IMAGES_DIR) IMAGE_TAG=$(IMAGE_TAG) test/cluster/run.sh
+
+# bench-body-routing measures what body-based routing (X-Gateway-Model-Name routes) costs per
+# request on real Envoy: plain pool route vs model route, alternating rounds (bench/bodyrouting),
+# ~4 minutes; results in bench/results/body-routing.{md,json}.
+.PHONY: bench-body-routing
+bench-body-routing: build envoy
+	$(GO) run ./bench/bodyrouting
+
+# bench-flowcontrol runs the flow-control benchmark (issue 19; README "Flow control"): noisy
+# neighbour, priority and late-binding cells on 8 simulated pods through a real Envoy, the
+# same seed in every cell, ~5 minutes; results in bench/results/flowcontrol.{md,json}. Pass
+# options with BENCH_FC_ARGS, e.g. BENCH_FC_ARGS='-duration 6s -only priority'.
+BENCH_FC_ARGS ?=
+.PHONY: bench-flowcontrol
+bench-flowcontrol: envoy
+	$(GO) run ./bench/flowcontrol $(BENCH_FC_ARGS)
 
 # test-conformance runs the upstream Gateway API conformance suite (sigs.k8s.io/gateway-api
 # conformance module, GATEWAY-HTTP profile, core features declared) against infergw on the

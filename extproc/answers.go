@@ -49,13 +49,14 @@ type pickHeaders struct {
 	headers  extprocv3.HeadersResponse
 	mutation extprocv3.HeaderMutation
 	common   extprocv3.CommonResponse
-	opts     [4]corev3.HeaderValueOption
-	values   [4]corev3.HeaderValue
-	setBuf   [4]*corev3.HeaderValueOption
+	opts     [8]corev3.HeaderValueOption
+	values   [8]corev3.HeaderValue
+	setBuf   [8]*corev3.HeaderValueOption
 	used     int
 	// arena holds the header values' bytes (RawValue is []byte): destination, request id,
-	// content-length and pool name fit, so setting them allocates nothing.
-	arena     [192]byte
+	// content-length, pool name and (body-based routing) typical model names fit, so
+	// setting them allocates nothing.
+	arena     [384]byte
 	arenaUsed int
 }
 

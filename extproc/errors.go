@@ -42,6 +42,12 @@ func errEmptyModel() *apiError {
 	return &apiError{400, "invalid_request_error", "missing_model", "model", "request body has an empty \"model\""}
 }
 
+// errNoRoute answers a request without a model on a listener that routes by model and has
+// no route for requests without one (the status and code of Envoy's own "no route" reply).
+func errNoRoute() *apiError {
+	return &apiError{404, "invalid_request_error", "not_found", "", "no route matches this request: it names no model and every route needs one"}
+}
+
 func errModelNotFound(model string) *apiError {
 	return &apiError{404, "invalid_request_error", "model_not_found", "model", fmt.Sprintf("the model %q does not exist or is not served by this gateway", truncateForEcho(model))}
 }

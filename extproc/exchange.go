@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/infergw/infergw/extproc/openai"
+	"github.com/infergw/infergw/flowcontrol"
 	"github.com/infergw/infergw/router"
 )
 
@@ -36,10 +37,16 @@ type exchange struct {
 	respMode extprocfilterv3.ProcessingMode_BodySendMode
 	modeSet  bool
 
-	hdr        requestHeaders
-	poolList   string // gRPC metadata x-infergw-pools
-	subset     []string
-	subsetSeen bool
+	hdr      requestHeaders
+	poolList string // gRPC metadata x-infergw-pools
+	// Body-based routing (bodyrouting.go): the route table and the gateway's model list.
+	modelRoutes string // gRPC metadata x-infergw-model-routes
+	listModels  string // gRPC metadata x-infergw-list-models
+	bodyRouted  bool   // the model headers are set from the body
+	baseModel   string
+	hasBase     bool
+	subset      []string
+	subsetSeen  bool
 
 	body        []byte
 	bodyBuf     *[]byte // pooled accumulation buffer, returned at the end of the stream
@@ -77,6 +84,23 @@ type exchange struct {
 	respHdr    headersAnswerBlock
 	bodyBlocks []*streamedBodyBlock // the first usedBlocks are in out
 	usedBlocks int
+
+	// Flow control (flowcontrol.go). ticket is the request's place in its pool's queue;
+	// while queued, the exchange holds a copy of the body and the parsed request, and the
+	// transport (waiter) resumes it when the controller decides.
+	ticket          *flowcontrol.Ticket
+	queued          bool
+	queuedBody      []byte
+	queuedMulti     bool
+	queuedEOS       bool
+	keepParsed      bool // parsed outlives pick (queued)
+	pendingTrailers bool // the request trailers' answer waits behind the held pick
+	waiter          queueWaiter
+	retryAfter      int // seconds, on the next rejection
+	flowRetryAfter  int // the pool's retry-after for a queued request's rejection
+	routerPriority  int // the priority the pick is made with
+	// hasRoom is the pool detector's per-endpoint check for a flow-controlled request.
+	hasRoom func(flowcontrol.EndpointSignal) bool
 }
 
 // maxPooledBodyBlocks bounds the body answer blocks a pooled exchange keeps: a 16 MiB
@@ -146,6 +170,9 @@ func (x *exchange) handle(msg []byte) ([]*extprocv3.ProcessingResponse, error) {
 	if x.rejected {
 		return nil, nil // Envoy ends the stream after an ImmediateResponse; ignore stragglers.
 	}
+	if x.queued && w.kind != kindRequestTrailers {
+		return nil, nil // nothing else is answered before the held pick
+	}
 	switch w.kind {
 	case kindRequestHeaders:
 		x.onRequestHeaders(w)
@@ -169,6 +196,10 @@ func (x *exchange) onRequestHeaders(h *wireRequest) {
 	x.hdr.read(h.headers)
 	if x.hdr.requestID == "" {
 		x.hdr.requestID = newRequestID()
+	}
+	if x.listModels != "" {
+		x.answerModelList(x.s.state.Load())
+		return
 	}
 	x.noBody = h.endOfStream
 	if h.endOfStream || !x.bodyAware() {
@@ -252,6 +283,10 @@ func (x *exchange) onRequestTrailers() {
 	if x.rejected {
 		return
 	}
+	if x.queued {
+		x.pendingTrailers = true // answered after the held pick (resume)
+		return
+	}
 	x.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
 		RequestTrailers: &extprocv3.TrailersResponse{},
 	}})
@@ -274,7 +309,12 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 	}
 	if body != nil {
 		x.parsed = x.s.buffers.getParsed()
-		defer func() { x.s.buffers.putParsed(x.parsed); x.parsed = nil }()
+		defer func() {
+			if !x.keepParsed { // a queued request keeps it until resume
+				x.s.buffers.putParsed(x.parsed)
+				x.parsed = nil
+			}
+		}()
 		if err := openai.Parse(body, x.parsed); err != nil {
 			x.reject(classifyParseError(err))
 			return
@@ -282,6 +322,17 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 		x.model = x.parsed.Model
 		if x.model == "" {
 			x.reject(errEmptyModel())
+			return
+		}
+	}
+	if x.modelRoutes != "" {
+		passThrough, aerr := x.routeByModel(st)
+		if aerr != nil {
+			x.reject(aerr)
+			return
+		}
+		if passThrough {
+			x.answerPassThrough(body, bodyEOS)
 			return
 		}
 	}
@@ -308,9 +359,29 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 		return
 	}
 
+	priority := st.priority(pool, x.hdr.objective)
+	if body != nil {
+		// Inference requests of a pool with flow control wait for their turn there.
+		if fc := x.s.flows.get(pool); fc != nil {
+			x.flowRetryAfter = fc.RetryAfterSeconds()
+			x.hasRoom = x.s.flows.hasRoom(pool)
+			if x.enqueue(fc, priority, body, multi, bodyEOS) {
+				return
+			}
+			priority = 0 // dispatched: flow control, not the router, decides about shedding
+		}
+	}
+	x.routerPriority = priority
+	x.bind(body, multi, bodyEOS)
+}
+
+// bind picks the endpoint and sends the answer: at once, or when flow control dispatches
+// a queued request (late binding).
+func (x *exchange) bind(body []byte, multi, bodyEOS bool) {
+	pool := x.pool
 	// In the exchange, not on the stack: Pick is an interface call, so a local would escape.
 	rreq := &x.routerReq
-	*rreq = router.Request{Pool: pool, Model: x.target, Priority: st.priority(pool, x.hdr.objective)}
+	*rreq = router.Request{Pool: pool, Model: x.target, Priority: x.routerPriority, HasRoom: x.hasRoom}
 	if body != nil {
 		rreq.Prompt = x.parsed.Prompt
 		rreq.Stream = x.parsed.Stream
@@ -324,7 +395,11 @@ func (x *exchange) pick(body []byte, bodyEOS bool) {
 	x.s.metrics.schedulerE2E.Observe(time.Since(t0).Seconds())
 	if err != nil {
 		x.reject(classifyPickError(pool, err))
+		x.releaseTicket()
 		return
+	}
+	if x.ticket != nil {
+		x.ticket.Bound() // the router's in-flight count shows the request from now on
 	}
 	if d == nil || len(d.Endpoints) == 0 {
 		if d != nil {
@@ -441,6 +516,7 @@ func (x *exchange) answer(d *router.Decision, pool string, multi bool, body, new
 	if body != nil && len(newBody) != len(body) {
 		ph.set(HeaderContentLength, strconv.Itoa(len(newBody)))
 	}
+	x.setModelHeaders(ph)
 	if x.s.perTry != "" && x.parsed != nil && x.parsed.Stream {
 		ph.set(HeaderPerTryTimeout, x.s.perTry)
 	}
@@ -508,7 +584,9 @@ func (x *exchange) reject(e *apiError) {
 		x.span.SetStatus(codes.Error, e.code)
 		x.span.SetAttributes(attribute.Int("http.response.status_code", e.status))
 	}
-	x.send(e.immediate())
+	resp := e.immediate()
+	retryAfterHeader(resp, x.retryAfter)
+	x.send(resp)
 }
 
 func (x *exchange) startSpan() {

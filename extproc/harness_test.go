@@ -150,6 +150,12 @@ func forEachTransport(t *testing.T, test func(t *testing.T, tr Transport)) {
 // newHarness builds the harness; log, when given, receives the picker's logs.
 func newHarness(t testing.TB, opts Options, log ...*slog.Logger) *harness {
 	t.Helper()
+	return newHarnessWith(t, opts, nil, log...)
+}
+
+// newHarnessWith is newHarness with the router's config changed by mutate first.
+func newHarnessWith(t testing.TB, opts Options, mutate func(*router.Config), log ...*slog.Logger) *harness {
+	t.Helper()
 	h := &harness{t: t, reg: prometheus.NewRegistry()}
 	h.main = startBackends(t, []string{"127.0.0.2", "127.0.0.3"}, []string{"base", "lora-a", "lora-b"})
 	h.hot = startBackends(t, []string{"127.0.0.4"}, []string{"base"})
@@ -157,6 +163,9 @@ func newHarness(t testing.TB, opts Options, log ...*slog.Logger) *harness {
 
 	cfg := router.DefaultConfig()
 	cfg.ModelsRefresh = 200 * time.Millisecond
+	if mutate != nil {
+		mutate(&cfg)
+	}
 	r, err := router.New(cfg, nil, h.reg)
 	if err != nil {
 		t.Fatal(err)

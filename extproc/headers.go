@@ -53,6 +53,7 @@ type requestHeaders struct {
 	method        string
 	requestID     string
 	objective     string
+	fairnessID    string // x-gateway-inference-fairness-id, at most maxFairnessIDBytes
 	rewrite       string
 	clientPool    bool // the client sent x-infergw-pool: it must be removed
 	contentLength int  // -1 when absent or invalid
@@ -77,6 +78,12 @@ func (h *requestHeaders) read(headers []wireHeader) {
 			h.requestID = string(hv.value)
 		case HeaderObjective:
 			h.objective = string(hv.value)
+		case HeaderFairnessID:
+			v := hv.value
+			if len(v) > maxFairnessIDBytes {
+				v = v[:maxFairnessIDBytes]
+			}
+			h.fairnessID = string(v)
 		case HeaderModelRewrite:
 			h.rewrite = string(hv.value)
 		case HeaderPool:

@@ -41,15 +41,31 @@ func (s *Server) InlineServer(tlsCfg *tls.Config) (*inlinegrpc.Server, error) {
 // processStream is one Process call on the inline transport: the same exchange state
 // machine as processGRPCGo, driven by the connection's goroutine.
 type processStream struct {
-	s *Server
-	x *exchange
+	s  *Server
+	x  *exchange
+	st *inlinegrpc.Stream
 }
 
 func (s *Server) newProcessStream(st *inlinegrpc.Stream) inlinegrpc.StreamHandler {
 	s.active.Add(1)
 	x := s.newExchange(context.Background())
 	x.poolList = st.Header(MetadataPools)
-	return &processStream{s: s, x: x}
+	x.readModelMetadata(st.Header)
+	p := &processStream{s: s, x: x, st: st}
+	x.waiter = p
+	return p
+}
+
+// decided runs on the flow controller's goroutine: the held request has its outcome. The
+// rest of the exchange runs under the connection's lock, as a callback would; if the
+// stream has ended meanwhile, Close has already given the request's place back.
+func (p *processStream) decided() {
+	p.st.Do(func(st *inlinegrpc.Stream) {
+		if p.x == nil {
+			return
+		}
+		p.send(st, p.x.resume())
+	})
 }
 
 func (p *processStream) Message(st *inlinegrpc.Stream, msg []byte) {
@@ -59,6 +75,10 @@ func (p *processStream) Message(st *inlinegrpc.Stream, msg []byte) {
 		st.Finish(codes.InvalidArgument, "decode ProcessingRequest: "+err.Error())
 		return
 	}
+	p.send(st, out)
+}
+
+func (p *processStream) send(st *inlinegrpc.Stream, out []*extprocv3.ProcessingResponse) {
 	for _, resp := range out {
 		if err := st.Send(resp); err != nil {
 			st.Finish(codes.Internal, "send to proxy: "+err.Error())

@@ -132,16 +132,18 @@ func (x *exchange) complete() {
 	x.release()
 }
 
-// release gives the in-flight slot back to the router. Idempotent.
+// release gives the in-flight slot back to the router, then the request's place back to
+// flow control (whose dispatcher it wakes: the router's count must be down by then).
+// Idempotent.
 func (x *exchange) release() {
-	if x.decision == nil {
-		return
+	if x.decision != nil {
+		x.decision.Done()
+		if x.series != nil {
+			x.series.running.Dec()
+		}
+		x.decision = nil
 	}
-	x.decision.Done()
-	if x.series != nil {
-		x.series.running.Dec()
-	}
-	x.decision = nil
+	x.releaseTicket()
 }
 
 // finish runs when the stream ends for any reason: a normal end, an error, or the client
@@ -152,6 +154,10 @@ func (x *exchange) finish() {
 		x.decision.NoResponse() // the request went upstream and no response came back
 	}
 	x.release()
+	if x.keepParsed { // queued and never resumed
+		x.s.buffers.putParsed(x.parsed)
+		x.parsed, x.keepParsed = nil, false
+	}
 	if x.bodyBuf != nil {
 		// Every message that referenced the body has been sent (gRPC encodes on Send).
 		*x.bodyBuf = x.body[:0]

@@ -174,6 +174,9 @@ func (s *Server) Serve(ctx context.Context, grpcLis, metricsLis net.Listener, tl
 	// (bounded by ShutdownGrace) while the proxy sends new ones elsewhere.
 	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownGrace)
 	defer cancel()
+	// Requests still queued by flow control would hold the graceful stop: they get their
+	// rejection (503/429 with retry-after) now and go elsewhere.
+	s.flows.closeAll()
 	if err := g.Shutdown(sctx); err != nil {
 		s.log.Warn("picker shutdown: streams still open after the grace period were cut", "grace", s.opts.ShutdownGrace)
 	}

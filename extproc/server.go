@@ -15,6 +15,7 @@ import (
 	"time"
 
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -126,6 +127,11 @@ type Server struct {
 	active   atomic.Int64  // open Process streams
 	destMD   destCache     // envoy.lb metadata per destination value
 	bufPool  mem.BufferPool
+	// Body-based routing and the gateway's /v1/models (bodyrouting.go, listmodels.go).
+	modelTables tableCache
+	catalog     ModelCatalog // nil when the scheduler publishes no model lists
+	started     time.Time
+	flows       *flowControllers // nil: the scheduler has no flow control
 }
 
 // NewServer builds a picker over a router. It is not ready (readiness NOT_SERVING) until
@@ -198,7 +204,9 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 		bufPool: pool,
 		readyCh: make(chan struct{}),
 		perTry:  perTry,
+		started: time.Now(),
 	}
+	s.catalog, _ = r.(ModelCatalog)
 	s.watchesCtx, s.endWatches = context.WithCancel(context.Background())
 	s.state.Store(&routingState{})
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -215,6 +223,9 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 	}
 	if err := registerPoolGauges(opts.Registerer, s); err != nil {
 		return nil, err
+	}
+	if src, ok := r.(flowSource); ok {
+		s.flows = newFlowControllers(src, opts.Registerer, log.With("component", "flowcontrol"))
 	}
 	return s, nil
 }
@@ -249,6 +260,12 @@ func (s *Server) processGRPCGo(stream grpc.ServerStream) error {
 	if v := metadata.ValueFromIncomingContext(ctx, MetadataPools); len(v) > 0 {
 		x.poolList = v[0]
 	}
+	x.readModelMetadata(func(k string) string {
+		if v := metadata.ValueFromIncomingContext(ctx, k); len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	})
 	defer x.finish()
 	for {
 		var msg rawMessage
@@ -263,17 +280,37 @@ func (s *Server) processGRPCGo(stream grpc.ServerStream) error {
 			msg.buf.Free()
 			return status.Errorf(codes.InvalidArgument, "decode ProcessingRequest: %v", err)
 		}
-		for _, resp := range out {
-			if err := stream.SendMsg(resp); err != nil { // encodes before returning
-				msg.buf.Free()
-				if ctx.Err() != nil {
-					return nil
-				}
-				return status.Errorf(codes.Unknown, "send to proxy: %v", err)
+		err = sendAnswers(ctx, stream, out)
+		msg.buf.Free()
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		if x.queued {
+			// Held by flow control: this goroutine is the stream's own, so it waits here;
+			// the proxy resetting the stream (client gone) ends ctx, and finish cancels.
+			select {
+			case <-x.ticket.Done():
+			case <-ctx.Done():
+				return nil
+			}
+			if err := sendAnswers(ctx, stream, x.resume()); err != nil {
+				return err
 			}
 		}
-		msg.buf.Free()
 	}
+}
+
+// sendAnswers sends the answers in order; a send failing because the stream ended is no error.
+func sendAnswers(ctx context.Context, stream grpc.ServerStream, out []*extprocv3.ProcessingResponse) error {
+	for _, resp := range out {
+		if err := stream.SendMsg(resp); err != nil { // encodes before returning
+			if ctx.Err() != nil {
+				return nil //nolint:nilerr // the proxy ended the stream: nothing to report
+			}
+			return status.Errorf(codes.Unknown, "send to proxy: %v", err)
+		}
+	}
+	return nil
 }
 
 // processServiceDesc is ExternalProcessor's service description with a handler that takes

@@ -29,12 +29,19 @@ func (s *Server) ApplySnapshot(snap *discovery.Snapshot) {
 		key := discovery.Key(p.Namespace, p.Name)
 		seen[key] = true
 		st.pools = append(st.pools, key)
-		s.router.SetPool(key, poolEndpoints(p))
+		pm, err := poolMetrics(p.Annotations)
+		if err != nil {
+			// The pool is still served; its scrapes use the picker's own settings.
+			s.log.Error("pool metrics annotations ignored", "pool", key, "error", err)
+			pm = nil
+		}
+		s.router.SetPool(key, poolEndpoints(p, pm))
 	}
 	if old := s.state.Load(); old != nil {
 		for _, key := range old.pools {
 			if !seen[key] {
 				s.router.RemovePool(key)
+				s.flows.remove(key)
 			}
 		}
 	}
@@ -53,14 +60,16 @@ func (s *Server) ApplySnapshot(snap *discovery.Snapshot) {
 		key := discovery.Key(mr.Namespace, string(mr.Spec.PoolRef.Name))
 		st.rewrites[key] = append(st.rewrites[key], compileRules(mr)...)
 	}
+	st.baseModels = s.baseModelsOf(snap)
 	s.state.Store(st)
 	s.log.Info("snapshot applied", "version", snap.Version, "pools", len(st.pools),
 		"objectives", len(snap.Objectives), "rewrites", len(snap.Rewrites))
 	s.markReady()
 }
 
-// poolEndpoints lists a pool's endpoints: podIP:targetPort, one per target port.
-func poolEndpoints(p *discovery.Pool) []router.EndpointSpec {
+// poolEndpoints lists a pool's endpoints: podIP:targetPort, one per target port, each
+// with the pool's metrics settings (nil: the picker's).
+func poolEndpoints(p *discovery.Pool, metrics *router.PoolMetrics) []router.EndpointSpec {
 	ports := p.Spec.TargetPorts
 	out := make([]router.EndpointSpec, 0, len(p.Endpoints)*len(ports))
 	for _, ep := range p.Endpoints {
@@ -73,6 +82,7 @@ func poolEndpoints(p *discovery.Pool) []router.EndpointSpec {
 				Name:    name,
 				Address: net.JoinHostPort(ep.IP, strconv.Itoa(int(port.Number))),
 				Labels:  ep.Labels,
+				Metrics: metrics,
 			})
 		}
 	}

@@ -16,6 +16,8 @@ type routingState struct {
 	objectives map[string]map[string]int
 	// rewrites: pool key → rules in order (rewrites by name, rules in order).
 	rewrites map[string][]rewriteRule
+	// baseModels: adapter → base model, configured on pools (AnnotationBaseModels).
+	baseModels map[string]string
 }
 
 // rewriteRule is one InferenceModelRewrite rule, ready for matching.

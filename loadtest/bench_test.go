@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/infergw/infergw/internal/wirescan"
 )
 
 // fastServerEnv makes the test binary run startFastServer's server as a child process (see
@@ -215,7 +217,7 @@ func BenchmarkParseStream(b *testing.B) {
 		"encoding-json": func(d []byte) error { _, err := parseChunk(d, &ref); return err },
 	} {
 		b.Run(name, func(b *testing.B) {
-			sse := NewSSEReader(bytes.NewReader(nil), 0)
+			sse := wirescan.NewSSEReader(bytes.NewReader(nil), 0)
 			rd := bytes.NewReader(stream)
 			b.ReportAllocs()
 			b.SetBytes(int64(len(stream)))

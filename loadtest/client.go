@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/infergw/infergw/internal/wirescan"
 )
 
 // client sends requests with fasthttp and reads SSE bodies as they stream. It tracks its
@@ -31,7 +33,7 @@ type reqState struct {
 	req   *fasthttp.Request
 	resp  *fasthttp.Response
 	body  []byte
-	sse   *SSEReader
+	sse   *wirescan.SSEReader
 	cum   []int // cumulative completion tokens per content chunk (-1 when not reported)
 	times []time.Time
 }
@@ -85,7 +87,7 @@ func newClient(cfg *Config) (*client, error) {
 		c.std = newStdSender(c, tc, https, cfg.Timeout)
 	}
 	c.statePool.New = func() any {
-		return &reqState{req: &fasthttp.Request{}, resp: &fasthttp.Response{}, sse: NewSSEReader(eofReader{}, 0)}
+		return &reqState{req: &fasthttp.Request{}, resp: &fasthttp.Response{}, sse: wirescan.NewSSEReader(eofReader{}, 0)}
 	}
 	return c, nil
 }

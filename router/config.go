@@ -32,6 +32,9 @@ type Config struct {
 	// Scheduler lists the filters, weighted scorers and picker. A zero value means
 	// DefaultSchedulerConfig().
 	Scheduler SchedulerConfig
+	// Plugins is the registry the Scheduler's plugin types are looked up in (nil =
+	// NewRegistry(), the built-in plugins).
+	Plugins *Registry
 	// Fallbacks is the number of fallback endpoints returned after the primary (0 = none).
 	Fallbacks int
 	// MaxScrapeBytes and MaxScrapeSeries bound one /metrics exposition (bytes after
@@ -186,9 +189,6 @@ func (c Config) validate() error {
 		return fmt.Errorf("router config: staleness threshold %v must exceed the scrape interval %v", c.StalenessThreshold, c.ScrapeInterval)
 	}
 	if err := c.Outlier.validate(); err != nil {
-		return fmt.Errorf("router config: %w", err)
-	}
-	if err := c.Scheduler.Validate(); err != nil {
 		return fmt.Errorf("router config: %w", err)
 	}
 	return nil

@@ -192,7 +192,7 @@ func (o *outlier) stalled(now time.Time, timeout time.Duration) bool {
 // filterEjected drops ejected endpoints (and ejects stalled ones first) while at least one
 // candidate is left; when every candidate is ejected they are all kept (fail open: an
 // ejected endpoint is a better answer than none).
-func (r *Router) filterEjected(pc *pickContext) {
+func (r *Router) filterEjected(pc *PickContext) {
 	cfg := &r.cfg.Outlier
 	if cfg.Disabled {
 		return

@@ -14,6 +14,8 @@ type EndpointSpec struct {
 	Name    string            // pod name (unique within the pool together with port)
 	Address string            // "ip:port" — the endpoint identity everywhere
 	Labels  map[string]string // EngineTypeLabel selects vllm|sglang|trtllm (default vllm)
+	// Metrics are the pool's own scrape settings (nil = Config.Metrics).
+	Metrics *PoolMetrics
 }
 
 // metricsState is one successful scrape of an endpoint. It is immutable once stored.

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 
-	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -34,7 +32,8 @@ type gieConfig struct {
 	Kind               string       `json:"kind"`
 	Plugins            []giePlugin  `json:"plugins"`
 	SchedulingProfiles []gieProfile `json:"schedulingProfiles"`
-	// Sections infergw does not implement in this form: present means refused.
+	// saturationDetector is read in part; the other sections infergw does not implement
+	// in this form: present means refused.
 	FeatureGates       json.RawMessage `json:"featureGates"`
 	SaturationDetector json.RawMessage `json:"saturationDetector"`
 	DataLayer          json.RawMessage `json:"dataLayer"`
@@ -59,30 +58,6 @@ type gieProfilePlugin struct {
 	Weight    *float64 `json:"weight"`
 }
 
-// giePluginKind says what a GIE plugin type becomes here.
-type giePluginKind struct {
-	role   string // "scorer", "filter", "picker", "profile-handler"
-	ours   string // infergw's plugin name ("" for the profile handler)
-	params func(raw json.RawMessage, cfg *SchedulerConfig) error
-}
-
-// giePluginTypes maps GIE's plugin types (and infergw's own scorers, so that a GIE-format
-// file can use them) to infergw's plugins. Only types whose behaviour matches are here.
-var giePluginTypes = map[string]giePluginKind{
-	"queue-scorer":                {role: "scorer", ours: ScorerQueue, params: noParams},
-	"kv-cache-scorer":             {role: "scorer", ours: ScorerKVCache, params: noParams},
-	"kv-cache-utilization-scorer": {role: "scorer", ours: ScorerKVCache, params: noParams},
-	"prefix-cache-scorer":         {role: "scorer", ours: ScorerPrefix, params: giePrefixParams},
-	"lora-affinity-scorer":        {role: "scorer", ours: ScorerLoRAAffinity, params: noParams},
-	"in-flight-scorer":            {role: "scorer", ours: ScorerInFlight, params: noParams},
-	"pending-prefill-scorer":      {role: "scorer", ours: ScorerPendingPrefill, params: noParams},
-	"least-recent-scorer":         {role: "scorer", ours: ScorerLeastRecent, params: noParams},
-	"lora-affinity-filter":        {role: "filter", ours: FilterLoRAAffinity, params: gieLoRAFilterParams},
-	"max-score-picker":            {role: "picker", ours: PickerMaxScore, params: giePickerParams},
-	"random-picker":               {role: "picker", ours: PickerRandom, params: giePickerParams},
-	"single-profile-handler":      {role: "profile-handler", params: noParams},
-}
-
 // IsEndpointPickerConfig reports whether data is a GIE EndpointPickerConfig (by its kind).
 func IsEndpointPickerConfig(data []byte) bool {
 	var head struct {
@@ -91,23 +66,25 @@ func IsEndpointPickerConfig(data []byte) bool {
 	return yaml.Unmarshal(data, &head) == nil && head.Kind == gieKind
 }
 
-// ParseEndpointPickerConfig reads GIE's EndpointPickerConfig: plugins by type with their
-// parameters, and one scheduling profile whose pluginRefs choose the filters, the weighted
-// scorers and the picker. Unknown fields, unknown or unsupported plugin types and
-// parameters, several profiles and sections infergw does not implement are errors that
-// name them. Saturation thresholds keep infergw's defaults.
-func ParseEndpointPickerConfig(data []byte) (SchedulerConfig, error) {
-	js, err := yaml.YAMLToJSON(data)
-	if err != nil {
-		return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: %w", err)
-	}
+// gieSaturation is GIE's saturationDetector section.
+type gieSaturation struct {
+	QueueDepthThreshold       *float64        `json:"queueDepthThreshold"`
+	KVCacheUtilThreshold      *float64        `json:"kvCacheUtilThreshold"`
+	MetricsStalenessThreshold json.RawMessage `json:"metricsStalenessThreshold"`
+}
+
+// ParseEndpointPickerConfig reads GIE's EndpointPickerConfig: plugins by type (looked up
+// in the registry, GIE's type names included) with their parameters, and one scheduling
+// profile whose pluginRefs choose the filters, the weighted scorers (weight 1 when
+// omitted, as in GIE) and the picker (max-score when none). With no profile, one profile
+// references every plugin, as GIE does. The saturationDetector's queueDepthThreshold and
+// kvCacheUtilThreshold set the saturation thresholds. Unknown fields, unknown types,
+// unsupported parameters, several profiles and sections infergw does not implement are
+// errors that name them.
+func (r *Registry) ParseEndpointPickerConfig(data []byte) (SchedulerConfig, error) {
 	var raw gieConfig
-	strict, err := kjson.UnmarshalStrict(js, &raw)
-	if err != nil {
+	if err := decodeYAMLStrict(data, &raw); err != nil {
 		return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: %w", err)
-	}
-	if len(strict) > 0 {
-		return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: %w", errors.Join(strict...))
 	}
 	if raw.Kind != gieKind {
 		return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: kind %q, want %s", raw.Kind, gieKind)
@@ -115,156 +92,105 @@ func ParseEndpointPickerConfig(data []byte) (SchedulerConfig, error) {
 	if !slices.Contains(gieAPIVersions, raw.APIVersion) {
 		return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: apiVersion %q (known: %s)", raw.APIVersion, strings.Join(gieAPIVersions, ", "))
 	}
-	for name, section := range map[string]json.RawMessage{"featureGates": raw.FeatureGates, "saturationDetector": raw.SaturationDetector,
-		"dataLayer": raw.DataLayer, "flowControl": raw.FlowControl, "parser": raw.Parser, "requestHandler": raw.RequestHandler} {
-		if len(section) > 0 && !bytes.Equal(section, []byte("null")) {
-			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: %s is not supported by infergw (its saturation thresholds are set in its own scheduler config)", name)
+	for _, sec := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"featureGates", raw.FeatureGates}, {"dataLayer", raw.DataLayer}, {"flowControl", raw.FlowControl},
+		{"parser", raw.Parser}, {"requestHandler", raw.RequestHandler}} {
+		if len(sec.raw) > 0 && !bytes.Equal(sec.raw, []byte("null")) {
+			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: %s is not supported by infergw", sec.name)
 		}
 	}
 
-	cfg := SchedulerConfig{Picker: PickerMaxScore, Scorers: []ScorerSpec{}, Saturation: defaultSaturation()}
-	byName := map[string]giePluginKind{}
+	cfg := SchedulerConfig{Picker: PluginSpec{Type: TypeMaxScorePicker, Name: PickerMaxScore}, Scorers: []PluginSpec{}, Saturation: defaultSaturation()}
+	if len(raw.SaturationDetector) > 0 && !bytes.Equal(raw.SaturationDetector, []byte("null")) {
+		var sd gieSaturation
+		if err := decodeStrict(raw.SaturationDetector, &sd); err != nil {
+			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: saturationDetector: %w", err)
+		}
+		if len(sd.MetricsStalenessThreshold) > 0 {
+			return SchedulerConfig{}, errors.New("EndpointPickerConfig: saturationDetector.metricsStalenessThreshold is not supported here: set the picker's --staleness-threshold")
+		}
+		if sd.QueueDepthThreshold != nil {
+			cfg.Saturation.QueueDepthThreshold = *sd.QueueDepthThreshold
+		}
+		if sd.KVCacheUtilThreshold != nil {
+			cfg.Saturation.KVCacheThreshold = *sd.KVCacheUtilThreshold
+		}
+	}
+
+	specs := map[string]PluginSpec{}
+	kinds := map[string]Kind{}
+	var names []string
 	for i, p := range raw.Plugins {
-		kind, ok := giePluginTypes[p.Type]
+		t, ok := r.Lookup(p.Type)
 		if !ok {
-			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: plugins[%d]: type %q is not supported by infergw (supported: %s)", i, p.Type, strings.Join(gieTypeNames(), ", "))
+			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: plugins[%d]: type %q is not supported by infergw (supported: %s)", i, p.Type, r.allTypeNames())
 		}
 		name := p.Name
 		if name == "" {
 			name = p.Type
 		}
-		if _, dup := byName[name]; dup {
+		if _, dup := specs[name]; dup {
 			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: plugins[%d]: name %q used twice", i, name)
 		}
-		if err := kind.params(p.Parameters, &cfg); err != nil {
-			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: plugins[%d] (%s): %w", i, p.Type, err)
+		spec := PluginSpec{Type: p.Type, Name: name, Parameters: rawOrNil(p.Parameters)}
+		if _, err := r.Build(spec); err != nil {
+			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: plugins[%d]: %w", i, err)
 		}
-		byName[name] = kind
+		specs[name], kinds[name] = spec, t.Kind
+		names = append(names, name)
 	}
+	var prof gieProfile
 	switch len(raw.SchedulingProfiles) {
-	case 0:
-		return SchedulerConfig{}, errors.New("EndpointPickerConfig: no schedulingProfiles")
+	case 0: // GIE: one profile referencing every plugin
+		for _, n := range names {
+			prof.Plugins = append(prof.Plugins, gieProfilePlugin{PluginRef: n})
+		}
 	case 1:
+		prof = raw.SchedulingProfiles[0]
 	default:
 		return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: %d scheduling profiles: infergw runs one (prefill/decode disaggregation is not supported)", len(raw.SchedulingProfiles))
 	}
-	prof := raw.SchedulingProfiles[0]
+	wired := map[string]bool{}
 	pickers := 0
 	for i, ref := range prof.Plugins {
-		kind, ok := byName[ref.PluginRef]
+		spec, ok := specs[ref.PluginRef]
 		if !ok {
 			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: schedulingProfiles[0].plugins[%d]: pluginRef %q names no plugin", i, ref.PluginRef)
 		}
-		if ref.Weight != nil && kind.role != "scorer" {
+		kind := kinds[ref.PluginRef]
+		if ref.Weight != nil && kind != KindScorer {
 			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: schedulingProfiles[0].plugins[%d] (%s): only scorers take a weight", i, ref.PluginRef)
 		}
-		switch kind.role {
-		case "scorer":
-			w := 1.0 // GIE's weight when the profile gives none
+		wired[ref.PluginRef] = true
+		switch kind {
+		case KindScorer:
+			spec.Weight = 1 // GIE's weight when the profile gives none
 			if ref.Weight != nil {
-				w = *ref.Weight
+				spec.Weight = *ref.Weight
 			}
-			if slices.ContainsFunc(cfg.Scorers, func(s ScorerSpec) bool { return s.Name == kind.ours }) {
-				return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: schedulingProfiles[0].plugins[%d]: a second %s scorer", i, kind.ours)
-			}
-			cfg.Scorers = append(cfg.Scorers, ScorerSpec{Name: kind.ours, Weight: w})
-		case "filter":
-			cfg.Filters = append(cfg.Filters, kind.ours)
-		case "picker":
+			cfg.Scorers = append(cfg.Scorers, spec)
+		case KindFilter:
+			cfg.Filters = append(cfg.Filters, spec)
+		case KindPicker:
 			pickers++
-			cfg.Picker = kind.ours
+			cfg.Picker = spec
+		case KindProfileHandler:
+		default:
+			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: schedulingProfiles[0].plugins[%d] (%s): a %s plugin is not part of a scheduling profile", i, ref.PluginRef, kind)
 		}
 	}
 	if pickers > 1 {
 		return SchedulerConfig{}, errors.New("EndpointPickerConfig: the profile references more than one picker")
 	}
-	if err := cfg.Validate(); err != nil {
+	for _, n := range names {
+		if !wired[n] && kinds[n] != KindProfileHandler {
+			cfg.Other = append(cfg.Other, specs[n])
+		}
+	}
+	if err := r.Validate(cfg); err != nil {
 		return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: %w", err)
 	}
 	return cfg, nil
-}
-
-func gieTypeNames() []string {
-	names := make([]string, 0, len(giePluginTypes))
-	for n := range giePluginTypes {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
-func noParams(raw json.RawMessage, _ *SchedulerConfig) error {
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) || bytes.Equal(raw, []byte("{}")) {
-		return nil
-	}
-	return errors.New("parameters are not supported for this plugin in infergw")
-}
-
-// strictParams decodes parameters exactly (unknown or miscased keys are errors).
-func strictParams(raw json.RawMessage, dst any) error {
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return nil
-	}
-	strict, err := kjson.UnmarshalStrict(raw, dst)
-	if err != nil {
-		return fmt.Errorf("parameters: %w", err)
-	}
-	if len(strict) > 0 {
-		return fmt.Errorf("parameters: %w (not supported by infergw)", errors.Join(strict...))
-	}
-	return nil
-}
-
-// giePrefixParams: hashBlockSize (prompt characters per block, as GIE's), lruCapacityPerServer
-// and maxPrefixBlocksToMatch.
-func giePrefixParams(raw json.RawMessage, cfg *SchedulerConfig) error {
-	var p struct {
-		HashBlockSize          *int `json:"hashBlockSize"`
-		LRUCapacityPerServer   *int `json:"lruCapacityPerServer"`
-		MaxPrefixBlocksToMatch *int `json:"maxPrefixBlocksToMatch"`
-	}
-	if err := strictParams(raw, &p); err != nil {
-		return err
-	}
-	if p.HashBlockSize != nil {
-		cfg.Prefix.BlockSize = *p.HashBlockSize
-	}
-	if p.LRUCapacityPerServer != nil {
-		cfg.Prefix.LRUCapacity = *p.LRUCapacityPerServer
-	}
-	if p.MaxPrefixBlocksToMatch != nil {
-		cfg.Prefix.MaxBlocks = *p.MaxPrefixBlocksToMatch
-	}
-	return nil
-}
-
-// gieLoRAFilterParams: GIE's lora-affinity-filter keeps endpoints with the adapter with a
-// probability (threshold); infergw's filter is deterministic, so only threshold 1 (or none)
-// means the same.
-func gieLoRAFilterParams(raw json.RawMessage, _ *SchedulerConfig) error {
-	var p struct {
-		Threshold *float64 `json:"threshold"`
-	}
-	if err := strictParams(raw, &p); err != nil {
-		return err
-	}
-	if p.Threshold != nil && *p.Threshold != 1 {
-		return fmt.Errorf("threshold %v: infergw's LoRA filter is deterministic (threshold 1); drop the parameter or set 1", *p.Threshold)
-	}
-	return nil
-}
-
-// giePickerParams: maxNumOfEndpoints 1 (one primary); infergw sends fallbacks after it as
-// --fallbacks says.
-func giePickerParams(raw json.RawMessage, _ *SchedulerConfig) error {
-	var p struct {
-		MaxNumOfEndpoints *int `json:"maxNumOfEndpoints"`
-	}
-	if err := strictParams(raw, &p); err != nil {
-		return err
-	}
-	if p.MaxNumOfEndpoints != nil && *p.MaxNumOfEndpoints != 1 {
-		return fmt.Errorf("maxNumOfEndpoints %d: infergw picks one primary; fallbacks after it are set with --fallbacks", *p.MaxNumOfEndpoints)
-	}
-	return nil
 }

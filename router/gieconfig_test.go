@@ -55,16 +55,29 @@ func TestEndpointPickerConfigLoadsLikeOurs(t *testing.T) {
 	if err := os.WriteFile(path, []byte(gieDocConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	gie, err := LoadSchedulerConfig(path) // recognised by its kind
+	reg := NewRegistry()
+	gie, err := reg.LoadSchedulerConfig(path) // recognised by its kind
 	if err != nil {
 		t.Fatal(err)
 	}
-	ours, err := ParseSchedulerConfig([]byte(nativeEquivalent))
+	ours, err := reg.ParseSchedulerConfig([]byte(nativeEquivalent))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(gie, ours) {
-		t.Fatalf("GIE config %+v\nours       %+v", gie, ours)
+	// The same scheduler: the same plugins (GIE's types resolve to the same instances,
+	// GIE's prefix parameters to the same values) with the same weights, in the same order.
+	// Only the scorers' names differ (each file's own names).
+	sg, so := testScheduler(gie), testScheduler(ours)
+	for _, s := range []*scheduler{sg, so} {
+		for i := range s.scorers {
+			s.scorers[i].name = ""
+		}
+	}
+	if !reflect.DeepEqual(sg, so) {
+		t.Fatalf("GIE config builds %+v\nours builds       %+v", sg, so)
+	}
+	if !sg.usePrefix || sg.blockSize != 64 || sg.prefixLRUCapacity != 31250 || sg.prefixMaxBlocks != 256 || len(sg.scorers) != 4 || len(sg.filters) != 0 {
+		t.Fatalf("GIE config read wrong: %+v", sg)
 	}
 
 	// And it schedules like ours: two routers, one per config, over the same endpoints
@@ -114,14 +127,23 @@ func TestEndpointPickerConfigRefusals(t *testing.T) {
 		"weight on picker":  {base("- type: max-score-picker\n", "  - pluginRef: max-score-picker\n    weight: 2\n"), "only scorers take a weight"},
 		"two profiles": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "- name: prefill\n  plugins:\n  - pluginRef: queue-scorer\n",
 			"2 scheduling profiles"},
-		"flow control":    {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "flowControl: {}\n", "flowControl is not supported"},
-		"unknown field":   {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "schedulingProfile: []\n", `unknown field "schedulingProfile"`},
-		"miscased field":  {strings.Replace(base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n"), "plugins:\n- type", "Plugins:\n- type", 1), "Plugins"},
-		"bad apiVersion":  {strings.Replace(base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n"), "x-k8s.io/v1alpha1", "x-k8s.io/v9", 1), "apiVersion"},
-		"negative weight": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n    weight: -1\n"), "weight -1"},
+		"flow control": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "flowControl: {}\n", "flowControl is not supported"},
+		"staleness in the saturation detector": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "saturationDetector: {metricsStalenessThreshold: 150ms}\n",
+			"--staleness-threshold"},
+		"unknown saturation field": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "saturationDetector: {kvCacheThreshold: 0.5}\n",
+			`saturationDetector: parameters: unknown field "kvCacheThreshold"`},
+		"GIE's token block size": {base("- type: prefix-cache-scorer\n  parameters:\n    blockSizeTokens: 16\n", "  - pluginRef: prefix-cache-scorer\n"),
+			`unknown field "blockSizeTokens"`},
+		"autoTune with a block size": {base("- type: prefix-cache-scorer\n  parameters:\n    autoTune: true\n    blockSize: 128\n", "  - pluginRef: prefix-cache-scorer\n"),
+			"autoTune: true derives"},
+		"a profile handler with a weight": {base("- type: single-profile-handler\n", "  - pluginRef: single-profile-handler\n    weight: 1\n"), "only scorers take a weight"},
+		"unknown field":                   {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "schedulingProfile: []\n", `unknown field "schedulingProfile"`},
+		"miscased field":                  {strings.Replace(base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n"), "plugins:\n- type", "Plugins:\n- type", 1), "Plugins"},
+		"bad apiVersion":                  {strings.Replace(base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n"), "x-k8s.io/v1alpha1", "x-k8s.io/v9", 1), "apiVersion"},
+		"negative weight":                 {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n    weight: -1\n"), "weight -1"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := ParseEndpointPickerConfig([]byte(tc.doc))
+			_, err := NewRegistry().ParseEndpointPickerConfig([]byte(tc.doc))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}
@@ -132,12 +154,13 @@ func TestEndpointPickerConfigRefusals(t *testing.T) {
 func FuzzEndpointPickerConfig(f *testing.F) {
 	f.Add([]byte(gieDocConfig))
 	f.Add([]byte("kind: EndpointPickerConfig\nplugins: [{type: random-picker}]\n"))
+	reg := NewRegistry()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		cfg, err := ParseEndpointPickerConfig(b)
+		cfg, err := reg.ParseEndpointPickerConfig(b)
 		if err != nil {
 			return
 		}
-		if err := cfg.Validate(); err != nil {
+		if err := reg.Validate(cfg); err != nil {
 			t.Fatalf("accepted a config that does not validate: %v", err)
 		}
 	})

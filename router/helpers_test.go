@@ -162,7 +162,7 @@ func staticEndpoint(addr string, m metricsState) *endpoint {
 		m.scrapedAt = time.Now().Add(time.Hour) // stays fresh for the whole test
 	}
 	e.metrics.Store(&m)
-	e.prefixSpan.Store(int64(newScheduler(DefaultSchedulerConfig()).span(&m)))
+	e.prefixSpan.Store(int64(testScheduler(DefaultSchedulerConfig()).span(&m)))
 	return e
 }
 
@@ -213,4 +213,13 @@ func gaugeValue(t testing.TB, reg *prometheus.Registry, name string, labels map[
 		}
 	}
 	return 0, false
+}
+
+// testScheduler builds a scheduler with the built-in plugins; the config must be valid.
+func testScheduler(cfg SchedulerConfig) *scheduler {
+	s, err := NewRegistry().newScheduler(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return s
 }

@@ -421,8 +421,8 @@ func TestPendingPrefillSpreadsUniquePrompts(t *testing.T) {
 	}
 }
 
-func slicesDeleteScorer(s []ScorerSpec, name string) []ScorerSpec {
-	var out []ScorerSpec
+func slicesDeleteScorer(s []PluginSpec, name string) []PluginSpec {
+	var out []PluginSpec
 	for _, sc := range s {
 		if sc.Name != name {
 			out = append(out, sc)

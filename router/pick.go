@@ -2,6 +2,8 @@ package router
 
 import (
 	"fmt"
+
+	"github.com/infergw/infergw/flowcontrol"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,9 @@ type Request struct {
 	// Stream: the response is streamed, so its first byte is its first token (first-byte
 	// timeouts apply to streamed requests only: a non-streamed answer comes at the end).
 	Stream bool
+	// HasRoom, when set (flow control dispatched the request), keeps the pick on the
+	// endpoints with room for one more request, if any (flowcontrol.go).
+	HasRoom func(flowcontrol.EndpointSignal) bool
 }
 
 // Decision is the answer of Pick.
@@ -84,8 +89,8 @@ type scratch struct {
 	order     []int32
 	flags     []bool
 	// pc is the pick's context: scorers are called through function values, so a local
-	// pickContext would escape to the heap on every pick.
-	pc pickContext
+	// PickContext would escape to the heap on every pick.
+	pc PickContext
 }
 
 // getScratch takes per-pick buffers from the router's pool (owned by the Router rather than
@@ -124,12 +129,12 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		clear(sc.eps) // drop endpoint references held by the pooled scratch
 		clear(sc.ms)
 		sc.hashes.reset("", nil) // drop the prompt reference
-		sc.pc = pickContext{}
+		sc.pc = PickContext{}
 		r.scratch.Put(sc)
 	}()
 
 	pc := &sc.pc
-	*pc = pickContext{req: req, now: start}
+	*pc = PickContext{req: req, now: start, sched: r.sched}
 	r.candidates(sc, view, req.Subset, pc)
 	if len(pc.eps) == 0 {
 		p.counters[resultNoReady].Inc()
@@ -147,6 +152,9 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	pc.flags = sc.flags
 	r.filterEjected(pc)
 	sc.flags = pc.flags
+	if req.HasRoom != nil {
+		filterRoom(pc, req.HasRoom)
+	}
 	if req.Priority < 0 {
 		// Sheddable: rejected when every candidate is saturated, else kept off the
 		// saturated ones.
@@ -157,11 +165,14 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		pc.keep(func(i int) bool { return !r.sched.saturated(pc.ms[i]) })
 	}
 	pc.isAdapter = isAdapterRequest(pc)
-	if r.sched.loraFilter {
-		filterLoRAAffinity(pc, r.sched)
+	for _, f := range r.sched.filters {
+		f.Filter(pc)
 	}
-
 	n := len(pc.eps)
+	if n == 0 { // only a plugin's filter can get here: the built-in ones keep a candidate
+		p.counters[resultNoReady].Inc()
+		return nil, fmt.Errorf("%w: the scheduler's filters left no endpoint of pool %q", ErrNoReadyEndpoint, req.Pool)
+	}
 	if r.sched.usePrefix {
 		sc.hashes.reset(req.Model, req.Prompt)
 		sc.hashes.maxBlocks = r.sched.prefixMaxBlocks
@@ -175,11 +186,11 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 	for i := range sc.order {
 		sc.order[i] = int32(i)
 	}
-	if r.sched.random {
-		pickRandom(sc.order, k)
+	if !r.sched.scores {
+		r.sched.picker.Pick(pc, nil, sc.order, k)
 	} else {
 		r.score(sc, pc)
-		pickMaxScore(sc.order, sc.total, k)
+		r.sched.picker.Pick(pc, sc.total, sc.order, k)
 		best := int(sc.order[0])
 		d.Total = sc.total[best]
 		d.Scores = sliceOf(d.scoresBuf[:], len(r.sched.scorers))
@@ -228,7 +239,7 @@ func sliceOf[T any](buf []T, n int) []T {
 }
 
 // candidates fills pc with the pool's endpoints, restricted to the subset hint if any.
-func (r *Router) candidates(sc *scratch, view *poolView, subset []string, pc *pickContext) {
+func (r *Router) candidates(sc *scratch, view *poolView, subset []string, pc *PickContext) {
 	sc.eps, sc.ms = sc.eps[:0], sc.ms[:0]
 	if subset == nil {
 		for _, e := range view.endpoints {
@@ -255,7 +266,7 @@ func (r *Router) candidates(sc *scratch, view *poolView, subset []string, pc *pi
 
 // allSaturated reports whether every candidate is saturated (stale metrics count as
 // saturated, as in GIE's saturation detector).
-func (r *Router) allSaturated(pc *pickContext, allStale bool) bool {
+func (r *Router) allSaturated(pc *PickContext, allStale bool) bool {
 	if allStale {
 		return true
 	}
@@ -268,14 +279,14 @@ func (r *Router) allSaturated(pc *pickContext, allStale bool) bool {
 }
 
 // score runs the weighted scorers into sc.cols and sums them into sc.total.
-func (r *Router) score(sc *scratch, pc *pickContext) {
+func (r *Router) score(sc *scratch, pc *PickContext) {
 	n := len(pc.eps)
 	sc.total = grow(sc.total, n)
 	clear(sc.total)
 	sc.cols = grow(sc.cols, n*len(r.sched.scorers))
 	for s, ws := range r.sched.scorers {
 		col := sc.cols[s*n : (s+1)*n]
-		ws.score(pc, col)
+		ws.scorer.Score(pc, col)
 		for i, v := range col {
 			sc.total[i] += ws.weight * v
 		}

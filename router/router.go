@@ -35,6 +35,8 @@ type Router struct {
 	mu     sync.Mutex // serialises SetPool, RemovePool and Close
 	closed bool
 	pools  atomic.Pointer[map[string]*pool] // copy-on-write; read lock-free by Pick
+
+	onScrape atomic.Pointer[func(pool string)] // flow control's wake-up (flowcontrol.go)
 }
 
 // pool is one pool's endpoint set; view is replaced as a whole by SetPool.
@@ -57,6 +59,14 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	plugins := cfg.Plugins
+	if plugins == nil {
+		plugins = NewRegistry()
+	}
+	sched, err := plugins.newScheduler(cfg.Scheduler)
+	if err != nil {
+		return nil, fmt.Errorf("router config: %w", err)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -67,7 +77,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, sched: newScheduler(cfg.Scheduler), log: log, metrics: m}
+	r := &Router{cfg: cfg, sched: sched, log: log, metrics: m}
 	if err := reg.Register(newEndpointCollector(r)); err != nil {
 		return nil, fmt.Errorf("router metrics: %w", err)
 	}
@@ -80,7 +90,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Router, erro
 // SetPool sets the endpoints of a pool ("namespace/name"). Endpoints are matched by
 // Address: unchanged ones keep their state (metrics, prefix cache, in-flight count) and
 // loop; new ones start a scrape loop; removed ones have their loop stopped (SetPool
-// returns after they ended). An endpoint whose name or engine type changed is replaced.
+// returns after they ended). An endpoint whose name, engine type or metrics settings
+// changed is replaced.
 func (r *Router) SetPool(name string, specs []EndpointSpec) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -109,7 +120,7 @@ func (r *Router) SetPool(name string, specs []EndpointSpec) {
 		if old != nil {
 			if i, ok := old.byAddr[spec.Address]; ok {
 				prev := old.endpoints[i]
-				if prev.spec.Name == spec.Name && prev.engine == eng {
+				if prev.spec.Name == spec.Name && prev.engine == eng && samePoolMetrics(prev.spec.Metrics, spec.Metrics) {
 					e = prev
 					kept[e] = true
 				}

@@ -365,7 +365,7 @@ func TestRandomPolicySpreads(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.Scheduler.Scorers = append(cfg.Scheduler.Scorers, ScorerSpec{Name: "bogus", Weight: 1})
+	cfg.Scheduler.Scorers = append(cfg.Scheduler.Scorers, PluginSpec{Type: "bogus", Weight: 1})
 	if _, err := New(cfg, nil, nil); err == nil {
 		t.Fatal("New accepted an unknown scorer")
 	}

@@ -9,10 +9,14 @@ import (
 	"os"
 	"slices"
 
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/infergw/infergw/flowcontrol"
 )
 
-// Plugin names accepted in a SchedulerConfig.
+// Names of the built-in plugins in infergw's own format (filters[].name, scorers[].name,
+// picker), also the names their scores carry in Decision.Scores.
 const (
 	ScorerQueue        = "queue"
 	ScorerKVCache      = "kv-cache"
@@ -29,6 +33,22 @@ const (
 
 	PickerMaxScore = "max-score"
 	PickerRandom   = "random"
+)
+
+// Type names of the built-in plugins (GIE's where the behaviour matches GIE's plugin), as
+// an EndpointPickerConfig's plugins[].type and PluginSpec.Type name them.
+const (
+	TypeQueueScorer          = "queue-scorer"
+	TypeKVCacheScorer        = "kv-cache-utilization-scorer"
+	TypePrefixScorer         = "prefix-cache-scorer"
+	TypeLoRAAffinityScorer   = "lora-affinity-scorer"
+	TypeInFlightScorer       = "in-flight-scorer"
+	TypePendingPrefillScorer = "pending-prefill-scorer"
+	TypeLeastRecentScorer    = "least-recent-scorer"
+	TypeLoRAAffinityFilter   = "lora-affinity-filter"
+	TypeMaxScorePicker       = "max-score-picker"
+	TypeRandomPicker         = "random-picker"
+	TypeSingleProfileHandler = "single-profile-handler"
 )
 
 // Defaults of the scheduler (queue 2, KV 2, prefix 3 as published by GIE; LoRA 1 and
@@ -53,51 +73,47 @@ const (
 	DefaultKVCacheThreshold    = 0.8
 )
 
-var (
-	knownScorers = []string{ScorerQueue, ScorerKVCache, ScorerPrefix, ScorerLoRAAffinity, ScorerInFlight, ScorerPendingPrefill, ScorerLeastRecent}
-	knownFilters = []string{FilterLoRAAffinity}
-	knownPickers = []string{PickerMaxScore, PickerRandom}
-)
-
-// SchedulerConfig is the plugin list of the scheduler: optional filters (the subset,
-// model-serving and staleness filters always run), weighted scorers and a picker.
-// Load it from YAML with ParseSchedulerConfig or LoadSchedulerConfig.
+// SchedulerConfig is the scheduler's profile: optional filters (the subset, model-serving,
+// staleness and ejection filters always run), weighted scorers and a picker, each a plugin
+// of a Registry. Read it from infergw's format or GIE's EndpointPickerConfig with
+// Registry.ParseSchedulerConfig or Registry.LoadSchedulerConfig.
 type SchedulerConfig struct {
-	// Filters lists optional filters by name ("lora-affinity").
-	Filters []string
-	// Scorers lists scorers with their weights (each >= 0).
-	Scorers []ScorerSpec
-	// Picker is "max-score" (default: highest weighted sum, ties broken randomly) or
-	// "random" (uniformly random order, scorers ignored).
-	Picker string
-	// Prefix holds the parameters of the prefix scorer.
-	Prefix PrefixParams
+	// Filters run in order after the built-in filters.
+	Filters []PluginSpec
+	// Scorers are summed with their weights (each >= 0; 0 turns the scorer off).
+	Scorers []PluginSpec
+	// Picker chooses from the ranked candidates (Type "" = the max-score picker).
+	Picker PluginSpec
 	// Saturation defines when an endpoint is saturated (for ErrSaturated and the LoRA
 	// filter).
 	Saturation SaturationConfig
+	// Other holds plugins an EndpointPickerConfig defines that no scheduling profile wires
+	// (a flow-control policy of a kind another package registered, say). They are
+	// validated with the config; their package builds them with Registry.Build.
+	Other []PluginSpec
+	// FlowControl is the queuing of requests at the gateway per pool (flowcontrol.go);
+	// the zero value is off.
+	FlowControl FlowControlConfig
 }
 
-// ScorerSpec is one scorer with its weight.
-type ScorerSpec struct {
-	Name   string
+// PluginSpec is one plugin instance of a scheduler config.
+type PluginSpec struct {
+	// Type is a registered type name or alias (e.g. TypeQueueScorer).
+	Type string
+	// Name names the instance (its scores in Decision.Scores, errors); "" = Type.
+	Name string
+	// Weight is a scorer's weight (>= 0, 0 = off); filters and pickers take none.
 	Weight float64
+	// Parameters are nil (the type's defaults), JSON (json.RawMessage, decoded strictly
+	// over the defaults) or the type's parameter struct (e.g. PrefixParams).
+	Parameters any
 }
 
-// PrefixParams parameterise the prefix-cache scorer.
-type PrefixParams struct {
-	// BlockSize is the number of prompt characters per hashed block. 0 (the default)
-	// derives it per endpoint from the engine's KV block size (vllm:cache_config_info
-	// block_size tokens × 4 characters: 512 for vLLM's 128-token CPU blocks), so that a
-	// prefix counts only in whole engine blocks, the unit the engine caches; until the
-	// engine reports it, and for engines that do not, DefaultPrefixBlockSize.
-	BlockSize int `json:"blockSize"`
-	// LRUCapacity is the number of blocks remembered per endpoint. 0 derives it from the
-	// engine's vllm:cache_config_info (num_gpu_blocks × block_size tokens ÷ tokens per
-	// block, at 4 characters per token) and uses DefaultPrefixLRUCapacity until known.
-	LRUCapacity int `json:"lruCapacity"`
-	// MaxBlocks caps the blocks of a prompt that are hashed and matched (0: 32768, the
-	// hard cap). GIE's maxPrefixBlocksToMatch.
-	MaxBlocks int `json:"maxBlocks"`
+func (s PluginSpec) displayName() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return s.Type
 }
 
 // SaturationConfig holds the thresholds of the saturation detector: an endpoint is
@@ -108,22 +124,33 @@ type SaturationConfig struct {
 	KVCacheThreshold    float64 `json:"kvCacheThreshold"`
 }
 
+func (s SaturationConfig) validate() error {
+	q, kv := s.QueueDepthThreshold, s.KVCacheThreshold
+	if math.IsNaN(q) || q <= 0 {
+		return fmt.Errorf("saturation queueDepthThreshold %v must be > 0", q)
+	}
+	if math.IsNaN(kv) || kv <= 0 || kv > 1 {
+		return fmt.Errorf("saturation kvCacheThreshold %v must be in (0, 1]", kv)
+	}
+	return nil
+}
+
 // DefaultSchedulerConfig returns the default plugins: the LoRA-affinity filter; scorers
-// queue 2, kv-cache 2, prefix 3, lora-affinity 1, in-flight 1, pending-prefill 3; the
-// max-score picker.
+// queue 2, kv-cache 2, prefix 3, lora-affinity 1, in-flight 1, pending-prefill 3,
+// least-recent 1; the max-score picker.
 func DefaultSchedulerConfig() SchedulerConfig {
 	return SchedulerConfig{
-		Filters: []string{FilterLoRAAffinity},
-		Scorers: []ScorerSpec{
-			{Name: ScorerQueue, Weight: DefaultQueueWeight},
-			{Name: ScorerKVCache, Weight: DefaultKVCacheWeight},
-			{Name: ScorerPrefix, Weight: DefaultPrefixWeight},
-			{Name: ScorerLoRAAffinity, Weight: DefaultLoRAAffinityWeight},
-			{Name: ScorerInFlight, Weight: DefaultInFlightWeight},
-			{Name: ScorerPendingPrefill, Weight: DefaultPendingPrefillWeight},
-			{Name: ScorerLeastRecent, Weight: DefaultLeastRecentWeight},
+		Filters: []PluginSpec{{Type: TypeLoRAAffinityFilter, Name: FilterLoRAAffinity}},
+		Scorers: []PluginSpec{
+			{Type: TypeQueueScorer, Name: ScorerQueue, Weight: DefaultQueueWeight},
+			{Type: TypeKVCacheScorer, Name: ScorerKVCache, Weight: DefaultKVCacheWeight},
+			{Type: TypePrefixScorer, Name: ScorerPrefix, Weight: DefaultPrefixWeight},
+			{Type: TypeLoRAAffinityScorer, Name: ScorerLoRAAffinity, Weight: DefaultLoRAAffinityWeight},
+			{Type: TypeInFlightScorer, Name: ScorerInFlight, Weight: DefaultInFlightWeight},
+			{Type: TypePendingPrefillScorer, Name: ScorerPendingPrefill, Weight: DefaultPendingPrefillWeight},
+			{Type: TypeLeastRecentScorer, Name: ScorerLeastRecent, Weight: DefaultLeastRecentWeight},
 		},
-		Picker:     PickerMaxScore,
+		Picker:     PluginSpec{Type: TypeMaxScorePicker, Name: PickerMaxScore},
 		Saturation: defaultSaturation(),
 	}
 }
@@ -140,19 +167,21 @@ func PolicyConfig(name string) (SchedulerConfig, error) {
 	case "default", "":
 		return DefaultSchedulerConfig(), nil
 	case "random":
-		return SchedulerConfig{Picker: PickerRandom, Prefix: PrefixParams{BlockSize: DefaultPrefixBlockSize}, Saturation: defaultSaturation()}, nil
+		return SchedulerConfig{Picker: PluginSpec{Type: TypeRandomPicker, Name: PickerRandom}, Saturation: defaultSaturation()}, nil
 	case "least-queue":
 		return SchedulerConfig{
-			Scorers:    []ScorerSpec{{Name: ScorerQueue, Weight: 1}, {Name: ScorerInFlight, Weight: 1}},
-			Picker:     PickerMaxScore,
-			Prefix:     PrefixParams{BlockSize: DefaultPrefixBlockSize},
+			Scorers: []PluginSpec{
+				{Type: TypeQueueScorer, Name: ScorerQueue, Weight: 1},
+				{Type: TypeInFlightScorer, Name: ScorerInFlight, Weight: 1},
+			},
+			Picker:     PluginSpec{Type: TypeMaxScorePicker, Name: PickerMaxScore},
 			Saturation: defaultSaturation(),
 		}, nil
 	case "default-v0":
 		// The default before pending-prefill and least-recent (issue 23), for A/B runs.
 		c := DefaultSchedulerConfig()
-		c.Scorers = slices.DeleteFunc(c.Scorers, func(s ScorerSpec) bool {
-			return s.Name == ScorerPendingPrefill || s.Name == ScorerLeastRecent
+		c.Scorers = slices.DeleteFunc(c.Scorers, func(s PluginSpec) bool {
+			return s.Type == TypePendingPrefillScorer || s.Type == TypeLeastRecentScorer
 		})
 		return c, nil
 	}
@@ -160,57 +189,26 @@ func PolicyConfig(name string) (SchedulerConfig, error) {
 }
 
 func (c SchedulerConfig) isZero() bool {
-	return c.Filters == nil && c.Scorers == nil && c.Picker == "" && c.Prefix == (PrefixParams{}) && c.Saturation == (SaturationConfig{})
+	return c.Filters == nil && c.Scorers == nil && c.Picker.Type == "" && c.Picker.Parameters == nil &&
+		c.Saturation == (SaturationConfig{}) && c.Other == nil &&
+		c.FlowControl.Default == (flowcontrol.Config{}) && c.FlowControl.Pools == nil
 }
 
-// Validate reports the first problem of the config with a clear message.
-func (c SchedulerConfig) Validate() error {
-	for _, f := range c.Filters {
-		if !slices.Contains(knownFilters, f) {
-			return fmt.Errorf("scheduler: unknown filter %q (known: %v)", f, knownFilters)
-		}
-	}
-	seen := make(map[string]bool, len(c.Scorers))
-	for i, s := range c.Scorers {
-		if !slices.Contains(knownScorers, s.Name) {
-			return fmt.Errorf("scheduler: scorers[%d]: unknown scorer %q (known: %v)", i, s.Name, knownScorers)
-		}
-		if seen[s.Name] {
-			return fmt.Errorf("scheduler: scorers[%d]: scorer %q listed twice", i, s.Name)
-		}
-		seen[s.Name] = true
-		if math.IsNaN(s.Weight) || math.IsInf(s.Weight, 0) || s.Weight < 0 {
-			return fmt.Errorf("scheduler: scorers[%d] (%s): weight %v must be a finite number >= 0", i, s.Name, s.Weight)
-		}
-	}
-	if !slices.Contains(knownPickers, c.Picker) {
-		return fmt.Errorf("scheduler: unknown picker %q (known: %v)", c.Picker, knownPickers)
-	}
-	if c.Prefix.BlockSize < 0 {
-		return fmt.Errorf("scheduler: prefix blockSize %d must be >= 0 (0 = derive from the engine)", c.Prefix.BlockSize)
-	}
-	if c.Prefix.MaxBlocks < 0 || c.Prefix.MaxBlocks > maxPrefixBlocks {
-		return fmt.Errorf("scheduler: prefix maxBlocks %d must be in [0, %d] (0 = %d)", c.Prefix.MaxBlocks, maxPrefixBlocks, maxPrefixBlocks)
-	}
-	if c.Prefix.LRUCapacity < 0 {
-		return fmt.Errorf("scheduler: prefix lruCapacity %d must be >= 0 (0 = derive from the engine)", c.Prefix.LRUCapacity)
-	}
-	q, kv := c.Saturation.QueueDepthThreshold, c.Saturation.KVCacheThreshold
-	if math.IsNaN(q) || q <= 0 {
-		return fmt.Errorf("scheduler: saturation queueDepthThreshold %v must be > 0", q)
-	}
-	if math.IsNaN(kv) || kv <= 0 || kv > 1 {
-		return fmt.Errorf("scheduler: saturation kvCacheThreshold %v must be in (0, 1]", kv)
-	}
-	return nil
+// Validate builds every plugin of the config (and throws them away) and reports the first
+// problem, naming the plugin and, for parameters, the field.
+func (r *Registry) Validate(c SchedulerConfig) error {
+	_, err := r.newScheduler(c)
+	return err
 }
 
-// The YAML shape; see README.md.
+// The shape of infergw's own format; see README.md.
 type rawSchedulerConfig struct {
 	Filters    []rawPlugin    `json:"filters"`
 	Scorers    []rawPlugin    `json:"scorers"`
 	Picker     *string        `json:"picker"`
 	Saturation *rawSaturation `json:"saturation"`
+	// FlowControl is decoded strictly by the same decoder (flowcontrol.go).
+	FlowControl *rawFlowControl `json:"flowControl"`
 }
 
 type rawPlugin struct {
@@ -224,47 +222,59 @@ type rawSaturation struct {
 	KVCacheThreshold    *float64 `json:"kvCacheThreshold"`
 }
 
-// ParseSchedulerConfig parses and validates a YAML scheduler config. Unknown fields,
-// unknown plugins, negative weights and bad parameters are errors. A scorer without a
-// weight gets its default weight; omitted sections get their defaults; an omitted
-// scorers list means the default scorers.
-func ParseSchedulerConfig(data []byte) (SchedulerConfig, error) {
-	var raw rawSchedulerConfig
-	if err := yaml.UnmarshalStrict(data, &raw); err != nil {
-		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
+// ParseSchedulerConfig reads a scheduler config in infergw's format or, recognised by its
+// kind, GIE's EndpointPickerConfig (ParseEndpointPickerConfig), and validates it.
+func (r *Registry) ParseSchedulerConfig(data []byte) (SchedulerConfig, error) {
+	if IsEndpointPickerConfig(data) {
+		return r.ParseEndpointPickerConfig(data)
 	}
-	if err := checkKeyCase(data); err != nil {
+	return r.parseNative(data)
+}
+
+// parseNative reads infergw's format. Unknown or miscased fields, unknown plugins,
+// negative weights and bad parameters are errors. A scorer without a weight gets its type's
+// default weight; omitted sections get their defaults; an omitted scorers list means the
+// default scorers; `filters: []` turns the default filter off.
+func (r *Registry) parseNative(data []byte) (SchedulerConfig, error) {
+	var raw rawSchedulerConfig
+	if err := decodeYAMLStrict(data, &raw); err != nil {
 		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
 	}
 	def := DefaultSchedulerConfig()
-	cfg := SchedulerConfig{Picker: PickerMaxScore, Prefix: def.Prefix, Saturation: def.Saturation}
+	cfg := SchedulerConfig{Picker: def.Picker, Saturation: def.Saturation}
 	if raw.Picker != nil {
-		cfg.Picker = *raw.Picker
+		t, ok := r.lookupNative(KindPicker, *raw.Picker)
+		if !ok {
+			return SchedulerConfig{}, fmt.Errorf("scheduler config: unknown picker %q (known: %s)", *raw.Picker, r.names(KindPicker, true))
+		}
+		cfg.Picker = PluginSpec{Type: t.Type, Name: *raw.Picker}
 	}
 	if raw.Filters == nil {
 		cfg.Filters = def.Filters
 	}
 	for i, f := range raw.Filters {
-		if f.Weight != nil || len(f.Params) > 0 && !bytes.Equal(f.Params, []byte("null")) {
-			return SchedulerConfig{}, fmt.Errorf("scheduler config: filters[%d] (%s): filters take no weight or params", i, f.Name)
+		t, ok := r.lookupNative(KindFilter, f.Name)
+		if !ok {
+			return SchedulerConfig{}, fmt.Errorf("scheduler config: filters[%d]: unknown filter %q (known: %s)", i, f.Name, r.names(KindFilter, true))
 		}
-		cfg.Filters = append(cfg.Filters, f.Name)
+		if f.Weight != nil {
+			return SchedulerConfig{}, fmt.Errorf("scheduler config: filters[%d] (%s): filters take no weight", i, f.Name)
+		}
+		cfg.Filters = append(cfg.Filters, PluginSpec{Type: t.Type, Name: f.Name, Parameters: rawOrNil(f.Params)})
 	}
 	if raw.Scorers == nil {
 		cfg.Scorers = def.Scorers
 	}
 	for i, s := range raw.Scorers {
-		w, ok := defaultWeight(s.Name)
+		t, ok := r.lookupNative(KindScorer, s.Name)
 		if !ok {
-			return SchedulerConfig{}, fmt.Errorf("scheduler config: scorers[%d]: unknown scorer %q (known: %v)", i, s.Name, knownScorers)
+			return SchedulerConfig{}, fmt.Errorf("scheduler config: scorers[%d]: unknown scorer %q (known: %s)", i, s.Name, r.names(KindScorer, true))
 		}
+		w := t.DefaultWeight
 		if s.Weight != nil {
 			w = *s.Weight
 		}
-		if err := parseScorerParams(s, &cfg); err != nil {
-			return SchedulerConfig{}, fmt.Errorf("scheduler config: scorers[%d] (%s): %w", i, s.Name, err)
-		}
-		cfg.Scorers = append(cfg.Scorers, ScorerSpec{Name: s.Name, Weight: w})
+		cfg.Scorers = append(cfg.Scorers, PluginSpec{Type: t.Type, Name: s.Name, Weight: w, Parameters: rawOrNil(s.Params)})
 	}
 	if raw.Saturation != nil {
 		if raw.Saturation.QueueDepthThreshold != nil {
@@ -274,127 +284,56 @@ func ParseSchedulerConfig(data []byte) (SchedulerConfig, error) {
 			cfg.Saturation.KVCacheThreshold = *raw.Saturation.KVCacheThreshold
 		}
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := r.Validate(cfg); err != nil {
 		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
 	}
+	fc, err := compileFlowControl(raw.FlowControl, cfg.Saturation)
+	if err != nil {
+		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
+	}
+	cfg.FlowControl = fc
 	return cfg, nil
 }
 
-func defaultWeight(name string) (float64, bool) {
-	switch name {
-	case ScorerQueue:
-		return DefaultQueueWeight, true
-	case ScorerKVCache:
-		return DefaultKVCacheWeight, true
-	case ScorerPrefix:
-		return DefaultPrefixWeight, true
-	case ScorerLoRAAffinity:
-		return DefaultLoRAAffinityWeight, true
-	case ScorerInFlight:
-		return DefaultInFlightWeight, true
-	case ScorerPendingPrefill:
-		return DefaultPendingPrefillWeight, true
-	case ScorerLeastRecent:
-		return DefaultLeastRecentWeight, true
-	}
-	return 0, false
-}
-
-// parseScorerParams decodes the params of a scorer strictly; only prefix takes params.
-func parseScorerParams(s rawPlugin, cfg *SchedulerConfig) error {
-	if len(s.Params) == 0 || bytes.Equal(s.Params, []byte("null")) {
+// rawOrNil keeps absent parameters nil (the type's defaults).
+func rawOrNil(m json.RawMessage) any {
+	if len(bytes.TrimSpace(m)) == 0 {
 		return nil
 	}
-	if s.Name != ScorerPrefix {
-		return errors.New("this scorer takes no params")
-	}
-	// Keys are checked exactly: encoding/json alone would match them case-insensitively.
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(s.Params, &fields); err != nil {
-		return fmt.Errorf("params: %w", err)
-	}
-	for key, v := range fields {
-		var dst *int
-		switch key {
-		case "blockSize":
-			dst = &cfg.Prefix.BlockSize
-		case "lruCapacity":
-			dst = &cfg.Prefix.LRUCapacity
-		case "maxBlocks":
-			dst = &cfg.Prefix.MaxBlocks
-		default:
-			return fmt.Errorf("params: unknown field %q (known: blockSize, lruCapacity, maxBlocks)", key)
-		}
-		if err := json.Unmarshal(v, dst); err != nil {
-			return fmt.Errorf("params: %s: %w", key, err)
-		}
-	}
-	return nil
+	return m
 }
 
-// LoadSchedulerConfig reads and parses a YAML scheduler config file: infergw's format, or
-// GIE's EndpointPickerConfig (recognised by its kind).
-func LoadSchedulerConfig(path string) (SchedulerConfig, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
-	}
-	parse := ParseSchedulerConfig
-	if IsEndpointPickerConfig(data) {
-		parse = ParseEndpointPickerConfig // GIE's format, by its kind
-	}
-	cfg, err := parse(data)
-	if err != nil {
-		return SchedulerConfig{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return cfg, nil
-}
-
-// Exact field names of the YAML shape. The strict YAML decoder matches keys
-// case-insensitively ("Scorers" would pass); a config is checked against these too.
-var (
-	topLevelKeys   = []string{"filters", "scorers", "picker", "saturation"}
-	pluginKeys     = []string{"name", "weight", "params"}
-	saturationKeys = []string{"queueDepthThreshold", "kvCacheThreshold"}
-)
-
-// checkKeyCase rejects keys that differ from the documented ones only by case.
-func checkKeyCase(data []byte) error {
+// decodeYAMLStrict decodes YAML through JSON with sigs.k8s.io/json's strict mode: unknown,
+// duplicate and miscased fields are errors (YAML's own strict decoder matches keys
+// case-insensitively).
+func decodeYAMLStrict(data []byte, dst any) error {
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
 		return err
 	}
-	var top, saturation map[string]json.RawMessage
-	if err := json.Unmarshal(js, &top); err != nil || top == nil {
-		return nil //nolint:nilerr // not a mapping: the strict decoder has already judged it
+	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+		js = []byte("{}") // an empty file is an empty config
 	}
-	if err := exactKeys("", top, topLevelKeys); err != nil {
+	strict, err := kjson.UnmarshalStrict(js, dst, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if err != nil {
 		return err
 	}
-	for _, section := range []string{"filters", "scorers"} {
-		var list []map[string]json.RawMessage
-		if json.Unmarshal(top[section], &list) != nil {
-			continue
-		}
-		for i, p := range list {
-			if err := exactKeys(fmt.Sprintf("%s[%d].", section, i), p, pluginKeys); err != nil {
-				return err
-			}
-		}
-	}
-	if json.Unmarshal(top["saturation"], &saturation) == nil {
-		if err := exactKeys("saturation.", saturation, saturationKeys); err != nil {
-			return err
-		}
+	if len(strict) > 0 {
+		return errors.Join(strict...)
 	}
 	return nil
 }
 
-func exactKeys(prefix string, m map[string]json.RawMessage, known []string) error {
-	for k := range m {
-		if !slices.Contains(known, k) {
-			return fmt.Errorf("unknown field %q (known: %v)", prefix+k, known)
-		}
+// LoadSchedulerConfig reads and parses a scheduler config file: infergw's format, or GIE's
+// EndpointPickerConfig (recognised by its kind).
+func (r *Registry) LoadSchedulerConfig(path string) (SchedulerConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
 	}
-	return nil
+	cfg, err := r.ParseSchedulerConfig(data)
+	if err != nil {
+		return SchedulerConfig{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
 }

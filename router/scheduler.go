@@ -1,16 +1,21 @@
 package router
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"time"
 )
 
-// scheduler is a SchedulerConfig compiled for the hot path.
+// scheduler is a SchedulerConfig built by a Registry, ready for the hot path.
 type scheduler struct {
-	loraFilter        bool
-	scorers           []weightedScorer // weight > 0 only
-	random            bool
+	filters []Filter
+	scorers []weightedScorer // weight > 0 only; none when the picker ignores scores
+	picker  Picker
+	// scores: the picker reads the weighted sums (false for the random picker).
+	scores bool
+	// The prefix scorer's settings (usePrefix: it is configured with a weight > 0); the
+	// router also sizes each endpoint's prefix LRU and block span from them.
 	usePrefix         bool
 	blockSize         int // prefix block span in characters; 0 = derive from the engine
 	prefixLRUCapacity int // 0 = derive from the engine
@@ -21,18 +26,16 @@ type scheduler struct {
 type weightedScorer struct {
 	name   string
 	weight float64
-	score  scoreFunc
+	scorer Scorer
 }
 
-// scoreFunc writes one score in [0,1] per candidate of pc into out (len(out) ==
-// len(pc.eps)).
-type scoreFunc func(pc *pickContext, out []float64)
-
-// pickContext is what filters and scorers see of one Pick: the candidates (endpoint and
-// the metrics loaded once for this pick, index-aligned) and the request.
-type pickContext struct {
+// PickContext is what filters, scorers and pickers see of one pick: the candidates (index
+// i is the same endpoint in every accessor) and the request. It is valid only during the
+// call it is passed to.
+type PickContext struct {
 	req       *Request
 	now       time.Time
+	sched     *scheduler
 	eps       []*endpoint
 	ms        []*metricsState
 	prefix    *spanHashes // the prompt's chained prefix-block hashes, per block span
@@ -43,48 +46,100 @@ type pickContext struct {
 	prefixDone bool
 }
 
-func newScheduler(cfg SchedulerConfig) *scheduler {
-	s := &scheduler{
-		loraFilter:        slices.Contains(cfg.Filters, FilterLoRAAffinity),
-		random:            cfg.Picker == PickerRandom,
-		blockSize:         cfg.Prefix.BlockSize,
-		prefixLRUCapacity: cfg.Prefix.LRUCapacity,
-		prefixMaxBlocks:   cfg.Prefix.MaxBlocks,
-		sat:               cfg.Saturation,
+// newScheduler builds every plugin of cfg through the registry. Errors name the plugin
+// (its place in the config and its name) and, for parameters, the field.
+func (r *Registry) newScheduler(cfg SchedulerConfig) (*scheduler, error) {
+	if err := cfg.Saturation.validate(); err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	if s.random {
-		return s // scorers are ignored by the random picker
-	}
-	for _, sc := range cfg.Scorers {
-		if sc.Weight == 0 {
-			continue
+	s := &scheduler{sat: cfg.Saturation}
+	for i, spec := range cfg.Filters {
+		inst, err := r.buildAs(KindFilter, spec)
+		if err != nil {
+			return nil, fmt.Errorf("scheduler: filters[%d]: %w", i, err)
 		}
-		var fn scoreFunc
-		switch sc.Name {
-		case ScorerQueue:
-			fn = scoreQueue
-		case ScorerKVCache:
-			fn = scoreKVCache
-		case ScorerPrefix:
-			fn = scorePrefix
+		s.filters = append(s.filters, inst.(Filter))
+	}
+	pickerSpec := cfg.Picker
+	if pickerSpec.Type == "" && pickerSpec.Parameters == nil && pickerSpec.Name == "" {
+		pickerSpec = PluginSpec{Type: TypeMaxScorePicker, Name: PickerMaxScore}
+	}
+	inst, err := r.buildAs(KindPicker, pickerSpec)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: picker: %w", err)
+	}
+	s.picker = inst.(Picker)
+	ig, ok := s.picker.(scoreIgnorer)
+	s.scores = !ok || !ig.IgnoresScores()
+
+	seen := make(map[string]bool, len(cfg.Scorers))
+	for i, spec := range cfg.Scorers {
+		w := spec.Weight
+		if math.IsNaN(w) || math.IsInf(w, 0) || w < 0 {
+			return nil, fmt.Errorf("scheduler: scorers[%d] (%s): weight %v must be a finite number >= 0", i, spec.displayName(), w)
+		}
+		inst, err := r.buildAs(KindScorer, spec)
+		if err != nil {
+			return nil, fmt.Errorf("scheduler: scorers[%d]: %w", i, err)
+		}
+		// One instance of a type: two prefix scorers would share one LRU per endpoint.
+		t, _ := r.Lookup(spec.Type)
+		if seen[t.Type] {
+			return nil, fmt.Errorf("scheduler: scorers[%d]: scorer %q (%s) listed twice", i, spec.displayName(), t.Type)
+		}
+		seen[t.Type] = true
+		if w == 0 || !s.scores {
+			continue // off (the random picker ignores every scorer)
+		}
+		sc := inst.(Scorer)
+		if p, ok := sc.(*prefixScorer); ok {
 			s.usePrefix = true
-		case ScorerLoRAAffinity:
-			fn = scoreLoRAAffinity
-		case ScorerInFlight:
-			fn = scoreInFlight
-		case ScorerPendingPrefill:
-			fn = scorePendingPrefill
-		case ScorerLeastRecent:
-			fn = scoreLeastRecent
+			s.blockSize, s.prefixLRUCapacity, s.prefixMaxBlocks = p.blockSize, p.lruCapacity, p.maxBlocks
 		}
-		s.scorers = append(s.scorers, weightedScorer{name: sc.Name, weight: sc.Weight, score: fn})
+		s.scorers = append(s.scorers, weightedScorer{name: spec.displayName(), weight: w, scorer: sc})
 	}
 	// pending-prefill reads the prefix scorer's matches: it runs last.
-	if i := slices.IndexFunc(s.scorers, func(w weightedScorer) bool { return w.name == ScorerPendingPrefill }); i >= 0 {
+	if i := slices.IndexFunc(s.scorers, func(w weightedScorer) bool { _, ok := w.scorer.(pendingPrefillScorer); return ok }); i >= 0 {
 		pp := s.scorers[i]
 		s.scorers = append(slices.Delete(s.scorers, i, i+1), pp)
 	}
-	return s
+	for i, spec := range cfg.Other {
+		if _, err := r.Build(spec); err != nil {
+			return nil, fmt.Errorf("scheduler: plugins not in the profile[%d]: %w", i, err)
+		}
+	}
+	return s, nil
+}
+
+// buildAs builds a plugin that must be of kind.
+func (r *Registry) buildAs(kind Kind, spec PluginSpec) (any, error) {
+	t, ok := r.types[spec.Type]
+	if !ok {
+		return nil, fmt.Errorf("unknown %s type %q (known: %s)", kind, spec.Type, r.names(kind, false))
+	}
+	if t.Kind != kind {
+		return nil, fmt.Errorf("plugin %s: type %s is a %s, not a %s", spec.displayName(), t.Type, t.Kind, kind)
+	}
+	if kind != KindScorer && spec.Weight != 0 {
+		return nil, fmt.Errorf("plugin %s: only scorers take a weight", spec.displayName())
+	}
+	inst, err := r.Build(spec)
+	if err != nil {
+		return nil, err
+	}
+	var fits bool
+	switch kind {
+	case KindFilter:
+		_, fits = inst.(Filter)
+	case KindScorer:
+		_, fits = inst.(Scorer)
+	case KindPicker:
+		_, fits = inst.(Picker)
+	}
+	if !fits {
+		return nil, fmt.Errorf("plugin %s: the factory of %s made a %T, which is not a %s", spec.displayName(), t.Type, inst, kind)
+	}
+	return inst, nil
 }
 
 // span is the prefix block span, in prompt characters, of an endpoint with metrics m: the
@@ -130,7 +185,7 @@ func (s *scheduler) saturated(m *metricsState) bool {
 }
 
 // keep compacts the candidates to those for which pred is true.
-func (pc *pickContext) keep(pred func(i int) bool) {
+func (pc *PickContext) keep(pred func(i int) bool) {
 	n := 0
 	for i := range pc.eps {
 		if pred(i) {
@@ -145,7 +200,7 @@ func (pc *pickContext) keep(pred func(i int) bool) {
 
 // filterServesModel drops endpoints whose model list is known and lacks the model. A request
 // that names no model (a bodiless GET such as /v1/models) may go to any endpoint.
-func filterServesModel(pc *pickContext) {
+func filterServesModel(pc *PickContext) {
 	model := pc.req.Model
 	if model == "" {
 		return
@@ -162,7 +217,7 @@ func filterServesModel(pc *pickContext) {
 
 // filterFresh keeps only fresh endpoints when at least one is fresh, and reports whether
 // every candidate is stale (then all are kept).
-func filterFresh(pc *pickContext, threshold time.Duration) (allStale bool) {
+func filterFresh(pc *PickContext, threshold time.Duration) (allStale bool) {
 	fresh := 0
 	for i, e := range pc.eps {
 		if e.isFresh(pc.ms[i], pc.now, threshold) {
@@ -184,7 +239,7 @@ func filterFresh(pc *pickContext, threshold time.Duration) (allStale bool) {
 // of the newest scrape, and among them those whose last scrape did not fail outright
 // (a slow answer is not a failure; see runEndpoint) when there are any. Never-scraped
 // endpoints go only if every candidate is never-scraped.
-func keepFreshest(pc *pickContext, threshold time.Duration) {
+func keepFreshest(pc *PickContext, threshold time.Duration) {
 	var newest time.Time
 	for _, m := range pc.ms {
 		if m.scrapedAt.After(newest) {
@@ -211,7 +266,7 @@ func keepFreshest(pc *pickContext, threshold time.Duration) {
 // filterLoRAAffinity narrows an adapter request to the unsaturated endpoints that run the
 // adapter; if none, to the unsaturated endpoints with a free adapter slot; else it keeps
 // every candidate (the LoRA scorer still ranks them).
-func filterLoRAAffinity(pc *pickContext, s *scheduler) {
+func filterLoRAAffinity(pc *PickContext, s *scheduler) {
 	if !pc.isAdapter {
 		return
 	}
@@ -245,7 +300,7 @@ func hasFreeLoRASlot(m *metricsState) bool {
 
 // isAdapterRequest reports whether the model is known to be a LoRA adapter: some
 // candidate lists it with a parent in /v1/models, or runs or queues it as an adapter.
-func isAdapterRequest(pc *pickContext) bool {
+func isAdapterRequest(pc *PickContext) bool {
 	model := pc.req.Model
 	for i, e := range pc.eps {
 		if ms := e.models.Load(); ms != nil {
@@ -264,7 +319,7 @@ func isAdapterRequest(pc *pickContext) bool {
 // --- Scorers ---------------------------------------------------------------------------
 
 // scoreQueue: min-max normalised scraped waiting queue, 1 for the shortest.
-func scoreQueue(pc *pickContext, out []float64) {
+func scoreQueue(pc *PickContext, out []float64) {
 	for i, m := range pc.ms {
 		out[i] = m.waiting
 	}
@@ -273,7 +328,7 @@ func scoreQueue(pc *pickContext, out []float64) {
 
 // scoreInFlight: min-max normalised gateway-side in-flight picks (not yet Done), 1 for
 // the fewest. It reacts within one request, where scraped metrics lag by a scrape.
-func scoreInFlight(pc *pickContext, out []float64) {
+func scoreInFlight(pc *PickContext, out []float64) {
 	for i, e := range pc.eps {
 		out[i] = float64(e.inflight.Load())
 	}
@@ -292,7 +347,7 @@ const pendingPrefillMinSpanBytes = 4096
 // that it ranks endpoints as well under high load (every endpoint has prompts pending) as
 // under a light one, and stretched over at least 4 KiB, so that a few bytes do not weigh
 // like a full prompt. It reads the prefix scorer's matches when that ran first.
-func scorePendingPrefill(pc *pickContext, out []float64) {
+func scorePendingPrefill(pc *PickContext, out []float64) {
 	prompt := len(pc.req.Prompt)
 	hits := len(pc.prefixHit) == len(pc.eps) && pc.prefixDone
 	lo, hi := math.Inf(1), math.Inf(-1)
@@ -315,7 +370,7 @@ func scorePendingPrefill(pc *pickContext, out []float64) {
 // longest ago. The one signal no lag can spoil: when every other one is flat or stale, it
 // spaces picks of an endpoint in time as round robin does, instead of leaving the choice
 // to chance.
-func scoreLeastRecent(pc *pickContext, out []float64) {
+func scoreLeastRecent(pc *PickContext, out []float64) {
 	now := pc.now.UnixNano()
 	for i, e := range pc.eps {
 		out[i] = -float64(now - e.lastPick.Load())
@@ -345,7 +400,7 @@ func invertMinMax(v []float64) {
 }
 
 // scoreKVCache: 1 − KV-cache utilisation.
-func scoreKVCache(pc *pickContext, out []float64) {
+func scoreKVCache(pc *PickContext, out []float64) {
 	for i, m := range pc.ms {
 		out[i] = 1 - clamp01(m.kvUsage)
 	}
@@ -361,7 +416,7 @@ const (
 // scoreLoRAAffinity: for adapter requests 1.0 when the adapter is running, 0.8 when a
 // slot is free, 0.6 when it is waiting, else 0. For base-model requests every endpoint
 // scores 0 (no preference).
-func scoreLoRAAffinity(pc *pickContext, out []float64) {
+func scoreLoRAAffinity(pc *PickContext, out []float64) {
 	model := pc.req.Model
 	for i, m := range pc.ms {
 		switch {
@@ -381,7 +436,7 @@ func scoreLoRAAffinity(pc *pickContext, out []float64) {
 
 // scorePrefix: longest cached prefix chain / prompt blocks, each endpoint measured in its
 // own block span (0 when the prompt has no full block of that span).
-func scorePrefix(pc *pickContext, out []float64) {
+func scorePrefix(pc *PickContext, out []float64) {
 	for i, e := range pc.eps {
 		hashes := pc.prefix.get(int(e.prefixSpan.Load()))
 		if len(hashes) == 0 {
@@ -394,3 +449,52 @@ func scorePrefix(pc *pickContext, out []float64) {
 	}
 	pc.prefixDone = true
 }
+
+// --- The built-in plugins as registry plugins (registered in plugins.go) --------------
+
+type loraAffinityFilter struct{}
+
+func (loraAffinityFilter) Filter(pc *PickContext) { filterLoRAAffinity(pc, pc.sched) }
+
+type queueScorer struct{}
+
+func (queueScorer) Score(pc *PickContext, out []float64) { scoreQueue(pc, out) }
+
+type kvCacheScorer struct{}
+
+func (kvCacheScorer) Score(pc *PickContext, out []float64) { scoreKVCache(pc, out) }
+
+// prefixScorer holds the prefix parameters resolved; the router reads them to size each
+// endpoint's LRU and block span (scheduler.usePrefix and friends).
+type prefixScorer struct{ blockSize, lruCapacity, maxBlocks int }
+
+func (*prefixScorer) Score(pc *PickContext, out []float64) { scorePrefix(pc, out) }
+
+type loraAffinityScorer struct{}
+
+func (loraAffinityScorer) Score(pc *PickContext, out []float64) { scoreLoRAAffinity(pc, out) }
+
+type inFlightScorer struct{}
+
+func (inFlightScorer) Score(pc *PickContext, out []float64) { scoreInFlight(pc, out) }
+
+type pendingPrefillScorer struct{}
+
+func (pendingPrefillScorer) Score(pc *PickContext, out []float64) { scorePendingPrefill(pc, out) }
+
+type leastRecentScorer struct{}
+
+func (leastRecentScorer) Score(pc *PickContext, out []float64) { scoreLeastRecent(pc, out) }
+
+type maxScorePicker struct{}
+
+func (maxScorePicker) Pick(_ *PickContext, total []float64, order []int32, k int) {
+	pickMaxScore(order, total, k)
+}
+
+type randomPicker struct{}
+
+func (randomPicker) Pick(_ *PickContext, _ []float64, order []int32, k int) { pickRandom(order, k) }
+
+// IgnoresScores: the scorers are not run for the random picker.
+func (randomPicker) IgnoresScores() bool { return true }

@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-func ctxFor(req *Request, eps ...*endpoint) *pickContext {
-	pc := &pickContext{req: req, now: time.Now(), prefixHit: make([]int, len(eps))}
+func ctxFor(req *Request, eps ...*endpoint) *PickContext {
+	pc := &PickContext{req: req, now: time.Now(), prefixHit: make([]int, len(eps))}
 	for _, e := range eps {
 		pc.eps = append(pc.eps, e)
 		pc.ms = append(pc.ms, e.loadMetrics())
@@ -34,7 +34,7 @@ func TestScorers(t *testing.T) {
 	lora := &Request{Model: "sql-lora"}
 	tests := []struct {
 		name  string
-		score scoreFunc
+		score func(pc *PickContext, out []float64)
 		req   *Request
 		ms    []metricsState
 		infl  []int64
@@ -133,7 +133,10 @@ func TestPrefixScorerEngineBlocks(t *testing.T) {
 		t.Fatalf("long prompt on the 128-token engine: hits %d score %v, want 2 and 1", pc.prefixHit[1], out[1])
 	}
 	// A configured blockSize overrides the engine's.
-	fixed := newScheduler(SchedulerConfig{Prefix: PrefixParams{BlockSize: 64}})
+	fixed := testScheduler(SchedulerConfig{
+		Scorers:    []PluginSpec{{Type: TypePrefixScorer, Weight: 1, Parameters: PrefixParams{BlockSize: 64}}},
+		Saturation: defaultSaturation(),
+	})
 	if s := fixed.span(&metricsState{blockSize: 128}); s != 64 {
 		t.Fatalf("configured blockSize 64: span %d", s)
 	}
@@ -162,7 +165,7 @@ func stringsRepeat(s string, n int) string {
 	return string(b)
 }
 
-func addrs(pc *pickContext) []string {
+func addrs(pc *PickContext) []string {
 	var out []string
 	for _, e := range pc.eps {
 		out = append(out, e.spec.Address)
@@ -171,7 +174,7 @@ func addrs(pc *pickContext) []string {
 }
 
 func TestFilters(t *testing.T) {
-	sched := newScheduler(DefaultSchedulerConfig())
+	sched := testScheduler(DefaultSchedulerConfig())
 	stale := staticEndpoint("stale:1", metricsState{scrapedAt: time.Now().Add(-time.Hour)})
 	failed := staticEndpoint("failed:1", metricsState{})
 	failed.lastFailed.Store(true)
@@ -189,7 +192,7 @@ func TestFilters(t *testing.T) {
 		name     string
 		req      *Request
 		eps      []*endpoint
-		filter   func(pc *pickContext)
+		filter   func(pc *PickContext)
 		want     []string
 		allStale bool
 	}{
@@ -202,37 +205,37 @@ func TestFilters(t *testing.T) {
 				withModels(staticEndpoint("c:1", metricsState{}), map[string]string{"x": ""})},
 			filterServesModel, []string{"b:1", "c:1"}, false},
 		{"fresh only while one is fresh", &Request{}, []*endpoint{stale, failed, fresh, never},
-			func(pc *pickContext) { filterFresh(pc, time.Second) }, []string{"fresh:1"}, false},
+			func(pc *PickContext) { filterFresh(pc, time.Second) }, []string{"fresh:1"}, false},
 		// failed's metrics are the newest (scrapedAt an hour ahead, then its scrape
 		// failed); stale's are two hours older; never has none.
 		{"all stale keeps the freshest data", &Request{}, []*endpoint{stale, failed, never},
-			func(pc *pickContext) {
+			func(pc *PickContext) {
 				if !filterFresh(pc, time.Second) {
 					t.Error("allStale = false")
 				}
 			}, []string{"failed:1"}, true},
 		{"all stale: slow beats failed within the window", &Request{}, []*endpoint{slowA, failedB, slowOld, never},
-			func(pc *pickContext) { filterFresh(pc, 2*time.Second) }, []string{"slowA:1"}, true},
+			func(pc *PickContext) { filterFresh(pc, 2*time.Second) }, []string{"slowA:1"}, true},
 		{"all stale, none ever scraped, keeps all", &Request{}, []*endpoint{never, never2},
-			func(pc *pickContext) { filterFresh(pc, time.Second) }, []string{"never:1", "never2:1"}, true},
+			func(pc *PickContext) { filterFresh(pc, time.Second) }, []string{"never:1", "never2:1"}, true},
 		{"lora: running tier", &Request{Model: "l"}, []*endpoint{
 			staticEndpoint("run:1", metricsState{loraRunning: []string{"l"}, maxLoRA: 1}),
 			staticEndpoint("free:1", metricsState{maxLoRA: 2}),
 			staticEndpoint("full:1", metricsState{loraRunning: []string{"z"}, maxLoRA: 1}),
-		}, func(pc *pickContext) { filterLoRAAffinity(pc, sched) }, []string{"run:1"}, false},
+		}, func(pc *PickContext) { filterLoRAAffinity(pc, sched) }, []string{"run:1"}, false},
 		{"lora: saturated running endpoint skipped for free slot", &Request{Model: "l"}, []*endpoint{
 			staticEndpoint("run:1", metricsState{loraRunning: []string{"l"}, maxLoRA: 1, waiting: 50}),
 			staticEndpoint("free:1", metricsState{maxLoRA: 2, loraWaiting: nil}),
 			staticEndpoint("full:1", metricsState{loraRunning: []string{"z"}, maxLoRA: 1}),
-		}, func(pc *pickContext) { filterLoRAAffinity(pc, sched) }, []string{"free:1"}, false},
+		}, func(pc *PickContext) { filterLoRAAffinity(pc, sched) }, []string{"free:1"}, false},
 		{"lora: no tier keeps all", &Request{Model: "l"}, []*endpoint{
 			staticEndpoint("w:1", metricsState{loraRunning: []string{"z"}, loraWaiting: []string{"l"}, maxLoRA: 1}),
 			staticEndpoint("full:1", metricsState{loraRunning: []string{"z"}, maxLoRA: 1}),
-		}, func(pc *pickContext) { filterLoRAAffinity(pc, sched) }, []string{"w:1", "full:1"}, false},
+		}, func(pc *PickContext) { filterLoRAAffinity(pc, sched) }, []string{"w:1", "full:1"}, false},
 		{"lora: base model untouched", &Request{Model: "base"}, []*endpoint{
 			staticEndpoint("run:1", metricsState{loraRunning: []string{"l"}, maxLoRA: 1}),
 			staticEndpoint("free:1", metricsState{maxLoRA: 2}),
-		}, func(pc *pickContext) { filterLoRAAffinity(pc, sched) }, []string{"run:1", "free:1"}, false},
+		}, func(pc *PickContext) { filterLoRAAffinity(pc, sched) }, []string{"run:1", "free:1"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -287,7 +290,7 @@ func TestPickMaxScoreOrderAndTies(t *testing.T) {
 // engine's cache_config_info cannot be driven past the bound, nor overflow, by absurd
 // figures a broken or hostile model server reports.
 func TestLRUCapacityBoundedAgainstEngineFigures(t *testing.T) {
-	s := newScheduler(DefaultSchedulerConfig())
+	s := testScheduler(DefaultSchedulerConfig())
 	for _, tc := range []struct{ blocks, size, want int }{
 		{8192, 128, 8192},                        // vLLM CPU: 128-token blocks, one hash per block
 		{1 << 62, 1 << 40, maxPrefixLRUCapacity}, // would overflow an int product

@@ -13,6 +13,14 @@ import (
 	"github.com/prometheus/common/model"
 )
 
+// scrapeTarget is where an endpoint's loop scrapes: the client (the endpoint's own
+// connection when plain) and path, or the error its settings gave (every scrape fails).
+type scrapeTarget struct {
+	client *endpointClient
+	path   string
+	err    error
+}
+
 // runEndpoint is the one loop of an endpoint: scrape /metrics every ScrapeInterval and
 // refresh /v1/models every ModelsRefresh, until ctx is cancelled.
 func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
@@ -23,11 +31,17 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 	var bufs scrapeBuffers                      // reused by every scrape of this endpoint
 	client := newEndpointClient(e.spec.Address) // /v1/models, and /metrics when plain
 	defer client.close()
-	metricsClient := client
-	if !r.cfg.Metrics.plain() {
-		metricsClient = newMetricsClient(r.cfg.Metrics.address(e.spec.Address), r.cfg.Metrics)
-		defer metricsClient.close()
+	target := scrapeTarget{client: client}
+	m, err := r.metricsFor(e)
+	switch {
+	case err != nil:
+		// Every scrape fails with it: the endpoint is stale and says why (logged once).
+		target.err = fmt.Errorf("scrape %s: %w", e.spec.Address, err)
+	case !m.plain():
+		target.client = newMetricsClient(m.address(e.spec.Address), m)
+		defer target.client.close()
 	}
+	target.path = m.Path
 	var nextModels time.Time
 	r.loops.Add(1)
 	defer r.loops.Add(-1)
@@ -60,7 +74,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 		case <-tick.C:
 		}
 		start := time.Now()
-		err := r.scrape(ctx, e, metricsClient, &parser, &bufs)
+		err := r.scrape(ctx, e, target, &parser, &bufs)
 		r.metrics.scrapeDuration.Observe(time.Since(start).Seconds())
 		if ctx.Err() != nil {
 			return // cancelled mid-scrape: not an endpoint failure
@@ -68,6 +82,7 @@ func (r *Router) runEndpoint(ctx context.Context, e *endpoint) {
 		switch {
 		case err == nil:
 			e.lastFailed.Store(false)
+			r.notifyScrape(e.pool)
 		case isTimeout(err):
 			// A slow answer (a loaded server) keeps the last metrics: the endpoint turns
 			// stale when they pass the staleness threshold. Marking it stale at once made
@@ -128,9 +143,13 @@ type scrapeBuffers struct {
 }
 
 // scrape fetches and parses /metrics and stores the new state.
-func (r *Router) scrape(ctx context.Context, e *endpoint, c *endpointClient, parser *expfmt.TextParser, bufs *scrapeBuffers) error {
+func (r *Router) scrape(ctx context.Context, e *endpoint, t scrapeTarget, parser *expfmt.TextParser, bufs *scrapeBuffers) error {
+	if t.err != nil {
+		return t.err
+	}
+	c := t.client
 	bufs.body.Reset()
-	status, err := c.get(ctx, r.cfg.Metrics.Path, r.cfg.ScrapeTimeout, r.cfg.MaxScrapeBytes, &bufs.body)
+	status, err := c.get(ctx, t.path, r.cfg.ScrapeTimeout, r.cfg.MaxScrapeBytes, &bufs.body)
 	if err != nil {
 		return fmt.Errorf("scrape %s: %w", c.addr, err)
 	}

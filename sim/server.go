@@ -193,6 +193,8 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 		s.handleDebugEngine(ctx)
 	case path == "/health" && method == fasthttp.MethodGet:
 		ctx.SetStatusCode(fasthttp.StatusOK)
+	case path == "/v1/embeddings" && method == fasthttp.MethodPost:
+		s.handleEmbeddings(ctx)
 	case path == "/v1/models" && method == fasthttp.MethodGet:
 		s.handleModels(ctx)
 	case path == "/v1/load_lora_adapter" && method == fasthttp.MethodPost:

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/infergw/infergw/discovery"
@@ -21,37 +22,77 @@ type simManager struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	running map[string]*sim.Server // by ip:port
+	running map[string]runningSim // by ip:port
+}
+
+type runningSim struct {
+	srv  *sim.Server
+	want simEndpoint
 }
 
 func newSimManager(base sim.Config, log *slog.Logger) *simManager {
-	return &simManager{base: base, log: log, running: map[string]*sim.Server{}}
+	return &simManager{base: base, log: log, running: map[string]runningSim{}}
 }
 
-// endpointAddrs lists every pool endpoint of a snapshot as ip:port, with the pod's name.
-func endpointAddrs(snap *discovery.Snapshot) map[string]string {
-	out := map[string]string{}
+// Pool annotations that give a pool's local sims their identity (`infergw up` only; a
+// cluster runs what the Pods say). Without them every sim serves the base configuration's
+// model and adapters.
+const (
+	// AnnotationSimModel is the model the pool's sims serve.
+	AnnotationSimModel = "infergw.dev/sim-model"
+	// AnnotationSimLoRAAdapters lists the LoRA adapters the pool's sims serve
+	// (comma-separated; present and empty means none).
+	AnnotationSimLoRAAdapters = "infergw.dev/sim-lora-adapters"
+)
+
+// simEndpoint is what one sim should be: the pod's name and the model it serves.
+type simEndpoint struct {
+	name     string
+	model    string
+	adapters []string
+}
+
+func (e simEndpoint) same(o simEndpoint) bool {
+	return e.name == o.name && e.model == o.model && strings.Join(e.adapters, ",") == strings.Join(o.adapters, ",")
+}
+
+// endpointAddrs lists every pool endpoint of a snapshot as ip:port, with the sim it needs.
+func (m *simManager) endpointAddrs(snap *discovery.Snapshot) map[string]simEndpoint {
+	out := map[string]simEndpoint{}
 	for _, p := range snap.Pools {
+		model, adapters := m.base.Model, m.base.LoRAAdapters
+		if v := strings.TrimSpace(p.Annotations[AnnotationSimModel]); v != "" {
+			model = v
+		}
+		if v, ok := p.Annotations[AnnotationSimLoRAAdapters]; ok {
+			adapters = nil
+			for _, a := range strings.Split(v, ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					adapters = append(adapters, a)
+				}
+			}
+		}
 		for _, ep := range p.Endpoints {
 			for _, port := range p.Spec.TargetPorts {
 				addr := net.JoinHostPort(ep.IP, strconv.Itoa(int(port.Number)))
-				out[addr] = ep.Name
+				out[addr] = simEndpoint{name: ep.Name, model: model, adapters: adapters}
 			}
 		}
 	}
 	return out
 }
 
-// sync starts sims for new endpoints and stops those whose endpoint is gone. A sim that
-// cannot start (address in use, say) is reported and skipped: the rest keep serving.
+// sync starts sims for new endpoints, stops those whose endpoint is gone and restarts those
+// whose model changed. A sim that cannot start (address in use, say) is reported and
+// skipped: the rest keep serving.
 func (m *simManager) sync(snap *discovery.Snapshot) error {
-	want := endpointAddrs(snap)
+	want := m.endpointAddrs(snap)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
-	for addr, s := range m.running {
-		if _, ok := want[addr]; !ok {
-			if err := s.Close(); err != nil {
+	for addr, r := range m.running {
+		if w, ok := want[addr]; !ok || !w.same(r.want) {
+			if err := r.srv.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("stop sim %s: %w", addr, err))
 			}
 			delete(m.running, addr)
@@ -67,9 +108,11 @@ func (m *simManager) sync(snap *discovery.Snapshot) error {
 		if _, ok := m.running[addr]; ok {
 			continue
 		}
+		w := want[addr]
 		cfg := m.base
 		cfg.Addr = addr
-		cfg.Name = want[addr]
+		cfg.Name = w.name
+		cfg.Model, cfg.LoRAAdapters = w.model, w.adapters
 		s, err := sim.New(cfg, m.log) // the sim adds its own sim=NAME to every line
 		if err == nil {
 			err = s.Start()
@@ -78,7 +121,7 @@ func (m *simManager) sync(snap *discovery.Snapshot) error {
 			errs = append(errs, fmt.Errorf("start sim %s (%s): %w", cfg.Name, addr, err))
 			continue
 		}
-		m.running[addr] = s
+		m.running[addr] = runningSim{srv: s, want: w}
 		m.log.Info("sim started", "name", cfg.Name, "addr", addr, "model", cfg.Model, "lora_adapters", cfg.LoRAAdapters)
 	}
 	return errors.Join(errs...)
@@ -100,8 +143,8 @@ func (m *simManager) closeAll() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
-	for addr, s := range m.running {
-		if err := s.Close(); err != nil {
+	for addr, r := range m.running {
+		if err := r.srv.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("stop sim %s: %w", addr, err))
 		}
 		delete(m.running, addr)

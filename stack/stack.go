@@ -419,6 +419,9 @@ func (s *Stack) Close() error {
 		}
 	}
 	s.StopPicker()
+	if s.Picker != nil {
+		s.Picker.StopFlowControl() // the flow controllers' goroutines (issue 19)
+	}
 	if s.metrics != nil {
 		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = s.metrics.Shutdown(sctx)

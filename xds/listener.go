@@ -30,7 +30,7 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 	}
 	if pickers := pickersOf(pl); len(pickers) > 0 {
 		hcm.HttpFilters = append(hcm.HttpFilters, b.extProcFilter(pickers[0]))
-		hcm.EarlyHeaderMutationExtensions = b.stripPickerHeaders()
+		hcm.EarlyHeaderMutationExtensions = b.stripPickerHeaders(b.bodyRoutingPorts[pl.port])
 	}
 	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{
 		Name:       RouterFilterName,

@@ -23,10 +23,14 @@ type precedence struct {
 	headers    int
 	query      int
 	poolHeader bool
-	created    time.Time
-	route      string
-	rule       int
-	match      int
+	// bodyRouting ranks a body-routing route before routes of equal specificity;
+	// gatewayOwned ranks a route the gateway adds after them (bodyrouting.go).
+	bodyRouting  bool
+	gatewayOwned bool
+	created      time.Time
+	route        string
+	rule         int
+	match        int
 }
 
 func (p precedence) before(q precedence) bool {
@@ -41,6 +45,10 @@ func (p precedence) before(q precedence) bool {
 		return p.headers > q.headers
 	case p.query != q.query:
 		return p.query > q.query
+	case p.bodyRouting != q.bodyRouting:
+		return p.bodyRouting
+	case p.gatewayOwned != q.gatewayOwned:
+		return q.gatewayOwned
 	case !p.created.Equal(q.created):
 		return p.created.Before(q.created)
 	case p.route != q.route:

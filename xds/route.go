@@ -19,6 +19,9 @@ type routeEntry struct {
 	route  *routev3.Route
 	prec   precedence
 	picker string // the picker cluster the route's ext_proc config names, if any
+	// pools and failOpen describe a pool route's target (body routing reads them).
+	pools    []weightedPool
+	failOpen bool
 }
 
 // routeConfiguration builds the listener's route configuration: one virtual host per
@@ -37,10 +40,10 @@ func (b *builder) routeConfiguration(pl *portListener) *routev3.RouteConfigurati
 			continue
 		}
 		entries := append(append([]routeEntry(nil), pl.vhosts[h].entries...), catchAll...)
-		rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(h, entries))
+		rc.VirtualHosts = append(rc.VirtualHosts, virtualHost(h, b.withBodyRoutingOn(pl, h, entries)))
 	}
 	if len(catchAll) > 0 || len(pl.vhosts) == 0 {
-		rc.VirtualHosts = append(rc.VirtualHosts, virtualHost("*", catchAll))
+		rc.VirtualHosts = append(rc.VirtualHosts, virtualHost("*", b.withBodyRoutingOn(pl, "*", catchAll)))
 	}
 	return rc
 }
@@ -105,7 +108,7 @@ func (b *builder) routeEntries(r *model.Route) []routeEntry {
 			if len(target.pools) > 1 && target.direct == nil {
 				out = append(out, b.poolHeaderRoutes(name, m, prec, target, mods, timeout)...)
 			}
-			out = append(out, routeEntry{route: rt, prec: prec, picker: target.routePicker()})
+			out = append(out, routeEntry{route: rt, prec: prec, picker: target.routePicker(), pools: target.pools, failOpen: target.failOpen})
 		}
 	}
 	return out

@@ -39,6 +39,8 @@ type builder struct {
 	// overrideHostCache holds the marshalled load-balancing policies pool clusters share:
 	// [0] fails closed, [1] fails open (see overrideHostAny).
 	overrideHostCache [2]*anyMsg
+	// bodyRoutingPorts are the listeners with body-based routing (bodyrouting.go).
+	bodyRoutingPorts map[int32]bool
 }
 
 func (b *builder) any(m proto.Message) *anypb.Any {

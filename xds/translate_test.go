@@ -28,6 +28,7 @@ var goldenCases = []struct {
 	{"fail-open-vs-fail-close", func() *discovery.Snapshot { return failModes(8000, 9002) }, Options{}},
 	{"matches", matches, Options{}},
 	{"h2c-pool", h2cPool, Options{}},
+	{"many-models", func() *discovery.Snapshot { return manyModels(8000, 9002) }, Options{}},
 	{"buffered", onePool, Options{RequestBodyMode: BodyBuffered, ResponseBodyMode: BodyStreamed, RouteTimeout: 600e9}},
 	{"picker-tls", onePool, Options{PickerTLS: PickerTLS{
 		CAFile: "/etc/infergw/tls/ca.crt", CertFile: "/etc/infergw/tls/tls.crt", KeyFile: "/etc/infergw/tls/tls.key",
@@ -101,7 +102,7 @@ func TestTwoPoolsHeaderRoutesPrecedeWeightedRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	routes := res.Routes[0].GetVirtualHosts()[0].GetRoutes()
+	routes := withoutGatewayRoutes(res.Routes[0].GetVirtualHosts()[0].GetRoutes())
 	if len(routes) != 3 {
 		t.Fatalf("want 2 header routes + 1 weighted route, got %d", len(routes))
 	}

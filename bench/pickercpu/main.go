@@ -53,6 +53,8 @@ type config struct {
 	inputTokens  int
 	outputTokens int
 	stream       bool
+	policy       string
+	simScale     float64
 	out          string
 	url          string // the gateway, as `infergw up` prints it
 }
@@ -82,7 +84,7 @@ func main() {
 	var transports, rates string
 	flag.StringVar(&cfg.bin, "bin", "bin/infergw", "infergw binary (make build)")
 	flag.StringVar(&cfg.manifests, "manifests", "examples/local", "manifests for `infergw up` (its Pods must be the sim fleet's addresses)")
-	flag.IntVar(&cfg.pods, "pods", 4, "simulated pods; other than 4, the manifests are generated from examples/local's with this many Pods (127.0.0.2…)")
+	flag.IntVar(&cfg.pods, "pods", 4, "simulated pods: the manifests' pods.yaml is replaced by this many copies of its first Pod (127.0.0.2…)")
 	flag.StringVar(&transports, "transports", "inline,grpc-go", "picker gRPC transports to compare")
 	flag.StringVar(&rates, "rates", "200,800", `request rates (req/s), comma-separated; "" measures the idle stack only`)
 	flag.DurationVar(&cfg.duration, "duration", 20*time.Second, "measured time per rate")
@@ -91,6 +93,8 @@ func main() {
 	flag.IntVar(&cfg.inputTokens, "input-tokens", 800, "prompt words per request (800 makes a ~4 KB body)")
 	flag.IntVar(&cfg.outputTokens, "output-tokens", 16, "tokens per response")
 	flag.BoolVar(&cfg.stream, "stream", false, "streamed responses (Envoy then sends the picker one message per chunk)")
+	flag.StringVar(&cfg.policy, "policy", "default", "routing policy of `infergw up` (round-robin: no picker on the path, Envoy alone, the baseline the picker's share is measured against)")
+	flag.Float64Var(&cfg.simScale, "sim-time-scale", 0.01, "the sims' time scale: 0.01 answers 100× faster than the modelled GPU (tokens then arrive in few large chunks); 1 streams each token as its own chunk, as a real server does")
 	flag.StringVar(&cfg.out, "out", "bench/results/picker-cpu", "results file prefix (.md and .json)")
 	flag.Parse()
 	cfg.transports = strings.Split(transports, ",")
@@ -118,16 +122,16 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if cfg.pods < 1 || cfg.pods > 250 {
 		return fmt.Errorf("--pods %d: want 1 to 250 (one loopback address each)", cfg.pods)
 	}
-	if cfg.pods != 4 {
-		dir, err := podManifests(cfg.manifests, cfg.pods)
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		cfg.manifests = dir
+	// Always copied: the sim fleet serves only the first Pod's model, so pods.yaml becomes
+	// cfg.pods copies of it (examples/local's Qwen and embeddings pools keep no endpoint).
+	dir, err := podManifests(cfg.manifests, cfg.pods)
+	if err != nil {
+		return err
 	}
+	defer os.RemoveAll(dir)
+	cfg.manifests = dir
 	sims, err := startProcess(ctx, cfg.bin, "sim", "--fleet", strconv.Itoa(cfg.pods), "--addr", "127.0.0.1:8000",
-		"--time-scale", "0.01", "--log-level", "warn")
+		"--time-scale", strconv.FormatFloat(cfg.simScale, 'g', -1, 64), "--log-level", "warn")
 	if err != nil {
 		return err
 	}
@@ -205,7 +209,7 @@ type idleResult struct {
 
 func measureTransport(ctx context.Context, cfg config, transport string, log *slog.Logger) ([]result, idleResult, error) {
 	up, err := startProcess(ctx, cfg.bin, "up", "--no-sims", "--manifests", cfg.manifests,
-		"--grpc-transport", transport, "--log-level", "warn")
+		"--grpc-transport", transport, "--policy", cfg.policy, "--log-level", "warn")
 	if err != nil {
 		return nil, idleResult{}, err
 	}

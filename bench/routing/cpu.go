@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -10,41 +11,6 @@ import (
 
 // clockTicks is USER_HZ, 100 on every Linux the benchmark targets (sysconf(_SC_CLK_TCK)).
 const clockTicks = 100
-
-// cpuSample is a point-in-time reading of CPU time: this process (gateway, picker, sims
-// and load tester), the Envoy child, and the whole machine.
-type cpuSample struct {
-	at         time.Time
-	self       time.Duration
-	envoy      time.Duration
-	machBusy   uint64 // jiffies
-	machTotal  uint64
-	machineErr error
-}
-
-// procCPU reads utime+stime of a process from /proc/PID/stat.
-func procCPU(pid string) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return 0, fmt.Errorf("cpu of %s: %w", pid, err)
-	}
-	// The command name (field 2) may contain spaces: fields are counted after its ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("cpu of %s: malformed stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("cpu of %s: short stat", pid)
-	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("cpu of %s: bad utime/stime", pid)
-	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil //nolint:gosec // G115: clock ticks of one benchmark process, far below 2^63
-}
 
 // machineCPU reads busy and total jiffies from the first line of /proc/stat.
 func machineCPU() (busy, total uint64, err error) {
@@ -70,35 +36,72 @@ func machineCPU() (busy, total uint64, err error) {
 	return busy, total, nil
 }
 
-func takeCPUSample(envoyPid int) cpuSample {
-	s := cpuSample{at: time.Now()}
-	s.self, _ = procCPU("self")
-	if envoyPid > 0 {
-		s.envoy, _ = procCPU(strconv.Itoa(envoyPid))
-	}
-	s.machBusy, s.machTotal, s.machineErr = machineCPU()
-	return s
-}
-
-// CPUUsage is what a run cost: cores used on average by the bench process and by Envoy, and
-// how busy the whole machine was (other users included).
+// CPUUsage is what the routing layer's process tree cost during the measured period: CPU
+// seconds in total and per command name (envoy, infergw, sglang-router, …), and how busy
+// the whole machine was (sims, load tester and other users included).
 type CPUUsage struct {
-	BenchCores   float64 `json:"bench_process_cores"`
-	EnvoyCores   float64 `json:"envoy_cores"`
-	MachineBusy  float64 `json:"machine_busy_fraction"`
-	MachineCores int     `json:"machine_cores"`
+	LayerSeconds float64            `json:"layer_cpu_seconds"`
+	ByProcess    map[string]float64 `json:"layer_cpu_seconds_by_process"`
+	WallSeconds  float64            `json:"wall_seconds"`
+	MachineBusy  float64            `json:"machine_busy_fraction"`
+	MachineCores int                `json:"machine_cores"`
+	Err          string             `json:"error,omitempty"`
 }
 
-func cpuBetween(a, b cpuSample, cores int) CPUUsage {
-	wall := b.at.Sub(a.at).Seconds()
-	u := CPUUsage{MachineCores: cores}
-	if wall <= 0 {
-		return u
+// PerKRequests is the layer's CPU seconds per 1,000 requests completed in the measured
+// period (0 when none completed).
+func (u CPUUsage) PerKRequests(completed int64) float64 {
+	if completed <= 0 {
+		return 0
 	}
-	u.BenchCores = (b.self - a.self).Seconds() / wall
-	u.EnvoyCores = (b.envoy - a.envoy).Seconds() / wall
-	if a.machineErr == nil && b.machineErr == nil && b.machTotal > a.machTotal {
-		u.MachineBusy = float64(b.machBusy-a.machBusy) / float64(b.machTotal-a.machTotal)
+	return 1000 * u.LayerSeconds / float64(completed)
+}
+
+// cpuMeter samples a process tree and the machine after a delay (the warm-up) and again
+// at finish.
+type cpuMeter struct {
+	root  int
+	done  chan struct{}
+	start struct {
+		at        time.Time
+		tree      treeCPU
+		err       error
+		busy, tot uint64
+		merr      error
 	}
-	return u
+}
+
+func startCPUMeter(root int, delay time.Duration) *cpuMeter {
+	m := &cpuMeter{root: root, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		time.Sleep(delay)
+		m.start.at = time.Now()
+		m.start.tree, m.start.err = sampleTree(root)
+		m.start.busy, m.start.tot, m.start.merr = machineCPU()
+	}()
+	return m
+}
+
+func (m *cpuMeter) finish() (CPUUsage, error) {
+	<-m.done
+	u := CPUUsage{MachineCores: runtime.NumCPU()}
+	if m.start.err != nil {
+		return u, m.start.err
+	}
+	tree, err := sampleTree(m.root)
+	if err != nil {
+		return u, err
+	}
+	u.WallSeconds = time.Since(m.start.at).Seconds()
+	d := tree.minus(m.start.tree)
+	u.LayerSeconds = d.total().Seconds()
+	u.ByProcess = map[string]float64{}
+	for k, v := range d {
+		u.ByProcess[k] = v.Seconds()
+	}
+	if busy, tot, err := machineCPU(); err == nil && m.start.merr == nil && tot > m.start.tot {
+		u.MachineBusy = float64(busy-m.start.busy) / float64(tot-m.start.tot)
+	}
+	return u, nil
 }

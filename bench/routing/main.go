@@ -53,6 +53,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&pols, "policies", "", "comma-separated policies (default round-robin,random,least-queue,default; --quick: round-robin,default)")
 	fs.StringVar(&envoyBin, "envoy", "", "Envoy binary (default $ENVOY_BIN, envoy on PATH, .venv/bin/envoy)")
 	fs.StringVar(&logLevel, "log-level", "error", "log level of the stack: debug, info, warn, error")
+	var peers bool
+	var infergwBin string
+	fs.BoolVar(&peers, "peers", false, "also run the peer routers (sglang-router and vllm-router, cache-aware policy; installed from PyPI into ~/.cache/infergw once) on the same fleet and load")
+	fs.StringVar(&infergwBin, "infergw", filepath.Join("bin", "infergw"), "the infergw binary that runs the routing layer (`make bench-routing` builds it)")
+	fs.BoolVar(&o.KVPressure, "kv-pressure", false, "add the kv-pressure workload to the default set (it runs when named with --workloads too)")
 	var viewEvery time.Duration
 	fs.DurationVar(&viewEvery, "sim-view", 0, "also sample every sim's /debug/engine this often (e.g. 20ms) for the per-pod view in results.json")
 	if err := fs.Parse(args); err != nil {
@@ -76,11 +81,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.Quick && pols == "" {
 		pols = "round-robin,default"
 	}
-	if p.Workloads, err = selectWorkloads(p.Workloads, wls); err != nil {
+	if p.Workloads, err = selectWorkloads(p.Workloads, p.DefaultWorkloads, wls); err != nil {
 		return err
 	}
 	if p.Policies, err = selectPolicies(pols); err != nil {
 		return err
+	}
+	if peers && pols == "" {
+		p.Policies = append(p.Policies, peerPolicies...)
+	}
+	var peersVenv string
+	if slices.ContainsFunc(p.Policies, isPeer) {
+		if peersVenv, err = ensurePeers(ctx, stderr); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(infergwBin); err != nil {
+		return fmt.Errorf("--infergw: %w (build it with `make build`)", err)
 	}
 	if envoyBin == "" {
 		// An absolute start: envoyproc.Find walks up with filepath.Dir, which never leaves ".".
@@ -110,7 +127,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("results dir: %w", err)
 	}
 
-	r := &runner{plan: p, envoyBin: envoyBin, tmp: tmp, progress: stderr, viewEvery: viewEvery,
+	r := &runner{plan: p, envoyBin: envoyBin, infergw: infergwBin, peersVenv: peersVenv, logLevel: logLevel,
+		tmp: tmp, progress: stderr, viewEvery: viewEvery,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	rep := &report{StartedAt: time.Now(), Command: "go run ./bench/routing " + strings.Join(args, " "),
 		Statement: fairness, Plan: p}
@@ -127,9 +145,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 			s := res.Summary
-			fmt.Fprintf(stderr, "    TTFT p50 %s p90 %s p99 %s ms, TPOT p50 %s ms, %.0f out tok/s, cached %.3f, failed %d/%d, cpu bench %.2f envoy %.2f machine %.0f%%\n",
+			fmt.Fprintf(stderr, "    TTFT p50 %s p90 %s p99 %s ms, TPOT p50 %s ms, %.0f out tok/s, cached %.3f, failed %d/%d, routing layer %.2f CPU s per 1k requests (%s), machine %.0f%% busy\n",
 				ms(s.TTFT.P50), ms(s.TTFT.P90), ms(s.TTFT.P99), ms(s.TPOT.P50), s.OutputTokensPerS, s.CachedTokenRatio,
-				s.Failed, s.Requests, res.CPU.BenchCores, res.CPU.EnvoyCores, 100*res.CPU.MachineBusy)
+				s.Failed, s.Requests, res.CPU.PerKRequests(s.Succeeded), byProcessText(res.CPU), 100*res.CPU.MachineBusy)
 			if v := res.View; v != nil {
 				fmt.Fprintf(stderr, "    sims: arrivals per pod %v, %.0f%% behind a prefill, %.0f prompt tokens ahead per arrival, sim-side TTFT mean %s ms; mean pending prefill tokens per pod %.0f\n",
 					v.Arrivals, 100*v.BehindPrefill, v.TokensAhead, ms(1000*res.Sims.SimTTFTMean()), v.MeanPrefillToks)
@@ -150,9 +168,9 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-func selectWorkloads(all []workloadSpec, list string) ([]workloadSpec, error) {
+func selectWorkloads(all, defaults []workloadSpec, list string) ([]workloadSpec, error) {
 	if list == "" {
-		return all, nil
+		return defaults, nil
 	}
 	var out []workloadSpec
 	for _, name := range strings.Split(list, ",") {
@@ -173,8 +191,8 @@ func selectPolicies(list string) ([]string, error) {
 	var out []string
 	for _, name := range strings.Split(list, ",") {
 		name = strings.TrimSpace(name)
-		if !slices.Contains(policies, name) && !slices.Contains(extraPolicies, name) {
-			return nil, fmt.Errorf("--policies: unknown policy %q (want %s)", name, strings.Join(policies, ", "))
+		if !slices.Contains(policies, name) && !slices.Contains(extraPolicies, name) && !isPeer(name) {
+			return nil, fmt.Errorf("--policies: unknown policy %q (want %s)", name, strings.Join(slices.Concat(policies, extraPolicies, peerPolicies), ", "))
 		}
 		out = append(out, name)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/infergw/infergw/loadtest"
@@ -40,7 +41,9 @@ type plan struct {
 	Sim       sim.Config     `json:"-"`
 	SimInfo   simSummary     `json:"sim"`
 	Workloads []workloadSpec `json:"workloads"`
-	Policies  []string       `json:"policies"`
+	// DefaultWorkloads run when --workloads is not given (kv-pressure only with --kv-pressure).
+	DefaultWorkloads []workloadSpec `json:"-"`
+	Policies         []string       `json:"policies"`
 }
 
 // simSummary is the part of the sim config the report shows.
@@ -104,6 +107,8 @@ type options struct {
 	RateFactor float64
 	Duration   time.Duration
 	Warmup     time.Duration
+	// KVPressure adds the kv-pressure workload to the default set.
+	KVPressure bool
 }
 
 // buildPlan returns the full benchmark, or the smoke version with --quick: fewer pods,
@@ -142,6 +147,16 @@ func buildPlan(o options) (plan, error) {
 			ModelRate: perPod(sharedPrefixPerPodRate), Warmup: warm, Duration: dur,
 			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
 			Workload: loadtest.WorkloadConfig{Kind: "shared-prefix", Groups: 64, PrefixTokens: 1500,
+				SuffixTokens: 32, Output: loadtest.LengthDist{Kind: "fixed", Mean: 64}},
+		},
+		{
+			Name: "kv-pressure",
+			Description: fmt.Sprintf("the shared-prefix shape with %d groups: a working set of ~%d prompt tokens, "+
+				"about twice the fleet's KV cache (%d tokens), so pods evict", kvPressureGroups(sc, o.Pods),
+				kvPressureGroups(sc, o.Pods)*sharedPrefixSimTokens, sc.KVBlocks*sc.BlockSize*o.Pods),
+			ModelRate: perPod(sharedPrefixPerPodRate), Warmup: warm, Duration: dur,
+			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
+			Workload: loadtest.WorkloadConfig{Kind: "shared-prefix", Groups: kvPressureGroups(sc, o.Pods), PrefixTokens: 1500,
 				SuffixTokens: 32, Output: loadtest.LengthDist{Kind: "fixed", Mean: 64}},
 		},
 		{
@@ -184,7 +199,23 @@ func buildPlan(o options) (plan, error) {
 				Output: loadtest.LengthDist{Kind: "fixed", Mean: 128}},
 		},
 	}
+	if !o.KVPressure {
+		// Named with --workloads it still runs (selectWorkloads reads from the full list).
+		p.DefaultWorkloads = slices.DeleteFunc(slices.Clone(p.Workloads), func(w workloadSpec) bool { return w.Name == "kv-pressure" })
+	} else {
+		p.DefaultWorkloads = p.Workloads
+	}
 	return p, nil
+}
+
+// sharedPrefixSimTokens is the sim's token count of one shared-prefix group's system prompt
+// (1,500 words; the sim's tokenizer counts ~1.77 tokens per generated word).
+const sharedPrefixSimTokens = 2650
+
+// kvPressureGroups is the number of shared-prefix groups whose prompts add up to twice the
+// fleet's KV cache: every pod must evict to serve them all.
+func kvPressureGroups(sc sim.Config, pods int) int {
+	return max(1, 2*sc.KVBlocks*sc.BlockSize*pods/sharedPrefixSimTokens)
 }
 
 // Offered load per pod, in requests per modelled second; see README.md for how each was

@@ -21,10 +21,12 @@ type report struct {
 	Results   []*runResult `json:"results"`
 }
 
-const fairness = "The policies differ only in routing: every cell runs a fresh stack from the same generated " +
-	"manifests (same sims, same sim configuration, same Envoy binary and control plane), the same " +
-	"seeded request sequence and the same offered open-loop (Poisson) rate; round-robin turns the " +
-	"picker off so Envoy's own round-robin load balancer chooses."
+const fairness = "The policies differ only in routing: every cell starts fresh sims (same configuration) and a " +
+	"fresh routing layer as its own process tree, and sends the same seeded request sequence at the same " +
+	"offered open-loop (Poisson) rate. infergw's policies run `infergw up --no-sims` (control plane and " +
+	"picker in one process, Envoy as its child) with the same generated manifests; round-robin turns the " +
+	"picker off so Envoy's own round-robin load balancer chooses. The peers (with --peers) run their own " +
+	"router process with its cache-aware policy in front of the same sims."
 
 func (r *report) find(workload, policy string) *runResult {
 	for _, res := range r.Results {
@@ -45,6 +47,24 @@ func (r *report) workloads() []string {
 		}
 	}
 	return out
+}
+
+// byProcessText is the layer's CPU seconds per process name, largest first ("envoy 6.1,
+// infergw 3.9"), or the error that kept it from being measured.
+func byProcessText(u CPUUsage) string {
+	if u.Err != "" {
+		return "not measured: " + u.Err
+	}
+	names := make([]string, 0, len(u.ByProcess))
+	for k := range u.ByProcess {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool { return u.ByProcess[names[i]] > u.ByProcess[names[j]] })
+	parts := make([]string, 0, len(names))
+	for _, k := range names {
+		parts = append(parts, fmt.Sprintf("%s %.1f s", k, u.ByProcess[k]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func errorsCell(res *runResult) string {
@@ -103,13 +123,15 @@ func writeMarkdown(w io.Writer, r *report) error {
 	fmt.Fprintf(&b, "Fleet: %d simulated vLLM pods (8B model on one H100-class GPU: step %s + %s/prefill token + %s/decoding sequence; "+
 		"KV cache %d blocks × %d = %d tokens; %d LoRA slots; time scale %g). "+
 		"Latencies are wall-clock milliseconds%s; throughput is output tokens per wall second; req/s is completions per second "+
-		"of the measured period, which runs until the last completion (a backlog lowers it). CPU is cores used by the bench "+
-		"process (picker, control plane, sims, load tester) / by Envoy / machine busy, other users included.\n\n",
+		"of the measured period, which runs until the last completion (a backlog lowers it). Layer CPU is the CPU seconds "+
+		"the routing layer's whole process tree (infergw: control plane + picker + Envoy; a peer: its router process) used "+
+		"per 1,000 requests completed in the measured period, read from /proc at the end of the warm-up and of the run; "+
+		"the breakdown is per process; machine busy includes the sims, the load tester and other users.\n\n",
 		p.Pods, p.SimInfo.StepOverhead, p.SimInfo.PrefillTok, p.SimInfo.DecodeSeq, p.SimInfo.KVBlocks, p.SimInfo.BlockSize,
 		p.SimInfo.KVTokens, p.SimInfo.MaxLoRAs, p.TimeScale, scaleNote(p.TimeScale))
 	contended := false
-	b.WriteString("| workload | policy | req/s | TTFT p50 | TTFT p90 | TTFT p99 | TPOT p50 | TPOT p99 | output tok/s | cached ratio | errors | p90 TTFT vs RR | CPU bench/envoy/machine |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| workload | policy | req/s | TTFT p50 | TTFT p90 | TTFT p99 | TPOT p50 | TPOT p99 | output tok/s | cached ratio | errors | p90 TTFT vs RR | layer CPU s/1k req | by process | machine busy |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, wl := range r.workloads() {
 		rr := r.find(wl, "round-robin")
 		for _, pol := range p.Policies {
@@ -126,10 +148,10 @@ func writeMarkdown(w io.Writer, r *report) error {
 			if res.CPU.MachineBusy >= busyWarn {
 				busy, contended = " ⚠", true
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %s | %s | %s | %s | %.0f | %.3f | %s | %s | %.2f/%.2f/%.0f%%%s |\n",
+			fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %s | %s | %s | %s | %.0f | %.3f | %s | %s | %.2f | %s | %.0f%%%s |\n",
 				wl, pol, s.RequestRate, ms(s.TTFT.P50), ms(s.TTFT.P90), ms(s.TTFT.P99), ms(s.TPOT.P50), ms(s.TPOT.P99),
 				s.OutputTokensPerS, s.CachedTokenRatio, errorsCell(res), vs,
-				res.CPU.BenchCores, res.CPU.EnvoyCores, 100*res.CPU.MachineBusy, busy)
+				res.CPU.PerKRequests(s.Succeeded), byProcessText(res.CPU), 100*res.CPU.MachineBusy, busy)
 		}
 	}
 	b.WriteString("\n")

@@ -115,10 +115,10 @@ func TestRecipeLengthsParseBack(t *testing.T) {
 
 func TestSelectors(t *testing.T) {
 	p, _ := buildPlan(options{Pods: 1, TimeScale: 1, KVBlocks: 2048, Adapters: 3, Seed: 1, RateFactor: 1})
-	if _, err := selectWorkloads(p.Workloads, "shared-prefix,nope"); err == nil {
+	if _, err := selectWorkloads(p.Workloads, p.DefaultWorkloads, "shared-prefix,nope"); err == nil {
 		t.Error("unknown workload: want an error")
 	}
-	if w, err := selectWorkloads(p.Workloads, "lora-mix"); err != nil || len(w) != 1 || w[0].Name != "lora-mix" {
+	if w, err := selectWorkloads(p.Workloads, p.DefaultWorkloads, "lora-mix"); err != nil || len(w) != 1 || w[0].Name != "lora-mix" {
 		t.Errorf("selectWorkloads(lora-mix) = %v, %v", w, err)
 	}
 	if _, err := selectPolicies("default,fastest"); err == nil {

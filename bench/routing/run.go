@@ -8,13 +8,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"time"
 
 	"github.com/infergw/infergw/loadtest"
-	"github.com/infergw/infergw/router"
-	"github.com/infergw/infergw/stack"
+	"github.com/infergw/infergw/sim"
 )
 
 // runResult is one (workload, policy) cell of the benchmark.
@@ -29,51 +26,19 @@ type runResult struct {
 	Recipe   string            `json:"loadtest_command"`
 }
 
-// runner runs cells one after another, each on a fresh stack.
+// runner runs cells one after another, each on a fresh routing layer and fresh sims.
 type runner struct {
-	plan     plan
-	envoyBin string
-	tmp      string
-	log      *slog.Logger // for the stack (quiet)
-	progress io.Writer
+	plan      plan
+	envoyBin  string
+	infergw   string // the infergw binary that runs the routing layer of infergw's cells
+	peersVenv string // where the peer routers are installed ("" without --peers)
+	logLevel  string // the routing layer's log level
+	tmp       string
+	log       *slog.Logger // for the sims (quiet)
+	progress  io.Writer
 	// viewEvery samples every sim's /debug/engine this often during a cell (0 = only at
 	// the start and end).
 	viewEvery time.Duration
-}
-
-// stackConfig is the stack of one cell: the policy changes only the picker's scheduler, or
-// (round-robin) turns the picker off so Envoy's round robin chooses.
-func (r *runner) stackConfig(manifests string, policy string) (stack.Config, error) {
-	cfg := stack.DefaultConfig()
-	cfg.ManifestDir = manifests
-	cfg.Sim = r.plan.Sim
-	cfg.EnvoyBinary = r.envoyBin
-	cfg.EnvoyOutput = io.Discard
-	cfg.EnvoyLogLevel = "error"
-	cfg.ReadyTimeout = 60 * time.Second
-	ports := make([]int, 3)
-	for i := range ports {
-		p, err := freePort("127.0.0.1")
-		if err != nil {
-			return cfg, err
-		}
-		ports[i] = p
-	}
-	cfg.XDSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	cfg.EnvoyAdminAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
-	cfg.MetricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
-	cfg.Translate.ListenerAddress = "127.0.0.1"
-	switch policy {
-	case "round-robin":
-		cfg.Translate.DisablePicker = true
-	default:
-		sc, err := router.PolicyConfig(policy)
-		if err != nil {
-			return cfg, err
-		}
-		cfg.Router.Scheduler = sc
-	}
-	return cfg, nil
 }
 
 // layout picks free ports and writes a fresh manifest directory for one cell.
@@ -129,44 +94,61 @@ func (r *runner) prepare(wl workloadSpec) error {
 	return writeHeavyTailDataset(filepath.Join(r.tmp, wl.Name+".sharegpt.json"), *wl.HeavyTail, r.plan.Seed)
 }
 
-// runCell starts a fresh stack (cold caches, same sims), runs the workload and stops it.
+// runCell starts fresh sims (cold caches) and a fresh routing layer, runs the workload and
+// stops both.
 func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (res *runResult, err error) {
 	cell := wl.Name + "-" + policy
-	dir, _, err := r.layout(cell)
+	dir, l, err := r.layout(cell)
 	if err != nil {
 		return nil, err
 	}
-	scfg, err := r.stackConfig(dir, policy)
+	fleet, err := sim.StartFleet(sim.FleetConfig{N: l.Pods, FirstIP: l.podIP(0), Port: l.TargetPort, Base: r.plan.Sim}, r.log)
 	if err != nil {
-		return nil, err
-	}
-	st, err := stack.Start(ctx, scfg, r.log)
-	if err != nil {
-		return nil, fmt.Errorf("%s: start stack: %w", cell, err)
+		return nil, fmt.Errorf("%s: sims: %w", cell, err)
 	}
 	defer func() {
-		if cerr := st.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("%s: stop stack: %w", cell, cerr)
+		if cerr := fleet.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("%s: stop sims: %w", cell, cerr)
 		}
 	}()
-	lcfg := r.loadConfig(wl, st.GatewayURL())
-	before := takeCPUSample(st.Envoy.Pid())
-	simsBefore, _ := scrapeFleet(ctx, st.SimAddrs())
-	views, verr := startViewSampler(ctx, st.SimAddrs(), r.viewEvery)
+	addrs := make([]string, 0, l.Pods)
+	for _, s := range fleet.Servers() {
+		addrs = append(addrs, s.Addr())
+	}
+	layer, err := startLayer(ctx, layerSpec{policy: policy, infergw: r.infergw, envoy: r.envoyBin, manifests: dir,
+		gateway: l.GatewayPort, workers: addrs, model: baseModel, peersVenv: r.peersVenv, logLevel: r.logLevel})
+	if err != nil {
+		return nil, fmt.Errorf("%s: routing layer: %w", cell, err)
+	}
+	defer func() {
+		if cerr := layer.stop(); cerr != nil && err == nil {
+			err = fmt.Errorf("%s: stop routing layer: %w", cell, cerr)
+		}
+	}()
+	lcfg := r.loadConfig(wl, layer.url)
+	simsBefore, _ := scrapeFleet(ctx, addrs)
+	views, verr := startViewSampler(ctx, addrs, r.viewEvery)
+	// The routing layer's CPU is read when the warm-up ends and when the run ends: the
+	// measured period's requests, plus the tail of the warm-up's still in flight (and
+	// minus the measured period's own tail after the grace period, which is rare).
+	meter := startCPUMeter(layer.pid(), lcfg.Warmup)
 	sum, err := loadtest.Run(ctx, lcfg, r.log)
 	if err != nil {
 		return nil, fmt.Errorf("%s: load test: %w", cell, err)
 	}
+	layerCPU, cpuErr := meter.finish()
 	var view *fleetView
 	if verr == nil {
 		if fv, err := views.finish(ctx); err == nil {
 			view = &fv
 		}
 	}
-	after := takeCPUSample(st.Envoy.Pid())
-	simsAfter, serr := scrapeFleet(ctx, st.SimAddrs())
+	simsAfter, serr := scrapeFleet(ctx, addrs)
 	res = &runResult{Workload: wl.Name, Policy: policy, WallRate: lcfg.Rate, Summary: sum,
-		CPU: cpuBetween(before, after, runtime.NumCPU()), Recipe: recipe(lcfg), View: view}
+		CPU: layerCPU, Recipe: recipe(lcfg), View: view}
+	if cpuErr != nil {
+		res.CPU.Err = cpuErr.Error()
+	}
 	if serr == nil {
 		res.Sims = simsAfter.minus(simsBefore)
 	}

@@ -2,13 +2,11 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
@@ -79,23 +77,15 @@ func (f *metricsTLSFlag) Set(v string) error {
 			tlsCfg().InsecureSkipVerify = true // the operator asked for it with this flag
 		}
 	case "ca":
-		pemBytes, err := os.ReadFile(v)
+		pool, err := router.ReadCAFile(v)
 		if err != nil {
 			return err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return fmt.Errorf("%s: no PEM certificate in it", v)
 		}
 		tlsCfg().RootCAs = pool
 	case "token":
-		b, err := os.ReadFile(v)
+		tok, err := router.ReadBearerToken(v)
 		if err != nil {
 			return err
-		}
-		tok := strings.TrimSpace(string(b))
-		if tok == "" {
-			return fmt.Errorf("%s: empty token", v)
 		}
 		f.cfg.BearerToken = tok
 	}

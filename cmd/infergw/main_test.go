@@ -91,3 +91,42 @@ func TestUpRejectsListenerAddressThatIsNoIP(t *testing.T) {
 		t.Fatalf("up --listener-address localhost: %v, want an error naming the flag", err)
 	}
 }
+
+// --list-plugins prints the reference of every plugin the picker's registry holds, the
+// built-ins (the same text as router/README.md's reference) and any registered here.
+func TestPickerListPlugins(t *testing.T) {
+	out, err := run(t, "picker", "--list-plugins")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := newPluginRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range reg.Types() {
+		if !strings.Contains(out, "**`"+typ.Type+"`**") {
+			t.Errorf("--list-plugins lacks %s", typ.Type)
+		}
+	}
+	readme, err := os.ReadFile("../../router/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "#### Filter plugins") || !strings.Contains(out, "| `maxNumOfEndpoints` | integer | `1` |") {
+		t.Fatalf("--list-plugins output:\n%s", out)
+	}
+}
+
+// A bad --scheduler-config is refused with the plugin and field named, before anything
+// starts listening.
+func TestPickerSchedulerConfigErrorNamesPlugin(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "epp.yaml")
+	doc := "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n- type: prefix-cache-scorer\n  parameters: {hashBlockSize: -4}\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := run(t, "picker", "--scheduler-config", path, "--manifests", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), "prefix-cache-scorer") || !strings.Contains(err.Error(), "blockSize -4") {
+		t.Fatalf("error %v, want one naming prefix-cache-scorer and blockSize", err)
+	}
+}

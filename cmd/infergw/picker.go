@@ -26,6 +26,7 @@ type pickerFlags struct {
 	source          sourceFlags
 	pool            string
 	schedulerConfig string
+	listPlugins     bool
 	maxBodyBytes    int
 	tlsCert         string
 	tlsKey          string
@@ -46,6 +47,9 @@ func newPickerCmd() *cobra.Command {
 		Short: "Run the endpoint picker (Envoy ext_proc server speaking the GIE endpoint-picker protocol)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.listPlugins {
+				return listPlugins(cmd.OutOrStdout())
+			}
 			return runPicker(cmd.Context(), f)
 		},
 	}
@@ -54,7 +58,8 @@ func newPickerCmd() *cobra.Command {
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz")
 	f.source.register(fl)
 	fl.StringVar(&f.pool, "pool", "", "pool (namespace/name) for requests whose route names none")
-	fl.StringVar(&f.schedulerConfig, "scheduler-config", "", "scheduler plugin configuration YAML (default: built-in)")
+	fl.StringVar(&f.schedulerConfig, "scheduler-config", "", "scheduler plugin configuration YAML: infergw's format or GIE's EndpointPickerConfig (default: built-in)")
+	fl.BoolVar(&f.listPlugins, "list-plugins", false, "print the reference of every scheduler plugin (types, parameters, defaults) and exit")
 	fl.IntVar(&f.maxBodyBytes, "max-body-bytes", extproc.DefaultMaxBodyBytes, "request body limit; larger bodies get 413")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file for the gRPC port (reloaded on change)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS key file for the gRPC port")
@@ -87,8 +92,13 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	rcfg := f.router
+	plugins, err := newPluginRegistry()
+	if err != nil {
+		return err
+	}
+	rcfg.Plugins = plugins
 	if f.schedulerConfig != "" {
-		sc, err := router.LoadSchedulerConfig(f.schedulerConfig)
+		sc, err := plugins.LoadSchedulerConfig(f.schedulerConfig)
 		if err != nil {
 			return fmt.Errorf("--scheduler-config: %w", err)
 		}

@@ -31,9 +31,11 @@ func newUpCmd() *cobra.Command {
 		Use:   "up",
 		Short: "Run the whole gateway locally: control plane, picker, simulated vLLM pods and Envoy",
 		Long: `up runs, in one process, the xDS control plane and the endpoint picker reading a directory of
-manifests (default examples/local: a Gateway, an HTTPRoute, an InferencePool, objectives, a
-model rewrite and Pod manifests), a simulated vLLM server on every Pod's address
-(127.0.0.2, 127.0.0.3, …), and Envoy as a child process bootstrapped to the control plane.
+manifests (default examples/local: a Gateway, an HTTPRoute that routes by the body's model,
+three InferencePools (two chat models and an embeddings model), objectives, a model rewrite
+and Pod manifests), a simulated vLLM server on every Pod's address (127.0.0.2, 127.0.0.3, …;
+a pool's infergw.dev/sim-model annotation says what its sims serve), and Envoy as a child
+process bootstrapped to the control plane.
 It waits until a chat completion through Envoy succeeds, prints how to use the gateway, and
 runs until Ctrl-C or SIGTERM, which stop everything (Envoy included).
 
@@ -56,7 +58,7 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.BoolVar(&f.envoyLog, "envoy-log", false, "show Envoy's own log on stderr")
 	fl.BoolVar(&f.noSims, "no-sims", false, "do not start simulated model servers: the Pod manifests point at real ones")
 	fl.StringVar(&f.cfg.Sim.Model, "model", f.cfg.Sim.Model, "base model the sims serve, and the model of the readiness request (set it to a model your backends serve with --no-sims)")
-	fl.StringVar(&f.adapters, "lora-adapters", strings.Join(f.cfg.Sim.LoRAAdapters, ","), "LoRA adapters every sim serves (comma-separated)")
+	fl.StringVar(&f.adapters, "lora-adapters", strings.Join(f.cfg.Sim.LoRAAdapters, ","), "LoRA adapters every sim serves (comma-separated; a pool's infergw.dev/sim-lora-adapters annotation overrides it)")
 	fl.IntVar(&f.cfg.Sim.MaxLoRAs, "max-loras", f.cfg.Sim.MaxLoRAs, "LoRA adapters a sim holds at once")
 	fl.IntVar(&f.cfg.Sim.KVBlocks, "kv-blocks", f.cfg.Sim.KVBlocks, "KV-cache blocks of each sim")
 	fl.IntVar(&f.cfg.Sim.MaxNumSeqs, "max-num-seqs", f.cfg.Sim.MaxNumSeqs, "sequences each sim runs at once")
@@ -92,11 +94,15 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		if f.policy != "default" {
 			return fmt.Errorf("--policy %s and --scheduler-config are exclusive", f.policy)
 		}
-		sc, err := router.LoadSchedulerConfig(f.schedulerConfig)
+		plugins, err := newPluginRegistry()
 		if err != nil {
 			return err
 		}
-		cfg.Router.Scheduler = sc
+		sc, err := plugins.LoadSchedulerConfig(f.schedulerConfig)
+		if err != nil {
+			return err
+		}
+		cfg.Router.Scheduler, cfg.Router.Plugins = sc, plugins
 	default:
 		sc, err := router.PolicyConfig(f.policy)
 		if err != nil {

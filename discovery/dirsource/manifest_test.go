@@ -287,11 +287,20 @@ func TestExamplesLocalLoad(t *testing.T) {
 	if len(snap.Gateways) != 1 || snap.Gateways[0].Name != "inference-gateway" {
 		t.Fatalf("gateways: %v", snap.Gateways)
 	}
-	if len(snap.HTTPRoutes) != 1 || len(snap.Pools) != 1 || len(snap.Objectives) != 3 || len(snap.Rewrites) != 1 || len(snap.Services) != 1 {
+	// Three pools (Llama, Qwen, embeddings) on one route, chosen by the body's model.
+	if len(snap.HTTPRoutes) != 1 || len(snap.Pools) != 3 || len(snap.Objectives) != 3 || len(snap.Rewrites) != 1 || len(snap.Services) != 1 {
 		t.Fatalf("routes %d pools %d objectives %d rewrites %d services %d",
 			len(snap.HTTPRoutes), len(snap.Pools), len(snap.Objectives), len(snap.Rewrites), len(snap.Services))
 	}
-	pool := snap.Pools[0]
+	var pool *discovery.Pool
+	for _, p := range snap.Pools {
+		if p.Name == "vllm-llama3-8b" {
+			pool = p
+		}
+	}
+	if pool == nil {
+		t.Fatal("pool vllm-llama3-8b missing")
+	}
 	if pool.Name != "vllm-llama3-8b" || pool.Spec.EndpointPickerRef.FailureMode != infv1.EndpointPickerFailClose {
 		t.Errorf("pool: %s %+v", pool.Name, pool.Spec.EndpointPickerRef)
 	}

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"slices"
 	"unicode/utf8"
+
+	"github.com/infergw/infergw/internal/wirescan"
 )
 
 // ErrInvalidJSON is wrapped by Parse when the body is not valid JSON or not an object.
-var ErrInvalidJSON = errSyntax
+var ErrInvalidJSON = wirescan.ErrSyntax
 
 // ErrNoModel is returned by Parse when the body has no string "model" member.
 var ErrNoModel = errors.New("request body has no \"model\" string")
@@ -50,33 +52,33 @@ func (r *Request) Reset() {
 // members have distinct names.
 func Parse(body []byte, r *Request) error {
 	r.Reset()
-	s := scanner{b: body}
-	if s.peek() != '{' {
-		return s.fail("body is not a JSON object")
+	s := wirescan.New(body)
+	if s.Peek() != '{' {
+		return s.Fail("body is not a JSON object")
 	}
-	err := s.object(0, func(ks, ke int, esc bool) error {
+	err := s.Object(0, func(ks, ke int, esc bool) error {
 		switch {
-		case s.keyIs(ks, ke, esc, "model"):
+		case s.KeyIs(ks, ke, esc, "model"):
 			return r.model(&s)
-		case s.keyIs(ks, ke, esc, "prompt"), s.keyIs(ks, ke, esc, "input"):
+		case s.KeyIs(ks, ke, esc, "prompt"), s.KeyIs(ks, ke, esc, "input"):
 			return r.promptValue(&s, 1)
-		case s.keyIs(ks, ke, esc, "instructions"):
+		case s.KeyIs(ks, ke, esc, "instructions"):
 			return r.promptValue(&s, 1)
-		case s.keyIs(ks, ke, esc, "messages"):
-			return s.array(1, func(int) error { return r.message(&s) })
-		case s.keyIs(ks, ke, esc, "stream"):
+		case s.KeyIs(ks, ke, esc, "messages"):
+			return s.Array(1, func(int) error { return r.message(&s) })
+		case s.KeyIs(ks, ke, esc, "stream"):
 			return r.boolValue(&s, &r.Stream)
-		case s.keyIs(ks, ke, esc, "stream_options"):
+		case s.KeyIs(ks, ke, esc, "stream_options"):
 			return r.streamOptions(&s)
 		default:
-			return s.skip(1)
+			return s.Skip(1)
 		}
 	})
 	if err != nil {
 		return err
 	}
-	r.ObjectEnd = s.i - 1
-	if err := s.end(); err != nil {
+	r.ObjectEnd = s.I - 1
+	if err := s.End(); err != nil {
 		return err
 	}
 	if r.ModelStart < 0 {
@@ -85,16 +87,16 @@ func Parse(body []byte, r *Request) error {
 	return nil
 }
 
-func (r *Request) model(s *scanner) error {
-	if s.peek() != '"' {
+func (r *Request) model(s *wirescan.Scanner) error {
+	if s.Peek() != '"' {
 		// A non-string model is treated as absent; the value must still be valid JSON.
-		return s.skip(1)
+		return s.Skip(1)
 	}
-	st, en, esc, err := s.str()
+	st, en, esc, err := s.Str()
 	if err != nil {
 		return err
 	}
-	m, err := decodeString(s.b[st:en], esc)
+	m, err := decodeString(s.B[st:en], esc)
 	if err != nil {
 		return err
 	}
@@ -111,38 +113,38 @@ func decodeString(tok []byte, escaped bool) (string, error) {
 	}
 	var v string
 	if err := json.Unmarshal(tok, &v); err != nil {
-		return "", fmt.Errorf("%w: %w", errSyntax, err)
+		return "", fmt.Errorf("%w: %w", wirescan.ErrSyntax, err)
 	}
 	return v, nil
 }
 
-func (r *Request) appendText(s *scanner, st, en int) {
+func (r *Request) appendText(s *wirescan.Scanner, st, en int) {
 	if len(r.Prompt) > 0 {
 		r.Prompt = append(r.Prompt, '\n')
 	}
-	r.Prompt = append(r.Prompt, s.b[st+1:en-1]...)
+	r.Prompt = append(r.Prompt, s.B[st+1:en-1]...)
 }
 
 // promptValue reads a prompt-like value: a string, a number (token id), or an array of
 // those, of token arrays, or of message objects (the Responses API input items).
-func (r *Request) promptValue(s *scanner, depth int) error {
-	if depth > maxDepth {
-		return s.fail("nesting too deep")
+func (r *Request) promptValue(s *wirescan.Scanner, depth int) error {
+	if depth > wirescan.DefaultMaxDepth {
+		return s.Fail("nesting too deep")
 	}
-	switch c := s.peek(); {
+	switch c := s.Peek(); {
 	case c == '"':
-		st, en, _, err := s.str()
+		st, en, _, err := s.Str()
 		if err != nil {
 			return err
 		}
 		r.appendText(s, st, en)
 		return nil
 	case c == '[':
-		return s.array(depth, func(int) error { return r.promptValue(s, depth+1) })
+		return s.Array(depth, func(int) error { return r.promptValue(s, depth+1) })
 	case c == '{':
 		return r.messageAt(s, depth)
 	case c == '-' || (c >= '0' && c <= '9'):
-		num, err := s.number()
+		num, err := s.Number()
 		if err != nil {
 			return err
 		}
@@ -151,64 +153,64 @@ func (r *Request) promptValue(s *scanner, depth int) error {
 		r.Prompt = append(r.Prompt, ' ')
 		return nil
 	default:
-		return s.skip(depth)
+		return s.Skip(depth)
 	}
 }
 
-func (r *Request) message(s *scanner) error { return r.messageAt(s, 2) }
+func (r *Request) message(s *wirescan.Scanner) error { return r.messageAt(s, 2) }
 
 // messageAt reads a chat message or Responses input item: role and content (string or
 // parts) count as prompt text; "text" members of parts too; everything else is skipped.
-func (r *Request) messageAt(s *scanner, depth int) error {
-	if s.peek() != '{' {
-		return s.skip(depth)
+func (r *Request) messageAt(s *wirescan.Scanner, depth int) error {
+	if s.Peek() != '{' {
+		return s.Skip(depth)
 	}
-	return s.object(depth, func(ks, ke int, esc bool) error {
+	return s.Object(depth, func(ks, ke int, esc bool) error {
 		switch {
-		case s.keyIs(ks, ke, esc, "role"), s.keyIs(ks, ke, esc, "text"):
-			if s.peek() == '"' {
-				st, en, _, err := s.str()
+		case s.KeyIs(ks, ke, esc, "role"), s.KeyIs(ks, ke, esc, "text"):
+			if s.Peek() == '"' {
+				st, en, _, err := s.Str()
 				if err != nil {
 					return err
 				}
 				r.appendText(s, st, en)
 				return nil
 			}
-			return s.skip(depth + 1)
-		case s.keyIs(ks, ke, esc, "content"):
+			return s.Skip(depth + 1)
+		case s.KeyIs(ks, ke, esc, "content"):
 			return r.promptValue(s, depth+1)
 		default:
-			return s.skip(depth + 1)
+			return s.Skip(depth + 1)
 		}
 	})
 }
 
-func (r *Request) boolValue(s *scanner, dst *bool) error {
-	switch s.peek() {
+func (r *Request) boolValue(s *wirescan.Scanner, dst *bool) error {
+	switch s.Peek() {
 	case 't':
 		*dst = true
-		return s.literal("true")
+		return s.Literal("true")
 	case 'f':
 		*dst = false
-		return s.literal("false")
+		return s.Literal("false")
 	default:
-		return s.skip(1)
+		return s.Skip(1)
 	}
 }
 
-func (r *Request) streamOptions(s *scanner) error {
-	s.ws()
-	r.StreamOptionsStart = s.i
-	defer func() { r.StreamOptionsEnd = s.i }()
-	if s.peek() != '{' {
-		return s.skip(1)
+func (r *Request) streamOptions(s *wirescan.Scanner) error {
+	s.SkipSpace()
+	r.StreamOptionsStart = s.I
+	defer func() { r.StreamOptionsEnd = s.I }()
+	if s.Peek() != '{' {
+		return s.Skip(1)
 	}
 	r.IncludeUsage = false // a repeated member: the last one counts, as in the server's decoder
-	return s.object(1, func(ks, ke int, esc bool) error {
-		if s.keyIs(ks, ke, esc, "include_usage") {
+	return s.Object(1, func(ks, ke int, esc bool) error {
+		if s.KeyIs(ks, ke, esc, "include_usage") {
 			return r.boolValue(s, &r.IncludeUsage)
 		}
-		return s.skip(2)
+		return s.Skip(2)
 	})
 }
 

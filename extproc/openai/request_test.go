@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/infergw/infergw/internal/wirescan"
 )
 
 func TestParseRequests(t *testing.T) {
@@ -130,7 +132,7 @@ func depthOK(b []byte) bool {
 			inStr = !inStr
 		case !inStr && (c == '{' || c == '['):
 			d++
-			if d > maxDepth-4 {
+			if d > wirescan.DefaultMaxDepth-4 {
 				return false
 			}
 		case !inStr && (c == '}' || c == ']'):

@@ -1,6 +1,10 @@
 package openai
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/infergw/infergw/internal/wirescan"
+)
 
 // Usage is the token accounting of one response.
 type Usage struct {
@@ -31,24 +35,24 @@ type ResponseInfo struct {
 // ({"type":"response.completed","response":{"model":…,"usage":…}}).
 func ParseResponse(body []byte, info *ResponseInfo) error {
 	*info = ResponseInfo{}
-	s := scanner{b: body}
-	if s.peek() != '{' {
-		return s.fail("response is not a JSON object")
+	s := wirescan.New(body)
+	if s.Peek() != '{' {
+		return s.Fail("response is not a JSON object")
 	}
 	if err := info.object(&s, 0); err != nil {
 		return err
 	}
-	return s.end()
+	return s.End()
 }
 
-func (info *ResponseInfo) object(s *scanner, depth int) error {
-	return s.object(depth, func(ks, ke int, esc bool) error {
+func (info *ResponseInfo) object(s *wirescan.Scanner, depth int) error {
+	return s.Object(depth, func(ks, ke int, esc bool) error {
 		switch {
-		case s.keyIs(ks, ke, esc, "model"):
-			if s.peek() != '"' {
-				return s.skip(depth + 1)
+		case s.KeyIs(ks, ke, esc, "model"):
+			if s.Peek() != '"' {
+				return s.Skip(depth + 1)
 			}
-			st, en, _, err := s.str()
+			st, en, _, err := s.Str()
 			if err != nil {
 				return err
 			}
@@ -57,53 +61,53 @@ func (info *ResponseInfo) object(s *scanner, depth int) error {
 				info.NModel++
 			}
 			return nil
-		case s.keyIs(ks, ke, esc, "usage"):
-			if s.peek() != '{' {
-				return s.skip(depth + 1)
+		case s.KeyIs(ks, ke, esc, "usage"):
+			if s.Peek() != '{' {
+				return s.Skip(depth + 1)
 			}
 			info.Usage.Present = true
 			return info.usage(s, depth+1)
-		case s.keyIs(ks, ke, esc, "choices") && depth == 0:
-			if s.peek() != '[' {
-				return s.skip(depth + 1)
+		case s.KeyIs(ks, ke, esc, "choices") && depth == 0:
+			if s.Peek() != '[' {
+				return s.Skip(depth + 1)
 			}
-			st := s.i
-			if err := s.skip(depth + 1); err != nil {
+			st := s.I
+			if err := s.Skip(depth + 1); err != nil {
 				return err
 			}
-			info.NoChoices = isEmptyArray(s.b[st:s.i])
+			info.NoChoices = isEmptyArray(s.B[st:s.I])
 			return nil
-		case s.keyIs(ks, ke, esc, "response") && depth == 0:
-			if s.peek() != '{' {
-				return s.skip(depth + 1)
+		case s.KeyIs(ks, ke, esc, "response") && depth == 0:
+			if s.Peek() != '{' {
+				return s.Skip(depth + 1)
 			}
 			return info.object(s, depth+1)
 		default:
-			return s.skip(depth + 1)
+			return s.Skip(depth + 1)
 		}
 	})
 }
 
-func (info *ResponseInfo) usage(s *scanner, depth int) error {
+func (info *ResponseInfo) usage(s *wirescan.Scanner, depth int) error {
 	u := &info.Usage
-	return s.object(depth, func(ks, ke int, esc bool) error {
+	return s.Object(depth, func(ks, ke int, esc bool) error {
 		switch {
-		case s.keyIs(ks, ke, esc, "prompt_tokens"), s.keyIs(ks, ke, esc, "input_tokens"):
+		case s.KeyIs(ks, ke, esc, "prompt_tokens"), s.KeyIs(ks, ke, esc, "input_tokens"):
 			return intValue(s, depth+1, &u.PromptTokens)
-		case s.keyIs(ks, ke, esc, "completion_tokens"), s.keyIs(ks, ke, esc, "output_tokens"):
+		case s.KeyIs(ks, ke, esc, "completion_tokens"), s.KeyIs(ks, ke, esc, "output_tokens"):
 			return intValue(s, depth+1, &u.CompletionTokens)
-		case s.keyIs(ks, ke, esc, "prompt_tokens_details"), s.keyIs(ks, ke, esc, "input_tokens_details"):
-			if s.peek() != '{' {
-				return s.skip(depth + 1)
+		case s.KeyIs(ks, ke, esc, "prompt_tokens_details"), s.KeyIs(ks, ke, esc, "input_tokens_details"):
+			if s.Peek() != '{' {
+				return s.Skip(depth + 1)
 			}
-			return s.object(depth+1, func(ks, ke int, esc bool) error {
-				if s.keyIs(ks, ke, esc, "cached_tokens") {
+			return s.Object(depth+1, func(ks, ke int, esc bool) error {
+				if s.KeyIs(ks, ke, esc, "cached_tokens") {
 					return intValue(s, depth+2, &u.CachedTokens)
 				}
-				return s.skip(depth + 2)
+				return s.Skip(depth + 2)
 			})
 		default:
-			return s.skip(depth + 1)
+			return s.Skip(depth + 1)
 		}
 	})
 }
@@ -119,12 +123,12 @@ func isEmptyArray(tok []byte) bool {
 }
 
 // intValue reads a non-negative integer; any other value is validated and ignored.
-func intValue(s *scanner, depth int, dst *int64) error {
-	c := s.peek()
+func intValue(s *wirescan.Scanner, depth int, dst *int64) error {
+	c := s.Peek()
 	if c < '0' || c > '9' {
-		return s.skip(depth)
+		return s.Skip(depth)
 	}
-	num, err := s.number()
+	num, err := s.Number()
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/infergw/infergw/internal/wirescan"
 )
 
 // maxJSONResponse bounds how much of a non-streamed response is kept for reading usage
@@ -116,7 +118,7 @@ func (p *ResponseProcessor) feedSSE(chunk []byte, eos bool) []byte {
 	var out []byte
 	rest := data
 	for {
-		n := eventEnd(rest)
+		n := wirescan.EventEnd(rest)
 		if n < 0 {
 			break
 		}
@@ -170,7 +172,7 @@ func (p *ResponseProcessor) usageOnly(ev []byte) bool {
 		return false
 	}
 	only := false
-	forEachData(ev, func(st, en int) {
+	wirescan.ForEachData(ev, func(st, en int) {
 		if err := ParseResponse(ev[st:en], &p.info); err == nil && p.info.Usage.Present && p.info.NoChoices {
 			p.Usage = p.info.Usage
 			only = true
@@ -179,59 +181,13 @@ func (p *ResponseProcessor) usageOnly(ev []byte) bool {
 	return only
 }
 
-// eventEnd returns the length of the first complete SSE event in b (through its blank-line
-// terminator), or -1.
-func eventEnd(b []byte) int {
-	for i := 0; i < len(b); {
-		j := bytes.IndexByte(b[i:], '\n')
-		if j < 0 {
-			return -1
-		}
-		k := i + j + 1
-		if k < len(b) && b[k] == '\n' {
-			return k + 1
-		}
-		if k+1 < len(b) && b[k] == '\r' && b[k+1] == '\n' {
-			return k + 2
-		}
-		i = k
-	}
-	return -1
-}
-
-// forEachData calls fn with each data line payload of an event: offsets into ev.
-func forEachData(ev []byte, fn func(start, end int)) {
-	for i := 0; i < len(ev); {
-		j := bytes.IndexByte(ev[i:], '\n')
-		lineEnd := len(ev)
-		next := len(ev)
-		if j >= 0 {
-			lineEnd = i + j
-			next = lineEnd + 1
-		}
-		line := ev[i:lineEnd]
-		if bytes.HasPrefix(line, []byte("data:")) {
-			st := i + 5
-			if st < lineEnd && ev[st] == ' ' {
-				st++
-			}
-			en := lineEnd
-			if en > st && ev[en-1] == '\r' {
-				en--
-			}
-			fn(st, en)
-		}
-		i = next
-	}
-}
-
 // readEvent reads usage from an event without changing it. Only events that mention usage
 // are parsed, so token chunks cost a substring search.
 func (p *ResponseProcessor) readEvent(ev []byte) {
 	if !bytes.Contains(ev, []byte(`"usage"`)) {
 		return
 	}
-	forEachData(ev, func(st, en int) {
+	wirescan.ForEachData(ev, func(st, en int) {
 		if err := ParseResponse(ev[st:en], &p.info); err == nil && p.info.Usage.Present {
 			p.Usage = p.info.Usage
 		}
@@ -241,7 +197,7 @@ func (p *ResponseProcessor) readEvent(ev []byte) {
 // rewriteEvent appends ev to out with the model members of its data payloads rewritten.
 func (p *ResponseProcessor) rewriteEvent(out, ev []byte) []byte {
 	last := 0
-	forEachData(ev, func(st, en int) {
+	wirescan.ForEachData(ev, func(st, en int) {
 		if err := ParseResponse(ev[st:en], &p.info); err != nil {
 			return // "[DONE]" or a payload we do not understand: unchanged
 		}

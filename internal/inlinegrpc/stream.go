@@ -199,3 +199,25 @@ func marshalMessage(buf []byte, m proto.Message) ([]byte, error) {
 	}
 	return buf, nil
 }
+
+// Do runs fn as a handler callback from another goroutine: with the connection's lock held,
+// so that fn may use the stream's methods without the Async suffix and shares nothing with
+// the callbacks unguarded; what fn sends is flushed after. It reports false, without
+// running fn, when the stream or its connection has ended. A handler that answers a
+// message later (the picker holding a request in its queue) answers through Do.
+func (st *Stream) Do(fn func(st *Stream)) bool {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || st.closed {
+		return false
+	}
+	fn(st)
+	c.flush()
+	if c.goAwaySent && len(c.streams) == 0 {
+		c.raw.Close() // the last stream of a draining connection
+		return true
+	}
+	c.setWriteErr(c.armIdle())
+	return true
+}

@@ -21,6 +21,7 @@ type flags struct {
 	url, api, apiKey, endpointHeader        string
 	noStream, noUsage, ignoreEOS, quiet     bool
 	headers, models, stages, thresholds     []string
+	tenants                                 []string
 	outs                                    []string
 	vus, requests, maxInFlight              int
 	rate, gammaShape                        float64
@@ -117,6 +118,7 @@ func NewCommand() *cobra.Command {
 	fl.Float64Var(&f.timeScale, "time-scale", 0, "trace replay speed: 2 plays the trace twice as fast (default 1)")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed; the same seed gives the same request sequence")
 	fl.StringVar(&f.slo, "slo", "", "goodput SLO, e.g. ttft=500ms,tpot=50ms[,e2e=10s]")
+	fl.StringArrayVar(&f.tenants, "tenant", nil, "a tenant of a multi-tenant run (repeatable): name=A,rate=R[,fairness=ID][,objective=NAME][,input=DIST][,output=DIST][,header=K:V]; each is an open loop at its own rate; the report has one row per tenant")
 	fl.StringArrayVar(&f.thresholds, "threshold", nil, "pass/fail criterion, e.g. 'ttft_p95<500ms' (repeatable; exit 99 on failure)")
 	fl.StringArrayVar(&f.outs, "out", nil, "per-request output json=FILE (NDJSON) or csv=FILE (repeatable)")
 	fl.StringVar(&f.summaryExport, "summary-export", "", "write the summary as JSON to FILE")
@@ -223,6 +225,9 @@ func run(ctx context.Context, f *flags, stdout, stderr io.Writer) (retErr error)
 			cfg.RequestCSV = file
 		}
 	}
+	if len(f.tenants) > 0 {
+		return runTenants(ctx, f, cfg, stdout, log)
+	}
 	if !f.quiet && isTerminal(stderr) {
 		cfg.Progress = stderr
 	}
@@ -293,4 +298,51 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := file.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// runTenants runs a multi-tenant load (--tenant): the text report to stdout, JSON with
+// --summary-export, HTML with --report.
+func runTenants(ctx context.Context, f *flags, cfg loadtest.Config, stdout io.Writer, log *slog.Logger) error {
+	if len(f.thresholds) > 0 || f.sweep != "" || len(f.outs) > 0 {
+		return errors.New("--tenant does not combine with --threshold, --sweep or --out")
+	}
+	tenants := make([]loadtest.Tenant, 0, len(f.tenants))
+	for _, v := range f.tenants {
+		t, err := loadtest.ParseTenant(v)
+		if err != nil {
+			return fmt.Errorf("--tenant: %w", err)
+		}
+		tenants = append(tenants, t)
+	}
+	cfg.Rate = 0 // each tenant has its own
+	ts, err := loadtest.RunTenants(ctx, cfg, tenants, log)
+	if err != nil {
+		return err
+	}
+	if err := loadtest.WriteTenantsText(stdout, ts); err != nil {
+		return err
+	}
+	for _, out := range []struct {
+		path  string
+		write func(io.Writer, *loadtest.TenantsSummary) error
+	}{{f.summaryExport, loadtest.WriteTenantsJSON}, {f.report, loadtest.WriteTenantsHTML}} {
+		if out.path == "" {
+			continue
+		}
+		file, err := os.Create(out.path)
+		if err != nil {
+			return err
+		}
+		werr := out.write(file, ts)
+		if cerr := file.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return werr
+		}
+	}
+	if ctx.Err() != nil {
+		return interruptedError{}
+	}
+	return nil
 }

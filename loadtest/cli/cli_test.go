@@ -216,3 +216,49 @@ func TestInterruptPrintsSummaryAndExits130(t *testing.T) {
 		t.Errorf("no summary after interrupt:\n%s", out.String())
 	}
 }
+
+// --tenant runs one open loop per tenant with its own headers; the text report has a row per
+// tenant, and --summary-export / --report write the per-tenant JSON and HTML.
+func TestTenantsFromTheCommandLine(t *testing.T) {
+	url := startServer(t) // answers only objective "gold": the other tenant gets 401s
+	dir := t.TempDir()
+	summary, report := filepath.Join(dir, "t.json"), filepath.Join(dir, "t.html")
+	out, err := execute(t, "--url", url, "--model", "m", "--api-key", "k", "--duration", "1s", "--output-tokens", "4",
+		"--tenant", "name=gold-team,rate=10,objective=gold,fairness=team-g",
+		"--tenant", "name=other,rate=5,objective=silver",
+		"--summary-export", summary, "--report", report)
+	if err != nil {
+		t.Fatalf("command failed: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "gold-team") || !strings.Contains(out, "=== tenant other ===") {
+		t.Fatalf("text report lacks the tenants:\n%s", out)
+	}
+	b, err := os.ReadFile(summary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts struct {
+		Tenants []struct {
+			Tenant      struct{ Name string }
+			Served      int64 `json:"served"`
+			OtherFailed int64 `json:"other_failed"`
+			Offered     int64 `json:"offered"`
+		} `json:"tenants"`
+	}
+	if err := json.Unmarshal(b, &ts); err != nil || len(ts.Tenants) != 2 {
+		t.Fatalf("summary json: %v %s", err, b)
+	}
+	gold, other := ts.Tenants[0], ts.Tenants[1]
+	if gold.Served < 8 || gold.Served != gold.Offered || other.Served != 0 || other.OtherFailed != other.Offered || other.Offered < 3 {
+		t.Fatalf("gold served %d of %d, other served %d failed %d of %d", gold.Served, gold.Offered, other.Served, other.OtherFailed, other.Offered)
+	}
+	if html, err := os.ReadFile(report); err != nil || !strings.Contains(string(html), "gold-team") {
+		t.Fatalf("html report: %v", err)
+	}
+	if _, err := execute(t, "--url", url, "--model", "m", "--tenant", "name=a,rate=1", "--threshold", "ttft_p95<1s"); err == nil {
+		t.Error("--tenant with --threshold accepted")
+	}
+	if _, err := execute(t, "--url", url, "--model", "m", "--tenant", "rate=1"); err == nil {
+		t.Error("a tenant without a name accepted")
+	}
+}

@@ -19,7 +19,7 @@ Examples:
   # prefix-heavy workload (8 groups x 1000-token prefix + 50-token suffix), with reports
   infergw loadtest --url http://gw:8080 --model m --rate 20 --workload shared-prefix \
       --groups 8 --prefix-tokens 1000 --suffix-tokens 50 --output-tokens 64 \
-      --out json=requests.ndjson --summary-export summary.json --report report.html
+      --out json=/tmp/requests.ndjson --summary-export /tmp/summary.json --report /tmp/report.html
 
   # find the saturation point: 20 s per rate, stop at the first rate not sustained
   infergw loadtest --url http://gw:8080 --model m --sweep 10:100:10 --duration 20s \

@@ -40,6 +40,17 @@ serviceMonitor:
   labels:
     release: kube-prometheus-stack
 `},
+	{name: "modelservermetrics", yaml: `
+picker:
+  modelServerMetrics:
+    scheme: https
+    path: /custom/metrics
+    port: 9400
+    httpsInsecureSkipVerify: false
+    caFile: /etc/infergw/model-server-metrics/vllm-metrics-ca/ca.crt
+    bearerTokenFile: /etc/infergw/model-server-metrics/vllm-metrics-token/token
+    secrets: [vllm-metrics-ca, vllm-metrics-token]
+`},
 	{name: "watchnamespaces", yaml: `
 watchNamespaces: [team-a, team-b]
 `},

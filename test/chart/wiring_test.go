@@ -599,7 +599,7 @@ func TestExtraArgsAndOptions(t *testing.T) {
 // the chart's additions.
 var contractFlags = map[string][]string{
 	"controlplane":           {"--xds-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--gateway-class", "--listener-address", "--tls-cert", "--tls-key", "--tls-ca", "--write-status", "--gateway-service", "--picker-tls-ca", "--picker-tls-cert", "--picker-tls-key", "--picker-tls-sni"},
-	"picker":                 {"--grpc-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--pool", "--scheduler-config", "--max-body-bytes", "--grpc-transport", "--shutdown-grace", "--tls-cert", "--tls-key"},
+	"picker":                 {"--grpc-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--pool", "--scheduler-config", "--max-body-bytes", "--grpc-transport", "--shutdown-grace", "--tls-cert", "--tls-key", "--model-server-metrics-scheme", "--model-server-metrics-path", "--model-server-metrics-port", "--model-server-metrics-https-insecure-skip-verify", "--model-server-metrics-ca-file", "--model-server-metrics-bearer-token-file"},
 	"controlplane bootstrap": {"--xds-addr", "--node-id", "--admin-addr", "--tls-cert", "--tls-key", "--tls-ca", "--output"},
 }
 
@@ -727,6 +727,43 @@ controlPlane:
 	for _, s := range def.servicesFor(def.deploymentByComponent(t, "controlplane")) {
 		if s.Spec.ClusterIP != "" {
 			t.Errorf("default values set clusterIP %q", s.Spec.ClusterIP)
+		}
+	}
+}
+
+// TestModelServerMetricsWiring: the picker's model-server metrics values become GIE's
+// --model-server-metrics-* flags, and the files they name are in the secrets mounted for
+// them (where the pools' infergw.dev/model-server-metrics-* annotations can name files
+// too); default values pass none of these flags and mount nothing.
+func TestModelServerMetricsWiring(t *testing.T) {
+	o := renderObjects(t, valueSetByName(t, "modelservermetrics"))
+	deploy := o.deploymentByComponent(t, "picker")
+	pk := container(t, deploy, "picker", false)
+	for flag, want := range map[string]string{
+		"--model-server-metrics-scheme": "https", "--model-server-metrics-path": "/custom/metrics",
+		"--model-server-metrics-port": "9400",
+	} {
+		if v, _ := flagValue(pk.Args, flag); v != want {
+			t.Errorf("%s %q, want %q", flag, v, want)
+		}
+	}
+	if slices.Contains(pk.Args, "--model-server-metrics-https-insecure-skip-verify") {
+		t.Error("insecure-skip-verify passed while false")
+	}
+	for _, flag := range []string{"--model-server-metrics-ca-file", "--model-server-metrics-bearer-token-file"} {
+		file, ok := flagValue(pk.Args, flag)
+		if !ok {
+			t.Fatalf("picker args lack %s: %v", flag, pk.Args)
+		}
+		vol := podVolume(deploy, volumeMountedAt(pk, path.Dir(file)))
+		if vol == nil || vol.Secret == nil || vol.Secret.SecretName != path.Base(path.Dir(file)) {
+			t.Errorf("%s %s is not in its mounted secret (volume %+v)", flag, file, vol)
+		}
+	}
+	def := container(t, renderObjects(t, valueSetByName(t, "default")).deploymentByComponent(t, "picker"), "picker", false)
+	for _, a := range def.Args {
+		if strings.HasPrefix(a, "--model-server-metrics-") {
+			t.Errorf("default picker args pass %s", a)
 		}
 	}
 }

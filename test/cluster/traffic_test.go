@@ -1,16 +1,18 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/infergw/infergw/internal/wirescan"
 )
 
 // result is one answer through the gateway.
@@ -57,19 +59,22 @@ func (e *testEnv) post(ctx context.Context, path string, body []byte, hdr map[st
 		instance: resp.Header.Get("x-sim-instance"), upstream: resp.Header.Get("x-infergw-upstream")}
 	if strings.HasPrefix(resp.Header.Get("content-type"), "text/event-stream") {
 		var all bytes.Buffer
-		sc := bufio.NewScanner(io.TeeReader(resp.Body, &all))
-		for sc.Scan() {
-			line := sc.Text()
-			if data, ok := strings.CutPrefix(line, "data: "); ok {
-				if data == "[DONE]" {
-					r.done = true
-				} else {
-					r.chunks++
+		sse := wirescan.NewSSEReader(io.TeeReader(resp.Body, &all), 0)
+		for {
+			ev, err := sse.Next()
+			if err != nil {
+				r.body = all.Bytes()
+				if errors.Is(err, io.EOF) {
+					err = nil
 				}
+				return r, err
+			}
+			if string(ev.Data) == "[DONE]" {
+				r.done = true
+			} else {
+				r.chunks++
 			}
 		}
-		r.body = all.Bytes()
-		return r, sc.Err()
 	}
 	r.body, err = io.ReadAll(resp.Body)
 	return r, err

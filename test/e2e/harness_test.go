@@ -4,10 +4,10 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/infergw/infergw/internal/envoyproc"
+	"github.com/infergw/infergw/internal/wirescan"
 	"github.com/infergw/infergw/stack"
 )
 
@@ -381,14 +382,16 @@ func streamChat(t *testing.T, url, model, prompt string, maxTokens int) (result,
 	}
 	defer resp.Body.Close()
 	var events []sseEvent
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-			events = append(events, sseEvent{Data: d, At: time.Since(start)})
+	sse := wirescan.NewSSEReader(resp.Body, 0)
+	for {
+		ev, err := sse.Next()
+		if errors.Is(err, io.EOF) {
+			break
 		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("read stream: %v", err)
+		if err != nil {
+			t.Fatalf("read stream: %v", err)
+		}
+		events = append(events, sseEvent{Data: string(ev.Data), At: time.Since(start)})
 	}
 	return result{Status: resp.StatusCode, Header: resp.Header,
 		Upstream: resp.Header.Get("x-infergw-upstream"), Instance: resp.Header.Get("x-sim-instance")}, events

@@ -1,14 +1,15 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/infergw/infergw/internal/wirescan"
 	"github.com/infergw/infergw/stack"
 )
 
@@ -60,20 +61,21 @@ func TestPickerCrashMidStream(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		o := streamOutcome{status: resp.StatusCode}
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			d, ok := strings.CutPrefix(sc.Text(), "data: ")
-			if !ok {
-				continue
+		sse := wirescan.NewSSEReader(resp.Body, 0)
+		for {
+			ev, err := sse.Next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					o.err = err
+				}
+				return o
 			}
 			o.events++
-			o.done = d == "[DONE]"
+			o.done = string(ev.Data) == "[DONE]"
 			if o.events == 1 {
 				picker.kill(t)
 			}
 		}
-		o.err = sc.Err()
-		return o
 	}
 
 	open := stream("open")

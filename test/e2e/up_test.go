@@ -30,7 +30,7 @@ func TestUpCommand(t *testing.T) {
 		t.Fatalf("build infergw: %v\n%s", err, out)
 	}
 
-	simIPs := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
+	simIPs := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"}
 	gwPort, pickerPort, simPort := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePortOnAll(t, simIPs)
 	dir := copyExamples(t, "../../examples/local", strings.NewReplacer(
 		"port: 8080", fmt.Sprintf("port: %d", gwPort),

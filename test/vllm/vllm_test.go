@@ -5,7 +5,6 @@
 package vllm
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -23,6 +22,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/infergw/infergw/internal/wirescan"
 )
 
 const (
@@ -172,12 +173,13 @@ func (h *harness) do(path, body, id string) (result, error) {
 	}
 	r.body = buf.Bytes()
 	if strings.HasPrefix(resp.Header.Get("content-type"), "text/event-stream") {
-		sc := bufio.NewScanner(bytes.NewReader(r.body))
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-				r.events = append(r.events, d)
+		sse := wirescan.NewSSEReader(bytes.NewReader(r.body), 1<<20)
+		for {
+			ev, err := sse.Next()
+			if err != nil {
+				break // the body is in memory: only EOF or an over-long line end it
 			}
+			r.events = append(r.events, string(ev.Data))
 		}
 	}
 	return r, nil
@@ -326,6 +328,22 @@ func (h *harness) checkAPIs(t *testing.T) {
 		for _, m := range []string{baseModel, loraModel} {
 			if !bytes.Contains(b, []byte(`"`+m+`"`)) {
 				t.Errorf("/v1/models lacks %s: %s", m, b)
+			}
+		}
+		// The gateway answers with the union of the servers' lists; vLLM names each
+		// adapter's base model in parent, which body-based routing maps adapters by.
+		var list struct {
+			Data []struct {
+				ID     string  `json:"id"`
+				Parent *string `json:"parent"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(b, &list); err != nil {
+			t.Fatalf("GET /v1/models: %v: %s", err, b)
+		}
+		for _, m := range list.Data {
+			if m.ID == loraModel && (m.Parent == nil || *m.Parent != baseModel) {
+				t.Errorf("/v1/models lists %s with parent %v, want %s (vLLM's parent)", loraModel, m.Parent, baseModel)
 			}
 		}
 	})

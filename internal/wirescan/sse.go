@@ -1,4 +1,4 @@
-package loadtest
+package wirescan
 
 import (
 	"bufio"
@@ -7,6 +7,11 @@ import (
 	"fmt"
 	"io"
 )
+
+// Server-sent events (WHATWG): lines of `field: value`, comments starting with ':', events
+// dispatched at a blank line. SSEReader reads them from a stream (the load tester's client);
+// EventEnd and ForEachData find them in bytes already in hand (the picker, which passes a
+// response through chunk by chunk). Both read a line's field with parseField.
 
 // SSEEvent is one server-sent event. Data is only valid until the next call to Next.
 type SSEEvent struct {
@@ -68,13 +73,8 @@ func (s *SSEReader) Next() (SSEEvent, error) {
 		if line[0] == ':' {
 			continue // comment / keep-alive
 		}
-		field, value := line, []byte(nil)
-		if i := bytes.IndexByte(line, ':'); i >= 0 {
-			field, value = line[:i], line[i+1:]
-			if len(value) > 0 && value[0] == ' ' {
-				value = value[1:]
-			}
-		}
+		fs, fe, vs, ve := parseField(line)
+		field, value := line[fs:fe], line[vs:ve]
 		switch string(field) {
 		case "data":
 			if s.hasData {
@@ -135,4 +135,58 @@ func trimEOL(b []byte) []byte {
 		b = b[:n-1]
 	}
 	return b
+}
+
+// parseField splits one line (no terminator) into its field name and value, as offsets
+// into line: `field: value` loses the one space after the colon; a line without a colon is
+// a field with an empty value.
+func parseField(line []byte) (fieldStart, fieldEnd, valueStart, valueEnd int) {
+	i := bytes.IndexByte(line, ':')
+	if i < 0 {
+		return 0, len(line), len(line), len(line)
+	}
+	vs := i + 1
+	if vs < len(line) && line[vs] == ' ' {
+		vs++
+	}
+	return 0, i, vs, len(line)
+}
+
+// EventEnd returns the length of the first complete event in b (through the blank line
+// that ends it: "\n\n" or "\n\r\n"), or -1 when b holds no complete event yet.
+func EventEnd(b []byte) int {
+	for i := 0; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		k := i + j + 1
+		if k < len(b) && b[k] == '\n' {
+			return k + 1
+		}
+		if k+1 < len(b) && b[k] == '\r' && b[k+1] == '\n' {
+			return k + 2
+		}
+		i = k
+	}
+	return -1
+}
+
+// ForEachData calls fn with the offsets in ev of each `data` field's value, in order.
+// ev is one event (or any run of lines); a "\r" before a line's "\n" is not data.
+func ForEachData(ev []byte, fn func(start, end int)) {
+	for i := 0; i < len(ev); {
+		lineEnd, next := len(ev), len(ev)
+		if j := bytes.IndexByte(ev[i:], '\n'); j >= 0 {
+			lineEnd, next = i+j, i+j+1
+		}
+		line := trimEOL(ev[i:lineEnd])
+		if len(line) > 0 && line[0] != ':' {
+			fs, fe, vs, ve := parseField(line)
+			if string(line[fs:fe]) == "data" {
+				fn(i+vs, i+ve)
+			}
+		}
+		i = next
+	}
 }

@@ -1,0 +1,555 @@
+// Command flowcontrol is `make bench-flowcontrol`: the flow-control benchmark of issue 19.
+// Eight simulated pods behind a real Envoy and the picker, the same seed in every cell:
+//
+//   - noisy neighbour: tenant A offers 3× the fleet's capacity with long prompts, tenant B
+//     10 %; B alone, then both without and with flow control (token-weighted fairness);
+//   - priority: a critical flow at 30 % of capacity under a batch flood at 2×; critical
+//     alone, then both without and with flow control (strict priority);
+//   - late binding: bursts at 1.5× capacity between lulls at 0.5×, without and with.
+//
+// Every cell reports per tenant requests offered / served / rejected / failed (which add
+// up) and the gateway's own flow-control outcomes (enqueued = dispatched + rejected +
+// cancelled). Results go to bench/results/flowcontrol.{md,json}.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/infergw/infergw/flowcontrol"
+	"github.com/infergw/infergw/internal/envoyproc"
+	"github.com/infergw/infergw/loadtest"
+	"github.com/infergw/infergw/router"
+	"github.com/infergw/infergw/sim"
+	"github.com/infergw/infergw/stack"
+)
+
+const (
+	baseModel = "meta-llama/Llama-3.1-8B-Instruct"
+	pool      = "bench/fc-pool"
+)
+
+// plan is the benchmark's fixed shape; flags change only its length.
+type plan struct {
+	Pods       int     `json:"pods"`
+	MaxNumSeqs int     `json:"max_num_seqs"`
+	TimeScale  float64 `json:"sim_time_scale"`
+	Output     int     `json:"output_tokens"`
+	ShortIn    int     `json:"short_prompt_tokens"`
+	LongIn     int     `json:"long_prompt_tokens"`
+	// Nominal is the fleet's capacity by the sim's cost model; Capacity the one measured at
+	// the start of the run (a closed loop holding every sequence slot busy), which the
+	// offered rates are fractions of: on a shared machine the sims run slower than modelled.
+	Nominal    float64       `json:"nominal_capacity_req_per_s"`
+	Capacity   float64       `json:"capacity_req_per_s"`
+	Duration   time.Duration `json:"duration"`
+	Warmup     time.Duration `json:"warmup"`
+	Seed       uint64        `json:"seed"`
+	SLOTTFT    time.Duration `json:"slo_ttft"`
+	FlowConfig flowcontrol.Config
+}
+
+// cell is one run of the benchmark.
+type cell struct {
+	Scenario string           `json:"scenario"`
+	Name     string           `json:"name"`
+	Flow     bool             `json:"flow_control"`
+	Tenants  []tenantResult   `json:"tenants"`
+	Gateway  *gatewayCounts   `json:"gateway_flow_control,omitempty"`
+	Sum      tenantResult     `json:"total"`
+	Loads    []loadtest.Stage `json:"stages,omitempty"`
+	Elapsed  float64          `json:"elapsed_s"`
+}
+
+type tenantResult struct {
+	Name      string  `json:"name"`
+	Rate      float64 `json:"offered_rate"`
+	Offered   int64   `json:"offered"`
+	Served    int64   `json:"served"`
+	Rejected  int64   `json:"rejected"`
+	Failed    int64   `json:"failed_other"`
+	Cancelled int64   `json:"cancelled"` // interrupted or dropped by the client side
+	TTFTP50   float64 `json:"ttft_p50_ms"`
+	TTFTP90   float64 `json:"ttft_p90_ms"`
+	TTFTP99   float64 `json:"ttft_p99_ms"`
+	Goodput   float64 `json:"goodput_per_s"`
+	Through   float64 `json:"completions_per_s"`
+	OutTokS   float64 `json:"output_tokens_per_s"`
+	// Errors counts the failures by class (http_429, http_503, timeout, transport, ...).
+	Errors map[string]int64 `json:"errors,omitempty"`
+}
+
+func (t tenantResult) addsUp() bool {
+	return t.Offered == t.Served+t.Rejected+t.Failed+t.Cancelled
+}
+
+type gatewayCounts struct {
+	// QueueWaitMs is the mean time dispatched requests spent queued, per priority band
+	// (from inference_extension_flow_control_request_queue_duration_seconds).
+	QueueWaitMs map[string]float64 `json:"queue_wait_mean_ms_by_priority,omitempty"`
+	Enqueued    int64              `json:"enqueued"`
+	Dispatched  int64              `json:"dispatched"`
+	Rejected    int64              `json:"rejected"`
+	Cancelled   int64              `json:"cancelled"`
+	Queued      int                `json:"queued_at_end"`
+	Balanced    bool               `json:"balanced"`
+}
+
+func main() {
+	var (
+		out      = flag.String("out", "bench/results", "directory for flowcontrol.md and flowcontrol.json")
+		duration = flag.Duration("duration", 10*time.Second, "measured period of each cell")
+		warmup   = flag.Duration("warmup", 2*time.Second, "warm-up of each cell")
+		seed     = flag.Uint64("seed", 1, "load tester seed (the same in every cell)")
+		only     = flag.String("only", "", "run only the scenarios listed (comma-separated: noisy,priority,late)")
+		verbose  = flag.Bool("v", false, "log the stack")
+	)
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *out, *duration, *warmup, *seed, *only, *verbose); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-flowcontrol:", err)
+		os.Exit(1)
+	}
+}
+
+func newPlan(duration, warmup time.Duration, seed uint64) plan {
+	p := plan{Pods: 8, MaxNumSeqs: 2, TimeScale: 1, Output: 192, ShortIn: 64, LongIn: 1024,
+		Duration: duration, Warmup: warmup, Seed: seed, SLOTTFT: 2 * time.Second}
+	// A request of the short shape takes about Output decode steps of the sim's step time
+	// (5 ms overhead + 0.1 ms per running sequence) plus its prefill; a pod runs MaxNumSeqs
+	// at once. Capacity is the fleet's requests per second for the short shape.
+	cfg := sim.DefaultConfig()
+	step := cfg.StepOverhead + time.Duration(p.MaxNumSeqs)*cfg.DecodePerSeq
+	service := time.Duration(p.Output)*step + time.Duration(p.ShortIn)*cfg.PrefillPerToken
+	p.Nominal = float64(p.Pods*p.MaxNumSeqs) / (service.Seconds() * p.TimeScale)
+	p.Capacity = p.Nominal
+	p.FlowConfig = flowcontrol.Config{
+		Enabled:    true,
+		RequestTTL: 4 * time.Second,
+		RetryAfter: time.Second,
+		Fairness:   flowcontrol.FairnessTokenWeighted,
+		// Hold requests at the gateway once every pod runs a full batch: the rest is bound to
+		// a pod only when one has a free sequence slot (late binding), so a request that
+		// overtakes others at the gateway does not then queue behind them inside a pod.
+		Saturation: flowcontrol.SaturationConfig{MaxInFlightPerEndpoint: p.MaxNumSeqs},
+		// Two slots' room is kept for non-sheddable work: sheddable batch work cannot take
+		// every slot that frees, so a critical request need not wait for the next wave.
+		SheddableHeadroom: 2,
+	}
+	return p
+}
+
+func run(ctx context.Context, outDir string, duration, warmup time.Duration, seed uint64, only string, verbose bool) error {
+	envoyBin, err := envoyproc.Find(".")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "bench-flowcontrol-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	log := slog.New(slog.DiscardHandler)
+	if verbose {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	p := newPlan(duration, warmup, seed)
+	b := &bench{plan: p, envoyBin: envoyBin, tmp: tmp, log: log}
+	measured, err := b.calibrate(ctx)
+	if err != nil {
+		return err
+	}
+	p.Capacity = measured
+	b.plan = p
+	want := func(s string) bool { return only == "" || strings.Contains(","+only+",", ","+s+",") }
+	start := time.Now()
+	loadavg := readLoadavg()
+	fmt.Fprintf(os.Stderr, "bench-flowcontrol: %d pods × %d seqs, capacity %.1f req/s measured (%.1f nominal) for the short shape; load average at start %s\n",
+		p.Pods, p.MaxNumSeqs, p.Capacity, p.Nominal, loadavg)
+
+	var cells []cell
+	add := func(c *cell, err error) error {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "  %-9s %-22s done in %.0f s\n", c.Scenario, c.Name, c.Elapsed)
+		cells = append(cells, *c)
+		return nil
+	}
+	c := p.Capacity
+	if want("noisy") {
+		a := loadtest.Tenant{Name: "A (noisy)", Rate: 3 * c, FairnessID: "tenant-a",
+			Input: &loadtest.LengthDist{Kind: "fixed", Mean: float64(p.LongIn)}}
+		bt := loadtest.Tenant{Name: "B (quiet)", Rate: 0.1 * c, FairnessID: "tenant-b"}
+		if err := add(b.tenantsCell(ctx, "noisy", "B alone", false, bt)); err != nil {
+			return err
+		}
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control off", false, a, bt)); err != nil {
+			return err
+		}
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control on", true, a, bt)); err != nil {
+			return err
+		}
+	}
+	if want("priority") {
+		crit := loadtest.Tenant{Name: "critical", Rate: 0.3 * c, Objective: "critical"}
+		batch := loadtest.Tenant{Name: "batch", Rate: 2 * c, Objective: "batch"}
+		if err := add(b.tenantsCell(ctx, "priority", "critical alone", false, crit)); err != nil {
+			return err
+		}
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, off", false, crit, batch)); err != nil {
+			return err
+		}
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on", true, crit, batch)); err != nil {
+			return err
+		}
+	}
+	if want("late") {
+		for _, on := range []bool{false, true} {
+			name := "bursts, flow control off"
+			if on {
+				name = "bursts, flow control on"
+			}
+			if err := add(b.burstCell(ctx, name, on)); err != nil {
+				return err
+			}
+		}
+	}
+	rep := report{Plan: p, Cells: cells, StartedAt: start.UTC(), WallS: time.Since(start).Seconds(),
+		LoadavgStart: loadavg, LoadavgEnd: readLoadavg(), CPUs: runtime.NumCPU(),
+		Command: "make bench-flowcontrol" + argsSuffix()}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(outDir, "flowcontrol.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	md := rep.markdown()
+	if err := os.WriteFile(filepath.Join(outDir, "flowcontrol.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(md)
+	for _, c := range cells {
+		for _, t := range c.Tenants {
+			if !t.addsUp() {
+				return fmt.Errorf("%s/%s tenant %s: offered %d ≠ served + rejected + failed + cancelled", c.Scenario, c.Name, t.Name, t.Offered)
+			}
+		}
+		if c.Gateway != nil && !c.Gateway.Balanced {
+			return fmt.Errorf("%s/%s: the gateway's flow-control outcomes do not add up: %+v", c.Scenario, c.Name, *c.Gateway)
+		}
+	}
+	return nil
+}
+
+func argsSuffix() string {
+	if len(os.Args) <= 1 {
+		return ""
+	}
+	return " BENCH_FC_ARGS='" + strings.Join(os.Args[1:], " ") + "'"
+}
+
+func readLoadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+type bench struct {
+	plan     plan
+	envoyBin string
+	tmp      string
+	log      *slog.Logger
+	n        int
+	// metricsAddr serves the current cell's /metrics.
+	metricsAddr string
+}
+
+// startStack starts a fresh stack (cold state, the same sims) with flow control on or off.
+func (b *bench) startStack(ctx context.Context, flow bool) (*stack.Stack, error) {
+	b.n++
+	dir := filepath.Join(b.tmp, fmt.Sprint("cell-", b.n))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	l, err := newLayout(b.plan.Pods)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.write(dir); err != nil {
+		return nil, err
+	}
+	cfg := stack.DefaultConfig()
+	cfg.ManifestDir = dir
+	cfg.Sim.TimeScale = b.plan.TimeScale
+	cfg.Sim.MaxNumSeqs = b.plan.MaxNumSeqs
+	cfg.Sim.LoRAAdapters = nil
+	cfg.EnvoyBinary = b.envoyBin
+	cfg.EnvoyOutput = io.Discard
+	cfg.EnvoyLogLevel = "error"
+	cfg.ReadyTimeout = 90 * time.Second
+	for _, addr := range []*string{&cfg.XDSAddr, &cfg.EnvoyAdminAddr, &cfg.MetricsAddr} {
+		port, err := freePort("127.0.0.1")
+		if err != nil {
+			return nil, err
+		}
+		*addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	}
+	cfg.Translate.ListenerAddress = "127.0.0.1"
+	sc := router.DefaultSchedulerConfig()
+	if flow {
+		sc.FlowControl.Default = b.plan.FlowConfig
+	}
+	cfg.Router.Scheduler = sc
+	st, err := stack.Start(ctx, cfg, b.log)
+	if err != nil {
+		return nil, fmt.Errorf("start stack: %w", err)
+	}
+	b.metricsAddr = cfg.MetricsAddr
+	return st, nil
+}
+
+func (b *bench) loadConfig(url string) loadtest.Config {
+	p := b.plan
+	return loadtest.Config{
+		URL:       url,
+		Models:    []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
+		IgnoreEOS: true,
+		Arrival:   "poisson",
+		Warmup:    p.Warmup,
+		Duration:  p.Duration,
+		Workload: loadtest.WorkloadConfig{
+			Input:  loadtest.LengthDist{Kind: "fixed", Mean: float64(p.ShortIn)},
+			Output: loadtest.LengthDist{Kind: "fixed", Mean: float64(p.Output)},
+		},
+		Seed:        p.Seed,
+		Timeout:     60 * time.Second,
+		GracePeriod: 60 * time.Second,
+		SLO:         loadtest.SLO{TTFT: p.SLOTTFT},
+		// The open loop keeps its schedule; a flood past this many in flight is dropped and
+		// counted (a cancelled offer), which bounds the load tester on a small machine.
+		MaxInFlight: 2000,
+	}
+}
+
+func (b *bench) tenantsCell(ctx context.Context, scenario, name string, flow bool, tenants ...loadtest.Tenant) (*cell, error) {
+	t0 := time.Now()
+	st, err := b.startStack(ctx, flow)
+	if err != nil {
+		return nil, fmt.Errorf("%s/%s: %w", scenario, name, err)
+	}
+	defer st.Close()
+	before, _ := st.Picker.FlowCounts(pool)
+	ts, err := loadtest.RunTenants(ctx, b.loadConfig(st.GatewayURL()), tenants, b.log)
+	if err != nil {
+		return nil, fmt.Errorf("%s/%s: %w", scenario, name, err)
+	}
+	c := &cell{Scenario: scenario, Name: name, Flow: flow}
+	for _, t := range ts.Tenants {
+		c.Tenants = append(c.Tenants, tenantOf(t.Tenant.Name, t.Tenant.Rate, t.Summary, t.Rejected, t.OtherFailed, t.Interrupted+t.Dropped))
+	}
+	c.Sum = total(c.Tenants)
+	c.Gateway = gatewayOf(st, before, flow)
+	b.addQueueWaits(ctx, c.Gateway)
+	c.Elapsed = time.Since(t0).Seconds()
+	return c, nil
+}
+
+// burstCell: one flow alternating 3 s at 1.5× capacity and 3 s at 0.5×.
+func (b *bench) burstCell(ctx context.Context, name string, flow bool) (*cell, error) {
+	t0 := time.Now()
+	st, err := b.startStack(ctx, flow)
+	if err != nil {
+		return nil, fmt.Errorf("late/%s: %w", name, err)
+	}
+	defer st.Close()
+	before, _ := st.Picker.FlowCounts(pool)
+	cfg := b.loadConfig(st.GatewayURL())
+	c := b.plan.Capacity
+	hi, lo := 1.5*c, 0.5*c
+	cfg.Rate = hi
+	var stages []loadtest.Stage
+	for total := time.Duration(0); total < b.plan.Duration; total += 6 * time.Second {
+		stages = append(stages,
+			loadtest.Stage{Duration: time.Millisecond, Target: hi}, loadtest.Stage{Duration: 3 * time.Second, Target: hi},
+			loadtest.Stage{Duration: time.Millisecond, Target: lo}, loadtest.Stage{Duration: 3 * time.Second, Target: lo})
+	}
+	cfg.Stages = stages
+	cfg.Warmup = 0 // the stages are the whole schedule
+	s, err := loadtest.Run(ctx, cfg, b.log)
+	if err != nil {
+		return nil, fmt.Errorf("late/%s: %w", name, err)
+	}
+	rej, other := int64(0), int64(0)
+	for class, n := range s.ErrorsByStatus {
+		if class == "http_429" || class == "http_503" {
+			rej += n
+		} else {
+			other += n
+		}
+	}
+	cl := &cell{Scenario: "late", Name: name, Flow: flow, Loads: stages,
+		Tenants: []tenantResult{tenantOf("bursty", c, s, rej, other, s.Interrupted+s.Schedule.Dropped)}}
+	cl.Sum = total(cl.Tenants)
+	cl.Gateway = gatewayOf(st, before, flow)
+	b.addQueueWaits(ctx, cl.Gateway)
+	cl.Elapsed = time.Since(t0).Seconds()
+	return cl, nil
+}
+
+func tenantOf(name string, rate float64, s *loadtest.Summary, rejected, other, cancelled int64) tenantResult {
+	t := tenantResult{Name: name, Rate: rate, Served: s.Succeeded, Rejected: rejected, Failed: other, Cancelled: cancelled,
+		TTFTP50: s.TTFT.P50, TTFTP90: s.TTFT.P90, TTFTP99: s.TTFT.P99, Through: s.CompletionRate, OutTokS: s.OutputTokensPerS,
+		Errors: s.ErrorsByStatus}
+	t.Offered = s.Requests + s.Interrupted + s.Schedule.Dropped
+	if s.Goodput != nil {
+		t.Goodput = s.Goodput.Rate
+	}
+	return t
+}
+
+func total(ts []tenantResult) tenantResult {
+	var sum tenantResult
+	sum.Name = "total"
+	for _, t := range ts {
+		sum.Rate += t.Rate
+		sum.Offered += t.Offered
+		sum.Served += t.Served
+		sum.Rejected += t.Rejected
+		sum.Failed += t.Failed
+		sum.Cancelled += t.Cancelled
+		sum.Goodput += t.Goodput
+		sum.Through += t.Through
+		sum.OutTokS += t.OutTokS
+	}
+	return sum
+}
+
+func gatewayOf(st *stack.Stack, before flowcontrol.Counts, flow bool) *gatewayCounts {
+	if !flow {
+		return nil
+	}
+	after, ok := st.Picker.FlowCounts(pool)
+	if !ok {
+		return &gatewayCounts{}
+	}
+	g := &gatewayCounts{
+		Enqueued:   after.Enqueued - before.Enqueued,
+		Dispatched: after.Outcomes[flowcontrol.Dispatched] - before.Outcomes[flowcontrol.Dispatched],
+		Rejected:   after.Rejected() - before.Rejected(),
+		Cancelled:  after.Outcomes[flowcontrol.EvictedContextCancelled] - before.Outcomes[flowcontrol.EvictedContextCancelled],
+		Queued:     after.Queued,
+	}
+	g.Balanced = g.Enqueued == g.Dispatched+g.Rejected+g.Cancelled+int64(g.Queued)
+	return g
+}
+
+func freePort(host string) (int, error) {
+	lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("find a free port on %s: %w", host, err)
+	}
+	defer lis.Close()
+	return lis.Addr().(*net.TCPAddr).Port, nil
+}
+
+var errNoPort = errors.New("no port free on every pod address")
+
+// addQueueWaits reads the mean queue time of dispatched requests per band from the
+// picker's /metrics (the same series a Prometheus would scrape).
+func (b *bench) addQueueWaits(ctx context.Context, g *gatewayCounts) {
+	if g == nil {
+		return
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.metricsAddr+"/metrics", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return
+	}
+	sums, counts := map[string]float64{}, map[string]float64{}
+	const name = "inference_extension_flow_control_request_queue_duration_seconds_"
+	for _, line := range strings.Split(string(body), "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || !strings.Contains(rest, `outcome="Dispatched"`) {
+			continue
+		}
+		_, after, ok := strings.Cut(rest, `priority="`)
+		if !ok {
+			continue
+		}
+		prio, _, _ := strings.Cut(after, `"`)
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(rest, "sum{"):
+			sums[prio] += v
+		case strings.HasPrefix(rest, "count{"):
+			counts[prio] += v
+		}
+	}
+	g.QueueWaitMs = map[string]float64{}
+	for p, n := range counts {
+		if n > 0 {
+			g.QueueWaitMs[p] = 1000 * sums[p] / n
+		}
+	}
+}
+
+// calibrate measures the fleet's capacity now: a closed loop of exactly as many users as the
+// fleet has sequence slots, through the gateway without flow control, for a few seconds.
+func (b *bench) calibrate(ctx context.Context) (float64, error) {
+	st, err := b.startStack(ctx, false)
+	if err != nil {
+		return 0, fmt.Errorf("calibrate: %w", err)
+	}
+	defer st.Close()
+	cfg := b.loadConfig(st.GatewayURL())
+	cfg.Arrival, cfg.Rate = "", 0
+	cfg.VUs = b.plan.Pods * b.plan.MaxNumSeqs
+	cfg.Warmup, cfg.Duration = 2*time.Second, 6*time.Second
+	s, err := loadtest.Run(ctx, cfg, b.log)
+	if err != nil {
+		return 0, fmt.Errorf("calibrate: %w", err)
+	}
+	if s.Succeeded == 0 || s.DurationS <= 0 {
+		return 0, errors.New("calibrate: no request succeeded")
+	}
+	return float64(s.Succeeded) / s.DurationS, nil
+}

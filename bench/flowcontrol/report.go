@@ -1,0 +1,116 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+func sortedKeysInt(m map[string]int64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sortedKeys(m map[string]float64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+type report struct {
+	Command      string    `json:"command"`
+	StartedAt    time.Time `json:"started_at"`
+	WallS        float64   `json:"wall_s"`
+	CPUs         int       `json:"cpus"`
+	LoadavgStart string    `json:"loadavg_start"`
+	LoadavgEnd   string    `json:"loadavg_end"`
+	Plan         plan      `json:"plan"`
+	Cells        []cell    `json:"cells"`
+}
+
+// markdown renders one table per scenario plus the gateway's flow-control accounting.
+func (r report) markdown() string {
+	var b strings.Builder
+	p := r.Plan
+	fmt.Fprintf(&b, "# Flow-control benchmark\n\n`%s` — %s, %.0f s wall, %d CPUs, load average %s at the start and %s at the end "+
+		"(the machine is shared: absolute latencies carry that noise; compare rows of one table).\n\n",
+		r.Command, r.StartedAt.Format(time.RFC3339), r.WallS, r.CPUs, r.LoadavgStart, r.LoadavgEnd)
+	fmt.Fprintf(&b, "%d simulated pods × %d sequences, time scale %g, prompts %d tokens (long: %d), outputs %d tokens; "+
+		"fleet capacity %.1f req/s of the short shape, measured at the start (%.1f by the sims' cost model); poisson arrivals, seed %d in every cell, %s measured after %s warm-up; "+
+		"goodput = served with TTFT ≤ %s. Flow control on: token-weighted fairness, FCFS, TTL %s, ≤ %d in flight per pod, "+
+		"sheddable work leaves %d requests' room free.\n\n",
+		p.Pods, p.MaxNumSeqs, p.TimeScale, p.ShortIn, p.LongIn, p.Output, p.Capacity, p.Nominal, p.Seed, p.Duration, p.Warmup, p.SLOTTFT,
+		p.FlowConfig.RequestTTL, p.FlowConfig.Saturation.MaxInFlightPerEndpoint, p.FlowConfig.SheddableHeadroom)
+	scenario := ""
+	for _, c := range r.Cells {
+		if c.Scenario != scenario {
+			scenario = c.Scenario
+			fmt.Fprintf(&b, "\n## %s\n\n| cell | tenant | rate/s | offered | served | rejected | failed | cancelled | adds up | TTFT p50 ms | TTFT p90 ms | TTFT p99 ms | goodput/s | completions/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", title(scenario))
+		}
+		rows := c.Tenants
+		if len(rows) > 1 {
+			rows = append(rows, c.Sum)
+		}
+		for _, t := range rows {
+			ttft := fmt.Sprintf("%.0f | %.0f | %.0f", t.TTFTP50, t.TTFTP90, t.TTFTP99)
+			if t.Name == "total" {
+				ttft = "– | – | –" // percentiles do not add across tenants
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.1f | %d | %d | %d | %d | %d | %s | %s | %.2f | %.2f |\n",
+				c.Name, t.Name, t.Rate, t.Offered, t.Served, t.Rejected, t.Failed, t.Cancelled, yes(t.addsUp()),
+				ttft, t.Goodput, t.Through)
+		}
+	}
+	b.WriteString("\n## Failures by class\n\n| scenario | cell | tenant | errors |\n|---|---|---|---|\n")
+	for _, c := range r.Cells {
+		for _, t := range c.Tenants {
+			if len(t.Errors) == 0 {
+				continue
+			}
+			parts := make([]string, 0, len(t.Errors))
+			for _, k := range sortedKeysInt(t.Errors) {
+				parts = append(parts, fmt.Sprintf("%s %d", k, t.Errors[k]))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.Scenario, c.Name, t.Name, strings.Join(parts, ", "))
+		}
+	}
+	b.WriteString("\n## The gateway's flow-control accounting (cells with flow control on)\n\n| scenario | cell | enqueued | dispatched | rejected | cancelled | queued at end | adds up | mean queue wait of dispatched requests, by priority |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, c := range r.Cells {
+		if g := c.Gateway; g != nil {
+			waits := make([]string, 0, len(g.QueueWaitMs))
+			for _, p := range sortedKeys(g.QueueWaitMs) {
+				waits = append(waits, fmt.Sprintf("%s: %.0f ms", p, g.QueueWaitMs[p]))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %s | %s |\n", c.Scenario, c.Name, g.Enqueued, g.Dispatched,
+				g.Rejected, g.Cancelled, g.Queued, yes(g.Balanced), strings.Join(waits, ", "))
+		}
+	}
+	return b.String()
+}
+
+func title(s string) string {
+	switch s {
+	case "noisy":
+		return "Noisy neighbour: A at 3× capacity with long prompts, B at 10 %"
+	case "priority":
+		return "Priority: critical at 30 % of capacity under a batch flood at 2×"
+	case "late":
+		return "Late binding: bursts at 1.5× capacity (3 s) between lulls at 0.5× (3 s)"
+	}
+	return s
+}
+
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "**no**"
+}

@@ -1,0 +1,189 @@
+package flowcontrol
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Fairness policies between the flows of one priority band.
+const (
+	// FairnessRoundRobin serves the backlogged flows of a band in turn, one request each.
+	FairnessRoundRobin = "round-robin"
+	// FairnessTokenWeighted serves the backlogged flow that consumed the fewest weighted
+	// tokens (prompt + OutputTokenWeight × output), in the spirit of VTC (Sheng et al.,
+	// "Fairness in Serving Large Language Models", OSDI 2024): a flow that sends long
+	// prompts or asks for long answers gets fewer requests through, not the same count.
+	FairnessTokenWeighted = "token-weighted"
+	// FairnessGlobalStrict ignores flows: the band is served in one global order (GIE's
+	// global-strict-fairness-policy, the behaviour closest to having no flow control).
+	FairnessGlobalStrict = "global-strict"
+)
+
+// Ordering policies within one flow.
+const (
+	// OrderingFCFS serves a flow's requests in arrival order.
+	OrderingFCFS = "fcfs"
+	// OrderingEDF serves a flow's requests by earliest deadline: arrival + the request's
+	// latency target, or arrival + its TTL when it has none.
+	OrderingEDF = "edf"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxRequests       = 1024
+	DefaultMaxBytes          = 512 << 20
+	DefaultMaxFlows          = 1024
+	DefaultRequestTTL        = 15 * time.Second
+	DefaultPollInterval      = 20 * time.Millisecond
+	DefaultOutputTokenWeight = 2 // VTC's w_q: an output token costs twice a prompt token
+	DefaultBytesPerToken     = 4 // prompt bytes per token when no token count is known
+)
+
+// Config is the flow control of one pool. The zero value is disabled; Enabled with every
+// other field zero takes the defaults.
+type Config struct {
+	// Enabled turns queuing on. Off, requests go straight to the scheduler as before.
+	Enabled bool
+	// MaxRequests and MaxBytes bound what is queued in the pool (all bands and flows);
+	// MaxFlowRequests and MaxFlowBytes bound one flow (0 = the pool's bound). A request that
+	// would pass a bound is rejected at once (RejectedCapacity).
+	MaxRequests     int
+	MaxBytes        int64
+	MaxFlowRequests int
+	MaxFlowBytes    int64
+	// MaxFlows bounds the flows with queued requests: the fairness ID comes from a client
+	// header, so a client could otherwise create flows (and metric series) without end.
+	MaxFlows int
+	// RequestTTL is how long a request may wait; then it is evicted (EvictedTTL).
+	RequestTTL time.Duration
+	// Fairness is the policy between the flows of a band (FairnessRoundRobin default).
+	Fairness string
+	// Ordering is the policy within a flow (OrderingFCFS default).
+	Ordering string
+	// OutputTokenWeight is the cost of an output token relative to a prompt token in the
+	// token-weighted policy.
+	OutputTokenWeight float64
+	// PollInterval is how often a backlogged, saturated pool is checked for room when no
+	// release or scrape has woken the dispatcher (a safety net, not the trigger).
+	PollInterval time.Duration
+	// SheddableHeadroom keeps this many requests' room for non-sheddable bands: a sheddable
+	// request (priority < 0) is dispatched only while the pool has more room than this. 0
+	// (default) = strict priority alone, where sheddable work may take every free slot and
+	// a critical request arriving just after must wait for the next one to free.
+	SheddableHeadroom int
+	// RetryAfter is the retry-after (seconds, rounded up) advertised with rejections; 0 =
+	// one second.
+	RetryAfter time.Duration
+	// Saturation is the detector's thresholds.
+	Saturation SaturationConfig
+}
+
+// SaturationConfig is when an endpoint has no room for one more request. Names follow
+// GIE's utilization detector where they mean the same.
+type SaturationConfig struct {
+	// QueueDepthThreshold: an endpoint whose waiting queue (scraped, or estimated from the
+	// gateway's in-flight requests when larger) reaches it is full.
+	QueueDepthThreshold float64
+	// KVCacheUtilThreshold: an endpoint whose KV-cache use reaches it is full.
+	KVCacheUtilThreshold float64
+	// MaxRunningRequests (0 = no limit): an endpoint running this many requests is full.
+	MaxRunningRequests float64
+	// MaxInFlightPerEndpoint (0 = no limit): an endpoint with this many requests in flight
+	// from this gateway is full. It reacts within a request, where scrapes lag.
+	MaxInFlightPerEndpoint int
+}
+
+// Defaults of SaturationConfig (GIE's utilization detector defaults).
+const (
+	DefaultQueueDepthThreshold  = 5
+	DefaultKVCacheUtilThreshold = 0.8
+)
+
+// WithDefaults fills zero fields with their defaults.
+func (c Config) WithDefaults() Config {
+	if c.MaxRequests == 0 {
+		c.MaxRequests = DefaultMaxRequests
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.MaxFlowRequests == 0 {
+		c.MaxFlowRequests = c.MaxRequests
+	}
+	if c.MaxFlowBytes == 0 {
+		c.MaxFlowBytes = c.MaxBytes
+	}
+	if c.MaxFlows == 0 {
+		c.MaxFlows = DefaultMaxFlows
+	}
+	if c.RequestTTL == 0 {
+		c.RequestTTL = DefaultRequestTTL
+	}
+	if c.Fairness == "" {
+		c.Fairness = FairnessRoundRobin
+	}
+	if c.Ordering == "" {
+		c.Ordering = OrderingFCFS
+	}
+	if c.OutputTokenWeight == 0 {
+		c.OutputTokenWeight = DefaultOutputTokenWeight
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = time.Second
+	}
+	if c.Saturation.QueueDepthThreshold == 0 {
+		c.Saturation.QueueDepthThreshold = DefaultQueueDepthThreshold
+	}
+	if c.Saturation.KVCacheUtilThreshold == 0 {
+		c.Saturation.KVCacheUtilThreshold = DefaultKVCacheUtilThreshold
+	}
+	return c
+}
+
+// Validate checks a config after WithDefaults.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxRequests < 0 || c.MaxBytes < 0 || c.MaxFlowRequests < 0 || c.MaxFlowBytes < 0 || c.MaxFlows < 0:
+		return errors.New("flow control: capacities must be >= 0")
+	case c.MaxFlowRequests > c.MaxRequests || c.MaxFlowBytes > c.MaxBytes:
+		return fmt.Errorf("flow control: a flow's bound (%d requests, %d bytes) exceeds the pool's (%d, %d)",
+			c.MaxFlowRequests, c.MaxFlowBytes, c.MaxRequests, c.MaxBytes)
+	case c.RequestTTL < 0:
+		return fmt.Errorf("flow control: requestTTL %v is negative", c.RequestTTL)
+	case c.PollInterval < 0:
+		return fmt.Errorf("flow control: pollInterval %v is negative", c.PollInterval)
+	case c.SheddableHeadroom < 0:
+		return fmt.Errorf("flow control: sheddableHeadroom %d is negative", c.SheddableHeadroom)
+	case c.RetryAfter < 0:
+		return fmt.Errorf("flow control: retryAfter %v is negative", c.RetryAfter)
+	case c.Fairness != FairnessRoundRobin && c.Fairness != FairnessTokenWeighted && c.Fairness != FairnessGlobalStrict:
+		return fmt.Errorf("flow control: unknown fairness policy %q (known: %s, %s, %s)", c.Fairness,
+			FairnessRoundRobin, FairnessTokenWeighted, FairnessGlobalStrict)
+	case c.Ordering != OrderingFCFS && c.Ordering != OrderingEDF:
+		return fmt.Errorf("flow control: unknown ordering policy %q (known: %s, %s)", c.Ordering, OrderingFCFS, OrderingEDF)
+	case math.IsNaN(c.OutputTokenWeight) || math.IsInf(c.OutputTokenWeight, 0) || c.OutputTokenWeight < 0:
+		return fmt.Errorf("flow control: outputTokenWeight %v must be a finite number >= 0", c.OutputTokenWeight)
+	}
+	s := c.Saturation
+	switch {
+	case math.IsNaN(s.QueueDepthThreshold) || s.QueueDepthThreshold <= 0:
+		return fmt.Errorf("flow control: saturation queueDepthThreshold %v must be > 0", s.QueueDepthThreshold)
+	case math.IsNaN(s.KVCacheUtilThreshold) || s.KVCacheUtilThreshold <= 0 || s.KVCacheUtilThreshold > 1:
+		return fmt.Errorf("flow control: saturation kvCacheUtilThreshold %v must be in (0, 1]", s.KVCacheUtilThreshold)
+	case math.IsNaN(s.MaxRunningRequests) || s.MaxRunningRequests < 0:
+		return fmt.Errorf("flow control: saturation maxRunningRequests %v must be >= 0", s.MaxRunningRequests)
+	case s.MaxInFlightPerEndpoint < 0:
+		return fmt.Errorf("flow control: saturation maxInFlightPerEndpoint %d must be >= 0", s.MaxInFlightPerEndpoint)
+	}
+	return nil
+}
+
+// retryAfterSeconds is the retry-after header value.
+func (c Config) retryAfterSeconds() int {
+	return max(int(math.Ceil(c.RetryAfter.Seconds())), 1)
+}

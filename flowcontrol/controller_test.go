@@ -1,0 +1,594 @@
+package flowcontrol
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// slotGate is a pool of n slots: capacity is n minus the requests bound and not released.
+// It stands in for the saturation detector (tested on its own in detector_test.go) so that
+// the tests decide exactly when room appears.
+type slotGate struct {
+	slots atomic.Int64
+	used  atomic.Int64
+}
+
+func (g *slotGate) Capacity() int { return int(g.slots.Load() - g.used.Load()) }
+
+func newGate(n int) *slotGate {
+	g := &slotGate{}
+	g.slots.Store(int64(n))
+	return g
+}
+
+// recorder collects dispatch order from notify callbacks.
+type recorder struct {
+	mu    sync.Mutex
+	order []string
+	ch    chan *Ticket
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan *Ticket, 4096)} }
+
+func (r *recorder) notify(tag string) func(*Ticket) {
+	return func(t *Ticket) {
+		r.mu.Lock()
+		if t.Outcome() == Dispatched {
+			r.order = append(r.order, tag)
+		}
+		r.mu.Unlock()
+		r.ch <- t
+	}
+}
+
+func (r *recorder) wait(t *testing.T, n int) []*Ticket {
+	t.Helper()
+	out := make([]*Ticket, 0, n)
+	deadline := time.After(10 * time.Second)
+	for len(out) < n {
+		select {
+		case tk := <-r.ch:
+			out = append(out, tk)
+		case <-deadline:
+			t.Fatalf("waited for %d notifications, got %d", n, len(out))
+		}
+	}
+	return out
+}
+
+func newController(t *testing.T, cfg Config, g Gate) (*Controller, *prometheus.Registry) {
+	t.Helper()
+	cfg.Enabled = true
+	reg := prometheus.NewRegistry()
+	c, err := New("ns/pool", cfg, g, NewMetrics(reg), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, reg
+}
+
+// mustEnqueue enqueues and fails on error.
+func mustEnqueue(t *testing.T, c *Controller, req Request, notify func(*Ticket)) *Ticket {
+	t.Helper()
+	tk, err := c.Enqueue(req, notify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
+// serveOne binds and releases a dispatched ticket, freeing its slot.
+func serveOne(g *slotGate, tk *Ticket, outputTokens int64) {
+	g.used.Add(1)
+	tk.Bound()
+	g.used.Add(-1)
+	tk.Release(outputTokens)
+}
+
+func checkBalanced(t *testing.T, c *Controller) Counts {
+	t.Helper()
+	n := c.Counts()
+	if !n.Balanced() {
+		t.Errorf("accounting does not add up: %+v", n)
+	}
+	return n
+}
+
+// A request that finds room and an empty queue is dispatched inside Enqueue.
+func TestFastPathDispatchesAtOnce(t *testing.T) {
+	g := newGate(1)
+	c, _ := newController(t, Config{}, g)
+	tk := mustEnqueue(t, c, Request{Bytes: 10}, func(*Ticket) { t.Error("notify called on the fast path") })
+	if tk.Outcome() != Dispatched {
+		t.Fatalf("outcome %v, want Dispatched", tk.Outcome())
+	}
+	select {
+	case <-tk.Done():
+	default:
+		t.Fatal("Done not closed")
+	}
+	// The slot is pending (dispatched, not bound): a second request must queue.
+	tk2 := mustEnqueue(t, c, Request{Bytes: 10}, nil)
+	if tk2.Outcome() != Queued {
+		t.Fatalf("second outcome %v, want Queued (the first holds the only slot)", tk2.Outcome())
+	}
+	serveOne(g, tk, 0)
+	<-tk2.Done()
+	if tk2.Outcome() != Dispatched {
+		t.Fatalf("after release: %v", tk2.Outcome())
+	}
+	tk2.Release(0)
+	checkBalanced(t, c)
+}
+
+// Strict priority: with the pool saturated, queued requests come out highest band first,
+// whatever their arrival order; sheddable (negative) last.
+func TestStrictPriority(t *testing.T) {
+	g := newGate(0)
+	c, _ := newController(t, Config{}, g)
+	rec := newRecorder()
+	prios := []int{0, -1, 5, 0, 5, -1, 10}
+	for i, p := range prios {
+		mustEnqueue(t, c, Request{Priority: p, FairnessID: fmt.Sprint("f", i%2)}, rec.notify(fmt.Sprint(p)))
+	}
+	for range prios {
+		g.slots.Add(1) // one slot at a time: each dispatch is the best of what is queued
+		c.Wake()
+		closeSlot(g, rec.wait(t, 1)[0], 0)
+	}
+	got := strings.Join(rec.order, ",")
+	if want := "10,5,5,0,0,-1,-1"; got != want {
+		t.Fatalf("dispatch order %s, want %s", got, want)
+	}
+	checkBalanced(t, c)
+}
+
+// Round robin: a flow with 30 queued requests and one with 3 alternate, so the small flow
+// is done within its first 6 dispatches.
+func TestRoundRobinFairness(t *testing.T) {
+	g := newGate(0)
+	c, _ := newController(t, Config{Fairness: FairnessRoundRobin}, g)
+	rec := newRecorder()
+	for i := 0; i < 30; i++ {
+		mustEnqueue(t, c, Request{FairnessID: "noisy"}, rec.notify("noisy"))
+	}
+	for i := 0; i < 3; i++ {
+		mustEnqueue(t, c, Request{FairnessID: "quiet"}, rec.notify("quiet"))
+	}
+	drainOneByOne(t, c, g, rec, 33, 0)
+	quietSeen := 0
+	for _, tag := range rec.order[:6] {
+		if tag == "quiet" {
+			quietSeen++
+		}
+	}
+	if quietSeen != 3 {
+		t.Fatalf("quiet got %d of the first 6 dispatches, want 3 (order %v)", quietSeen, rec.order)
+	}
+	checkBalanced(t, c)
+}
+
+// Global-strict ignores flows: arrival order across flows.
+func TestGlobalStrictIsArrivalOrder(t *testing.T) {
+	g := newGate(0)
+	c, _ := newController(t, Config{Fairness: FairnessGlobalStrict}, g)
+	rec := newRecorder()
+	tags := []string{"a", "a", "a", "b", "a", "b"}
+	for i, f := range tags {
+		mustEnqueue(t, c, Request{FairnessID: f}, rec.notify(fmt.Sprint(f, i)))
+	}
+	drainOneByOne(t, c, g, rec, len(tags), 0)
+	if got := strings.Join(rec.order, ","); got != "a0,a1,a2,b3,a4,b5" {
+		t.Fatalf("order %s, want arrival order", got)
+	}
+}
+
+// drainOneByOne opens one slot at a time and serves each dispatch, charging outTokens.
+func drainOneByOne(t *testing.T, c *Controller, g *slotGate, rec *recorder, n int, outTokens int64) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		g.slots.Add(1)
+		c.Wake()
+		tk := rec.wait(t, 1)[0]
+		closeSlot(g, tk, outTokens)
+	}
+}
+
+// closeSlot takes the slot away before the release wakes the dispatcher, so that each
+// dispatch sees exactly one slot.
+func closeSlot(g *slotGate, tk *Ticket, outTokens int64) {
+	g.slots.Add(-1)
+	tk.Bound()
+	tk.Release(outTokens)
+}
+
+// Token-weighted fairness: two backlogged flows, one sending prompts 4× as long. Served
+// one at a time, their weighted tokens stay within one request's cost of each other, so
+// the short-prompt flow gets ~4× as many requests through.
+func TestTokenWeightedProportions(t *testing.T) {
+	g := newGate(0)
+	c, _ := newController(t, Config{Fairness: FairnessTokenWeighted}, g)
+	rec := newRecorder()
+	const each = 200
+	for i := 0; i < each; i++ {
+		mustEnqueue(t, c, Request{FairnessID: "long", PromptTokens: 400}, rec.notify("long"))
+		mustEnqueue(t, c, Request{FairnessID: "short", PromptTokens: 100}, rec.notify("short"))
+	}
+	drainOneByOne(t, c, g, rec, 100, 0)
+	long, short := 0, 0
+	for _, tag := range rec.order {
+		if tag == "long" {
+			long++
+		} else {
+			short++
+		}
+	}
+	// Equal tokens: 100·short ≈ 400·long with long+short = 100 → short 80, long 20.
+	if short < 78 || short > 82 {
+		t.Fatalf("short-prompt flow got %d of 100 dispatches, long %d; want ~80/20", short, long)
+	}
+}
+
+// Output tokens reported at Release count too: a flow whose answers are long falls behind.
+func TestTokenWeightedChargesOutput(t *testing.T) {
+	g := newGate(0)
+	c, _ := newController(t, Config{Fairness: FairnessTokenWeighted, OutputTokenWeight: 2}, g)
+	rec := newRecorder()
+	for i := 0; i < 100; i++ {
+		mustEnqueue(t, c, Request{FairnessID: "chatty", PromptTokens: 10}, rec.notify("chatty"))
+		mustEnqueue(t, c, Request{FairnessID: "terse", PromptTokens: 10}, rec.notify("terse"))
+	}
+	// chatty's answers are 145 tokens (cost 10 + 2·145 = 300), terse's 0 (cost 10): terse
+	// should get ~30 requests per chatty one.
+	chatty, terse := 0, 0
+	for i := 0; i < 62; i++ {
+		g.slots.Add(1)
+		c.Wake()
+		tk := rec.wait(t, 1)[0]
+		out := int64(0)
+		if tk.FairnessID() == "chatty" {
+			chatty++
+			out = 145
+		} else {
+			terse++
+		}
+		closeSlot(g, tk, out)
+	}
+	if chatty > 3 || terse < 59 {
+		t.Fatalf("chatty %d, terse %d of 62; want chatty ≤ 3", chatty, terse)
+	}
+}
+
+// A flow that was idle starts at the least active counter, not at zero: it cannot bank
+// credit and then monopolise the band.
+func TestTokenWeightedNoBankedCredit(t *testing.T) {
+	g := newGate(0)
+	c, _ := newController(t, Config{Fairness: FairnessTokenWeighted}, g)
+	rec := newRecorder()
+	for i := 0; i < 50; i++ {
+		mustEnqueue(t, c, Request{FairnessID: "a", PromptTokens: 100}, rec.notify("a"))
+	}
+	drainOneByOne(t, c, g, rec, 40, 0) // a's counter is 4000 now
+	for i := 0; i < 50; i++ {
+		mustEnqueue(t, c, Request{FairnessID: "b", PromptTokens: 100}, rec.notify("b"))
+	}
+	rec.order = nil
+	drainOneByOne(t, c, g, rec, 10, 0)
+	b := strings.Count(strings.Join(rec.order, ""), "b")
+	if b > 6 {
+		t.Fatalf("late flow b got %d of 10 dispatches after a's 40: it banked credit (order %v)", b, rec.order)
+	}
+}
+
+// EDF: within a flow, the request with the earlier deadline goes first.
+func TestEDFOrdering(t *testing.T) {
+	g := newGate(0)
+	c, _ := newController(t, Config{Ordering: OrderingEDF}, g)
+	rec := newRecorder()
+	mustEnqueue(t, c, Request{LatencyTarget: 10 * time.Second}, rec.notify("slow"))
+	mustEnqueue(t, c, Request{LatencyTarget: time.Second}, rec.notify("fast"))
+	mustEnqueue(t, c, Request{}, rec.notify("ttl")) // deadline = arrival + TTL (30 s)
+	mustEnqueue(t, c, Request{LatencyTarget: 2 * time.Second}, rec.notify("mid"))
+	drainOneByOne(t, c, g, rec, 4, 0)
+	if got := strings.Join(rec.order, ","); got != "fast,mid,slow,ttl" {
+		t.Fatalf("order %s, want fast,mid,slow,ttl", got)
+	}
+	// FCFS ignores targets.
+	c2, _ := newController(t, Config{Ordering: OrderingFCFS}, g)
+	rec2 := newRecorder()
+	mustEnqueue(t, c2, Request{LatencyTarget: 10 * time.Second}, rec2.notify("slow"))
+	mustEnqueue(t, c2, Request{LatencyTarget: time.Second}, rec2.notify("fast"))
+	drainOneByOne(t, c2, g, rec2, 2, 0)
+	if got := strings.Join(rec2.order, ","); got != "slow,fast" {
+		t.Fatalf("fcfs order %s", got)
+	}
+}
+
+// TTL: a request that cannot be served in time is evicted with EvictedTTL and its notify
+// runs; the metrics count it.
+func TestTTLEviction(t *testing.T) {
+	g := newGate(0)
+	c, reg := newController(t, Config{RequestTTL: 30 * time.Millisecond}, g)
+	rec := newRecorder()
+	for i := 0; i < 5; i++ {
+		mustEnqueue(t, c, Request{Priority: -1, Bytes: 100}, rec.notify("x"))
+	}
+	for _, tk := range rec.wait(t, 5) {
+		if tk.Outcome() != EvictedTTL {
+			t.Fatalf("outcome %v, want EvictedTTL", tk.Outcome())
+		}
+		if tk.Waited() < 30*time.Millisecond {
+			t.Fatalf("evicted after %v, before its TTL", tk.Waited())
+		}
+	}
+	n := checkBalanced(t, c)
+	if n.Outcomes[EvictedTTL] != 5 || n.Queued != 0 || n.QueuedBytes != 0 {
+		t.Fatalf("counts %+v", n)
+	}
+	if v := testutil.ToFloat64(c.m.m.outcomes.WithLabelValues("ns/pool", "-1", "EvictedTTL")); v != 5 {
+		t.Fatalf("EvictedTTL metric %v, want 5", v)
+	}
+	if v := testutil.ToFloat64(c.m.m.size.WithLabelValues("ns/pool", "-1")); v != 0 {
+		t.Fatalf("queue size metric %v after eviction", v)
+	}
+	_ = reg
+}
+
+// A cancelled request leaves the queue at once: the queue shrinks, the flow's series
+// goes, and it is never dispatched later.
+func TestCancelLeavesQueue(t *testing.T) {
+	g := newGate(0)
+	c, reg := newController(t, Config{}, g)
+	tk := mustEnqueue(t, c, Request{FairnessID: "tenant-a", Bytes: 64}, func(*Ticket) { t.Error("notify after cancel") })
+	if n := c.Counts(); n.Queued != 1 || n.QueuedBytes != 64 {
+		t.Fatalf("counts before cancel %+v", n)
+	}
+	if !tk.Cancel() {
+		t.Fatal("Cancel of a queued request returned false")
+	}
+	if tk.Cancel() {
+		t.Fatal("second Cancel returned true")
+	}
+	n := checkBalanced(t, c)
+	if n.Queued != 0 || n.QueuedBytes != 0 || n.Outcomes[EvictedContextCancelled] != 1 {
+		t.Fatalf("counts after cancel %+v", n)
+	}
+	if got := testutil.CollectAndCount(reg, "inference_extension_flow_control_flow_queue_size"); got != 0 {
+		t.Fatalf("%d flow series left after the flow emptied", got)
+	}
+	g.slots.Store(5)
+	c.Wake()
+	time.Sleep(20 * time.Millisecond) // give a wrong dispatch the chance to happen
+	if tk.Outcome() != EvictedContextCancelled {
+		t.Fatalf("outcome %v", tk.Outcome())
+	}
+	// Cancel after dispatch is refused: the caller must release.
+	tk2 := mustEnqueue(t, c, Request{}, nil)
+	if tk2.Outcome() != Dispatched || tk2.Cancel() {
+		t.Fatalf("dispatched ticket: outcome %v, cancel should be refused", tk2.Outcome())
+	}
+	tk2.Release(0)
+	checkBalanced(t, c)
+}
+
+// Every bound, tried one past its limit: requests, bytes, per-flow requests and bytes,
+// flows. The rejection is immediate and counted.
+func TestCapacityBounds(t *testing.T) {
+	cases := []struct {
+		name  string
+		cfg   Config
+		fill  []Request
+		extra Request
+	}{
+		{"pool requests", Config{MaxRequests: 3}, reqs(3, "a", 1), Request{FairnessID: "b"}},
+		{"pool bytes", Config{MaxBytes: 100}, reqs(2, "a", 50), Request{FairnessID: "b", Bytes: 1}},
+		{"flow requests", Config{MaxFlowRequests: 2}, reqs(2, "a", 1), Request{FairnessID: "a"}},
+		{"flow bytes", Config{MaxFlowBytes: 10}, reqs(1, "a", 10), Request{FairnessID: "a", Bytes: 1}},
+		{"one request over a flow's bytes", Config{MaxFlowBytes: 10}, nil, Request{FairnessID: "new", Bytes: 11}},
+		{"flows", Config{MaxFlows: 2}, append(reqs(1, "a", 1), reqs(1, "b", 1)...), Request{FairnessID: "c"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGate(0)
+			c, _ := newController(t, tc.cfg, g)
+			for _, r := range tc.fill {
+				if tk := mustEnqueue(t, c, r, nil); tk.Outcome() != Queued {
+					t.Fatalf("fill request got %v", tk.Outcome())
+				}
+			}
+			tk := mustEnqueue(t, c, tc.extra, nil)
+			if tk.Outcome() != RejectedCapacity {
+				t.Fatalf("request past the bound got %v, want RejectedCapacity", tk.Outcome())
+			}
+			n := checkBalanced(t, c)
+			if n.Queued != len(tc.fill) {
+				t.Fatalf("queued %d, want %d", n.Queued, len(tc.fill))
+			}
+		})
+	}
+	// A different flow still fits when only one flow is full.
+	g := newGate(0)
+	c, _ := newController(t, Config{MaxFlowRequests: 1}, g)
+	mustEnqueue(t, c, Request{FairnessID: "a"}, nil)
+	if tk := mustEnqueue(t, c, Request{FairnessID: "b"}, nil); tk.Outcome() != Queued {
+		t.Fatalf("other flow: %v", tk.Outcome())
+	}
+}
+
+func reqs(n int, flow string, bytes int64) []Request {
+	out := make([]Request, n)
+	for i := range out {
+		out[i] = Request{FairnessID: flow, Bytes: bytes}
+	}
+	return out
+}
+
+// Many goroutines enqueue, cancel and release at random while capacity comes and goes;
+// at the end every request has exactly one outcome and the totals add up.
+func TestAccountingUnderConcurrency(t *testing.T) {
+	g := newGate(2)
+	c, reg := newController(t, Config{MaxRequests: 50, RequestTTL: 40 * time.Millisecond, Fairness: FairnessTokenWeighted}, g)
+	var wg sync.WaitGroup
+	var outcomes [numOutcomes]atomic.Int64
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				tk, err := c.Enqueue(Request{FairnessID: fmt.Sprint("t", (w+i)%5), Priority: i%3 - 1, Bytes: 10}, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if i%7 == 0 && tk.Cancel() {
+					outcomes[EvictedContextCancelled].Add(1)
+					continue
+				}
+				<-tk.Done()
+				o := tk.Outcome()
+				outcomes[o].Add(1)
+				if o == Dispatched {
+					serveOne(g, tk, int64(i%50))
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	n := checkBalanced(t, c)
+	if n.Enqueued != 1600 || n.Queued != 0 || n.InFlight != 0 {
+		t.Fatalf("counts %+v", n)
+	}
+	for o := Dispatched; o < numOutcomes; o++ {
+		if got := outcomes[o].Load(); got != n.Outcomes[o] {
+			t.Errorf("%v: callers saw %d, controller counted %d", o, got, n.Outcomes[o])
+		}
+	}
+	if n.Outcomes[Dispatched] == 0 {
+		t.Fatal("nothing dispatched")
+	}
+	// The Prometheus series add up the same way.
+	var enq, out float64
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "inference_extension_flow_control_enqueued_total":
+				enq += m.GetCounter().GetValue()
+			case "inference_extension_flow_control_request_outcomes_total":
+				out += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if enq != 1600 || out != 1600 {
+		t.Fatalf("metrics: enqueued %v, outcomes %v; want 1600 each", enq, out)
+	}
+	c.mu.Lock()
+	for _, b := range c.bands {
+		if len(b.vtc) != 0 {
+			t.Errorf("band %d keeps %d token counters with nothing queued or in flight", b.priority, len(b.vtc))
+		}
+	}
+	c.mu.Unlock()
+}
+
+// Close rejects what is queued (RejectedOther, notify called), stops the goroutine, and
+// refuses new requests.
+func TestCloseRejectsAndStops(t *testing.T) {
+	before := runtime.NumGoroutine()
+	g := newGate(0)
+	c, err := New("p", Config{Enabled: true}, g, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	for i := 0; i < 10; i++ {
+		mustEnqueue(t, c, Request{}, rec.notify("x"))
+	}
+	c.Close()
+	for _, tk := range rec.wait(t, 10) {
+		if tk.Outcome() != RejectedOther {
+			t.Fatalf("outcome %v", tk.Outcome())
+		}
+	}
+	if _, err := c.Enqueue(Request{}, nil); err != ErrClosed {
+		t.Fatalf("Enqueue after Close: %v", err)
+	}
+	c.Close() // idempotent
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after Close, %d before: the dispatcher leaked", n, before)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	bad := []Config{
+		{Fairness: "lottery"},
+		{Ordering: "lifo"},
+		{MaxRequests: 2, MaxFlowRequests: 3},
+		{RequestTTL: -1},
+		{Saturation: SaturationConfig{KVCacheUtilThreshold: 1.5}},
+		{Saturation: SaturationConfig{QueueDepthThreshold: -1}},
+		{Saturation: SaturationConfig{MaxInFlightPerEndpoint: -1}},
+		{OutputTokenWeight: -1},
+	}
+	for _, cfg := range bad {
+		if _, err := New("p", cfg, newGate(1), nil, nil); err == nil {
+			t.Errorf("config %+v accepted", cfg)
+		}
+	}
+	if _, err := New("p", Config{}, nil, nil, nil); err == nil {
+		t.Error("nil gate accepted")
+	}
+}
+
+// SheddableHeadroom keeps room for non-sheddable work: with 3 free slots and a headroom of
+// 2, one sheddable request is dispatched and the rest wait; a critical request arriving then
+// is dispatched at once into the reserved room.
+func TestSheddableHeadroom(t *testing.T) {
+	g := newGate(0)
+	c, _ := newController(t, Config{SheddableHeadroom: 2}, g)
+	rec := newRecorder()
+	for i := 0; i < 5; i++ {
+		mustEnqueue(t, c, Request{Priority: -1}, rec.notify("batch"))
+	}
+	g.slots.Store(3)
+	c.Wake()
+	first := rec.wait(t, 1)[0]
+	first.Bound()
+	g.used.Add(1) // the dispatched batch request now holds a slot: 2 left, both reserved
+	c.Wake()
+	time.Sleep(30 * time.Millisecond) // a wrong dispatch would happen here
+	if n := c.Counts(); n.Outcomes[Dispatched] != 1 || n.Queued != 4 {
+		t.Fatalf("with the headroom reserved: %+v", n)
+	}
+	crit := mustEnqueue(t, c, Request{Priority: 10}, rec.notify("critical"))
+	tk := rec.wait(t, 1)[0]
+	if tk != crit || tk.Outcome() != Dispatched {
+		t.Fatalf("the critical request was not dispatched into the reserved room")
+	}
+	// Without headroom the sheddable requests take every free slot.
+	g2 := newGate(0)
+	c2, _ := newController(t, Config{}, g2)
+	rec2 := newRecorder()
+	for i := 0; i < 5; i++ {
+		mustEnqueue(t, c2, Request{Priority: -1}, rec2.notify("batch"))
+	}
+	g2.slots.Store(3)
+	c2.Wake()
+	rec2.wait(t, 3)
+}
