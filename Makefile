@@ -144,3 +144,16 @@ BENCH_FC_ARGS ?=
 .PHONY: bench-flowcontrol
 bench-flowcontrol: envoy
 	$(GO) run ./bench/flowcontrol $(BENCH_FC_ARGS)
+
+# test-conformance runs the upstream Gateway API conformance suite (sigs.k8s.io/gateway-api
+# conformance module, GATEWAY-HTTP profile, core features declared) against infergw on the
+# one-node cluster of test-cluster, and writes the ConformanceReport to
+# conformance/reports/<version>/. The suite's backend, echo-basic, is built from the module
+# and imported under the names its manifests use (they are never pulled).
+# CONFORMANCE_RUN_TEST=<ShortName> runs one test; CONFORMANCE_SKIP_TESTS=a,b skips some.
+ECHO_BASIC_REFS ?= registry.k8s.io/gateway-api/echo-basic:v1.5.1 registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.2 registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.3
+.PHONY: test-conformance
+test-conformance: images
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o dist/bin/echo-basic sigs.k8s.io/gateway-api/conformance/echo-basic
+	$(GO) run ./cmd/imagebuild -out $(IMAGES_DIR) -echo-basic dist/bin/echo-basic $(addprefix -echo-basic-ref ,$(ECHO_BASIC_REFS))
+	INFERGW_CONFORMANCE=1 RUN=TestGatewayAPIConformance TEST_TIMEOUT=60m GO=$(GO) IMAGES_DIR=$(IMAGES_DIR) IMAGE_TAG=$(IMAGE_TAG) test/cluster/run.sh

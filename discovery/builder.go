@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
@@ -22,6 +23,12 @@ type Objects struct {
 	Rewrites   []*infv1alpha2.InferenceModelRewrite
 	Services   []*corev1.Service
 	Pods       []*corev1.Pod
+
+	GatewayClasses  []*gwapiv1.GatewayClass
+	ReferenceGrants []*gwapiv1.ReferenceGrant
+	Secrets         []*corev1.Secret
+	Namespaces      []*corev1.Namespace
+	EndpointSlices  []*discoveryv1.EndpointSlice
 }
 
 // Build turns a set of objects into a consistent snapshot. It is a pure function:
@@ -82,6 +89,44 @@ func Build(version uint64, objs Objects, gatewayClass string) *Snapshot {
 		}
 	}
 
+	for _, gc := range objs.GatewayClasses {
+		if gc != nil {
+			snap.GatewayClasses = append(snap.GatewayClasses, gc)
+		}
+	}
+	for _, rg := range objs.ReferenceGrants {
+		if rg != nil {
+			snap.ReferenceGrants = append(snap.ReferenceGrants, rg)
+		}
+	}
+	for _, ns := range objs.Namespaces {
+		if ns != nil {
+			snap.Namespaces = append(snap.Namespaces, ns)
+		}
+	}
+	certs := referencedSecrets(snap.Gateways)
+	for _, sec := range objs.Secrets {
+		if sec == nil {
+			continue
+		}
+		if _, ok := certs[Key(sec.Namespace, sec.Name)]; ok {
+			snap.Secrets = append(snap.Secrets, sec)
+		}
+	}
+
+	for _, es := range objs.EndpointSlices {
+		if es == nil {
+			continue
+		}
+		if _, ok := wanted[Key(es.Namespace, es.Labels[discoveryv1.LabelServiceName])]; ok {
+			snap.EndpointSlices = append(snap.EndpointSlices, es)
+		}
+	}
+	sortByKey(snap.EndpointSlices, func(e *discoveryv1.EndpointSlice) (string, string) { return e.Namespace, e.Name })
+	sortByKey(snap.GatewayClasses, func(g *gwapiv1.GatewayClass) (string, string) { return "", g.Name })
+	sortByKey(snap.ReferenceGrants, func(r *gwapiv1.ReferenceGrant) (string, string) { return r.Namespace, r.Name })
+	sortByKey(snap.Secrets, func(s *corev1.Secret) (string, string) { return s.Namespace, s.Name })
+	sortByKey(snap.Namespaces, func(n *corev1.Namespace) (string, string) { return "", n.Name })
 	sortByKey(snap.Gateways, func(g *gwapiv1.Gateway) (string, string) { return g.Namespace, g.Name })
 	sortByKey(snap.HTTPRoutes, func(r *gwapiv1.HTTPRoute) (string, string) { return r.Namespace, r.Name })
 	sortByKey(snap.Pools, func(p *Pool) (string, string) { return p.Namespace, p.Name })
@@ -175,6 +220,30 @@ func referencedServices(pools []*Pool, routes []*gwapiv1.HTTPRoute) map[string]s
 					ns = string(*br.Namespace)
 				}
 				keys[Key(ns, string(br.Name))] = struct{}{}
+			}
+		}
+	}
+	return keys
+}
+
+// referencedSecrets returns the keys of the Secrets the Gateways' listeners name as TLS
+// certificates (group core, kind Secret, the namespace defaulting to the Gateway's).
+func referencedSecrets(gateways []*gwapiv1.Gateway) map[string]struct{} {
+	keys := map[string]struct{}{}
+	for _, gw := range gateways {
+		for _, l := range gw.Spec.Listeners {
+			if l.TLS == nil {
+				continue
+			}
+			for _, ref := range l.TLS.CertificateRefs {
+				if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
+					continue
+				}
+				ns := gw.Namespace
+				if ref.Namespace != nil && *ref.Namespace != "" {
+					ns = string(*ref.Namespace)
+				}
+				keys[Key(ns, string(ref.Name))] = struct{}{}
 			}
 		}
 	}

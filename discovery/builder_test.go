@@ -12,6 +12,7 @@ import (
 
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
+	dt "github.com/infergw/infergw/discovery/discoverytest"
 )
 
 func endpointNames(p *Pool) []string {
@@ -35,27 +36,27 @@ func poolByKey(t *testing.T, s *Snapshot, ns, name string) *Pool {
 
 func TestBuildSelectsReadyPodsBySelectorAndNamespace(t *testing.T) {
 	llama := map[string]string{"app": "llama"}
-	terminating := testPod("default", "llama-term", "10.0.0.9", true, llama)
+	terminating := dt.Pod("default", "llama-term", "10.0.0.9", true, llama)
 	terminating.DeletionTimestamp = &metav1.Time{Time: time.Unix(1, 0)}
-	noCondition := testPod("default", "llama-nocond", "10.0.0.8", true, llama)
+	noCondition := dt.Pod("default", "llama-nocond", "10.0.0.8", true, llama)
 	noCondition.Status.Conditions = nil
 
 	objs := Objects{
 		Pools: []*infv1.InferencePool{
-			testPool("default", "llama", llama, 8000),
-			testPool("default", "two-labels", map[string]string{"app": "llama", "tier": "gold"}, 8000, 8001),
-			testPool("other", "llama", llama, 8000),
-			testPool("default", "nobody", map[string]string{"app": "absent"}, 8000),
+			dt.Pool("default", "llama", llama, 8000),
+			dt.Pool("default", "two-labels", map[string]string{"app": "llama", "tier": "gold"}, 8000, 8001),
+			dt.Pool("other", "llama", llama, 8000),
+			dt.Pool("default", "nobody", map[string]string{"app": "absent"}, 8000),
 		},
 		Pods: []*corev1.Pod{
-			testPod("default", "llama-b", "10.0.0.2", true, map[string]string{"app": "llama", "tier": "gold"}),
-			testPod("default", "llama-a", "10.0.0.1", true, map[string]string{"app": "llama", "extra": "x"}),
-			testPod("default", "llama-notready", "10.0.0.3", false, llama),
-			testPod("default", "llama-noip", "", true, llama),
+			dt.Pod("default", "llama-b", "10.0.0.2", true, map[string]string{"app": "llama", "tier": "gold"}),
+			dt.Pod("default", "llama-a", "10.0.0.1", true, map[string]string{"app": "llama", "extra": "x"}),
+			dt.Pod("default", "llama-notready", "10.0.0.3", false, llama),
+			dt.Pod("default", "llama-noip", "", true, llama),
 			terminating,
 			noCondition,
-			testPod("other", "llama-x", "10.1.0.1", true, llama),
-			testPod("default", "mistral", "10.0.0.5", true, map[string]string{"app": "mistral"}),
+			dt.Pod("other", "llama-x", "10.1.0.1", true, llama),
+			dt.Pod("default", "mistral", "10.0.0.5", true, map[string]string{"app": "mistral"}),
 		},
 	}
 	snap := Build(7, objs, "infergw")
@@ -96,21 +97,21 @@ func TestBuildSelectsReadyPodsBySelectorAndNamespace(t *testing.T) {
 func TestBuildSelectsGatewaysRoutesAndReferencedServices(t *testing.T) {
 	objs := Objects{
 		Gateways: []*gwapiv1.Gateway{
-			testGateway("gw", "main", "infergw"),
-			testGateway("default", "foreign", "istio"),
+			dt.Gateway("gw", "main", "infergw"),
+			dt.Gateway("default", "foreign", "istio"),
 		},
 		HTTPRoutes: []*gwapiv1.HTTPRoute{
-			testRoute("default", "to-main", "gw", "main", "llama", "svc:web"),
-			testRoute("default", "to-foreign", "default", "foreign", "llama", "svc:foreign-web"),
-			testRoute("default", "to-missing", "default", "missing", "llama"),
+			dt.Route("default", "to-main", "gw", "main", "llama", "svc:web"),
+			dt.Route("default", "to-foreign", "default", "foreign", "llama", "svc:foreign-web"),
+			dt.Route("default", "to-missing", "default", "missing", "llama"),
 		},
-		Pools: []*infv1.InferencePool{testPool("default", "llama", map[string]string{"app": "llama"}, 8000)},
+		Pools: []*infv1.InferencePool{dt.Pool("default", "llama", map[string]string{"app": "llama"}, 8000)},
 		Services: []*corev1.Service{
-			testService("default", "llama-epp"),
-			testService("default", "web"),
-			testService("default", "foreign-web"),
-			testService("default", "unrelated"),
-			testService("gw", "llama-epp"), // same name, wrong namespace
+			dt.Service("default", "llama-epp"),
+			dt.Service("default", "web"),
+			dt.Service("default", "foreign-web"),
+			dt.Service("default", "unrelated"),
+			dt.Service("gw", "llama-epp"), // same name, wrong namespace
 		},
 		Objectives: []*infv1alpha2.InferenceObjective{
 			{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "z"}},
@@ -184,19 +185,19 @@ func TestBuildHandlesEmptyAndNilInput(t *testing.T) {
 // benchObjects builds pools pools of endpointsPerPool ready pods each, one route per pool
 // attached to one Gateway, plus each pool's picker Service.
 func benchObjects(pools, endpointsPerPool, routes int) Objects {
-	objs := Objects{Gateways: []*gwapiv1.Gateway{testGateway("default", "gw", "infergw")}}
+	objs := Objects{Gateways: []*gwapiv1.Gateway{dt.Gateway("default", "gw", "infergw")}}
 	for i := 0; i < pools; i++ {
 		name := fmt.Sprintf("pool-%04d", i)
 		labels := map[string]string{"app": name, "inference.networking.k8s.io/engine-type": "vllm"}
-		objs.Pools = append(objs.Pools, testPool("default", name, map[string]string{"app": name}, 8000))
-		objs.Services = append(objs.Services, testService("default", name+"-epp"))
+		objs.Pools = append(objs.Pools, dt.Pool("default", name, map[string]string{"app": name}, 8000))
+		objs.Services = append(objs.Services, dt.Service("default", name+"-epp"))
 		for j := 0; j < endpointsPerPool; j++ {
 			ip := fmt.Sprintf("10.%d.%d.%d", i/250, i%250, j+1)
-			objs.Pods = append(objs.Pods, testPod("default", fmt.Sprintf("%s-%02d", name, j), ip, true, labels))
+			objs.Pods = append(objs.Pods, dt.Pod("default", fmt.Sprintf("%s-%02d", name, j), ip, true, labels))
 		}
 	}
 	for i := 0; i < routes; i++ {
-		objs.HTTPRoutes = append(objs.HTTPRoutes, testRoute("default", fmt.Sprintf("route-%04d", i), "default", "gw", fmt.Sprintf("pool-%04d", i%pools)))
+		objs.HTTPRoutes = append(objs.HTTPRoutes, dt.Route("default", fmt.Sprintf("route-%04d", i), "default", "gw", fmt.Sprintf("pool-%04d", i%pools)))
 	}
 	return objs
 }

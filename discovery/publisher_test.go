@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	dt "github.com/infergw/infergw/discovery/discoverytest"
 )
 
 func TestPublisherCurrentAndSubscribe(t *testing.T) {
@@ -105,19 +107,5 @@ func TestPublisherConcurrentUseLeaksNothing(t *testing.T) {
 	if n := p.Subscribers(); n != 0 {
 		t.Fatalf("%d subscriptions left", n)
 	}
-	waitGoroutines(t, before)
-}
-
-// waitGoroutines fails when the goroutine count does not return to at most want.
-func waitGoroutines(t *testing.T, want int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > want {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("goroutines: %d, want <= %d\n%s", runtime.NumGoroutine(), want, buf[:n])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	dt.WaitGoroutines(t, before)
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
@@ -28,6 +29,19 @@ type Snapshot struct {
 	Rewrites   []*infv1alpha2.InferenceModelRewrite
 	// Services are those named by a pool's endpointPickerRef or by a route's backendRef.
 	Services []*corev1.Service
+
+	// GatewayClasses are every GatewayClass (infergw writes the status of those whose
+	// controllerName is its own).
+	GatewayClasses []*gwapiv1.GatewayClass
+	// ReferenceGrants allow cross-namespace references (backendRefs, certificateRefs).
+	ReferenceGrants []*gwapiv1.ReferenceGrant
+	// Secrets are those a kept Gateway's HTTPS listeners name in certificateRefs.
+	Secrets []*corev1.Secret
+	// Namespaces carry the labels allowedRoutes namespace selectors match.
+	Namespaces []*corev1.Namespace
+	// EndpointSlices are those of the Services kept (label kubernetes.io/service-name):
+	// Service backends are sent to their endpoints when there are any.
+	EndpointSlices []*discoveryv1.EndpointSlice
 }
 
 // Pool is an InferencePool with the ready endpoints its selector matches right now.
@@ -64,3 +78,6 @@ type Source interface {
 	// replaced) and a function that ends the subscription.
 	Subscribe() (<-chan *Snapshot, func())
 }
+
+// DefaultGatewayClass is the GatewayClass name whose Gateways infergw serves by default.
+const DefaultGatewayClass = "infergw"

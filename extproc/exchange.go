@@ -476,7 +476,7 @@ func (x *exchange) choosePool(st *routingState) (pool string, multi bool, aerr *
 			return "", false, errInternal("proxy sent a bad " + MetadataPools + ": " + err.Error())
 		}
 		if len(pools) == 1 {
-			return pools[0].name, false, nil
+			return pools[0].Key, false, nil
 		}
 		return choosePool(pools), true, nil
 	}

@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/infergw/infergw/contract"
 )
 
 // HeaderPerTryTimeout is Envoy's per-request per-try timeout header. The router reads it
 // after the picker's header mutation; like a route's per_try_timeout it stops counting once
 // the response to the client has started, so it bounds the wait for the first byte only.
-const HeaderPerTryTimeout = "x-envoy-upstream-rq-per-try-timeout-ms"
+const HeaderPerTryTimeout = contract.HeaderPerTryTimeout
 
 // DefaultStreamFirstByteTimeout bounds each try of a streaming request ("stream": true)
 // until its first response byte. A model server answers a streaming request's headers at

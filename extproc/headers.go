@@ -8,33 +8,36 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/infergw/infergw/contract"
 )
 
-// Header names of the GIE endpoint-picker protocol and of infergw.
+// Header names of the GIE endpoint-picker protocol and of infergw; the names the control
+// plane relies on too come from package contract.
 const (
-	HeaderDestination   = "x-gateway-destination-endpoint"
-	HeaderObjective     = "x-gateway-inference-objective"
-	HeaderModelRewrite  = "x-gateway-model-name-rewrite"
-	HeaderFairnessID    = "x-gateway-inference-fairness-id"
+	HeaderDestination   = contract.HeaderDestinationEndpoint
+	HeaderObjective     = contract.HeaderObjective
+	HeaderModelRewrite  = contract.HeaderModelRewrite
+	HeaderFairnessID    = contract.HeaderFairnessID
 	HeaderRequestID     = "x-request-id"
-	HeaderPool          = "x-infergw-pool"
+	HeaderPool          = contract.HeaderPool
 	HeaderContentLength = "content-length"
 	HeaderContentType   = "content-type"
 	HeaderTraceparent   = "traceparent"
 	HeaderTracestate    = "tracestate"
 	// HeaderUpstream is the response header the control plane's routes set to the
 	// endpoint Envoy really used (%UPSTREAM_HOST%; xds.HeaderUpstream).
-	HeaderUpstream = "x-infergw-upstream"
+	HeaderUpstream = contract.HeaderUpstream
 	headerStatus   = ":status"
 
 	// MetadataPools is the gRPC initial metadata key listing the route's pools.
-	MetadataPools = "x-infergw-pools"
+	MetadataPools = contract.MetadataPools
 	// NamespaceLB and KeyDestination are where the pick goes in dynamic metadata.
-	NamespaceLB    = "envoy.lb"
-	KeyDestination = HeaderDestination
+	NamespaceLB    = contract.MetadataNamespaceLB
+	KeyDestination = contract.MetadataKeyDestination
 	// NamespaceSubset and KeySubset are where the proxy's candidate subset arrives.
-	NamespaceSubset = "envoy.lb.subset_hint"
-	KeySubset       = "x-gateway-destination-endpoint-subset"
+	NamespaceSubset = contract.MetadataNamespaceSubset
+	KeySubset       = contract.MetadataKeySubset
 )
 
 func setHeader(key, value string) *corev3.HeaderValueOption {

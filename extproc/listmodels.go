@@ -82,13 +82,13 @@ func (x *exchange) answerModelList(st *routingState) {
 	models := map[string]string{}
 	for _, p := range pools {
 		if x.s.catalog != nil {
-			for id, parent := range x.s.catalog.PoolModels(p.name) {
+			for id, parent := range x.s.catalog.PoolModels(p.Key) {
 				if old, ok := models[id]; !ok || old == "" {
 					models[id] = parent
 				}
 			}
 		}
-		for _, r := range st.rewrites[p.name] {
+		for _, r := range st.rewrites[p.Key] {
 			for _, alias := range r.models {
 				if _, ok := models[alias]; !ok {
 					models[alias] = ""

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/discovery/dirsource"
 	"github.com/infergw/infergw/extproc"
 	"github.com/infergw/infergw/internal/envoyproc"
 	"github.com/infergw/infergw/kvroute"
@@ -103,7 +104,7 @@ type Stack struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	Source *discovery.DirSource
+	Source *dirsource.DirSource
 	// KV is the KV-event subscriber and index (nil unless Config.KVEvents).
 	KV     *kvroute.Runtime
 	Router *router.Router
@@ -144,7 +145,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Stack, err err
 	}()
 
 	reg := prometheus.NewRegistry()
-	if s.Source, err = discovery.NewDirSource(cfg.ManifestDir, discovery.DirOptions{GatewayClass: cfg.GatewayClass, Registerer: reg}, log); err != nil {
+	if s.Source, err = dirsource.NewDirSource(cfg.ManifestDir, dirsource.DirOptions{GatewayClass: cfg.GatewayClass, Registerer: reg}, log); err != nil {
 		return nil, fmt.Errorf("manifests: %w", err)
 	}
 	updates, unsubscribe := s.Source.Subscribe()

@@ -256,9 +256,9 @@ func (b *builder) listModelsRoute(hostname string, sorted []routeEntry) (routeEn
 			continue
 		}
 		for _, p := range e.pools {
-			if !seen[p.key] {
-				seen[p.key] = true
-				pools = append(pools, weightedPool{key: p.key, weight: 1})
+			if !seen[p.Key] {
+				seen[p.Key] = true
+				pools = append(pools, weightedPool{Key: p.Key, Weight: 1})
 				failOpen = failOpen && e.failOpen
 			}
 		}
@@ -294,7 +294,7 @@ const listModelsPath = "/v1/models"
 func poolsList(pools []weightedPool) string {
 	keys := make([]string, len(pools))
 	for i, p := range pools {
-		keys[i] = p.key
+		keys[i] = p.Key
 	}
 	return strings.Join(keys, ",")
 }

@@ -2,8 +2,6 @@ package xds
 
 import (
 	"regexp"
-	"strconv"
-	"strings"
 
 	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -14,6 +12,8 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/infergw/infergw/contract"
 )
 
 // extProcFilter is the listener-level ext_proc filter. It is disabled by default and
@@ -111,27 +111,11 @@ func failOpenProcessingMode() *extprocv3.ProcessingMode {
 	}
 }
 
-type weightedPool struct {
-	key    string
-	weight uint32
-}
+// weightedPool is one pool of a route with its weight, as the picker reads it.
+type weightedPool = contract.WeightedPool
 
-// poolsMetadata renders x-infergw-pools: "ns/pool" for one pool, "ns/a=3,ns/b=1" for several.
-func poolsMetadata(pools []weightedPool) string {
-	if len(pools) == 1 {
-		return pools[0].key
-	}
-	var sb strings.Builder
-	for i, p := range pools {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString(p.key)
-		sb.WriteByte('=')
-		sb.WriteString(strconv.FormatUint(uint64(p.weight), 10))
-	}
-	return sb.String()
-}
+// poolsMetadata renders x-infergw-pools (contract.EncodePools).
+func poolsMetadata(pools []weightedPool) string { return contract.EncodePools(pools) }
 
 func grpcService(cluster string) *corev3.GrpcService {
 	return &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster}}}

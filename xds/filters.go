@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -14,6 +15,8 @@ type headerMods struct {
 	reqRemove  []string
 	respAdd    []*corev3.HeaderValueOption
 	respRemove []string
+	// redirect, when set, answers the route with a redirect instead of a backend.
+	redirect *routev3.RedirectAction
 }
 
 // headerModifiers translates the filters infergw supports; the others are reported and
@@ -30,11 +33,37 @@ func (b *builder) headerModifiers(routeKey string, ri int, filters []gwapiv1.HTT
 			if f.ResponseHeaderModifier != nil {
 				m.respAdd, m.respRemove = applyHeaderFilter(f.ResponseHeaderModifier, m.respAdd, m.respRemove)
 			}
+		case gwapiv1.HTTPRouteFilterRequestRedirect:
+			if f.RequestRedirect != nil {
+				m.redirect = b.redirect(routeKey, ri, f.RequestRedirect)
+			}
 		default:
 			b.ix.warnf("httproute %s rule %d: filter %s is not supported; ignored", routeKey, ri, f.Type)
 		}
 	}
 	return m
+}
+
+// redirect translates a RequestRedirect filter: hostname, status code (302 by default),
+// scheme and port. Path rewrites in redirects are not supported (reported).
+func (b *builder) redirect(routeKey string, ri int, f *gwapiv1.HTTPRequestRedirectFilter) *routev3.RedirectAction {
+	ra := &routev3.RedirectAction{ResponseCode: routev3.RedirectAction_FOUND}
+	if f.Hostname != nil {
+		ra.HostRedirect = string(*f.Hostname)
+	}
+	if f.StatusCode != nil && *f.StatusCode == 301 {
+		ra.ResponseCode = routev3.RedirectAction_MOVED_PERMANENTLY
+	}
+	if f.Scheme != nil {
+		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: *f.Scheme}
+	}
+	if f.Port != nil {
+		ra.PortRedirect = uint32(*f.Port) //nolint:gosec // G115: a port number validated by the CRD (1-65535)
+	}
+	if f.Path != nil {
+		b.ix.warnf("httproute %s rule %d: RequestRedirect path is not supported; ignored", routeKey, ri)
+	}
+	return ra
 }
 
 func applyHeaderFilter(f *gwapiv1.HTTPHeaderFilter, add []*corev3.HeaderValueOption, remove []string) ([]*corev3.HeaderValueOption, []string) {

@@ -24,11 +24,9 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 			RouteConfigName: routeConfigName(pl.port),
 		}},
 		StreamIdleTimeout: durationOrNil(b.opts.StreamIdleTimeout),
-		// Hosts are matched without their port (clients send "localhost:8080").
-		StripPortMode:    &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
-		NormalizePath:    wrapperspb.Bool(true),
-		MergeSlashes:     true,
-		LocalReplyConfig: b.localReplyConfig(),
+		NormalizePath:     wrapperspb.Bool(true),
+		MergeSlashes:      true,
+		LocalReplyConfig:  b.localReplyConfig(),
 	}
 	if pickers := pickersOf(pl); len(pickers) > 0 {
 		hcm.HttpFilters = append(hcm.HttpFilters, b.extProcFilter(pickers[0]))
@@ -38,14 +36,28 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 		Name:       RouterFilterName,
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.any(&routerv3.Router{})},
 	})
-	return &listenerv3.Listener{
-		Name:    listenerName(pl.port),
-		Address: socketAddress(b.opts.ListenerAddress, uint32(pl.port)), //nolint:gosec // G115: a validated port (1-65535)
-		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
-			Name:       hcmFilterName,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(hcm)},
-		}}}},
+	filter := &listenerv3.Filter{
+		Name:       hcmFilterName,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: b.any(hcm)},
 	}
+	l := &listenerv3.Listener{
+		Name:         listenerName(pl.port),
+		Address:      socketAddress(b.opts.ListenerAddress, uint32(b.bindPort(pl.port))), //nolint:gosec // G115: a validated port (1-65535)
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{filter}}},
+	}
+	if pl.https {
+		l.FilterChains = b.tlsFilterChains(pl, filter)
+		l.ListenerFilters = b.tlsInspector()
+	}
+	return l
+}
+
+// bindPort is the port Envoy binds for a Gateway listener port (Options.ListenerPortMap).
+func (b *builder) bindPort(port int32) int32 {
+	if p, ok := b.opts.ListenerPortMap[port]; ok {
+		return p
+	}
+	return port
 }
 
 // pickersOf lists the picker clusters the listener's routes use, sorted.

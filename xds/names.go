@@ -3,21 +3,23 @@ package xds
 import (
 	"strconv"
 	"strings"
+
+	"github.com/infergw/infergw/contract"
 )
 
 // Names of generated resources. Kubernetes names never contain '/', so these never collide.
 
-// Well-known header, metadata and filter names shared with the picker (see the contracts).
+// Well-known header, metadata and filter names shared with the picker (package contract).
 const (
-	HeaderDestinationEndpoint = "x-gateway-destination-endpoint"
-	MetadataNamespaceLB       = "envoy.lb"
-	MetadataSubsetHint        = "envoy.lb.subset_hint"
-	HeaderPool                = "x-infergw-pool"
-	MetadataPools             = "x-infergw-pools"
-	HeaderUpstream            = "x-infergw-upstream"
+	HeaderDestinationEndpoint = contract.HeaderDestinationEndpoint
+	MetadataNamespaceLB       = contract.MetadataNamespaceLB
+	MetadataSubsetHint        = contract.MetadataNamespaceSubset
+	HeaderPool                = contract.HeaderPool
+	MetadataPools             = contract.MetadataPools
+	HeaderUpstream            = contract.HeaderUpstream
 	// HeaderPerTryTimeout is the Envoy header the picker sets on streaming requests to
-	// bound each try's wait for the first byte (extproc.HeaderPerTryTimeout).
-	HeaderPerTryTimeout = "x-envoy-upstream-rq-per-try-timeout-ms"
+	// bound each try's wait for the first byte.
+	HeaderPerTryTimeout = contract.HeaderPerTryTimeout
 	ExtProcFilterName   = "envoy.filters.http.ext_proc"
 	RouterFilterName    = "envoy.filters.http.router"
 )

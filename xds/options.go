@@ -22,6 +22,11 @@ const (
 type Options struct {
 	// ListenerAddress is the IP every Envoy listener binds to. Default "0.0.0.0".
 	ListenerAddress string
+	// ListenerPortMap maps a Gateway listener port to the port Envoy binds for it, for a
+	// proxy that may not bind the Gateway's port itself (a non-root Envoy and port 80,
+	// reached through a Service whose port 80 targets 10080). Unmapped ports are bound as
+	// they are.
+	ListenerPortMap map[int32]int32
 	// RouteTimeout is the whole-request timeout of routes without an HTTPRoute request
 	// timeout. Zero (the default) disables it: LLM streams may run for minutes.
 	RouteTimeout time.Duration

@@ -8,6 +8,8 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/infergw/infergw/model"
 )
 
 // AnnotationFirstByteTimeout on an InferencePool sets Options.FirstByteTimeout for the
@@ -21,14 +23,13 @@ const retryOn = "connect-failure,refused-stream,reset"
 
 // poolFirstByteTimeout reads a pool's AnnotationFirstByteTimeout; a bad value is a
 // warning and leaves the global default.
-func (ix *index) poolFirstByteTimeout(key string, annotations map[string]string) *time.Duration {
-	v, ok := annotations[AnnotationFirstByteTimeout]
+func (ix *index) poolFirstByteTimeout(p *model.Pool) *time.Duration {
+	d, ok, err := p.DurationAnnotation(AnnotationFirstByteTimeout)
 	if !ok {
 		return nil
 	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		ix.warnf("pool %s: annotation %s=%q is not a non-negative duration; the default is used", key, AnnotationFirstByteTimeout, v)
+	if err != nil {
+		ix.warnf("pool %s: annotation %s=%q is not a non-negative duration; the default is used", p.Key, AnnotationFirstByteTimeout, p.Annotations[AnnotationFirstByteTimeout])
 		return nil
 	}
 	return &d
@@ -45,7 +46,7 @@ func (b *builder) retryPolicy(pools []weightedPool) *routev3.RetryPolicy {
 	var timeout time.Duration
 	for _, wp := range pools {
 		t := b.opts.FirstByteTimeout
-		if p := b.ix.pools[wp.key]; p != nil && p.firstByteTimeout != nil {
+		if p := b.ix.pools[wp.Key]; p != nil && p.firstByteTimeout != nil {
 			t = *p.firstByteTimeout
 		}
 		if t > 0 && (timeout == 0 || t < timeout) {

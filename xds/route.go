@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/model"
 )
 
 // routeEntry is one Envoy route with the Gateway API precedence of the match it came from.
@@ -27,7 +27,10 @@ type routeEntry struct {
 // routeConfiguration builds the listener's route configuration: one virtual host per
 // hostname, the catch-all "*" last; routes without hostnames also apply to named hosts.
 func (b *builder) routeConfiguration(pl *portListener) *routev3.RouteConfiguration {
-	rc := &routev3.RouteConfiguration{Name: routeConfigName(pl.port)}
+	// Hosts are matched without their port (clients send "localhost:8080"), and the Host
+	// header reaches the backend as the client sent it (Gateway API requires it; Envoy's
+	// strip_any_host_port would rewrite it).
+	rc := &routev3.RouteConfiguration{Name: routeConfigName(pl.port), IgnorePortInHostMatching: true}
 	var catchAll []routeEntry
 	if vh := pl.vhosts["*"]; vh != nil {
 		catchAll = vh.entries
@@ -74,12 +77,12 @@ func (t ruleTarget) routePicker() string {
 }
 
 // routeEntries turns every rule × match of an HTTPRoute into Envoy routes.
-func (b *builder) routeEntries(hr *gwapiv1.HTTPRoute) []routeEntry {
-	key := discovery.Key(hr.Namespace, hr.Name)
+func (b *builder) routeEntries(r *model.Route) []routeEntry {
+	key, hr := r.Key, r.HTTPRoute
 	var out []routeEntry
-	for ri := range hr.Spec.Rules {
-		rule := &hr.Spec.Rules[ri]
-		target := b.ruleTarget(hr, ri, rule)
+	for _, mr := range r.Rules {
+		ri, rule := mr.Index, mr.Spec
+		target := b.ruleTarget(key, mr)
 		mods := b.headerModifiers(key, ri, rule.Filters)
 		timeout := b.ruleTimeout(key, ri, rule)
 		matches := rule.Matches
@@ -117,11 +120,11 @@ func (b *builder) poolHeaderRoutes(name string, m *routev3.RouteMatch, prec prec
 	out := make([]routeEntry, 0, len(t.pools))
 	for i, p := range t.pools {
 		pm := cloneMatch(m)
-		pm.Headers = append(pm.Headers, exactHeader(HeaderPool, p.key))
+		pm.Headers = append(pm.Headers, exactHeader(HeaderPool, p.Key))
 		pp := prec
 		pp.headers++
 		pp.poolHeader = true
-		rt := b.route(name+"/pool/"+p.key, pm, t, t.clusters[i:i+1], mods, timeout)
+		rt := b.route(name+"/pool/"+p.Key, pm, t, t.clusters[i:i+1], mods, timeout)
 		out = append(out, routeEntry{route: rt, prec: pp, picker: t.routePicker()})
 	}
 	return out
@@ -135,6 +138,10 @@ func (b *builder) route(name string, m *routev3.RouteMatch, t ruleTarget, cluste
 		RequestHeadersToRemove:  mods.reqRemove,
 		ResponseHeadersToAdd:    mods.respAdd,
 		ResponseHeadersToRemove: mods.respRemove,
+	}
+	if mods.redirect != nil {
+		rt.Action = &routev3.Route_Redirect{Redirect: mods.redirect}
+		return rt
 	}
 	if t.direct != nil {
 		rt.Action = &routev3.Route_DirectResponse{DirectResponse: t.direct}
@@ -162,68 +169,29 @@ func (b *builder) route(name string, m *routev3.RouteMatch, t ruleTarget, cluste
 	return rt
 }
 
-// ruleTarget resolves a rule's backendRefs. Invalid refs are dropped with a warning; a rule
-// left with none answers 500, as Gateway API asks.
-func (b *builder) ruleTarget(hr *gwapiv1.HTTPRoute, ri int, rule *gwapiv1.HTTPRouteRule) ruleTarget {
-	key := discovery.Key(hr.Namespace, hr.Name)
+// ruleTarget turns a rule's resolved backends into clusters. A rule the model found no
+// usable backend for answers 500, as Gateway API asks.
+func (b *builder) ruleTarget(key string, rule *model.Rule) ruleTarget {
 	var t ruleTarget
+	if rule.Invalid != "" {
+		t.direct, t.directType = directResponse(500, rule.Invalid+"\n"), "text/plain"
+		return t
+	}
 	var pools []*poolModel
-	services := 0
-	for bi, br := range rule.BackendRefs {
-		weight := int32(1)
-		if br.Weight != nil {
-			weight = *br.Weight
-		}
-		if weight <= 0 {
-			continue
-		}
-		if len(br.Filters) > 0 {
-			b.ix.warnf("httproute %s rule %d backendRef %d: backendRef filters are not supported; ignored", key, ri, bi)
-		}
-		ns := hr.Namespace
-		if br.Namespace != nil && string(*br.Namespace) != hr.Namespace {
-			b.ix.warnf("httproute %s rule %d backendRef %d: cross-namespace references (ReferenceGrant) are not supported; skipped", key, ri, bi)
-			continue
-		}
-		group, kind := "", "Service"
-		if br.Group != nil {
-			group = string(*br.Group)
-		}
-		if br.Kind != nil {
-			kind = string(*br.Kind)
-		}
+	for _, be := range rule.Backends {
 		switch {
-		case group == "inference.networking.k8s.io" && kind == "InferencePool":
-			p := b.ix.pools[discovery.Key(ns, string(br.Name))]
-			if p == nil {
-				b.ix.warnf("httproute %s rule %d: InferencePool %s/%s not found", key, ri, ns, br.Name)
-				continue
-			}
+		case be.Pool != nil:
+			p := b.ix.pools[be.Pool.Key]
 			pools = append(pools, p)
-			t.pools = append(t.pools, weightedPool{key: p.key, weight: uint32(weight)})
-			t.clusters = append(t.clusters, clusterWeight(p.cluster, weight))
-		case (group == "" || group == "core") && kind == "Service":
-			sc, err := b.ix.serviceBackend(ns, string(br.Name), br.Port)
-			if err != nil {
-				b.ix.warnf("httproute %s rule %d: %v", key, ri, err)
-				continue
-			}
-			services++
-			t.clusters = append(t.clusters, clusterWeight(sc.cluster, weight))
-		default:
-			b.ix.warnf("httproute %s rule %d: backendRef kind %s/%s is not supported", key, ri, group, kind)
+			t.pools = append(t.pools, weightedPool{Key: p.key, Weight: uint32(be.Weight)}) //nolint:gosec // G115: weights are validated in [0, 1,000,000]
+			t.clusters = append(t.clusters, clusterWeight(p.cluster, be.Weight))
+		case be.Service != nil:
+			sc := b.ix.serviceCluster(be.Service)
+			t.clusters = append(t.clusters, clusterWeight(sc.cluster, be.Weight))
 		}
 	}
-	switch {
-	case len(t.clusters) == 0:
-		t.direct, t.directType = directResponse(500, "no valid backend for this route\n"), "text/plain"
-		t.pools = nil
-	case len(pools) > 0 && services > 0:
-		b.ix.warnf("httproute %s rule %d: mixes InferencePools and Services; not supported", key, ri)
-		t.direct, t.directType = directResponse(500, "route mixes InferencePool and Service backends\n"), "text/plain"
-		t.pools = nil
-	case len(pools) > 0:
-		b.resolveRulePicker(key, ri, pools, &t)
+	if len(pools) > 0 {
+		b.resolveRulePicker(key, rule.Index, pools, &t)
 	}
 	return t
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/model"
 )
 
 type anyMsg = anypb.Any
@@ -64,10 +65,22 @@ func Translate(snap *discovery.Snapshot, opts Options) (*Resources, error) {
 	if err := validateOptions(opts); err != nil {
 		return nil, fmt.Errorf("translate: %w", err)
 	}
-	b := &builder{opts: opts, ix: newIndex(snap)}
+	return TranslateModel(model.Resolve(snap, model.Options{}), opts)
+}
+
+// TranslateModel builds the Envoy resources of a resolved model (see Translate).
+func TranslateModel(m *model.Model, opts Options) (*Resources, error) {
+	if m == nil {
+		return nil, errors.New("translate: nil model")
+	}
+	opts = opts.Defaults()
+	if err := validateOptions(opts); err != nil {
+		return nil, fmt.Errorf("translate: %w", err)
+	}
+	b := &builder{opts: opts, ix: newIndex(m)}
 	res := &Resources{}
 
-	ports := b.attachRoutes(snap)
+	ports := b.portListeners(m)
 	for _, port := range sortedPorts(ports) {
 		pl := ports[port]
 		res.Routes = append(res.Routes, b.routeConfiguration(pl))
@@ -94,6 +107,11 @@ func validateOptions(o Options) error {
 	case BodyFullDuplexStreamed, BodyStreamed:
 	default:
 		return fmt.Errorf("response body mode %q: want %s or %s", o.ResponseBodyMode, BodyFullDuplexStreamed, BodyStreamed)
+	}
+	for from, to := range o.ListenerPortMap {
+		if from < 1 || from > 65535 || to < 1 || to > 65535 {
+			return fmt.Errorf("listener port map %d=%d: ports must be 1-65535", from, to)
+		}
 	}
 	if o.RouteTimeout < 0 || o.StreamIdleTimeout < 0 || o.ConnectTimeout < 0 || o.PickerMessageTimeout < 0 || o.FirstByteTimeout < 0 {
 		return errors.New("timeouts must not be negative")

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/discovery/dirsource"
 )
 
 // TestManifestsLoadAsOnePoolOfNPods reads the generated manifests with the real
@@ -21,7 +21,7 @@ func TestManifestsLoadAsOnePoolOfNPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	src, err := discovery.NewDirSource(dir, discovery.DirOptions{}, log)
+	src, err := dirsource.NewDirSource(dir, dirsource.DirOptions{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

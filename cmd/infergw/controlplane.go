@@ -7,7 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,8 +20,11 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/discovery/dirsource"
+	"github.com/infergw/infergw/discovery/kubesource"
 	"github.com/infergw/infergw/xds"
 )
 
@@ -27,6 +34,8 @@ type controlPlaneFlags struct {
 	source               sourceFlags
 	gatewayClass         string
 	writeStatus          bool
+	gatewayAddresses     []string
+	gatewayService       string
 	tlsCert, tlsKey      string
 	tlsCA                string
 	logLevel             string
@@ -54,8 +63,11 @@ snapshot into Envoy listeners, routes, clusters and endpoints, and serves them o
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9091", "address serving /metrics, /healthz and /readyz")
 	f.source.register(fl)
 	fl.StringVar(&f.gatewayClass, "gateway-class", "infergw", "GatewayClass whose Gateways this control plane serves")
-	fl.BoolVar(&f.writeStatus, "write-status", true, "write InferencePool and HTTPRoute status (--kubernetes only)")
+	fl.BoolVar(&f.writeStatus, "write-status", true, "write GatewayClass, Gateway, HTTPRoute and InferencePool status (--kubernetes only)")
+	fl.StringVar(&f.gatewayService, "gateway-service", "", "namespace/name of the proxy's Service; its load-balancer addresses, else its clusterIP, go into Gateway status.addresses (--kubernetes only)")
+	fl.StringSliceVar(&f.gatewayAddresses, "gateway-address", nil, "address (IP or hostname) clients reach the proxy at, written into every Gateway's status.addresses; repeatable (--kubernetes only)")
 	fl.StringVar(&f.translate.ListenerAddress, "listener-address", "0.0.0.0", "IP address Envoy listeners bind to")
+	fl.Var(portMapValue{&f.translate.ListenerPortMap}, "listener-port-map", "Gateway listener port = port Envoy binds for it, comma-separated (e.g. 80=10080,443=10443: a non-root Envoy behind a Service whose port 80 targets 10080)")
 	fl.DurationVar(&f.translate.RouteTimeout, "route-timeout", 0, "whole-request timeout of routes without their own (0 disables)")
 	fl.DurationVar(&f.translate.StreamIdleTimeout, "stream-idle-timeout", 5*time.Minute, "idle timeout of a request stream")
 	fl.DurationVar(&f.translate.PickerHealthInterval, "picker-health-interval", time.Second, "interval of Envoy's gRPC readiness checks of each picker (negative disables)")
@@ -189,7 +201,7 @@ func serveControlPlaneHTTP(ctx context.Context, lis net.Listener, reg *prometheu
 
 func controlPlaneSource(f *controlPlaneFlags, reg prometheus.Registerer, log *slog.Logger) (discovery.Source, error) {
 	if f.source.manifests != "" {
-		src, err := discovery.NewDirSource(f.source.manifests, discovery.DirOptions{GatewayClass: f.gatewayClass, Registerer: reg}, log)
+		src, err := dirsource.NewDirSource(f.source.manifests, dirsource.DirOptions{GatewayClass: f.gatewayClass, Registerer: reg}, log)
 		if err != nil {
 			return nil, fmt.Errorf("controlplane: manifests: %w", err)
 		}
@@ -199,18 +211,70 @@ func controlPlaneSource(f *controlPlaneFlags, reg prometheus.Registerer, log *sl
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
-	src, err := discovery.NewKubeSource(discovery.KubeOptions{
-		RESTConfig:     cfg,
-		Namespaces:     f.source.namespaces,
-		GatewayClass:   f.gatewayClass,
-		WriteStatus:    f.writeStatus,
-		ControllerName: "infergw.dev/gateway-controller",
-		Registerer:     reg,
+	src, err := kubesource.NewKubeSource(kubesource.KubeOptions{
+		RESTConfig:       cfg,
+		Namespaces:       f.source.namespaces,
+		GatewayClass:     f.gatewayClass,
+		WriteStatus:      f.writeStatus,
+		GatewayAPI:       true,
+		GatewayAddresses: gatewayAddresses(f.gatewayAddresses),
+		GatewayService:   f.gatewayService,
+		ControllerName:   "infergw.dev/gateway-controller",
+		Registerer:       reg,
 	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: kubernetes: %w", err)
 	}
 	return src, nil
+}
+
+// portMapValue is the flag value of --listener-port-map: "80=10080,443=10443".
+type portMapValue struct{ m *map[int32]int32 }
+
+func (v portMapValue) Type() string { return "port=port,..." }
+
+func (v portMapValue) String() string {
+	if v.m == nil || len(*v.m) == 0 {
+		return ""
+	}
+	keys := make([]int32, 0, len(*v.m))
+	for k := range *v.m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d=%d", k, (*v.m)[k]))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (v portMapValue) Set(s string) error {
+	m := map[int32]int32{}
+	for item := range strings.SplitSeq(s, ",") {
+		from, to, ok := strings.Cut(strings.TrimSpace(item), "=")
+		a, errA := strconv.ParseUint(from, 10, 16)
+		b, errB := strconv.ParseUint(to, 10, 16)
+		if !ok || errA != nil || errB != nil || a == 0 || b == 0 {
+			return fmt.Errorf("%q is not gatewayPort=envoyPort", item)
+		}
+		m[int32(a)] = int32(b)
+	}
+	*v.m = m
+	return nil
+}
+
+// gatewayAddresses types the --gateway-address values: an IP address, else a hostname.
+func gatewayAddresses(values []string) []gwapiv1.GatewayStatusAddress {
+	out := make([]gwapiv1.GatewayStatusAddress, 0, len(values))
+	for _, v := range values {
+		t := gwapiv1.HostnameAddressType
+		if _, err := netip.ParseAddr(v); err == nil {
+			t = gwapiv1.IPAddressType
+		}
+		out = append(out, gwapiv1.GatewayStatusAddress{Type: &t, Value: v})
+	}
+	return out
 }
 
 func newControlPlaneBootstrapCmd() *cobra.Command {

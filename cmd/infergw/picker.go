@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/discovery/dirsource"
+	"github.com/infergw/infergw/discovery/kubesource"
 	"github.com/infergw/infergw/extproc"
 	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/router"
@@ -223,13 +225,13 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 
 func pickerSource(f *pickerFlags, reg prometheus.Registerer, log *slog.Logger) (discovery.Source, error) {
 	if f.source.manifests != "" {
-		return discovery.NewDirSource(f.source.manifests, discovery.DirOptions{Registerer: reg}, log.With("component", "discovery"))
+		return dirsource.NewDirSource(f.source.manifests, dirsource.DirOptions{Registerer: reg}, log.With("component", "discovery"))
 	}
 	cfg, err := f.source.restConfig()
 	if err != nil {
 		return nil, err
 	}
-	return discovery.NewKubeSource(discovery.KubeOptions{
+	return kubesource.NewKubeSource(kubesource.KubeOptions{
 		RESTConfig: cfg,
 		Namespaces: f.source.namespaces,
 		Registerer: reg,

@@ -33,15 +33,23 @@ var readResources = map[string][]string{
 	"":                              {"pods", "services"},
 }
 
+// controlPlaneReadResources are what only the control plane reads (ReferenceGrants, the TLS
+// Secrets of HTTPS listeners, Namespaces for allowedRoutes selectors).
+var controlPlaneReadResources = map[string][]string{
+	"gateway.networking.k8s.io": {"referencegrants"},
+	"":                          {"secrets", "namespaces"},
+	"discovery.k8s.io":          {"endpointslices"},
+}
+
 // statusResources are what the control plane writes (and nothing else writes anything).
 var statusResources = map[string][]string{
 	"inference.networking.k8s.io": {"inferencepools/status"},
-	"gateway.networking.k8s.io":   {"httproutes/status"},
+	"gateway.networking.k8s.io":   {"httproutes/status", "gateways/status", "gatewayclasses/status"},
 }
 
 var statusVerbs = []string{"update", "patch"}
 
-var clusterScoped = map[string]bool{"gatewayclasses": true}
+var clusterScoped = map[string]bool{"gatewayclasses": true, "gatewayclasses/status": true, "namespaces": true}
 
 // wantPermissions is exactly what a component must hold: reads in every watched scope (or
 // cluster-wide), GatewayClasses cluster-wide, status writes for the control plane only.
@@ -63,6 +71,13 @@ func wantPermissions(component string, watchNamespaces []string, writeStatus boo
 		for group, resources := range readResources {
 			for _, r := range resources {
 				add(scope, group, r, readVerbs)
+			}
+		}
+		if component == "controlplane" {
+			for group, resources := range controlPlaneReadResources {
+				for _, r := range resources {
+					add(scope, group, r, readVerbs)
+				}
 			}
 		}
 		if component == "controlplane" && writeStatus {

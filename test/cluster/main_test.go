@@ -68,7 +68,11 @@ func runWithCluster(m *testing.M) (code int) {
 		return fail("INFERGW_K8S_BIN (test/k8sbin/build.sh --cluster) and INFERGW_IMAGES (make images) must be set")
 	}
 	var tarballs []string
-	for _, name := range []string{"pause", "infergw", "sim", "envoy"} {
+	names := []string{"pause", "infergw", "sim", "envoy"}
+	if os.Getenv("INFERGW_CONFORMANCE") == "1" {
+		names = append(names, "echo-basic") // the conformance suite's backends
+	}
+	for _, name := range names {
 		p := filepath.Join(images, name+".tar")
 		if _, err := os.Stat(p); err != nil {
 			return fail("image %s: %v (run make images)", p, err)

@@ -31,13 +31,44 @@ through the status subresources. */}}
   resources: ["inferencepools/status"]
   verbs: ["update", "patch"]
 - apiGroups: ["gateway.networking.k8s.io"]
-  resources: ["httproutes/status"]
+  resources: ["httproutes/status", "gateways/status"]
   verbs: ["update", "patch"]
+{{- end -}}
+
+{{/* What only the control plane reads: ReferenceGrants, the TLS Secrets that HTTPS
+listeners name (the source lists Secrets of type kubernetes.io/tls only) and the
+EndpointSlices of Service backends. */}}
+{{- define "infergw.rbac.controlPlaneReadRules" -}}
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["referencegrants"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch"]
+{{- end -}}
+
+{{/* Cluster-scoped access of the control plane: Namespaces (allowedRoutes selectors) and
+the GatewayClass status. */}}
+{{- define "infergw.rbac.controlPlaneClusterRules" -}}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- if .Values.controlPlane.writeStatus }}
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gatewayclasses/status"]
+  verbs: ["update", "patch"]
+{{- end }}
 {{- end -}}
 
 {{/* The namespaced rules of one component; call with (dict "root" $ "component" "controlplane"). */}}
 {{- define "infergw.rbac.namespacedRules" -}}
 {{ include "infergw.rbac.readNamespacedRules" .root }}
+{{- if eq .component "controlplane" }}
+{{ include "infergw.rbac.controlPlaneReadRules" .root }}
+{{- end }}
 {{- if and (eq .component "controlplane") .root.Values.controlPlane.writeStatus }}
 {{ include "infergw.rbac.statusRules" .root }}
 {{- end }}

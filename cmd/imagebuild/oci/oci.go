@@ -37,9 +37,11 @@ type File struct {
 
 // Spec is an image: its reference, its one layer and its runtime configuration.
 type Spec struct {
-	Ref    string
-	Files  []File
-	Config v1.Config
+	Ref string
+	// ExtraRefs are more names of the same image, written into the same tarball.
+	ExtraRefs []string
+	Files     []File
+	Config    v1.Config
 }
 
 // FileName is the tarball name for the image: the last path element of the repository.
@@ -95,6 +97,14 @@ func PauseImage(ref, binary string) Spec {
 	return Spec{Ref: ref, Files: []File{{Path: "/pause", Mode: 0o755, Source: binary}}, Config: v1.Config{
 		Entrypoint: []string{"/pause"},
 		User:       "65535:65535",
+	}}
+}
+
+// StaticImage packs one static binary at path as the entrypoint, run as user 65532.
+func StaticImage(ref, path, binary string) Spec {
+	return Spec{Ref: ref, Files: []File{{Path: path, Mode: 0o755, Source: binary}}, Config: v1.Config{
+		Entrypoint: []string{path},
+		User:       "65532:65532",
 	}}
 }
 
@@ -214,8 +224,16 @@ func Write(spec Spec, file string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	refs := map[name.Reference]v1.Image{tag: img}
+	for _, r := range spec.ExtraRefs {
+		t, err := name.NewTag(r)
+		if err != nil {
+			return "", err
+		}
+		refs[t] = img
+	}
 	tmp := file + ".tmp"
-	if err := tarball.WriteToFile(tmp, tag, img); err != nil {
+	if err := tarball.MultiRefWriteToFile(tmp, refs); err != nil {
 		return "", err
 	}
 	return digest.String(), os.Rename(tmp, file)

@@ -1,4 +1,4 @@
-package discovery
+package kubesource
 
 import (
 	"log/slog"
@@ -7,6 +7,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/infergw/infergw/api/validation"
+	"github.com/infergw/infergw/discovery"
 )
 
 // The API server enforces the CRD schemas, so objects read from it are normally valid.
@@ -17,7 +18,7 @@ import (
 
 // dropInvalid returns objs without the pools, objectives, rewrites, Gateways and HTTPRoutes
 // that fail validation, logging each bad object version once.
-func (s *KubeSource) dropInvalid(objs Objects) Objects {
+func (s *KubeSource) dropInvalid(objs discovery.Objects) discovery.Objects {
 	var n int
 	objs.Pools, n = keepValid(objs.Pools, "InferencePool", validation.Pool, s.invalid, s.log)
 	s.metrics.invalid.WithLabelValues("InferencePool").Set(float64(n))
@@ -66,7 +67,7 @@ func newInvalidLog() *invalidLog {
 func (l *invalidLog) first(kind string, o client.Object) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	k := kind + "/" + Key(o.GetNamespace(), o.GetName())
+	k := kind + "/" + discovery.Key(o.GetNamespace(), o.GetName())
 	l.thisPass[k] = true
 	if rv, ok := l.logged[k]; ok && rv == o.GetResourceVersion() {
 		return false

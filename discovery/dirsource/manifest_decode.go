@@ -1,4 +1,4 @@
-package discovery
+package dirsource
 
 import (
 	"bufio"
@@ -17,6 +17,7 @@ import (
 
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
+	"github.com/infergw/infergw/discovery"
 )
 
 // defaultNamespace is the namespace of a manifest that names none, as with kubectl apply.
@@ -37,7 +38,7 @@ type manifest struct {
 // where locates the document for error messages: `pools.yaml: document 2 (InferencePool
 // default/llama)`.
 func (m *manifest) where() string {
-	return fmt.Sprintf("%s: document %d (%s %s)", m.file, m.index, m.kind, Key(m.obj.GetNamespace(), m.obj.GetName()))
+	return fmt.Sprintf("%s: document %d (%s %s)", m.file, m.index, m.kind, discovery.Key(m.obj.GetNamespace(), m.obj.GetName()))
 }
 
 // newObjectFor returns an empty object of the given apiVersion and kind, or nil when
@@ -122,7 +123,7 @@ func decodeDocument(file string, index int, doc []byte) (manifest, error) {
 	if ns == "" {
 		ns = defaultNamespace
 	}
-	where := fmt.Sprintf("%s: document %d (%s %s)", file, index, head.Kind, Key(ns, head.Metadata.Name))
+	where := fmt.Sprintf("%s: document %d (%s %s)", file, index, head.Kind, discovery.Key(ns, head.Metadata.Name))
 	if head.APIVersion == "" || head.Kind == "" {
 		return manifest{}, fmt.Errorf("%s: document %d: apiVersion and kind are required", file, index)
 	}

@@ -1,4 +1,4 @@
-package discovery
+package model
 
 import (
 	"fmt"
@@ -12,6 +12,8 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
+	"github.com/infergw/infergw/discovery"
+	dt "github.com/infergw/infergw/discovery/discoverytest"
 )
 
 var (
@@ -39,50 +41,63 @@ func poolUnresolved(msg string, gen int64, t metav1.Time) metav1.Condition {
 	return cond("ResolvedRefs", metav1.ConditionFalse, "InvalidExtensionRef", msg, gen, t)
 }
 
-func withGeneration[T interface{ SetGeneration(int64) }](obj T, gen int64) T {
-	obj.SetGeneration(gen)
-	return obj
+// allNamespacesGateway is a Gateway of class whose listener takes routes from every
+// namespace (the routes of these tests live in "ns", the Gateways in "gw").
+func allNamespacesGateway(ns, name, class string) *gwapiv1.Gateway {
+	gw := dt.Gateway(ns, name, class)
+	gw.Spec.Listeners[0].AllowedRoutes = &gwapiv1.AllowedRoutes{Namespaces: &gwapiv1.RouteNamespaces{From: new(gwapiv1.NamespacesFromAll)}}
+	return gw
+}
+
+// statusModel resolves objs as the Kubernetes source does before writing status.
+func statusModel(objs discovery.Objects, watched func(string) bool) (*Model, StatusScope) {
+	m := Resolve(discovery.Build(1, objs, "infergw"), Options{})
+	all := map[string]bool{}
+	for _, gw := range objs.Gateways {
+		all[discovery.Key(gw.Namespace, gw.Name)] = true
+	}
+	return m, StatusScope{GatewayExists: func(k string) bool { return all[k] }, Watched: watched}
 }
 
 func TestDesiredPoolStatus(t *testing.T) {
 	sel := map[string]string{"app": "m"}
-	ourGW := testGateway("gw", "main", "infergw")
-	ourGW2 := testGateway("gw", "second", "infergw")
-	otherGW := testGateway("gw", "theirs", "other-class")
-	route := testRoute("ns", "r", "gw", "main", "pool")
+	ourGW := allNamespacesGateway("gw", "main", "infergw")
+	ourGW2 := allNamespacesGateway("gw", "second", "infergw")
+	otherGW := dt.Gateway("gw", "theirs", "other-class")
+	route := dt.Route("ns", "r", "gw", "main", "pool")
 
 	tests := []struct {
 		name        string
 		pool        *infv1.InferencePool
-		objs        Objects
+		objs        discovery.Objects
 		watched     func(string) bool
 		want        []infv1.ParentStatus
 		wantChanged bool
 	}{
 		{
 			name: "referenced pool with a resolvable picker is accepted and resolved",
-			pool: withGeneration(testPool("ns", "pool", sel, 8000), 3),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			pool: dt.WithGeneration(dt.Pool("ns", "pool", sel, 8000), 3),
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(3, statusNow), poolResolved(3, statusNow)}}},
 			wantChanged: true,
 		},
 		{
 			name: "missing picker Service gives InvalidExtensionRef",
-			pool: testPool("ns", "pool", sel, 8000),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}},
+			pool: dt.Pool("ns", "pool", sel, 8000),
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
-				poolAccepted(0, statusNow), poolUnresolved("endpointPickerRef Service ns/pool-epp not found", 0, statusNow)}}},
+				poolAccepted(0, statusNow), poolUnresolved("endpoint picker Service ns/pool-epp not found", 0, statusNow)}}},
 			wantChanged: true,
 		},
 		{
 			name: "picker Service without the referenced port gives InvalidExtensionRef",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Spec.EndpointPickerRef.Port = &infv1.Port{Number: 9100}
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(0, statusNow), poolUnresolved("endpointPickerRef Service ns/pool-epp has no port 9100", 0, statusNow)}}},
 			wantChanged: true,
@@ -90,98 +105,98 @@ func TestDesiredPoolStatus(t *testing.T) {
 		{
 			name: "picker ref without a port gives InvalidExtensionRef",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Spec.EndpointPickerRef.Port = nil
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
-				poolAccepted(0, statusNow), poolUnresolved("endpointPickerRef.port is required when kind is Service", 0, statusNow)}}},
+				poolAccepted(0, statusNow), poolUnresolved("endpointPickerRef pool-epp has no port", 0, statusNow)}}},
 			wantChanged: true,
 		},
 		{
 			name: "picker ref of another kind gives InvalidExtensionRef",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Spec.EndpointPickerRef.Group = new(infv1.Group("example.com"))
 				p.Spec.EndpointPickerRef.Kind = "Picker"
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(0, statusNow), poolUnresolved(`endpointPickerRef must name a core Service, not group "example.com" kind "Picker"`, 0, statusNow)}}},
 			wantChanged: true,
 		},
 		{
 			name: "unreferenced pool with empty status is left alone",
-			pool: testPool("ns", "pool", sel, 8000),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			pool: dt.Pool("ns", "pool", sel, 8000),
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 		},
 		{
 			name: "pool referenced through another class's Gateway keeps that controller's entry",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "theirs"), Conditions: []metav1.Condition{poolAccepted(1, statusEarlier)}}}
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW, otherGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{testRoute("ns", "r", "gw", "theirs", "pool")}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW, otherGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{dt.Route("ns", "r", "gw", "theirs", "pool")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "theirs"), Conditions: []metav1.Condition{poolAccepted(1, statusEarlier)}}},
 		},
 		{
 			name: "stale entry of an infergw Gateway no longer routing to the pool is removed",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{poolAccepted(0, statusEarlier)}}}
 				return p
 			}(),
-			objs:        Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{testRoute("ns", "r", "gw", "main", "other-pool")}},
+			objs:        discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{dt.Route("ns", "r", "gw", "main", "other-pool")}},
 			want:        nil,
 			wantChanged: true,
 		},
 		{
 			name: "entry of a deleted Gateway in a watched namespace is removed",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "gone"), Conditions: []metav1.Condition{poolAccepted(0, statusEarlier)}}}
 				return p
 			}(),
-			objs:        Objects{Gateways: []*gwapiv1.Gateway{ourGW}},
+			objs:        discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}},
 			wantChanged: true,
 		},
 		{
 			name: "entry of an unknown Gateway in an unwatched namespace is kept",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("elsewhere", "gw"), Conditions: []metav1.Condition{poolAccepted(0, statusEarlier)}}}
 				return p
 			}(),
-			objs:    Objects{Gateways: []*gwapiv1.Gateway{ourGW}},
+			objs:    discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}},
 			watched: func(ns string) bool { return ns == "ns" || ns == "gw" },
 			want:    []infv1.ParentStatus{{ParentRef: gwParent("elsewhere", "gw"), Conditions: []metav1.Condition{poolAccepted(0, statusEarlier)}}},
 		},
 		{
 			name: "unchanged status is not rewritten and keeps its transition times",
 			pool: func() *infv1.InferencePool {
-				p := withGeneration(testPool("ns", "pool", sel, 8000), 2)
+				p := dt.WithGeneration(dt.Pool("ns", "pool", sel, 8000), 2)
 				// Written without defaults (group, kind, namespace) as a user might; they
 				// still match.
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: infv1.ParentReference{Name: "main", Namespace: "gw"}, Conditions: []metav1.Condition{
 					poolResolved(2, statusEarlier), poolAccepted(2, statusEarlier)}}}
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolResolved(2, statusEarlier), poolAccepted(2, statusEarlier)}}},
 		},
 		{
 			name: "a condition that flips gets a new transition time, the other keeps its own",
 			pool: func() *infv1.InferencePool {
-				p := testPool("ns", "pool", sel, 8000)
+				p := dt.Pool("ns", "pool", sel, 8000)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
-					poolAccepted(0, statusEarlier), poolUnresolved("endpointPickerRef Service ns/pool-epp not found", 0, statusEarlier)}}}
+					poolAccepted(0, statusEarlier), poolUnresolved("endpoint picker Service ns/pool-epp not found", 0, statusEarlier)}}}
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(0, statusEarlier), poolResolved(0, statusNow)}}},
 			wantChanged: true,
@@ -189,26 +204,26 @@ func TestDesiredPoolStatus(t *testing.T) {
 		{
 			name: "a new generation updates observedGeneration",
 			pool: func() *infv1.InferencePool {
-				p := withGeneration(testPool("ns", "pool", sel, 8000), 5)
+				p := dt.WithGeneration(dt.Pool("ns", "pool", sel, 8000), 5)
 				p.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 					poolAccepted(4, statusEarlier), poolResolved(4, statusEarlier)}}}
 				return p
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{testService("ns", "pool-epp")}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, HTTPRoutes: []*gwapiv1.HTTPRoute{route}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}},
 			want: []infv1.ParentStatus{{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{
 				poolAccepted(5, statusEarlier), poolResolved(5, statusEarlier)}}},
 			wantChanged: true,
 		},
 		{
 			name: "one entry per infergw Gateway, however many routes lead there",
-			pool: testPool("ns", "pool", sel, 8000),
-			objs: Objects{
+			pool: dt.Pool("ns", "pool", sel, 8000),
+			objs: discovery.Objects{
 				Gateways: []*gwapiv1.Gateway{ourGW2, ourGW, otherGW},
 				HTTPRoutes: []*gwapiv1.HTTPRoute{
-					testRoute("ns", "r1", "gw", "second", "pool"), testRoute("ns", "r2", "gw", "main", "pool"),
-					testRoute("ns", "r3", "gw", "main", "pool", "svc:x"), testRoute("ns", "r4", "gw", "theirs", "pool"),
+					dt.Route("ns", "r1", "gw", "second", "pool"), dt.Route("ns", "r2", "gw", "main", "pool"),
+					dt.Route("ns", "r3", "gw", "main", "pool", "svc:x"), dt.Route("ns", "r4", "gw", "theirs", "pool"),
 				},
-				Services: []*corev1.Service{testService("ns", "pool-epp")},
+				Services: []*corev1.Service{dt.Service("ns", "pool-epp")},
 			},
 			want: []infv1.ParentStatus{
 				{ParentRef: gwParent("gw", "main"), Conditions: []metav1.Condition{poolAccepted(0, statusNow), poolResolved(0, statusNow)}},
@@ -222,8 +237,8 @@ func TestDesiredPoolStatus(t *testing.T) {
 			objs := tc.objs
 			objs.Pools = append(objs.Pools, tc.pool)
 			before := tc.pool.DeepCopy()
-			w := NewStatusWorld(objs, "infergw", DefaultControllerName, tc.watched)
-			got, changed := DesiredPoolStatus(tc.pool, w, statusNow)
+			m, scope := statusModel(objs, tc.watched)
+			got, changed := m.DesiredPoolStatus(tc.pool, scope, statusNow)
 			if diff := cmp.Diff(tc.want, got.Parents, cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("parents (-want +got):\n%s", diff)
 			}
@@ -236,7 +251,7 @@ func TestDesiredPoolStatus(t *testing.T) {
 			// Applying the result must be a fixed point: no further write.
 			applied := tc.pool.DeepCopy()
 			applied.Status = got
-			if _, again := DesiredPoolStatus(applied, w, metav1.NewTime(statusNow.Add(time.Hour))); again {
+			if _, again := m.DesiredPoolStatus(applied, scope, metav1.NewTime(statusNow.Add(time.Hour))); again {
 				t.Error("status is not stable: applying it asks for another write")
 			}
 		})
@@ -244,14 +259,15 @@ func TestDesiredPoolStatus(t *testing.T) {
 }
 
 func TestDesiredPoolStatusCapsParents(t *testing.T) {
-	pool := testPool("ns", "pool", map[string]string{"app": "m"}, 8000)
-	objs := Objects{Pools: []*infv1.InferencePool{pool}, Services: []*corev1.Service{testService("ns", "pool-epp")}}
+	pool := dt.Pool("ns", "pool", map[string]string{"app": "m"}, 8000)
+	objs := discovery.Objects{Pools: []*infv1.InferencePool{pool}, Services: []*corev1.Service{dt.Service("ns", "pool-epp")}}
 	for i := range 40 {
 		name := fmt.Sprintf("gw-%02d", i)
-		objs.Gateways = append(objs.Gateways, testGateway("gw", name, "infergw"))
-		objs.HTTPRoutes = append(objs.HTTPRoutes, testRoute("ns", "r-"+name, "gw", name, "pool"))
+		objs.Gateways = append(objs.Gateways, allNamespacesGateway("gw", name, "infergw"))
+		objs.HTTPRoutes = append(objs.HTTPRoutes, dt.Route("ns", "r-"+name, "gw", name, "pool"))
 	}
-	got, changed := DesiredPoolStatus(pool, NewStatusWorld(objs, "infergw", DefaultControllerName, nil), statusNow)
+	m, scope := statusModel(objs, nil)
+	got, changed := m.DesiredPoolStatus(pool, scope, statusNow)
 	if !changed || len(got.Parents) != 32 {
 		t.Fatalf("got %d parents (changed=%v), want the CRD maximum of 32", len(got.Parents), changed)
 	}
@@ -278,9 +294,9 @@ func routeResolved(gen int64, t metav1.Time) metav1.Condition {
 
 func TestDesiredRouteStatus(t *testing.T) {
 	sel := map[string]string{"app": "m"}
-	ourGW := testGateway("gw", "main", "infergw")
-	otherGW := testGateway("gw", "theirs", "other-class")
-	pool := testPool("ns", "pool", sel, 8000)
+	ourGW := allNamespacesGateway("gw", "main", "infergw")
+	otherGW := dt.Gateway("gw", "theirs", "other-class")
+	pool := dt.Pool("ns", "pool", sel, 8000)
 	theirEntry := gwapiv1.RouteParentStatus{
 		ParentRef:      gwapiv1.ParentReference{Name: "theirs", Namespace: new(gwapiv1.Namespace("gw"))},
 		ControllerName: "example.com/other",
@@ -290,55 +306,55 @@ func TestDesiredRouteStatus(t *testing.T) {
 	tests := []struct {
 		name        string
 		route       *gwapiv1.HTTPRoute
-		objs        Objects
+		objs        discovery.Objects
 		want        []gwapiv1.RouteParentStatus
 		wantChanged bool
 	}{
 		{
 			name:  "route to an existing pool is accepted and resolved",
-			route: withGeneration(testRoute("ns", "r", "gw", "main", "pool"), 7),
-			objs:  Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
+			route: dt.WithGeneration(dt.Route("ns", "r", "gw", "main", "pool"), 7),
+			objs:  discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
 			want:  []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(7, statusNow), routeResolved(7, statusNow))},
 
 			wantChanged: true,
 		},
 		{
 			name:  "route to a missing pool has ResolvedRefs False BackendNotFound",
-			route: testRoute("ns", "r", "gw", "main", "pool", "nope"),
-			objs:  Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
+			route: dt.Route("ns", "r", "gw", "main", "pool", "nope"),
+			objs:  discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
 			want: []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(0, statusNow),
-				cond("ResolvedRefs", metav1.ConditionFalse, "BackendNotFound", "backend not found: InferencePool ns/nope", 0, statusNow))},
+				cond("ResolvedRefs", metav1.ConditionFalse, "BackendNotFound", "InferencePool ns/nope not found", 0, statusNow))},
 			wantChanged: true,
 		},
 		{
 			name:  "a missing Service backend next to a pool is reported too",
-			route: testRoute("ns", "r", "gw", "main", "pool", "svc:web"),
-			objs:  Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
+			route: dt.Route("ns", "r", "gw", "main", "pool", "svc:web"),
+			objs:  discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
 			want: []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(0, statusNow),
-				cond("ResolvedRefs", metav1.ConditionFalse, "BackendNotFound", "backend not found: Service ns/web", 0, statusNow))},
+				cond("ResolvedRefs", metav1.ConditionFalse, "BackendNotFound", "backend Service ns/web not found", 0, statusNow))},
 			wantChanged: true,
 		},
 		{
 			name: "unsupported backend kind has ResolvedRefs False InvalidKind",
 			route: func() *gwapiv1.HTTPRoute {
-				r := testRoute("ns", "r", "gw", "main", "pool")
+				r := dt.Route("ns", "r", "gw", "main", "pool")
 				r.Spec.Rules[0].BackendRefs = append(r.Spec.Rules[0].BackendRefs, gwapiv1.HTTPBackendRef{BackendRef: gwapiv1.BackendRef{
 					BackendObjectReference: gwapiv1.BackendObjectReference{Group: new(gwapiv1.Group("example.com")), Kind: new(gwapiv1.Kind("Bucket")), Name: "b"}}})
 				return r
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
 			want: []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(0, statusNow),
-				cond("ResolvedRefs", metav1.ConditionFalse, "InvalidKind", "unsupported backendRef kind: Bucket.example.com ns/b", 0, statusNow))},
+				cond("ResolvedRefs", metav1.ConditionFalse, "InvalidKind", "backendRef kind example.com/Bucket is not supported", 0, statusNow))},
 			wantChanged: true,
 		},
 		{
 			name: "parentRef naming a listener the Gateway lacks is not accepted",
 			route: func() *gwapiv1.HTTPRoute {
-				r := testRoute("ns", "r", "gw", "main", "pool")
+				r := dt.Route("ns", "r", "gw", "main", "pool")
 				r.Spec.ParentRefs[0].SectionName = new(gwapiv1.SectionName("https"))
 				return r
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
 			want: []gwapiv1.RouteParentStatus{{
 				ParentRef:      gwapiv1.ParentReference{Name: "main", Namespace: new(gwapiv1.Namespace("gw")), SectionName: new(gwapiv1.SectionName("https"))},
 				ControllerName: DefaultControllerName,
@@ -350,39 +366,42 @@ func TestDesiredRouteStatus(t *testing.T) {
 			wantChanged: true,
 		},
 		{
-			name:  "route without pool backends gets no entry",
-			route: testRoute("ns", "r", "gw", "main", "svc:web"),
-			objs:  Objects{Gateways: []*gwapiv1.Gateway{ourGW}},
+			name:  "route to a Service alone gets an entry too",
+			route: dt.Route("ns", "r", "gw", "main", "svc:web"),
+			objs:  discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Services: []*corev1.Service{dt.Service("ns", "web")}},
+			want:  []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(0, statusNow), routeResolved(0, statusNow))},
+
+			wantChanged: true,
 		},
 		{
-			name: "infergw entry is removed when the route stops sending to pools; others' entries stay",
+			name: "infergw entry is removed when the route stops naming infergw's Gateway; others' entries stay",
 			route: func() *gwapiv1.HTTPRoute {
-				r := testRoute("ns", "r", "gw", "main", "svc:web")
+				r := dt.Route("ns", "r", "gw", "theirs", "pool")
 				r.Status.Parents = []gwapiv1.RouteParentStatus{theirEntry, routeEntry("gw", "main", routeAccepted(0, statusEarlier))}
 				return r
 			}(),
-			objs:        Objects{Gateways: []*gwapiv1.Gateway{ourGW, otherGW}},
+			objs:        discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW, otherGW}},
 			want:        []gwapiv1.RouteParentStatus{theirEntry},
 			wantChanged: true,
 		},
 		{
 			name: "route attached only to another class's Gateway is left alone",
 			route: func() *gwapiv1.HTTPRoute {
-				r := testRoute("ns", "r", "gw", "theirs", "pool")
+				r := dt.Route("ns", "r", "gw", "theirs", "pool")
 				r.Status.Parents = []gwapiv1.RouteParentStatus{theirEntry}
 				return r
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW, otherGW}, Pools: []*infv1.InferencePool{pool}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW, otherGW}, Pools: []*infv1.InferencePool{pool}},
 			want: []gwapiv1.RouteParentStatus{theirEntry},
 		},
 		{
 			name: "unchanged status is not rewritten",
 			route: func() *gwapiv1.HTTPRoute {
-				r := withGeneration(testRoute("ns", "r", "gw", "main", "pool"), 2)
+				r := dt.WithGeneration(dt.Route("ns", "r", "gw", "main", "pool"), 2)
 				r.Status.Parents = []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(2, statusEarlier), routeResolved(2, statusEarlier))}
 				return r
 			}(),
-			objs: Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
+			objs: discovery.Objects{Gateways: []*gwapiv1.Gateway{ourGW}, Pools: []*infv1.InferencePool{pool}},
 			want: []gwapiv1.RouteParentStatus{routeEntry("gw", "main", routeAccepted(2, statusEarlier), routeResolved(2, statusEarlier))},
 		},
 	}
@@ -391,8 +410,8 @@ func TestDesiredRouteStatus(t *testing.T) {
 			objs := tc.objs
 			objs.HTTPRoutes = append(objs.HTTPRoutes, tc.route)
 			before := tc.route.DeepCopy()
-			w := NewStatusWorld(objs, "infergw", DefaultControllerName, nil)
-			got, changed := DesiredRouteStatus(tc.route, w, statusNow)
+			m, _ := statusModel(objs, nil)
+			got, changed := m.DesiredRouteStatus(tc.route, statusNow)
 			if diff := cmp.Diff(tc.want, got.Parents, cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("parents (-want +got):\n%s", diff)
 			}
@@ -404,7 +423,7 @@ func TestDesiredRouteStatus(t *testing.T) {
 			}
 			applied := tc.route.DeepCopy()
 			applied.Status = got
-			if _, again := DesiredRouteStatus(applied, w, metav1.NewTime(statusNow.Add(time.Hour))); again {
+			if _, again := m.DesiredRouteStatus(applied, metav1.NewTime(statusNow.Add(time.Hour))); again {
 				t.Error("status is not stable: applying it asks for another write")
 			}
 		})
@@ -414,30 +433,30 @@ func TestDesiredRouteStatus(t *testing.T) {
 // BenchmarkStatusRound measures one status round for 1,000 pools and 1,000 routes, all up
 // to date (the common case: every informer event recomputes status and writes nothing).
 func BenchmarkStatusRound(b *testing.B) {
-	objs := Objects{Gateways: []*gwapiv1.Gateway{testGateway("gw", "main", "infergw")}}
+	objs := discovery.Objects{Gateways: []*gwapiv1.Gateway{allNamespacesGateway("gw", "main", "infergw")}}
 	for i := range 1000 {
 		name := fmt.Sprintf("pool-%04d", i)
-		objs.Pools = append(objs.Pools, testPool("ns", name, map[string]string{"app": name}, 8000))
-		objs.Services = append(objs.Services, testService("ns", name+"-epp"))
-		objs.HTTPRoutes = append(objs.HTTPRoutes, testRoute("ns", "r-"+name, "gw", "main", name))
+		objs.Pools = append(objs.Pools, dt.Pool("ns", name, map[string]string{"app": name}, 8000))
+		objs.Services = append(objs.Services, dt.Service("ns", name+"-epp"))
+		objs.HTTPRoutes = append(objs.HTTPRoutes, dt.Route("ns", "r-"+name, "gw", "main", name))
 	}
-	w := NewStatusWorld(objs, "infergw", DefaultControllerName, nil)
+	m, scope := statusModel(objs, nil)
 	for _, p := range objs.Pools {
-		p.Status, _ = DesiredPoolStatus(p, w, statusNow)
+		p.Status, _ = m.DesiredPoolStatus(p, scope, statusNow)
 	}
 	for _, r := range objs.HTTPRoutes {
-		r.Status, _ = DesiredRouteStatus(r, w, statusNow)
+		r.Status, _ = m.DesiredRouteStatus(r, statusNow)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		w := NewStatusWorld(objs, "infergw", DefaultControllerName, nil)
+		m, scope := statusModel(objs, nil)
 		for _, p := range objs.Pools {
-			if _, changed := DesiredPoolStatus(p, w, statusNow); changed {
+			if _, changed := m.DesiredPoolStatus(p, scope, statusNow); changed {
 				b.Fatal("pool status changed")
 			}
 		}
 		for _, r := range objs.HTTPRoutes {
-			if _, changed := DesiredRouteStatus(r, w, statusNow); changed {
+			if _, changed := m.DesiredRouteStatus(r, statusNow); changed {
 				b.Fatal("route status changed")
 			}
 		}

@@ -1,4 +1,4 @@
-package discovery
+package kubesource
 
 import (
 	"context"
@@ -15,11 +15,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/model"
 )
 
 // Defaults of KubeOptions.
 const (
-	DefaultGatewayClass  = "infergw"
 	DefaultKubeDebounce  = 100 * time.Millisecond
 	kubeStatusTimeout    = 10 * time.Second
 	kubeStatusRetryFirst = 500 * time.Millisecond
@@ -38,6 +41,17 @@ type KubeOptions struct {
 	WriteStatus bool
 	// ControllerName is written into HTTPRoute status (default infergw.dev/gateway-controller).
 	ControllerName string
+	// GatewayAPI makes the source also read what Gateway status, HTTPS and Service backends
+	// need: GatewayClasses, ReferenceGrants, TLS Secrets, Namespaces and EndpointSlices (the
+	// control plane; the picker needs none of them, and its RBAC does not grant them).
+	GatewayAPI bool
+	// GatewayAddresses are written into every Gateway's status.addresses: where clients
+	// reach the proxy (for example the Envoy Service's ClusterIP).
+	GatewayAddresses []gwapiv1.GatewayStatusAddress
+	// GatewayService ("namespace/name") is the proxy's Service: its load-balancer ingress
+	// addresses, else its clusterIP, are written into Gateway status.addresses (after
+	// GatewayAddresses).
+	GatewayService string
 	// Registerer receives the source's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
 	// Debounce is how long the source waits after a change before it builds a snapshot, so
@@ -49,7 +63,7 @@ type KubeOptions struct {
 // snapshot (at most one per Debounce interval) whenever the resources a snapshot holds
 // change. When WriteStatus is set it also keeps InferencePool and HTTPRoute status current.
 type KubeSource struct {
-	Publisher
+	discovery.Publisher
 
 	opts KubeOptions
 	log  *slog.Logger
@@ -68,7 +82,7 @@ type KubeSource struct {
 	started atomic.Bool
 }
 
-var _ Source = (*KubeSource)(nil)
+var _ discovery.Source = (*KubeSource)(nil)
 
 // NewKubeSource prepares informers for every resource kind infergw reads. It does not
 // contact the API server; Run does.
@@ -80,10 +94,10 @@ func NewKubeSource(opts KubeOptions, log *slog.Logger) (*KubeSource, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if opts.GatewayClass == "" {
-		opts.GatewayClass = DefaultGatewayClass
+		opts.GatewayClass = discovery.DefaultGatewayClass
 	}
 	if opts.ControllerName == "" {
-		opts.ControllerName = DefaultControllerName
+		opts.ControllerName = model.DefaultControllerName
 	}
 	if opts.Debounce <= 0 {
 		opts.Debounce = DefaultKubeDebounce
@@ -108,7 +122,7 @@ func NewKubeSource(opts KubeOptions, log *slog.Logger) (*KubeSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery/kube: REST mapper: %w", err)
 	}
-	cacheOpts := kubeCacheOptions(scheme, opts.Namespaces)
+	cacheOpts := kubeCacheOptions(scheme, opts.Namespaces, opts.GatewayAPI)
 	cacheOpts.HTTPClient, cacheOpts.Mapper = httpClient, mapper
 	metrics, err := newKubeMetrics(opts.Registerer)
 	if err != nil {
@@ -236,7 +250,7 @@ func (s *KubeSource) rebuild(ctx context.Context) int {
 	start := time.Now()
 	objs := s.store.objects()
 	objs = s.dropInvalid(objs)
-	snap := Build(s.NextVersion(), objs, s.opts.GatewayClass)
+	snap := discovery.Build(s.NextVersion(), objs, s.opts.GatewayClass)
 	s.metrics.buildSeconds.Observe(time.Since(start).Seconds())
 	if prev := s.Current(); prev == nil || !sameSnapshotContent(prev, snap) {
 		if s.Publish(snap) {
@@ -249,10 +263,10 @@ func (s *KubeSource) rebuild(ctx context.Context) int {
 	if s.client == nil {
 		return 0
 	}
-	return s.writeStatus(ctx, objs)
+	return s.writeStatus(ctx, objs, snap)
 }
 
-func countEndpoints(snap *Snapshot) int {
+func countEndpoints(snap *discovery.Snapshot) int {
 	n := 0
 	for _, p := range snap.Pools {
 		n += len(p.Endpoints)

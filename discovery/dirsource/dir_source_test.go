@@ -1,4 +1,4 @@
-package discovery
+package dirsource
 
 import (
 	"bytes"
@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/infergw/infergw/discovery"
+	dt "github.com/infergw/infergw/discovery/discoverytest"
 )
 
 // writeAtomic replaces a file the way editors and kubectl-like tools do (write a hidden
@@ -54,7 +57,7 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 }
 
 // nextSnapshot waits for a snapshot that satisfies ok, skipping others.
-func nextSnapshot(t *testing.T, ch <-chan *Snapshot, what string, ok func(*Snapshot) bool) *Snapshot {
+func nextSnapshot(t *testing.T, ch <-chan *discovery.Snapshot, what string, ok func(*discovery.Snapshot) bool) *discovery.Snapshot {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
@@ -72,7 +75,7 @@ func nextSnapshot(t *testing.T, ch <-chan *Snapshot, what string, ok func(*Snaps
 	}
 }
 
-func endpointsOf(s *Snapshot) string {
+func endpointsOf(s *discovery.Snapshot) string {
 	if len(s.Pools) == 0 {
 		return "<no pool>"
 	}
@@ -104,7 +107,7 @@ func TestDirSourceFollowsEditsAndKeepsLastGoodSnapshot(t *testing.T) {
 	const recoveredLine = "manifests accepted again after an error"
 
 	// 1. The first snapshot: one ready pod of two.
-	s1 := nextSnapshot(t, ch, "initial", func(s *Snapshot) bool { return true })
+	s1 := nextSnapshot(t, ch, "initial", func(s *discovery.Snapshot) bool { return true })
 	if s1.Version != 1 || endpointsOf(s1) != "p0" || len(s1.Gateways) != 1 || len(s1.HTTPRoutes) != 1 || len(s1.Services) != 1 {
 		t.Fatalf("initial snapshot: version %d endpoints %q gateways %d routes %d services %d",
 			s1.Version, endpointsOf(s1), len(s1.Gateways), len(s1.HTTPRoutes), len(s1.Services))
@@ -112,7 +115,7 @@ func TestDirSourceFollowsEditsAndKeepsLastGoodSnapshot(t *testing.T) {
 
 	// 2. Edit: p1 becomes ready.
 	writeAtomic(t, filepath.Join(dir, "pods.yaml"), podDoc("p0", "127.0.0.2", "True")+"---\n"+podDoc("p1", "127.0.0.3", "True"))
-	s2 := nextSnapshot(t, ch, "p1 ready", func(s *Snapshot) bool { return endpointsOf(s) == "p0,p1" })
+	s2 := nextSnapshot(t, ch, "p1 ready", func(s *discovery.Snapshot) bool { return endpointsOf(s) == "p0,p1" })
 	if s2.Version <= s1.Version {
 		t.Fatalf("version went from %d to %d", s1.Version, s2.Version)
 	}
@@ -150,7 +153,7 @@ func TestDirSourceFollowsEditsAndKeepsLastGoodSnapshot(t *testing.T) {
 	// 4. Fix, and add a pod in a new subdirectory (watched recursively).
 	writeAtomic(t, filepath.Join(dir, "pool.yaml"), poolDoc+"---\n"+serviceDoc)
 	writeAtomic(t, filepath.Join(dir, "more", "pods.yaml"), podDoc("p2", "127.0.0.4", "True"))
-	s3 := nextSnapshot(t, ch, "fixed", func(s *Snapshot) bool { return endpointsOf(s) == "p0,p1,p2" })
+	s3 := nextSnapshot(t, ch, "fixed", func(s *discovery.Snapshot) bool { return endpointsOf(s) == "p0,p1,p2" })
 	if src.LastError() != nil {
 		t.Fatalf("LastError after fix: %v", src.LastError())
 	}
@@ -168,7 +171,7 @@ func TestDirSourceFollowsEditsAndKeepsLastGoodSnapshot(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "pods.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	nextSnapshot(t, ch, "pods.yaml removed", func(s *Snapshot) bool { return endpointsOf(s) == "p2" })
+	nextSnapshot(t, ch, "pods.yaml removed", func(s *discovery.Snapshot) bool { return endpointsOf(s) == "p2" })
 
 	// 6. Reloading an unchanged directory publishes nothing.
 	before := src.Current().Version
@@ -189,7 +192,7 @@ func TestDirSourceFollowsEditsAndKeepsLastGoodSnapshot(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 	cancelSub()
-	waitGoroutines(t, baseline)
+	dt.WaitGoroutines(t, baseline)
 }
 
 func TestDirSourceRunFailsOnInvalidInitialDirectory(t *testing.T) {

@@ -1,4 +1,4 @@
-package discovery
+package dirsource
 
 import (
 	"fmt"

@@ -1,10 +1,12 @@
-package discovery
+package kubesource
 
 import (
 	"maps"
 	"slices"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/infergw/infergw/discovery"
 )
 
 // sameSnapshotContent reports whether two snapshots hold the same resources in the same
@@ -12,15 +14,20 @@ import (
 // (an unselected pod, a status write) publishes nothing. Objects are compared by identity
 // and generation (plus labels and annotations) where the API server tracks generations,
 // and by resourceVersion otherwise.
-func sameSnapshotContent(a, b *Snapshot) bool {
+func sameSnapshotContent(a, b *discovery.Snapshot) bool {
 	return sameObjects(a.Gateways, b.Gateways) &&
 		sameObjects(a.HTTPRoutes, b.HTTPRoutes) &&
 		sameObjects(a.Objectives, b.Objectives) &&
 		sameObjects(a.Rewrites, b.Rewrites) &&
 		sameObjects(a.Services, b.Services) &&
-		slices.EqualFunc(a.Pools, b.Pools, func(x, y *Pool) bool {
+		sameObjects(a.GatewayClasses, b.GatewayClasses) &&
+		sameObjects(a.ReferenceGrants, b.ReferenceGrants) &&
+		sameObjects(a.Secrets, b.Secrets) &&
+		sameObjects(a.Namespaces, b.Namespaces) &&
+		sameObjects(a.EndpointSlices, b.EndpointSlices) &&
+		slices.EqualFunc(a.Pools, b.Pools, func(x, y *discovery.Pool) bool {
 			return sameObject(x.InferencePool, y.InferencePool) &&
-				slices.EqualFunc(x.Endpoints, y.Endpoints, func(e, f Endpoint) bool {
+				slices.EqualFunc(x.Endpoints, y.Endpoints, func(e, f discovery.Endpoint) bool {
 					return e.Name == f.Name && e.Namespace == f.Namespace && e.IP == f.IP && maps.Equal(e.Labels, f.Labels)
 				})
 		})

@@ -1,16 +1,18 @@
-package discovery
+package kubesource
 
 import (
 	"maps"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
+	"github.com/infergw/infergw/discovery"
 )
 
 // objectMap holds one kind's objects by namespace/name.
@@ -22,12 +24,15 @@ type objectMap map[string]client.Object
 type kubeStore struct {
 	mu                                                            sync.Mutex
 	pools, objectives, rewrites, gateways, routes, services, pods objectMap
+	// Read only with KubeOptions.GatewayAPI (the control plane).
+	classes, grants, secrets, namespaces, slices objectMap
 }
 
 func newKubeStore() *kubeStore {
 	return &kubeStore{
 		pools: objectMap{}, objectives: objectMap{}, rewrites: objectMap{},
 		gateways: objectMap{}, routes: objectMap{}, services: objectMap{}, pods: objectMap{},
+		classes: objectMap{}, grants: objectMap{}, secrets: objectMap{}, namespaces: objectMap{}, slices: objectMap{},
 	}
 }
 
@@ -38,7 +43,7 @@ func (st *kubeStore) put(m objectMap, obj any) bool {
 		return false
 	}
 	st.mu.Lock()
-	m[Key(o.GetNamespace(), o.GetName())] = o
+	m[discovery.Key(o.GetNamespace(), o.GetName())] = o
 	st.mu.Unlock()
 	return true
 }
@@ -53,16 +58,16 @@ func (st *kubeStore) remove(m objectMap, obj any) bool {
 		return false
 	}
 	st.mu.Lock()
-	delete(m, Key(o.GetNamespace(), o.GetName()))
+	delete(m, discovery.Key(o.GetNamespace(), o.GetName()))
 	st.mu.Unlock()
 	return true
 }
 
 // objects returns the current objects in the form Build takes.
-func (st *kubeStore) objects() Objects {
+func (st *kubeStore) objects() discovery.Objects {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return Objects{
+	return discovery.Objects{
 		Pools:      typed[*infv1.InferencePool](st.pools),
 		Objectives: typed[*infv1alpha2.InferenceObjective](st.objectives),
 		Rewrites:   typed[*infv1alpha2.InferenceModelRewrite](st.rewrites),
@@ -70,6 +75,12 @@ func (st *kubeStore) objects() Objects {
 		HTTPRoutes: typed[*gwapiv1.HTTPRoute](st.routes),
 		Services:   typed[*corev1.Service](st.services),
 		Pods:       typed[*corev1.Pod](st.pods),
+
+		GatewayClasses:  typed[*gwapiv1.GatewayClass](st.classes),
+		ReferenceGrants: typed[*gwapiv1.ReferenceGrant](st.grants),
+		Secrets:         typed[*corev1.Secret](st.secrets),
+		Namespaces:      typed[*corev1.Namespace](st.namespaces),
+		EndpointSlices:  typed[*discoveryv1.EndpointSlice](st.slices),
 	}
 }
 
@@ -106,6 +117,6 @@ func podChanged(oldObj, newObj any) bool {
 	if !ok1 || !ok2 {
 		return true
 	}
-	return o.Status.PodIP != n.Status.PodIP || PodReady(o) != PodReady(n) ||
+	return o.Status.PodIP != n.Status.PodIP || discovery.PodReady(o) != discovery.PodReady(n) ||
 		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) || !maps.Equal(o.Labels, n.Labels)
 }

@@ -1,4 +1,4 @@
-package discovery
+package dirsource
 
 import (
 	"os"
@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	infv1 "github.com/infergw/infergw/api/v1"
+	"github.com/infergw/infergw/discovery"
 )
 
 // The documents below are small valid manifests; tests break them one field at a time.
@@ -87,7 +88,7 @@ status:
 `
 }
 
-func parseFiles(files map[string]string) (Objects, error) {
+func parseFiles(files map[string]string) (discovery.Objects, error) {
 	var mf []manifestFile
 	for name, data := range files {
 		mf = append(mf, manifestFile{rel: name, data: []byte(data)})
@@ -273,7 +274,7 @@ func TestParseManifestsCapsErrorCount(t *testing.T) {
 
 // TestExamplesLocalLoad loads the shipped examples/local directory, which `infergw up` uses.
 func TestExamplesLocalLoad(t *testing.T) {
-	dir := filepath.Join("..", "examples", "local")
+	dir := filepath.Join("..", "..", "examples", "local")
 	files, err := readManifestDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -282,15 +283,24 @@ func TestExamplesLocalLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("examples/local is invalid:\n%v", err)
 	}
-	snap := Build(1, objs, DefaultGatewayClass)
+	snap := discovery.Build(1, objs, discovery.DefaultGatewayClass)
 	if len(snap.Gateways) != 1 || snap.Gateways[0].Name != "inference-gateway" {
 		t.Fatalf("gateways: %v", snap.Gateways)
 	}
-	if len(snap.HTTPRoutes) != 1 || len(snap.Pools) != 1 || len(snap.Objectives) != 3 || len(snap.Rewrites) != 1 || len(snap.Services) != 1 {
+	// Three pools (Llama, Qwen, embeddings) on one route, chosen by the body's model.
+	if len(snap.HTTPRoutes) != 1 || len(snap.Pools) != 3 || len(snap.Objectives) != 3 || len(snap.Rewrites) != 1 || len(snap.Services) != 1 {
 		t.Fatalf("routes %d pools %d objectives %d rewrites %d services %d",
 			len(snap.HTTPRoutes), len(snap.Pools), len(snap.Objectives), len(snap.Rewrites), len(snap.Services))
 	}
-	pool := snap.Pools[0]
+	var pool *discovery.Pool
+	for _, p := range snap.Pools {
+		if p.Name == "vllm-llama3-8b" {
+			pool = p
+		}
+	}
+	if pool == nil {
+		t.Fatal("pool vllm-llama3-8b missing")
+	}
 	if pool.Name != "vllm-llama3-8b" || pool.Spec.EndpointPickerRef.FailureMode != infv1.EndpointPickerFailClose {
 		t.Errorf("pool: %s %+v", pool.Name, pool.Spec.EndpointPickerRef)
 	}
@@ -353,7 +363,7 @@ func FuzzDecodeManifests(f *testing.F) {
 				t.Fatalf("error without file name: %v", e)
 			}
 		}
-		var objs Objects
+		var objs discovery.Objects
 		for i := range ms {
 			if ms[i].obj == nil || ms[i].index < 1 {
 				t.Fatalf("bad manifest %+v", ms[i])
@@ -361,6 +371,6 @@ func FuzzDecodeManifests(f *testing.F) {
 			_ = validateManifest(&ms[i], &objs)
 		}
 		_ = checkReferences(ms)
-		_ = Build(1, objs, DefaultGatewayClass)
+		_ = discovery.Build(1, objs, discovery.DefaultGatewayClass)
 	})
 }

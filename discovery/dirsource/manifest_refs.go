@@ -1,4 +1,4 @@
-package discovery
+package dirsource
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
+	"github.com/infergw/infergw/discovery"
 )
 
 // checkReferences finds what no single object can show: two documents declaring the same
@@ -20,7 +21,7 @@ func checkReferences(all []manifest) []error {
 	pools := make(map[string]struct{})
 	for i := range all {
 		m := &all[i]
-		id := m.kind + " " + Key(m.obj.GetNamespace(), m.obj.GetName())
+		id := m.kind + " " + discovery.Key(m.obj.GetNamespace(), m.obj.GetName())
 		if prev, dup := first[id]; dup {
 			errs = append(errs, fmt.Errorf("%s: metadata.name: duplicate %s, first declared in %s document %d",
 				m.where(), id, prev.file, prev.index))
@@ -28,11 +29,11 @@ func checkReferences(all []manifest) []error {
 		}
 		first[id] = m
 		if p, ok := m.obj.(*infv1.InferencePool); ok {
-			pools[Key(p.Namespace, p.Name)] = struct{}{}
+			pools[discovery.Key(p.Namespace, p.Name)] = struct{}{}
 		}
 	}
 	poolMissing := func(ns, name string) bool {
-		_, ok := pools[Key(ns, name)]
+		_, ok := pools[discovery.Key(ns, name)]
 		return !ok
 	}
 	for i := range all {
@@ -41,12 +42,12 @@ func checkReferences(all []manifest) []error {
 		case *infv1alpha2.InferenceObjective:
 			if poolMissing(o.Namespace, string(o.Spec.PoolRef.Name)) {
 				errs = append(errs, fmt.Errorf("%s: spec.poolRef.name: InferencePool %s not found",
-					m.where(), Key(o.Namespace, string(o.Spec.PoolRef.Name))))
+					m.where(), discovery.Key(o.Namespace, string(o.Spec.PoolRef.Name))))
 			}
 		case *infv1alpha2.InferenceModelRewrite:
 			if poolMissing(o.Namespace, string(o.Spec.PoolRef.Name)) {
 				errs = append(errs, fmt.Errorf("%s: spec.poolRef.name: InferencePool %s not found",
-					m.where(), Key(o.Namespace, string(o.Spec.PoolRef.Name))))
+					m.where(), discovery.Key(o.Namespace, string(o.Spec.PoolRef.Name))))
 			}
 		case *gwapiv1.HTTPRoute:
 			errs = append(errs, checkRouteBackends(m, o, poolMissing)...)
@@ -59,7 +60,7 @@ func checkRouteBackends(m *manifest, rt *gwapiv1.HTTPRoute, poolMissing func(ns,
 	var errs []error
 	for i, rule := range rt.Spec.Rules {
 		for j, br := range rule.BackendRefs {
-			if !IsPoolBackendRef(br.BackendObjectReference) {
+			if !discovery.IsPoolBackendRef(br.BackendObjectReference) {
 				continue
 			}
 			ns := rt.Namespace
@@ -68,7 +69,7 @@ func checkRouteBackends(m *manifest, rt *gwapiv1.HTTPRoute, poolMissing func(ns,
 			}
 			if poolMissing(ns, string(br.Name)) {
 				errs = append(errs, fmt.Errorf("%s: spec.rules[%d].backendRefs[%d].name: InferencePool %s not found",
-					m.where(), i, j, Key(ns, string(br.Name))))
+					m.where(), i, j, discovery.Key(ns, string(br.Name))))
 			}
 		}
 	}

@@ -1,11 +1,13 @@
-package discovery
+package kubesource
 
 import (
 	"context"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -24,7 +26,7 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 func newKubeScheme() (*runtime.Scheme, error) {
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
-		corev1.AddToScheme, gwapiv1.Install, infv1.AddToScheme, infv1alpha2.AddToScheme,
+		corev1.AddToScheme, discoveryv1.AddToScheme, gwapiv1.Install, infv1.AddToScheme, infv1alpha2.AddToScheme,
 	} {
 		if err := add(scheme); err != nil {
 			return nil, fmt.Errorf("discovery/kube: build scheme: %w", err)
@@ -36,13 +38,18 @@ func newKubeScheme() (*runtime.Scheme, error) {
 // kubeCacheOptions limits the informers to the namespaces asked for and trims what they keep:
 // managed fields and last-applied annotations everywhere, and Pods down to the few fields a
 // snapshot uses (a cluster may hold many more Pods than pools select).
-func kubeCacheOptions(scheme *runtime.Scheme, namespaces []string) cache.Options {
+func kubeCacheOptions(scheme *runtime.Scheme, namespaces []string, gatewayAPI bool) cache.Options {
 	opts := cache.Options{
 		Scheme:           scheme,
 		DefaultTransform: stripMetadata,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Transform: slimPod},
 		},
+	}
+	if gatewayAPI {
+		// Only TLS Secrets can be listener certificates: the API server filters the
+		// others out, so their contents never reach infergw.
+		opts.ByObject[&corev1.Secret{}] = cache.ByObject{Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))}
 	}
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = make(map[string]cache.Config, len(namespaces))
@@ -120,10 +127,22 @@ func (s *KubeSource) registerHandlers(ctx context.Context) ([]toolscache.Informe
 		{"Service", &corev1.Service{}, s.store.services, nil},
 		{"Pod", &corev1.Pod{}, s.store.pods, podChanged},
 	}
+	if s.opts.GatewayAPI {
+		kinds = append(kinds,
+			kind{"GatewayClass", &gwapiv1.GatewayClass{}, s.store.classes, specChanged},
+			kind{"ReferenceGrant", &gwapiv1.ReferenceGrant{}, s.store.grants, nil},
+			kind{"Secret", &corev1.Secret{}, s.store.secrets, nil},
+			kind{"Namespace", &corev1.Namespace{}, s.store.namespaces, nil},
+			kind{"EndpointSlice", &discoveryv1.EndpointSlice{}, s.store.slices, nil},
+		)
+	}
 	if s.client != nil {
 		// Status is derived from pools and routes, and must be rewritten when someone else
 		// changes it; with status writing on, every pool and route update counts.
-		kinds[0].relevant, kinds[4].relevant = nil, nil
+		kinds[0].relevant, kinds[3].relevant, kinds[4].relevant = nil, nil, nil
+		if s.opts.GatewayAPI {
+			kinds[7].relevant = nil // GatewayClass
+		}
 	}
 	synced := make([]toolscache.InformerSynced, 0, len(kinds))
 	for _, k := range kinds {

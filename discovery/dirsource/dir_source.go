@@ -1,4 +1,4 @@
-package discovery
+package dirsource
 
 import (
 	"context"
@@ -14,9 +14,11 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/infergw/infergw/discovery"
 )
 
-// DefaultDirDebounce is the default of DirOptions.Debounce. (DefaultGatewayClass, shared
+// DefaultDirDebounce is the default of DirOptions.Debounce. (discovery.DefaultGatewayClass, shared
 // with the Kubernetes source, is declared in kube.go.)
 const DefaultDirDebounce = 200 * time.Millisecond
 
@@ -40,7 +42,7 @@ type DirSource struct {
 	opts    DirOptions
 	log     *slog.Logger
 	metrics *dirMetrics
-	pub     Publisher
+	pub     discovery.Publisher
 
 	// reloadMu serialises reloads; the fields below it are guarded by stateMu so that
 	// LastError never waits for a reload.
@@ -52,7 +54,7 @@ type DirSource struct {
 	lastErr error
 }
 
-var _ Source = (*DirSource)(nil)
+var _ discovery.Source = (*DirSource)(nil)
 
 // NewDirSource checks that dir is a readable directory and registers the metrics. Nothing
 // is read until Run (or Reload).
@@ -68,7 +70,7 @@ func NewDirSource(dir string, opts DirOptions, log *slog.Logger) (*DirSource, er
 		return nil, fmt.Errorf("discovery: manifest directory %s is not a directory", dir)
 	}
 	if opts.GatewayClass == "" {
-		opts.GatewayClass = DefaultGatewayClass
+		opts.GatewayClass = discovery.DefaultGatewayClass
 	}
 	if opts.Debounce <= 0 {
 		opts.Debounce = DefaultDirDebounce
@@ -84,10 +86,10 @@ func NewDirSource(dir string, opts DirOptions, log *slog.Logger) (*DirSource, er
 }
 
 // Current returns the last good snapshot, or nil before the first.
-func (s *DirSource) Current() *Snapshot { return s.pub.Current() }
+func (s *DirSource) Current() *discovery.Snapshot { return s.pub.Current() }
 
 // Subscribe returns a channel of new snapshots; see Source.
-func (s *DirSource) Subscribe() (<-chan *Snapshot, func()) { return s.pub.Subscribe() }
+func (s *DirSource) Subscribe() (<-chan *discovery.Snapshot, func()) { return s.pub.Subscribe() }
 
 // LastError returns why the latest reload was rejected, or nil when it succeeded.
 func (s *DirSource) LastError() error {
@@ -181,9 +183,9 @@ func (s *DirSource) Reload() error {
 			s.succeeded("unchanged", s.pub.Current().Version)
 			return nil
 		}
-		var objs Objects
+		var objs discovery.Objects
 		if objs, err = parseManifests(files); err == nil {
-			snap := Build(s.pub.NextVersion(), objs, s.opts.GatewayClass)
+			snap := discovery.Build(s.pub.NextVersion(), objs, s.opts.GatewayClass)
 			s.goodDigest, s.hasGood = digest, true
 			// Clear LastError before subscribers see the snapshot, so that nobody observes
 			// the new state together with the old error.
@@ -222,7 +224,7 @@ func (s *DirSource) succeeded(result string, version uint64) {
 	s.metrics.lastSuccess.SetToCurrentTime()
 }
 
-func countSnapshotEndpoints(snap *Snapshot) int {
+func countSnapshotEndpoints(snap *discovery.Snapshot) int {
 	n := 0
 	for _, p := range snap.Pools {
 		n += len(p.Endpoints)

@@ -1,4 +1,4 @@
-package discovery
+package kubesource
 
 import (
 	"bytes"
@@ -14,17 +14,20 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
+	"github.com/infergw/infergw/discovery"
+	dt "github.com/infergw/infergw/discovery/discoverytest"
 )
 
 func TestSlimPodKeepsOnlyWhatSnapshotsUse(t *testing.T) {
 	now := metav1.Now()
-	pod := testPod("ns", "p", "10.0.0.1", true, map[string]string{"app": "m"})
+	pod := dt.Pod("ns", "p", "10.0.0.1", true, map[string]string{"app": "m"})
 	pod.UID, pod.ResourceVersion, pod.DeletionTimestamp = "uid-1", "42", &now
 	pod.Annotations = map[string]string{"big": strings.Repeat("x", 1000)}
 	pod.OwnerReferences = []metav1.OwnerReference{{Name: "rs"}}
@@ -54,7 +57,7 @@ func TestSlimPodKeepsOnlyWhatSnapshotsUse(t *testing.T) {
 }
 
 func TestStripMetadata(t *testing.T) {
-	pool := testPool("ns", "p", map[string]string{"a": "b"}, 8000)
+	pool := dt.Pool("ns", "p", map[string]string{"a": "b"}, 8000)
 	pool.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
 	pool.Annotations = map[string]string{lastAppliedAnnotation: "{...}", "keep": "me"}
 	if _, err := stripMetadata(pool); err != nil {
@@ -66,7 +69,7 @@ func TestStripMetadata(t *testing.T) {
 }
 
 func TestPodChanged(t *testing.T) {
-	base := testPod("ns", "p", "10.0.0.1", true, map[string]string{"app": "m"})
+	base := dt.Pod("ns", "p", "10.0.0.1", true, map[string]string{"app": "m"})
 	base.ResourceVersion = "1"
 	mod := func(f func(*corev1.Pod)) *corev1.Pod {
 		p := base.DeepCopy()
@@ -95,14 +98,14 @@ func TestPodChanged(t *testing.T) {
 }
 
 func TestSpecChanged(t *testing.T) {
-	base := withGeneration(testPool("ns", "p", map[string]string{"a": "b"}, 8000), 1)
+	base := dt.WithGeneration(dt.Pool("ns", "p", map[string]string{"a": "b"}, 8000), 1)
 	statusOnly := base.DeepCopy()
 	statusOnly.ResourceVersion = "9"
-	statusOnly.Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "main")}}
-	newGen := withGeneration(base.DeepCopy(), 2)
+	statusOnly.Status.Parents = []infv1.ParentStatus{{ParentRef: infv1.ParentReference{Kind: "Gateway", Name: "main", Namespace: "gw"}}}
+	newGen := dt.WithGeneration(base.DeepCopy(), 2)
 	relabel := base.DeepCopy()
 	relabel.Labels = map[string]string{"x": "y"}
-	noGen := testService("ns", "s")
+	noGen := dt.Service("ns", "s")
 	for _, tc := range []struct {
 		name     string
 		old, new any
@@ -121,42 +124,62 @@ func TestSpecChanged(t *testing.T) {
 
 func TestSameSnapshotContent(t *testing.T) {
 	sel := map[string]string{"app": "m"}
-	objs := func(ip string, gen int64) Objects {
-		pool := withGeneration(testPool("ns", "pool", sel, 8000), gen)
+	objs := func(ip string, gen int64) discovery.Objects {
+		pool := dt.WithGeneration(dt.Pool("ns", "pool", sel, 8000), gen)
 		pool.UID = "pool-uid"
-		return Objects{
-			Gateways:   []*gwapiv1.Gateway{testGateway("gw", "main", "infergw")},
+		return discovery.Objects{
+			Gateways:   []*gwapiv1.Gateway{dt.Gateway("gw", "main", "infergw")},
 			HTTPRoutes: nil,
 			Pools:      []*infv1.InferencePool{pool},
-			Services:   []*corev1.Service{testService("ns", "pool-epp")},
-			Pods:       []*corev1.Pod{testPod("ns", "p0", ip, true, sel)},
+			Services:   []*corev1.Service{dt.Service("ns", "pool-epp")},
+			Pods:       []*corev1.Pod{dt.Pod("ns", "p0", ip, true, sel)},
 		}
 	}
-	a := Build(1, objs("10.0.0.1", 1), "infergw")
-	if !sameSnapshotContent(a, Build(2, objs("10.0.0.1", 1), "infergw")) {
+	a := discovery.Build(1, objs("10.0.0.1", 1), "infergw")
+	if !sameSnapshotContent(a, discovery.Build(2, objs("10.0.0.1", 1), "infergw")) {
 		t.Error("equal objects built twice differ")
 	}
-	if sameSnapshotContent(a, Build(2, objs("10.0.0.2", 1), "infergw")) {
+	if sameSnapshotContent(a, discovery.Build(2, objs("10.0.0.2", 1), "infergw")) {
 		t.Error("a new endpoint IP was not noticed")
 	}
-	if sameSnapshotContent(a, Build(2, objs("10.0.0.1", 2), "infergw")) {
+	if sameSnapshotContent(a, discovery.Build(2, objs("10.0.0.1", 2), "infergw")) {
 		t.Error("a new pool generation was not noticed")
 	}
 	statusWritten := objs("10.0.0.1", 1)
 	statusWritten.Pools[0].ResourceVersion = "77"
-	statusWritten.Pools[0].Status.Parents = []infv1.ParentStatus{{ParentRef: gwParent("gw", "main")}}
-	if !sameSnapshotContent(a, Build(2, statusWritten, "infergw")) {
+	statusWritten.Pools[0].Status.Parents = []infv1.ParentStatus{{ParentRef: infv1.ParentReference{Kind: "Gateway", Name: "main", Namespace: "gw"}}}
+	if !sameSnapshotContent(a, discovery.Build(2, statusWritten, "infergw")) {
 		t.Error("a status-only change of a pool counted as new content")
 	}
 	svcChanged := objs("10.0.0.1", 1)
 	svcChanged.Services[0].ResourceVersion = "5"
-	if sameSnapshotContent(a, Build(2, svcChanged, "infergw")) {
+	if sameSnapshotContent(a, discovery.Build(2, svcChanged, "infergw")) {
 		t.Error("a Service change (no generation, new resourceVersion) was not noticed")
 	}
 	noPods := objs("10.0.0.1", 1)
 	noPods.Pods = nil
-	if sameSnapshotContent(a, Build(2, noPods, "infergw")) {
+	if sameSnapshotContent(a, discovery.Build(2, noPods, "infergw")) {
 		t.Error("losing every endpoint was not noticed")
+	}
+	// The Gateway API objects the model reads count too (a rotated certificate, a new
+	// ReferenceGrant, a moved endpoint of a Service backend).
+	withGrant := objs("10.0.0.1", 1)
+	withGrant.ReferenceGrants = []*gwapiv1.ReferenceGrant{{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "g", Generation: 1}}}
+	if sameSnapshotContent(a, discovery.Build(2, withGrant, "infergw")) {
+		t.Error("a new ReferenceGrant was not noticed")
+	}
+	withSlice := objs("10.0.0.1", 1)
+	withSlice.EndpointSlices = []*discoveryv1.EndpointSlice{{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pool-epp-x",
+		Labels: map[string]string{discoveryv1.LabelServiceName: "pool-epp"}, ResourceVersion: "1"}}}
+	b := discovery.Build(2, withSlice, "infergw")
+	if sameSnapshotContent(a, b) {
+		t.Error("a new EndpointSlice of a kept Service was not noticed")
+	}
+	moved := objs("10.0.0.1", 1)
+	moved.EndpointSlices = []*discoveryv1.EndpointSlice{withSlice.EndpointSlices[0].DeepCopy()}
+	moved.EndpointSlices[0].ResourceVersion = "2"
+	if sameSnapshotContent(b, discovery.Build(3, moved, "infergw")) {
+		t.Error("an updated EndpointSlice was not noticed")
 	}
 }
 
@@ -169,12 +192,12 @@ func TestDropInvalidLogsOncePerVersion(t *testing.T) {
 	if s.metrics, err = newKubeMetrics(nil); err != nil {
 		t.Fatal(err)
 	}
-	good := testPool("ns", "good", map[string]string{"a": "b"}, 8000)
-	bad := testPool("ns", "bad", map[string]string{"a": "b"}, 8000)
+	good := dt.Pool("ns", "good", map[string]string{"a": "b"}, 8000)
+	bad := dt.Pool("ns", "bad", map[string]string{"a": "b"}, 8000)
 	bad.Spec.TargetPorts = nil
 	bad.ResourceVersion = "1"
 	run := func(pools ...*infv1.InferencePool) []string {
-		objs := s.dropInvalid(Objects{Pools: pools})
+		objs := s.dropInvalid(discovery.Objects{Pools: pools})
 		var names []string
 		for _, p := range objs.Pools {
 			names = append(names, p.Name)
@@ -200,7 +223,7 @@ func TestDropInvalidLogsOncePerVersion(t *testing.T) {
 
 func TestKubeStoreHandlesTombstones(t *testing.T) {
 	st := newKubeStore()
-	p := testPod("ns", "p", "10.0.0.1", true, map[string]string{"app": "m"})
+	p := dt.Pod("ns", "p", "10.0.0.1", true, map[string]string{"app": "m"})
 	if !st.put(st.pods, p) || len(st.objects().Pods) != 1 {
 		t.Fatal("put did not store the pod")
 	}
@@ -288,19 +311,19 @@ func kubeWaitGoroutines(t *testing.T, baseline int) {
 // 1,000 pools × 10 endpoints and 1,000 routes, equal content (the worst case: nothing
 // differs, so everything is compared).
 func BenchmarkSameSnapshotContent1000(b *testing.B) {
-	build := func(version uint64) *Snapshot {
-		objs := Objects{Gateways: []*gwapiv1.Gateway{testGateway("gw", "main", "infergw")}}
+	build := func(version uint64) *discovery.Snapshot {
+		objs := discovery.Objects{Gateways: []*gwapiv1.Gateway{dt.Gateway("gw", "main", "infergw")}}
 		for i := range 1000 {
 			name := fmt.Sprintf("pool-%04d", i)
 			sel := map[string]string{"app": name}
-			objs.Pools = append(objs.Pools, withGeneration(testPool("ns", name, sel, 8000), 1))
-			objs.Services = append(objs.Services, testService("ns", name+"-epp"))
-			objs.HTTPRoutes = append(objs.HTTPRoutes, withGeneration(testRoute("ns", "r-"+name, "gw", "main", name), 1))
+			objs.Pools = append(objs.Pools, dt.WithGeneration(dt.Pool("ns", name, sel, 8000), 1))
+			objs.Services = append(objs.Services, dt.Service("ns", name+"-epp"))
+			objs.HTTPRoutes = append(objs.HTTPRoutes, dt.WithGeneration(dt.Route("ns", "r-"+name, "gw", "main", name), 1))
 			for j := range 10 {
-				objs.Pods = append(objs.Pods, testPod("ns", fmt.Sprintf("%s-%d", name, j), fmt.Sprintf("10.%d.%d.%d", i/250, i%250, j), true, sel))
+				objs.Pods = append(objs.Pods, dt.Pod("ns", fmt.Sprintf("%s-%d", name, j), fmt.Sprintf("10.%d.%d.%d", i/250, i%250, j), true, sel))
 			}
 		}
-		return Build(version, objs, "infergw")
+		return discovery.Build(version, objs, "infergw")
 	}
 	a, c := build(1), build(2)
 	b.ReportAllocs()
@@ -308,5 +331,21 @@ func BenchmarkSameSnapshotContent1000(b *testing.B) {
 		if !sameSnapshotContent(a, c) {
 			b.Fatal("equal snapshots compared unequal")
 		}
+	}
+}
+
+func TestServiceAddresses(t *testing.T) {
+	svc := &corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.80", ClusterIPs: []string{"10.96.0.80", "fd00::80"}}}
+	got := ServiceAddresses(svc)
+	if len(got) != 2 || got[0].Value != "10.96.0.80" || *got[0].Type != gwapiv1.IPAddressType || got[1].Value != "fd00::80" {
+		t.Errorf("clusterIPs: %+v", got)
+	}
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.7"}, {Hostname: "lb.example.com"}}
+	got = ServiceAddresses(svc)
+	if len(got) != 2 || got[0].Value != "203.0.113.7" || *got[1].Type != gwapiv1.HostnameAddressType || got[1].Value != "lb.example.com" {
+		t.Errorf("load balancer: %+v", got)
+	}
+	if got := ServiceAddresses(&corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone}}); len(got) != 0 {
+		t.Errorf("headless Service: %+v", got)
 	}
 }

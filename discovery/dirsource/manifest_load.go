@@ -1,4 +1,4 @@
-package discovery
+package dirsource
 
 import (
 	"errors"
@@ -17,6 +17,7 @@ import (
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
 	"github.com/infergw/infergw/api/validation"
+	"github.com/infergw/infergw/discovery"
 )
 
 // maxManifestFileBytes bounds one manifest file; anything bigger is a mistake (a model file
@@ -98,7 +99,7 @@ func digestFiles(files []manifestFile) uint64 {
 // parseManifests decodes, defaults and validates every document of the files, then checks
 // the references between objects. It returns the objects only when everything is valid;
 // otherwise one error listing each problem with its file, document and field.
-func parseManifests(files []manifestFile) (Objects, error) {
+func parseManifests(files []manifestFile) (discovery.Objects, error) {
 	var (
 		all  []manifest
 		errs []error
@@ -108,7 +109,7 @@ func parseManifests(files []manifestFile) (Objects, error) {
 		all = append(all, ms...)
 		errs = append(errs, decodeErrs...)
 	}
-	var objs Objects
+	var objs discovery.Objects
 	for i := range all {
 		m := &all[i]
 		if fieldErrs := validateManifest(m, &objs); len(fieldErrs) > 0 {
@@ -119,14 +120,14 @@ func parseManifests(files []manifestFile) (Objects, error) {
 	}
 	errs = append(errs, checkReferences(all)...)
 	if len(errs) > 0 {
-		return Objects{}, joinCapped(errs)
+		return discovery.Objects{}, joinCapped(errs)
 	}
 	return objs, nil
 }
 
 // validateManifest applies CRD defaults, validates the object and, when valid, adds it to
 // objs.
-func validateManifest(m *manifest, objs *Objects) validation.Errors {
+func validateManifest(m *manifest, objs *discovery.Objects) validation.Errors {
 	switch o := m.obj.(type) {
 	case *gwapiv1.GatewayClass:
 		// Read so that `kubectl apply`-able directories load unchanged; snapshots do not hold

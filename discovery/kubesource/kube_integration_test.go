@@ -1,4 +1,4 @@
-package discovery
+package kubesource
 
 import (
 	"context"
@@ -28,6 +28,9 @@ import (
 
 	infv1 "github.com/infergw/infergw/api/v1"
 	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
+	"github.com/infergw/infergw/discovery"
+	dt "github.com/infergw/infergw/discovery/discoverytest"
+	"github.com/infergw/infergw/model"
 )
 
 // kubeBinDir finds kube-apiserver and etcd: $INFERGW_K8S_BIN, then $KUBEBUILDER_ASSETS, then
@@ -245,12 +248,12 @@ func (f *kubeFixture) setPodReady(pod *corev1.Pod, ip string, ready bool) {
 }
 
 // waitSnapshot waits until the source's newest snapshot satisfies ok.
-func waitSnapshot(t *testing.T, src *KubeSource, what string, ok func(*Snapshot) bool) *Snapshot {
+func waitSnapshot(t *testing.T, src *KubeSource, what string, ok func(*discovery.Snapshot) bool) *discovery.Snapshot {
 	t.Helper()
 	ch, cancel := src.Subscribe()
 	defer cancel()
 	timeout := time.After(20 * time.Second)
-	var last *Snapshot
+	var last *discovery.Snapshot
 	for {
 		select {
 		case snap := <-ch:
@@ -265,7 +268,7 @@ func waitSnapshot(t *testing.T, src *KubeSource, what string, ok func(*Snapshot)
 	}
 }
 
-func describeSnapshot(s *Snapshot) string {
+func describeSnapshot(s *discovery.Snapshot) string {
 	if s == nil {
 		return "none"
 	}
@@ -278,7 +281,7 @@ func describeSnapshot(s *Snapshot) string {
 	return b.String()
 }
 
-func endpointList(p *Pool) string {
+func endpointList(p *discovery.Pool) string {
 	var parts []string
 	for _, e := range p.Endpoints {
 		parts = append(parts, e.Name+"="+e.IP)
@@ -286,7 +289,7 @@ func endpointList(p *Pool) string {
 	return strings.Join(parts, ",")
 }
 
-func poolEndpoints(s *Snapshot, ns, name string) (string, bool) {
+func poolEndpoints(s *discovery.Snapshot, ns, name string) (string, bool) {
 	for _, p := range s.Pools {
 		if p.Namespace == ns && p.Name == name {
 			return endpointList(p), true
@@ -360,6 +363,10 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 		WriteStatus: true,
 		Registerer:  reg,
 		Debounce:    50 * time.Millisecond,
+		// The control plane's reading: GatewayClasses, ReferenceGrants, TLS Secrets,
+		// Namespaces, EndpointSlices; Gateway status gets this address.
+		GatewayAPI:       true,
+		GatewayAddresses: []gwapiv1.GatewayStatusAddress{{Type: new(gwapiv1.IPAddressType), Value: "10.96.0.80"}},
 	}, slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
 		t.Fatalf("NewKubeSource: %v", err)
@@ -384,35 +391,37 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 	}
 	defer stop()
 
-	first := waitSnapshot(t, src, "the first (empty) snapshot is published", func(*Snapshot) bool { return true })
+	first := waitSnapshot(t, src, "the first (empty) snapshot is published", func(*discovery.Snapshot) bool { return true })
 	if len(first.Pools) != 0 || len(first.Gateways) != 0 {
 		t.Fatalf("first snapshot not empty: %s", describeSnapshot(first))
 	}
 
 	labels := map[string]string{"app": "llama", "inference.networking.k8s.io/engine-type": "vllm"}
 	sel := map[string]string{"app": "llama"}
-	f.create(testGateway(ns, "main", "infergw"))
-	f.create(testGateway(ns, "theirs", "other-class"))
+	f.create(&gwapiv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "infergw"}, Spec: gwapiv1.GatewayClassSpec{ControllerName: model.DefaultControllerName}})
+	gateway := dt.Gateway(ns, "main", "infergw")
+	f.create(gateway)
+	f.create(dt.Gateway(ns, "theirs", "other-class"))
 	f.create(&corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "llama-epp"},
 		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 9002}}, Selector: map[string]string{"app": "epp"}},
 	})
-	pool := testPool(ns, "llama", sel, 8000)
+	pool := dt.Pool(ns, "llama", sel, 8000)
 	f.create(pool)
-	route := testRoute(ns, "chat", ns, "main", "llama")
+	route := dt.Route(ns, "chat", ns, "main", "llama")
 	f.create(route)
 	f.create(&infv1alpha2.InferenceObjective{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chat"},
 		Spec:       infv1alpha2.InferenceObjectiveSpec{Priority: new(1), PoolRef: infv1alpha2.PoolObjectReference{Name: "llama"}},
 	})
 	// Objects in a namespace the source does not read, and a pod the selector does not match.
-	f.create(testPool(otherNS, "hidden", sel, 8000))
+	f.create(dt.Pool(otherNS, "hidden", sel, 8000))
 	f.createPod(otherNS, "hidden-0", "10.9.0.1", true, labels)
 	f.createPod(ns, "unrelated", "10.0.0.99", true, map[string]string{"app": "web"})
 	pod0 := f.createPod(ns, "llama-0", "10.0.0.10", true, labels)
 	pod1 := f.createPod(ns, "llama-1", "10.0.0.11", true, labels)
 
-	snap := waitSnapshot(t, src, "pool infer/llama has both ready pods", func(s *Snapshot) bool {
+	snap := waitSnapshot(t, src, "pool infer/llama has both ready pods", func(s *discovery.Snapshot) bool {
 		eps, ok := poolEndpoints(s, ns, "llama")
 		return ok && eps == "llama-0=10.0.0.10,llama-1=10.0.0.11" && len(s.HTTPRoutes) == 1 && len(s.Objectives) == 1
 	})
@@ -440,7 +449,7 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 			expectCondition(conds, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", p.Generation))
 	})
 	waitCondition(f, route, "route status entry of infergw", func(r *gwapiv1.HTTPRoute) error {
-		if len(r.Status.Parents) != 1 || r.Status.Parents[0].ControllerName != DefaultControllerName {
+		if len(r.Status.Parents) != 1 || r.Status.Parents[0].ControllerName != model.DefaultControllerName {
 			return fmt.Errorf("route parents = %+v", r.Status.Parents)
 		}
 		conds := r.Status.Parents[0].Conditions
@@ -448,19 +457,35 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 			expectCondition(conds, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", r.Generation))
 	})
 
+	waitCondition(f, gateway, "Gateway status: Accepted, Programmed, the address, the listener with its route", func(g *gwapiv1.Gateway) error {
+		if len(g.Status.Addresses) != 1 || g.Status.Addresses[0].Value != "10.96.0.80" {
+			return fmt.Errorf("addresses = %+v", g.Status.Addresses)
+		}
+		if len(g.Status.Listeners) != 1 || g.Status.Listeners[0].AttachedRoutes != 1 {
+			return fmt.Errorf("listeners = %+v", g.Status.Listeners)
+		}
+		return errors.Join(expectCondition(g.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", g.Generation),
+			expectCondition(g.Status.Conditions, "Programmed", metav1.ConditionTrue, "Programmed", g.Generation),
+			expectCondition(g.Status.Listeners[0].Conditions, "Programmed", metav1.ConditionTrue, "Programmed", g.Generation))
+	})
+	class := &gwapiv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "infergw"}}
+	waitCondition(f, class, "GatewayClass Accepted", func(c *gwapiv1.GatewayClass) error {
+		return expectCondition(c.Status.Conditions, "Accepted", metav1.ConditionTrue, "Accepted", c.Generation)
+	})
+
 	// Readiness flips follow: llama-1 goes unready, then ready again with a new IP.
 	f.setPodReady(pod1, "10.0.0.11", false)
-	waitSnapshot(t, src, "llama-1 left the pool after turning unready", func(s *Snapshot) bool {
+	waitSnapshot(t, src, "llama-1 left the pool after turning unready", func(s *discovery.Snapshot) bool {
 		eps, _ := poolEndpoints(s, ns, "llama")
 		return eps == "llama-0=10.0.0.10"
 	})
 	f.setPodReady(pod1, "10.0.0.21", true)
-	waitSnapshot(t, src, "llama-1 is back with its new IP", func(s *Snapshot) bool {
+	waitSnapshot(t, src, "llama-1 is back with its new IP", func(s *discovery.Snapshot) bool {
 		eps, _ := poolEndpoints(s, ns, "llama")
 		return eps == "llama-0=10.0.0.10,llama-1=10.0.0.21"
 	})
 	f.delete(pod0)
-	waitSnapshot(t, src, "deleted llama-0 left the pool", func(s *Snapshot) bool {
+	waitSnapshot(t, src, "deleted llama-0 left the pool", func(s *discovery.Snapshot) bool {
 		eps, _ := poolEndpoints(s, ns, "llama")
 		return eps == "llama-1=10.0.0.21"
 	})
@@ -513,11 +538,12 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 		}
 		return expectCondition(conds, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", p.Generation)
 	})
-	waitSnapshot(t, src, "the pool's new picker port", func(s *Snapshot) bool {
+	waitSnapshot(t, src, "the pool's new picker port", func(s *discovery.Snapshot) bool {
 		return len(s.Pools) == 1 && s.Pools[0].Spec.EndpointPickerRef.Port != nil && s.Pools[0].Spec.EndpointPickerRef.Port.Number == 9100
 	})
 
-	// The route stops referencing the pool: infergw's pool entry and route entry go away.
+	// The route stops referencing the pool: infergw's pool entry goes away; the route, now
+	// sent to a Service, keeps its entry (every route naming an infergw Gateway has one).
 	if err := f.c.Get(ctx, client.ObjectKeyFromObject(route), route); err != nil {
 		t.Fatal(err)
 	}
@@ -531,11 +557,13 @@ func TestKubeSourceRealAPIServer(t *testing.T) {
 		}
 		return nil
 	})
-	waitCondition(f, route, "route entry removed once it has no pool backend", func(r *gwapiv1.HTTPRoute) error {
-		if len(r.Status.Parents) != 0 {
+	waitCondition(f, route, "route to a Service keeps an Accepted, resolved entry", func(r *gwapiv1.HTTPRoute) error {
+		if len(r.Status.Parents) != 1 {
 			return fmt.Errorf("parents = %+v", r.Status.Parents)
 		}
-		return nil
+		conds := r.Status.Parents[0].Conditions
+		return errors.Join(expectCondition(conds, "Accepted", metav1.ConditionTrue, "Accepted", r.Generation),
+			expectCondition(conds, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs", r.Generation))
 	})
 
 	// No hot loop: once settled, nothing is written or published while nothing changes,
