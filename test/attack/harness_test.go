@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protowire"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
@@ -338,4 +339,38 @@ func runAttackBounds(t *testing.T, name string, bounds func(extproc.Transport) (
 			}
 		})
 	}
+}
+
+// referenceCPU is the CPU seconds this machine, at this moment and with this build (the race
+// detector multiplies Go code's cost several times), spends on a fixed piece of Go work
+// shaped like a server's frame handling: decoding 1M small protobuf fields and touching a
+// map per field. The work bounds of the attacks are multiples of it, so that they hold a
+// server to linear work on a slow or busy machine as on a fast one, instead of to a figure
+// measured once on one machine.
+func referenceCPU() float64 {
+	var buf []byte
+	for i := 0; i < 1<<20; i++ {
+		buf = protowire.AppendBytes(protowire.AppendTag(buf, 1, protowire.BytesType), []byte{byte(i)})
+	}
+	// The least of three runs: a run the scheduler interrupted is not the machine's speed.
+	best := 0.0
+	for run := 0; run < 3; run++ {
+		seen := make(map[byte]int, 256)
+		cpu0 := cpuTime()
+		for b := buf; len(b) > 0; {
+			_, _, n := protowire.ConsumeField(b)
+			if n < 0 {
+				break
+			}
+			seen[b[n-1]]++
+			b = b[n:]
+		}
+		if len(seen) == 0 {
+			panic("reference work decoded nothing")
+		}
+		if d := (cpuTime() - cpu0).Seconds(); run == 0 || d < best {
+			best = d
+		}
+	}
+	return best
 }
