@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -190,14 +191,28 @@ func loopbackPair(t *testing.T) (string, string, int) {
 	return "", "", 0
 }
 
+// handedOut holds every port freePort returned in this test binary. A port is free only
+// until the process it is meant for binds it, minutes later for the gateway's listener
+// (chosen before the vLLM servers start); meanwhile the kernel may offer it again, and once
+// Envoy's admin and the gateway listener got the same port (the chat went to the admin
+// page). Test-binary state, not product state: one process, one set.
+var handedOut sync.Map
+
 func freePort(t *testing.T, ip string) int {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, taken := handedOut.LoadOrStore(port, true); !taken {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no port that was not handed out already")
+	return 0
 }
 
 // gateway is `infergw up --no-sims` in front of the vLLM servers.
