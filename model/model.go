@@ -307,38 +307,30 @@ func Resolve(snap *discovery.Snapshot, opts Options) *Model {
 
 // Pickers returns every resolved picker, sorted by namespace/name/port.
 func (m *Model) Pickers() []*Picker {
-	out := make([]*Picker, 0, len(m.pickers))
-	for _, p := range m.pickers {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
-		}
-		if a.Name != b.Name {
-			return a.Name < b.Name
-		}
-		return a.Port < b.Port
-	})
-	return out
+	return sortedByRef(m.pickers, func(p *Picker) (string, string, int32) { return p.Namespace, p.Name, p.Port })
 }
 
 // ServiceBackends returns every Service backend an attached route uses, sorted.
 func (m *Model) ServiceBackends() []*ServiceBackend {
-	out := make([]*ServiceBackend, 0, len(m.svcs))
-	for _, s := range m.svcs {
-		out = append(out, s)
+	return sortedByRef(m.svcs, func(s *ServiceBackend) (string, string, int32) { return s.Namespace, s.Name, s.Port })
+}
+
+// sortedByRef returns the values of m sorted by the namespace, name and port ref gives.
+func sortedByRef[T any](m map[string]*T, ref func(*T) (string, string, int32)) []*T {
+	out := make([]*T, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
+		an, aname, ap := ref(out[i])
+		bn, bname, bp := ref(out[j])
+		if an != bn {
+			return an < bn
 		}
-		if a.Name != b.Name {
-			return a.Name < b.Name
+		if aname != bname {
+			return aname < bname
 		}
-		return a.Port < b.Port
+		return ap < bp
 	})
 	return out
 }
