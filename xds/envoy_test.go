@@ -407,3 +407,26 @@ func mustAny(t *testing.T, m *structpb.Struct) *anypb.Any {
 	}
 	return a
 }
+
+// serveToEnvoy starts a control plane with opts serving snap on a free port, and a real
+// Envoy bootstrapped to it, and waits until Envoy has accepted that first configuration.
+// The server stays up until ctx ends; Envoy until the test ends.
+func serveToEnvoy(ctx context.Context, t *testing.T, bin string, opts Options, snap *discovery.Snapshot, listenPort int32) (*Server, *envoyProc) {
+	t.Helper()
+	srv, err := NewServer(ServerOptions{Translate: opts, Registerer: prometheus.NewRegistry(), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := srv.Update(ctx, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, lis)
+	env := startEnvoy(t, bin, lis.Addr().String(), listenPort)
+	env.waitAccepted(t, res, "1")
+	return srv, env
+}

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -46,21 +45,7 @@ func TestRealEnvoyHTTPSListener(t *testing.T) {
 	snap.HTTPRoutes[0].Spec.Rules = []gwapiv1.HTTPRouteRule{{BackendRefs: []gwapiv1.HTTPBackendRef{serviceRef("web", port)}}}
 	snap.Secrets = []*corev1.Secret{secret("first")}
 
-	srv, err := NewServer(ServerOptions{Translate: Options{ListenerAddress: "127.0.0.1"}, Registerer: prometheus.NewRegistry(), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := srv.Update(ctx, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, lis)
-	env := startEnvoy(t, bin, lis.Addr().String(), listenPort)
-	env.waitAccepted(t, res, "1")
+	srv, env := serveToEnvoy(ctx, t, bin, Options{ListenerAddress: "127.0.0.1"}, snap, listenPort)
 
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.PEM)

@@ -15,7 +15,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -164,21 +163,7 @@ func TestRealEnvoyFollowsPickerChoice(t *testing.T) {
 		},
 		Services: []*corev1.Service{service("epp", "127.0.0.1", pickerPort)},
 	}
-	srv, err := NewServer(ServerOptions{Translate: Options{ListenerAddress: "127.0.0.1"}, Registerer: prometheus.NewRegistry(), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := srv.Update(ctx, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, lis)
-	env := startEnvoy(t, bin, lis.Addr().String(), listenPort)
-	env.waitAccepted(t, res, "1")
+	_, env := serveToEnvoy(ctx, t, bin, Options{ListenerAddress: "127.0.0.1"}, snap, listenPort)
 
 	cases := []struct{ pool, ip, mode string }{
 		{"default/a", "127.0.0.3", "header"},

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
@@ -166,24 +165,7 @@ func TestRealEnvoyPickerTLS(t *testing.T) {
 			service("epp-wrong-name", "127.0.0.1", wrongName.port),
 		},
 	}
-	srv, err := NewServer(ServerOptions{
-		Translate:  Options{ListenerAddress: "127.0.0.1", PickerTLS: pickerTLS},
-		Registerer: prometheus.NewRegistry(), Logger: testLogger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := srv.Update(ctx, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, lis)
-	env := startEnvoy(t, bin, lis.Addr().String(), listenPort)
-	env.waitAccepted(t, res, "1")
+	_, env := serveToEnvoy(ctx, t, bin, Options{ListenerAddress: "127.0.0.1", PickerTLS: pickerTLS}, snap, listenPort)
 
 	client := &http.Client{Timeout: 5 * time.Second}
 	post := func(path, endpoint, pool string) (int, string, string) {
