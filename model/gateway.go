@@ -30,6 +30,9 @@ func (m *Model) resolveClass(gc *gwapiv1.GatewayClass) *GatewayClass {
 // conditions come once routes are attached (finishGateway).
 func (m *Model) resolveGateway(gw *gwapiv1.Gateway) *Gateway {
 	g := &Gateway{Gateway: gw, Key: discovery.Key(gw.Namespace, gw.Name), Addresses: m.Options.Addresses}
+	if addrs, ok := m.Options.GatewayAddresses[g.Key]; ok {
+		g.Addresses = addrs
+	}
 	for i := range gw.Spec.Listeners {
 		g.Listeners = append(g.Listeners, m.resolveListener(g, &gw.Spec.Listeners[i]))
 	}
@@ -193,10 +196,11 @@ func markConflicts(g *Gateway) {
 	}
 }
 
-// markPortConflicts applies what sharing one proxy means: the Gateways of the class share
-// one Envoy listener per port, so a port serves one protocol, and an HTTPS port one
-// certificate per hostname. Listeners of later Gateways (in namespace/name order) that
-// would break this are not programmed, and say why.
+// markPortConflicts applies what sharing one Envoy listener means: listeners with the same
+// Envoy port (every Gateway's listeners on one port, unless Options.GatewayPorts gives each
+// Gateway its own) serve one protocol, and an HTTPS port one certificate per hostname.
+// Listeners of later Gateways (in namespace/name order) that would break this are not
+// programmed, and say why.
 func (m *Model) markPortConflicts() {
 	type portUse struct {
 		protocol gwapiv1.ProtocolType
@@ -210,10 +214,10 @@ func (m *Model) markPortConflicts() {
 				continue
 			}
 			owner := g.Key + "/" + string(l.Name)
-			u := ports[l.Port]
+			u := ports[l.EnvoyPort]
 			if u == nil {
 				u = &portUse{protocol: l.Protocol, owner: owner, tlsHosts: map[string]string{}}
-				ports[l.Port] = u
+				ports[l.EnvoyPort] = u
 			}
 			switch {
 			case u.protocol != l.Protocol:

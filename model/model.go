@@ -37,6 +37,15 @@ type Options struct {
 	// the proxy (for example the Envoy Service's ClusterIP). Without any, Gateways are
 	// Programmed=False with reason AddressNotAssigned.
 	Addresses []gwapiv1.GatewayStatusAddress
+	// GatewayAddresses, by Gateway key (namespace/name), replace Addresses for that
+	// Gateway: its own address (a per-Gateway Service) when each Gateway has one.
+	GatewayAddresses map[string][]gwapiv1.GatewayStatusAddress
+	// GatewayPorts, when set, gives each Gateway its own address: every (Gateway, listener
+	// port) gets its own Envoy port from this range (AllocatePorts), so two Gateways may
+	// both listen on port 80 with different routes. Each Gateway is then reached through
+	// its own address (a Service whose port 80 targets the Envoy port). Off (zero), the
+	// Gateways of the class share one Envoy listener per port.
+	GatewayPorts PortRange
 }
 
 // Model is one resolved snapshot. It is immutable once built.
@@ -85,10 +94,13 @@ type Gateway struct {
 
 // Listener is one listener of a Gateway, resolved.
 type Listener struct {
-	Gateway  *Gateway
-	Name     gwapiv1.SectionName
-	Port     int32
-	Protocol gwapiv1.ProtocolType
+	Gateway *Gateway
+	Name    gwapiv1.SectionName
+	Port    int32
+	// EnvoyPort is the port of the Envoy listener that serves this listener: Port when
+	// Gateways share one address, else the port allocated to (Gateway, Port) (0: none).
+	EnvoyPort int32
+	Protocol  gwapiv1.ProtocolType
 	// Hostname is the listener's hostname, "" when it has none (every host).
 	Hostname string
 	// TLS is the certificate of an HTTPS listener (nil for HTTP or when unresolved).
@@ -287,6 +299,7 @@ func Resolve(snap *discovery.Snapshot, opts Options) *Model {
 			m.gateways[g.Key] = g
 		}
 	}
+	m.allocateEnvoyPorts()
 	m.markPortConflicts()
 	for _, hr := range snap.HTTPRoutes {
 		if hr != nil {
