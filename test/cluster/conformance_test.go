@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -55,6 +56,12 @@ func TestGatewayAPIConformance(t *testing.T) {
 		}
 	}
 	e.logf("chart upgraded for the conformance suite: one Service per Gateway")
+	t.Cleanup(func() {
+		if t.Failed() {
+			// What the control plane and Envoy said, to find out why a test failed.
+			e.dumpPodLogs(context.Background(), "app.kubernetes.io/instance="+releaseName+",app.kubernetes.io/component in (controlplane,envoy)", 400)
+		}
+	})
 
 	ctrllog.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	c, err := client.New(e.cfg, client.Options{})
