@@ -22,6 +22,7 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
+	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
 	"github.com/infergw/infergw/discovery"
 )
 
@@ -208,8 +209,14 @@ type HostPort struct {
 type Pool struct {
 	*infv1.InferencePool
 	Key string
-	// Endpoints are podIP × targetPort of the pool's ready pods.
+	// Endpoints are podIP × targetPort of the pool's ready pods; Members the same with
+	// each Pod's name and labels (what the endpoint picker scrapes and picks).
 	Endpoints []HostPort
+	Members   []PoolMember
+	// Objectives and Rewrites are the InferenceObjectives and InferenceModelRewrites whose
+	// poolRef names this pool (sorted by name): the picker's priorities and model rewrites.
+	Objectives []*infv1alpha2.InferenceObjective
+	Rewrites   []*infv1alpha2.InferenceModelRewrite
 	H2C       bool
 	FailOpen  bool
 	// Picker is nil when the endpointPickerRef does not resolve (see ResolvedRefs).
@@ -292,6 +299,7 @@ func Resolve(snap *discovery.Snapshot, opts Options) *Model {
 			m.addPool(p)
 		}
 	}
+	m.attachInference(snap.Objectives, snap.Rewrites)
 	for _, gw := range snap.Gateways {
 		if gw != nil {
 			g := m.resolveGateway(gw)
