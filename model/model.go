@@ -217,8 +217,8 @@ type Pool struct {
 	// poolRef names this pool (sorted by name): the picker's priorities and model rewrites.
 	Objectives []*infv1alpha2.InferenceObjective
 	Rewrites   []*infv1alpha2.InferenceModelRewrite
-	H2C       bool
-	FailOpen  bool
+	H2C        bool
+	FailOpen   bool
 	// Picker is nil when the endpointPickerRef does not resolve (see ResolvedRefs).
 	Picker       *Picker
 	ResolvedRefs Condition

@@ -96,9 +96,9 @@ func AllocatePorts(ports []AllocatedPort, r PortRange) map[GatewayPort]int32 {
 		if len(taken) == size {
 			break
 		}
-		start := int(preferredSlot(p.GatewayPort, size))
+		start := preferredSlot(p.GatewayPort, size)
 		for i := range size {
-			candidate := r.First + int32((start+i)%size) //nolint:gosec // G115: below size, itself at most 65535
+			candidate := r.First + int32((start+i)%size) //nolint:gosec // G115: below size, at most 65535
 			if !taken[candidate] {
 				taken[candidate] = true
 				out[p.GatewayPort] = candidate
@@ -109,10 +109,11 @@ func AllocatePorts(ports []AllocatedPort, r PortRange) map[GatewayPort]int32 {
 	return out
 }
 
-func preferredSlot(p GatewayPort, size int) uint64 {
+// preferredSlot is the index in a range of size ports that p's FNV-1a hash names.
+func preferredSlot(p GatewayPort, size int) int {
 	h := fnv.New64a()
-	h.Write([]byte(p.Gateway + "|" + strconv.Itoa(int(p.Port)))) //nolint:errcheck // hash writes never fail
-	return h.Sum64() % uint64(size)                              //nolint:gosec // G115: size is positive
+	h.Write([]byte(p.Gateway + "|" + strconv.Itoa(int(p.Port))))
+	return int(h.Sum64() % uint64(size)) //nolint:gosec // G115: size is positive and the result below it
 }
 
 // allocateEnvoyPorts sets every listener's EnvoyPort: its own Gateway port when the

@@ -51,7 +51,7 @@ func TestGatewayPortsGiveEachGatewayItsListener(t *testing.T) {
 		if len(ports) != 1 {
 			t.Fatalf("%s ports %+v", g.Key, ports)
 		}
-		wantPort["default/to-"+g.Name] = uint32(ports[0].EnvoyPort) //nolint:gosec // a port
+		wantPort["default/to-"+g.Name] = uint32(ports[0].EnvoyPort)
 	}
 	if wantPort["default/to-a"] == wantPort["default/to-b"] {
 		t.Fatalf("both Gateways on Envoy port %d", wantPort["default/to-a"])

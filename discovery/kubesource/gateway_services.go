@@ -77,7 +77,7 @@ func (o *GatewayServiceOptions) validate(namespaces []string) error {
 // apart. It is a DNS-1035 label (at most 63 characters).
 func GatewayServiceName(prefix, namespace, name string) string {
 	h := fnv.New32a()
-	h.Write([]byte(namespace + "/" + name)) //nolint:errcheck // hash writes never fail
+	h.Write([]byte(namespace + "/" + name))
 	suffix := fmt.Sprintf("-%08x", h.Sum32())
 	base := strings.ReplaceAll(prefix+"-"+namespace+"-"+name, ".", "-")
 	if max := validation.DNS1035LabelMaxLength - len(suffix); len(base) > max {
@@ -88,7 +88,7 @@ func GatewayServiceName(prefix, namespace, name string) string {
 
 func ownerHash(class string) string {
 	h := fnv.New32a()
-	h.Write([]byte(class)) //nolint:errcheck // hash writes never fail
+	h.Write([]byte(class))
 	return fmt.Sprintf("%08x", h.Sum32())
 }
 
