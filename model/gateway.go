@@ -205,9 +205,11 @@ func (m *Model) markPortConflicts() {
 	type portUse struct {
 		protocol gwapiv1.ProtocolType
 		owner    string
+		gateway  string
 		tlsHosts map[string]string // hostname -> owner
 	}
 	ports := map[int32]*portUse{}
+	sharing := map[string]bool{} // "gateway|port" already warned about
 	for _, g := range m.Gateways {
 		for _, l := range g.Listeners {
 			if !l.Attachable {
@@ -216,8 +218,14 @@ func (m *Model) markPortConflicts() {
 			owner := g.Key + "/" + string(l.Name)
 			u := ports[l.EnvoyPort]
 			if u == nil {
-				u = &portUse{protocol: l.Protocol, owner: owner, tlsHosts: map[string]string{}}
+				u = &portUse{protocol: l.Protocol, owner: owner, gateway: g.Key, tlsHosts: map[string]string{}}
 				ports[l.EnvoyPort] = u
+			}
+			if u.gateway != g.Key && u.protocol == l.Protocol && !sharing[g.Key+"|"+fmt.Sprint(l.Port)] {
+				// Not an error (one address for every Gateway is this mode's design), but a
+				// route of one Gateway may now answer for the other: say so once.
+				sharing[g.Key+"|"+fmt.Sprint(l.Port)] = true
+				m.warnf("gateway %s: port %d shares one Envoy listener with gateway %s, and their routes are merged (one address per Gateway needs per-Gateway ports: --gateway-port-range)", g.Key, l.Port, u.gateway)
 			}
 			switch {
 			case u.protocol != l.Protocol:

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,12 +111,26 @@ func TestMultipleGatewaysGetTheirOwnPorts(t *testing.T) {
 	if a, b := listener(t, shared, same, "http").EnvoyPort, listener(t, shared, all, "http").EnvoyPort; a != 80 || b != 80 {
 		t.Errorf("shared address: Envoy ports %d and %d, want both 80", a, b)
 	}
+	sharedWarning := func(m *Model) bool {
+		for _, w := range m.Warnings {
+			if strings.Contains(w, "shares one Envoy listener with gateway") {
+				return true
+			}
+		}
+		return false
+	}
+	if !sharedWarning(shared) {
+		t.Errorf("shared address: no warning that the Gateways' routes are merged: %q", shared.Warnings)
+	}
 
 	addr := func(ip string) []gwapiv1.GatewayStatusAddress {
 		return []gwapiv1.GatewayStatusAddress{{Type: ptr(gwapiv1.IPAddressType), Value: ip}}
 	}
 	r := PortRange{First: 20000, Last: 29999}
 	m := Resolve(snap, Options{GatewayPorts: r, GatewayAddresses: map[string][]gwapiv1.GatewayStatusAddress{same: addr("10.96.0.10"), all: addr("10.96.0.11")}})
+	if sharedWarning(m) {
+		t.Errorf("per-Gateway ports: warned about a shared listener: %q", m.Warnings)
+	}
 	ls, la := listener(t, m, same, "http"), listener(t, m, all, "http")
 	if ls.EnvoyPort == la.EnvoyPort || ls.EnvoyPort < r.First || ls.EnvoyPort > r.Last || la.EnvoyPort < r.First || la.EnvoyPort > r.Last {
 		t.Fatalf("Envoy ports %d and %d: want two different ports in %s", ls.EnvoyPort, la.EnvoyPort, r)
