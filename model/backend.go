@@ -35,7 +35,9 @@ func (m *Model) addPool(p *discovery.Pool) {
 				m.warnf("pool %s: target port %d out of range; skipped", key, tp.Number)
 				continue
 			}
-			pm.Endpoints = append(pm.Endpoints, HostPort{Host: addr.String(), Port: uint32(tp.Number)})
+			hp := HostPort{Host: addr.String(), Port: uint32(tp.Number)}
+			pm.Endpoints = append(pm.Endpoints, hp)
+			pm.Members = append(pm.Members, PoolMember{Pod: ep.Name, Labels: ep.Labels, HostPort: hp})
 		}
 	}
 	pm.Picker, pm.ResolvedRefs = m.resolvePicker(p.InferencePool)

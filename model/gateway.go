@@ -30,6 +30,9 @@ func (m *Model) resolveClass(gc *gwapiv1.GatewayClass) *GatewayClass {
 // conditions come once routes are attached (finishGateway).
 func (m *Model) resolveGateway(gw *gwapiv1.Gateway) *Gateway {
 	g := &Gateway{Gateway: gw, Key: discovery.Key(gw.Namespace, gw.Name), Addresses: m.Options.Addresses}
+	if addrs, ok := m.Options.GatewayAddresses[g.Key]; ok {
+		g.Addresses = addrs
+	}
 	for i := range gw.Spec.Listeners {
 		g.Listeners = append(g.Listeners, m.resolveListener(g, &gw.Spec.Listeners[i]))
 	}
@@ -193,27 +196,36 @@ func markConflicts(g *Gateway) {
 	}
 }
 
-// markPortConflicts applies what sharing one proxy means: the Gateways of the class share
-// one Envoy listener per port, so a port serves one protocol, and an HTTPS port one
-// certificate per hostname. Listeners of later Gateways (in namespace/name order) that
-// would break this are not programmed, and say why.
+// markPortConflicts applies what sharing one Envoy listener means: listeners with the same
+// Envoy port (every Gateway's listeners on one port, unless Options.GatewayPorts gives each
+// Gateway its own) serve one protocol, and an HTTPS port one certificate per hostname.
+// Listeners of later Gateways (in namespace/name order) that would break this are not
+// programmed, and say why.
 func (m *Model) markPortConflicts() {
 	type portUse struct {
 		protocol gwapiv1.ProtocolType
 		owner    string
+		gateway  string
 		tlsHosts map[string]string // hostname -> owner
 	}
 	ports := map[int32]*portUse{}
+	sharing := map[string]bool{} // "gateway|port" already warned about
 	for _, g := range m.Gateways {
 		for _, l := range g.Listeners {
 			if !l.Attachable {
 				continue
 			}
 			owner := g.Key + "/" + string(l.Name)
-			u := ports[l.Port]
+			u := ports[l.EnvoyPort]
 			if u == nil {
-				u = &portUse{protocol: l.Protocol, owner: owner, tlsHosts: map[string]string{}}
-				ports[l.Port] = u
+				u = &portUse{protocol: l.Protocol, owner: owner, gateway: g.Key, tlsHosts: map[string]string{}}
+				ports[l.EnvoyPort] = u
+			}
+			if u.gateway != g.Key && u.protocol == l.Protocol && !sharing[g.Key+"|"+fmt.Sprint(l.Port)] {
+				// Not an error (one address for every Gateway is this mode's design), but a
+				// route of one Gateway may now answer for the other: say so once.
+				sharing[g.Key+"|"+fmt.Sprint(l.Port)] = true
+				m.warnf("gateway %s: port %d shares one Envoy listener with gateway %s, and their routes are merged (one address per Gateway needs per-Gateway ports: --gateway-port-range)", g.Key, l.Port, u.gateway)
 			}
 			switch {
 			case u.protocol != l.Protocol:

@@ -22,6 +22,7 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
+	infv1alpha2 "github.com/infergw/infergw/api/v1alpha2"
 	"github.com/infergw/infergw/discovery"
 )
 
@@ -37,6 +38,15 @@ type Options struct {
 	// the proxy (for example the Envoy Service's ClusterIP). Without any, Gateways are
 	// Programmed=False with reason AddressNotAssigned.
 	Addresses []gwapiv1.GatewayStatusAddress
+	// GatewayAddresses, by Gateway key (namespace/name), replace Addresses for that
+	// Gateway: its own address (a per-Gateway Service) when each Gateway has one.
+	GatewayAddresses map[string][]gwapiv1.GatewayStatusAddress
+	// GatewayPorts, when set, gives each Gateway its own address: every (Gateway, listener
+	// port) gets its own Envoy port from this range (AllocatePorts), so two Gateways may
+	// both listen on port 80 with different routes. Each Gateway is then reached through
+	// its own address (a Service whose port 80 targets the Envoy port). Off (zero), the
+	// Gateways of the class share one Envoy listener per port.
+	GatewayPorts PortRange
 }
 
 // Model is one resolved snapshot. It is immutable once built.
@@ -85,10 +95,13 @@ type Gateway struct {
 
 // Listener is one listener of a Gateway, resolved.
 type Listener struct {
-	Gateway  *Gateway
-	Name     gwapiv1.SectionName
-	Port     int32
-	Protocol gwapiv1.ProtocolType
+	Gateway *Gateway
+	Name    gwapiv1.SectionName
+	Port    int32
+	// EnvoyPort is the port of the Envoy listener that serves this listener: Port when
+	// Gateways share one address, else the port allocated to (Gateway, Port) (0: none).
+	EnvoyPort int32
+	Protocol  gwapiv1.ProtocolType
 	// Hostname is the listener's hostname, "" when it has none (every host).
 	Hostname string
 	// TLS is the certificate of an HTTPS listener (nil for HTTP or when unresolved).
@@ -196,10 +209,16 @@ type HostPort struct {
 type Pool struct {
 	*infv1.InferencePool
 	Key string
-	// Endpoints are podIP × targetPort of the pool's ready pods.
+	// Endpoints are podIP × targetPort of the pool's ready pods; Members the same with
+	// each Pod's name and labels (what the endpoint picker scrapes and picks).
 	Endpoints []HostPort
-	H2C       bool
-	FailOpen  bool
+	Members   []PoolMember
+	// Objectives and Rewrites are the InferenceObjectives and InferenceModelRewrites whose
+	// poolRef names this pool (sorted by name): the picker's priorities and model rewrites.
+	Objectives []*infv1alpha2.InferenceObjective
+	Rewrites   []*infv1alpha2.InferenceModelRewrite
+	H2C        bool
+	FailOpen   bool
 	// Picker is nil when the endpointPickerRef does not resolve (see ResolvedRefs).
 	Picker       *Picker
 	ResolvedRefs Condition
@@ -280,6 +299,7 @@ func Resolve(snap *discovery.Snapshot, opts Options) *Model {
 			m.addPool(p)
 		}
 	}
+	m.attachInference(snap.Objectives, snap.Rewrites)
 	for _, gw := range snap.Gateways {
 		if gw != nil {
 			g := m.resolveGateway(gw)
@@ -287,6 +307,7 @@ func Resolve(snap *discovery.Snapshot, opts Options) *Model {
 			m.gateways[g.Key] = g
 		}
 	}
+	m.allocateEnvoyPorts()
 	m.markPortConflicts()
 	for _, hr := range snap.HTTPRoutes {
 		if hr != nil {

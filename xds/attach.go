@@ -8,8 +8,8 @@ import (
 	"github.com/infergw/infergw/model"
 )
 
-// portListener is one Envoy listener: every ready HTTP Gateway listener on the same port
-// shares it (their hostnames become virtual hosts of one route configuration).
+// portListener is one Envoy listener: every ready HTTP Gateway listener on the same Envoy
+// port (model.Listener.EnvoyPort) shares it (their hostnames become virtual hosts of one route configuration).
 type portListener struct {
 	port   int32
 	vhosts map[string]*vhost // by hostname; "*" is the catch-all
@@ -36,10 +36,12 @@ func (b *builder) portListeners(m *model.Model) map[int32]*portListener {
 				continue
 			}
 			https := l.Protocol == gwapiv1.HTTPSProtocolType
-			pl := ports[l.Port]
+			// One Envoy listener per Envoy port: every Gateway's listeners on a port share
+			// it, unless the model gave each Gateway ports of its own.
+			pl := ports[l.EnvoyPort]
 			if pl == nil {
-				pl = &portListener{port: l.Port, vhosts: map[string]*vhost{}, https: https}
-				ports[l.Port] = pl
+				pl = &portListener{port: l.EnvoyPort, vhosts: map[string]*vhost{}, https: https}
+				ports[l.EnvoyPort] = pl
 			}
 			if pl.https != https {
 				// Gateways of the class share one Envoy listener per port.

@@ -139,6 +139,11 @@ func (b *builder) upstreamCluster(name string, up upstream, h2 bool) *clusterv3.
 	c := b.baseCluster(name, h2)
 	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
 	c.DnsLookupFamily = clusterv3.Cluster_V4_PREFERRED
+	// Envoy pauses CDS while any cluster is warming, and a DNS cluster warms until its first
+	// resolution answers or times out: one Service name that does not resolve (a headless
+	// Service in a cluster without DNS) would hold back every other cluster update, so
+	// routes to new clusters got 503 "cluster not found" for as long. Do not wait.
+	c.WaitForWarmOnInit = wrapperspb.Bool(false)
 	c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
 		ClusterName: name,
 		Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(up.dnsName, up.dnsPort)}}},

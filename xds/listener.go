@@ -53,7 +53,11 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 }
 
 // bindPort is the port Envoy binds for a Gateway listener port (Options.ListenerPortMap).
+// Ports allocated per Gateway (Options.GatewayPorts) are bound as they are.
 func (b *builder) bindPort(port int32) int32 {
+	if b.opts.GatewayPorts.Enabled() {
+		return port
+	}
 	if p, ok := b.opts.ListenerPortMap[port]; ok {
 		return p
 	}

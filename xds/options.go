@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/infergw/infergw/model"
 )
 
 // BodyMode is how Envoy's ext_proc filter sends a message body to the picker.
@@ -27,6 +29,14 @@ type Options struct {
 	// reached through a Service whose port 80 targets 10080). Unmapped ports are bound as
 	// they are.
 	ListenerPortMap map[int32]int32
+	// GatewayPorts, when set, gives every (Gateway, listener port) an Envoy port of its own
+	// from this range (model.Options.GatewayPorts): one address per Gateway, each reached
+	// through its own Service. ListenerPortMap does not apply then.
+	GatewayPorts model.PortRange
+	// ReadyPort, when set, adds a listener on that port answering 200 to every request: a
+	// readiness probe for an Envoy whose other ports are allocated per Gateway (it opens
+	// only once Envoy has its first configuration from the control plane).
+	ReadyPort int32
 	// RouteTimeout is the whole-request timeout of routes without an HTTPRoute request
 	// timeout. Zero (the default) disables it: LLM streams may run for minutes.
 	RouteTimeout time.Duration
@@ -127,4 +137,9 @@ func durationOrNil(d time.Duration) *durationpb.Duration {
 		return nil
 	}
 	return durationpb.New(d)
+}
+
+// ModelOptions are the options of the model the translation resolves (Translate).
+func (o Options) ModelOptions() model.Options {
+	return model.Options{GatewayPorts: o.GatewayPorts}
 }

@@ -65,7 +65,7 @@ func Translate(snap *discovery.Snapshot, opts Options) (*Resources, error) {
 	if err := validateOptions(opts); err != nil {
 		return nil, fmt.Errorf("translate: %w", err)
 	}
-	return TranslateModel(model.Resolve(snap, model.Options{}), opts)
+	return TranslateModel(model.Resolve(snap, opts.ModelOptions()), opts)
 }
 
 // TranslateModel builds the Envoy resources of a resolved model (see Translate).
@@ -85,6 +85,9 @@ func TranslateModel(m *model.Model, opts Options) (*Resources, error) {
 		pl := ports[port]
 		res.Routes = append(res.Routes, b.routeConfiguration(pl))
 		res.Listeners = append(res.Listeners, b.listener(pl))
+	}
+	if l := b.readyListener(); l != nil {
+		res.Listeners = append([]*listenerv3.Listener{l}, res.Listeners...) // "infergw/" sorts before "listener/"
 	}
 	b.addClusters(res)
 	res.Warnings = b.ix.warnings
@@ -112,6 +115,12 @@ func validateOptions(o Options) error {
 		if from < 1 || from > 65535 || to < 1 || to > 65535 {
 			return fmt.Errorf("listener port map %d=%d: ports must be 1-65535", from, to)
 		}
+	}
+	if err := o.GatewayPorts.Validate(); err != nil {
+		return err
+	}
+	if o.ReadyPort < 0 || o.ReadyPort > 65535 || (o.ReadyPort != 0 && o.GatewayPorts.Enabled() && o.ReadyPort >= o.GatewayPorts.First && o.ReadyPort <= o.GatewayPorts.Last) {
+		return fmt.Errorf("ready port %d: must be 1-65535 and outside the gateway port range %s", o.ReadyPort, o.GatewayPorts)
 	}
 	if o.RouteTimeout < 0 || o.StreamIdleTimeout < 0 || o.ConnectTimeout < 0 || o.PickerMessageTimeout < 0 || o.FirstByteTimeout < 0 {
 		return errors.New("timeouts must not be negative")

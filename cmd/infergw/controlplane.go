@@ -42,6 +42,7 @@ type controlPlaneFlags struct {
 	requestBodyMode      string
 	responseBodyMode     string
 	translate            xds.Options
+	gatewayServices      gatewayServiceFlags
 }
 
 func newControlPlaneCmd() *cobra.Command {
@@ -66,6 +67,7 @@ snapshot into Envoy listeners, routes, clusters and endpoints, and serves them o
 	fl.BoolVar(&f.writeStatus, "write-status", true, "write GatewayClass, Gateway, HTTPRoute and InferencePool status (--kubernetes only)")
 	fl.StringVar(&f.gatewayService, "gateway-service", "", "namespace/name of the proxy's Service; its load-balancer addresses, else its clusterIP, go into Gateway status.addresses (--kubernetes only)")
 	fl.StringSliceVar(&f.gatewayAddresses, "gateway-address", nil, "address (IP or hostname) clients reach the proxy at, written into every Gateway's status.addresses; repeatable (--kubernetes only)")
+	f.gatewayServices.register(fl, &f.translate.GatewayPorts, &f.translate.ReadyPort)
 	fl.StringVar(&f.translate.ListenerAddress, "listener-address", "0.0.0.0", "IP address Envoy listeners bind to")
 	fl.Var(portMapValue{&f.translate.ListenerPortMap}, "listener-port-map", "Gateway listener port = port Envoy binds for it, comma-separated (e.g. 80=10080,443=10443: a non-root Envoy behind a Service whose port 80 targets 10080)")
 	fl.DurationVar(&f.translate.RouteTimeout, "route-timeout", 0, "whole-request timeout of routes without their own (0 disables)")
@@ -201,17 +203,26 @@ func serveControlPlaneHTTP(ctx context.Context, lis net.Listener, reg *prometheu
 
 func controlPlaneSource(f *controlPlaneFlags, reg prometheus.Registerer, log *slog.Logger) (discovery.Source, error) {
 	if f.source.manifests != "" {
+		if f.translate.GatewayPorts.Enabled() {
+			return nil, errors.New("controlplane: --gateway-port-range needs --kubernetes (the per-Gateway Services make the allocated ports reachable)")
+		}
 		src, err := dirsource.NewDirSource(f.source.manifests, dirsource.DirOptions{GatewayClass: f.gatewayClass, Registerer: reg}, log)
 		if err != nil {
 			return nil, fmt.Errorf("controlplane: manifests: %w", err)
 		}
 		return src, nil
 	}
+	gatewayServices, err := f.gatewayServices.options(f.translate.GatewayPorts, f.source.kubernetes, f.writeStatus)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
+	}
 	cfg, err := f.source.restConfig()
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: %w", err)
 	}
 	src, err := kubesource.NewKubeSource(kubesource.KubeOptions{
+		GatewayPorts:     f.translate.GatewayPorts,
+		GatewayServices:  gatewayServices,
 		RESTConfig:       cfg,
 		Namespaces:       f.source.namespaces,
 		GatewayClass:     f.gatewayClass,

@@ -52,6 +52,13 @@ type KubeOptions struct {
 	// addresses, else its clusterIP, are written into Gateway status.addresses (after
 	// GatewayAddresses).
 	GatewayService string
+	// GatewayPorts and GatewayServices give every Gateway its own address (WriteStatus
+	// only): the model allocates each (Gateway, listener port) an Envoy port from
+	// GatewayPorts, and the source keeps a Service per Gateway pointing at those ports,
+	// whose address goes into the Gateway's status. The xDS translation must use the same
+	// GatewayPorts. GatewayService and GatewayAddresses are not used for those Gateways.
+	GatewayPorts    model.PortRange
+	GatewayServices *GatewayServiceOptions
 	// Registerer receives the source's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
 	// Debounce is how long the source waits after a change before it builds a snapshot, so
@@ -107,6 +114,19 @@ func NewKubeSource(opts KubeOptions, log *slog.Logger) (*KubeSource, error) {
 		if ns == "" {
 			return nil, errors.New("discovery/kube: empty namespace in Namespaces (leave the list empty for all namespaces)")
 		}
+	}
+	if opts.GatewayServices != nil {
+		gs := *opts.GatewayServices
+		if err := gs.validate(opts.Namespaces); err != nil {
+			return nil, fmt.Errorf("discovery/kube: %w", err)
+		}
+		if !opts.WriteStatus || !opts.GatewayAPI || !opts.GatewayPorts.Enabled() {
+			return nil, errors.New("discovery/kube: gateway services need WriteStatus, GatewayAPI and GatewayPorts")
+		}
+		opts.GatewayServices = &gs
+	}
+	if err := opts.GatewayPorts.Validate(); err != nil {
+		return nil, fmt.Errorf("discovery/kube: %w", err)
 	}
 	scheme, err := newKubeScheme()
 	if err != nil {

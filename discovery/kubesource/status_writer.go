@@ -22,14 +22,25 @@ import (
 // informer event of that change triggers a new round. It returns the number of failed
 // writes (for which the caller schedules a retry).
 func (s *KubeSource) writeStatus(ctx context.Context, objs discovery.Objects, snap *discovery.Snapshot) int {
-	m := model.Resolve(snap, model.Options{ControllerName: s.opts.ControllerName, Addresses: s.gatewayAddresses(objs.Services)})
+	mopts := model.Options{ControllerName: s.opts.ControllerName, Addresses: s.gatewayAddresses(objs.Services), GatewayPorts: s.opts.GatewayPorts}
+	m := model.Resolve(snap, mopts)
+	failed := 0
+	if s.opts.GatewayServices != nil {
+		// The Services come from the model's allocated ports; their addresses then make
+		// the model whose Gateway status is written (a Gateway whose Service could not be
+		// written has no address: Programmed=False, AddressNotAssigned, retried).
+		var n int
+		mopts.Addresses = nil
+		mopts.GatewayAddresses, n = s.reconcileGatewayServices(ctx, m, objs.Services)
+		failed += n
+		m = model.Resolve(snap, mopts)
+	}
 	gateways := make(map[string]bool, len(objs.Gateways))
 	for _, gw := range objs.Gateways {
 		gateways[discovery.Key(gw.Namespace, gw.Name)] = true
 	}
 	scope := model.StatusScope{GatewayExists: func(k string) bool { return gateways[k] }, Watched: s.watched}
 	now := metav1.Now()
-	failed := 0
 	write := func(kind string, orig, updated client.Object) {
 		if !s.patchStatus(ctx, kind, orig, updated) {
 			failed++

@@ -49,11 +49,15 @@ var statusResources = map[string][]string{
 
 var statusVerbs = []string{"update", "patch"}
 
+// gatewayServiceVerbs are what the control plane does to the per-Gateway Services
+// (gatewayServices.enabled), in the release namespace only.
+var gatewayServiceVerbs = []string{"create", "update", "delete"}
+
 var clusterScoped = map[string]bool{"gatewayclasses": true, "gatewayclasses/status": true, "namespaces": true}
 
 // wantPermissions is exactly what a component must hold: reads in every watched scope (or
 // cluster-wide), GatewayClasses cluster-wide, status writes for the control plane only.
-func wantPermissions(component string, watchNamespaces []string, writeStatus bool) map[permission]bool {
+func wantPermissions(component string, watchNamespaces []string, writeStatus, gatewayServices bool) map[permission]bool {
 	scopes := watchNamespaces
 	if len(scopes) == 0 {
 		scopes = []string{""}
@@ -66,6 +70,9 @@ func wantPermissions(component string, watchNamespaces []string, writeStatus boo
 		for _, v := range verbs {
 			want[permission{scope, group, resource, v}] = true
 		}
+	}
+	if component == "controlplane" && gatewayServices {
+		add(releaseNamespace, "", "services", gatewayServiceVerbs)
 	}
 	for _, scope := range scopes {
 		for group, resources := range readResources {
@@ -192,13 +199,15 @@ func diffPermissions(a, b map[permission]bool) []string {
 // per-namespace installs, with and without status writes; Envoy holds none.
 func TestRBACLeastPrivilege(t *testing.T) {
 	cases := []struct {
-		set         string
-		namespaces  []string
-		writeStatus bool
+		set             string
+		namespaces      []string
+		writeStatus     bool
+		gatewayServices bool
 	}{
-		{"default", nil, true},
-		{"watchnamespaces", []string{"team-a", "team-b"}, true},
-		{"everything", []string{"serving"}, false},
+		{"default", nil, true, false},
+		{"watchnamespaces", []string{"team-a", "team-b"}, true, false},
+		{"everything", []string{"serving"}, false, false},
+		{"gatewayservices", nil, true, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.set, func(t *testing.T) {
@@ -212,7 +221,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 				held := heldPermissions(t, o, d.Namespace, sa)
 				want := map[permission]bool{}
 				if component != "envoy" {
-					want = wantPermissions(component, tc.namespaces, tc.writeStatus)
+					want = wantPermissions(component, tc.namespaces, tc.writeStatus, tc.gatewayServices)
 				}
 				if extra := diffPermissions(held, want); len(extra) > 0 {
 					t.Errorf("%s holds permissions it does not need:\n  %s", component, strings.Join(extra, "\n  "))
@@ -224,7 +233,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			if len(tc.namespaces) > 0 && len(o.roles) != 2*len(tc.namespaces) {
 				t.Errorf("%d Roles, want one per component and watched namespace (%d)", len(o.roles), 2*len(tc.namespaces))
 			}
-			if len(tc.namespaces) == 0 && len(o.roles)+len(o.roleBindings) != 0 {
+			if len(tc.namespaces) == 0 && !tc.gatewayServices && len(o.roles)+len(o.roleBindings) != 0 {
 				t.Errorf("cluster-wide install renders %d Roles and %d RoleBindings", len(o.roles), len(o.roleBindings))
 			}
 			for _, sa := range o.serviceAccounts {

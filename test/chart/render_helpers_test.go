@@ -85,6 +85,9 @@ picker:
     podPort: 5600
     tokenizerVolume: {configMap: {name: llama-tokenizer}}
 `},
+	{name: "gatewayservices", yaml: `
+gatewayServices: {enabled: true, type: LoadBalancer, firstPort: 30000, lastPort: 30999, readyPort: 19002}
+`},
 	{name: "everything", yaml: `
 fullnameOverride: edge
 nameOverride: gw

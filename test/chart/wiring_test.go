@@ -596,9 +596,9 @@ func TestExtraArgsAndOptions(t *testing.T) {
 // contractFlags are the flags the shared command-line contract defines for each command.
 // --write-status (the control plane writes status), the control plane's --picker-tls-* (Envoy
 // → picker TLS) and the bootstrap's --output (the image has no shell to redirect stdout) are
-// the chart's additions.
+// the chart's additions, as are the per-Gateway Service flags (gatewayServices.enabled).
 var contractFlags = map[string][]string{
-	"controlplane":           {"--xds-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--gateway-class", "--listener-address", "--tls-cert", "--tls-key", "--tls-ca", "--write-status", "--gateway-service", "--picker-tls-ca", "--picker-tls-cert", "--picker-tls-key", "--picker-tls-sni"},
+	"controlplane":           {"--xds-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--gateway-class", "--listener-address", "--tls-cert", "--tls-key", "--tls-ca", "--write-status", "--gateway-service", "--picker-tls-ca", "--picker-tls-cert", "--picker-tls-key", "--picker-tls-sni", "--gateway-port-range", "--gateway-services-namespace", "--gateway-services-selector", "--gateway-services-type", "--ready-port"},
 	"picker":                 {"--grpc-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--pool", "--scheduler-config", "--max-body-bytes", "--grpc-transport", "--shutdown-grace", "--tls-cert", "--tls-key", "--model-server-metrics-scheme", "--model-server-metrics-path", "--model-server-metrics-port", "--model-server-metrics-https-insecure-skip-verify", "--model-server-metrics-ca-file", "--model-server-metrics-bearer-token-file", "--kv-events-pod-port", "--kv-tokenizer"},
 	"controlplane bootstrap": {"--xds-addr", "--node-id", "--admin-addr", "--tls-cert", "--tls-key", "--tls-ca", "--output"},
 }
@@ -765,5 +765,69 @@ func TestModelServerMetricsWiring(t *testing.T) {
 		if strings.HasPrefix(a, "--model-server-metrics-") {
 			t.Errorf("default picker args pass %s", a)
 		}
+	}
+}
+
+// TestGatewayServicesWiring: with gatewayServices.enabled the control plane keeps
+// per-Gateway Services that select exactly the Envoy Pods (the selector flag matches the
+// Envoy pod template), allocates from the configured range, and Envoy's readiness probe is
+// the ready port the control plane programs; without it, none of those flags is passed and
+// Gateway addresses come from the shared Envoy Service.
+func TestGatewayServicesWiring(t *testing.T) {
+	o := renderObjects(t, valueSetByName(t, "gatewayservices"))
+	cp := container(t, o.deploymentByComponent(t, "controlplane"), "controlplane", false)
+	envoyDep := o.deploymentByComponent(t, "envoy")
+	envoy := container(t, envoyDep, "envoy", false)
+	want := map[string]string{
+		"--gateway-port-range":         "30000-30999",
+		"--gateway-services-namespace": releaseNamespace,
+		"--gateway-services-type":      "LoadBalancer",
+		"--ready-port":                 "19002",
+	}
+	for flag, v := range want {
+		if got, ok := flagValue(cp.Args, flag); !ok || got != v {
+			t.Errorf("control plane %s = %q (present %v), want %q", flag, got, ok, v)
+		}
+	}
+	if _, ok := flagValue(cp.Args, "--gateway-service"); ok {
+		t.Error("control plane still writes the shared Envoy Service's address (--gateway-service)")
+	}
+	sel, ok := flagValue(cp.Args, "--gateway-services-selector")
+	if !ok {
+		t.Fatal("no --gateway-services-selector")
+	}
+	selector := map[string]string{}
+	for kv := range strings.SplitSeq(sel, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			t.Fatalf("selector %q is not k=v,...", sel)
+		}
+		selector[k] = v
+	}
+	if !selectorMatches(selector, envoyDep.Spec.Template.Labels) {
+		t.Errorf("selector %v does not select the Envoy pods %v", selector, envoyDep.Spec.Template.Labels)
+	}
+	for _, d := range o.deployments {
+		if d != envoyDep && selectorMatches(selector, d.Spec.Template.Labels) {
+			t.Errorf("selector %v also selects %s", selector, d.Name)
+		}
+	}
+	p := envoy.ReadinessProbe
+	if p == nil || p.HTTPGet == nil {
+		t.Fatalf("envoy readiness probe = %+v, want an HTTP probe of the ready port", p)
+	}
+	if cp, ok := resolvePort(envoy, p.HTTPGet.Port); !ok || cp.ContainerPort != 19002 {
+		t.Errorf("envoy readiness probe port %v resolves to %+v, want 19002", p.HTTPGet.Port, cp)
+	}
+
+	def := renderObjects(t, valueSetByName(t, "default"))
+	dcp := container(t, def.deploymentByComponent(t, "controlplane"), "controlplane", false)
+	for _, flag := range []string{"--gateway-port-range", "--gateway-services-namespace", "--ready-port"} {
+		if _, ok := flagValue(dcp.Args, flag); ok {
+			t.Errorf("default values pass %s", flag)
+		}
+	}
+	if _, ok := flagValue(dcp.Args, "--gateway-service"); !ok {
+		t.Error("default values do not pass --gateway-service")
 	}
 }

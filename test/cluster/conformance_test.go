@@ -2,11 +2,10 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,10 +29,6 @@ import (
 // conformanceVersion is the suite this test runs (the module version in go.mod).
 const conformanceVersion = "v1.6.3"
 
-// conformancePortMap: the suite's Gateways listen on 80 and 443; Envoy runs as non-root and
-// binds 10080 and 10443 instead, behind Envoy Service ports 80 and 443.
-var conformancePortMap = map[int32]int32{80: 10080, 443: 10443}
-
 // TestGatewayAPIConformance runs the upstream Gateway API conformance suite (GATEWAY-HTTP
 // profile) against infergw on this cluster and writes its ConformanceReport to
 // conformance/reports/. It runs only with INFERGW_CONFORMANCE=1 (make test-conformance), which
@@ -47,26 +42,11 @@ func TestGatewayAPIConformance(t *testing.T) {
 		t.Skip("set INFERGW_CONFORMANCE=1 (make test-conformance)")
 	}
 	ctx := testCtx(t, 10*time.Minute)
-	u, err := url.Parse(e.envoyURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	envoyIP := u.Hostname()
-	var portMap []string
-	for from, to := range conformancePortMap {
-		portMap = append(portMap, strconv.Itoa(int(from))+"="+strconv.Itoa(int(to)))
-	}
-	// The example Gateway (8080) keeps its port; the suite's ports are added. The first
-	// listener is the readiness probe's, so the example's stays first.
-	overrides := map[string]any{
-		"envoy": map[string]any{"listeners": []any{
-			map[string]any{"name": "example", "containerPort": 8080, "servicePort": 8080},
-			map[string]any{"name": "http", "containerPort": int(conformancePortMap[80]), "servicePort": 80},
-			map[string]any{"name": "https", "containerPort": int(conformancePortMap[443]), "servicePort": 443},
-		}},
-		// Gateway status.addresses come from the Envoy Service (the chart's --gateway-service).
-		"controlPlane": map[string]any{"extraArgs": []any{"--listener-port-map", strings.Join(portMap, ",")}},
-	}
+	// One address per Gateway (the chart's gatewayServices): the control plane gives each
+	// Gateway a Service in this namespace, selecting the Envoy Pods, whose ports 80 and
+	// 443 target Envoy ports allocated to that Gateway, and writes the Service's ClusterIP
+	// into the Gateway's status.addresses, where the suite sends its requests.
+	overrides := map[string]any{"gatewayServices": map[string]any{"enabled": true}}
 	if err := e.helmUpgrade(ctx, overrides); err != nil {
 		t.Fatalf("helm upgrade: %v", err)
 	}
@@ -75,7 +55,13 @@ func TestGatewayAPIConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e.logf("chart upgraded for the conformance suite: Envoy Service %s, ports %v", envoyIP, portMap)
+	e.logf("chart upgraded for the conformance suite: one Service per Gateway")
+	t.Cleanup(func() {
+		if t.Failed() {
+			// What the control plane and Envoy said, to find out why a test failed.
+			e.dumpPodLogs(context.Background(), "app.kubernetes.io/instance="+releaseName+",app.kubernetes.io/component in (controlplane,envoy)", 400)
+		}
+	})
 
 	ctrllog.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	c, err := client.New(e.cfg, client.Options{})
@@ -105,7 +91,8 @@ func TestGatewayAPIConformance(t *testing.T) {
 			ConformanceProfiles:  []suite.ConformanceProfileName{suite.GatewayHTTPConformanceProfileName},
 			TimeoutConfig:        conformanceconfig.DefaultTimeoutConfig(),
 			ReportOutputPath:     report,
-			Mode:                 "default",
+			// Not the chart's default values: the report says which mode passed.
+			Mode: "gateway-services",
 			Implementation: confv1.Implementation{
 				Organization: "infergw",
 				Project:      "infergw",

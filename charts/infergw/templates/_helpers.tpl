@@ -122,3 +122,12 @@ minAvailable: {{ .pdb.minAvailable }}
 maxUnavailable: {{ .pdb.maxUnavailable }}
 {{- end }}
 {{- end -}}
+
+{{/* A map as "k1=v1,k2=v2", keys sorted (a flag value). */}}
+{{- define "infergw.keyValues" -}}
+{{- $out := list }}
+{{- range $k := keys . | sortAlpha }}
+{{- $out = append $out (printf "%s=%s" $k (get $ $k)) }}
+{{- end }}
+{{- join "," $out }}
+{{- end -}}

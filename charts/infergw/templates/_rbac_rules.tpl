@@ -73,3 +73,12 @@ the GatewayClass status. */}}
 {{ include "infergw.rbac.statusRules" .root }}
 {{- end }}
 {{- end -}}
+
+{{/* The per-Gateway Services (gatewayServices.enabled): the control plane creates, updates
+and deletes Services in the release namespace only (a Role there); it reads them through
+the read rules above. */}}
+{{- define "infergw.rbac.gatewayServiceRules" -}}
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "update", "delete"]
+{{- end -}}
