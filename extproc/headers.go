@@ -32,6 +32,11 @@ const (
 
 	// MetadataPools is the gRPC initial metadata key listing the route's pools.
 	MetadataPools = contract.MetadataPools
+	// HeaderExchange, MetadataObserver and MetadataObserved: the response observer
+	// (observe.go).
+	HeaderExchange   = contract.HeaderExchange
+	MetadataObserver = contract.MetadataObserver
+	MetadataObserved = contract.MetadataObserved
 	// NamespaceLB and KeyDestination are where the pick goes in dynamic metadata.
 	NamespaceLB    = contract.MetadataNamespaceLB
 	KeyDestination = contract.MetadataKeyDestination
