@@ -175,6 +175,7 @@ func (h *handoff) handOff(x *exchange, canHand bool) bool {
 		return false
 	}
 	h.owner = ownerHanded
+	x.s.metrics.observer.WithLabelValues("observed").Inc()
 	h.acct = x.detachAccounting()
 	ended := h.view.eos || h.observer == observerEnded
 	if !h.view.firstByte.IsZero() && h.acct.decision != nil {
@@ -347,10 +348,15 @@ func (o *observer) handle(msg []byte) (bool, error) {
 			o.h = o.s.handoffs.attach(string(w.header(HeaderExchange)))
 		}
 		keep = o.h != nil
+		if !keep {
+			o.s.metrics.observer.WithLabelValues("unmatched").Inc()
+		}
 	case kindResponseHeaders:
 		keep = o.h != nil && o.h.observe(w.header(HeaderContentType), nil, true, w.endOfStream)
+		o.countKept(keep)
 	case kindResponseBody:
 		keep = o.h != nil && o.h.observe(nil, w.body, false, w.endOfStream)
+		o.countKept(keep)
 	default:
 		// The observer's processing mode sends nothing else; stay quiet, as observability
 		// mode requires.
@@ -359,6 +365,14 @@ func (o *observer) handle(msg []byte) (bool, error) {
 		o.close()
 	}
 	return keep, nil
+}
+
+// countKept counts an attached observer that the picker's choice to keep the body sent
+// away.
+func (o *observer) countKept(keep bool) {
+	if !keep && o.h != nil {
+		o.s.metrics.observer.WithLabelValues("kept").Inc()
+	}
 }
 
 // close ends the observer's part, once.
@@ -378,7 +392,11 @@ func (o *observer) close() {
 // request with its id. Otherwise any client-sent id is removed: only the picker names
 // exchanges.
 func (x *exchange) offerToObserver(ph *pickHeaders) {
-	if x.handoff == nil && x.observed && x.respMode == extprocfilterv3.ProcessingMode_STREAMED {
+	// A response the picker will change (the model name written back, the usage chunk it
+	// asked for removed) stays with the picker: no handoff, so the observer, finding none,
+	// ends its stream before the response.
+	unchanged := !x.addedUsage && (x.model == "" || x.target == x.model)
+	if x.handoff == nil && x.observed && unchanged && x.respMode == extprocfilterv3.ProcessingMode_STREAMED {
 		x.handoff = x.s.handoffs.open()
 	}
 	if x.handoff != nil {

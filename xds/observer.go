@@ -1,10 +1,13 @@
 package xds
 
 import (
+	"time"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/infergw/infergw/contract"
@@ -48,6 +51,11 @@ func (b *builder) observerFilter(defaultPicker string) *hcmv3.HttpFilter {
 		// An observer that cannot be reached never affects the request: the picker's
 		// filter then keeps the body (it hands over only to an observer it has heard).
 		FailureModeAllow: true,
+		// After a response ends, Envoy holds the observer's stream open this long (default
+		// 5 s) before closing it, though every message was sent before the end: at a
+		// thousand requests a second that is thousands of idle streams at the picker. The
+		// picker records a response at its last body message, not at the close.
+		DeferredCloseTimeout: durationpb.New(time.Second),
 	}
 	return &hcmv3.HttpFilter{
 		Name:       ObserverFilterName,
