@@ -389,7 +389,7 @@ func (o *observer) close() {
 
 // offerToObserver opens the request's handoff when its route has the observer and its
 // response body would come to the picker in a mode that can be turned off, and tags the
-// request with its id. Otherwise any client-sent id is removed: only the picker names
+// request with its id. Otherwise a client-sent id is removed: only the picker names
 // exchanges.
 func (x *exchange) offerToObserver(ph *pickHeaders) {
 	// A response the picker will change (the model name written back, the usage chunk it
@@ -403,5 +403,7 @@ func (x *exchange) offerToObserver(ph *pickHeaders) {
 		ph.set(HeaderExchange, x.handoff.key)
 		return
 	}
-	ph.mutation.RemoveHeaders = append(ph.mutation.RemoveHeaders, HeaderExchange)
+	if x.hdr.clientExchange {
+		ph.mutation.RemoveHeaders = append(ph.mutation.RemoveHeaders, HeaderExchange)
+	}
 }
