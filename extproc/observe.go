@@ -348,9 +348,6 @@ func (o *observer) handle(msg []byte) (bool, error) {
 			o.h = o.s.handoffs.attach(string(w.header(HeaderExchange)))
 		}
 		keep = o.h != nil
-		if !keep {
-			o.s.metrics.observer.WithLabelValues("unmatched").Inc()
-		}
 	case kindResponseHeaders:
 		keep = o.h != nil && o.h.observe(w.header(HeaderContentType), nil, true, w.endOfStream)
 		o.countKept(keep)
@@ -381,10 +378,15 @@ func (o *observer) close() {
 		return
 	}
 	o.done = true
-	if o.h != nil {
-		o.h.observerDone()
-		o.h = nil
+	if o.h == nil {
+		// Nothing of this picker to observe: a forged or another replica's id, a response
+		// the picker keeps, or a local reply (Envoy runs the observer on the picker's own
+		// error answers, response headers first).
+		o.s.metrics.observer.WithLabelValues("unmatched").Inc()
+		return
 	}
+	o.h.observerDone()
+	o.h = nil
 }
 
 // offerToObserver opens the request's handoff when its route has the observer and its
