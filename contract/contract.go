@@ -39,6 +39,18 @@ const (
 	// HeaderPerTryTimeout is the Envoy header the picker sets on streaming requests to
 	// bound each try's wait for the first byte; the control plane's mutation rules allow it.
 	HeaderPerTryTimeout = "x-envoy-upstream-rq-per-try-timeout-ms"
+	// HeaderExchange is set by the picker on a request it may hand to the response
+	// observer: an id, unique in the picker process, that the observer's stream (which
+	// sees the request after the picker's mutations) uses to find the picker's exchange.
+	// Any client value is overwritten.
+	HeaderExchange = "x-infergw-exchange"
+	// MetadataObserver is the gRPC initial metadata key of the observer filter's
+	// ext_proc streams (value "1"): streams that watch a response in observability mode.
+	MetadataObserver = "x-infergw-observer"
+	// MetadataObserved is the gRPC initial metadata key of a pool route's picker streams
+	// (value "1") when the route also has the response observer: the picker may then
+	// leave the response body to it.
+	MetadataObserved = "x-infergw-observed"
 )
 
 // Dynamic metadata of the GIE protocol.

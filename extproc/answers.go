@@ -2,6 +2,7 @@ package extproc
 
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 )
 
@@ -98,6 +99,7 @@ type headersAnswerBlock struct {
 	resp    extprocv3.ProcessingResponse
 	oneof   extprocv3.ProcessingResponse_ResponseHeaders
 	headers extprocv3.HeadersResponse
+	mode    extprocfilterv3.ProcessingMode // the mode_override when the observer takes the body
 }
 
 // fill makes b an answer to the response headers and returns it and the HeadersResponse

@@ -99,6 +99,10 @@ type exchange struct {
 	retryAfter      int // seconds, on the next rejection
 	flowRetryAfter  int // the pool's retry-after for a queued request's rejection
 	routerPriority  int // the priority the pick is made with
+	// The response observer (observe.go): observed when the route has it, handoff from
+	// the pick to the response headers.
+	observed bool
+	handoff  *handoff
 	// hasRoom is the pool detector's per-endpoint check for a flow-controlled request.
 	hasRoom func(flowcontrol.EndpointSignal) bool
 }
@@ -522,6 +526,7 @@ func (x *exchange) answer(d *router.Decision, pool string, multi bool, body, new
 		ph.set(HeaderPerTryTimeout, x.s.perTry)
 	}
 	mut := &ph.mutation
+	x.offerToObserver(ph)
 	if multi {
 		ph.set(HeaderPool, pool)
 	} else if x.hdr.clientPool {

@@ -32,6 +32,11 @@ const (
 
 	// MetadataPools is the gRPC initial metadata key listing the route's pools.
 	MetadataPools = contract.MetadataPools
+	// HeaderExchange, MetadataObserver and MetadataObserved: the response observer
+	// (observe.go).
+	HeaderExchange   = contract.HeaderExchange
+	MetadataObserver = contract.MetadataObserver
+	MetadataObserved = contract.MetadataObserved
 	// NamespaceLB and KeyDestination are where the pick goes in dynamic metadata.
 	NamespaceLB    = contract.MetadataNamespaceLB
 	KeyDestination = contract.MetadataKeyDestination
@@ -49,16 +54,18 @@ func setHeader(key, value string) *corev3.HeaderValueOption {
 
 // requestHeaders is what the picker keeps of the request headers.
 type requestHeaders struct {
-	path          string
-	method        string
-	requestID     string
-	objective     string
-	fairnessID    string // x-gateway-inference-fairness-id, at most maxFairnessIDBytes
-	rewrite       string
-	clientPool    bool // the client sent x-infergw-pool: it must be removed
-	contentLength int  // -1 when absent or invalid
-	traceparent   string
-	tracestate    string
+	path       string
+	method     string
+	requestID  string
+	objective  string
+	fairnessID string // x-gateway-inference-fairness-id, at most maxFairnessIDBytes
+	rewrite    string
+	clientPool bool // the client sent x-infergw-pool: it must be removed
+	// clientExchange: the client sent x-infergw-exchange; it is removed (or overwritten).
+	clientExchange bool
+	contentLength  int // -1 when absent or invalid
+	traceparent    string
+	tracestate     string
 }
 
 func (h *requestHeaders) read(headers []wireHeader) {
@@ -88,6 +95,8 @@ func (h *requestHeaders) read(headers []wireHeader) {
 			h.rewrite = string(hv.value)
 		case HeaderPool:
 			h.clientPool = true
+		case HeaderExchange:
+			h.clientExchange = true
 		case HeaderTraceparent:
 			h.traceparent = string(hv.value)
 		case HeaderTracestate:

@@ -48,8 +48,12 @@ type processStream struct {
 
 func (s *Server) newProcessStream(st *inlinegrpc.Stream) inlinegrpc.StreamHandler {
 	s.active.Add(1)
+	if st.Header(MetadataObserver) == "1" {
+		return &observeStream{s: s, o: s.newObserver()}
+	}
 	x := s.newExchange(context.Background())
 	x.poolList = st.Header(MetadataPools)
+	x.observed = st.Header(MetadataObserved) != ""
 	x.readModelMetadata(st.Header)
 	p := &processStream{s: s, x: x, st: st}
 	x.waiter = p
@@ -93,6 +97,30 @@ func (p *processStream) HalfClose(st *inlinegrpc.Stream) { st.Finish(codes.OK, "
 func (p *processStream) Close(error) {
 	p.x.finish()
 	p.x = nil // pooled now
+	p.s.active.Add(-1)
+}
+
+// observeStream is one stream of the response observer (observe.go) on the inline
+// transport: it reads and never answers.
+type observeStream struct {
+	s *Server
+	o *observer
+}
+
+func (p *observeStream) Message(st *inlinegrpc.Stream, msg []byte) {
+	keep, err := p.o.handle(msg)
+	switch {
+	case err != nil:
+		st.Finish(codes.InvalidArgument, "decode ProcessingRequest: "+err.Error())
+	case !keep:
+		st.Finish(codes.OK, "") // a clean end: Envoy sends nothing more
+	}
+}
+
+func (p *observeStream) HalfClose(st *inlinegrpc.Stream) { st.Finish(codes.OK, "") }
+
+func (p *observeStream) Close(error) {
+	p.o.close()
 	p.s.active.Add(-1)
 }
 

@@ -25,6 +25,8 @@ type metrics struct {
 	// which only served models reach (see modelSeriesKey).
 	series       sync.Map // modelSeriesKey → *modelSeries
 	schedulerE2E prometheus.Histogram
+	// observer counts the response observer's streams by outcome (observe.go).
+	observer *prometheus.CounterVec
 }
 
 var (
@@ -69,9 +71,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 				"0 for a model server that does not report them: vLLM reports them only with --enable-prompt-tokens-details.", Buckets: tokenBuckets}, modelLabels),
 		schedulerE2E: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "inference_extension_scheduler_e2e_duration_seconds", Help: "Time spent in the router's Pick per request.", Buckets: schedBuckets}),
+		observer: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergw_picker_response_observer_streams_total",
+			Help: "Streams of the response observer filter, by outcome: observed (the picker handed the response body over), " +
+				"kept (the picker changes the body, or the observer came too late: the picker processed it), " +
+				"unmatched (no request of this picker to observe: the picker closed the stream at once)."},
+			[]string{"outcome"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.errors, m.running, m.duration, m.ttft, m.ntpot,
-		m.requestSizes, m.responseSizes, m.inputTokens, m.outputTokens, m.cachedTokens, m.schedulerE2E} {
+		m.requestSizes, m.responseSizes, m.inputTokens, m.outputTokens, m.cachedTokens, m.schedulerE2E, m.observer} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register picker metrics: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/infergw/infergw/extproc/openai"
 )
@@ -17,6 +18,19 @@ func (x *exchange) onResponseHeaders(h *wireRequest) {
 	clientModel := ""
 	if x.model != "" && x.target != x.model {
 		clientModel = x.model
+	}
+	if ho := x.handoff; ho != nil {
+		x.handoff = nil
+		// The observer can take a response that needs no change, when the body mode lets
+		// the processing mode be overridden (Envoy refuses it in FULL_DUPLEX_STREAMED).
+		canHand := clientModel == "" && !x.addedUsage && !h.endOfStream && x.decision != nil &&
+			x.respMode == extprocfilterv3.ProcessingMode_STREAMED
+		if ho.handOff(x, canHand) {
+			answer, _ := x.respHdr.fill()
+			x.setObservedMode(answer)
+			x.send(answer)
+			return
+		}
 	}
 	p, err := openai.NewResponseProcessor(contentType, clientModel)
 	if err != nil { // only if the model name cannot be encoded; then leave the body alone
@@ -109,27 +123,40 @@ func (x *exchange) complete() {
 		x.release()
 		return
 	}
-	dur := time.Since(x.start)
-	m.duration.Observe(dur.Seconds())
-	m.responseSizes.Observe(float64(x.respBytes))
-	if !x.firstByte.IsZero() {
-		m.ttft.Observe(x.firstByte.Sub(x.start).Seconds())
+	var usage openai.Usage
+	if x.resp != nil {
+		usage = x.resp.Usage
 	}
-	if x.resp != nil && x.resp.Usage.Present {
-		u := x.resp.Usage
-		m.inputTokens.Observe(float64(u.PromptTokens))
-		m.outputTokens.Observe(float64(u.CompletionTokens))
-		m.cachedTokens.Observe(float64(u.CachedTokens))
-		if u.CompletionTokens > 0 {
-			m.ntpot.Observe(dur.Seconds() / float64(u.CompletionTokens))
-		}
-		if x.spanStart && x.span.IsRecording() {
-			x.span.SetAttributes(
-				attribute.Int64("gen_ai.usage.input_tokens", u.PromptTokens),
-				attribute.Int64("gen_ai.usage.output_tokens", u.CompletionTokens))
-		}
-	}
+	x.s.recordResponse(m, x.start, x.firstByte, x.respBytes, usage, x.span, x.spanStart)
 	x.release()
+}
+
+// recordResponse records a finished response in its series (and span): duration, TTFT,
+// size, tokens. The exchange and the observer (observe.go) both end responses with it.
+func (s *Server) recordResponse(m *modelSeries, start, firstByte time.Time, respBytes int, u openai.Usage, span trace.Span, spanStart bool) {
+	if m == nil {
+		return
+	}
+	dur := time.Since(start)
+	m.duration.Observe(dur.Seconds())
+	m.responseSizes.Observe(float64(respBytes))
+	if !firstByte.IsZero() {
+		m.ttft.Observe(firstByte.Sub(start).Seconds())
+	}
+	if !u.Present {
+		return
+	}
+	m.inputTokens.Observe(float64(u.PromptTokens))
+	m.outputTokens.Observe(float64(u.CompletionTokens))
+	m.cachedTokens.Observe(float64(u.CachedTokens))
+	if u.CompletionTokens > 0 {
+		m.ntpot.Observe(dur.Seconds() / float64(u.CompletionTokens))
+	}
+	if spanStart && span.IsRecording() {
+		span.SetAttributes(
+			attribute.Int64("gen_ai.usage.input_tokens", u.PromptTokens),
+			attribute.Int64("gen_ai.usage.output_tokens", u.CompletionTokens))
+	}
 }
 
 // release gives the in-flight slot back to the router, then the request's place back to
@@ -150,6 +177,10 @@ func (x *exchange) release() {
 // going away (Envoy resets the stream). The pick is released exactly once. finish must be
 // called exactly once and x not used after it: x goes back to the pool.
 func (x *exchange) finish() {
+	if x.handoff != nil { // ended before its response headers: nothing to hand over
+		x.handoff.abandon()
+		x.handoff = nil
+	}
 	if x.decision != nil && x.resp == nil && !x.rejected {
 		x.decision.NoResponse() // the request went upstream and no response came back
 	}

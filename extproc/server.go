@@ -108,12 +108,14 @@ type Server struct {
 	buffers bufferPools
 	// exchanges pools *exchange values (see exchange).
 	exchanges sync.Pool
-	log       *slog.Logger
-	metrics   *metrics
-	tracer    trace.Tracer
-	tracing   bool // false: no spans at all
-	prop      propagation.TextMapPropagator
-	health    *health.Server
+	// handoffs meet the picker's exchanges with the response observer's streams (observe.go).
+	handoffs *handoffTable
+	log      *slog.Logger
+	metrics  *metrics
+	tracer   trace.Tracer
+	tracing  bool // false: no spans at all
+	prop     propagation.TextMapPropagator
+	health   *health.Server
 	// watchesCtx ends every health Watch stream when Serve shuts down.
 	watchesCtx context.Context
 	endWatches context.CancelFunc
@@ -206,6 +208,7 @@ func NewServer(r Scheduler, opts Options, log *slog.Logger) (*Server, error) {
 		perTry:  perTry,
 		started: time.Now(),
 	}
+	s.handoffs = newHandoffTable(maxHandoffs)
 	s.catalog, _ = r.(ModelCatalog)
 	s.watchesCtx, s.endWatches = context.WithCancel(context.Background())
 	s.state.Store(&routingState{})
@@ -255,11 +258,15 @@ func (s *Server) processGRPCGo(stream grpc.ServerStream) error {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	ctx := stream.Context()
+	if v := metadata.ValueFromIncomingContext(ctx, MetadataObserver); len(v) > 0 && v[0] == "1" {
+		return s.observeGRPCGo(stream)
+	}
 	x := s.newExchange(ctx)
 	// ValueFromIncomingContext copies only this key's values, not the whole metadata map.
 	if v := metadata.ValueFromIncomingContext(ctx, MetadataPools); len(v) > 0 {
 		x.poolList = v[0]
 	}
+	x.observed = len(metadata.ValueFromIncomingContext(ctx, MetadataObserved)) > 0
 	x.readModelMetadata(func(k string) string {
 		if v := metadata.ValueFromIncomingContext(ctx, k); len(v) > 0 {
 			return v[0]
@@ -296,6 +303,27 @@ func (s *Server) processGRPCGo(stream grpc.ServerStream) error {
 			if err := sendAnswers(ctx, stream, x.resume()); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// observeGRPCGo serves one stream of the response observer (observe.go) on the grpc-go
+// transport: it reads and never answers.
+func (s *Server) observeGRPCGo(stream grpc.ServerStream) error {
+	o := s.newObserver()
+	defer o.close()
+	for {
+		var msg rawMessage
+		if err := stream.RecvMsg(&msg); err != nil {
+			return nil //nolint:nilerr // the proxy ended the stream, or it broke: either way the observer is done
+		}
+		keep, err := o.handle(msg.buf.ReadOnlyData())
+		msg.buf.Free()
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "decode ProcessingRequest: %v", err)
+		}
+		if !keep {
+			return nil // a clean end: Envoy sends nothing more
 		}
 	}
 }

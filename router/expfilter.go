@@ -5,8 +5,9 @@ import "bytes"
 // A model server's exposition is mostly series the router never reads: latency and token
 // histograms, counters, process metrics. The expfmt parser turns every series into
 // objects, so a scrape used to cost most of its CPU on them. keepFamilies passes on only
-// the lines of the families the engine's router reads (their # HELP and # TYPE lines and
-// samples) and the parser sees just those.
+// the lines of the families the engine's router reads (their # TYPE lines and samples)
+// and the parser sees just those. # HELP lines are dropped too: the router never reads
+// them, and parsing their text was an eighth of a filtered scrape's CPU.
 
 // families are the metric families extractMetrics reads for an engine.
 func (eng engine) families() []string {
@@ -31,7 +32,7 @@ func keepFamilies(dst, text []byte, families []string) []byte {
 			text = nil
 		}
 		name := lineFamily(line)
-		if name == nil || !containsName(families, name) {
+		if name == nil || !containsName(families, name) || isHelp(line) {
 			continue
 		}
 		dst = append(dst, line...)
@@ -40,6 +41,12 @@ func keepFamilies(dst, text []byte, families []string) []byte {
 		}
 	}
 	return dst
+}
+
+// isHelp reports whether a line lineFamily named is a "# HELP" line.
+func isHelp(line []byte) bool {
+	l := bytes.TrimLeft(line, " \t")
+	return len(l) > 0 && l[0] == '#' && bytes.HasPrefix(bytes.TrimLeft(l[1:], " \t"), []byte("HELP"))
 }
 
 func containsName(names []string, name []byte) bool {

@@ -39,6 +39,9 @@ func TestKeepFamiliesReadsWhatTheFullParseReads(t *testing.T) {
 			t.Errorf("kept text lacks %q:\n%s", want, kept)
 		}
 	}
+	if strings.Contains(string(kept), "# HELP") {
+		t.Errorf("kept text has # HELP lines, which the router never reads:\n%s", kept)
+	}
 }
 
 func TestLineFamily(t *testing.T) {

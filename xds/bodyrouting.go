@@ -164,7 +164,8 @@ func (b *builder) bodyRoutingRoute(hostname string, first routeEntry, residual *
 		Action:                 &routev3.Route_DirectResponse{DirectResponse: directResponse(503, pickerUnavailableBody)},
 		ResponseHeadersToAdd:   []*corev3.HeaderValueOption{setHeader("content-type", "application/json")},
 		RequestBodyBufferLimit: wrapperspb.UInt64(b.opts.MaxRequestBodyBytes),
-		TypedPerFilterConfig:   map[string]*anyMsg{ExtProcFilterName: b.any(&routev3.FilterConfig{Config: b.any(per)})},
+		TypedPerFilterConfig: b.withObserver(map[string]*anyMsg{ExtProcFilterName: b.any(&routev3.FilterConfig{Config: b.any(per)})},
+			per, picker, failOpen),
 	}
 	return routeEntry{route: rt, prec: prec, picker: picker}, true
 }

@@ -37,6 +37,9 @@ func (b *builder) extProcFilter(defaultPicker string) *hcmv3.HttpFilter {
 		// Keep content-length: the picker sets a corrected one when it rewrites the body
 		// (model rewrite), so upstreams get a sized body instead of chunked encoding.
 		AllowContentLengthHeader: true,
+		// The picker turns its response body processing off when the observer has the
+		// response (observer.go).
+		AllowModeOverride: true,
 		// x-envoy-* headers are closed to ext_proc by default; the picker may set the one
 		// that bounds a streaming request's wait for its first byte (per try).
 		MutationRules: &mutationrulesv3.HeaderMutationRules{AllowExpression: &matcherv3.RegexMatcher{
@@ -90,7 +93,8 @@ func (b *builder) extProcPerRoute(picker string, failOpen bool, pools []weighted
 	} else {
 		per.GetOverrides().ProcessingMode = b.processingMode()
 	}
-	return map[string]*anyMsg{ExtProcFilterName: b.any(&routev3.FilterConfig{Config: b.any(per)})}
+	cfgs := map[string]*anyMsg{ExtProcFilterName: b.any(&routev3.FilterConfig{Config: b.any(per)})}
+	return b.withObserver(cfgs, per, picker, failOpen)
 }
 
 // failOpenProcessingMode is the processing mode of FailOpen routes. Envoy can fail open in

@@ -30,6 +30,9 @@ func (b *builder) listener(pl *portListener) *listenerv3.Listener {
 	}
 	if pickers := pickersOf(pl); len(pickers) > 0 {
 		hcm.HttpFilters = append(hcm.HttpFilters, b.extProcFilter(pickers[0]))
+		if !b.opts.NoResponseObserver {
+			hcm.HttpFilters = append(hcm.HttpFilters, b.observerFilter(pickers[0]))
+		}
 		hcm.EarlyHeaderMutationExtensions = b.stripPickerHeaders(b.bodyRoutingPorts[pl.port])
 	}
 	hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{

@@ -21,7 +21,10 @@ const (
 	// bound each try's wait for the first byte.
 	HeaderPerTryTimeout = contract.HeaderPerTryTimeout
 	ExtProcFilterName   = "envoy.filters.http.ext_proc"
-	RouterFilterName    = "envoy.filters.http.router"
+	// ObserverFilterName is the second ext_proc filter, in observability mode, that reads
+	// the response bodies the picker leaves to it (observer.go).
+	ObserverFilterName = "infergw.filters.http.ext_proc_observer"
+	RouterFilterName   = "envoy.filters.http.router"
 )
 
 func poolClusterName(ns, name string) string { return "pool/" + ns + "/" + name }

@@ -58,6 +58,11 @@ type Options struct {
 	// a picker crash then cuts the responses streaming through it.
 	RequestBodyMode  BodyMode
 	ResponseBodyMode BodyMode
+	// NoResponseObserver leaves every response body of a pool route to the picker's own
+	// filter, one round trip per chunk. By default (with STREAMED responses) a second
+	// ext_proc filter in observability mode reads the bodies that need no change, and the
+	// picker turns its own body processing off for them (observer.go).
+	NoResponseObserver bool
 	// PickerMessageTimeout bounds each picker answer in BUFFERED/STREAMED modes (Envoy
 	// applies no per-message timeout in FULL_DUPLEX_STREAMED). Default 30s, because the
 	// picker may queue a request while the pool is saturated.

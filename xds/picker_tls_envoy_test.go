@@ -199,8 +199,9 @@ func TestRealEnvoyPickerTLS(t *testing.T) {
 		t.Error("the TLS picker saw no completed handshake")
 	}
 	good.mu.Unlock()
-	if n := good.streams(); n != 3 {
-		t.Errorf("TLS picker served %d streams, want 3", n)
+	// Three requests, each a picker stream and a response observer stream (observer.go).
+	if n := good.streams(); n != 6 {
+		t.Errorf("TLS picker served %d streams, want 6", n)
 	}
 
 	for _, c := range []struct {

@@ -55,8 +55,9 @@ type layerSpec struct {
 	model     string
 	peersVenv string
 	logLevel  string
-	kvBind    string // precise: where the picker binds its KV-event subscriber
-	tokenizer string // precise: the model's tokenizer directory
+	kvBind    string   // precise: where the picker binds its KV-event subscriber
+	tokenizer string   // precise: the model's tokenizer directory
+	upFlags   []string // extra flags for `infergw up` (--up-flag)
 }
 
 func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
@@ -96,6 +97,7 @@ func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 		if s.kvBind != "" {
 			args = append(args, "--kv-events-bind", s.kvBind, "--kv-tokenizer", s.tokenizer)
 		}
+		args = append(args, s.upFlags...)
 	}
 	cmd := exec.Command(bin, args...)
 	out := &tailBuffer{max: 64 << 10}

@@ -59,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&infergwBin, "infergw", filepath.Join("bin", "infergw"), "the infergw binary that runs the routing layer (`make bench-routing` builds it)")
 	fs.BoolVar(&o.KVPressure, "kv-pressure", false, "add the kv-pressure workload to the default set (it runs when named with --workloads too)")
 	fs.StringVar(&o.Tokenizer, "tokenizer", "", "directory of a model's tokenizer.json for every sim (needed by --policies precise, which also gives it to the picker), e.g. kvprompt/testdata/tiny")
+	var upFlags stringList
+	fs.Var(&upFlags, "up-flag", "extra flag for infergw's `infergw up` (repeatable), e.g. --up-flag=--pprof-addr=127.0.0.1:6060 to profile a cell")
 	var viewEvery time.Duration
 	fs.DurationVar(&viewEvery, "sim-view", 0, "also sample every sim's /debug/engine this often (e.g. 20ms) for the per-pod view in results.json")
 	if err := fs.Parse(args); err != nil {
@@ -131,7 +133,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("results dir: %w", err)
 	}
 
-	r := &runner{plan: p, envoyBin: envoyBin, infergw: infergwBin, peersVenv: peersVenv, logLevel: logLevel,
+	r := &runner{plan: p, envoyBin: envoyBin, infergw: infergwBin, peersVenv: peersVenv, logLevel: logLevel, upFlags: upFlags,
 		tmp: tmp, progress: stderr, viewEvery: viewEvery,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	rep := &report{StartedAt: time.Now(), Command: "go run ./bench/routing " + strings.Join(args, " "),
@@ -242,3 +244,9 @@ func writeOutputs(dir string, rep *report, stdout io.Writer) error {
 	_, err = fmt.Fprintf(stdout, "%s\nResults in %s (results.md, results.json, index.html).\n", md.String(), dir)
 	return err
 }
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }

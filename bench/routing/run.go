@@ -31,9 +31,10 @@ type runResult struct {
 type runner struct {
 	plan      plan
 	envoyBin  string
-	infergw   string // the infergw binary that runs the routing layer of infergw's cells
-	peersVenv string // where the peer routers are installed ("" without --peers)
-	logLevel  string // the routing layer's log level
+	infergw   string   // the infergw binary that runs the routing layer of infergw's cells
+	peersVenv string   // where the peer routers are installed ("" without --peers)
+	logLevel  string   // the routing layer's log level
+	upFlags   []string // extra flags for infergw's `infergw up`
 	tmp       string
 	log       *slog.Logger // for the sims (quiet)
 	progress  io.Writer
@@ -134,7 +135,7 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 	}
 	layer, err := startLayer(ctx, layerSpec{policy: policy, infergw: r.infergw, envoy: r.envoyBin, manifests: dir,
 		gateway: l.GatewayPort, workers: addrs, model: baseModel, peersVenv: r.peersVenv, logLevel: r.logLevel,
-		kvBind: kvBind, tokenizer: simCfg.Tokenizer})
+		kvBind: kvBind, tokenizer: simCfg.Tokenizer, upFlags: r.upFlags})
 	if err != nil {
 		return nil, fmt.Errorf("%s: routing layer: %w", cell, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/infergw/infergw/discovery/dirsource"
 	"github.com/infergw/infergw/discovery/kubesource"
 	"github.com/infergw/infergw/extproc"
+	"github.com/infergw/infergw/internal/pprofserve"
 	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/router"
 )
@@ -24,6 +25,7 @@ import (
 type pickerFlags struct {
 	grpcAddr        string
 	metricsAddr     string
+	pprofAddr       string
 	source          sourceFlags
 	pool            string
 	schedulerConfig string
@@ -58,6 +60,7 @@ func newPickerCmd() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:9002", "ext_proc gRPC listen address")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "127.0.0.1:9090", "listen address of /metrics, /healthz and /readyz")
+	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "address serving Go profiles at /debug/pprof/ (off when empty; never expose it)")
 	f.source.register(fl)
 	fl.StringVar(&f.pool, "pool", "", "pool (namespace/name) for requests whose route names none")
 	fl.StringVar(&f.schedulerConfig, "scheduler-config", "", "scheduler plugin configuration YAML: infergw's format or GIE's EndpointPickerConfig (default: built-in)")
@@ -182,6 +185,9 @@ func runPicker(ctx context.Context, f *pickerFlags) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if err := pprofserve.Start(ctx, f.pprofAddr, log); err != nil {
+		return err
+	}
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- src.Run(ctx) }()
 	snaps, unsubscribe := src.Subscribe()

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/infergw/infergw/extproc"
+	"github.com/infergw/infergw/internal/pprofserve"
 	"github.com/infergw/infergw/kvroute"
 	"github.com/infergw/infergw/router"
 	"github.com/infergw/infergw/stack"
@@ -25,6 +26,7 @@ type upFlags struct {
 	policy          string
 	kv              kvFlags
 	logLevel        string
+	pprofAddr       string
 }
 
 func newUpCmd() *cobra.Command {
@@ -56,6 +58,7 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.StringVar(&f.cfg.Translate.ListenerAddress, "listener-address", f.cfg.Translate.ListenerAddress,
 		"IP address Envoy's gateway listeners bind to (0.0.0.0 or :: to accept connections from other hosts)")
 	fl.StringVar(&f.cfg.MetricsAddr, "metrics-addr", f.cfg.MetricsAddr, "address serving /metrics, /healthz and /readyz")
+	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "address serving Go profiles at /debug/pprof/ (off when empty; never expose it)")
 	fl.StringVar(&f.cfg.EnvoyBinary, "envoy", "", "Envoy binary (default: $ENVOY_BIN, envoy on PATH, .venv/bin/envoy)")
 	fl.BoolVar(&f.envoyLog, "envoy-log", false, "show Envoy's own log on stderr")
 	fl.BoolVar(&f.noSims, "no-sims", false, "do not start simulated model servers: the Pod manifests point at real ones")
@@ -124,6 +127,9 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		if f.schedulerConfig == "" && f.policy == "default" {
 			cfg.Router.Scheduler, _ = router.PolicyConfig("precise")
 		}
+	}
+	if err := pprofserve.Start(cmd.Context(), f.pprofAddr, log); err != nil {
+		return err
 	}
 	started := time.Now()
 	st, err := stack.Start(cmd.Context(), cfg, log)

@@ -112,8 +112,9 @@ spec:
 		onPool("adapter", chat(t, gw.url, "sql-lora", fmt.Sprintf("hi %d", i), nil), 200, "sql-lora", "llama-0", "llama-1")
 	}
 
-	// One pass over the body: each body-routed request is one ext_proc stream (the routing
-	// and the pick share it), not two.
+	// One pass over the body: each body-routed request is one ext_proc stream to the picker
+	// (the routing and the pick share it), not two; the response observer's streams, which
+	// never see the request body, are not counted.
 	streams := func() int64 {
 		var n int64
 		for name, v := range gw.envoyCounters(t, "ext_proc") {
@@ -121,7 +122,7 @@ spec:
 				n += v
 			}
 		}
-		return n
+		return n - gw.observerStreams(t)
 	}
 	before := streams()
 	for i := 0; i < 10; i++ {
