@@ -41,6 +41,7 @@ type controlPlaneFlags struct {
 	logLevel             string
 	requestBodyMode      string
 	responseBodyMode     string
+	responseObserver     bool
 	translate            xds.Options
 	gatewayServices      gatewayServiceFlags
 }
@@ -77,6 +78,7 @@ snapshot into Envoy listeners, routes, clusters and endpoints, and serves them o
 	fl.Float64Var(&f.translate.RetryBudgetPercent, "retry-budget-percent", 20, "retries in flight per pool, as a percentage of its active requests (negative: no budget)")
 	fl.StringVar(&f.requestBodyMode, "request-body-mode", string(xds.BodyBuffered), "ext_proc request body mode of FailClose pools: BUFFERED or FULL_DUPLEX_STREAMED (a picker crash then cuts streaming responses)")
 	fl.StringVar(&f.responseBodyMode, "response-body-mode", string(xds.BodyStreamed), "ext_proc response body mode of FailClose pools: STREAMED or FULL_DUPLEX_STREAMED (a picker crash then cuts streaming responses)")
+	fl.BoolVar(&f.responseObserver, "response-observer", true, "with STREAMED response bodies, read the bodies the picker does not change with a second ext_proc filter in observability mode (no round trip per chunk)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve ADS over TLS with this certificate")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "private key of --tls-cert")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "require client certificates signed by this CA")
@@ -101,6 +103,7 @@ func runControlPlane(ctx context.Context, f *controlPlaneFlags) error {
 	}
 	f.translate.RequestBodyMode = xds.BodyMode(f.requestBodyMode)
 	f.translate.ResponseBodyMode = xds.BodyMode(f.responseBodyMode)
+	f.translate.NoResponseObserver = !f.responseObserver
 	if err := f.translate.Validate(); err != nil {
 		return fmt.Errorf("controlplane: %w", err)
 	}

@@ -27,6 +27,7 @@ type upFlags struct {
 	kv              kvFlags
 	logLevel        string
 	pprofAddr       string
+	noObserver      bool
 }
 
 func newUpCmd() *cobra.Command {
@@ -58,6 +59,7 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.StringVar(&f.cfg.Translate.ListenerAddress, "listener-address", f.cfg.Translate.ListenerAddress,
 		"IP address Envoy's gateway listeners bind to (0.0.0.0 or :: to accept connections from other hosts)")
 	fl.StringVar(&f.cfg.MetricsAddr, "metrics-addr", f.cfg.MetricsAddr, "address serving /metrics, /healthz and /readyz")
+	fl.BoolVar(&f.noObserver, "no-response-observer", false, "leave every response body to the picker's own filter (one round trip per chunk) instead of the response observer")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "address serving Go profiles at /debug/pprof/ (off when empty; never expose it)")
 	fl.StringVar(&f.cfg.EnvoyBinary, "envoy", "", "Envoy binary (default: $ENVOY_BIN, envoy on PATH, .venv/bin/envoy)")
 	fl.BoolVar(&f.envoyLog, "envoy-log", false, "show Envoy's own log on stderr")
@@ -89,6 +91,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		return fmt.Errorf("--listener-address %q is not an IP address", cfg.Translate.ListenerAddress)
 	}
 	cfg.Sims = !f.noSims
+	cfg.Translate.NoResponseObserver = f.noObserver
 	cfg.Sim.LoRAAdapters = splitList(f.adapters)
 	if f.envoyLog {
 		cfg.EnvoyOutput = os.Stderr
