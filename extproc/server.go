@@ -315,7 +315,7 @@ func (s *Server) observeGRPCGo(stream grpc.ServerStream) error {
 	for {
 		var msg rawMessage
 		if err := stream.RecvMsg(&msg); err != nil {
-			return nil //nolint:nilerr // the proxy ended the stream, or it broke: either way the observer is done
+			return nil // the proxy ended the stream, or it broke: either way the observer is done
 		}
 		keep, err := o.handle(msg.buf.ReadOnlyData())
 		msg.buf.Free()

@@ -111,7 +111,7 @@ func (g *gateway) pickerCounts(t *testing.T) pickerCounts {
 	}
 	var c pickerCounts
 	for _, m := range fams["inference_objective_request_ttft_seconds"].GetMetric() {
-		c.ttft += int64(m.GetHistogram().GetSampleCount()) //nolint:gosec // G115: test counts are small
+		c.ttft += int64(m.GetHistogram().GetSampleCount())
 	}
 	for _, m := range fams["inference_objective_output_tokens"].GetMetric() {
 		c.outputTokens += int64(m.GetHistogram().GetSampleSum())
