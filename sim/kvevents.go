@@ -67,7 +67,8 @@ type seqBatch struct {
 	events []kvevents.Event
 }
 
-func startKVPublisher(cfg KVEventsConfig, log *slog.Logger) (*kvPublisher, error) {
+// bind: listen on cfg.Endpoint (vLLM's "*" endpoints) rather than connect to it.
+func startKVPublisher(cfg KVEventsConfig, bind bool, log *slog.Logger) (*kvPublisher, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &kvPublisher{topic: []byte(cfg.Topic), cancel: cancel, done: make(chan struct{}), log: log,
 		sock: zmq4.NewPub(ctx, zmq4.WithDialerRetry(200*time.Millisecond), zmq4.WithDialerMaxRetries(-1))}
@@ -84,7 +85,7 @@ func startKVPublisher(cfg KVEventsConfig, log *slog.Logger) (*kvPublisher, error
 			return false
 		}
 	}
-	if strings.Contains(cfg.Endpoint, "*") {
+	if bind {
 		if err := p.sock.Listen(cfg.Endpoint); err != nil {
 			cancel()
 			return nil, fmt.Errorf("kv events: bind %s: %w", cfg.Endpoint, err)
@@ -92,7 +93,7 @@ func startKVPublisher(cfg KVEventsConfig, log *slog.Logger) (*kvPublisher, error
 	}
 	go func() {
 		defer close(p.done)
-		if !strings.Contains(cfg.Endpoint, "*") {
+		if !bind {
 			// vLLM's publisher connects to the subscriber; zmq4's Dial retries until it can.
 			if err := p.sock.Dial(cfg.Endpoint); err != nil {
 				if ctx.Err() == nil {
