@@ -57,6 +57,9 @@ type layerSpec struct {
 	logLevel  string
 	kvBind    string // precise: where the picker binds its KV-event subscriber
 	tokenizer string // precise: the model's tokenizer directory
+	// externalPicker: the pickers run apart (pickerSet); up runs control plane and Envoy.
+	externalPicker bool
+	oraclePort     int // oracle: the sims' port, asked at every pick
 }
 
 func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
@@ -88,13 +91,24 @@ func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 			}
 			ports[i] = p
 		}
-		args = []string{"up", "--no-sims", "--manifests", s.manifests, "--policy", s.policy,
+		policy := s.policy
+		if s.externalPicker || policy == "oracle" {
+			// The picker's scorer set is the replicas' (or the oracle flag's) business.
+			policy = "default"
+		}
+		args = []string{"up", "--no-sims", "--manifests", s.manifests, "--policy", policy,
 			"--model", s.model, "--envoy", s.envoy, "--log-level", s.logLevel,
 			"--xds-addr", "127.0.0.1:" + strconv.Itoa(ports[0]),
 			"--envoy-admin-addr", "127.0.0.1:" + strconv.Itoa(ports[1]),
 			"--metrics-addr", "127.0.0.1:" + strconv.Itoa(ports[2])}
 		if s.kvBind != "" {
 			args = append(args, "--kv-events-bind", s.kvBind, "--kv-tokenizer", s.tokenizer)
+		}
+		if s.externalPicker {
+			args = append(args, "--external-picker")
+		}
+		if s.oraclePort > 0 {
+			args = append(args, "--kv-oracle-port", strconv.Itoa(s.oraclePort))
 		}
 	}
 	cmd := exec.Command(bin, args...)

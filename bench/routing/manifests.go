@@ -18,6 +18,9 @@ type fleetLayout struct {
 	TargetPort   int
 	GatewayPort  int
 	PickerPort   int
+	// ReplicaPorts, when set, are the ports of picker replicas run apart on 127.0.0.1:
+	// the picker Service gets an EndpointSlice per replica, and Envoy balances over them.
+	ReplicaPorts []int
 	Model        string
 	LoRAAdapters []string
 }
@@ -146,6 +149,29 @@ status:
 `, l.Namespace, l.Pool, i, l.podIP(i), l.Model, l.TargetPort)
 	}
 	files["pods.yaml"] = pods.String()
+	var slices strings.Builder
+	for i, port := range l.ReplicaPorts {
+		// One slice per replica: a slice has one port for all its endpoints, and the
+		// replicas share 127.0.0.1.
+		fmt.Fprintf(&slices, `---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: bench-picker-%[2]d
+  namespace: %[1]s
+  labels:
+    kubernetes.io/service-name: bench-picker
+addressType: IPv4
+ports:
+  - name: grpc-ext-proc
+    port: %[3]d
+endpoints:
+  - addresses: ["127.0.0.1"]
+`, l.Namespace, i, port)
+	}
+	if slices.Len() > 0 {
+		files["picker-replicas.yaml"] = slices.String()
+	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			return fmt.Errorf("manifests: %w", err)
