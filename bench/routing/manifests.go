@@ -149,11 +149,26 @@ status:
 `, l.Namespace, l.Pool, i, l.podIP(i), l.Model, l.TargetPort)
 	}
 	files["pods.yaml"] = pods.String()
-	var slices strings.Builder
-	for i, port := range l.ReplicaPorts {
-		// One slice per replica: a slice has one port for all its endpoints, and the
-		// replicas share 127.0.0.1.
-		fmt.Fprintf(&slices, `---
+	if len(l.ReplicaPorts) > 0 {
+		files[replicasFile] = replicaSlices(l.Namespace, l.ReplicaPorts)
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			return fmt.Errorf("manifests: %w", err)
+		}
+	}
+	return nil
+}
+
+// replicasFile holds the picker Service's EndpointSlices.
+const replicasFile = "picker-replicas.yaml"
+
+// replicaSlices is one EndpointSlice per picker replica (a slice has one port for all its
+// endpoints, and the replicas share 127.0.0.1), named by the replica's port.
+func replicaSlices(namespace string, ports []int) string {
+	var b strings.Builder
+	for _, port := range ports {
+		fmt.Fprintf(&b, `---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -164,18 +179,28 @@ metadata:
 addressType: IPv4
 ports:
   - name: grpc-ext-proc
-    port: %[3]d
+    port: %[2]d
 endpoints:
   - addresses: ["127.0.0.1"]
-`, l.Namespace, i, port)
+`, namespace, port)
 	}
-	if slices.Len() > 0 {
-		files["picker-replicas.yaml"] = slices.String()
+	return b.String()
+}
+
+// writeReplicaSlices rewrites the picker Service's slices to ports (the control plane
+// watches the directory): taking a replica out before stopping it is what Kubernetes does
+// when a picker Pod terminates.
+func writeReplicaSlices(dir, namespace string, ports []int) error {
+	body := replicaSlices(namespace, ports)
+	if body == "" {
+		body = "# no picker replicas\n"
 	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			return fmt.Errorf("manifests: %w", err)
-		}
+	tmp := filepath.Join(dir, "."+replicasFile)
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		return fmt.Errorf("manifests: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, replicasFile)); err != nil {
+		return fmt.Errorf("manifests: %w", err)
 	}
 	return nil
 }

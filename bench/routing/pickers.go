@@ -118,16 +118,27 @@ func (p *pickerProc) stopProc() {
 	_ = syscall.Kill(pgid, syscall.SIGKILL)
 }
 
-// restart stops replica i and starts it again with the same arguments (an empty index and
-// an empty approximate cache, as after any restart); it returns how long the replica was
-// down (SIGTERM to ready again).
-func (s *pickerSet) restart(ctx context.Context, i int) (time.Duration, error) {
+// restart restarts replica i as a Kubernetes rollout does: the replica leaves the picker
+// Service's endpoints (setPorts without it; Envoy stops sending it streams), gets SIGTERM
+// (its graceful drain), starts again with the same arguments (an empty index and an empty
+// approximate cache, as after any restart), and rejoins the endpoints once ready. It
+// returns how long the replica was out of the endpoints.
+func (s *pickerSet) restart(ctx context.Context, i int, setPorts func(without int) error, settle time.Duration) (time.Duration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.procs[i]
 	t0 := time.Now()
+	if err := setPorts(i); err != nil {
+		return 0, err
+	}
+	// The control plane's debounce and Envoy's update, as kube-proxy's and the endpoints
+	// controller's lag before a terminating Pod's SIGTERM in a cluster.
+	time.Sleep(settle)
 	p.stopProc()
-	err := p.start(ctx)
+	if err := p.start(ctx); err != nil {
+		return time.Since(t0), err
+	}
+	err := setPorts(-1)
 	return time.Since(t0), err
 }
 

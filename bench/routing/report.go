@@ -348,10 +348,11 @@ func writeOracleSection(b *strings.Builder, r *report) {
 			continue
 		}
 		if first {
-			b.WriteString("\nPicker restarts (replica 0 of the cell's replicas, SIGTERM then started again with the same flags):\n\n")
+			b.WriteString("\nPicker restarts (replica 0, as a Kubernetes rollout: taken out of the picker Service's endpoints, " +
+				"1 s later SIGTERM, started again with the same flags, put back once ready):\n\n")
 			first = false
 		}
-		msg := fmt.Sprintf("down %.2f s (SIGTERM to ready)", res.RestartDown)
+		msg := fmt.Sprintf("out of the endpoints for %.2f s", res.RestartDown)
 		if res.RestartErr != "" {
 			msg = "failed: " + res.RestartErr
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -207,7 +208,14 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 		restart.done = make(chan struct{})
 		timer := time.AfterFunc(restart.at, func() {
 			defer close(restart.done)
-			restart.down, restart.err = pickers.restart(ctx, 0)
+			setPorts := func(without int) error {
+				ports := slices.Clone(l.ReplicaPorts)
+				if without >= 0 {
+					ports = slices.Delete(ports, without, without+1)
+				}
+				return writeReplicaSlices(dir, l.Namespace, ports)
+			}
+			restart.down, restart.err = pickers.restart(ctx, 0, setPorts, time.Second)
 		})
 		defer timer.Stop()
 	}
