@@ -30,6 +30,11 @@ type KVEventsConfig struct {
 	// BufferSteps bounds the batches queued for sending (vLLM's max_queue_size);
 	// beyond it batches are dropped, and the subscriber sees the sequence gap.
 	BufferSteps int `json:"max_queue_size"`
+	// ReplayEndpoint, when set, serves the last ReplaySteps batches as vLLM does (a ROUTER
+	// socket bound there; a "*" host is the sim's own address): a subscriber that joins
+	// mid-stream asks for them from a sequence number (replay.go).
+	ReplayEndpoint string `json:"replay_endpoint"`
+	ReplaySteps    int    `json:"buffer_steps"`
 }
 
 // ParseKVEventsConfig reads the JSON of --kv-events-config.
@@ -60,6 +65,7 @@ type kvPublisher struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	log       *slog.Logger
+	replay    *replayBuffer // nil without a replay endpoint
 }
 
 type seqBatch struct {
@@ -91,6 +97,15 @@ func startKVPublisher(cfg KVEventsConfig, bind bool, log *slog.Logger) (*kvPubli
 			return nil, fmt.Errorf("kv events: bind %s: %w", cfg.Endpoint, err)
 		}
 	}
+	if cfg.ReplayEndpoint != "" {
+		rb, err := startReplay(ctx, cfg.ReplayEndpoint, cfg.ReplaySteps, p.topic, log)
+		if err != nil {
+			cancel()
+			_ = p.sock.Close()
+			return nil, err
+		}
+		p.replay = rb
+	}
 	go func() {
 		defer close(p.done)
 		if !bind {
@@ -117,8 +132,12 @@ func startKVPublisher(cfg KVEventsConfig, bind bool, log *slog.Logger) (*kvPubli
 				binary.BigEndian.PutUint64(seq[:], b.seq)
 				// zmq4's PUB sends asynchronously, holding the frames: give it its own copy
 				// (the encoder reuses its buffer).
-				if err := p.sock.Send(zmq4.NewMsgFrom(p.topic, seq[:], bytes.Clone(payload))); err != nil && ctx.Err() == nil {
+				own := bytes.Clone(payload)
+				if err := p.sock.Send(zmq4.NewMsgFrom(p.topic, seq[:], own)); err != nil && ctx.Err() == nil {
 					log.Debug("kv events: send", "err", err)
+				}
+				if p.replay != nil {
+					p.replay.add(b.seq, own)
 				}
 			}
 		}
@@ -138,6 +157,9 @@ func (p *kvPublisher) enqueue(events []kvevents.Event) {
 
 func (p *kvPublisher) close() {
 	p.cancel()
+	if p.replay != nil {
+		p.replay.close()
+	}
 	_ = p.sock.Close()
 	<-p.done
 }

@@ -153,7 +153,7 @@ func TestParseKVEventsConfig(t *testing.T) {
 	for _, bad := range []string{
 		`{"enable_kv_cache_events": true, "publisher": "null", "endpoint": "tcp://x:1"}`,
 		`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "ipc:///tmp/x"}`,
-		`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://x:1", "replay_endpoint": "tcp://*:1"}`,
+		`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://x:1", "unknown_field": 1}`,
 		`not json`,
 	} {
 		if _, err := ParseKVEventsConfig(bad); err == nil {

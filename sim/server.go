@@ -120,6 +120,10 @@ func (s *Server) Start() error {
 			// so a fleet's sims can share the port as pods do.
 			s.cfg.KVEvents.Endpoint = strings.Replace(s.cfg.KVEvents.Endpoint, "*", host, 1)
 		}
+		if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsUnspecified() {
+			// vLLM always binds its replay endpoint; "*" is the pod's address, as above.
+			s.cfg.KVEvents.ReplayEndpoint = strings.Replace(s.cfg.KVEvents.ReplayEndpoint, "*", host, 1)
+		}
 		pub, err := startKVPublisher(s.cfg.KVEvents, bind, s.log)
 		if err != nil {
 			_ = ln.Close()
