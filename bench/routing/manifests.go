@@ -11,13 +11,13 @@ import (
 // fleetLayout is where one run's gateway, picker and pods listen. Every port is chosen free
 // at run time so that a benchmark never collides with `infergw up` or a parallel test.
 type fleetLayout struct {
-	Namespace    string
-	Pool         string
-	Pods         int
-	FirstPodIP   net.IP // 127.0.0.2: pod i listens on FirstPodIP + i
-	TargetPort   int
-	GatewayPort  int
-	PickerPort   int
+	Namespace   string
+	Pool        string
+	Pods        int
+	FirstPodIP  net.IP // 127.0.0.2: pod i listens on FirstPodIP + i
+	TargetPort  int
+	GatewayPort int
+	PickerPort  int
 	// ReplicaPorts, when set, are the ports of picker replicas run apart on 127.0.0.1:
 	// the picker Service gets an EndpointSlice per replica, and Envoy balances over them.
 	ReplicaPorts []int

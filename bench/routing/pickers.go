@@ -37,8 +37,9 @@ type pickerSetSpec struct {
 	logLevel  string
 	// kvPodPort > 0: precise routing, every replica dialling every pod's KV-event
 	// publisher at this port (vLLM's "tcp://*:PORT"), with the model's tokenizer.
-	kvPodPort int
-	tokenizer string
+	kvPodPort    int
+	kvReplayPort int // > 0: the pods' replay endpoint port
+	tokenizer    string
 }
 
 func startPickers(ctx context.Context, s pickerSetSpec) (*pickerSet, error) {
@@ -53,6 +54,9 @@ func startPickers(ctx context.Context, s pickerSetSpec) (*pickerSet, error) {
 				"--grpc-addr", "127.0.0.1:" + strconv.Itoa(port), "--metrics-addr", "127.0.0.1:" + strconv.Itoa(mport)}}
 		if s.kvPodPort > 0 {
 			p.args = append(p.args, "--kv-events-pod-port", strconv.Itoa(s.kvPodPort), "--kv-tokenizer", s.tokenizer)
+			if s.kvReplayPort > 0 {
+				p.args = append(p.args, "--kv-events-replay-port", strconv.Itoa(s.kvReplayPort))
+			}
 		}
 		set.procs = append(set.procs, p)
 		if err := p.start(ctx); err != nil {

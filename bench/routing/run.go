@@ -132,7 +132,7 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 	}
 	simCfg := r.plan.Sim
 	var kvBind string
-	var kvPodPort int
+	var kvPodPort, kvReplayPort int
 	switch {
 	case ps.Base == "precise" && ps.Pickers > 0:
 		// Every replica must hear every pod: the sims bind (vLLM's "tcp://*:PORT", each
@@ -144,7 +144,13 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 		if kvPodPort, err = freePortOnAll(hosts); err != nil {
 			return nil, err
 		}
-		simCfg.KVEvents = sim.KVEventsConfig{Enable: true, Publisher: "zmq", Endpoint: "tcp://*:" + strconv.Itoa(kvPodPort)}
+		// vLLM's replay endpoint too: a restarted replica asks for the publishers'
+		// buffered batches instead of starting from an empty index.
+		if kvReplayPort, err = freePortOnAll(hosts); err != nil {
+			return nil, err
+		}
+		simCfg.KVEvents = sim.KVEventsConfig{Enable: true, Publisher: "zmq", Endpoint: "tcp://*:" + strconv.Itoa(kvPodPort),
+			ReplayEndpoint: "tcp://*:" + strconv.Itoa(kvReplayPort)}
 	case ps.Base == "precise":
 		// The sims publish their KV events to the picker's subscriber (vLLM's default:
 		// the publisher connects, the subscriber binds), and tokenize as the picker does.
@@ -171,7 +177,7 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 	var pickers *pickerSet
 	if ps.Pickers > 0 {
 		if pickers, err = startPickers(ctx, pickerSetSpec{infergw: r.infergw, manifests: dir, ports: l.ReplicaPorts,
-			logLevel: r.logLevel, kvPodPort: kvPodPort, tokenizer: simCfg.Tokenizer}); err != nil {
+			logLevel: r.logLevel, kvPodPort: kvPodPort, kvReplayPort: kvReplayPort, tokenizer: simCfg.Tokenizer}); err != nil {
 			return nil, fmt.Errorf("%s: pickers: %w", cell, err)
 		}
 		defer pickers.stop()
