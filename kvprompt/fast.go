@@ -44,10 +44,10 @@ type fastPath struct {
 	nfc       bool         // NFC-normalize text outside added tokens first (Qwen2)
 	bpe       *byteBPE     // nil: pieces are encoded by the library (m)
 	added     []addedToken // longest first
-	prefix []uint32     // ids the post-processor puts before a single sequence
-	suffix []uint32     // and after it
-	mu     sync.RWMutex
-	cache  map[string][]uint32
+	prefix    []uint32     // ids the post-processor puts before a single sequence
+	suffix    []uint32     // and after it
+	mu        sync.RWMutex
+	cache     map[string][]uint32
 }
 
 type addedToken struct {
