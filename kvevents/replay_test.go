@@ -46,7 +46,7 @@ func TestReplayBadPeers(t *testing.T) {
 		replies  [][][]byte
 		wantSeqs []uint64 // handed on, in order
 	}{
-		"silent": {nil, []uint64{5}},
+		"silent":            {nil, []uint64{5}},
 		"wrong frame count": {[][][]byte{{{}, []byte("x")}}, []uint64{5}},
 		"a good batch then garbage": {[][][]byte{
 			{{}, []byte("kv@127.0.0.1@m"), seqFrame(0), payload},
