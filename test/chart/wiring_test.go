@@ -599,7 +599,7 @@ func TestExtraArgsAndOptions(t *testing.T) {
 // the chart's additions.
 var contractFlags = map[string][]string{
 	"controlplane":           {"--xds-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--gateway-class", "--listener-address", "--tls-cert", "--tls-key", "--tls-ca", "--write-status", "--gateway-service", "--picker-tls-ca", "--picker-tls-cert", "--picker-tls-key", "--picker-tls-sni"},
-	"picker":                 {"--grpc-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--pool", "--scheduler-config", "--max-body-bytes", "--grpc-transport", "--shutdown-grace", "--tls-cert", "--tls-key", "--model-server-metrics-scheme", "--model-server-metrics-path", "--model-server-metrics-port", "--model-server-metrics-https-insecure-skip-verify", "--model-server-metrics-ca-file", "--model-server-metrics-bearer-token-file", "--kv-events-pod-port", "--kv-tokenizer"},
+	"picker":                 {"--grpc-addr", "--metrics-addr", "--manifests", "--kubernetes", "--kubeconfig", "--namespace", "--pool", "--scheduler-config", "--max-body-bytes", "--grpc-transport", "--shutdown-grace", "--tls-cert", "--tls-key", "--model-server-metrics-scheme", "--model-server-metrics-path", "--model-server-metrics-port", "--model-server-metrics-https-insecure-skip-verify", "--model-server-metrics-ca-file", "--model-server-metrics-bearer-token-file", "--kv-events-pod-port", "--kv-events-replay-port", "--kv-tokenizer"},
 	"controlplane bootstrap": {"--xds-addr", "--node-id", "--admin-addr", "--tls-cert", "--tls-key", "--tls-ca", "--output"},
 }
 
