@@ -95,9 +95,8 @@ func (tj *tokenizerJSON) native() bool {
 func newFastPath(tj *tokenizerJSON, m *Model) (*fastPath, error) {
 	nfc := false
 	if norm := strings.TrimSpace(string(tj.Normalizer)); norm != "" && norm != "null" {
-		var nm map[string]json.RawMessage
-		if err := json.Unmarshal(tj.Normalizer, &nm); err != nil || len(nm) != 1 || string(nm["type"]) != `"NFC"` {
-			return nil, nil
+		if !isNFC(tj.Normalizer) {
+			return nil, nil // a normalizer the fast path does not implement: the library's path
 		}
 		nfc = true // Qwen2's
 	}
@@ -140,6 +139,12 @@ func newFastPath(tj *tokenizerJSON, m *Model) (*fastPath, error) {
 	}
 	f.prefix, f.suffix = full[:i], full[i+len(bare):]
 	return f, nil
+}
+
+// isNFC reports whether a normalizer is exactly {"type": "NFC"}.
+func isNFC(raw json.RawMessage) bool {
+	var nm map[string]json.RawMessage
+	return json.Unmarshal(raw, &nm) == nil && len(nm) == 1 && string(nm["type"]) == `"NFC"`
 }
 
 // postProcessorTokens reads the ids a post-processor puts around a single sequence:

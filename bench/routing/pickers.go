@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os/exec"
@@ -47,7 +46,8 @@ func startPickers(ctx context.Context, s pickerSetSpec) (*pickerSet, error) {
 	for _, port := range s.ports {
 		mport, err := freePort("127.0.0.1")
 		if err != nil {
-			return nil, errors.Join(err, set.stop())
+			set.stop()
+			return nil, err
 		}
 		p := &pickerProc{bin: s.infergw, metrics: "127.0.0.1:" + strconv.Itoa(mport),
 			args: []string{"picker", "--manifests", s.manifests, "--log-level", s.logLevel,
@@ -60,7 +60,8 @@ func startPickers(ctx context.Context, s pickerSetSpec) (*pickerSet, error) {
 		}
 		set.procs = append(set.procs, p)
 		if err := p.start(ctx); err != nil {
-			return nil, errors.Join(err, set.stop())
+			set.stop()
+			return nil, err
 		}
 	}
 	return set, nil
@@ -146,11 +147,10 @@ func (s *pickerSet) restart(ctx context.Context, i int, setPorts func(without in
 	return time.Since(t0), err
 }
 
-func (s *pickerSet) stop() error {
+func (s *pickerSet) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.procs {
 		p.stopProc()
 	}
-	return nil
 }
