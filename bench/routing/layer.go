@@ -36,7 +36,8 @@ func isPeer(policy string) bool {
 
 // layerProcess is a running routing layer.
 type layerProcess struct {
-	name string
+	name    string
+	metrics string // host:port of infergw's /metrics ("" for a peer)
 	cmd  *exec.Cmd
 	url  string
 	out  *tailBuffer
@@ -64,7 +65,7 @@ type layerSpec struct {
 
 func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 	var args []string
-	var bin string
+	var bin, metricsAddr string
 	switch s.policy {
 	case "sglang-router", "vllm-router":
 		bin = s.peersVenv + "/bin/" + s.policy
@@ -101,6 +102,7 @@ func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 			"--xds-addr", "127.0.0.1:" + strconv.Itoa(ports[0]),
 			"--envoy-admin-addr", "127.0.0.1:" + strconv.Itoa(ports[1]),
 			"--metrics-addr", "127.0.0.1:" + strconv.Itoa(ports[2])}
+		metricsAddr = "127.0.0.1:" + strconv.Itoa(ports[2])
 		if s.kvBind != "" {
 			args = append(args, "--kv-events-bind", s.kvBind, "--kv-tokenizer", s.tokenizer)
 		}
@@ -120,7 +122,7 @@ func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: start %s: %w", s.policy, bin, err)
 	}
-	p := &layerProcess{name: s.policy, cmd: cmd, out: out, done: make(chan struct{}),
+	p := &layerProcess{name: s.policy, cmd: cmd, out: out, done: make(chan struct{}), metrics: metricsAddr,
 		url: "http://127.0.0.1:" + strconv.Itoa(s.gateway)}
 	go func() {
 		p.err = cmd.Wait()

@@ -156,6 +156,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stderr, "    sims: arrivals per pod %v, %.0f%% behind a prefill, %.0f prompt tokens ahead per arrival, sim-side TTFT mean %s ms; mean pending prefill tokens per pod %.0f\n",
 					v.Arrivals, 100*v.BehindPrefill, v.TokensAhead, ms(1000*res.Sims.SimTTFTMean()), v.MeanPrefillToks)
 			}
+			if len(res.KVMetrics) > 0 {
+				fmt.Fprintf(stderr, "    pickers: %s\n", kvMetricsText(res.KVMetrics))
+			}
 			rep.Results = append(rep.Results, res)
 			if err := writeCellReport(out, res); err != nil {
 				return err

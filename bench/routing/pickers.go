@@ -154,3 +154,14 @@ func (s *pickerSet) stop() {
 		p.stopProc()
 	}
 }
+
+// metricsAddrs are the replicas' /metrics addresses.
+func (s *pickerSet) metricsAddrs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.procs))
+	for _, p := range s.procs {
+		out = append(out, p.metrics)
+	}
+	return out
+}

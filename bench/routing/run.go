@@ -34,6 +34,9 @@ type runResult struct {
 	RestartAt   float64 `json:"restart_at_s,omitempty"`
 	RestartDown float64 `json:"restart_down_s,omitempty"`
 	RestartErr  string  `json:"restart_error,omitempty"`
+	// KVMetrics are the pickers' precise-prefix series at the end of the cell, summed over
+	// replicas (a restarted replica's counters start again at its restart).
+	KVMetrics map[string]float64 `json:"kv_metrics,omitempty"`
 }
 
 // runner runs cells one after another, each on a fresh routing layer and fresh sims.
@@ -230,6 +233,14 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 		return nil, fmt.Errorf("%s: load test: %w", cell, err)
 	}
 	layerCPU, cpuErr := meter.finish()
+	var kvMetrics map[string]float64
+	if ps.Base == "precise" {
+		addrs := []string{layer.metrics}
+		if pickers != nil {
+			addrs = pickers.metricsAddrs()
+		}
+		kvMetrics = scrapeKVMetrics(ctx, addrs)
+	}
 	var view *fleetView
 	if verr == nil {
 		if fv, err := views.finish(ctx); err == nil {
@@ -238,7 +249,7 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 	}
 	simsAfter, serr := scrapeFleet(ctx, addrs)
 	res = &runResult{Workload: wl.Name, Policy: policy, WallRate: lcfg.Rate, Summary: sum,
-		CPU: layerCPU, Recipe: recipe(lcfg), View: view, Pickers: ps.Pickers}
+		CPU: layerCPU, Recipe: recipe(lcfg), View: view, Pickers: ps.Pickers, KVMetrics: kvMetrics}
 	if ps.Restart {
 		<-restart.done
 		res.RestartAt, res.RestartDown = (restart.at - lcfg.Warmup).Seconds(), restart.down.Seconds()
