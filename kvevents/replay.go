@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // vLLM's publisher keeps its last buffer_steps batches (10,000 by default) and serves them
@@ -46,12 +47,31 @@ type replayResult struct {
 // replay asks ep for pod's batches from sequence 0 and hands them to the handler in order.
 // Caller holds s.mu (the handler sees one batch at a time).
 func (s *Subscriber) replay(ctx context.Context, ep, pod string) (replayResult, error) {
+	return replayInto(ctx, ep, pod, s.cfg.TopicPrefix, s.cfg.Limits, s.cfg.ReplayTimeout, s.h, s.messages, s.events)
+}
+
+// Replay asks a publisher's replay endpoint ep for pod's buffered batches from sequence 0
+// and hands them to h in order, returning how many it applied and the last sequence
+// number. It is what a Subscriber with Config.ReplayEndpoint does when it joins a pod's
+// stream mid-way; exported for tests against a real vLLM.
+func Replay(ctx context.Context, ep, pod string, h Handler, timeout time.Duration) (batches int, last uint64, err error) {
+	res, err := replayInto(ctx, ep, pod, DefaultTopicPrefix, Limits{}, timeout, h, nil, nil)
+	return res.batches, res.last, err
+}
+
+func replayInto(ctx context.Context, ep, pod, prefix string, limits Limits, timeout time.Duration, h Handler,
+	messages, events *prometheus.CounterVec) (replayResult, error) {
 	var res replayResult
+	count := func(result string) {
+		if messages != nil {
+			messages.WithLabelValues(result).Inc()
+		}
+	}
 	zep, err := zmqEndpoint(ep)
 	if err != nil {
 		return res, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReplayTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	sock := zmq4.NewDealer(ctx)
 	defer sock.Close()
@@ -64,7 +84,7 @@ func (s *Subscriber) replay(ctx context.Context, ep, pod string) (replayResult, 
 	if err := sock.Send(zmq4.NewMsgFrom([]byte{}, start[:])); err != nil {
 		return res, fmt.Errorf("kvevents: replay request %s: %w", ep, err)
 	}
-	dec := NewDecoder(s.cfg.Limits)
+	dec := NewDecoder(limits)
 	var b Batch
 	for res.batches < maxReplayBatches {
 		msg, err := sock.Recv()
@@ -73,16 +93,16 @@ func (s *Subscriber) replay(ctx context.Context, ep, pod string) (replayResult, 
 		}
 		f := msg.Frames
 		if len(f) != 4 || len(f[0]) != 0 || len(f[2]) != 8 {
-			s.messages.WithLabelValues(resultBadFrames).Inc()
+			count(resultBadFrames)
 			return res, fmt.Errorf("kvevents: replay %s: a reply of %d frames", ep, len(f))
 		}
 		if string(f[2]) == string(replayEnd) {
 			return res, nil
 		}
-		p, model, ok := ParseTopic(f[1], s.cfg.TopicPrefix)
+		p, model, ok := ParseTopic(f[1], prefix)
 		if !ok || p != pod {
 			// Another pod's batches (a publisher serving several topics): not this one's.
-			s.messages.WithLabelValues(resultBadTopic).Inc()
+			count(resultBadTopic)
 			continue
 		}
 		seq := binary.BigEndian.Uint64(f[2])
@@ -90,14 +110,16 @@ func (s *Subscriber) replay(ctx context.Context, ep, pod string) (replayResult, 
 			continue // never apply a batch twice or out of order
 		}
 		if err := dec.Decode(f[3], &b); err != nil {
-			s.messages.WithLabelValues(resultBadBatch).Inc()
+			count(resultBadBatch)
 			continue // the index sees the hole as a gap: entries dropped, pod partial
 		}
-		s.messages.WithLabelValues(resultReplayed).Inc()
-		for i := range b.Events {
-			s.events.WithLabelValues(b.Events[i].Kind.String()).Inc()
+		count(resultReplayed)
+		if events != nil {
+			for i := range b.Events {
+				events.WithLabelValues(b.Events[i].Kind.String()).Inc()
+			}
 		}
-		s.h.HandleBatch(pod, model, seq, &b)
+		h.HandleBatch(pod, model, seq, &b)
 		res.batches++
 		res.last = seq
 	}
