@@ -38,11 +38,11 @@ func isPeer(policy string) bool {
 type layerProcess struct {
 	name    string
 	metrics string // host:port of infergw's /metrics ("" for a peer)
-	cmd  *exec.Cmd
-	url  string
-	out  *tailBuffer
-	done chan struct{}
-	err  error // set before done is closed
+	cmd     *exec.Cmd
+	url     string
+	out     *tailBuffer
+	done    chan struct{}
+	err     error // set before done is closed
 }
 
 // layerSpec says how to start one cell's routing layer.
