@@ -1,10 +1,10 @@
 package kvprompt
 
 import (
-	"container/heap"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // byteBPE is a byte-level BPE model (GPT-2, Llama 3, Qwen2): a piece's bytes are mapped
@@ -96,45 +96,66 @@ func byteChars() [256]rune {
 	return t
 }
 
+// bpeScratch is encode's working memory, pooled: a prompt of unseen pieces would
+// otherwise allocate it per piece.
+type bpeScratch struct {
+	ids        []uint32
+	next, prev []int32
+	alive      []bool
+	heap       mergeHeap
+	chars      []byte
+}
+
+var bpeScratchPool = sync.Pool{New: func() any { return new(bpeScratch) }}
+
+// byteCharTable is byteChars as UTF-8, for building a piece's vocabulary string.
+var byteCharTable = func() (t [256]string) {
+	for c, r := range byteChars() {
+		t[c] = string(r)
+	}
+	return t
+}()
+
 // encode appends the ids of one pre-tokenized piece.
 func (b *byteBPE) encode(dst []uint32, piece string) []uint32 {
 	if len(piece) == 0 {
 		return dst
 	}
+	sc := bpeScratchPool.Get().(*bpeScratch)
+	defer bpeScratchPool.Put(sc)
 	if b.ignoreMerges {
-		var sb strings.Builder
-		chars := byteChars()
+		sc.chars = sc.chars[:0]
 		for i := 0; i < len(piece); i++ {
-			sb.WriteRune(chars[piece[i]])
+			sc.chars = append(sc.chars, byteCharTable[piece[i]]...)
 		}
-		if id, ok := b.vocab[sb.String()]; ok {
+		if id, ok := b.vocab[string(sc.chars)]; ok { // no allocation: a map lookup by []byte
 			return append(dst, id)
 		}
 	}
 	// Symbols as a linked list over the piece's bytes; candidate merges in a heap by
 	// (rank, position), each checked on pop against the symbols still there.
 	n := len(piece)
-	ids := make([]uint32, n)
-	next, prev := make([]int, n), make([]int, n)
-	alive := make([]bool, n)
+	ids, next, prev, alive := grow(sc.ids, n), grow(sc.next, n), grow(sc.prev, n), grow(sc.alive, n)
+	sc.ids, sc.next, sc.prev, sc.alive = ids, next, prev, alive
 	for i := range n {
-		ids[i], next[i], prev[i], alive[i] = b.byteID[piece[i]], i+1, i-1, true
+		ids[i], next[i], prev[i], alive[i] = b.byteID[piece[i]], int32(i+1), int32(i-1), true //nolint:gosec // G115: i < piece length, bounded by MaxPromptBytes
 	}
 	next[n-1] = -1
-	h := &mergeHeap{}
-	push := func(i int) {
+	h := &sc.heap
+	*h = (*h)[:0]
+	push := func(i int32) {
 		if i < 0 || next[i] < 0 {
 			return
 		}
 		if m, ok := b.merges[[2]uint32{ids[i], ids[next[i]]}]; ok {
-			heap.Push(h, candidate{rank: m.rank, pos: i, left: ids[i], right: ids[next[i]]})
+			h.push(candidate{rank: m.rank, pos: i, left: ids[i], right: ids[next[i]]})
 		}
 	}
-	for i := range n - 1 {
+	for i := range int32(n - 1) { //nolint:gosec // G115: as above
 		push(i)
 	}
 	for h.Len() > 0 {
-		c := heap.Pop(h).(candidate)
+		c := h.pop()
 		j := next[c.pos]
 		if !alive[c.pos] || j < 0 || ids[c.pos] != c.left || ids[j] != c.right {
 			continue // stale: a neighbour merged since
@@ -148,31 +169,72 @@ func (b *byteBPE) encode(dst []uint32, piece string) []uint32 {
 		push(prev[c.pos])
 		push(c.pos)
 	}
-	for i := 0; i >= 0; i = next[i] {
+	for i := int32(0); i >= 0; i = next[i] {
 		dst = append(dst, ids[i])
 	}
 	return dst
 }
 
+// grow returns s resized to n, reusing its array when it is large enough.
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
 type candidate struct {
-	rank, pos   int
+	rank        int
+	pos         int32
 	left, right uint32
 }
 
+// mergeHeap is a binary min-heap by (rank, position), written out rather than through
+// container/heap, whose interface would box (allocate) every candidate pushed.
 type mergeHeap []candidate
 
 func (h mergeHeap) Len() int { return len(h) }
-func (h mergeHeap) Less(i, j int) bool {
+
+func (h mergeHeap) less(i, j int) bool {
 	if h[i].rank != h[j].rank {
 		return h[i].rank < h[j].rank
 	}
 	return h[i].pos < h[j].pos
 }
-func (h mergeHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *mergeHeap) Push(x any)   { *h = append(*h, x.(candidate)) }
-func (h *mergeHeap) Pop() any {
-	old := *h
-	c := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return c
+
+func (h *mergeHeap) push(c candidate) {
+	*h = append(*h, c)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !s.less(i, parent) {
+			break
+		}
+		s[i], s[parent] = s[parent], s[i]
+		i = parent
+	}
+}
+
+func (h *mergeHeap) pop() candidate {
+	s := *h
+	top := s[0]
+	last := len(s) - 1
+	s[0] = s[last]
+	s = s[:last]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(s) && s.less(l, m) {
+			m = l
+		}
+		if r < len(s) && s.less(r, m) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		s[i], s[m] = s[m], s[i]
+		i = m
+	}
+	*h = s
+	return top
 }
