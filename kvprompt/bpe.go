@@ -138,7 +138,7 @@ func (b *byteBPE) encode(dst []uint32, piece string) []uint32 {
 	ids, next, prev, alive := grow(sc.ids, n), grow(sc.next, n), grow(sc.prev, n), grow(sc.alive, n)
 	sc.ids, sc.next, sc.prev, sc.alive = ids, next, prev, alive
 	for i := range n {
-		ids[i], next[i], prev[i], alive[i] = b.byteID[piece[i]], int32(i+1), int32(i-1), true //nolint:gosec // G115: i < piece length, bounded by MaxPromptBytes
+		ids[i], next[i], prev[i], alive[i] = b.byteID[piece[i]], int32(i+1), int32(i-1), true
 	}
 	next[n-1] = -1
 	h := &sc.heap
@@ -151,7 +151,7 @@ func (b *byteBPE) encode(dst []uint32, piece string) []uint32 {
 			h.push(candidate{rank: m.rank, pos: i, left: ids[i], right: ids[next[i]]})
 		}
 	}
-	for i := range int32(n - 1) { //nolint:gosec // G115: as above
+	for i := range int32(n - 1) { //nolint:gosec // G115: n is a piece length, bounded by MaxPromptBytes
 		push(i)
 	}
 	for h.Len() > 0 {
