@@ -41,6 +41,12 @@ type Config struct {
 	Limits Limits
 	// DialRetry is the wait between dials of an unreachable publisher (default 1 s).
 	DialRetry time.Duration
+	// ReplayEndpoint, when set, names a pod's replay endpoint (vLLM's replay_endpoint,
+	// "tcp://POD:PORT"; "" for none): a pod first heard mid-stream is replayed from its
+	// publisher's buffer before its live batches (replay.go).
+	ReplayEndpoint func(pod string) string
+	// ReplayTimeout bounds one replay (default DefaultReplayTimeout).
+	ReplayTimeout time.Duration
 }
 
 // Subscriber is one ZMQ SUB socket feeding a Handler.
@@ -53,6 +59,12 @@ type Subscriber struct {
 	ctx    context.Context
 	wg     sync.WaitGroup
 	mu     sync.Mutex // serialises Handler calls
+
+	// known and replayedUpTo (guarded by mu) follow replays: the pods heard so far
+	// (bounded by maxKnownPods), and the last replayed sequence of pods whose live
+	// batches up to it must be skipped.
+	known        map[string]struct{}
+	replayedUpTo map[string]uint64
 
 	dialMu sync.Mutex
 	dials  map[string]context.CancelFunc // endpoint -> its dial loop (SetPublishers)
@@ -67,6 +79,7 @@ const (
 	resultBadFrames = "bad_frames"
 	resultBadTopic  = "bad_topic"
 	resultBadBatch  = "bad_batch"
+	resultReplayed  = "replayed" // a batch from a publisher's replay buffer
 )
 
 // New creates a subscriber; Start opens its socket. reg receives its metrics (nil: none).
@@ -77,14 +90,17 @@ func New(cfg Config, h Handler, log *slog.Logger, reg prometheus.Registerer) (*S
 	if cfg.DialRetry <= 0 {
 		cfg.DialRetry = time.Second
 	}
+	if cfg.ReplayTimeout <= 0 {
+		cfg.ReplayTimeout = DefaultReplayTimeout
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Subscriber{
-		cfg: cfg, log: log, h: h,
+		cfg: cfg, log: log, h: h, known: map[string]struct{}{}, replayedUpTo: map[string]uint64{},
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "infergw_kv_events_messages_total",
-			Help: "KV-event messages received from model servers, by result (ok, bad_frames, bad_topic, bad_batch).",
+			Help: "KV-event messages received from model servers, by result (ok, replayed, bad_frames, bad_topic, bad_batch).",
 		}, []string{"result"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "infergw_kv_events_total",
@@ -285,6 +301,9 @@ func (s *Subscriber) handle(dec *Decoder, b *Batch, frames [][]byte) {
 	if err := dec.Decode(frames[2], b); err != nil {
 		s.messages.WithLabelValues(resultBadBatch).Inc()
 		s.log.Debug("kvevents: bad batch", "pod", pod, "seq", seq, "err", err)
+		return
+	}
+	if !s.beforeLive(pod, seq) {
 		return
 	}
 	s.messages.WithLabelValues(resultOK).Inc()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // The library tokenizes an 8 KB prompt in 27–62 ms here (BenchmarkTokens8K with
@@ -23,9 +25,11 @@ import (
 //   - a BPE model merges inside a piece only, so a text's ids are its pieces' ids in
 //     order: each piece is tokenized once by the library and cached.
 //
-// The fast path is used only for a tokenizer.json with no normalizer, a ByteLevel
-// pre-tokenizer with use_regex and no prefix space, and a BPE model; others take the
-// library's path (exact, slow). Tests hold the fast path to the library on generated text.
+// The fast path is used only for a BPE tokenizer.json whose pre-tokenizer it implements
+// (pretok.go: GPT-2's ByteLevel with use_regex, and the Llama 3 and Qwen2 Split pattern
+// before a ByteLevel without regex), with no normalizer or NFC (Qwen2); others take the
+// library's path (exact, slow). Tests hold the fast path to HF tokenizers' own ids
+// (golden files from the Python library) and to the library path on generated text.
 
 // maxCachedPieces bounds the piece cache (entries); when full it is emptied. Natural text
 // reuses a vocabulary of tens of thousands of words.
@@ -35,11 +39,15 @@ const maxCachedPieces = 1 << 16
 const maxCachedPieceBytes = 64
 
 type fastPath struct {
-	added  []addedToken // longest first
-	prefix []uint32     // ids the post-processor puts before a single sequence
-	suffix []uint32     // and after it
-	mu     sync.RWMutex
-	cache  map[string][]uint32
+	// nextPiece is the pre-tokenizer: the length of the first piece of a non-empty text.
+	nextPiece func(string) int
+	nfc       bool         // NFC-normalize text outside added tokens first (Qwen2)
+	bpe       *byteBPE     // nil: pieces are encoded by the library (m)
+	added     []addedToken // longest first
+	prefix    []uint32     // ids the post-processor puts before a single sequence
+	suffix    []uint32     // and after it
+	mu        sync.RWMutex
+	cache     map[string][]uint32
 }
 
 type addedToken struct {
@@ -47,48 +55,73 @@ type addedToken struct {
 	id      uint32
 }
 
-// newFastPath reads tokenizer.json's shape and returns nil when the fast path would not be
-// exact for it.
-func newFastPath(file string, m *Model) (*fastPath, error) {
+// tokenizerJSON is the part of tokenizer.json the fast path reads.
+type tokenizerJSON struct {
+	AddedTokens []struct {
+		ID         uint32 `json:"id"`
+		Content    string `json:"content"`
+		SingleWord bool   `json:"single_word"`
+		LStrip     bool   `json:"lstrip"`
+		RStrip     bool   `json:"rstrip"`
+		Normalized bool   `json:"normalized"`
+	} `json:"added_tokens"`
+	Normalizer    json.RawMessage   `json:"normalizer"`
+	PreTokenizer  *preTokenizerJSON `json:"pre_tokenizer"`
+	PostProcessor json.RawMessage   `json:"post_processor"`
+	Model         bpeModelJSON      `json:"model"`
+}
+
+func readTokenizerJSON(file string) (*tokenizerJSON, error) {
 	raw, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("kvprompt: %w", err)
 	}
-	var tj struct {
-		AddedTokens []struct {
-			ID         uint32 `json:"id"`
-			Content    string `json:"content"`
-			SingleWord bool   `json:"single_word"`
-			LStrip     bool   `json:"lstrip"`
-			RStrip     bool   `json:"rstrip"`
-			Normalized bool   `json:"normalized"`
-		} `json:"added_tokens"`
-		Normalizer   json.RawMessage `json:"normalizer"`
-		PreTokenizer *struct {
-			Type           string `json:"type"`
-			AddPrefixSpace bool   `json:"add_prefix_space"`
-			UseRegex       bool   `json:"use_regex"`
-		} `json:"pre_tokenizer"`
-		Model struct {
-			Type string `json:"type"`
-		} `json:"model"`
-	}
+	var tj tokenizerJSON
 	if err := json.Unmarshal(raw, &tj); err != nil {
 		return nil, fmt.Errorf("kvprompt: %s: %w", file, err)
 	}
-	if (len(tj.Normalizer) > 0 && string(tj.Normalizer) != "null") || tj.PreTokenizer == nil ||
-		tj.PreTokenizer.Type != "ByteLevel" || !tj.PreTokenizer.UseRegex || tj.PreTokenizer.AddPrefixSpace ||
-		tj.Model.Type != "BPE" {
+	return &tj, nil
+}
+
+// native reports whether the fast path must run without the library: its pre-tokenizer
+// is a Split on a pattern Go's regexp cannot compile (the library would panic loading it).
+func (tj *tokenizerJSON) native() bool {
+	return tj.PreTokenizer != nil && tj.PreTokenizer.Type == "Sequence"
+}
+
+// newFastPath returns nil when the fast path would not be exact for tj. m is the library
+// (nil for a native fast path: then the fast path has its own BPE and reads the
+// post-processor's tokens from the file).
+func newFastPath(tj *tokenizerJSON, m *Model) (*fastPath, error) {
+	nfc := false
+	if norm := strings.TrimSpace(string(tj.Normalizer)); norm != "" && norm != "null" {
+		if !isNFC(tj.Normalizer) {
+			return nil, nil // a normalizer the fast path does not implement: the library's path
+		}
+		nfc = true // Qwen2's
+	}
+	next := tj.PreTokenizer.scanner()
+	if next == nil || tj.Model.Type != "BPE" {
 		return nil, nil
 	}
-	f := &fastPath{cache: make(map[string][]uint32)}
+	f := &fastPath{cache: make(map[string][]uint32), nextPiece: next, nfc: nfc}
 	for _, a := range tj.AddedTokens {
-		if a.SingleWord || a.LStrip || a.RStrip || a.Content == "" {
+		if a.SingleWord || a.LStrip || a.RStrip || a.Content == "" || (nfc && a.Normalized) {
 			return nil, nil // matching rules the fast path does not implement
 		}
 		f.added = append(f.added, addedToken{a.Content, a.ID})
 	}
 	slices.SortFunc(f.added, func(a, b addedToken) int { return len(b.content) - len(a.content) })
+	if m == nil {
+		var err error
+		if f.bpe, err = newByteBPE(&tj.Model); err != nil {
+			return nil, err
+		}
+		if f.prefix, f.suffix, err = postProcessorTokens(tj.PostProcessor); err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
 	// The post-processor's special tokens: what encoding a probe with them adds around
 	// the ids without them.
 	const probe = "probe"
@@ -106,6 +139,63 @@ func newFastPath(file string, m *Model) (*fastPath, error) {
 	}
 	f.prefix, f.suffix = full[:i], full[i+len(bare):]
 	return f, nil
+}
+
+// isNFC reports whether a normalizer is exactly {"type": "NFC"}.
+func isNFC(raw json.RawMessage) bool {
+	var nm map[string]json.RawMessage
+	return json.Unmarshal(raw, &nm) == nil && len(nm) == 1 && string(nm["type"]) == `"NFC"`
+}
+
+// postProcessorTokens reads the ids a post-processor puts around a single sequence:
+// TemplateProcessing's special tokens before and after $A (Llama 3), none for ByteLevel
+// (Qwen2) or no post-processor.
+func postProcessorTokens(raw json.RawMessage) (prefix, suffix []uint32, err error) {
+	if s := strings.TrimSpace(string(raw)); s == "" || s == "null" {
+		return nil, nil, nil
+	}
+	var pp struct {
+		Type   string `json:"type"`
+		Single []struct {
+			SpecialToken *struct {
+				ID string `json:"id"`
+			} `json:"SpecialToken"`
+			Sequence *struct {
+				ID string `json:"id"`
+			} `json:"Sequence"`
+		} `json:"single"`
+		SpecialTokens map[string]struct {
+			IDs []uint32 `json:"ids"`
+		} `json:"special_tokens"`
+	}
+	if err := json.Unmarshal(raw, &pp); err != nil {
+		return nil, nil, fmt.Errorf("kvprompt: post_processor: %w", err)
+	}
+	switch pp.Type {
+	case "ByteLevel":
+		return nil, nil, nil
+	case "TemplateProcessing":
+	default:
+		return nil, nil, fmt.Errorf("kvprompt: post_processor %q: the fast path does not implement it", pp.Type)
+	}
+	seen := false
+	for _, piece := range pp.Single {
+		switch {
+		case piece.Sequence != nil:
+			seen = true
+		case piece.SpecialToken != nil:
+			st, ok := pp.SpecialTokens[piece.SpecialToken.ID]
+			if !ok {
+				return nil, nil, fmt.Errorf("kvprompt: post_processor: special token %q not defined", piece.SpecialToken.ID)
+			}
+			if seen {
+				suffix = append(suffix, st.IDs...)
+			} else {
+				prefix = append(prefix, st.IDs...)
+			}
+		}
+	}
+	return prefix, suffix, nil
 }
 
 func slicesIndex(s, sub []uint32) int {
@@ -150,8 +240,11 @@ func (f *fastPath) encode(dst []uint32, text string, special bool, m *Model) ([]
 // held across hits and dropped only to tokenize and insert a miss.
 func (f *fastPath) plain(dst []uint32, text string, m *Model) ([]uint32, error) {
 	f.mu.RLock()
+	if f.nfc {
+		text = norm.NFC.String(text)
+	}
 	for len(text) > 0 {
-		n := nextPiece(text)
+		n := f.nextPiece(text)
 		piece := text[:n]
 		text = text[n:]
 		if ids, ok := f.cache[piece]; ok {
@@ -159,9 +252,14 @@ func (f *fastPath) plain(dst []uint32, text string, m *Model) ([]uint32, error) 
 			continue
 		}
 		f.mu.RUnlock()
-		ids, err := m.slowEncode(nil, piece, false)
-		if err != nil {
-			return dst, err
+		var ids []uint32
+		if f.bpe != nil {
+			ids = f.bpe.encode(nil, piece)
+		} else {
+			var err error
+			if ids, err = m.slowEncode(nil, piece, false); err != nil {
+				return dst, err
+			}
 		}
 		dst = append(dst, ids...)
 		if len(piece) <= maxCachedPieceBytes {

@@ -54,19 +54,34 @@ func (m *Model) Fast() bool { return m.fast != nil }
 // concurrent calls (>= 1; each is a parsed tokenizer.json in memory).
 func Load(dir string, instances int) (*Model, error) {
 	instances = max(instances, 1)
-	m := &Model{dir: dir, pool: make(chan *tokenizer.Tokenizer, instances)}
-	for range instances {
-		tk, err := pretrained.FromFile(filepath.Join(dir, "tokenizer.json"))
-		if err != nil {
-			return nil, fmt.Errorf("kvprompt: tokenizer %s: %w", dir, err)
-		}
-		m.pool <- tk
-	}
-	fast, err := newFastPath(filepath.Join(dir, "tokenizer.json"), m)
+	m := &Model{dir: dir}
+	file := filepath.Join(dir, "tokenizer.json")
+	tj, err := readTokenizerJSON(file)
 	if err != nil {
 		return nil, err
 	}
-	m.fast = fast
+	if tj.native() {
+		// Llama 3 / Qwen2 style: the library cannot load these (see bpe.go), so the
+		// fast path is the only path, with its own BPE.
+		if m.fast, err = newFastPath(tj, nil); err != nil {
+			return nil, fmt.Errorf("kvprompt: tokenizer %s: %w", dir, err)
+		}
+		if m.fast == nil {
+			return nil, fmt.Errorf("kvprompt: tokenizer %s: a pre-tokenizer sequence infergw does not implement", dir)
+		}
+	} else {
+		m.pool = make(chan *tokenizer.Tokenizer, instances)
+		for range instances {
+			tk, err := loadLibrary(file)
+			if err != nil {
+				return nil, fmt.Errorf("kvprompt: tokenizer %s: %w", dir, err)
+			}
+			m.pool <- tk
+		}
+		if m.fast, err = newFastPath(tj, m); err != nil {
+			return nil, err
+		}
+	}
 	raw, err := os.ReadFile(filepath.Join(dir, "tokenizer_config.json"))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -279,8 +294,22 @@ func (m *Model) encode(dst []uint32, text string, special bool) ([]uint32, error
 	return m.slowEncode(dst, text, special)
 }
 
+// loadLibrary loads tokenizer.json with the library, which panics on some files (a Split
+// pattern Go's regexp cannot compile): that is an error here, not a crash of the picker.
+func loadLibrary(file string) (tk *tokenizer.Tokenizer, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			tk, err = nil, fmt.Errorf("the tokenizer library cannot load it: %v", r)
+		}
+	}()
+	return pretrained.FromFile(file)
+}
+
 // slowEncode tokenizes with the library alone.
 func (m *Model) slowEncode(dst []uint32, text string, special bool) ([]uint32, error) {
+	if m.pool == nil {
+		return dst, errors.New("kvprompt: this tokenizer has no library path")
+	}
 	tk := <-m.pool
 	defer func() { m.pool <- tk }()
 	enc, err := tk.EncodeSingle(text, special)

@@ -166,10 +166,27 @@ var _ router.PrefixSource = (*Source)(nil)
 // Ref is a PrefixSource whose Source is set once it runs: the scheduler's plugin registry
 // is built before the subscriber starts (the config is read first), so the registered
 // scorer holds a Ref. Until Set, every endpoint falls back to the approximate scorer.
-type Ref struct{ p atomic.Pointer[Source] }
+type Ref struct{ p atomic.Pointer[sourceBox] }
+
+type sourceBox struct{ router.PrefixSource }
 
 // Set makes s answer (nil: none).
-func (r *Ref) Set(s *Source) { r.p.Store(s) }
+func (r *Ref) Set(s *Source) {
+	if s == nil {
+		r.p.Store(nil)
+		return
+	}
+	r.SetSource(s)
+}
+
+// SetSource makes any PrefixSource answer (the benchmark's Oracle; nil: none).
+func (r *Ref) SetSource(s router.PrefixSource) {
+	if s == nil {
+		r.p.Store(nil)
+		return
+	}
+	r.p.Store(&sourceBox{s})
+}
 
 // MatchPrefix implements router.PrefixSource.
 func (r *Ref) MatchPrefix(req *router.Request, adapter bool, hosts []string, hit, total []int, exact []router.PrefixExactness) any {

@@ -27,6 +27,10 @@ type Options struct {
 	// PodPort, when > 0, dials every pod of the picker's pools at tcp://POD:PodPort
 	// (FollowPods): for several picker replicas, with vLLM binding "tcp://*:PodPort".
 	PodPort int
+	// ReplayPort, when > 0, is every pod's vLLM replay_endpoint port: a pod first heard
+	// mid-stream (this picker restarted, or started after the pod) is replayed from its
+	// publisher's buffer at tcp://POD:ReplayPort before its live events.
+	ReplayPort int
 	// Tokenizers maps a model name to a directory with its tokenizer.json (and
 	// tokenizer_config.json for chat); the key "" is used for every other model.
 	Tokenizers map[string]string
@@ -88,7 +92,17 @@ func Start(ctx context.Context, o Options, log *slog.Logger, reg prometheus.Regi
 	if err != nil {
 		return nil, err
 	}
-	sub, err := kvevents.New(kvevents.Config{Bind: o.Bind, Connect: o.Connect}, ix, log, reg)
+	cfg := kvevents.Config{Bind: o.Bind, Connect: o.Connect}
+	if o.ReplayPort > 0 {
+		port := strconv.Itoa(o.ReplayPort)
+		cfg.ReplayEndpoint = func(pod string) string {
+			if net.ParseIP(pod) == nil {
+				return "" // a topic's pod that is no IP address: nowhere to ask
+			}
+			return "tcp://" + net.JoinHostPort(pod, port)
+		}
+	}
+	sub, err := kvevents.New(cfg, ix, log, reg)
 	if err != nil {
 		return nil, err
 	}

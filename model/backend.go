@@ -80,6 +80,12 @@ func (m *Model) resolvePicker(p *infv1.InferencePool) (*Picker, Condition) {
 	if err != nil {
 		return invalid("endpoint picker: %v", err)
 	}
+	// The picker Service's ready endpoints, when it has slices: Envoy then balances each
+	// ext_proc stream over the picker replicas and health-checks each one, where a
+	// clusterIP would pin each Envoy worker's one HTTP/2 connection to one replica.
+	if eps, ok := sliceEndpoints(svc, port, m.slices[discovery.Key(svc.Namespace, svc.Name)]); ok {
+		up = Upstream{Addrs: eps}
+	}
 	pkey := fmt.Sprintf("%s/%s/%d", svc.Namespace, svc.Name, port)
 	pk, ok := m.pickers[pkey]
 	if !ok {

@@ -412,3 +412,29 @@ func TestPortSharedAcrossGateways(t *testing.T) {
 		t.Errorf("conflicting listeners ready: b %v c %v", lb.Ready, lc.Ready)
 	}
 }
+
+// TestPickerFromEndpointSlices: a picker Service with EndpointSlices resolves to its ready
+// replicas (Envoy balances ext_proc streams over them and health-checks each); without
+// slices, its clusterIP.
+func TestPickerFromEndpointSlices(t *testing.T) {
+	svc := dt.Service("ns", "llama-epp")
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "ns", Name: "llama-epp-1", Labels: map[string]string{discoveryv1.LabelServiceName: "llama-epp"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: new(""), Port: new(int32(9102))}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"127.0.0.1"}}, {Addresses: []string{"127.0.0.9"}}},
+	}
+	objs := discovery.Objects{
+		Pools:          []*infv1.InferencePool{dt.Pool("ns", "llama", map[string]string{"app": "llama"}, 8000)},
+		Services:       []*corev1.Service{svc},
+		EndpointSlices: []*discoveryv1.EndpointSlice{slice},
+	}
+	pk := resolveObjs(objs).Pool("ns/llama").Picker
+	if pk == nil || len(pk.Upstream.Addrs) != 2 || pk.Upstream.Addrs[0] != (HostPort{"127.0.0.1", 9102}) || pk.Upstream.Addrs[1] != (HostPort{"127.0.0.9", 9102}) {
+		t.Fatalf("picker from slices = %+v, want both replicas on 9102", pk)
+	}
+	objs.EndpointSlices = nil
+	if pk := resolveObjs(objs).Pool("ns/llama").Picker; pk == nil || len(pk.Upstream.Addrs) != 1 || pk.Upstream.Addrs[0] != (HostPort{"127.0.0.1", 9002}) {
+		t.Errorf("picker without slices = %+v, want the clusterIP", pk)
+	}
+}

@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"bytes"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -51,4 +53,60 @@ func (s *Server) View() EngineView {
 
 func (s *Server) handleDebugEngine(ctx *fasthttp.RequestCtx) {
 	s.writeJSON(ctx, fasthttp.StatusOK, s.View())
+}
+
+// PrefixView is the answer of POST /debug/prefix: what this engine holds of a request's
+// prompt, in its own tokens and blocks. It exists for the routing benchmark's oracle,
+// which routes by the pods' true cache state (not by anything a gateway could know) to
+// show how close a real policy comes.
+type PrefixView struct {
+	// Blocks is the prompt's full blocks; Cached the leading ones in the prefix cache now;
+	// InFlight the leading ones an admitted request (waiting or running) shares with it,
+	// which the engine will hold by the time this one runs; Held the larger of the two.
+	Blocks   int `json:"blocks"`
+	Cached   int `json:"cached"`
+	InFlight int `json:"in_flight"`
+	Held     int `json:"held"`
+}
+
+// handleDebugPrefix answers POST /debug/prefix with a chat or completion request's body
+// (chat when it has "messages"): the request is parsed and tokenized as handleGenerate
+// would, but not run.
+func (s *Server) handleDebugPrefix(ctx *fasthttp.RequestCtx) {
+	body := ctx.PostBody()
+	p, apiErr := parseGenerateRequest(body, bytes.Contains(body, []byte(`"messages"`)))
+	if apiErr != nil {
+		s.writeError(ctx, apiErr)
+		return
+	}
+	adapter, ok := s.servesModel(p.model)
+	if !ok {
+		s.writeError(ctx, modelNotFound(p.model))
+		return
+	}
+	p.maxTokens = 1 // only the prompt matters; never the context-length check of the output
+	req, apiErr := s.buildRequest(p, adapter)
+	if apiErr != nil {
+		s.writeError(ctx, apiErr)
+		return
+	}
+	s.writeJSON(ctx, fasthttp.StatusOK, s.engine.prefixView(req.hashes))
+}
+
+// prefixView matches a prompt's block hashes against the cache and the admitted requests.
+func (e *engine) prefixView(hashes []uint64) PrefixView {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v := PrefixView{Blocks: len(hashes), Cached: e.kv.matchPrefix(hashes)}
+	for _, list := range [][]*request{e.running, e.waiting} {
+		for _, r := range list {
+			n := 0
+			for n < len(hashes) && n < len(r.hashes) && hashes[n] == r.hashes[n] {
+				n++
+			}
+			v.InFlight = max(v.InFlight, n)
+		}
+	}
+	v.Held = max(v.Cached, v.InFlight)
+	return v
 }

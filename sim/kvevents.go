@@ -30,6 +30,11 @@ type KVEventsConfig struct {
 	// BufferSteps bounds the batches queued for sending (vLLM's max_queue_size);
 	// beyond it batches are dropped, and the subscriber sees the sequence gap.
 	BufferSteps int `json:"max_queue_size"`
+	// ReplayEndpoint, when set, serves the last ReplaySteps batches as vLLM does (a ROUTER
+	// socket bound there; a "*" host is the sim's own address): a subscriber that joins
+	// mid-stream asks for them from a sequence number (replay.go).
+	ReplayEndpoint string `json:"replay_endpoint"`
+	ReplaySteps    int    `json:"buffer_steps"`
 }
 
 // ParseKVEventsConfig reads the JSON of --kv-events-config.
@@ -60,6 +65,7 @@ type kvPublisher struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	log       *slog.Logger
+	replay    *replayBuffer // nil without a replay endpoint
 }
 
 type seqBatch struct {
@@ -67,7 +73,8 @@ type seqBatch struct {
 	events []kvevents.Event
 }
 
-func startKVPublisher(cfg KVEventsConfig, log *slog.Logger) (*kvPublisher, error) {
+// bind: listen on cfg.Endpoint (vLLM's "*" endpoints) rather than connect to it.
+func startKVPublisher(cfg KVEventsConfig, bind bool, log *slog.Logger) (*kvPublisher, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &kvPublisher{topic: []byte(cfg.Topic), cancel: cancel, done: make(chan struct{}), log: log,
 		sock: zmq4.NewPub(ctx, zmq4.WithDialerRetry(200*time.Millisecond), zmq4.WithDialerMaxRetries(-1))}
@@ -84,15 +91,24 @@ func startKVPublisher(cfg KVEventsConfig, log *slog.Logger) (*kvPublisher, error
 			return false
 		}
 	}
-	if strings.Contains(cfg.Endpoint, "*") {
+	if bind {
 		if err := p.sock.Listen(cfg.Endpoint); err != nil {
 			cancel()
 			return nil, fmt.Errorf("kv events: bind %s: %w", cfg.Endpoint, err)
 		}
 	}
+	if cfg.ReplayEndpoint != "" {
+		rb, err := startReplay(ctx, cfg.ReplayEndpoint, cfg.ReplaySteps, p.topic, log)
+		if err != nil {
+			cancel()
+			_ = p.sock.Close()
+			return nil, err
+		}
+		p.replay = rb
+	}
 	go func() {
 		defer close(p.done)
-		if !strings.Contains(cfg.Endpoint, "*") {
+		if !bind {
 			// vLLM's publisher connects to the subscriber; zmq4's Dial retries until it can.
 			if err := p.sock.Dial(cfg.Endpoint); err != nil {
 				if ctx.Err() == nil {
@@ -116,8 +132,12 @@ func startKVPublisher(cfg KVEventsConfig, log *slog.Logger) (*kvPublisher, error
 				binary.BigEndian.PutUint64(seq[:], b.seq)
 				// zmq4's PUB sends asynchronously, holding the frames: give it its own copy
 				// (the encoder reuses its buffer).
-				if err := p.sock.Send(zmq4.NewMsgFrom(p.topic, seq[:], bytes.Clone(payload))); err != nil && ctx.Err() == nil {
+				own := bytes.Clone(payload)
+				if err := p.sock.Send(zmq4.NewMsgFrom(p.topic, seq[:], own)); err != nil && ctx.Err() == nil {
 					log.Debug("kv events: send", "err", err)
+				}
+				if p.replay != nil {
+					p.replay.add(b.seq, own)
 				}
 			}
 		}
@@ -137,6 +157,9 @@ func (p *kvPublisher) enqueue(events []kvevents.Event) {
 
 func (p *kvPublisher) close() {
 	p.cancel()
+	if p.replay != nil {
+		p.replay.close()
+	}
 	_ = p.sock.Close()
 	<-p.done
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -151,11 +153,86 @@ func TestParseKVEventsConfig(t *testing.T) {
 	for _, bad := range []string{
 		`{"enable_kv_cache_events": true, "publisher": "null", "endpoint": "tcp://x:1"}`,
 		`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "ipc:///tmp/x"}`,
-		`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://x:1", "replay_endpoint": "tcp://*:1"}`,
+		`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://x:1", "unknown_field": 1}`,
 		`not json`,
 	} {
 		if _, err := ParseKVEventsConfig(bad); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
+	}
+}
+
+// TestSimsBindStarOnTheirOwnAddress: sims on two loopback "pod" addresses, both with vLLM's
+// binding endpoint tcp://*:PORT, share the port as pods do (each binds its own address),
+// and a subscriber that dials both hears both.
+func TestSimsBindStarOnTheirOwnAddress(t *testing.T) {
+	hosts := []string{"127.0.0.73", "127.0.0.74"}
+	var port int
+	for attempt := 0; port == 0; attempt++ {
+		l, err := net.Listen("tcp", hosts[0]+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if l2, err := net.Listen("tcp", net.JoinHostPort(hosts[1], strconv.Itoa(p))); err == nil {
+			l2.Close()
+			port = p
+		} else if attempt > 20 {
+			t.Fatal("no port free on both addresses")
+		}
+	}
+	var sims []*Server
+	for _, h := range hosts {
+		// Not startSim: its goroutine check at cleanup would count the other sim's.
+		c := DefaultConfig()
+		c.Addr, c.TimeScale = h+":0", 0.01
+		c.Model = "tiny"
+		c.Tokenizer = "../kvprompt/testdata/tiny"
+		c.KVEvents = KVEventsConfig{Enable: true, Publisher: "zmq", Endpoint: "tcp://*:" + strconv.Itoa(port)}
+		s, err := New(c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(); err != nil {
+			t.Fatalf("second sim on the same port: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		sims = append(sims, s)
+	}
+	ix, err := kvindex.New(kvindex.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &indexHandler{ix: ix, topics: map[string]bool{}, kinds: map[kvevents.Kind]int{}}
+	var eps []string
+	for _, host := range hosts {
+		eps = append(eps, "tcp://"+net.JoinHostPort(host, strconv.Itoa(port)))
+	}
+	sub, err := kvevents.New(kvevents.Config{Connect: eps}, h, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// ZMQ drops what a PUB sends before the SUB's subscription arrives: send until heard.
+		for _, s := range sims {
+			resp := post(t, "http://"+s.Addr()+"/v1/completions", map[string]any{"model": "tiny", "prompt": words(60, fmt.Sprint(time.Now().UnixNano())), "max_tokens": 1})
+			resp.Body.Close()
+		}
+		h.mu.Lock()
+		n := len(h.topics)
+		h.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("heard %d of 2 pods", n)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/infergw/infergw/kvprompt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,7 +113,18 @@ func (s *Server) Start() error {
 			host, _, _ := net.SplitHostPort(ln.Addr().String())
 			s.cfg.KVEvents.Topic = "kv@" + host + "@" + s.cfg.Model
 		}
-		pub, err := startKVPublisher(s.cfg.KVEvents, s.log)
+		bind := strings.Contains(s.cfg.KVEvents.Endpoint, "*")
+		if host, _, _ := net.SplitHostPort(ln.Addr().String()); strings.Contains(s.cfg.KVEvents.Endpoint, "*") && !net.ParseIP(host).IsUnspecified() {
+			// vLLM binds "tcp://*:PORT" on every address of its pod, that is the pod's
+			// IP; a sim listening on one address (a local "pod" on 127.0.0.x) binds there,
+			// so a fleet's sims can share the port as pods do.
+			s.cfg.KVEvents.Endpoint = strings.Replace(s.cfg.KVEvents.Endpoint, "*", host, 1)
+		}
+		if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsUnspecified() {
+			// vLLM always binds its replay endpoint; "*" is the pod's address, as above.
+			s.cfg.KVEvents.ReplayEndpoint = strings.Replace(s.cfg.KVEvents.ReplayEndpoint, "*", host, 1)
+		}
+		pub, err := startKVPublisher(s.cfg.KVEvents, bind, s.log)
 		if err != nil {
 			_ = ln.Close()
 			return err
@@ -215,6 +227,8 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 		s.metricsH(ctx)
 	case path == "/debug/engine" && method == fasthttp.MethodGet:
 		s.handleDebugEngine(ctx)
+	case path == "/debug/prefix" && method == fasthttp.MethodPost:
+		s.handleDebugPrefix(ctx)
 	case path == "/health" && method == fasthttp.MethodGet:
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	case path == "/v1/embeddings" && method == fasthttp.MethodPost:

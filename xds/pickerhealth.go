@@ -19,7 +19,10 @@ const pickerReadinessService = "envoy.service.ext_proc.v3.ExternalProcessor"
 // without traffic (Envoy's default idle interval is 60 s, which would keep a restarted
 // picker out of use for a minute on a quiet gateway). Panic mode is off: with every picker
 // host unhealthy Envoy must not send to them anyway, as it would with the default 50 %
-// panic threshold.
+// panic threshold. A picker removed from its Service's endpoints (a terminating Pod, a
+// replica taken out for a restart) leaves the cluster at once: by default Envoy keeps a
+// removed host while it still passes health checks, and it would send new streams to a
+// picker about to get SIGTERM until two checks had failed.
 func (b *builder) addPickerHealthCheck(c *clusterv3.Cluster) {
 	iv := b.opts.PickerHealthInterval
 	if iv <= 0 {
@@ -39,4 +42,5 @@ func (b *builder) addPickerHealthCheck(c *clusterv3.Cluster) {
 		}},
 	}}
 	c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}}
+	c.IgnoreHealthOnHostRemoval = true
 }

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
@@ -42,6 +43,37 @@ func Service(s *corev1.Service) Errors {
 	for i, p := range s.Spec.Ports {
 		if p.Port < minPortNumber || p.Port > maxPortNumber {
 			es.add(spec.Child("ports").Index(i).Child("port").String(), "port %d out of range %d-%d", p.Port, minPortNumber, maxPortNumber)
+		}
+	}
+	return es
+}
+
+// EndpointSlice checks what infergw reads from an EndpointSlice manifest (the endpoints of a
+// Service written by hand, e.g. several local picker replicas): metadata, the
+// kubernetes.io/service-name label, ports in 1–65535 and IP addresses of the slice's type.
+func EndpointSlice(s *discoveryv1.EndpointSlice) Errors {
+	var es Errors
+	if s == nil {
+		es.add("", "object is empty")
+		return es
+	}
+	validateMeta(&s.ObjectMeta, &es)
+	if s.Labels[discoveryv1.LabelServiceName] == "" {
+		es.add(field.NewPath("metadata", "labels").Key(discoveryv1.LabelServiceName).String(), "required")
+	}
+	for i, p := range s.Ports {
+		if p.Port != nil && (*p.Port < minPortNumber || *p.Port > maxPortNumber) {
+			es.add(field.NewPath("ports").Index(i).Child("port").String(), "port %d out of range %d-%d", *p.Port, minPortNumber, maxPortNumber)
+		}
+	}
+	if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
+		return es // FQDN slices are skipped by the model, as kube-proxy skips them
+	}
+	for i, ep := range s.Endpoints {
+		for j, a := range ep.Addresses {
+			if _, err := netip.ParseAddr(a); err != nil {
+				es.add(field.NewPath("endpoints").Index(i).Child("addresses").Index(j).String(), "invalid IP address %q", a)
+			}
 		}
 	}
 	return es

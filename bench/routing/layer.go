@@ -36,12 +36,13 @@ func isPeer(policy string) bool {
 
 // layerProcess is a running routing layer.
 type layerProcess struct {
-	name string
-	cmd  *exec.Cmd
-	url  string
-	out  *tailBuffer
-	done chan struct{}
-	err  error // set before done is closed
+	name    string
+	metrics string // host:port of infergw's /metrics ("" for a peer)
+	cmd     *exec.Cmd
+	url     string
+	out     *tailBuffer
+	done    chan struct{}
+	err     error // set before done is closed
 }
 
 // layerSpec says how to start one cell's routing layer.
@@ -55,14 +56,17 @@ type layerSpec struct {
 	model     string
 	peersVenv string
 	logLevel  string
-	kvBind    string   // precise: where the picker binds its KV-event subscriber
-	tokenizer string   // precise: the model's tokenizer directory
-	upFlags   []string // extra flags for `infergw up` (--up-flag)
+	kvBind    string // precise: where the picker binds its KV-event subscriber
+	tokenizer string // precise: the model's tokenizer directory
+	// externalPicker: the pickers run apart (pickerSet); up runs control plane and Envoy.
+	externalPicker bool
+	oraclePort     int      // oracle: the sims' port, asked at every pick
+	upFlags        []string // extra flags for `infergw up` (--up-flag)
 }
 
 func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 	var args []string
-	var bin string
+	var bin, metricsAddr string
 	switch s.policy {
 	case "sglang-router", "vllm-router":
 		bin = s.peersVenv + "/bin/" + s.policy
@@ -89,13 +93,25 @@ func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 			}
 			ports[i] = p
 		}
-		args = []string{"up", "--no-sims", "--manifests", s.manifests, "--policy", s.policy,
+		policy := s.policy
+		if s.externalPicker || policy == "oracle" {
+			// The picker's scorer set is the replicas' (or the oracle flag's) business.
+			policy = "default"
+		}
+		args = []string{"up", "--no-sims", "--manifests", s.manifests, "--policy", policy,
 			"--model", s.model, "--envoy", s.envoy, "--log-level", s.logLevel,
 			"--xds-addr", "127.0.0.1:" + strconv.Itoa(ports[0]),
 			"--envoy-admin-addr", "127.0.0.1:" + strconv.Itoa(ports[1]),
 			"--metrics-addr", "127.0.0.1:" + strconv.Itoa(ports[2])}
+		metricsAddr = "127.0.0.1:" + strconv.Itoa(ports[2])
 		if s.kvBind != "" {
 			args = append(args, "--kv-events-bind", s.kvBind, "--kv-tokenizer", s.tokenizer)
+		}
+		if s.externalPicker {
+			args = append(args, "--external-picker")
+		}
+		if s.oraclePort > 0 {
+			args = append(args, "--kv-oracle-port", strconv.Itoa(s.oraclePort))
 		}
 		args = append(args, s.upFlags...)
 	}
@@ -108,7 +124,7 @@ func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: start %s: %w", s.policy, bin, err)
 	}
-	p := &layerProcess{name: s.policy, cmd: cmd, out: out, done: make(chan struct{}),
+	p := &layerProcess{name: s.policy, cmd: cmd, out: out, done: make(chan struct{}), metrics: metricsAddr,
 		url: "http://127.0.0.1:" + strconv.Itoa(s.gateway)}
 	go func() {
 		p.err = cmd.Wait()

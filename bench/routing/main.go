@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := os.Stat(infergwBin); err != nil {
 		return fmt.Errorf("--infergw: %w (build it with `make build`)", err)
 	}
-	if slices.Contains(p.Policies, "precise") && o.Tokenizer == "" {
+	if slices.ContainsFunc(p.Policies, func(n string) bool { s, _ := parsePolicy(n); return s.Base == "precise" }) && o.Tokenizer == "" {
 		return fmt.Errorf("--policies precise needs --tokenizer (the sims and the picker must tokenize alike)")
 	}
 	if envoyBin == "" {
@@ -158,6 +158,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stderr, "    sims: arrivals per pod %v, %.0f%% behind a prefill, %.0f prompt tokens ahead per arrival, sim-side TTFT mean %s ms; mean pending prefill tokens per pod %.0f\n",
 					v.Arrivals, 100*v.BehindPrefill, v.TokensAhead, ms(1000*res.Sims.SimTTFTMean()), v.MeanPrefillToks)
 			}
+			if len(res.KVMetrics) > 0 {
+				fmt.Fprintf(stderr, "    pickers: %s\n", kvMetricsText(res.KVMetrics))
+			}
 			rep.Results = append(rep.Results, res)
 			if err := writeCellReport(out, res); err != nil {
 				return err
@@ -197,8 +200,8 @@ func selectPolicies(list string) ([]string, error) {
 	var out []string
 	for _, name := range strings.Split(list, ",") {
 		name = strings.TrimSpace(name)
-		if !slices.Contains(policies, name) && !slices.Contains(extraPolicies, name) && !isPeer(name) {
-			return nil, fmt.Errorf("--policies: unknown policy %q (want %s)", name, strings.Join(slices.Concat(policies, extraPolicies, peerPolicies), ", "))
+		if _, err := parsePolicy(name); err != nil && !isPeer(name) {
+			return nil, fmt.Errorf("--policies: %w (want one of %s, optionally -xN and -restart)", err, strings.Join(slices.Concat(policies, extraPolicies, peerPolicies), ", "))
 		}
 		out = append(out, name)
 	}

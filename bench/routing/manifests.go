@@ -11,13 +11,16 @@ import (
 // fleetLayout is where one run's gateway, picker and pods listen. Every port is chosen free
 // at run time so that a benchmark never collides with `infergw up` or a parallel test.
 type fleetLayout struct {
-	Namespace    string
-	Pool         string
-	Pods         int
-	FirstPodIP   net.IP // 127.0.0.2: pod i listens on FirstPodIP + i
-	TargetPort   int
-	GatewayPort  int
-	PickerPort   int
+	Namespace   string
+	Pool        string
+	Pods        int
+	FirstPodIP  net.IP // 127.0.0.2: pod i listens on FirstPodIP + i
+	TargetPort  int
+	GatewayPort int
+	PickerPort  int
+	// ReplicaPorts, when set, are the ports of picker replicas run apart on 127.0.0.1:
+	// the picker Service gets an EndpointSlice per replica, and Envoy balances over them.
+	ReplicaPorts []int
 	Model        string
 	LoRAAdapters []string
 }
@@ -146,10 +149,58 @@ status:
 `, l.Namespace, l.Pool, i, l.podIP(i), l.Model, l.TargetPort)
 	}
 	files["pods.yaml"] = pods.String()
+	if len(l.ReplicaPorts) > 0 {
+		files[replicasFile] = replicaSlices(l.Namespace, l.ReplicaPorts)
+	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			return fmt.Errorf("manifests: %w", err)
 		}
+	}
+	return nil
+}
+
+// replicasFile holds the picker Service's EndpointSlices.
+const replicasFile = "picker-replicas.yaml"
+
+// replicaSlices is one EndpointSlice per picker replica (a slice has one port for all its
+// endpoints, and the replicas share 127.0.0.1), named by the replica's port.
+func replicaSlices(namespace string, ports []int) string {
+	var b strings.Builder
+	for _, port := range ports {
+		fmt.Fprintf(&b, `---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: bench-picker-%[2]d
+  namespace: %[1]s
+  labels:
+    kubernetes.io/service-name: bench-picker
+addressType: IPv4
+ports:
+  - name: grpc-ext-proc
+    port: %[2]d
+endpoints:
+  - addresses: ["127.0.0.1"]
+`, namespace, port)
+	}
+	return b.String()
+}
+
+// writeReplicaSlices rewrites the picker Service's slices to ports (the control plane
+// watches the directory): taking a replica out before stopping it is what Kubernetes does
+// when a picker Pod terminates.
+func writeReplicaSlices(dir, namespace string, ports []int) error {
+	body := replicaSlices(namespace, ports)
+	if body == "" {
+		body = "# no picker replicas\n"
+	}
+	tmp := filepath.Join(dir, "."+replicasFile)
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		return fmt.Errorf("manifests: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, replicasFile)); err != nil {
+		return fmt.Errorf("manifests: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/infergw/infergw/discovery/dirsource"
+	"github.com/infergw/infergw/model"
 )
 
 // TestManifestsLoadAsOnePoolOfNPods reads the generated manifests with the real
@@ -16,7 +17,7 @@ import (
 func TestManifestsLoadAsOnePoolOfNPods(t *testing.T) {
 	dir := t.TempDir()
 	l := fleetLayout{Namespace: "bench", Pool: "bench-pool", Pods: 8, FirstPodIP: net.IPv4(127, 0, 0, 2),
-		TargetPort: 18001, GatewayPort: 18080, PickerPort: 19002, Model: baseModel}
+		TargetPort: 18001, GatewayPort: 18080, PickerPort: 19002, ReplicaPorts: []int{19003, 19004}, Model: baseModel}
 	if err := writeManifests(dir, l); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +57,13 @@ func TestManifestsLoadAsOnePoolOfNPods(t *testing.T) {
 		if ip := l.podIP(i); !seen[ip] {
 			t.Errorf("pod IP %s missing from the pool's endpoints %v", ip, seen)
 		}
+	}
+	// The picker Service's replicas: one slice each, which the model resolves to both.
+	if len(snap.EndpointSlices) != 2 {
+		t.Fatalf("picker slices = %d, want 2", len(snap.EndpointSlices))
+	}
+	if pk := model.Resolve(snap, model.Options{}).Pools[0].Picker; pk == nil || len(pk.Upstream.Addrs) != 2 || pk.Upstream.Addrs[1].Port != 19004 {
+		t.Errorf("picker upstream = %+v, want the two replicas", pk)
 	}
 	if l.podIP(7) != "127.0.0.9" {
 		t.Errorf("podIP(7) = %s, want 127.0.0.9", l.podIP(7))

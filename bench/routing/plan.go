@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/infergw/infergw/loadtest"
@@ -15,7 +17,44 @@ var policies = []string{"round-robin", "random", "least-queue", "default"}
 
 // extraPolicies run only when named: default-v0 is the default scorer set before issue 23
 // (no pending-prefill, no least-recent), for A/B runs against the current default.
-var extraPolicies = []string{"default-v0", "precise"}
+var extraPolicies = []string{"default-v0", "precise", "oracle"}
+
+// policySpec is a policy name parsed: its scorer set (Base) and how its routing layer runs.
+// "precise-x2" runs two picker replicas as processes of their own behind the one Envoy (a
+// picker Service with two endpoints); "precise-x2-restart" also restarts the first replica
+// in the middle of the measured window. Without -xN the picker runs in `infergw up`'s
+// process. "oracle" is the precise scorer answered by the sims' own cache state
+// (kvroute.Oracle): the upper bound of what knowing every pod's cache gives.
+type policySpec struct {
+	Base    string
+	Pickers int  // picker replicas run apart (0: in the up process)
+	Restart bool // restart replica 0 halfway through the measured window
+}
+
+// parsePolicy reads BASE[-xN][-restart].
+func parsePolicy(name string) (policySpec, error) {
+	s := policySpec{Base: name}
+	if b, ok := strings.CutSuffix(s.Base, "-restart"); ok {
+		s.Base, s.Restart = b, true
+	}
+	if i := strings.LastIndex(s.Base, "-x"); i > 0 {
+		n, err := strconv.Atoi(s.Base[i+2:])
+		if err != nil || n < 1 || n > 8 {
+			return s, fmt.Errorf("policy %q: -xN wants 1 to 8 picker replicas", name)
+		}
+		s.Base, s.Pickers = s.Base[:i], n
+	}
+	if !slices.Contains(policies, s.Base) && !slices.Contains(extraPolicies, s.Base) {
+		return s, fmt.Errorf("policy %q: unknown scorer set %q", name, s.Base)
+	}
+	if s.Restart && s.Pickers == 0 {
+		return s, fmt.Errorf("policy %q: -restart needs picker replicas run apart (-xN)", name)
+	}
+	if s.Pickers > 0 && (s.Base == "round-robin" || s.Base == "oracle") {
+		return s, fmt.Errorf("policy %q: %s runs no separate picker", name, s.Base)
+	}
+	return s, nil
+}
 
 // workloadSpec is one benchmark workload. ModelRate is in requests per second of modelled
 // GPU time; the load tester sends ModelRate / TimeScale per wall-clock second, so the load

@@ -168,6 +168,7 @@ func writeMarkdown(w io.Writer, r *report) error {
 			wl, ms(rr.Summary.TTFT.P90), ms(def.Summary.TTFT.P90), strings.TrimSuffix(ratioText(rr.Summary.TTFT.P90, def.Summary.TTFT.P90), "×"),
 			rr.Summary.OutputTokensPerS, def.Summary.OutputTokensPerS, ratioText(def.Summary.OutputTokensPerS, rr.Summary.OutputTokensPerS))
 	}
+	writeOracleSection(&b, r)
 	b.WriteString("\nThe sims' view (GET /debug/engine before and after each cell, warm-up included; sim TTFT is the sims' " +
 		"own mean from arrival to first token, without the gateway's latency):\n\n")
 	b.WriteString("| workload | policy | arrivals behind a prefill | prompt tokens ahead per arrival | sim TTFT mean (ms) | arrivals per pod |\n")
@@ -308,4 +309,61 @@ func writeIndexHTML(w io.Writer, r *report, markdown string, cellReport func(*ru
 		data.Workloads = append(data.Workloads, iw)
 	}
 	return indexTmpl.Execute(w, data)
+}
+
+// hitRatio is the fleet's prefix-cache hit ratio from the sims' own counters (warm-up
+// included), 0 without queries.
+func (a fleetCounters) hitRatio() float64 {
+	if a.PrefixQueryTokens == 0 {
+		return 0
+	}
+	return a.PrefixHitTokens / a.PrefixQueryTokens
+}
+
+// writeOracleSection compares every cell's fleet hit ratio with the oracle's (the precise
+// scorer answered by the sims' own cache state) and notes the picker restarts.
+func writeOracleSection(b *strings.Builder, r *report) {
+	for _, wl := range r.workloads() {
+		or := r.find(wl, "oracle")
+		if or == nil {
+			continue
+		}
+		fmt.Fprintf(b, "\nFleet hit ratio against the oracle (%s): the oracle routes with the same scorers, its prefix "+
+			"scorer answered at every pick by each sim's own cache and admitted requests (`POST /debug/prefix`). "+
+			"Cached ratio: the responses' cached prompt tokens in the measured period; sims' hit ratio: the sims' "+
+			"prefix-cache hit tokens over query tokens, warm-up included.\n\n", wl)
+		b.WriteString("| policy | cached ratio | of the oracle's | sims' hit ratio | of the oracle's |\n|---|---|---|---|---|\n")
+		for _, pol := range r.Plan.Policies {
+			res := r.find(wl, pol)
+			if res == nil {
+				continue
+			}
+			fmt.Fprintf(b, "| %s | %.3f | %s | %.3f | %s |\n", pol, res.Summary.CachedTokenRatio,
+				pct(res.Summary.CachedTokenRatio, or.Summary.CachedTokenRatio), res.Sims.hitRatio(), pct(res.Sims.hitRatio(), or.Sims.hitRatio()))
+		}
+	}
+	first := true
+	for _, res := range r.Results {
+		if res.RestartAt == 0 && res.RestartErr == "" {
+			continue
+		}
+		if first {
+			b.WriteString("\nPicker restarts (replica 0, as a Kubernetes rollout: taken out of the picker Service's endpoints, " +
+				"1 s later SIGTERM, started again with the same flags, put back once ready):\n\n")
+			first = false
+		}
+		msg := fmt.Sprintf("out of the endpoints for %.2f s", res.RestartDown)
+		if res.RestartErr != "" {
+			msg = "failed: " + res.RestartErr
+		}
+		fmt.Fprintf(b, "- %s / %s: restarted %.1f s into the measured window, %s.\n", res.Workload, res.Policy, res.RestartAt, msg)
+	}
+}
+
+// pct is a/b as a percentage ("94%"), or "n/a".
+func pct(a, b float64) string {
+	if b <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f%%", 100*a/b)
 }

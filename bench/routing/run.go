@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -25,6 +26,17 @@ type runResult struct {
 	Sims     fleetCounters     `json:"sims"`
 	View     *fleetView        `json:"sim_view,omitempty"`
 	Recipe   string            `json:"loadtest_command"`
+	// Pickers is the number of picker replicas run apart (0: in the up process; their
+	// CPU is then not in CPU, which covers up's tree: control plane and Envoy).
+	Pickers int `json:"picker_replicas,omitempty"`
+	// Restart: when replica 0 was restarted (seconds into the measured window) and how
+	// long it was down; RestartErr if the restart failed.
+	RestartAt   float64 `json:"restart_at_s,omitempty"`
+	RestartDown float64 `json:"restart_down_s,omitempty"`
+	RestartErr  string  `json:"restart_error,omitempty"`
+	// KVMetrics are the pickers' precise-prefix series at the end of the cell, summed over
+	// replicas (a restarted replica's counters start again at its restart).
+	KVMetrics map[string]float64 `json:"kv_metrics,omitempty"`
 }
 
 // runner runs cells one after another, each on a fresh routing layer and fresh sims.
@@ -44,7 +56,7 @@ type runner struct {
 }
 
 // layout picks free ports and writes a fresh manifest directory for one cell.
-func (r *runner) layout(cell string) (string, fleetLayout, error) {
+func (r *runner) layout(cell string, replicas int) (string, fleetLayout, error) {
 	l := fleetLayout{Namespace: "bench", Pool: "bench-pool", Pods: r.plan.Pods,
 		FirstPodIP: net.IPv4(127, 0, 0, 2), Model: baseModel}
 	hosts := make([]string, l.Pods)
@@ -60,6 +72,13 @@ func (r *runner) layout(cell string) (string, fleetLayout, error) {
 	}
 	if l.PickerPort, err = freePort("127.0.0.1"); err != nil {
 		return "", l, err
+	}
+	for range replicas {
+		p, err := freePort("127.0.0.1")
+		if err != nil {
+			return "", l, err
+		}
+		l.ReplicaPorts = append(l.ReplicaPorts, p)
 	}
 	dir := filepath.Join(r.tmp, cell)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -104,13 +123,39 @@ func (r *runner) prepare(wl workloadSpec) error {
 // stops both.
 func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (res *runResult, err error) {
 	cell := wl.Name + "-" + policy
-	dir, l, err := r.layout(cell)
+	ps, err := parsePolicy(policy)
+	if isPeer(policy) {
+		ps, err = policySpec{Base: policy}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	dir, l, err := r.layout(cell, ps.Pickers)
 	if err != nil {
 		return nil, err
 	}
 	simCfg := r.plan.Sim
 	var kvBind string
-	if policy == "precise" {
+	var kvPodPort, kvReplayPort int
+	switch {
+	case ps.Base == "precise" && ps.Pickers > 0:
+		// Every replica must hear every pod: the sims bind (vLLM's "tcp://*:PORT", each
+		// on its own address) and every replica dials all of them.
+		hosts := make([]string, l.Pods)
+		for i := range hosts {
+			hosts[i] = l.podIP(i)
+		}
+		if kvPodPort, err = freePortOnAll(hosts); err != nil {
+			return nil, err
+		}
+		// vLLM's replay endpoint too: a restarted replica asks for the publishers'
+		// buffered batches instead of starting from an empty index.
+		if kvReplayPort, err = freePortOnAll(hosts); err != nil {
+			return nil, err
+		}
+		simCfg.KVEvents = sim.KVEventsConfig{Enable: true, Publisher: "zmq", Endpoint: "tcp://*:" + strconv.Itoa(kvPodPort),
+			ReplayEndpoint: "tcp://*:" + strconv.Itoa(kvReplayPort)}
+	case ps.Base == "precise":
 		// The sims publish their KV events to the picker's subscriber (vLLM's default:
 		// the publisher connects, the subscriber binds), and tokenize as the picker does.
 		port, err := freePort("127.0.0.1")
@@ -133,9 +178,21 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 	for _, s := range fleet.Servers() {
 		addrs = append(addrs, s.Addr())
 	}
-	layer, err := startLayer(ctx, layerSpec{policy: policy, infergw: r.infergw, envoy: r.envoyBin, manifests: dir,
+	var pickers *pickerSet
+	if ps.Pickers > 0 {
+		if pickers, err = startPickers(ctx, pickerSetSpec{infergw: r.infergw, manifests: dir, ports: l.ReplicaPorts,
+			logLevel: r.logLevel, kvPodPort: kvPodPort, kvReplayPort: kvReplayPort, tokenizer: simCfg.Tokenizer}); err != nil {
+			return nil, fmt.Errorf("%s: pickers: %w", cell, err)
+		}
+		defer pickers.stop()
+	}
+	oraclePort := 0
+	if ps.Base == "oracle" {
+		oraclePort = l.TargetPort
+	}
+	layer, err := startLayer(ctx, layerSpec{policy: ps.Base, infergw: r.infergw, envoy: r.envoyBin, manifests: dir,
 		gateway: l.GatewayPort, workers: addrs, model: baseModel, peersVenv: r.peersVenv, logLevel: r.logLevel,
-		kvBind: kvBind, tokenizer: simCfg.Tokenizer, upFlags: r.upFlags})
+		kvBind: kvBind, tokenizer: simCfg.Tokenizer, externalPicker: ps.Pickers > 0, oraclePort: oraclePort, upFlags: r.upFlags})
 	if err != nil {
 		return nil, fmt.Errorf("%s: routing layer: %w", cell, err)
 	}
@@ -151,11 +208,40 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 	// measured period's requests, plus the tail of the warm-up's still in flight (and
 	// minus the measured period's own tail after the grace period, which is rare).
 	meter := startCPUMeter(layer.pid(), lcfg.Warmup)
+	var restart struct {
+		at, down time.Duration
+		err      error
+		done     chan struct{}
+	}
+	if ps.Restart {
+		restart.at = lcfg.Warmup + lcfg.Duration/2
+		restart.done = make(chan struct{})
+		timer := time.AfterFunc(restart.at, func() {
+			defer close(restart.done)
+			setPorts := func(without int) error {
+				ports := slices.Clone(l.ReplicaPorts)
+				if without >= 0 {
+					ports = slices.Delete(ports, without, without+1)
+				}
+				return writeReplicaSlices(dir, l.Namespace, ports)
+			}
+			restart.down, restart.err = pickers.restart(ctx, 0, setPorts, time.Second)
+		})
+		defer timer.Stop()
+	}
 	sum, err := loadtest.Run(ctx, lcfg, r.log)
 	if err != nil {
 		return nil, fmt.Errorf("%s: load test: %w", cell, err)
 	}
 	layerCPU, cpuErr := meter.finish()
+	var kvMetrics map[string]float64
+	if ps.Base == "precise" {
+		addrs := []string{layer.metrics}
+		if pickers != nil {
+			addrs = pickers.metricsAddrs()
+		}
+		kvMetrics = scrapeKVMetrics(ctx, addrs)
+	}
 	var view *fleetView
 	if verr == nil {
 		if fv, err := views.finish(ctx); err == nil {
@@ -164,7 +250,14 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 	}
 	simsAfter, serr := scrapeFleet(ctx, addrs)
 	res = &runResult{Workload: wl.Name, Policy: policy, WallRate: lcfg.Rate, Summary: sum,
-		CPU: layerCPU, Recipe: recipe(lcfg), View: view}
+		CPU: layerCPU, Recipe: recipe(lcfg), View: view, Pickers: ps.Pickers, KVMetrics: kvMetrics}
+	if ps.Restart {
+		<-restart.done
+		res.RestartAt, res.RestartDown = (restart.at - lcfg.Warmup).Seconds(), restart.down.Seconds()
+		if restart.err != nil {
+			res.RestartErr = restart.err.Error()
+		}
+	}
 	if cpuErr != nil {
 		res.CPU.Err = cpuErr.Error()
 	}

@@ -18,6 +18,7 @@ type kvFlags struct {
 	bind       string
 	connect    []string
 	podPort    int
+	replayPort int
 	tokenizers []string
 }
 
@@ -28,6 +29,8 @@ func (k *kvFlags) register(fl *pflag.FlagSet) {
 		"ZMQ endpoints of publishers that bind (vLLM with '*' in its endpoint); repeatable")
 	fl.IntVar(&k.podPort, "kv-events-pod-port", 0,
 		"dial every pod of the picker's pools at this port (vLLM publishing with endpoint tcp://*:PORT): each picker replica then hears every pod")
+	fl.IntVar(&k.replayPort, "kv-events-replay-port", 0,
+		"the pods' KV-event replay port (vLLM --kv-events-config replay_endpoint tcp://*:PORT): a pod first heard mid-stream, as after a picker restart, is replayed from its publisher's buffer")
 	fl.StringSliceVar(&k.tokenizers, "kv-tokenizer", nil,
 		"directory with the model's tokenizer.json and tokenizer_config.json, as DIR (every model) or MODEL=DIR; repeatable")
 }
@@ -42,5 +45,8 @@ func (k *kvFlags) options() (kvroute.Options, error) {
 	if k.podPort < 0 || k.podPort > 65535 {
 		return kvroute.Options{}, fmt.Errorf("--kv-events-pod-port %d out of range", k.podPort)
 	}
-	return kvroute.Options{Bind: k.bind, Connect: k.connect, PodPort: k.podPort, Tokenizers: tk}, nil
+	if k.replayPort < 0 || k.replayPort > 65535 {
+		return kvroute.Options{}, fmt.Errorf("--kv-events-replay-port %d out of range", k.replayPort)
+	}
+	return kvroute.Options{Bind: k.bind, Connect: k.connect, PodPort: k.podPort, ReplayPort: k.replayPort, Tokenizers: tk}, nil
 }

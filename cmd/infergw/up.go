@@ -25,6 +25,8 @@ type upFlags struct {
 	envoyLog        bool
 	policy          string
 	kv              kvFlags
+	oraclePort      int
+	externalPicker  bool
 	logLevel        string
 	pprofAddr       string
 	noObserver      bool
@@ -76,6 +78,10 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	registerRouterFlags(fl, &f.cfg.Router)
 	f.kv.register(fl)
+	fl.IntVar(&f.oraclePort, "kv-oracle-port", 0,
+		"benchmark only: the precise-prefix scorer asks every pod's infergw sim at this port what it really holds (POST /debug/prefix) instead of KV events: the routing benchmark's oracle")
+	fl.BoolVar(&f.externalPicker, "external-picker", false,
+		"do not run the picker: the pools' endpoint picker Services point at pickers run apart (`infergw picker`), e.g. several replicas")
 	fl.StringVar((*string)(&f.cfg.Picker.Transport), "grpc-transport", string(extproc.TransportInline),
 		"picker gRPC server: inline (least CPU) or grpc-go (fallback)")
 	return cmd
@@ -120,6 +126,20 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 			return fmt.Errorf("--policy: %w", err)
 		}
 		cfg.Router.Scheduler = sc
+	}
+	cfg.ExternalPicker = f.externalPicker
+	if f.oraclePort > 0 {
+		if f.kv.enabled() {
+			return fmt.Errorf("--kv-oracle-port and KV events are exclusive")
+		}
+		o, err := kvroute.NewOracle(f.oraclePort)
+		if err != nil {
+			return fmt.Errorf("--kv-oracle-port: %w", err)
+		}
+		kvRef.SetSource(o)
+		if f.schedulerConfig == "" && f.policy == "default" {
+			cfg.Router.Scheduler, _ = router.PolicyConfig("precise")
+		}
 	}
 	if f.kv.enabled() {
 		opts, err := f.kv.options()

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -61,6 +62,8 @@ func newObjectFor(apiVersion, kind string) metav1.Object {
 		return &corev1.Pod{}
 	case "v1 Service":
 		return &corev1.Service{}
+	case "discovery.k8s.io/v1 EndpointSlice":
+		return &discoveryv1.EndpointSlice{}
 	}
 	return nil
 }
@@ -68,7 +71,7 @@ func newObjectFor(apiVersion, kind string) metav1.Object {
 // supportedKinds lists what newObjectFor accepts, for error messages.
 const supportedKinds = "gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute; " +
 	"inference.networking.k8s.io/v1 InferencePool; " +
-	"inference.networking.x-k8s.io/v1alpha2 InferenceObjective, InferenceModelRewrite; v1 Pod, Service"
+	"inference.networking.x-k8s.io/v1alpha2 InferenceObjective, InferenceModelRewrite; v1 Pod, Service; discovery.k8s.io/v1 EndpointSlice"
 
 // decodeManifests splits a multi-document YAML file and decodes every document strictly
 // (unknown and duplicate fields are errors, field names are case-sensitive) into the Go type

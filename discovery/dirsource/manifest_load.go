@@ -12,6 +12,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	infv1 "github.com/infergw/infergw/api/v1"
@@ -150,6 +151,8 @@ func validateManifest(m *manifest, objs *discovery.Objects) validation.Errors {
 		return addIfValid(validation.Pod(o), &objs.Pods, o)
 	case *corev1.Service:
 		return addIfValid(validation.Service(o), &objs.Services, o)
+	case *discoveryv1.EndpointSlice:
+		return addIfValid(validation.EndpointSlice(o), &objs.EndpointSlices, o)
 	}
 	return validation.Errors{{Field: "kind", Detail: fmt.Sprintf("no validation for %T", m.obj)}}
 }

@@ -374,3 +374,33 @@ func FuzzDecodeManifests(f *testing.F) {
 		_ = discovery.Build(1, objs, discovery.DefaultGatewayClass)
 	})
 }
+
+// TestParseManifestsEndpointSlice: hand-written EndpointSlices load (e.g. a picker Service's
+// replicas in local mode); a slice without its Service label or with a bad address does not.
+func TestParseManifestsEndpointSlice(t *testing.T) {
+	const sliceDoc = `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: picker-replicas
+  labels:
+    kubernetes.io/service-name: picker
+addressType: IPv4
+ports:
+  - port: 9102
+endpoints:
+  - addresses: ["127.0.0.1"]
+  - addresses: ["127.0.0.9"]
+`
+	objs, err := parseFiles(map[string]string{"s.yaml": serviceDoc + "---\n" + sliceDoc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs.EndpointSlices) != 1 || len(objs.EndpointSlices[0].Endpoints) != 2 || objs.EndpointSlices[0].Namespace != "default" {
+		t.Fatalf("slices = %+v, want one of two endpoints in default", objs.EndpointSlices)
+	}
+	bad := strings.Replace(strings.Replace(sliceDoc, "    kubernetes.io/service-name: picker\n", "    app: x\n", 1), `"127.0.0.9"`, `"not-an-ip"`, 1)
+	_, err = parseFiles(map[string]string{"s.yaml": bad})
+	if err == nil || !strings.Contains(err.Error(), "kubernetes.io/service-name") || !strings.Contains(err.Error(), "not-an-ip") {
+		t.Errorf("bad slice: err %v, want the missing label and the bad address", err)
+	}
+}

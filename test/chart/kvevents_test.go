@@ -6,7 +6,7 @@ import (
 )
 
 // TestKVEvents: with picker.kvEvents on, each picker replica dials the pods' publishers at
-// podPort and reads the tokenizer from the given volume, mounted where --kv-tokenizer
+// podPort, asks their replay endpoints at replayPort after a restart, and reads the tokenizer from the given volume, mounted where --kv-tokenizer
 // points; without a tokenizer volume the chart refuses to render.
 func TestKVEvents(t *testing.T) {
 	o := renderObjects(t, valueSetByName(t, "kvevents"))
@@ -14,6 +14,9 @@ func TestKVEvents(t *testing.T) {
 	pk := container(t, deploy, "picker", false)
 	if v, _ := flagValue(pk.Args, "--kv-events-pod-port"); v != "5600" {
 		t.Errorf("--kv-events-pod-port %q, want 5600 (args %v)", v, pk.Args)
+	}
+	if v, _ := flagValue(pk.Args, "--kv-events-replay-port"); v != "5601" {
+		t.Errorf("--kv-events-replay-port %q, want 5601 (args %v)", v, pk.Args)
 	}
 	dir, ok := flagValue(pk.Args, "--kv-tokenizer")
 	if !ok {

@@ -83,6 +83,7 @@ picker:
   kvEvents:
     enabled: true
     podPort: 5600
+    replayPort: 5601
     tokenizerVolume: {configMap: {name: llama-tokenizer}}
 `},
 	{name: "gatewayservices", yaml: `

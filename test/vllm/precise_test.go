@@ -1,12 +1,19 @@
 package vllm
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/infergw/infergw/kvevents"
+	"github.com/infergw/infergw/kvindex"
+	"github.com/infergw/infergw/kvprompt"
+	"github.com/infergw/infergw/kvroute"
+	"github.com/infergw/infergw/router"
 )
 
 // direct sends a completion straight to one server, bypassing the gateway: the picker's
@@ -134,5 +141,46 @@ func (h *harness) checkPreciseRouting(t *testing.T) {
 	t.Logf("after b's prefix cache was reset, the prompt (now on a) went to a: prefix_cache_hits a +%v, b +0", after[a.addr]-before[a.addr])
 	if n := h.pickerGauge(t, "infergw_kv_index_pods", "consistent"); n < 1 {
 		t.Errorf("%v pods consistent after b's reset, want b at least (AllBlocksCleared makes its index exact)", n)
+	}
+}
+
+// checkReplay: a picker that starts after vLLM cached a prompt (a restarted replica) hears
+// none of its events live; vLLM's replay endpoint (ROUTER, buffer_steps batches) gives them
+// back. A fresh index fed only by kvevents.Replay from server a holds the prompt a
+// prefilled, all of it and exactly (the buffer reaches back to sequence 0), and one fed by
+// server b's replay holds none of it.
+func (h *harness) checkReplay(t *testing.T, tokenizerDir string) {
+	a, b := h.servers[0], h.servers[1]
+	prompt := longPrompt(fmt.Sprintf("replay %d", time.Now().UnixNano()))
+	direct(t, a, prompt)
+	body := []byte(completionBody(baseModel, prompt, false, 1, ""))
+	tok, err := kvprompt.Load(tokenizerDir, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*vllmServer{a, b} {
+		ix, err := kvindex.New(kvindex.Config{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, last, err := kvevents.Replay(context.Background(), s.replay, s.ip, ix, 10*time.Second)
+		if err != nil {
+			t.Fatalf("%s: replay: %v", s.name, err)
+		}
+		src, err := kvroute.New(ix, map[string]*kvprompt.Model{"": tok}, 0, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hit, total, exact := make([]int, 1), make([]int, 1), make([]router.PrefixExactness, 1)
+		src.MatchPrefix(&router.Request{Model: baseModel, Body: body}, false, []string{s.ip}, hit, total, exact)
+		t.Logf("%s: replayed %d batches (last seq %d): the prompt's %d of %d blocks held, state %v", s.name, n, last, hit[0], total[0], ix.Info(s.ip).State)
+		switch {
+		case n == 0:
+			t.Errorf("%s: replay gave no batch", s.name)
+		case s == a && (hit[0] != total[0] || total[0] < 8 || exact[0] != router.PrefixExact):
+			t.Errorf("a: %d of %d blocks, exactness %v; want the whole prompt, exactly", hit[0], total[0], exact[0])
+		case s == b && hit[0] != 0:
+			t.Errorf("b holds %d of the prompt's blocks, never having seen it", hit[0])
+		}
 	}
 }

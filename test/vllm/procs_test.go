@@ -107,15 +107,18 @@ func (p *proc) tail(n int) string {
 // vllmServer is one real vLLM OpenAI server.
 type vllmServer struct {
 	*proc
-	addr string // ip:port
+	addr   string // ip:port
+	ip     string
+	replay string // its KV-event replay endpoint (vLLM's replay_endpoint)
 }
 
 func (s *vllmServer) url(path string) string { return "http://" + s.addr + path }
 
 // startVLLM starts `vllm serve` on ip:port, its engine bound to one core, publishing its
 // KV-cache events to the subscriber that binds kvEvents (tcp://HOST:PORT; vLLM connects),
-// under topic kv@IP@tiny.
+// under topic kv@IP@tiny, and serving its event buffer for replay on ip:(a free port).
 func startVLLM(t *testing.T, env testEnv, logDir, name, ip string, port, core int, kvEvents string) *vllmServer {
+	replay := "tcp://" + net.JoinHostPort(ip, strconv.Itoa(freePort(t, ip)))
 	args := []string{filepath.Join(env.testDir, "vllm_launcher.py"), "serve", filepath.Join(env.modelDir, "model"),
 		"--host", ip, "--port", strconv.Itoa(port),
 		"--served-model-name", baseModel,
@@ -126,7 +129,7 @@ func startVLLM(t *testing.T, env testEnv, logDir, name, ip string, port, core in
 		// Reproducible block hashes (with PYTHONHASHSEED below) and KV events, as the
 		// picker's precise-prefix scorer expects them.
 		"--prefix-caching-hash-algo", "sha256_cbor",
-		"--kv-events-config", fmt.Sprintf(`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": %q, "topic": "kv@%s@%s"}`, kvEvents, ip, baseModel),
+		"--kv-events-config", fmt.Sprintf(`{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": %q, "replay_endpoint": %q, "topic": "kv@%s@%s"}`, kvEvents, replay, ip, baseModel),
 	}
 	procEnv := []string{
 		"VLLM_TARGET_DEVICE=cpu", "VLLM_CPU_KVCACHE_SPACE=1", "OMP_NUM_THREADS=1",
@@ -136,7 +139,7 @@ func startVLLM(t *testing.T, env testEnv, logDir, name, ip string, port, core in
 		"VLLM_SERVER_DEV_MODE=1", // POST /reset_prefix_cache (the precise-routing check clears a cache)
 	}
 	p := startProc(t, name, filepath.Join(logDir, name+".log"), procEnv, filepath.Join(env.venv, "bin", "python"), args...)
-	return &vllmServer{proc: p, addr: net.JoinHostPort(ip, strconv.Itoa(port))}
+	return &vllmServer{proc: p, addr: net.JoinHostPort(ip, strconv.Itoa(port)), ip: ip, replay: replay}
 }
 
 // waitHealthy waits for GET /health to answer 200, printing progress; it fails when the

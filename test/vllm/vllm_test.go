@@ -115,6 +115,9 @@ func TestRealVLLM(t *testing.T) {
 	t.Run("chosen endpoint served the request", h.checkChosenServed)
 	t.Run("repeated long prompt hits vLLM's prefix cache on the same server", h.checkPrefixCache)
 	t.Run("precise prefix routing follows vLLM's KV events", h.checkPreciseRouting)
+	t.Run("a restarted picker rebuilds its index from vLLM's replay endpoint", func(t *testing.T) {
+		h.checkReplay(t, filepath.Join(env.modelDir, "model"))
+	})
 	t.Run("usage accounting matches vLLM's counters", h.checkUsageAccounting)
 	if dir := os.Getenv("INFERGW_VLLM_SAVE_METRICS"); dir != "" {
 		saveExposition(t, servers[0], filepath.Join(dir, "vllm-0.32-cpu.txt"))

@@ -1,0 +1,121 @@
+package kvevents
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+)
+
+// fakeReplayPeer is a ROUTER socket answering each replay request with the given replies
+// (frames after the requester's identity): a misbehaving or silent publisher, which no
+// real one plays. The well-behaved case is the real sim's (kvroute's replay test).
+func fakeReplayPeer(t *testing.T, replies [][][]byte) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r := zmq4.NewRouter(ctx)
+	t.Cleanup(func() { r.Close() })
+	if err := r.Listen("tcp://127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			msg, err := r.Recv()
+			if err != nil {
+				return
+			}
+			for _, rep := range replies {
+				_ = r.Send(zmq4.NewMsgFrom(append([][]byte{msg.Frames[0]}, rep...)...))
+			}
+		}
+	}()
+	return "tcp://" + r.Addr().String()
+}
+
+// TestReplayBadPeers: a replay peer that answers with malformed replies or not at all
+// costs at most the replay timeout; the live batch that triggered the replay is still
+// handed on, and a good batch before a malformed reply is applied in order.
+func TestReplayBadPeers(t *testing.T) {
+	payload, err := NewEncoder().Encode(sampleBatch())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		replies  [][][]byte
+		wantSeqs []uint64 // handed on, in order
+	}{
+		"silent":            {nil, []uint64{5}},
+		"wrong frame count": {[][][]byte{{{}, []byte("x")}}, []uint64{5}},
+		"a good batch then garbage": {[][][]byte{
+			{{}, []byte("kv@127.0.0.1@m"), seqFrame(0), payload},
+			{{}, []byte("kv@127.0.0.1@m"), []byte{1, 2}, payload},
+		}, []uint64{0, 5}},
+		"another pod's batch, then the end": {[][][]byte{
+			{{}, []byte("kv@10.9.9.9@m"), seqFrame(0), payload},
+			{{}, {}, replayEnd, {}},
+		}, []uint64{5}},
+		"live batch already replayed": {[][][]byte{
+			{{}, []byte("kv@127.0.0.1@m"), seqFrame(4), payload},
+			{{}, []byte("kv@127.0.0.1@m"), seqFrame(5), payload},
+			{{}, {}, replayEnd, {}},
+		}, []uint64{4, 5}},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			ep := fakeReplayPeer(t, c.replies)
+			h := make(chanHandler, 100)
+			s, err := New(Config{Bind: "tcp://127.0.0.1:0", ReplayTimeout: 300 * time.Millisecond,
+				ReplayEndpoint: func(string) string { return ep }}, h, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			pub := zmq4.NewPub(context.Background())
+			defer pub.Close()
+			if err := pub.Dial("tcp://" + s.Addr()); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			first := publishUntil(t, pub, h, "kv@127.0.0.1@m", 5)
+			seqs := []uint64{first.seq}
+			for done := false; !done; {
+				select {
+				case g := <-h:
+					seqs = append(seqs, g.seq)
+				case <-time.After(200 * time.Millisecond):
+					done = true
+				}
+			}
+			// publishUntil resends seq 5 until heard: later copies are live duplicates.
+			got := seqs[:0]
+			for i, q := range seqs {
+				if i == 0 || q != seqs[i-1] {
+					got = append(got, q)
+				}
+			}
+			if len(got) < len(c.wantSeqs) || !equalSeqs(got[:len(c.wantSeqs)], c.wantSeqs) {
+				t.Errorf("handed on %v, want %v first", got, c.wantSeqs)
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("took %s", took)
+			}
+		})
+	}
+}
+
+func equalSeqs(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
