@@ -495,10 +495,17 @@ func TestAccountingUnderConcurrency(t *testing.T) {
 		t.Fatalf("metrics: enqueued %v, outcomes %v; want 1600 each", enq, out)
 	}
 	c.mu.Lock()
+	lingering := 0
 	for _, b := range c.bands {
-		if len(b.vtc) != 0 {
-			t.Errorf("band %d keeps %d token counters with nothing queued or in flight", b.priority, len(b.vtc))
+		for id, vs := range b.states {
+			if !vs.idle() || !vs.lingering {
+				t.Errorf("band %d flow %q: state kept busy or not lingering with nothing queued or in flight: %+v", b.priority, id, *vs)
+			}
+			lingering++
 		}
+	}
+	if lingering != c.lingering || lingering > c.cfg.MaxFlows {
+		t.Errorf("%d lingering states, counted %d, bound %d", lingering, c.lingering, c.cfg.MaxFlows)
 	}
 	c.mu.Unlock()
 }

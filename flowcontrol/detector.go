@@ -7,6 +7,9 @@ import (
 
 // EndpointSignal is what the detector reads of one endpoint.
 type EndpointSignal struct {
+	// Key identifies the endpoint ("ip:port"): the detector remembers its learned batch
+	// limit by it. Empty: nothing is learned.
+	Key string
 	// Fresh: the endpoint's metrics are recent and its last scrape succeeded. A stale
 	// endpoint has no room (as in GIE's detector: no data is not "idle").
 	Fresh bool
@@ -29,11 +32,12 @@ const (
 	stateQueueDepth
 	stateRunning
 	stateInFlight
+	stateBatchFull
 	numEndpointStates
 )
 
 func (s endpointState) String() string {
-	return [...]string{"free", "stale", "kv_cache", "queue_depth", "running", "in_flight"}[s]
+	return [...]string{"free", "stale", "kv_cache", "queue_depth", "running", "in_flight", "batch_full"}[s]
 }
 
 // Detector decides how many more requests a pool can take from scraped signals and the
@@ -45,7 +49,16 @@ func (s endpointState) String() string {
 //     in-flight − running (requests this gateway sent since the last scrape show up in
 //     neither count yet: without this estimate a burst would overshoot between scrapes);
 //   - MaxRunningRequests − running, when set;
-//   - MaxInFlightPerEndpoint − in-flight, when set.
+//   - MaxInFlightPerEndpoint − in-flight, when set;
+//   - the endpoint's learned batch limit − in-flight (BatchLimitLearned): the most requests
+//     it was seen running while requests waited in its queue is the batch it can run, so
+//     sending more only makes them wait inside the model server, in its order, bound to
+//     it. Keeping every pod's own queue empty leaves the order to the gateway's queue
+//     (priority, fairness) and the choice of pod to the moment one has a free place.
+//     Until a pod has been seen with a queue, the thresholds above bound it. The limit
+//     only grows (a pod seen running more while others wait), so a limit learned while the
+//     KV cache was the bound stays low until then: set maxInFlightPerEndpoint, or
+//     batchLimit: none, where that matters.
 //
 // The pool's capacity is the sum of its endpoints' room.
 type Detector struct {
@@ -54,8 +67,17 @@ type Detector struct {
 	source  SignalSource
 	metrics *Metrics
 
-	mu  sync.Mutex // guards buf (Capacity may be called from several goroutines)
+	mu  sync.Mutex // guards buf and learned (Capacity may be called from several goroutines)
 	buf []EndpointSignal
+	// learned is each endpoint's batch limit (BatchLimitLearned); gen marks the
+	// endpoints seen at the last Capacity, so that removed endpoints are forgotten.
+	learned map[string]learnedLimit
+	gen     uint64
+}
+
+type learnedLimit struct {
+	running float64
+	gen     uint64
 }
 
 // NewDetector builds a detector; metrics may be nil (no series).
@@ -68,12 +90,19 @@ func (d *Detector) Capacity() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.buf = d.source(d.buf[:0])
+	d.gen++
 	var counts [numEndpointStates]int
 	total := 0
 	for i := range d.buf {
+		d.learnLocked(&d.buf[i])
 		room, st := d.room(&d.buf[i])
 		counts[st]++
 		total += room
+	}
+	for k, l := range d.learned {
+		if l.gen != d.gen {
+			delete(d.learned, k) // the endpoint left the pool
+		}
 	}
 	if d.metrics != nil {
 		d.metrics.setEndpointStates(d.pool, &counts)
@@ -84,8 +113,37 @@ func (d *Detector) Capacity() int {
 // HasRoom reports whether one endpoint can take one more request: the picker keeps a
 // dispatched request on such endpoints.
 func (d *Detector) HasRoom(s EndpointSignal) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	room, _ := d.room(&s)
 	return room > 0
+}
+
+// BatchLimit is the endpoint's learned batch limit (0 = not learned).
+func (d *Detector) BatchLimit(key string) float64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.learned[key].running
+}
+
+// learnLocked updates the endpoint's batch limit from one fresh reading: requests waiting
+// while it ran n means it runs at most n at once (now).
+func (d *Detector) learnLocked(s *EndpointSignal) {
+	if d.cfg.BatchLimit != BatchLimitLearned || s.Key == "" {
+		return
+	}
+	l, ok := d.learned[s.Key]
+	if !ok && !(s.Fresh && s.Waiting > 0 && s.Running > 0) {
+		return
+	}
+	if d.learned == nil {
+		d.learned = make(map[string]learnedLimit)
+	}
+	if s.Fresh && s.Waiting > 0 {
+		l.running = max(l.running, s.Running)
+	}
+	l.gen = d.gen
+	d.learned[s.Key] = l
 }
 
 // room is one endpoint's room and the limit that bounds it (stateFree when it has room).
@@ -109,6 +167,11 @@ func (d *Detector) room(s *EndpointSignal) (int, endpointState) {
 	if c.MaxInFlightPerEndpoint > 0 {
 		if r := c.MaxInFlightPerEndpoint - int(s.InFlight); r < room {
 			room, st = r, stateInFlight
+		}
+	}
+	if l := d.learned[s.Key].running; l > 0 {
+		if r := roomUnder(l, float64(s.InFlight)); r < room {
+			room, st = r, stateBatchFull
 		}
 	}
 	if room <= 0 {

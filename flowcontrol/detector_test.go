@@ -68,3 +68,60 @@ func TestDetectorPoolAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// The learned batch limit: an endpoint seen running 2 while 3 waited takes no more than 2
+// in flight from then on, whatever the queue-depth threshold allows; the limit only grows;
+// an endpoint that leaves the pool is forgotten; batchLimit: none learns nothing.
+func TestDetectorLearnsBatchLimit(t *testing.T) {
+	cfg := SaturationConfig{QueueDepthThreshold: 5, KVCacheUtilThreshold: 0.8, BatchLimit: BatchLimitLearned}
+	sig := EndpointSignal{Key: "10.0.0.1:8000", Fresh: true, Running: 2, InFlight: 0}
+	src := []EndpointSignal{sig}
+	d := NewDetector("p", cfg, func(dst []EndpointSignal) []EndpointSignal { return append(dst, src...) }, nil)
+	if got := d.Capacity(); got != 5 {
+		t.Fatalf("before any queue was seen: capacity %d, want the queue-depth room 5", got)
+	}
+	src[0] = EndpointSignal{Key: sig.Key, Fresh: true, Running: 2, Waiting: 3, InFlight: 5}
+	if got := d.Capacity(); got != 0 {
+		t.Fatalf("with 3 waiting: capacity %d, want 0", got)
+	}
+	if l := d.BatchLimit(sig.Key); l != 2 {
+		t.Fatalf("learned limit %v, want 2", l)
+	}
+	// The queue drained: one in flight, one place left in the batch, not the 5 the
+	// queue-depth threshold would allow.
+	src[0] = EndpointSignal{Key: sig.Key, Fresh: true, Running: 1, InFlight: 1}
+	if got := d.Capacity(); got != 1 {
+		t.Fatalf("one in flight: capacity %d, want 1", got)
+	}
+	if !d.HasRoom(src[0]) || d.HasRoom(EndpointSignal{Key: sig.Key, Fresh: true, Running: 2, InFlight: 2}) {
+		t.Fatal("HasRoom disagrees with the learned limit")
+	}
+	if _, st := d.room(&EndpointSignal{Key: sig.Key, Fresh: true, Running: 2, InFlight: 2}); st != stateBatchFull {
+		t.Fatalf("verdict %v, want batch_full", st)
+	}
+	// A reading with fewer running while others wait does not lower it; more raises it.
+	src[0] = EndpointSignal{Key: sig.Key, Fresh: true, Running: 1, Waiting: 1, InFlight: 2}
+	d.Capacity()
+	if l := d.BatchLimit(sig.Key); l != 2 {
+		t.Fatalf("limit fell to %v", l)
+	}
+	src[0] = EndpointSignal{Key: sig.Key, Fresh: true, Running: 4, Waiting: 1, InFlight: 5}
+	d.Capacity()
+	if l := d.BatchLimit(sig.Key); l != 4 {
+		t.Fatalf("limit %v, want 4", l)
+	}
+	// The endpoint left: forgotten.
+	src = src[:0]
+	d.Capacity()
+	if l := d.BatchLimit(sig.Key); l != 0 {
+		t.Fatalf("a removed endpoint keeps limit %v", l)
+	}
+	// batchLimit: none learns nothing.
+	cfg.BatchLimit = BatchLimitNone
+	src = []EndpointSignal{{Key: sig.Key, Fresh: true, Running: 2, Waiting: 3, InFlight: 5}}
+	dn := NewDetector("p", cfg, func(dst []EndpointSignal) []EndpointSignal { return append(dst, src...) }, nil)
+	dn.Capacity()
+	if l := dn.BatchLimit(sig.Key); l != 0 {
+		t.Fatalf("batchLimit none learned %v", l)
+	}
+}

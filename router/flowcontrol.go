@@ -221,6 +221,6 @@ func filterRoom(pc *PickContext, hasRoom func(flowcontrol.EndpointSignal) bool) 
 }
 
 func signalOf(e *endpoint, m *metricsState, fresh bool) flowcontrol.EndpointSignal {
-	return flowcontrol.EndpointSignal{Fresh: fresh, Waiting: m.waiting, Running: m.running,
+	return flowcontrol.EndpointSignal{Key: e.spec.Address, Fresh: fresh, Waiting: m.waiting, Running: m.running,
 		KVCacheUsage: m.kvUsage, InFlight: e.inflight.Load()}
 }

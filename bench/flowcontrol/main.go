@@ -92,6 +92,8 @@ type tenantResult struct {
 	OutTokS   float64 `json:"output_tokens_per_s"`
 	// Errors counts the failures by class (http_429, http_503, timeout, transport, ...).
 	Errors map[string]int64 `json:"errors,omitempty"`
+	// Pods is where its TTFT went inside the pods (nil: no trace).
+	Pods *podTrace `json:"pods,omitempty"`
 }
 
 func (t tenantResult) addsUp() bool {
@@ -144,13 +146,9 @@ func newPlan(duration, warmup time.Duration, seed uint64) plan {
 		RequestTTL: 4 * time.Second,
 		RetryAfter: time.Second,
 		Fairness:   flowcontrol.FairnessTokenWeighted,
-		// Hold requests at the gateway once every pod runs a full batch: the rest is bound to
-		// a pod only when one has a free sequence slot (late binding), so a request that
-		// overtakes others at the gateway does not then queue behind them inside a pod.
-		Saturation: flowcontrol.SaturationConfig{MaxInFlightPerEndpoint: p.MaxNumSeqs},
-		// Two slots' room is kept for non-sheddable work: sheddable batch work cannot take
-		// every slot that frees, so a critical request need not wait for the next wave.
-		SheddableHeadroom: 2,
+		// Everything else is the feature's default: the detector learns each pod's batch
+		// size from its metrics (no pod is given more than it runs at once), and the demand
+		// reservation keeps the room that higher bands and light tenants recently needed.
 	}
 	return p
 }
@@ -287,8 +285,9 @@ type bench struct {
 	tmp      string
 	log      *slog.Logger
 	n        int
-	// metricsAddr serves the current cell's /metrics.
+	// metricsAddr serves the current cell's /metrics; layout is where its pods listen.
 	metricsAddr string
+	layout      layout
 }
 
 // startStack starts a fresh stack (cold state, the same sims) with flow control on or off.
@@ -305,6 +304,7 @@ func (b *bench) startStack(ctx context.Context, flow bool) (*stack.Stack, error)
 	if err := l.write(dir); err != nil {
 		return nil, err
 	}
+	b.layout = l
 	cfg := stack.DefaultConfig()
 	cfg.ManifestDir = dir
 	cfg.Sim.TimeScale = b.plan.TimeScale
@@ -371,8 +371,15 @@ func (b *bench) tenantsCell(ctx context.Context, scenario, name string, flow boo
 		return nil, fmt.Errorf("%s/%s: %w", scenario, name, err)
 	}
 	c := &cell{Scenario: scenario, Name: name, Flow: flow}
+	traces := b.podTraces(ctx)
 	for _, t := range ts.Tenants {
-		c.Tenants = append(c.Tenants, tenantOf(t.Tenant.Name, t.Tenant.Rate, t.Summary, t.Rejected, t.OtherFailed, t.Interrupted+t.Dropped))
+		tr := tenantOf(t.Tenant.Name, t.Tenant.Rate, t.Summary, t.Rejected, t.OtherFailed, t.Interrupted+t.Dropped)
+		class := t.Tenant.FairnessID
+		if class == "" {
+			class = t.Tenant.Objective
+		}
+		tr.Pods = summarizeTraces(traces[class])
+		c.Tenants = append(c.Tenants, tr)
 	}
 	c.Sum = total(c.Tenants)
 	c.Gateway = gatewayOf(st, before, flow)
@@ -416,6 +423,7 @@ func (b *bench) burstCell(ctx context.Context, name string, flow bool) (*cell, e
 	}
 	cl := &cell{Scenario: "late", Name: name, Flow: flow, Loads: stages,
 		Tenants: []tenantResult{tenantOf("bursty", c, s, rej, other, s.Interrupted+s.Schedule.Dropped)}}
+	cl.Tenants[0].Pods = summarizeTraces(b.podTraces(ctx)[""])
 	cl.Sum = total(cl.Tenants)
 	cl.Gateway = gatewayOf(st, before, flow)
 	b.addQueueWaits(ctx, cl.Gateway)
