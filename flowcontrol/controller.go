@@ -170,15 +170,15 @@ func New(pool string, cfg Config, gate Gate, metrics *Metrics, log *slog.Logger)
 		metrics = NewMetrics(nil)
 	}
 	c := &Controller{
-		cfg:   cfg,
-		gate:  gate,
-		log:   log,
-		m:     metrics.pool(pool),
+		cfg:    cfg,
+		gate:   gate,
+		log:    log,
+		m:      metrics.pool(pool),
 		flows:  make(map[flowKey]*flow),
 		expiry: newExpiryHeap(),
-		kick:  make(chan struct{}, 1),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		kick:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	go c.run()
 	return c, nil

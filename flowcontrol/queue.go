@@ -35,7 +35,7 @@ type band struct {
 	// requests in flight (their output tokens are charged when they finish) and at most
 	// MaxFlows lingering ones.
 	states map[string]*flowState
-	m   *bandMetrics
+	m      *bandMetrics
 }
 
 // addActive appends f to the ring (it just received its first request).
