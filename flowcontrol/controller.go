@@ -642,12 +642,13 @@ func (c *Controller) allowedLocked(vs *flowState, b *band, free, slots int, now 
 
 // reserveLocked is the room a request of flow vs (band b) must leave free in a pool of
 // slots, the demand reservation:
-//   - for every flow of a higher band, its demand (recent peak in flight) minus what it
-//     holds: strict priority that does not wait for the next completion;
+//   - for every recent flow of a higher band, its demand (recent peak in flight) + 1 minus
+//     what it holds: strict priority that does not wait for the next completion, with room
+//     for one request more than the flow recently needed at once;
 //   - when vs holds at least its fair share of the pool (slots / the band's recent flows),
-//     for every other recent flow of the band below its share, its demand up to its share
-//     minus what it holds: a heavy flow borrows only the room the light ones are not
-//     expected to need.
+//     for every other recent flow of the band below its share, its demand + 1 up to its
+//     share minus what it holds: a heavy flow borrows only the room the light ones are
+//     not expected to need.
 //
 // The total is capped at half the pool (rounded down), so that many lightly active flows
 // (or a higher band's past peak) cannot hold a busy flow to a trickle, and a pool of one
@@ -660,7 +661,9 @@ func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64)
 			break // bands are sorted highest first
 		}
 		for _, g := range hb.states {
-			r += float64(max(0, g.demand(now, w)-g.inflight))
+			if g.recent(now, w) {
+				r += float64(max(0, g.demand(now, w)+1-g.inflight))
+			}
 		}
 	}
 	n := 0
@@ -674,7 +677,7 @@ func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64)
 			if g == vs || float64(g.inflight) >= share || !g.recent(now, w) {
 				continue
 			}
-			r += max(0, min(float64(g.demand(now, w)), share)-float64(g.inflight))
+			r += max(0, min(float64(g.demand(now, w)+1), share)-float64(g.inflight))
 		}
 	}
 	return min(r, float64(slots/2))

@@ -2,9 +2,10 @@
 // Eight simulated pods behind a real Envoy and the picker, the same seed in every cell:
 //
 //   - noisy neighbour: tenant A offers 3× the fleet's capacity with long prompts, tenant B
-//     10 %; B alone, then both without and with flow control (token-weighted fairness);
+//     10 %; B alone, then both without flow control, with it (token-weighted fairness,
+//     every other setting the default) and with it but without the demand reservation;
 //   - priority: a critical flow at 30 % of capacity under a batch flood at 2×; critical
-//     alone, then both without and with flow control (strict priority);
+//     alone, then both without flow control, with it, and with it without the reservation;
 //   - late binding: bursts at 1.5× capacity between lulls at 0.5×, without and with.
 //
 // Every cell reports per tenant requests offered / served / rejected / failed (which add
@@ -115,7 +116,7 @@ type gatewayCounts struct {
 func main() {
 	var (
 		out      = flag.String("out", "bench/results", "directory for flowcontrol.md and flowcontrol.json")
-		duration = flag.Duration("duration", 10*time.Second, "measured period of each cell")
+		duration = flag.Duration("duration", 30*time.Second, "measured period of each cell (30 s: ~40 requests of the 10 % tenant)")
 		warmup   = flag.Duration("warmup", 2*time.Second, "warm-up of each cell")
 		seed     = flag.Uint64("seed", 1, "load tester seed (the same in every cell)")
 		only     = flag.String("only", "", "run only the scenarios listed (comma-separated: noisy,priority,late)")
@@ -191,42 +192,49 @@ func run(ctx context.Context, outDir string, duration, warmup time.Duration, see
 		return nil
 	}
 	c := p.Capacity
+	on := &p.FlowConfig
+	// The contrast: the same flow control without the demand reservation.
+	noRes := p.FlowConfig
+	noRes.Reservation = flowcontrol.ReservationNone
 	if want("noisy") {
 		a := loadtest.Tenant{Name: "A (noisy)", Rate: 3 * c, FairnessID: "tenant-a",
 			Input: &loadtest.LengthDist{Kind: "fixed", Mean: float64(p.LongIn)}}
 		bt := loadtest.Tenant{Name: "B (quiet)", Rate: 0.1 * c, FairnessID: "tenant-b"}
-		if err := add(b.tenantsCell(ctx, "noisy", "B alone", false, bt)); err != nil {
+		if err := add(b.tenantsCell(ctx, "noisy", "B alone", nil, bt)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control off", false, a, bt)); err != nil {
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control off", nil, a, bt)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control on", true, a, bt)); err != nil {
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control on", on, a, bt)); err != nil {
+			return err
+		}
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, on, reservation none", &noRes, a, bt)); err != nil {
 			return err
 		}
 	}
 	if want("priority") {
 		crit := loadtest.Tenant{Name: "critical", Rate: 0.3 * c, Objective: "critical"}
 		batch := loadtest.Tenant{Name: "batch", Rate: 2 * c, Objective: "batch"}
-		if err := add(b.tenantsCell(ctx, "priority", "critical alone", false, crit)); err != nil {
+		if err := add(b.tenantsCell(ctx, "priority", "critical alone", nil, crit)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, off", false, crit, batch)); err != nil {
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, off", nil, crit, batch)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on", true, crit, batch)); err != nil {
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on", on, crit, batch)); err != nil {
+			return err
+		}
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on, reservation none", &noRes, crit, batch)); err != nil {
 			return err
 		}
 	}
 	if want("late") {
-		for _, on := range []bool{false, true} {
-			name := "bursts, flow control off"
-			if on {
-				name = "bursts, flow control on"
-			}
-			if err := add(b.burstCell(ctx, name, on)); err != nil {
-				return err
-			}
+		if err := add(b.burstCell(ctx, "bursts, flow control off", nil)); err != nil {
+			return err
+		}
+		if err := add(b.burstCell(ctx, "bursts, flow control on", on)); err != nil {
+			return err
 		}
 	}
 	rep := report{Plan: p, Cells: cells, StartedAt: start.UTC(), WallS: time.Since(start).Seconds(),
@@ -291,7 +299,7 @@ type bench struct {
 }
 
 // startStack starts a fresh stack (cold state, the same sims) with flow control on or off.
-func (b *bench) startStack(ctx context.Context, flow bool) (*stack.Stack, error) {
+func (b *bench) startStack(ctx context.Context, fc *flowcontrol.Config) (*stack.Stack, error) {
 	b.n++
 	dir := filepath.Join(b.tmp, fmt.Sprint("cell-", b.n))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -323,8 +331,8 @@ func (b *bench) startStack(ctx context.Context, flow bool) (*stack.Stack, error)
 	}
 	cfg.Translate.ListenerAddress = "127.0.0.1"
 	sc := router.DefaultSchedulerConfig()
-	if flow {
-		sc.FlowControl.Default = b.plan.FlowConfig
+	if fc != nil {
+		sc.FlowControl.Default = *fc
 	}
 	cfg.Router.Scheduler = sc
 	st, err := stack.Start(ctx, cfg, b.log)
@@ -358,9 +366,10 @@ func (b *bench) loadConfig(url string) loadtest.Config {
 	}
 }
 
-func (b *bench) tenantsCell(ctx context.Context, scenario, name string, flow bool, tenants ...loadtest.Tenant) (*cell, error) {
+func (b *bench) tenantsCell(ctx context.Context, scenario, name string, fc *flowcontrol.Config, tenants ...loadtest.Tenant) (*cell, error) {
 	t0 := time.Now()
-	st, err := b.startStack(ctx, flow)
+	flow := fc != nil
+	st, err := b.startStack(ctx, fc)
 	if err != nil {
 		return nil, fmt.Errorf("%s/%s: %w", scenario, name, err)
 	}
@@ -389,9 +398,10 @@ func (b *bench) tenantsCell(ctx context.Context, scenario, name string, flow boo
 }
 
 // burstCell: one flow alternating 3 s at 1.5× capacity and 3 s at 0.5×.
-func (b *bench) burstCell(ctx context.Context, name string, flow bool) (*cell, error) {
+func (b *bench) burstCell(ctx context.Context, name string, fc *flowcontrol.Config) (*cell, error) {
 	t0 := time.Now()
-	st, err := b.startStack(ctx, flow)
+	flow := fc != nil
+	st, err := b.startStack(ctx, fc)
 	if err != nil {
 		return nil, fmt.Errorf("late/%s: %w", name, err)
 	}
@@ -543,7 +553,7 @@ func (b *bench) addQueueWaits(ctx context.Context, g *gatewayCounts) {
 // calibrate measures the fleet's capacity now: a closed loop of exactly as many users as the
 // fleet has sequence slots, through the gateway without flow control, for a few seconds.
 func (b *bench) calibrate(ctx context.Context) (float64, error) {
-	st, err := b.startStack(ctx, false)
+	st, err := b.startStack(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("calibrate: %w", err)
 	}
