@@ -1,6 +1,7 @@
 package flowcontrol
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -135,56 +136,24 @@ const (
 	DefaultKVCacheUtilThreshold = 0.8
 )
 
-// WithDefaults fills zero fields with their defaults.
+// WithDefaults fills zero fields with their defaults (cmp.Or: the first non-zero value).
 func (c Config) WithDefaults() Config {
-	if c.MaxRequests == 0 {
-		c.MaxRequests = DefaultMaxRequests
-	}
-	if c.MaxBytes == 0 {
-		c.MaxBytes = DefaultMaxBytes
-	}
-	if c.MaxFlowRequests == 0 {
-		c.MaxFlowRequests = c.MaxRequests
-	}
-	if c.MaxFlowBytes == 0 {
-		c.MaxFlowBytes = c.MaxBytes
-	}
-	if c.MaxFlows == 0 {
-		c.MaxFlows = DefaultMaxFlows
-	}
-	if c.RequestTTL == 0 {
-		c.RequestTTL = DefaultRequestTTL
-	}
-	if c.Fairness == "" {
-		c.Fairness = FairnessRoundRobin
-	}
-	if c.Ordering == "" {
-		c.Ordering = OrderingFCFS
-	}
-	if c.OutputTokenWeight == 0 {
-		c.OutputTokenWeight = DefaultOutputTokenWeight
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = DefaultPollInterval
-	}
-	if c.RetryAfter == 0 {
-		c.RetryAfter = time.Second
-	}
-	if c.Reservation == "" {
-		c.Reservation = ReservationDemand
-	}
-	if c.DemandWindow == 0 {
-		c.DemandWindow = DefaultDemandWindow
-	}
-	if c.Saturation.BatchLimit == "" {
-		c.Saturation.BatchLimit = BatchLimitLearned
-	}
-	if c.Saturation.QueueDepthThreshold == 0 {
-		c.Saturation.QueueDepthThreshold = DefaultQueueDepthThreshold
-	}
-	if c.Saturation.KVCacheUtilThreshold == 0 {
-		c.Saturation.KVCacheUtilThreshold = DefaultKVCacheUtilThreshold
-	}
+	c.MaxRequests = cmp.Or(c.MaxRequests, DefaultMaxRequests)
+	c.MaxBytes = cmp.Or(c.MaxBytes, DefaultMaxBytes)
+	c.MaxFlowRequests = cmp.Or(c.MaxFlowRequests, c.MaxRequests)
+	c.MaxFlowBytes = cmp.Or(c.MaxFlowBytes, c.MaxBytes)
+	c.MaxFlows = cmp.Or(c.MaxFlows, DefaultMaxFlows)
+	c.RequestTTL = cmp.Or(c.RequestTTL, DefaultRequestTTL)
+	c.Fairness = cmp.Or(c.Fairness, FairnessRoundRobin)
+	c.Ordering = cmp.Or(c.Ordering, OrderingFCFS)
+	c.OutputTokenWeight = cmp.Or(c.OutputTokenWeight, DefaultOutputTokenWeight)
+	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)
+	c.RetryAfter = cmp.Or(c.RetryAfter, time.Second)
+	c.Reservation = cmp.Or(c.Reservation, ReservationDemand)
+	c.DemandWindow = cmp.Or(c.DemandWindow, DefaultDemandWindow)
+	c.Saturation.BatchLimit = cmp.Or(c.Saturation.BatchLimit, BatchLimitLearned)
+	c.Saturation.QueueDepthThreshold = cmp.Or(c.Saturation.QueueDepthThreshold, DefaultQueueDepthThreshold)
+	c.Saturation.KVCacheUtilThreshold = cmp.Or(c.Saturation.KVCacheUtilThreshold, DefaultKVCacheUtilThreshold)
 	return c
 }
 
