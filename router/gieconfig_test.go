@@ -171,6 +171,10 @@ func TestEndpointPickerConfigRefusals(t *testing.T) {
 func FuzzEndpointPickerConfig(f *testing.F) {
 	f.Add([]byte(gieDocConfig))
 	f.Add([]byte("kind: EndpointPickerConfig\nplugins: [{type: random-picker}]\n"))
+	f.Add([]byte("apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\nfeatureGates: [flowControl]\nplugins: [{type: queue-scorer}, " +
+		"{type: round-robin-fairness-policy}, {type: concurrency-detector, parameters: {maxConcurrency: 2}}]\n" +
+		"flowControl: {maxRequests: 1k, maxBytes: 1Mi, defaultRequestTTL: 3s, saturationDetector: {pluginRef: concurrency-detector}, " +
+		"priorityBands: [{priority: 1, fairnessPolicyRef: round-robin-fairness-policy}]}\n"))
 	reg := NewRegistry()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cfg, err := reg.ParseEndpointPickerConfig(b)
@@ -179,6 +183,11 @@ func FuzzEndpointPickerConfig(f *testing.F) {
 		}
 		if err := reg.Validate(cfg); err != nil {
 			t.Fatalf("accepted a config that does not validate: %v", err)
+		}
+		if fc := cfg.FlowControl.Default; fc.Enabled {
+			if err := fc.Validate(); err != nil {
+				t.Fatalf("accepted a flow-control config that does not validate: %v", err)
+			}
 		}
 	})
 }
