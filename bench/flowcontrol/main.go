@@ -298,8 +298,22 @@ type bench struct {
 	layout      layout
 }
 
-// startStack starts a fresh stack (cold state, the same sims) with flow control on or off.
+// startStack starts a fresh stack (cold state, the same sims) with flow control on or off
+// (nil). The ports are chosen free a moment before Envoy binds them, and other programs on
+// this shared machine take ports too: a start that fails is retried twice on new ports.
 func (b *bench) startStack(ctx context.Context, fc *flowcontrol.Config) (*stack.Stack, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var st *stack.Stack
+		if st, err = b.startStackOnce(ctx, fc); err == nil {
+			return st, nil
+		}
+		fmt.Fprintf(os.Stderr, "bench-flowcontrol: start attempt %d: %v\n", attempt+1, err)
+	}
+	return nil, err
+}
+
+func (b *bench) startStackOnce(ctx context.Context, fc *flowcontrol.Config) (*stack.Stack, error) {
 	b.n++
 	dir := filepath.Join(b.tmp, fmt.Sprint("cell-", b.n))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
