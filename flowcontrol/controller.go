@@ -642,13 +642,14 @@ func (c *Controller) allowedLocked(vs *flowState, b *band, free, slots int, now 
 
 // reserveLocked is the room a request of flow vs (band b) must leave free in a pool of
 // slots, the demand reservation:
-//   - for every recent flow of a higher band, its demand (recent peak in flight) + 1 minus
-//     what it holds: strict priority that does not wait for the next completion, with room
-//     for one request more than the flow recently needed at once;
+//   - for every recent flow of a higher band, its demand (recent peak in flight, at least 1)
+//     minus what it holds: strict priority that does not wait for the next completion;
 //   - when vs holds at least its fair share of the pool (slots / the band's recent flows),
 //     for every other recent flow of the band below its share, its demand + 1 up to its
 //     share minus what it holds: a heavy flow borrows only the room the light ones are
-//     not expected to need.
+//     not expected to need. The + 1 is room for one request more than a light flow
+//     recently needed at once: its peak is small and noisy (2 or 3 for a tenant at 10 %
+//     of the pool), where a higher band's own peak already covers its noise.
 //
 // The total is capped at half the pool (rounded down), so that many lightly active flows
 // (or a higher band's past peak) cannot hold a busy flow to a trickle, and a pool of one
@@ -662,7 +663,7 @@ func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64)
 		}
 		for _, g := range hb.states {
 			if g.recent(now, w) {
-				r += float64(max(0, g.demand(now, w)+1-g.inflight))
+				r += float64(max(0, max(g.demand(now, w), 1)-g.inflight))
 			}
 		}
 	}
