@@ -3,6 +3,7 @@ package flowcontrol
 import (
 	"math"
 	"sync"
+	"time"
 )
 
 // EndpointSignal is what the detector reads of one endpoint.
@@ -73,16 +74,28 @@ type Detector struct {
 	// endpoints seen at the last Capacity, so that removed endpoints are forgotten.
 	learned map[string]learnedLimit
 	gen     uint64
+	clock   func() time.Time // time.Now; tests step it
 }
 
 type learnedLimit struct {
-	running float64
+	running float64 // the learned limit; 0 = not yet
 	gen     uint64
+	// The current streak of readings with requests waiting: since when (unix ns; 0 = no
+	// streak) and the most running seen in it.
+	waitingSince int64
+	streakMax    float64
 }
+
+// queueEvidence is how long an endpoint must keep requests waiting before its running
+// count is taken as its batch limit. A request that arrives while the engine runs a step
+// waits until the next one (a long prompt's prefill step takes ~100 ms on the sim), so a
+// single reading with a queue says nothing about the batch; a queue that outlasts a few
+// steps does. Learning too low is the costly mistake: the limit only grows.
+const queueEvidence = 250 * time.Millisecond
 
 // NewDetector builds a detector; metrics may be nil (no series).
 func NewDetector(pool string, cfg SaturationConfig, source SignalSource, metrics *Metrics) *Detector {
-	return &Detector{pool: pool, cfg: cfg, source: source, metrics: metrics}
+	return &Detector{pool: pool, cfg: cfg, source: source, metrics: metrics, clock: time.Now}
 }
 
 // Capacity implements Gate.
@@ -126,8 +139,8 @@ func (d *Detector) BatchLimit(key string) float64 {
 	return d.learned[key].running
 }
 
-// learnLocked updates the endpoint's batch limit from one fresh reading: requests waiting
-// while it ran n means it runs at most n at once (now).
+// learnLocked updates the endpoint's batch limit from one reading: requests kept waiting
+// for queueEvidence while it ran n means it runs at most n at once (now).
 func (d *Detector) learnLocked(s *EndpointSignal) {
 	if d.cfg.BatchLimit != BatchLimitLearned || s.Key == "" {
 		return
@@ -139,10 +152,19 @@ func (d *Detector) learnLocked(s *EndpointSignal) {
 	if d.learned == nil {
 		d.learned = make(map[string]learnedLimit)
 	}
-	if s.Fresh && s.Waiting > 0 {
-		l.running = max(l.running, s.Running)
-	}
 	l.gen = d.gen
+	switch now := d.clock().UnixNano(); {
+	case !s.Fresh:
+	case s.Waiting <= 0:
+		l.waitingSince, l.streakMax = 0, 0
+	case l.waitingSince == 0:
+		l.waitingSince, l.streakMax = now, s.Running
+	default:
+		l.streakMax = max(l.streakMax, s.Running)
+		if now-l.waitingSince >= int64(queueEvidence) {
+			l.running = max(l.running, l.streakMax)
+		}
+	}
 	d.learned[s.Key] = l
 }
 
