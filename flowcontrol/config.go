@@ -185,7 +185,11 @@ func (c Config) Validate() error {
 	case math.IsNaN(c.OutputTokenWeight) || math.IsInf(c.OutputTokenWeight, 0) || c.OutputTokenWeight < 0:
 		return fmt.Errorf("flow control: outputTokenWeight %v must be a finite number >= 0", c.OutputTokenWeight)
 	}
-	s := c.Saturation
+	return c.Saturation.Validate()
+}
+
+// Validate checks the detector's thresholds (after WithDefaults).
+func (s SaturationConfig) Validate() error {
 	switch {
 	case math.IsNaN(s.QueueDepthThreshold) || s.QueueDepthThreshold <= 0:
 		return fmt.Errorf("flow control: saturation queueDepthThreshold %v must be > 0", s.QueueDepthThreshold)

@@ -73,15 +73,10 @@ type UtilizationDetectorParams struct {
 	KVCacheUtilThreshold float64 `json:"kvCacheUtilThreshold" doc:"KV-cache use at which an endpoint is full"`
 }
 
-// Validate checks the thresholds' ranges.
+// Validate checks the thresholds' ranges (flow control's own check).
 func (p UtilizationDetectorParams) Validate() error {
-	if math.IsNaN(p.QueueDepthThreshold) || p.QueueDepthThreshold <= 0 {
-		return fmt.Errorf("queueDepthThreshold %v must be > 0", p.QueueDepthThreshold)
-	}
-	if math.IsNaN(p.KVCacheUtilThreshold) || p.KVCacheUtilThreshold <= 0 || p.KVCacheUtilThreshold > 1 {
-		return fmt.Errorf("kvCacheUtilThreshold %v must be in (0, 1]", p.KVCacheUtilThreshold)
-	}
-	return nil
+	return flowcontrol.SaturationConfig{QueueDepthThreshold: p.QueueDepthThreshold, KVCacheUtilThreshold: p.KVCacheUtilThreshold,
+		BatchLimit: flowcontrol.BatchLimitLearned}.Validate()
 }
 
 // ConcurrencyDetectorParams are GIE's concurrency detector's parameters.
