@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -30,6 +31,23 @@ type flowSource interface {
 	FlowControlConfig(pool string) flowcontrol.Config
 	EndpointSignals(pool string, dst []flowcontrol.EndpointSignal) []flowcontrol.EndpointSignal
 	OnScrape(fn func(pool string))
+}
+
+// HeaderSLOTTFT is the request's time-to-first-token target in milliseconds (llm-d's
+// SLO header): with orderingPolicy edf, a flow's requests are ordered by arrival + it.
+const HeaderSLOTTFT = "x-slo-ttft-ms"
+
+// maxSLO bounds the latency target taken from the header (a day): beyond, it orders
+// nothing and could overflow a deadline.
+const maxSLO = 24 * time.Hour
+
+// parseSLOMillis reads a positive whole number of milliseconds; anything else is no target.
+func parseSLOMillis(v []byte) time.Duration {
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil || n <= 0 || n > maxSLO.Milliseconds() {
+		return 0
+	}
+	return time.Duration(n) * time.Millisecond
 }
 
 // maxFairnessIDBytes bounds the fairness ID kept from the header: it keys a flow and labels
@@ -195,9 +213,10 @@ func (x *exchange) enqueue(fc *flowcontrol.Controller, priority int, body []byte
 		notify = func(*flowcontrol.Ticket) { w.decided() }
 	}
 	tk, err := fc.Enqueue(flowcontrol.Request{
-		FairnessID: x.hdr.fairnessID,
-		Priority:   priority,
-		Bytes:      int64(len(body)),
+		FairnessID:    x.hdr.fairnessID,
+		Priority:      priority,
+		Bytes:         int64(len(body)),
+		LatencyTarget: x.hdr.sloTTFT,
 	}, notify)
 	if err != nil { // closed: the pool is going away or the picker shuts down
 		x.rejectFlow(flowcontrol.RejectedOther, priority, fc.RetryAfterSeconds())

@@ -150,3 +150,23 @@ func TestFlowControlOffPicksAtOnce(t *testing.T) {
 		t.Fatal("a flow controller was created with flow control off")
 	}
 }
+
+// x-slo-ttft-ms gives flow control's EDF its deadline: a positive whole number of
+// milliseconds up to a day; anything else (and no header) is no target.
+func TestSLOHeader(t *testing.T) {
+	for v, want := range map[string]time.Duration{
+		"250": 250 * time.Millisecond, "1": time.Millisecond, "86400000": 24 * time.Hour,
+		"0": 0, "-5": 0, "1.5": 0, "abc": 0, "": 0, "86400001": 0, "99999999999999999999": 0,
+	} {
+		var h requestHeaders
+		h.read([]wireHeader{{key: []byte(HeaderSLOTTFT), value: []byte(v)}})
+		if h.sloTTFT != want {
+			t.Errorf("x-slo-ttft-ms %q: %v, want %v", v, h.sloTTFT, want)
+		}
+	}
+	h := requestHeaders{sloTTFT: time.Second}
+	h.read(nil)
+	if h.sloTTFT != 0 {
+		t.Error("a reused header set keeps the previous request's target")
+	}
+}

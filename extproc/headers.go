@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -58,7 +59,8 @@ type requestHeaders struct {
 	method     string
 	requestID  string
 	objective  string
-	fairnessID string // x-gateway-inference-fairness-id, at most maxFairnessIDBytes
+	fairnessID string        // x-gateway-inference-fairness-id, at most maxFairnessIDBytes
+	sloTTFT    time.Duration // x-slo-ttft-ms (flow control's EDF deadline); 0 = none
 	rewrite    string
 	clientPool bool // the client sent x-infergw-pool: it must be removed
 	// clientExchange: the client sent x-infergw-exchange; it is removed (or overwritten).
@@ -70,6 +72,7 @@ type requestHeaders struct {
 
 func (h *requestHeaders) read(headers []wireHeader) {
 	h.contentLength = -1
+	h.sloTTFT = 0
 	for _, hv := range headers {
 		// string(hv.key) in a switch does not allocate; the values kept are copied.
 		switch string(hv.key) {
@@ -91,6 +94,8 @@ func (h *requestHeaders) read(headers []wireHeader) {
 				v = v[:maxFairnessIDBytes]
 			}
 			h.fairnessID = string(v)
+		case HeaderSLOTTFT:
+			h.sloTTFT = parseSLOMillis(hv.value)
 		case HeaderModelRewrite:
 			h.rewrite = string(hv.value)
 		case HeaderPool:

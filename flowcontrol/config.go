@@ -1,6 +1,7 @@
 package flowcontrol
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -30,6 +31,31 @@ const (
 	OrderingEDF = "edf"
 )
 
+// Reservation policies: what a flow may take of the pool's last free room.
+const (
+	// ReservationDemand (default) keeps free, for the flows of higher bands and for the
+	// flows of the same band that hold less than their fair share, the room their recent
+	// peak in-flight count says they will need: a flow takes the last free room beyond its
+	// share only when nobody it would shut out was recently busy. Without it, a flow that
+	// arrives just after a backlogged one took the freed room waits for the next
+	// completion, however light or critical it is.
+	ReservationDemand = "demand"
+	// ReservationNone: strict priority and fairness decide only the order of the queue;
+	// any request may take the last free room.
+	ReservationNone = "none"
+)
+
+// Batch-limit modes of the saturation detector.
+const (
+	// BatchLimitLearned (default): an endpoint's batch size is learned from its metrics (the
+	// most requests it was seen running while others waited) and it gets no more requests
+	// from this gateway than that, so that its own queue stays empty and the order is
+	// decided by the gateway's queue, not by the model server's first-come queue.
+	BatchLimitLearned = "learned"
+	// BatchLimitNone: only the configured thresholds bound an endpoint.
+	BatchLimitNone = "none"
+)
+
 // Defaults of Config.
 const (
 	DefaultMaxRequests       = 1024
@@ -39,6 +65,7 @@ const (
 	DefaultPollInterval      = 20 * time.Millisecond
 	DefaultOutputTokenWeight = 2 // VTC's w_q: an output token costs twice a prompt token
 	DefaultBytesPerToken     = 4 // prompt bytes per token when no token count is known
+	DefaultDemandWindow      = 5 * time.Second
 )
 
 // Config is the flow control of one pool. The zero value is disabled; Enabled with every
@@ -73,6 +100,12 @@ type Config struct {
 	// (default) = strict priority alone, where sheddable work may take every free slot and
 	// a critical request arriving just after must wait for the next one to free.
 	SheddableHeadroom int
+	// Reservation is the policy for the pool's last free room (ReservationDemand default).
+	Reservation string
+	// DemandWindow is how long a flow's peak in-flight count is remembered as its expected
+	// demand by the demand reservation (the peak of the last one to two windows), and a flow
+	// that sent nothing for two windows is no longer counted.
+	DemandWindow time.Duration
 	// RetryAfter is the retry-after (seconds, rounded up) advertised with rejections; 0 =
 	// one second.
 	RetryAfter time.Duration
@@ -93,6 +126,8 @@ type SaturationConfig struct {
 	// MaxInFlightPerEndpoint (0 = no limit): an endpoint with this many requests in flight
 	// from this gateway is full. It reacts within a request, where scrapes lag.
 	MaxInFlightPerEndpoint int
+	// BatchLimit is BatchLimitLearned (default) or BatchLimitNone.
+	BatchLimit string
 }
 
 // Defaults of SaturationConfig (GIE's utilization detector defaults).
@@ -101,47 +136,24 @@ const (
 	DefaultKVCacheUtilThreshold = 0.8
 )
 
-// WithDefaults fills zero fields with their defaults.
+// WithDefaults fills zero fields with their defaults (cmp.Or: the first non-zero value).
 func (c Config) WithDefaults() Config {
-	if c.MaxRequests == 0 {
-		c.MaxRequests = DefaultMaxRequests
-	}
-	if c.MaxBytes == 0 {
-		c.MaxBytes = DefaultMaxBytes
-	}
-	if c.MaxFlowRequests == 0 {
-		c.MaxFlowRequests = c.MaxRequests
-	}
-	if c.MaxFlowBytes == 0 {
-		c.MaxFlowBytes = c.MaxBytes
-	}
-	if c.MaxFlows == 0 {
-		c.MaxFlows = DefaultMaxFlows
-	}
-	if c.RequestTTL == 0 {
-		c.RequestTTL = DefaultRequestTTL
-	}
-	if c.Fairness == "" {
-		c.Fairness = FairnessRoundRobin
-	}
-	if c.Ordering == "" {
-		c.Ordering = OrderingFCFS
-	}
-	if c.OutputTokenWeight == 0 {
-		c.OutputTokenWeight = DefaultOutputTokenWeight
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = DefaultPollInterval
-	}
-	if c.RetryAfter == 0 {
-		c.RetryAfter = time.Second
-	}
-	if c.Saturation.QueueDepthThreshold == 0 {
-		c.Saturation.QueueDepthThreshold = DefaultQueueDepthThreshold
-	}
-	if c.Saturation.KVCacheUtilThreshold == 0 {
-		c.Saturation.KVCacheUtilThreshold = DefaultKVCacheUtilThreshold
-	}
+	c.MaxRequests = cmp.Or(c.MaxRequests, DefaultMaxRequests)
+	c.MaxBytes = cmp.Or(c.MaxBytes, DefaultMaxBytes)
+	c.MaxFlowRequests = cmp.Or(c.MaxFlowRequests, c.MaxRequests)
+	c.MaxFlowBytes = cmp.Or(c.MaxFlowBytes, c.MaxBytes)
+	c.MaxFlows = cmp.Or(c.MaxFlows, DefaultMaxFlows)
+	c.RequestTTL = cmp.Or(c.RequestTTL, DefaultRequestTTL)
+	c.Fairness = cmp.Or(c.Fairness, FairnessRoundRobin)
+	c.Ordering = cmp.Or(c.Ordering, OrderingFCFS)
+	c.OutputTokenWeight = cmp.Or(c.OutputTokenWeight, DefaultOutputTokenWeight)
+	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)
+	c.RetryAfter = cmp.Or(c.RetryAfter, time.Second)
+	c.Reservation = cmp.Or(c.Reservation, ReservationDemand)
+	c.DemandWindow = cmp.Or(c.DemandWindow, DefaultDemandWindow)
+	c.Saturation.BatchLimit = cmp.Or(c.Saturation.BatchLimit, BatchLimitLearned)
+	c.Saturation.QueueDepthThreshold = cmp.Or(c.Saturation.QueueDepthThreshold, DefaultQueueDepthThreshold)
+	c.Saturation.KVCacheUtilThreshold = cmp.Or(c.Saturation.KVCacheUtilThreshold, DefaultKVCacheUtilThreshold)
 	return c
 }
 
@@ -164,12 +176,20 @@ func (c Config) Validate() error {
 	case c.Fairness != FairnessRoundRobin && c.Fairness != FairnessTokenWeighted && c.Fairness != FairnessGlobalStrict:
 		return fmt.Errorf("flow control: unknown fairness policy %q (known: %s, %s, %s)", c.Fairness,
 			FairnessRoundRobin, FairnessTokenWeighted, FairnessGlobalStrict)
+	case c.Reservation != ReservationDemand && c.Reservation != ReservationNone:
+		return fmt.Errorf("flow control: unknown reservation policy %q (known: %s, %s)", c.Reservation, ReservationDemand, ReservationNone)
+	case c.DemandWindow < 0:
+		return fmt.Errorf("flow control: demandWindow %v is negative", c.DemandWindow)
 	case c.Ordering != OrderingFCFS && c.Ordering != OrderingEDF:
 		return fmt.Errorf("flow control: unknown ordering policy %q (known: %s, %s)", c.Ordering, OrderingFCFS, OrderingEDF)
 	case math.IsNaN(c.OutputTokenWeight) || math.IsInf(c.OutputTokenWeight, 0) || c.OutputTokenWeight < 0:
 		return fmt.Errorf("flow control: outputTokenWeight %v must be a finite number >= 0", c.OutputTokenWeight)
 	}
-	s := c.Saturation
+	return c.Saturation.Validate()
+}
+
+// Validate checks the detector's thresholds (after WithDefaults).
+func (s SaturationConfig) Validate() error {
 	switch {
 	case math.IsNaN(s.QueueDepthThreshold) || s.QueueDepthThreshold <= 0:
 		return fmt.Errorf("flow control: saturation queueDepthThreshold %v must be > 0", s.QueueDepthThreshold)
@@ -179,6 +199,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("flow control: saturation maxRunningRequests %v must be >= 0", s.MaxRunningRequests)
 	case s.MaxInFlightPerEndpoint < 0:
 		return fmt.Errorf("flow control: saturation maxInFlightPerEndpoint %d must be >= 0", s.MaxInFlightPerEndpoint)
+	case s.BatchLimit != BatchLimitLearned && s.BatchLimit != BatchLimitNone:
+		return fmt.Errorf("flow control: saturation batchLimit %q (known: %s, %s)", s.BatchLimit, BatchLimitLearned, BatchLimitNone)
 	}
 	return nil
 }

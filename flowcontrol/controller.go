@@ -105,7 +105,7 @@ type Controller struct {
 	mu       sync.Mutex
 	bands    []*band // by priority, highest first
 	flows    map[flowKey]*flow
-	expiry   expiryHeap
+	expiry   indexedHeap
 	queued   int
 	bytes    int64
 	inflight int // dispatched, not released
@@ -114,6 +114,10 @@ type Controller struct {
 	counts   Counts
 	closed   bool
 	fired    []*Ticket // outcomes decided under mu, announced after it
+	// lingering counts the idle flow states kept for their demand (at most MaxFlows);
+	// nextPrune is when they are next swept (unix ns).
+	lingering int
+	nextPrune int64
 
 	kick chan struct{} // cap 1: something changed, run a dispatch cycle
 	stop chan struct{}
@@ -131,7 +135,7 @@ type Ticket struct {
 	orderKey int64 // unix ns: arrival (FCFS) or deadline (EDF)
 	expireAt int64 // unix ns
 	qi, ei   int   // heap indices while queued; -1 otherwise
-	vs       *vtcState
+	vs       *flowState
 	bm       *bandMetrics
 
 	// Guarded by c.mu.
@@ -166,14 +170,15 @@ func New(pool string, cfg Config, gate Gate, metrics *Metrics, log *slog.Logger)
 		metrics = NewMetrics(nil)
 	}
 	c := &Controller{
-		cfg:   cfg,
-		gate:  gate,
-		log:   log,
-		m:     metrics.pool(pool),
-		flows: make(map[flowKey]*flow),
-		kick:  make(chan struct{}, 1),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		cfg:    cfg,
+		gate:   gate,
+		log:    log,
+		m:      metrics.pool(pool),
+		flows:  make(map[flowKey]*flow),
+		expiry: newExpiryHeap(),
+		kick:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	go c.run()
 	return c, nil
@@ -224,20 +229,26 @@ func (c *Controller) Enqueue(req Request, notify func(*Ticket)) (*Ticket, error)
 	switch {
 	case c.queued+1 > c.cfg.MaxRequests, c.bytes+t.bytes > c.cfg.MaxBytes,
 		f == nil && len(c.flows) >= c.cfg.MaxFlows,
-		f != nil && (len(f.items)+1 > c.cfg.MaxFlowRequests || f.bytes+t.bytes > c.cfg.MaxFlowBytes),
+		f != nil && (f.items.Len()+1 > c.cfg.MaxFlowRequests || f.bytes+t.bytes > c.cfg.MaxFlowBytes),
 		f == nil && t.bytes > c.cfg.MaxFlowBytes:
 		c.decideLocked(t, RejectedCapacity, now)
 		c.mu.Unlock()
 		close(t.done)
 		return t, nil
 	}
-	if c.queued == 0 && c.gate.Capacity()-c.pending > c.headroomFor(req.Priority) {
-		// Nothing waits ahead and the pool has room: no queue, no goroutine hop.
-		t.vs = c.vtcFor(b, t.key.id)
-		c.dispatchLocked(t, now)
-		c.mu.Unlock()
-		close(t.done)
-		return t, nil
+	if c.queued == 0 {
+		if free := c.gate.Capacity() - c.pending; free > 0 {
+			// Nothing waits ahead and the pool has room (beyond what is reserved for
+			// others): no queue, no goroutine hop.
+			vs := c.stateFor(b, t.key.id, now.UnixNano())
+			if c.allowedLocked(vs, b, free, free+c.inflight, now.UnixNano()) {
+				t.vs = vs
+				c.dispatchLocked(t, now)
+				c.mu.Unlock()
+				close(t.done)
+				return t, nil
+			}
+		}
 	}
 	if f == nil {
 		f = c.newFlowLocked(b, t.key)
@@ -266,7 +277,7 @@ func (c *Controller) bandFor(priority int) *band {
 			return b
 		}
 	}
-	b := &band{priority: priority, vtc: make(map[string]*vtcState), m: c.m.band(priority)}
+	b := &band{priority: priority, states: make(map[string]*flowState), m: c.m.band(priority)}
 	i := 0
 	for i < len(c.bands) && c.bands[i].priority > priority {
 		i++
@@ -277,30 +288,60 @@ func (c *Controller) bandFor(priority int) *band {
 	return b
 }
 
-// vtcFor returns the token-weighted state of a fairness ID in a band, creating it lifted
-// to the least counter of the band's backlogged flows: a flow that was idle does not
-// bank credit it could spend in a burst (VTC's counter lift).
-func (c *Controller) vtcFor(b *band, id string) *vtcState {
-	vs := b.vtc[id]
+// stateFor returns the state of a fairness ID in a band, creating it with its
+// token-weighted counter lifted to the least counter of the band's backlogged flows: a
+// flow that was idle does not bank credit it could spend in a burst (VTC's counter lift).
+func (c *Controller) stateFor(b *band, id string, now int64) *flowState {
+	vs := b.states[id]
 	if vs == nil {
-		vs = &vtcState{counter: b.minCounter()}
-		b.vtc[id] = vs
+		vs = &flowState{counter: b.minCounter(), windowStart: now, lastActive: now}
+		b.states[id] = vs
 	} else if !vs.queued {
 		vs.counter = max(vs.counter, b.minCounter())
+	}
+	if vs.lingering {
+		vs.lingering = false
+		c.lingering--
 	}
 	return vs
 }
 
-// dropVTCLocked deletes a fairness ID's counter once it has nothing queued or in flight.
-func dropVTCLocked(b *band, id string, vs *vtcState) {
-	if vs != nil && !vs.queued && vs.inflight == 0 && b.vtc[id] == vs {
-		delete(b.vtc, id)
+// idleLocked is called when a fairness ID's state may have become idle (nothing queued or
+// in flight): it lingers for its demand while the reservation needs it and there is
+// room among the MaxFlows lingering states, and is deleted otherwise.
+func (c *Controller) idleLocked(b *band, id string, vs *flowState) {
+	if vs == nil || !vs.idle() || vs.lingering || b.states[id] != vs {
+		return
+	}
+	if c.cfg.Reservation == ReservationDemand && c.lingering < c.cfg.MaxFlows {
+		vs.lingering = true
+		c.lingering++
+		return
+	}
+	delete(b.states, id)
+}
+
+// pruneLocked deletes the lingering states idle for two demand windows; it sweeps at most
+// once a window.
+func (c *Controller) pruneLocked(now int64) {
+	if c.lingering == 0 || now < c.nextPrune {
+		return
+	}
+	w := int64(c.cfg.DemandWindow)
+	c.nextPrune = now + w
+	for _, b := range c.bands {
+		for id, vs := range b.states {
+			if vs.lingering && !vs.recent(now, w) {
+				delete(b.states, id)
+				c.lingering--
+			}
+		}
 	}
 }
 
 func (c *Controller) newFlowLocked(b *band, key flowKey) *flow {
-	f := &flow{key: key, band: b, ringIdx: -1, m: c.m.flow(key)}
-	f.vs = c.vtcFor(b, key.id)
+	f := &flow{key: key, band: b, ringIdx: -1, items: newItemHeap(), m: c.m.flow(key)}
+	f.vs = c.stateFor(b, key.id, time.Now().UnixNano())
 	f.vs.queued = true
 	c.flows[key] = f
 	b.addActive(f)
@@ -322,11 +363,11 @@ func (c *Controller) removeLocked(t *Ticket) {
 	b.m.bytes.Sub(float64(t.bytes))
 	c.queued--
 	c.bytes -= t.bytes
-	if len(f.items) == 0 {
+	if f.items.Len() == 0 {
 		b.removeActive(f)
 		delete(c.flows, f.key)
 		f.vs.queued = false
-		dropVTCLocked(b, f.key.id, f.vs)
+		c.idleLocked(b, f.key.id, f.vs)
 		c.m.deleteFlow(f.key)
 	}
 }
@@ -338,6 +379,9 @@ func (c *Controller) dispatchLocked(t *Ticket, now time.Time) {
 	c.pending++
 	t.vs.inflight++
 	t.vs.counter += float64(t.prompt)
+	ns := now.UnixNano()
+	t.vs.lastActive = ns
+	t.vs.notePeak(ns, int64(c.cfg.DemandWindow))
 }
 
 // decideLocked sets the final outcome of t and counts it.
@@ -396,8 +440,9 @@ func (t *Ticket) Release(outputTokens int64) {
 		t.vs.counter += c.cfg.OutputTokenWeight * float64(outputTokens)
 	}
 	t.vs.inflight--
+	t.vs.lastActive = time.Now().UnixNano()
 	if b := c.bandIfAny(t.key.priority); b != nil {
-		dropVTCLocked(b, t.key.id, t.vs)
+		c.idleLocked(b, t.key.id, t.vs)
 	}
 	c.mu.Unlock()
 	c.wake()
@@ -462,8 +507,8 @@ func (c *Controller) Close() {
 	}
 	c.closed = true
 	now := time.Now()
-	for len(c.expiry) > 0 {
-		t := c.expiry[0]
+	for c.expiry.Len() > 0 {
+		t := c.expiry.ts[0]
 		c.removeLocked(t)
 		c.decideLocked(t, RejectedOther, now)
 		c.fired = append(c.fired, t)
@@ -524,22 +569,23 @@ func (c *Controller) run() {
 // while the gate has room.
 func (c *Controller) cycleLocked(now time.Time) {
 	ns := now.UnixNano()
-	for len(c.expiry) > 0 && c.expiry[0].expireAt <= ns {
-		t := c.expiry[0]
+	for c.expiry.Len() > 0 && c.expiry.ts[0].expireAt <= ns {
+		t := c.expiry.ts[0]
 		c.removeLocked(t)
 		c.decideLocked(t, EvictedTTL, now)
 		c.fired = append(c.fired, t)
 	}
+	c.pruneLocked(ns)
 	for c.queued > 0 {
-		room := c.gate.Capacity() - c.pending
-		c.m.saturated.Set(boolFloat(room <= 0))
-		if room <= 0 {
+		free := c.gate.Capacity() - c.pending
+		c.m.saturated.Set(boolFloat(free <= 0))
+		if free <= 0 {
 			return
 		}
-		for ; room > 0 && c.queued > 0; room-- {
-			t := c.nextLocked()
-			if room <= c.headroomFor(t.key.priority) {
-				return // only sheddable work is left, and the rest of the room is reserved
+		for ; free > 0 && c.queued > 0; free-- {
+			t := c.nextLocked(free, free+c.inflight, ns)
+			if t == nil {
+				return // what is queued may not take the room that is reserved for others
 			}
 			c.removeLocked(t)
 			c.dispatchLocked(t, now)
@@ -556,16 +602,86 @@ func (c *Controller) headroomFor(priority int) int {
 	return 0
 }
 
-// nextLocked is the request to dispatch next: the highest band with queued requests, the
-// flow its fairness policy picks, that flow's first request in its order.
-func (c *Controller) nextLocked() *Ticket {
+// nextLocked is the request to dispatch next with free room in a pool of slots (free +
+// in flight): the highest band with queued requests, the flow its fairness policy picks,
+// that flow's first request in its order. When the reservation holds that flow back (it
+// holds its share and others recently needed the room), the band's other flows are tried
+// in ring order, then the bands below. nil: nothing queued may take the room.
+func (c *Controller) nextLocked(free, slots int, now int64) *Ticket {
 	for _, b := range c.bands {
 		if b.queued == 0 {
 			continue
 		}
-		return b.pickFlow(c.cfg.Fairness).items[0]
+		f := b.pickFlow(c.cfg.Fairness)
+		if c.allowedLocked(f.vs, b, free, slots, now) {
+			return f.items.ts[0]
+		}
+		n := len(b.active)
+		for k := 1; k < n; k++ {
+			if g := b.active[(f.ringIdx+k)%n]; c.allowedLocked(g.vs, b, free, slots, now) {
+				return g.items.ts[0]
+			}
+		}
 	}
-	panic("flowcontrol: nextLocked with nothing queued") // callers check c.queued
+	return nil
+}
+
+// allowedLocked reports whether a request of the flow with state vs in band b may take
+// one of the free room's places: what is left after it must cover the room reserved for
+// others (reserveLocked) and, for sheddable work, SheddableHeadroom.
+func (c *Controller) allowedLocked(vs *flowState, b *band, free, slots int, now int64) bool {
+	need := 1 + c.headroomFor(b.priority)
+	if free < need {
+		return false
+	}
+	if c.cfg.Reservation != ReservationDemand {
+		return true
+	}
+	return float64(free)-c.reserveLocked(vs, b, slots, now) >= float64(need)
+}
+
+// reserveLocked is the room a request of flow vs (band b) must leave free in a pool of
+// slots, the demand reservation:
+//   - for every recent flow of a higher band, its demand (recent peak in flight, at least 1)
+//     minus what it holds: strict priority that does not wait for the next completion;
+//   - when vs holds at least its fair share of the pool (slots / the band's recent flows),
+//     for every other recent flow of the band below its share, its demand + 1 up to its
+//     share minus what it holds: a heavy flow borrows only the room the light ones are
+//     not expected to need. The + 1 is room for one request more than a light flow
+//     recently needed at once: its peak is small and noisy (2 or 3 for a tenant at 10 %
+//     of the pool), where a higher band's own peak already covers its noise.
+//
+// The total is capped at half the pool (rounded down), so that many lightly active flows
+// (or a higher band's past peak) cannot hold a busy flow to a trickle, and a pool of one
+// slot reserves nothing.
+func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64) float64 {
+	w := int64(c.cfg.DemandWindow)
+	r := 0.0
+	for _, hb := range c.bands {
+		if hb.priority <= b.priority {
+			break // bands are sorted highest first
+		}
+		for _, g := range hb.states {
+			if g.recent(now, w) {
+				r += float64(max(0, max(g.demand(now, w), 1)-g.inflight))
+			}
+		}
+	}
+	n := 0
+	for _, g := range b.states {
+		if g.recent(now, w) {
+			n++
+		}
+	}
+	if share := float64(slots) / float64(max(n, 1)); n > 1 && float64(vs.inflight) >= share {
+		for _, g := range b.states {
+			if g == vs || float64(g.inflight) >= share || !g.recent(now, w) {
+				continue
+			}
+			r += max(0, min(float64(g.demand(now, w)+1), share)-float64(g.inflight))
+		}
+	}
+	return min(r, float64(slots/2))
 }
 
 // nextWakeLocked is how long the loop may sleep: until the next expiry, and no longer than
@@ -575,8 +691,8 @@ func (c *Controller) nextWakeLocked(now time.Time) time.Duration {
 		return time.Hour
 	}
 	wait := c.cfg.PollInterval
-	if len(c.expiry) > 0 {
-		wait = min(wait, time.Duration(c.expiry[0].expireAt-now.UnixNano()))
+	if c.expiry.Len() > 0 {
+		wait = min(wait, time.Duration(c.expiry.ts[0].expireAt-now.UnixNano()))
 	}
 	return max(wait, time.Millisecond)
 }

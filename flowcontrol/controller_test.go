@@ -495,10 +495,17 @@ func TestAccountingUnderConcurrency(t *testing.T) {
 		t.Fatalf("metrics: enqueued %v, outcomes %v; want 1600 each", enq, out)
 	}
 	c.mu.Lock()
+	lingering := 0
 	for _, b := range c.bands {
-		if len(b.vtc) != 0 {
-			t.Errorf("band %d keeps %d token counters with nothing queued or in flight", b.priority, len(b.vtc))
+		for id, vs := range b.states {
+			if !vs.idle() || !vs.lingering {
+				t.Errorf("band %d flow %q: state kept busy or not lingering with nothing queued or in flight: %+v", b.priority, id, *vs)
+			}
+			lingering++
 		}
+	}
+	if lingering != c.lingering || lingering > c.cfg.MaxFlows {
+		t.Errorf("%d lingering states, counted %d, bound %d", lingering, c.lingering, c.cfg.MaxFlows)
 	}
 	c.mu.Unlock()
 }
@@ -591,4 +598,152 @@ func TestSheddableHeadroom(t *testing.T) {
 	g2.slots.Store(3)
 	c2.Wake()
 	rec2.wait(t, 3)
+}
+
+// bindOnDispatch is a notify that binds each dispatched request into the gate (it holds a
+// slot until released) and records it.
+func bindOnDispatch(g *slotGate, rec *recorder, tag string) func(*Ticket) {
+	inner := rec.notify(tag)
+	return func(tk *Ticket) {
+		if tk.Outcome() == Dispatched {
+			g.used.Add(1)
+			tk.Bound()
+		}
+		inner(tk)
+	}
+}
+
+// enqueueBound enqueues a request that binds into the gate when dispatched, on the fast
+// path (inside Enqueue) or later (notify).
+func enqueueBound(t *testing.T, c *Controller, g *slotGate, rec *recorder, req Request, tag string) *Ticket {
+	t.Helper()
+	tk := mustEnqueue(t, c, req, bindOnDispatch(g, rec, tag))
+	if tk.Outcome() == Dispatched {
+		g.used.Add(1)
+		tk.Bound()
+	}
+	return tk
+}
+
+// settle waits until n requests have been dispatched and then a moment more, long enough
+// for a wrong further dispatch to show up in the counts.
+func settle(t *testing.T, c *Controller, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Counts().Outcomes[Dispatched] < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(30 * time.Millisecond)
+}
+
+// The demand reservation: a light flow B that recently had 2 requests in flight keeps
+// room for 3 (its peak + 1) while a heavy flow A floods a pool of 8, so A gets 5 slots and
+// B's next request is dispatched at once instead of at A's next completion. With
+// reservation none, A takes all 8; and once B has been idle for two demand windows, A
+// takes all 8 too (the reservation is forgotten, its state pruned).
+func TestDemandReservationKeepsRoomForLightFlow(t *testing.T) {
+	run := func(t *testing.T, cfg Config, idle time.Duration, wantA int) {
+		g := newGate(8)
+		c, _ := newController(t, cfg, g)
+		rec := newRecorder()
+		b1 := mustEnqueue(t, c, Request{FairnessID: "B"}, nil)
+		b2 := mustEnqueue(t, c, Request{FairnessID: "B"}, nil)
+		for _, tk := range []*Ticket{b1, b2} {
+			if tk.Outcome() != Dispatched {
+				t.Fatalf("B on an idle pool: %v", tk.Outcome())
+			}
+			g.used.Add(1)
+			tk.Bound()
+		}
+		for _, tk := range []*Ticket{b1, b2} {
+			g.used.Add(-1)
+			tk.Release(0)
+		}
+		time.Sleep(idle)
+		for i := 0; i < 20; i++ {
+			enqueueBound(t, c, g, rec, Request{FairnessID: "A"}, "A")
+		}
+		settle(t, c, int64(2+wantA))
+		if n := c.Counts(); n.Outcomes[Dispatched] != int64(2+wantA) {
+			t.Fatalf("A got %d slots of 8, want %d", n.Outcomes[Dispatched]-2, wantA)
+		}
+		if wantA == 8 {
+			return
+		}
+		// B arrives behind A's backlog and finds its reserved room.
+		mustEnqueue(t, c, Request{FairnessID: "B"}, bindOnDispatch(g, rec, "B"))
+		if tk := rec.wait(t, 1)[0]; tk.FairnessID() != "B" {
+			t.Fatalf("dispatched %q, want B into its reserved room", tk.FairnessID())
+		}
+		checkBalanced(t, c)
+	}
+	t.Run("demand", func(t *testing.T) { run(t, Config{}, 0, 5) })
+	t.Run("none", func(t *testing.T) { run(t, Config{Reservation: ReservationNone}, 0, 8) })
+	t.Run("forgotten after two windows", func(t *testing.T) {
+		run(t, Config{DemandWindow: 20 * time.Millisecond}, 60*time.Millisecond, 8)
+	})
+}
+
+// Priority with the demand reservation: a critical flow that recently had one request in
+// flight keeps room for it while sheddable batch work floods a pool of 8 (batch gets 7);
+// the next critical request is dispatched at once into that room. A single flow alone
+// reserves nothing: it gets the whole pool.
+func TestDemandReservationForHigherBand(t *testing.T) {
+	g := newGate(8)
+	c, _ := newController(t, Config{}, g)
+	rec := newRecorder()
+	crit := mustEnqueue(t, c, Request{Priority: 10}, nil)
+	if crit.Outcome() != Dispatched {
+		t.Fatalf("critical on an idle pool: %v", crit.Outcome())
+	}
+	crit.Bound()
+	crit.Release(0)
+	for i := 0; i < 20; i++ {
+		enqueueBound(t, c, g, rec, Request{Priority: -1}, "batch")
+	}
+	settle(t, c, 1+7)
+	if n := c.Counts(); n.Outcomes[Dispatched] != 1+7 {
+		t.Fatalf("batch got %d slots of 8, want 7", n.Outcomes[Dispatched]-1)
+	}
+	mustEnqueue(t, c, Request{Priority: 10}, bindOnDispatch(g, rec, "critical"))
+	if tk := rec.wait(t, 1)[0]; tk.Priority() != 10 {
+		t.Fatalf("dispatched priority %d, want the critical request", tk.Priority())
+	}
+	checkBalanced(t, c)
+
+	// One flow alone: nothing is reserved.
+	g2 := newGate(8)
+	c2, _ := newController(t, Config{}, g2)
+	rec2 := newRecorder()
+	for i := 0; i < 20; i++ {
+		enqueueBound(t, c2, g2, rec2, Request{FairnessID: "A"}, "A")
+	}
+	settle(t, c2, 8)
+	if n := c2.Counts(); n.Outcomes[Dispatched] != 8 {
+		t.Fatalf("a flow alone got %d slots of 8", n.Outcomes[Dispatched])
+	}
+}
+
+// Idle flows linger for their demand, but at most MaxFlows of them: the fairness ID is a
+// client header, so 100 one-request tenants leave no more than MaxFlows states behind.
+func TestLingeringStatesBounded(t *testing.T) {
+	g := newGate(1000)
+	c, _ := newController(t, Config{MaxFlows: 4}, g)
+	for i := 0; i < 100; i++ {
+		tk := mustEnqueue(t, c, Request{FairnessID: fmt.Sprint("tenant-", i)}, nil)
+		if tk.Outcome() != Dispatched {
+			t.Fatalf("request %d: %v", i, tk.Outcome())
+		}
+		tk.Bound()
+		tk.Release(1)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	states := 0
+	for _, b := range c.bands {
+		states += len(b.states)
+	}
+	if states > 4 || c.lingering != states {
+		t.Fatalf("%d states kept (%d counted lingering), bound 4", states, c.lingering)
+	}
 }

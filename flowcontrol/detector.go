@@ -3,10 +3,14 @@ package flowcontrol
 import (
 	"math"
 	"sync"
+	"time"
 )
 
 // EndpointSignal is what the detector reads of one endpoint.
 type EndpointSignal struct {
+	// Key identifies the endpoint ("ip:port"): the detector remembers its learned batch
+	// limit by it. Empty: nothing is learned.
+	Key string
 	// Fresh: the endpoint's metrics are recent and its last scrape succeeded. A stale
 	// endpoint has no room (as in GIE's detector: no data is not "idle").
 	Fresh bool
@@ -29,11 +33,12 @@ const (
 	stateQueueDepth
 	stateRunning
 	stateInFlight
+	stateBatchFull
 	numEndpointStates
 )
 
 func (s endpointState) String() string {
-	return [...]string{"free", "stale", "kv_cache", "queue_depth", "running", "in_flight"}[s]
+	return [...]string{"free", "stale", "kv_cache", "queue_depth", "running", "in_flight", "batch_full"}[s]
 }
 
 // Detector decides how many more requests a pool can take from scraped signals and the
@@ -45,7 +50,16 @@ func (s endpointState) String() string {
 //     in-flight − running (requests this gateway sent since the last scrape show up in
 //     neither count yet: without this estimate a burst would overshoot between scrapes);
 //   - MaxRunningRequests − running, when set;
-//   - MaxInFlightPerEndpoint − in-flight, when set.
+//   - MaxInFlightPerEndpoint − in-flight, when set;
+//   - the endpoint's learned batch limit − in-flight (BatchLimitLearned): the most requests
+//     it was seen running while requests waited in its queue is the batch it can run, so
+//     sending more only makes them wait inside the model server, in its order, bound to
+//     it. Keeping every pod's own queue empty leaves the order to the gateway's queue
+//     (priority, fairness) and the choice of pod to the moment one has a free place.
+//     Until a pod has been seen with a queue, the thresholds above bound it. The limit
+//     only grows (a pod seen running more while others wait), so a limit learned while the
+//     KV cache was the bound stays low until then: set maxInFlightPerEndpoint, or
+//     batchLimit: none, where that matters.
 //
 // The pool's capacity is the sum of its endpoints' room.
 type Detector struct {
@@ -54,13 +68,34 @@ type Detector struct {
 	source  SignalSource
 	metrics *Metrics
 
-	mu  sync.Mutex // guards buf (Capacity may be called from several goroutines)
+	mu  sync.Mutex // guards buf and learned (Capacity may be called from several goroutines)
 	buf []EndpointSignal
+	// learned is each endpoint's batch limit (BatchLimitLearned); gen marks the
+	// endpoints seen at the last Capacity, so that removed endpoints are forgotten.
+	learned map[string]learnedLimit
+	gen     uint64
+	clock   func() time.Time // time.Now; tests step it
 }
+
+type learnedLimit struct {
+	running float64 // the learned limit; 0 = not yet
+	gen     uint64
+	// The current streak of readings with requests waiting: since when (unix ns; 0 = no
+	// streak) and the most running seen in it.
+	waitingSince int64
+	streakMax    float64
+}
+
+// queueEvidence is how long an endpoint must keep requests waiting before its running
+// count is taken as its batch limit. A request that arrives while the engine runs a step
+// waits until the next one (a long prompt's prefill step takes ~100 ms on the sim), so a
+// single reading with a queue says nothing about the batch; a queue that outlasts a few
+// steps does. Learning too low is the costly mistake: the limit only grows.
+const queueEvidence = 250 * time.Millisecond
 
 // NewDetector builds a detector; metrics may be nil (no series).
 func NewDetector(pool string, cfg SaturationConfig, source SignalSource, metrics *Metrics) *Detector {
-	return &Detector{pool: pool, cfg: cfg, source: source, metrics: metrics}
+	return &Detector{pool: pool, cfg: cfg, source: source, metrics: metrics, clock: time.Now}
 }
 
 // Capacity implements Gate.
@@ -68,12 +103,19 @@ func (d *Detector) Capacity() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.buf = d.source(d.buf[:0])
+	d.gen++
 	var counts [numEndpointStates]int
 	total := 0
 	for i := range d.buf {
+		d.learnLocked(&d.buf[i])
 		room, st := d.room(&d.buf[i])
 		counts[st]++
 		total += room
+	}
+	for k, l := range d.learned {
+		if l.gen != d.gen {
+			delete(d.learned, k) // the endpoint left the pool
+		}
 	}
 	if d.metrics != nil {
 		d.metrics.setEndpointStates(d.pool, &counts)
@@ -84,8 +126,46 @@ func (d *Detector) Capacity() int {
 // HasRoom reports whether one endpoint can take one more request: the picker keeps a
 // dispatched request on such endpoints.
 func (d *Detector) HasRoom(s EndpointSignal) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	room, _ := d.room(&s)
 	return room > 0
+}
+
+// BatchLimit is the endpoint's learned batch limit (0 = not learned).
+func (d *Detector) BatchLimit(key string) float64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.learned[key].running
+}
+
+// learnLocked updates the endpoint's batch limit from one reading: requests kept waiting
+// for queueEvidence while it ran n means it runs at most n at once (now).
+func (d *Detector) learnLocked(s *EndpointSignal) {
+	if d.cfg.BatchLimit != BatchLimitLearned || s.Key == "" {
+		return
+	}
+	l, ok := d.learned[s.Key]
+	if !ok && !(s.Fresh && s.Waiting > 0 && s.Running > 0) {
+		return
+	}
+	if d.learned == nil {
+		d.learned = make(map[string]learnedLimit)
+	}
+	l.gen = d.gen
+	switch now := d.clock().UnixNano(); {
+	case !s.Fresh:
+	case s.Waiting <= 0:
+		l.waitingSince, l.streakMax = 0, 0
+	case l.waitingSince == 0:
+		l.waitingSince, l.streakMax = now, s.Running
+	default:
+		l.streakMax = max(l.streakMax, s.Running)
+		if now-l.waitingSince >= int64(queueEvidence) {
+			l.running = max(l.running, l.streakMax)
+		}
+	}
+	d.learned[s.Key] = l
 }
 
 // room is one endpoint's room and the limit that bounds it (stateFree when it has room).
@@ -109,6 +189,11 @@ func (d *Detector) room(s *EndpointSignal) (int, endpointState) {
 	if c.MaxInFlightPerEndpoint > 0 {
 		if r := c.MaxInFlightPerEndpoint - int(s.InFlight); r < room {
 			room, st = r, stateInFlight
+		}
+	}
+	if l := d.learned[s.Key].running; l > 0 {
+		if r := roomUnder(l, float64(s.InFlight)); r < room {
+			room, st = r, stateBatchFull
 		}
 	}
 	if room <= 0 {

@@ -27,40 +27,36 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	pool, prio := "inference_pool", "priority"
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	}
 	m := &Metrics{
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "inference_extension_flow_control_enqueued_total",
 			Help: "Requests that entered flow control, per pool and priority band. Equals the sum of outcomes plus the queue size.",
-		}, []string{"inference_pool", "priority"}),
+		}, []string{pool, prio}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "inference_extension_flow_control_request_outcomes_total",
 			Help: "Requests that left flow control, by outcome: Dispatched, RejectedCapacity, EvictedTTL, EvictedContextCancelled, RejectedOther.",
-		}, []string{"inference_pool", "priority", "outcome"}),
+		}, []string{pool, prio, "outcome"}),
 		queueDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "inference_extension_flow_control_request_queue_duration_seconds",
 			Help:    "Time a request spent in flow control, from enqueue to its outcome.",
 			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
-		}, []string{"inference_pool", "priority", "outcome"}),
-		size: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "inference_extension_flow_control_queue_size",
-			Help: "Requests queued now, per pool and priority band.",
-		}, []string{"inference_pool", "priority"}),
-		bytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "inference_extension_flow_control_queue_bytes",
-			Help: "Request bytes queued now, per pool and priority band.",
-		}, []string{"inference_pool", "priority"}),
-		flowSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "inference_extension_flow_control_flow_queue_size",
-			Help: "Requests queued now per flow (fairness ID within a band); a flow's series is deleted when its queue empties, so series are bounded by maxFlows.",
-		}, []string{"inference_pool", "priority", "fairness_id"}),
-		saturated: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "infergw_flow_control_pool_saturated",
-			Help: "1 when the last dispatch cycle with requests waiting found no room in the pool.",
-		}, []string{"inference_pool"}),
-		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "infergw_flow_control_endpoints",
-			Help: "Endpoints of the pool by the saturation detector's verdict at its last evaluation: free, or the first limit reached (stale, kv_cache, queue_depth, running, in_flight).",
-		}, []string{"inference_pool", "state"}),
+		}, []string{pool, prio, "outcome"}),
+		size: gauge("inference_extension_flow_control_queue_size",
+			"Requests queued now, per pool and priority band.", pool, prio),
+		bytes: gauge("inference_extension_flow_control_queue_bytes",
+			"Request bytes queued now, per pool and priority band.", pool, prio),
+		flowSize: gauge("inference_extension_flow_control_flow_queue_size",
+			"Requests queued now per flow (fairness ID within a band); a flow's series is deleted when its queue empties, so series are bounded by maxFlows.",
+			pool, prio, "fairness_id"),
+		saturated: gauge("infergw_flow_control_pool_saturated",
+			"1 when the last dispatch cycle with requests waiting found no room in the pool.", pool),
+		endpoints: gauge("infergw_flow_control_endpoints",
+			"Endpoints of the pool by the saturation detector's verdict at its last evaluation: free, or the first limit reached (stale, kv_cache, queue_depth, running, in_flight, batch_full).",
+			pool, "state"),
 	}
 	for _, c := range []prometheus.Collector{m.enqueued, m.outcomes, m.queueDur, m.size, m.bytes, m.flowSize, m.saturated, m.endpoints} {
 		if err := reg.Register(c); err != nil {

@@ -16,11 +16,11 @@ type flowKey struct {
 type flow struct {
 	key   flowKey
 	band  *band
-	items itemHeap
+	items indexedHeap
 	bytes int64
 	// ringIdx is the flow's index in band.active.
 	ringIdx int
-	vs      *vtcState
+	vs      *flowState
 	m       *flowMetrics
 }
 
@@ -31,12 +31,11 @@ type band struct {
 	next     int     // round-robin: index in active of the flow served next
 	queued   int
 	bytes    int64
-	// vtc holds the token-weighted counters (weighted tokens served) of the band's
-	// fairness IDs. An entry outlives its flow's queue while the flow has requests in
-	// flight (their output tokens are charged when they finish) and is deleted after: the
-	// map holds at most the backlogged flows plus the requests in flight.
-	vtc map[string]*vtcState
-	m   *bandMetrics
+	// states holds the band's fairness IDs' flowState: the backlogged flows, the flows with
+	// requests in flight (their output tokens are charged when they finish) and at most
+	// MaxFlows lingering ones.
+	states map[string]*flowState
+	m      *bandMetrics
 }
 
 // addActive appends f to the ring (it just received its first request).
@@ -64,11 +63,55 @@ func (b *band) removeActive(f *flow) {
 	f.ringIdx = -1
 }
 
-// vtcState is one fairness ID's token-weighted counter in a band.
-type vtcState struct {
+// flowState is what a band knows of one fairness ID beyond its queue: its token-weighted
+// counter, its requests in flight and its recent peak of them (its expected demand, which
+// the demand reservation keeps room for). It outlives the flow's queue while the flow has
+// requests in flight, and, idle, for two demand windows (lingering), so that a tenant
+// between two requests keeps its reservation; lingering states are bounded by MaxFlows.
+type flowState struct {
 	counter  float64
 	inflight int  // dispatched, not yet released
 	queued   bool // the flow has queued requests
+	// lingering: idle (nothing queued or in flight) and kept for its demand.
+	lingering bool
+	// peakCur is the most requests in flight since windowStart, peakPrev in the window
+	// before; lastActive is the last dispatch or release (all unix ns).
+	peakCur, peakPrev       int
+	windowStart, lastActive int64
+}
+
+// idle reports whether the state has nothing queued and nothing in flight.
+func (s *flowState) idle() bool { return !s.queued && s.inflight == 0 }
+
+// notePeak records the in-flight count in the current window of length w (ns).
+func (s *flowState) notePeak(now, w int64) {
+	if age := now - s.windowStart; age >= w {
+		s.peakPrev = 0
+		if age < 2*w {
+			s.peakPrev = s.peakCur
+		}
+		s.peakCur, s.windowStart = 0, now
+	}
+	s.peakCur = max(s.peakCur, s.inflight)
+}
+
+// demand is the flow's expected need of room: its peak in flight over the last one to two
+// windows, at least what it holds now.
+func (s *flowState) demand(now, w int64) int {
+	d := s.inflight
+	switch age := now - s.windowStart; {
+	case age < w:
+		d = max(d, s.peakCur, s.peakPrev)
+	case age < 2*w:
+		d = max(d, s.peakCur)
+	}
+	return d
+}
+
+// recent reports whether the flow counts for fair shares: busy, or active within two
+// windows.
+func (s *flowState) recent(now, w int64) bool {
+	return !s.idle() || now-s.lastActive < 2*w
 }
 
 // minCounter is the least token-weighted counter among the band's backlogged flows (0
@@ -104,7 +147,7 @@ func (b *band) pickFlow(policy string) *flow {
 	case FairnessGlobalStrict:
 		var best *flow
 		for _, f := range b.active {
-			if best == nil || f.items[0].less(best.items[0]) {
+			if best == nil || f.items.ts[0].less(best.items.ts[0]) {
 				best = f
 			}
 		}
@@ -116,58 +159,47 @@ func (b *band) pickFlow(policy string) *flow {
 	}
 }
 
-// itemHeap orders a flow's tickets by their ordering key, then arrival.
-type itemHeap []*Ticket
+// indexedHeap is a container/heap of tickets that keeps each ticket's index in it current
+// (through idx), so that a ticket can be removed from the middle when it leaves early.
+type indexedHeap struct {
+	ts   []*Ticket
+	less func(a, b *Ticket) bool
+	idx  func(t *Ticket) *int
+}
 
-func (h itemHeap) Len() int           { return len(h) }
-func (h itemHeap) Less(i, j int) bool { return h[i].less(h[j]) }
-func (h itemHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].qi, h[j].qi = i, j
+func (h *indexedHeap) Len() int           { return len(h.ts) }
+func (h *indexedHeap) Less(i, j int) bool { return h.less(h.ts[i], h.ts[j]) }
+func (h *indexedHeap) Swap(i, j int) {
+	h.ts[i], h.ts[j] = h.ts[j], h.ts[i]
+	*h.idx(h.ts[i]), *h.idx(h.ts[j]) = i, j
 }
-func (h *itemHeap) Push(x any) {
+func (h *indexedHeap) Push(x any) {
 	t, _ := x.(*Ticket)
-	t.qi = len(*h)
-	*h = append(*h, t)
+	*h.idx(t) = len(h.ts)
+	h.ts = append(h.ts, t)
 }
-func (h *itemHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	t.qi = -1
+func (h *indexedHeap) Pop() any {
+	n := len(h.ts) - 1
+	t := h.ts[n]
+	h.ts[n] = nil
+	h.ts = h.ts[:n]
+	*h.idx(t) = -1
 	return t
 }
 
-// expiryHeap orders every queued ticket of a controller by its expiry.
-type expiryHeap []*Ticket
-
-func (h expiryHeap) Len() int { return len(h) }
-func (h expiryHeap) Less(i, j int) bool {
-	if h[i].expireAt != h[j].expireAt {
-		return h[i].expireAt < h[j].expireAt
-	}
-	return h[i].seq < h[j].seq
-}
-func (h expiryHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].ei, h[j].ei = i, j
-}
-func (h *expiryHeap) Push(x any) {
-	t, _ := x.(*Ticket)
-	t.ei = len(*h)
-	*h = append(*h, t)
-}
-func (h *expiryHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	t.ei = -1
-	return t
+// newItemHeap orders a flow's tickets by their ordering key, then arrival.
+func newItemHeap() indexedHeap {
+	return indexedHeap{less: (*Ticket).less, idx: func(t *Ticket) *int { return &t.qi }}
 }
 
-var (
-	_ heap.Interface = (*itemHeap)(nil)
-	_ heap.Interface = (*expiryHeap)(nil)
-)
+// newExpiryHeap orders every queued ticket of a controller by its expiry.
+func newExpiryHeap() indexedHeap {
+	return indexedHeap{less: func(a, b *Ticket) bool {
+		if a.expireAt != b.expireAt {
+			return a.expireAt < b.expireAt
+		}
+		return a.seq < b.seq
+	}, idx: func(t *Ticket) *int { return &t.ei }}
+}
+
+var _ heap.Interface = (*indexedHeap)(nil)

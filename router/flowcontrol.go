@@ -91,6 +91,8 @@ type rawFlowParams struct {
 	PollInterval      *duration          `json:"pollInterval"`
 	RetryAfter        *duration          `json:"retryAfter"`
 	SheddableHeadroom *int               `json:"sheddableHeadroom"`
+	Reservation       *string            `json:"reservation"`
+	DemandWindow      *duration          `json:"demandWindow"`
 	Saturation        *rawFlowSaturation `json:"saturation"`
 }
 
@@ -99,6 +101,7 @@ type rawFlowSaturation struct {
 	KVCacheUtilThreshold   *float64 `json:"kvCacheUtilThreshold"`
 	MaxRunningRequests     *float64 `json:"maxRunningRequests"`
 	MaxInFlightPerEndpoint *int     `json:"maxInFlightPerEndpoint"`
+	BatchLimit             *string  `json:"batchLimit"`
 }
 
 // duration is a Go duration string ("30s", "250ms") in YAML.
@@ -118,8 +121,9 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 }
 
 // compileFlowControl turns the section into per-pool configs (defaults filled, validated).
-// sat is the scheduler's saturation section, the detector's default thresholds.
-func compileFlowControl(raw *rawFlowControl, sat SaturationConfig) (FlowControlConfig, error) {
+// sat is the scheduler's saturation section, the detector's default thresholds. Policies
+// are named by infergw's short names or GIE's plugin type names (flowcontrolplugins.go).
+func (r *Registry) compileFlowControl(raw *rawFlowControl, sat SaturationConfig) (FlowControlConfig, error) {
 	base := flowcontrol.Config{Saturation: flowcontrol.SaturationConfig{
 		QueueDepthThreshold:  sat.QueueDepthThreshold,
 		KVCacheUtilThreshold: sat.KVCacheThreshold,
@@ -127,7 +131,10 @@ func compileFlowControl(raw *rawFlowControl, sat SaturationConfig) (FlowControlC
 	if raw == nil {
 		return FlowControlConfig{}, nil // off for every pool, like a config built in Go
 	}
-	def := raw.rawFlowParams.apply(base)
+	def, err := raw.rawFlowParams.apply(r, base)
+	if err != nil {
+		return FlowControlConfig{}, fmt.Errorf("flowControl: %w", err)
+	}
 	out := FlowControlConfig{Default: def.WithDefaults()}
 	if err := out.Default.Validate(); err != nil {
 		return FlowControlConfig{}, err
@@ -139,8 +146,12 @@ func compileFlowControl(raw *rawFlowControl, sat SaturationConfig) (FlowControlC
 		if out.Pools == nil {
 			out.Pools = make(map[string]flowcontrol.Config, len(raw.Pools))
 		}
-		pc := p.apply(def).WithDefaults()
-		if err := pc.Validate(); err != nil {
+		pc, err := p.apply(r, def)
+		if err == nil {
+			pc = pc.WithDefaults()
+			err = pc.Validate()
+		}
+		if err != nil {
 			return FlowControlConfig{}, fmt.Errorf("flowControl.pools[%q]: %w", name, err)
 		}
 		out.Pools[name] = pc
@@ -149,7 +160,7 @@ func compileFlowControl(raw *rawFlowControl, sat SaturationConfig) (FlowControlC
 }
 
 // apply returns base with the fields set in p.
-func (p rawFlowParams) apply(base flowcontrol.Config) flowcontrol.Config {
+func (p rawFlowParams) apply(r *Registry, base flowcontrol.Config) (flowcontrol.Config, error) {
 	c := base
 	set := func(dst *int, v *int) {
 		if v != nil {
@@ -179,11 +190,23 @@ func (p rawFlowParams) apply(base flowcontrol.Config) flowcontrol.Config {
 	setDur(&c.PollInterval, p.PollInterval)
 	setDur(&c.RetryAfter, p.RetryAfter)
 	if p.FairnessPolicy != nil {
-		c.Fairness = *p.FairnessPolicy
+		pl, err := flowPlugin[fairnessPlugin](r, KindFairnessPolicy, *p.FairnessPolicy)
+		if err != nil {
+			return c, err
+		}
+		c.Fairness = pl.policy
 	}
 	if p.OrderingPolicy != nil {
-		c.Ordering = *p.OrderingPolicy
+		pl, err := flowPlugin[orderingPlugin](r, KindOrderingPolicy, *p.OrderingPolicy)
+		if err != nil {
+			return c, err
+		}
+		c.Ordering = pl.policy
 	}
+	if p.Reservation != nil {
+		c.Reservation = *p.Reservation
+	}
+	setDur(&c.DemandWindow, p.DemandWindow)
 	if p.OutputTokenWeight != nil {
 		c.OutputTokenWeight = *p.OutputTokenWeight
 	}
@@ -200,8 +223,11 @@ func (p rawFlowParams) apply(base flowcontrol.Config) flowcontrol.Config {
 		if s.MaxInFlightPerEndpoint != nil {
 			c.Saturation.MaxInFlightPerEndpoint = *s.MaxInFlightPerEndpoint
 		}
+		if s.BatchLimit != nil {
+			c.Saturation.BatchLimit = *s.BatchLimit
+		}
 	}
-	return c
+	return c, nil
 }
 
 // filterRoom keeps the candidates flow control's detector says have room, when there are
@@ -221,6 +247,6 @@ func filterRoom(pc *PickContext, hasRoom func(flowcontrol.EndpointSignal) bool) 
 }
 
 func signalOf(e *endpoint, m *metricsState, fresh bool) flowcontrol.EndpointSignal {
-	return flowcontrol.EndpointSignal{Fresh: fresh, Waiting: m.waiting, Running: m.running,
+	return flowcontrol.EndpointSignal{Key: e.spec.Address, Fresh: fresh, Waiting: m.waiting, Running: m.running,
 		KVCacheUsage: m.kvUsage, InFlight: e.inflight.Load()}
 }

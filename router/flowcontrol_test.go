@@ -56,17 +56,21 @@ func TestFlowControlOffByDefault(t *testing.T) {
 
 func TestFlowControlConfigRejects(t *testing.T) {
 	bad := map[string]string{
-		"unknown key":         "flowControl: {enabled: true, maxQueue: 3}",
-		"key case":            "flowControl: {Enabled: true}",
-		"nested key case":     "flowControl: {saturation: {QueueDepthThreshold: 3}}",
-		"pool key case":       "flowControl: {pools: {a/b: {MaxRequests: 3}}}",
-		"pools in pools":      "flowControl: {pools: {a/b: {pools: {}}}}",
-		"bad policy":          "flowControl: {fairnessPolicy: lottery}",
-		"bad pool policy":     "flowControl: {pools: {a/b: {orderingPolicy: lifo}}}",
-		"bad duration":        "flowControl: {requestTTL: 5}",
-		"negative ttl":        "flowControl: {requestTTL: -1s}",
-		"flow over pool":      "flowControl: {maxRequests: 2, maxFlowRequests: 3}",
-		"kv threshold over 1": "flowControl: {saturation: {kvCacheUtilThreshold: 2}}",
+		"unknown key":          "flowControl: {enabled: true, maxQueue: 3}",
+		"key case":             "flowControl: {Enabled: true}",
+		"nested key case":      "flowControl: {saturation: {QueueDepthThreshold: 3}}",
+		"pool key case":        "flowControl: {pools: {a/b: {MaxRequests: 3}}}",
+		"pools in pools":       "flowControl: {pools: {a/b: {pools: {}}}}",
+		"bad policy":           "flowControl: {fairnessPolicy: lottery}",
+		"bad pool policy":      "flowControl: {pools: {a/b: {orderingPolicy: lifo}}}",
+		"bad duration":         "flowControl: {requestTTL: 5}",
+		"negative ttl":         "flowControl: {requestTTL: -1s}",
+		"flow over pool":       "flowControl: {maxRequests: 2, maxFlowRequests: 3}",
+		"kv threshold over 1":  "flowControl: {saturation: {kvCacheUtilThreshold: 2}}",
+		"bad reservation":      "flowControl: {reservation: always}",
+		"negative window":      "flowControl: {demandWindow: -1s}",
+		"bad batch limit":      "flowControl: {saturation: {batchLimit: guessed}}",
+		"a detector as policy": "flowControl: {fairnessPolicy: utilization-detector}",
 	}
 	for name, y := range bad {
 		if _, err := NewRegistry().ParseSchedulerConfig([]byte(y)); err == nil {
@@ -148,5 +152,32 @@ func TestFlowControlSheddableHeadroomParse(t *testing.T) {
 	}
 	if _, err := NewRegistry().ParseSchedulerConfig([]byte("flowControl: {sheddableHeadroom: -1}")); err == nil {
 		t.Fatal("negative headroom accepted")
+	}
+}
+
+// Policies are named by infergw's short names or GIE's plugin type names; the reservation,
+// its window and the batch limit are set in the section and per pool.
+func TestFlowControlConfigGIENamesAndReservation(t *testing.T) {
+	cfg, err := NewRegistry().ParseSchedulerConfig([]byte(`
+flowControl:
+  enabled: true
+  fairnessPolicy: round-robin-fairness-policy
+  orderingPolicy: slo-deadline-ordering-policy
+  demandWindow: 2s
+  pools:
+    default/batch: {reservation: none, fairnessPolicy: global-strict, saturation: {batchLimit: none}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := cfg.FlowControl.For("default/other")
+	if def.Fairness != flowcontrol.FairnessRoundRobin || def.Ordering != flowcontrol.OrderingEDF || def.DemandWindow != 2*time.Second ||
+		def.Reservation != flowcontrol.ReservationDemand || def.Saturation.BatchLimit != flowcontrol.BatchLimitLearned {
+		t.Fatalf("default pool: %+v", def)
+	}
+	b := cfg.FlowControl.For("default/batch")
+	if b.Fairness != flowcontrol.FairnessGlobalStrict || b.Ordering != flowcontrol.OrderingEDF || b.Reservation != flowcontrol.ReservationNone ||
+		b.Saturation.BatchLimit != flowcontrol.BatchLimitNone || b.DemandWindow != 2*time.Second {
+		t.Fatalf("batch pool: %+v", b)
 	}
 }

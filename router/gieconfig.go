@@ -95,8 +95,7 @@ func (r *Registry) ParseEndpointPickerConfig(data []byte) (SchedulerConfig, erro
 	for _, sec := range []struct {
 		name string
 		raw  json.RawMessage
-	}{{"featureGates", raw.FeatureGates}, {"dataLayer", raw.DataLayer}, {"flowControl", raw.FlowControl},
-		{"parser", raw.Parser}, {"requestHandler", raw.RequestHandler}} {
+	}{{"dataLayer", raw.DataLayer}, {"parser", raw.Parser}, {"requestHandler", raw.RequestHandler}} {
 		if len(sec.raw) > 0 && !bytes.Equal(sec.raw, []byte("null")) {
 			return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: %s is not supported by infergw", sec.name)
 		}
@@ -143,9 +142,11 @@ func (r *Registry) ParseEndpointPickerConfig(data []byte) (SchedulerConfig, erro
 	}
 	var prof gieProfile
 	switch len(raw.SchedulingProfiles) {
-	case 0: // GIE: one profile referencing every plugin
+	case 0: // GIE: one profile referencing every plugin (of the kinds a profile holds)
 		for _, n := range names {
-			prof.Plugins = append(prof.Plugins, gieProfilePlugin{PluginRef: n})
+			if !isFlowControlKind(kinds[n]) {
+				prof.Plugins = append(prof.Plugins, gieProfilePlugin{PluginRef: n})
+			}
 		}
 	case 1:
 		prof = raw.SchedulingProfiles[0]
@@ -185,10 +186,15 @@ func (r *Registry) ParseEndpointPickerConfig(data []byte) (SchedulerConfig, erro
 		return SchedulerConfig{}, errors.New("EndpointPickerConfig: the profile references more than one picker")
 	}
 	for _, n := range names {
-		if !wired[n] && kinds[n] != KindProfileHandler {
+		if !wired[n] && kinds[n] != KindProfileHandler && !isFlowControlKind(kinds[n]) {
 			cfg.Other = append(cfg.Other, specs[n])
 		}
 	}
+	fc, err := r.gieFlowControlConfig(raw.FeatureGates, raw.FlowControl, specs, kinds, cfg.Saturation)
+	if err != nil {
+		return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: %w", err)
+	}
+	cfg.FlowControl = fc
 	if err := r.Validate(cfg); err != nil {
 		return SchedulerConfig{}, fmt.Errorf("EndpointPickerConfig: %w", err)
 	}

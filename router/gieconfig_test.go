@@ -7,6 +7,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/infergw/infergw/flowcontrol"
 )
 
 // gieDocConfig is an EndpointPickerConfig as GIE's documentation writes one: queue,
@@ -127,7 +130,21 @@ func TestEndpointPickerConfigRefusals(t *testing.T) {
 		"weight on picker":  {base("- type: max-score-picker\n", "  - pluginRef: max-score-picker\n    weight: 2\n"), "only scorers take a weight"},
 		"two profiles": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "- name: prefill\n  plugins:\n  - pluginRef: queue-scorer\n",
 			"2 scheduling profiles"},
-		"flow control": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "flowControl: {}\n", "flowControl is not supported"},
+		"flow control without its gate": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "flowControl: {}\n", "featureGates lacks flowControl"},
+		"unknown feature gate":          {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "featureGates: [prepareDataPlugins]\n", `"prepareDataPlugins" is not supported`},
+		"bands with different fairness": {base("- type: queue-scorer\n- type: round-robin-fairness-policy\n- type: global-strict-fairness-policy\n", "  - pluginRef: queue-scorer\n") +
+			"featureGates: [flowControl]\nflowControl:\n  priorityBands:\n  - {priority: 1, fairnessPolicyRef: round-robin-fairness-policy}\n  - {priority: 0, fairnessPolicyRef: global-strict-fairness-policy}\n",
+			"one per pool"},
+		"a band bound": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") +
+			"featureGates: [flowControl]\nflowControl:\n  priorityBands:\n  - {priority: 1, maxRequests: \"10\"}\n", "per-band maxRequests"},
+		"a policy ref of the wrong kind": {base("- type: queue-scorer\n- type: fcfs-ordering-policy\n", "  - pluginRef: queue-scorer\n") +
+			"featureGates: [flowControl]\nflowControl:\n  defaultPriorityBand: {fairnessPolicyRef: fcfs-ordering-policy}\n", "want a fairness-policy"},
+		"a dangling detector": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") +
+			"featureGates: [flowControl]\nflowControl:\n  saturationDetector: {pluginRef: concurrency-detector}\n", `"concurrency-detector" names no plugin`},
+		"a concurrency headroom": {base("- type: queue-scorer\n- type: concurrency-detector\n  parameters: {headroom: 0.2}\n", "  - pluginRef: queue-scorer\n") +
+			"featureGates: [flowControl]\nflowControl:\n  saturationDetector: {pluginRef: concurrency-detector}\n", "headroom is not supported"},
+		"a bad quantity": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") +
+			"featureGates: [flowControl]\nflowControl: {maxRequests: lots}\n", "not a quantity"},
 		"staleness in the saturation detector": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "saturationDetector: {metricsStalenessThreshold: 150ms}\n",
 			"--staleness-threshold"},
 		"unknown saturation field": {base("- type: queue-scorer\n", "  - pluginRef: queue-scorer\n") + "saturationDetector: {kvCacheThreshold: 0.5}\n",
@@ -154,6 +171,10 @@ func TestEndpointPickerConfigRefusals(t *testing.T) {
 func FuzzEndpointPickerConfig(f *testing.F) {
 	f.Add([]byte(gieDocConfig))
 	f.Add([]byte("kind: EndpointPickerConfig\nplugins: [{type: random-picker}]\n"))
+	f.Add([]byte("apiVersion: llm-d.ai/v1\nkind: EndpointPickerConfig\nfeatureGates: [flowControl]\nplugins: [{type: queue-scorer}, " +
+		"{type: round-robin-fairness-policy}, {type: concurrency-detector, parameters: {maxConcurrency: 2}}]\n" +
+		"flowControl: {maxRequests: 1k, maxBytes: 1Mi, defaultRequestTTL: 3s, saturationDetector: {pluginRef: concurrency-detector}, " +
+		"priorityBands: [{priority: 1, fairnessPolicyRef: round-robin-fairness-policy}]}\n"))
 	reg := NewRegistry()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cfg, err := reg.ParseEndpointPickerConfig(b)
@@ -163,5 +184,58 @@ func FuzzEndpointPickerConfig(f *testing.F) {
 		if err := reg.Validate(cfg); err != nil {
 			t.Fatalf("accepted a config that does not validate: %v", err)
 		}
+		if fc := cfg.FlowControl.Default; fc.Enabled {
+			if err := fc.Validate(); err != nil {
+				t.Fatalf("accepted a flow-control config that does not validate: %v", err)
+			}
+		}
 	})
+}
+
+// GIE's flowControl section: the gate turns flow control on with GIE's defaults
+// (global-strict, FCFS); the section's quantities, TTL, detector plugin and the bands'
+// policy refs (GIE type names, plugins declared in plugins:) map onto one pool config,
+// and the flow-control plugins stay out of the scheduling profile.
+func TestEndpointPickerConfigFlowControl(t *testing.T) {
+	head := "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\n"
+	cfg, err := NewRegistry().ParseEndpointPickerConfig([]byte(head + "featureGates: [flowControl]\nplugins:\n- type: queue-scorer\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.FlowControl.Default
+	if !d.Enabled || d.Fairness != flowcontrol.FairnessGlobalStrict || d.Ordering != flowcontrol.OrderingFCFS || d.Saturation.BatchLimit != flowcontrol.BatchLimitLearned {
+		t.Fatalf("the gate alone: %+v", d)
+	}
+	cfg, err = NewRegistry().ParseEndpointPickerConfig([]byte(head + `featureGates: [flowControl]
+plugins:
+- type: queue-scorer
+- {name: fair, type: token-weighted-fairness-policy, parameters: {outputTokenWeight: 3}}
+- type: slo-deadline-ordering-policy
+- {type: concurrency-detector, parameters: {maxConcurrency: 4}}
+flowControl:
+  maxRequests: 1k
+  maxBytes: 1Mi
+  defaultRequestTTL: 30s
+  saturationDetector: {pluginRef: concurrency-detector}
+  defaultPriorityBand: {fairnessPolicyRef: fair, orderingPolicyRef: slo-deadline-ordering-policy}
+  priorityBands:
+  - {priority: 100, fairnessPolicyRef: fair}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = cfg.FlowControl.Default
+	if !d.Enabled || d.MaxRequests != 1000 || d.MaxBytes != 1<<20 || d.RequestTTL != 30*time.Second ||
+		d.Fairness != flowcontrol.FairnessTokenWeighted || d.OutputTokenWeight != 3 || d.Ordering != flowcontrol.OrderingEDF ||
+		d.Saturation.MaxInFlightPerEndpoint != 4 || d.Saturation.BatchLimit != flowcontrol.BatchLimitNone {
+		t.Fatalf("mapped config: %+v", d)
+	}
+	if len(cfg.Scorers) != 1 || len(cfg.Other) != 0 {
+		t.Fatalf("flow-control plugins leaked into the profile: scorers %+v, other %+v", cfg.Scorers, cfg.Other)
+	}
+	// Without the gate, off.
+	cfg, err = NewRegistry().ParseEndpointPickerConfig([]byte(head + "plugins:\n- type: queue-scorer\n"))
+	if err != nil || cfg.FlowControl.Default.Enabled {
+		t.Fatalf("no gate: %+v, %v", cfg.FlowControl.Default, err)
+	}
 }

@@ -9,7 +9,7 @@ import (
 // in scheduler.go.
 
 func builtinPlugins() []PluginType {
-	return []PluginType{
+	return append([]PluginType{
 		NewFilterType(PluginInfo{
 			Type: TypeLoRAAffinityFilter, ShortName: FilterLoRAAffinity,
 			Doc: "For requests of a LoRA adapter: keeps the unsaturated endpoints running the adapter; if none, the " +
@@ -78,7 +78,7 @@ func builtinPlugins() []PluginType {
 			Doc: "GIE's handler of one scheduling profile: accepted in an EndpointPickerConfig (infergw runs exactly one " +
 				"profile) and otherwise unused.",
 		}, NoParams{}, func(NoParams) (any, error) { return singleProfileHandler{}, nil }),
-	}
+	}, flowControlPlugins()...)
 }
 
 // singleProfileHandler is GIE's single-profile-handler: infergw always runs one profile.

@@ -299,7 +299,7 @@ func (r *Registry) parseNative(data []byte) (SchedulerConfig, error) {
 	if err := r.Validate(cfg); err != nil {
 		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
 	}
-	fc, err := compileFlowControl(raw.FlowControl, cfg.Saturation)
+	fc, err := r.compileFlowControl(raw.FlowControl, cfg.Saturation)
 	if err != nil {
 		return SchedulerConfig{}, fmt.Errorf("scheduler config: %w", err)
 	}

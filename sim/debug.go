@@ -2,6 +2,8 @@ package sim
 
 import (
 	"bytes"
+	"slices"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -25,6 +27,83 @@ type EngineView struct {
 	Arrivals              uint64 `json:"arrivals"`
 	ArrivalsBehindPrefill uint64 `json:"arrivals_behind_prefill"`
 	PrefillTokensAhead    uint64 `json:"prefill_tokens_ahead"`
+	// FirstTokens are the last first-token traces (at most maxTracesPerClass) per class:
+	// the x-gateway-inference-fairness-id header, else x-gateway-inference-objective, else
+	// "" (at most maxTraceClasses classes; later ones are kept under "other").
+	FirstTokens map[string][]FirstTokenTrace `json:"first_tokens,omitempty"`
+}
+
+// FirstTokenTrace splits one request's time to first token inside the model server: how
+// long it waited in the engine's queue, and how long from admission into the batch to its
+// first token (its prefill, in steps it shares with the other running sequences, whose
+// prefill chunks lengthen them), and the prompt tokens other requests still had to
+// prefill when it arrived.
+type FirstTokenTrace struct {
+	QueueUS      int64 `json:"queue_us"`
+	PrefillUS    int64 `json:"prefill_us"`
+	PrefillAhead int   `json:"prefill_tokens_ahead"`
+}
+
+const (
+	maxTraceClasses   = 16
+	maxTracesPerClass = 4096
+)
+
+// firstTokenTraces keeps a ring of traces per class. Bounded: the class comes from a
+// client header.
+type firstTokenTraces struct {
+	byClass map[string]*traceRing
+}
+
+type traceRing struct {
+	buf  []FirstTokenTrace
+	next int
+}
+
+// add records r's first token at now. Caller holds the engine's mu.
+func (t *firstTokenTraces) add(r *request, now time.Time) {
+	if t.byClass == nil {
+		t.byClass = make(map[string]*traceRing)
+	}
+	class := r.traceClass
+	ring := t.byClass[class]
+	if ring == nil {
+		if len(t.byClass) >= maxTraceClasses {
+			class = "other"
+		}
+		if ring = t.byClass[class]; ring == nil {
+			ring = &traceRing{}
+			t.byClass[class] = ring
+		}
+	}
+	tr := FirstTokenTrace{QueueUS: r.admitted.Sub(r.arrival).Microseconds(),
+		PrefillUS: now.Sub(r.admitted).Microseconds(), PrefillAhead: r.prefillAhead}
+	if len(ring.buf) < maxTracesPerClass {
+		ring.buf = append(ring.buf, tr)
+		return
+	}
+	ring.buf[ring.next] = tr
+	ring.next = (ring.next + 1) % maxTracesPerClass
+}
+
+func (t *firstTokenTraces) snapshot() map[string][]FirstTokenTrace {
+	if len(t.byClass) == 0 {
+		return nil
+	}
+	out := make(map[string][]FirstTokenTrace, len(t.byClass))
+	for k, r := range t.byClass {
+		out[k] = slices.Clone(r.buf)
+	}
+	return out
+}
+
+// traceClassOf is a request's trace class from its headers (at most 64 bytes kept).
+func traceClassOf(ctx *fasthttp.RequestCtx) string {
+	v := ctx.Request.Header.Peek("x-gateway-inference-fairness-id")
+	if len(v) == 0 {
+		v = ctx.Request.Header.Peek("x-gateway-inference-objective")
+	}
+	return string(v[:min(len(v), 64)])
 }
 
 // pendingPrefill is the prompt work in front of a new arrival. Caller holds mu.
@@ -48,6 +127,7 @@ func (s *Server) View() EngineView {
 	v := EngineView{Running: len(e.running), Waiting: len(e.waiting), KVUsage: e.kv.usage(),
 		Arrivals: e.arrivals, ArrivalsBehindPrefill: e.arrivalsBehind, PrefillTokensAhead: e.tokensAhead}
 	v.Prefilling, v.PrefillTokens = e.pendingPrefill()
+	v.FirstTokens = e.traces.snapshot()
 	return v
 }
 

@@ -46,6 +46,8 @@ type engine struct {
 
 	// Arrival counters for /debug/engine (EngineView).
 	arrivals, arrivalsBehind, tokensAhead uint64
+	// traces are the last first-token traces per class (/debug/engine).
+	traces firstTokenTraces
 
 	wake chan struct{}
 	quit chan struct{}
@@ -88,6 +90,7 @@ func (e *engine) submit(r *request) error {
 	if n, tokens := e.pendingPrefill(); n > 0 {
 		e.arrivalsBehind++
 		e.tokensAhead += uint64(tokens) //nolint:gosec // G115: a token count, never negative
+		r.prefillAhead = tokens
 	}
 	e.waiting = append(e.waiting, r)
 	e.mu.Unlock()
@@ -227,6 +230,7 @@ func (e *engine) schedule() time.Duration {
 		e.running = append(e.running, r)
 		if !r.admittedOnce {
 			r.admittedOnce = true
+			r.admitted = time.Now()
 			cached := hits * e.cfg.BlockSize
 			r.setCached(cached)
 			e.m.queueTime.Observe(time.Since(r.arrival).Seconds())
@@ -265,6 +269,7 @@ func (e *engine) complete(now time.Time) {
 		e.m.genTokens.Inc()
 		if r.generated == 1 {
 			e.m.ttft.Observe(now.Sub(r.arrival).Seconds())
+			e.traces.add(r, now)
 		} else {
 			e.m.itl.Observe(now.Sub(r.lastToken).Seconds())
 		}

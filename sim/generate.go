@@ -28,6 +28,9 @@ func (s *Server) handleGenerate(ctx *fasthttp.RequestCtx, chat bool) {
 		return
 	}
 	req, apiErr := s.buildRequest(p, adapter)
+	if req != nil {
+		req.traceClass = traceClassOf(ctx)
+	}
 	if apiErr != nil {
 		s.writeError(ctx, apiErr)
 		return

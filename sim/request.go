@@ -25,6 +25,9 @@ type request struct {
 	stopAtLimit bool     // outLen came from max_tokens (finish "length") rather than EOS
 	arrival     time.Time
 	seed        uint64 // selects the deterministic output text
+	// traceClass groups the request in the first-token traces of /debug/engine (the
+	// gateway's fairness ID or objective header; "" without).
+	traceClass string
 
 	// Engine-owned state.
 	numComputed  int     // tokens whose KV is computed
@@ -32,6 +35,8 @@ type request struct {
 	blocks       []int32 // KV blocks held, in token order
 	registered   int     // leading prompt blocks already published to the prefix cache
 	admittedOnce bool
+	admitted     time.Time // first admission into the running batch
+	prefillAhead int       // prompt tokens still to prefill in the engine when it arrived
 	lastToken    time.Time
 
 	aborted atomic.Bool

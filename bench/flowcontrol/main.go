@@ -2,9 +2,10 @@
 // Eight simulated pods behind a real Envoy and the picker, the same seed in every cell:
 //
 //   - noisy neighbour: tenant A offers 3× the fleet's capacity with long prompts, tenant B
-//     10 %; B alone, then both without and with flow control (token-weighted fairness);
+//     10 %; B alone, then both without flow control, with it (token-weighted fairness,
+//     every other setting the default) and with it but without the demand reservation;
 //   - priority: a critical flow at 30 % of capacity under a batch flood at 2×; critical
-//     alone, then both without and with flow control (strict priority);
+//     alone, then both without flow control, with it, and with it without the reservation;
 //   - late binding: bursts at 1.5× capacity between lulls at 0.5×, without and with.
 //
 // Every cell reports per tenant requests offered / served / rejected / failed (which add
@@ -92,6 +93,8 @@ type tenantResult struct {
 	OutTokS   float64 `json:"output_tokens_per_s"`
 	// Errors counts the failures by class (http_429, http_503, timeout, transport, ...).
 	Errors map[string]int64 `json:"errors,omitempty"`
+	// Pods is where its TTFT went inside the pods (nil: no trace).
+	Pods *podTrace `json:"pods,omitempty"`
 }
 
 func (t tenantResult) addsUp() bool {
@@ -113,7 +116,7 @@ type gatewayCounts struct {
 func main() {
 	var (
 		out      = flag.String("out", "bench/results", "directory for flowcontrol.md and flowcontrol.json")
-		duration = flag.Duration("duration", 10*time.Second, "measured period of each cell")
+		duration = flag.Duration("duration", 30*time.Second, "measured period of each cell (30 s: ~40 requests of the 10 % tenant)")
 		warmup   = flag.Duration("warmup", 2*time.Second, "warm-up of each cell")
 		seed     = flag.Uint64("seed", 1, "load tester seed (the same in every cell)")
 		only     = flag.String("only", "", "run only the scenarios listed (comma-separated: noisy,priority,late)")
@@ -144,13 +147,9 @@ func newPlan(duration, warmup time.Duration, seed uint64) plan {
 		RequestTTL: 4 * time.Second,
 		RetryAfter: time.Second,
 		Fairness:   flowcontrol.FairnessTokenWeighted,
-		// Hold requests at the gateway once every pod runs a full batch: the rest is bound to
-		// a pod only when one has a free sequence slot (late binding), so a request that
-		// overtakes others at the gateway does not then queue behind them inside a pod.
-		Saturation: flowcontrol.SaturationConfig{MaxInFlightPerEndpoint: p.MaxNumSeqs},
-		// Two slots' room is kept for non-sheddable work: sheddable batch work cannot take
-		// every slot that frees, so a critical request need not wait for the next wave.
-		SheddableHeadroom: 2,
+		// Everything else is the feature's default: the detector learns each pod's batch
+		// size from its metrics (no pod is given more than it runs at once), and the demand
+		// reservation keeps the room that higher bands and light tenants recently needed.
 	}
 	return p
 }
@@ -193,42 +192,49 @@ func run(ctx context.Context, outDir string, duration, warmup time.Duration, see
 		return nil
 	}
 	c := p.Capacity
+	on := &p.FlowConfig
+	// The contrast: the same flow control without the demand reservation.
+	noRes := p.FlowConfig
+	noRes.Reservation = flowcontrol.ReservationNone
 	if want("noisy") {
 		a := loadtest.Tenant{Name: "A (noisy)", Rate: 3 * c, FairnessID: "tenant-a",
 			Input: &loadtest.LengthDist{Kind: "fixed", Mean: float64(p.LongIn)}}
 		bt := loadtest.Tenant{Name: "B (quiet)", Rate: 0.1 * c, FairnessID: "tenant-b"}
-		if err := add(b.tenantsCell(ctx, "noisy", "B alone", false, bt)); err != nil {
+		if err := add(b.tenantsCell(ctx, "noisy", "B alone", nil, bt)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control off", false, a, bt)); err != nil {
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control off", nil, a, bt)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control on", true, a, bt)); err != nil {
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control on", on, a, bt)); err != nil {
+			return err
+		}
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, on, reservation none", &noRes, a, bt)); err != nil {
 			return err
 		}
 	}
 	if want("priority") {
 		crit := loadtest.Tenant{Name: "critical", Rate: 0.3 * c, Objective: "critical"}
 		batch := loadtest.Tenant{Name: "batch", Rate: 2 * c, Objective: "batch"}
-		if err := add(b.tenantsCell(ctx, "priority", "critical alone", false, crit)); err != nil {
+		if err := add(b.tenantsCell(ctx, "priority", "critical alone", nil, crit)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, off", false, crit, batch)); err != nil {
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, off", nil, crit, batch)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on", true, crit, batch)); err != nil {
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on", on, crit, batch)); err != nil {
+			return err
+		}
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on, reservation none", &noRes, crit, batch)); err != nil {
 			return err
 		}
 	}
 	if want("late") {
-		for _, on := range []bool{false, true} {
-			name := "bursts, flow control off"
-			if on {
-				name = "bursts, flow control on"
-			}
-			if err := add(b.burstCell(ctx, name, on)); err != nil {
-				return err
-			}
+		if err := add(b.burstCell(ctx, "bursts, flow control off", nil)); err != nil {
+			return err
+		}
+		if err := add(b.burstCell(ctx, "bursts, flow control on", on)); err != nil {
+			return err
 		}
 	}
 	rep := report{Plan: p, Cells: cells, StartedAt: start.UTC(), WallS: time.Since(start).Seconds(),
@@ -287,12 +293,27 @@ type bench struct {
 	tmp      string
 	log      *slog.Logger
 	n        int
-	// metricsAddr serves the current cell's /metrics.
+	// metricsAddr serves the current cell's /metrics; layout is where its pods listen.
 	metricsAddr string
+	layout      layout
 }
 
-// startStack starts a fresh stack (cold state, the same sims) with flow control on or off.
-func (b *bench) startStack(ctx context.Context, flow bool) (*stack.Stack, error) {
+// startStack starts a fresh stack (cold state, the same sims) with flow control on or off
+// (nil). The ports are chosen free a moment before Envoy binds them, and other programs on
+// this shared machine take ports too: a start that fails is retried twice on new ports.
+func (b *bench) startStack(ctx context.Context, fc *flowcontrol.Config) (*stack.Stack, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var st *stack.Stack
+		if st, err = b.startStackOnce(ctx, fc); err == nil {
+			return st, nil
+		}
+		fmt.Fprintf(os.Stderr, "bench-flowcontrol: start attempt %d: %v\n", attempt+1, err)
+	}
+	return nil, err
+}
+
+func (b *bench) startStackOnce(ctx context.Context, fc *flowcontrol.Config) (*stack.Stack, error) {
 	b.n++
 	dir := filepath.Join(b.tmp, fmt.Sprint("cell-", b.n))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -305,6 +326,7 @@ func (b *bench) startStack(ctx context.Context, flow bool) (*stack.Stack, error)
 	if err := l.write(dir); err != nil {
 		return nil, err
 	}
+	b.layout = l
 	cfg := stack.DefaultConfig()
 	cfg.ManifestDir = dir
 	cfg.Sim.TimeScale = b.plan.TimeScale
@@ -323,8 +345,8 @@ func (b *bench) startStack(ctx context.Context, flow bool) (*stack.Stack, error)
 	}
 	cfg.Translate.ListenerAddress = "127.0.0.1"
 	sc := router.DefaultSchedulerConfig()
-	if flow {
-		sc.FlowControl.Default = b.plan.FlowConfig
+	if fc != nil {
+		sc.FlowControl.Default = *fc
 	}
 	cfg.Router.Scheduler = sc
 	st, err := stack.Start(ctx, cfg, b.log)
@@ -358,9 +380,10 @@ func (b *bench) loadConfig(url string) loadtest.Config {
 	}
 }
 
-func (b *bench) tenantsCell(ctx context.Context, scenario, name string, flow bool, tenants ...loadtest.Tenant) (*cell, error) {
+func (b *bench) tenantsCell(ctx context.Context, scenario, name string, fc *flowcontrol.Config, tenants ...loadtest.Tenant) (*cell, error) {
 	t0 := time.Now()
-	st, err := b.startStack(ctx, flow)
+	flow := fc != nil
+	st, err := b.startStack(ctx, fc)
 	if err != nil {
 		return nil, fmt.Errorf("%s/%s: %w", scenario, name, err)
 	}
@@ -371,8 +394,15 @@ func (b *bench) tenantsCell(ctx context.Context, scenario, name string, flow boo
 		return nil, fmt.Errorf("%s/%s: %w", scenario, name, err)
 	}
 	c := &cell{Scenario: scenario, Name: name, Flow: flow}
+	traces := b.podTraces(ctx)
 	for _, t := range ts.Tenants {
-		c.Tenants = append(c.Tenants, tenantOf(t.Tenant.Name, t.Tenant.Rate, t.Summary, t.Rejected, t.OtherFailed, t.Interrupted+t.Dropped))
+		tr := tenantOf(t.Tenant.Name, t.Tenant.Rate, t.Summary, t.Rejected, t.OtherFailed, t.Interrupted+t.Dropped)
+		class := t.Tenant.FairnessID
+		if class == "" {
+			class = t.Tenant.Objective
+		}
+		tr.Pods = summarizeTraces(traces[class])
+		c.Tenants = append(c.Tenants, tr)
 	}
 	c.Sum = total(c.Tenants)
 	c.Gateway = gatewayOf(st, before, flow)
@@ -382,9 +412,10 @@ func (b *bench) tenantsCell(ctx context.Context, scenario, name string, flow boo
 }
 
 // burstCell: one flow alternating 3 s at 1.5× capacity and 3 s at 0.5×.
-func (b *bench) burstCell(ctx context.Context, name string, flow bool) (*cell, error) {
+func (b *bench) burstCell(ctx context.Context, name string, fc *flowcontrol.Config) (*cell, error) {
 	t0 := time.Now()
-	st, err := b.startStack(ctx, flow)
+	flow := fc != nil
+	st, err := b.startStack(ctx, fc)
 	if err != nil {
 		return nil, fmt.Errorf("late/%s: %w", name, err)
 	}
@@ -416,6 +447,7 @@ func (b *bench) burstCell(ctx context.Context, name string, flow bool) (*cell, e
 	}
 	cl := &cell{Scenario: "late", Name: name, Flow: flow, Loads: stages,
 		Tenants: []tenantResult{tenantOf("bursty", c, s, rej, other, s.Interrupted+s.Schedule.Dropped)}}
+	cl.Tenants[0].Pods = summarizeTraces(b.podTraces(ctx)[""])
 	cl.Sum = total(cl.Tenants)
 	cl.Gateway = gatewayOf(st, before, flow)
 	b.addQueueWaits(ctx, cl.Gateway)
@@ -535,7 +567,7 @@ func (b *bench) addQueueWaits(ctx context.Context, g *gatewayCounts) {
 // calibrate measures the fleet's capacity now: a closed loop of exactly as many users as the
 // fleet has sequence slots, through the gateway without flow control, for a few seconds.
 func (b *bench) calibrate(ctx context.Context) (float64, error) {
-	st, err := b.startStack(ctx, false)
+	st, err := b.startStack(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("calibrate: %w", err)
 	}

@@ -40,15 +40,16 @@ type report struct {
 func (r report) markdown() string {
 	var b strings.Builder
 	p := r.Plan
+	fc := p.FlowConfig.WithDefaults()
 	fmt.Fprintf(&b, "# Flow-control benchmark\n\n`%s` — %s, %.0f s wall, %d CPUs, load average %s at the start and %s at the end "+
 		"(the machine is shared: absolute latencies carry that noise; compare rows of one table).\n\n",
 		r.Command, r.StartedAt.Format(time.RFC3339), r.WallS, r.CPUs, r.LoadavgStart, r.LoadavgEnd)
 	fmt.Fprintf(&b, "%d simulated pods × %d sequences, time scale %g, prompts %d tokens (long: %d), outputs %d tokens; "+
 		"fleet capacity %.1f req/s of the short shape, measured at the start (%.1f by the sims' cost model); poisson arrivals, seed %d in every cell, %s measured after %s warm-up; "+
-		"goodput = served with TTFT ≤ %s. Flow control on: token-weighted fairness, FCFS, TTL %s, ≤ %d in flight per pod, "+
-		"sheddable work leaves %d requests' room free.\n\n",
+		"goodput = served with TTFT ≤ %s. Flow control on: %s fairness, %s ordering, TTL %s, everything else the feature's default "+
+		"(pods' batch sizes learned from their metrics, %s reservation over a %s window).\n\n",
 		p.Pods, p.MaxNumSeqs, p.TimeScale, p.ShortIn, p.LongIn, p.Output, p.Capacity, p.Nominal, p.Seed, p.Duration, p.Warmup, p.SLOTTFT,
-		p.FlowConfig.RequestTTL, p.FlowConfig.Saturation.MaxInFlightPerEndpoint, p.FlowConfig.SheddableHeadroom)
+		fc.Fairness, fc.Ordering, fc.RequestTTL, fc.Reservation, fc.DemandWindow)
 	scenario := ""
 	for _, c := range r.Cells {
 		if c.Scenario != scenario {
@@ -80,6 +81,17 @@ func (r report) markdown() string {
 				parts = append(parts, fmt.Sprintf("%s %d", k, t.Errors[k]))
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.Scenario, c.Name, t.Name, strings.Join(parts, ", "))
+		}
+	}
+	b.WriteString("\n## Where the time to first token goes inside the pods\n\n" +
+		"From every sim's first-token traces (`/debug/engine`; warm-up included): time queued in the model server, time from admission " +
+		"into the batch to the first token (the prefill, in steps shared with other requests' prefill chunks), and the share of requests " +
+		"that arrived while another prompt was still prefilling on their pod (mean prompt tokens found ahead). The rest of the TTFT is the gateway's: " +
+		"queued in flow control, the picker, Envoy.\n\n" +
+		"| scenario | cell | tenant | traced | pod queue p50 ms | pod queue p90 ms | admission → first token p50 ms | p90 ms | arrived behind a prefill |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, c := range r.Cells {
+		for _, t := range c.Tenants {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.Scenario, c.Name, t.Name, t.Pods)
 		}
 	}
 	b.WriteString("\n## The gateway's flow-control accounting (cells with flow control on)\n\n| scenario | cell | enqueued | dispatched | rejected | cancelled | queued at end | adds up | mean queue wait of dispatched requests, by priority |\n|---|---|---|---|---|---|---|---|---|\n")

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,8 +36,8 @@ spec:
 `
 
 // flowGateway is one sim running two sequences at a time behind a gateway whose pool
-// queues requests beyond two in flight.
-func flowGateway(t *testing.T, ttl time.Duration) *gateway {
+// queues requests beyond two in flight, with the given reservation policy.
+func flowGateway(t *testing.T, ttl time.Duration, reservation string) *gateway {
 	w := onePool(t, 1)
 	w.Extra = flowObjectives
 	return startGateway(t, w, func(c *stack.Config) {
@@ -44,9 +45,10 @@ func flowGateway(t *testing.T, ttl time.Duration) *gateway {
 		c.Sim.MaxNumSeqs = 2
 		sc := router.DefaultSchedulerConfig()
 		sc.FlowControl.Default = flowcontrol.Config{
-			Enabled:    true,
-			RequestTTL: ttl,
-			Saturation: flowcontrol.SaturationConfig{MaxInFlightPerEndpoint: 2},
+			Enabled:     true,
+			RequestTTL:  ttl,
+			Saturation:  flowcontrol.SaturationConfig{MaxInFlightPerEndpoint: 2},
+			Reservation: reservation,
 		}
 		c.Router.Scheduler = sc
 	})
@@ -88,8 +90,12 @@ func (g *gateway) flowCounts(t *testing.T) flowcontrol.Counts {
 // With the pool full of batch work and more batch work queued, critical requests that
 // arrive last are served first, through the real data path; a client that disconnects
 // while queued leaves the queue and never reaches the pod; the outcomes add up.
+//
+// Without the demand reservation: the stack's readiness probe (priority 0) would keep one of
+// the two slots for its band (TestFlowControlReservationOnEnvoy), and this test is about
+// the queue's order.
 func TestFlowControlPriorityAndDisconnectOnEnvoy(t *testing.T) {
-	g := flowGateway(t, 20*time.Second)
+	g := flowGateway(t, 20*time.Second, flowcontrol.ReservationNone)
 	type done struct {
 		tag    string
 		status int
@@ -195,7 +201,7 @@ func TestFlowControlPriorityAndDisconnectOnEnvoy(t *testing.T) {
 // A request that cannot be served within the TTL gets 429 (sheddable) or 503 with
 // OpenAI-style JSON and retry-after, through Envoy.
 func TestFlowControlTTLRejectionOnEnvoy(t *testing.T) {
-	g := flowGateway(t, 300*time.Millisecond)
+	g := flowGateway(t, 300*time.Millisecond, flowcontrol.ReservationNone)
 	var wg sync.WaitGroup
 	for i := 0; i < 2; i++ { // fill both slots for ~1 s
 		wg.Add(1)
@@ -229,5 +235,60 @@ func TestFlowControlTTLRejectionOnEnvoy(t *testing.T) {
 	c := g.flowCounts(t)
 	if !c.Balanced() || c.Outcomes[flowcontrol.EvictedTTL] != 2 {
 		t.Fatalf("accounting %+v", c)
+	}
+}
+
+// The demand reservation through the real data path: after one critical request, a flood
+// of sheddable batch work gets one of the two slots, not both, and the next critical
+// request is dispatched at once into the other, without waiting for a batch request to end.
+func TestFlowControlReservationOnEnvoy(t *testing.T) {
+	g := flowGateway(t, 20*time.Second, "") // the default: demand
+	do := func(objective string, tokens int) int {
+		req, err := flowRequest(context.Background(), g.url, objective, "", tokens)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Errorf("%s: %v", objective, err)
+			return 0
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := do("critical", 1); st != http.StatusOK {
+		t.Fatalf("first critical request: %d", st)
+	}
+	base := g.flowCounts(t)
+	var wg sync.WaitGroup
+	var batchDone atomic.Int64
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if st := do("batch", 200); st != http.StatusOK {
+				t.Errorf("batch: %d", st)
+			}
+			batchDone.Add(1)
+		}()
+	}
+	eventually(t, 10*time.Second, "the batch flood queued behind one slot", func() bool {
+		c := g.flowCounts(t)
+		return c.Enqueued-base.Enqueued == 6 && c.Queued == 5
+	})
+	time.Sleep(100 * time.Millisecond) // a wrong second dispatch of batch work would happen here
+	if c := g.flowCounts(t); c.InFlight != 1 || c.Queued != 5 {
+		t.Fatalf("batch took the reserved slot: %+v", c)
+	}
+	// A batch request takes ~1 s (200 tokens × ~5 ms): the critical one, dispatched into
+	// the reserved slot, is answered while the running batch request still runs.
+	if st := do("critical", 1); st != http.StatusOK || batchDone.Load() != 0 {
+		t.Fatalf("critical request: status %d after %d batch requests ended, want 200 before any", st, batchDone.Load())
+	}
+	wg.Wait()
+	if c := g.flowCounts(t); !c.Balanced() || c.Queued != 0 || c.InFlight != 0 {
+		t.Fatalf("flow-control accounting: %+v", c)
 	}
 }
