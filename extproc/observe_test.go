@@ -1,7 +1,6 @@
 package extproc
 
 import (
-	"context"
 	"errors"
 	"io"
 	"strconv"
@@ -10,7 +9,6 @@ import (
 
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc/metadata"
 )
 
 // These tests play Envoy with both ext_proc filters of a pool route that has the response
@@ -20,23 +18,11 @@ import (
 
 const streamed = extprocfilterv3.ProcessingMode_STREAMED
 
-// openWith opens an ext_proc stream with the given gRPC metadata pairs.
-func (h *harness) openWith(kv ...string) extprocv3.ExternalProcessor_ProcessClient {
-	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	h.t.Cleanup(cancel)
-	st, err := h.client.Process(metadata.AppendToOutgoingContext(ctx, kv...))
-	if err != nil {
-		h.t.Fatalf("open stream: %v", err)
-	}
-	return st
-}
-
 // pickObserved sends a streamed chat request on a picker stream of an observed route and
 // returns the stream and the exchange id the picker set on the request ("" if none).
 func (h *harness) pickObserved(t *testing.T, body []byte) (extprocv3.ExternalProcessor_ProcessClient, string) {
 	t.Helper()
-	st := h.openWith(MetadataObserved, "1")
+	st := h.streamWith(MetadataObserved, "1")
 	send(t, st, reqHeaders(protocol(buffered, streamed), false, ":method", "POST", ":path", "/v1/chat/completions",
 		"content-type", "application/json", "content-length", strconv.Itoa(len(body)), HeaderExchange, "client-forged"))
 	if r := recv(t, st); r.GetRequestHeaders() == nil {
@@ -122,7 +108,7 @@ func TestObserverTakesTheBody(t *testing.T) {
 				if id == "" || id == "client-forged" {
 					t.Fatalf("exchange id %q: want one the picker made", id)
 				}
-				obs := h.openWith(MetadataObserver, "1")
+				obs := h.streamWith(MetadataObserver, "1")
 				msgs := observeMsgs(id, sseResponse("base"))
 				var mode *extprocfilterv3.ProcessingMode
 				switch order {
@@ -193,7 +179,7 @@ func TestObserverCutBeforeTheEnd(t *testing.T) {
 		t.Run("before-decision", func(t *testing.T) {
 			h := newHarness(t, Options{Transport: tr})
 			st, id := h.pickObserved(t, chatRequest("base", 200))
-			obs := h.openWith(MetadataObserver, "1")
+			obs := h.streamWith(MetadataObserver, "1")
 			send(t, obs, observeMsgs(id, sseResponse("base"))[:3]...)
 			_ = obs.CloseSend()
 			waitFor(t, func() bool { return observerStreamEnded(h, id) })
@@ -209,7 +195,7 @@ func TestObserverCutBeforeTheEnd(t *testing.T) {
 		t.Run("after-decision", func(t *testing.T) {
 			h := newHarness(t, Options{Transport: tr})
 			st, id := h.pickObserved(t, chatRequest("base", 200))
-			obs := h.openWith(MetadataObserver, "1")
+			obs := h.streamWith(MetadataObserver, "1")
 			msgs := observeMsgs(id, sseResponse("base"))
 			send(t, obs, msgs[0])
 			time.Sleep(50 * time.Millisecond)
@@ -256,10 +242,10 @@ func TestObserverWithoutItsRequestIsClosed(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr Transport) {
 		h := newHarness(t, Options{Transport: tr})
 		_, id := h.pickObserved(t, chatRequest("base", 200))
-		first := h.openWith(MetadataObserver, "1")
+		first := h.streamWith(MetadataObserver, "1")
 		send(t, first, observeMsgs(id, "")[0])
 		for _, bad := range []string{"", "client-forged", "00000000000000000000000000000001", id} {
-			obs := h.openWith(MetadataObserver, "1")
+			obs := h.streamWith(MetadataObserver, "1")
 			send(t, obs, observeMsgs(bad, "")[0])
 			if _, err := obs.Recv(); !errors.Is(err, io.EOF) {
 				t.Fatalf("observer with id %q: want the picker to end the stream cleanly, got %v", bad, err)

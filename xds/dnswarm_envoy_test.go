@@ -6,9 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -120,7 +117,6 @@ func TestUnresolvableServiceDoesNotHoldBackOtherClusters(t *testing.T) {
 // startEnvoyWithResolver is startEnvoy with every DNS query sent to resolver.
 func startEnvoyWithResolver(t *testing.T, bin, xdsAddr, resolver string) {
 	t.Helper()
-	dir := t.TempDir()
 	boot, err := BootstrapProto(BootstrapOptions{XDSAddr: xdsAddr, AdminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1")), NodeID: "test-envoy"})
 	if err != nil {
 		t.Fatal(err)
@@ -144,26 +140,7 @@ func startEnvoyWithResolver(t *testing.T, bin, xdsAddr, resolver string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bootPath := filepath.Join(dir, "bootstrap.yaml")
-	if err := os.WriteFile(bootPath, y, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logf := filepath.Join(dir, "envoy.log")
-	cmd := exec.Command(bin, "-c", bootPath, "--use-dynamic-base-id", "-l", "info", "--log-path", logf, "--concurrency", "1")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			if b, err := os.ReadFile(logf); err == nil {
-				t.Logf("envoy log:\n%s", lastLines(string(b), 60))
-			}
-		}
-	})
+	runEnvoy(t, bin, y)
 }
 
 // waitServed waits (bounded) until GET url answers 200.

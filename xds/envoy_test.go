@@ -97,12 +97,20 @@ type envoyProc struct {
 
 func startEnvoy(t *testing.T, bin, xdsAddr string, listenPort int32) *envoyProc {
 	t.Helper()
-	dir := t.TempDir()
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	boot, err := Bootstrap(BootstrapOptions{XDSAddr: xdsAddr, AdminAddr: admin, NodeID: "test-envoy"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	logf := runEnvoy(t, bin, boot)
+	return &envoyProc{admin: admin, listen: fmt.Sprintf("127.0.0.1:%d", listenPort), logf: logf}
+}
+
+// runEnvoy starts Envoy on a bootstrap (YAML) until the test ends, and returns its log
+// file, whose tail is logged if the test failed.
+func runEnvoy(t *testing.T, bin string, boot []byte) string {
+	t.Helper()
+	dir := t.TempDir()
 	bootPath := filepath.Join(dir, "bootstrap.yaml")
 	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
 		t.Fatal(err)
@@ -123,7 +131,7 @@ func startEnvoy(t *testing.T, bin, xdsAddr string, listenPort int32) *envoyProc 
 			}
 		}
 	})
-	return &envoyProc{admin: admin, listen: fmt.Sprintf("127.0.0.1:%d", listenPort), logf: logf}
+	return logf
 }
 
 func lastLines(s string, n int) string {
