@@ -3,6 +3,12 @@ package xds
 import (
 	"time"
 
+	xdscorev3 "github.com/cncf/xds/go/xds/core/v3"
+	xdsmatcherv3 "github.com/cncf/xds/go/xds/type/matcher/v3"
+	matchingv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
+	skipactionv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/matcher/action/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -57,10 +63,39 @@ func (b *builder) observerFilter(defaultPicker string) *hcmv3.HttpFilter {
 		// picker records a response at its last body message, not at the close.
 		DeferredCloseTimeout: durationpb.New(time.Second),
 	}
+	// The filter runs only on requests the picker tagged for it: a request whose response
+	// the picker keeps (one it changes) carries no exchange id, and the observer is skipped
+	// instead of opening a stream the picker would end at once. Envoy evaluates the match
+	// when the request reaches this filter, after the picker's header mutations.
+	skipUntagged := &xdsmatcherv3.Matcher{MatcherType: &xdsmatcherv3.Matcher_MatcherList_{MatcherList: &xdsmatcherv3.Matcher_MatcherList{
+		Matchers: []*xdsmatcherv3.Matcher_MatcherList_FieldMatcher{{
+			Predicate: &xdsmatcherv3.Matcher_MatcherList_Predicate{MatchType: &xdsmatcherv3.Matcher_MatcherList_Predicate_NotMatcher{
+				NotMatcher: &xdsmatcherv3.Matcher_MatcherList_Predicate{MatchType: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate_{
+					SinglePredicate: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate{
+						Input: &xdscorev3.TypedExtensionConfig{Name: "exchange-id",
+							TypedConfig: b.any(&matcherv3.HttpRequestHeaderMatchInput{HeaderName: contract.HeaderExchange})},
+						Matcher: &xdsmatcherv3.Matcher_MatcherList_Predicate_SinglePredicate_ValueMatch{ValueMatch: &xdsmatcherv3.StringMatcher{
+							MatchPattern: &xdsmatcherv3.StringMatcher_SafeRegex{SafeRegex: &xdsmatcherv3.RegexMatcher{
+								EngineType: &xdsmatcherv3.RegexMatcher_GoogleRe2{GoogleRe2: &xdsmatcherv3.RegexMatcher_GoogleRE2{}},
+								Regex:      ".+",
+							}},
+						}},
+					},
+				}},
+			}},
+			OnMatch: &xdsmatcherv3.Matcher_OnMatch{OnMatch: &xdsmatcherv3.Matcher_OnMatch_Action{Action: &xdscorev3.TypedExtensionConfig{
+				Name: "skip", TypedConfig: b.any(&skipactionv3.SkipFilter{}),
+			}}},
+		}},
+	}}}
+	wrapped := &matchingv3.ExtensionWithMatcher{
+		XdsMatcher:      skipUntagged,
+		ExtensionConfig: &corev3.TypedExtensionConfig{Name: ObserverFilterName, TypedConfig: b.any(cfg)},
+	}
 	return &hcmv3.HttpFilter{
 		Name:       ObserverFilterName,
 		Disabled:   true,
-		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.any(cfg)},
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: b.any(wrapped)},
 	}
 }
 

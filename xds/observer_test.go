@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matchingv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/matching/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
@@ -26,9 +27,16 @@ func observerLayout(t *testing.T, res *Resources) (filter bool, routes, observed
 					if hf.GetName() != ObserverFilterName {
 						continue
 					}
+					var wm matchingv3.ExtensionWithMatcher
 					var ep extprocv3.ExternalProcessor
-					if err := hf.GetTypedConfig().UnmarshalTo(&ep); err != nil {
+					if err := hf.GetTypedConfig().UnmarshalTo(&wm); err != nil {
 						t.Fatal(err)
+					}
+					if err := wm.GetExtensionConfig().GetTypedConfig().UnmarshalTo(&ep); err != nil {
+						t.Fatal(err)
+					}
+					if wm.GetXdsMatcher() == nil {
+						t.Fatal("observer filter without its skip-untagged matcher")
 					}
 					if !ep.GetObservabilityMode() || !hf.GetDisabled() || ep.GetProcessingMode().GetResponseBodyMode() != extprocv3.ProcessingMode_STREAMED {
 						t.Fatalf("observer filter: observability %v, disabled %v, mode %v", ep.GetObservabilityMode(), hf.GetDisabled(), ep.GetProcessingMode())

@@ -53,6 +53,7 @@ type config struct {
 	inputTokens  int
 	outputTokens int
 	stream       bool
+	noUsage      bool
 	policy       string
 	simScale     float64
 	out          string
@@ -93,6 +94,7 @@ func main() {
 	flag.IntVar(&cfg.inputTokens, "input-tokens", 800, "prompt words per request (800 makes a ~4 KB body)")
 	flag.IntVar(&cfg.outputTokens, "output-tokens", 16, "tokens per response")
 	flag.BoolVar(&cfg.stream, "stream", false, "streamed responses (Envoy then sends the picker one message per chunk)")
+	flag.BoolVar(&cfg.noUsage, "no-usage", false, "streamed requests without stream_options.include_usage, as many clients send them (the picker then asks for usage itself and removes the usage chunk)")
 	flag.StringVar(&cfg.policy, "policy", "default", "routing policy of `infergw up` (round-robin: no picker on the path, Envoy alone, the baseline the picker's share is measured against)")
 	flag.Float64Var(&cfg.simScale, "sim-time-scale", 0.01, "the sims' time scale: 0.01 answers 100× faster than the modelled GPU (tokens then arrive in few large chunks); 1 streams each token as its own chunk, as a real server does")
 	flag.StringVar(&cfg.out, "out", "bench/results/picker-cpu", "results file prefix (.md and .json)")
@@ -340,6 +342,9 @@ func loadtest(ctx context.Context, cfg config, rate float64, d time.Duration) (*
 		"--grace", "10s", "-q", "--summary-export", file}
 	if !cfg.stream {
 		args = append(args, "--no-stream")
+	}
+	if cfg.noUsage {
+		args = append(args, "--no-usage")
 	}
 	cmd := exec.CommandContext(ctx, cfg.bin, args...)
 	var stderr bytes.Buffer

@@ -59,9 +59,19 @@ func TestResponseObserverKeepsAccounting(t *testing.T) {
 		"model": baseModel, "stream": true, "max_tokens": 8, "ignore_eos": true,
 		"messages": []map[string]string{{"role": "user", "content": "no usage please"}},
 	})
+	earlyBefore := gw.observerEarlyCloses(t)
+	startedBefore := sumSuffix(gw.envoyCounters(t, "ext_proc"), ".ext_proc.streams_started")
 	res := post(t, gw.url+"/v1/chat/completions", body, nil)
 	if res.Status != 200 || strings.Contains(string(res.Body), `"usage"`) || !strings.Contains(string(res.Body), "[DONE]") {
 		t.Fatalf("stream without include_usage: status %d, body %.400q", res.Status, res.Body)
+	}
+	// Untagged by the picker, the request skips the observer filter altogether: one
+	// ext_proc stream, none opened only to be ended.
+	if d := sumSuffix(gw.envoyCounters(t, "ext_proc"), ".ext_proc.streams_started") - startedBefore; d != 1 {
+		t.Errorf("the stream the picker kept opened %d ext_proc streams, want 1 (the observer should be skipped)", d)
+	}
+	if d := gw.observerEarlyCloses(t) - earlyBefore; d != 0 {
+		t.Errorf("%d observer streams opened and ended for a request the picker kept", d)
 	}
 	final := gw.pickerCounts(t)
 	if d := final.outputTokens - got.outputTokens; d != 8 {
