@@ -105,11 +105,23 @@ func TestExpositionMemoRefusesStructuralChanges(t *testing.T) {
 		"a TYPE line":   strings.Replace(kept, "# TYPE vllm:num_requests_running gauge", "# TYPE vllm:num_requests_running counter", 1),
 		"a line less":   edit(func(l []string) []string { return append(l[:lastSample], l[lastSample+1:]...) }),
 		"a line more":   kept + `vllm:num_requests_running{engine="1",model_name="m"} 3` + "\n",
-		"a timestamp":   edit(func(l []string) []string { l[lastSample] = strings.TrimSuffix(l[lastSample], "\n") + " 1700000000000\n"; return l }),
-		"a hex float":   edit(func(l []string) []string { l[lastSample] = l[lastSample][:strings.LastIndex(l[lastSample], " ")+1] + "0x1p3\n"; return l }),
-		"not a number":  edit(func(l []string) []string { l[lastSample] = l[lastSample][:strings.LastIndex(l[lastSample], " ")+1] + "busy\n"; return l }),
-		"no value":      edit(func(l []string) []string { l[lastSample] = l[lastSample][:strings.LastIndex(l[lastSample], " ")+1] + "\n"; return l }),
-		"empty":         "",
+		"a timestamp": edit(func(l []string) []string {
+			l[lastSample] = strings.TrimSuffix(l[lastSample], "\n") + " 1700000000000\n"
+			return l
+		}),
+		"a hex float": edit(func(l []string) []string {
+			l[lastSample] = l[lastSample][:strings.LastIndex(l[lastSample], " ")+1] + "0x1p3\n"
+			return l
+		}),
+		"not a number": edit(func(l []string) []string {
+			l[lastSample] = l[lastSample][:strings.LastIndex(l[lastSample], " ")+1] + "busy\n"
+			return l
+		}),
+		"no value": edit(func(l []string) []string {
+			l[lastSample] = l[lastSample][:strings.LastIndex(l[lastSample], " ")+1] + "\n"
+			return l
+		}),
+		"empty": "",
 	} {
 		m := memoFrom(t, kept)
 		if _, ok := m.reuse([]byte(text)); ok {
