@@ -135,6 +135,45 @@ func BenchmarkScrapeParseVLLM(b *testing.B) {
 	}
 }
 
+// BenchmarkScrapeParseMemo is a busy server's scrape after the first (what a scrape does
+// after keepFamilies): the kept lines of two scrapes differ in their values, as a loaded
+// server's do; "parser" parses every scrape, "memo" goes through the exposition memo.
+func BenchmarkScrapeParseMemo(b *testing.B) {
+	for _, file := range []string{"vllm-sim.txt", "vllm-0.32-cpu-lora-running.txt"} {
+		kept := string(keepFamilies(nil, []byte(readTestdata(b, file)), engineVLLM.families()))
+		var alt strings.Builder
+		for _, line := range strings.SplitAfter(kept, "\n") {
+			if line == "" || strings.HasPrefix(line, "#") {
+				alt.WriteString(line)
+				continue
+			}
+			alt.WriteString(line[:strings.LastIndexAny(line, " \t")+1] + "3\n")
+		}
+		texts := [2]string{kept, alt.String()}
+		for _, mode := range []string{"parser", "memo"} {
+			b.Run(file+"/"+mode, func(b *testing.B) {
+				var bufs scrapeBuffers
+				parser := expfmt.NewTextParser(model.UTF8Validation)
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					bufs.kept.Reset()
+					bufs.kept.WriteString(texts[i%2])
+					i++
+					if mode == "parser" {
+						bufs.memo.reset()
+					}
+					fams, err := bufs.parseKept(&parser)
+					var m metricsState
+					if err != nil || !extractMetrics(engineVLLM, fams, &m) {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
 func parseExposition(eng engine, text string) (*metricsState, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(text))

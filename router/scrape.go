@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -140,6 +141,22 @@ func untilNextTick(now time.Time, interval time.Duration, slot, slots int64) tim
 // scrapeBuffers hold one endpoint's exposition and the part of it that is parsed.
 type scrapeBuffers struct {
 	body, kept bytes.Buffer
+	memo       expositionMemo // the last parse, reused while only sample values change
+}
+
+// parseKept parses the kept lines: through the memo when only sample values changed since
+// the last parse, with the Prometheus parser otherwise.
+func (b *scrapeBuffers) parseKept(parser *expfmt.TextParser) (map[string]*dto.MetricFamily, error) {
+	if fams, ok := b.memo.reuse(b.kept.Bytes()); ok {
+		return fams, nil
+	}
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(b.kept.Bytes()))
+	if err != nil {
+		b.memo.reset()
+		return nil, err
+	}
+	b.memo.build(b.kept.Bytes(), fams)
+	return fams, nil
 }
 
 // scrape fetches and parses /metrics and stores the new state.
@@ -161,7 +178,7 @@ func (r *Router) scrape(ctx context.Context, e *endpoint, t scrapeTarget, parser
 	}
 	bufs.kept.Reset()
 	bufs.kept.Write(keepFamilies(bufs.kept.AvailableBuffer(), bufs.body.Bytes(), e.engine.families()))
-	fams, err := parser.TextToMetricFamilies(&bufs.kept)
+	fams, err := bufs.parseKept(parser)
 	if err != nil {
 		return fmt.Errorf("scrape %s: parse: %w", c.addr, err)
 	}

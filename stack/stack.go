@@ -64,6 +64,8 @@ type Config struct {
 	EnvoyBinary   string
 	EnvoyOutput   io.Writer
 	EnvoyLogLevel string
+	// EnvoyConcurrency is Envoy's worker thread count (0: envoyproc's default).
+	EnvoyConcurrency int
 
 	// ReadyTimeout bounds the wait for the first request through Envoy to succeed.
 	ReadyTimeout time.Duration
@@ -389,11 +391,12 @@ func (s *Stack) startEnvoy(ctx context.Context) error {
 		return fmt.Errorf("envoy bootstrap: %w", err)
 	}
 	s.Envoy, err = envoyproc.Start(envoyproc.Config{
-		Binary:    s.cfg.EnvoyBinary,
-		Bootstrap: bootstrap,
-		AdminAddr: s.cfg.EnvoyAdminAddr,
-		LogLevel:  s.cfg.EnvoyLogLevel,
-		Output:    s.cfg.EnvoyOutput,
+		Binary:      s.cfg.EnvoyBinary,
+		Bootstrap:   bootstrap,
+		AdminAddr:   s.cfg.EnvoyAdminAddr,
+		LogLevel:    s.cfg.EnvoyLogLevel,
+		Output:      s.cfg.EnvoyOutput,
+		Concurrency: s.cfg.EnvoyConcurrency,
 	}, s.log)
 	if err != nil {
 		return err

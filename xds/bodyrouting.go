@@ -101,6 +101,9 @@ func containsMatch(list []*routev3.RouteMatch, m *routev3.RouteMatch) bool {
 // residual, sorted the virtual host's routes in Envoy's order.
 func (b *builder) bodyRoutingRoute(hostname string, first routeEntry, residual *routev3.RouteMatch, nModel int, sorted []routeEntry) (routeEntry, bool) {
 	if b.opts.DisablePicker {
+		// Only the picker reads the model from the body: without it a request reaches
+		// this route only when the client sends the header itself; any other gets 404.
+		b.ix.warnf("route %s matches on %s, which only the endpoint picker sets from the request body; with the picker off (round-robin) clients must send the header themselves", first.route.GetName(), modelroute.HeaderModelName)
 		return routeEntry{}, false
 	}
 	// The picker is the first one a route reachable from here names; routes of another

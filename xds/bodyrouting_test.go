@@ -192,6 +192,14 @@ func TestBodyRoutingOffWithoutPicker(t *testing.T) {
 			t.Errorf("route %s with the picker disabled", n)
 		}
 	}
+	// A client without the model header gets 404 from these routes: the translation says so.
+	warned := false
+	for _, w := range res.Warnings {
+		warned = warned || strings.Contains(w, "only the endpoint picker sets from the request body")
+	}
+	if !warned {
+		t.Errorf("no warning that model-header routes need the header with the picker off: %q", res.Warnings)
+	}
 }
 
 func earlyRemovals(t *testing.T, hcm *hcmv3.HttpConnectionManager) []string {

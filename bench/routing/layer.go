@@ -26,6 +26,9 @@ import (
 var peerPolicies = []string{"sglang-router", "vllm-router"}
 
 func isPeer(policy string) bool {
+	if policy == envoyBare {
+		return true
+	}
 	for _, p := range peerPolicies {
 		if p == policy {
 			return true
@@ -68,6 +71,12 @@ func startLayer(ctx context.Context, s layerSpec) (*layerProcess, error) {
 	var args []string
 	var bin, metricsAddr string
 	switch s.policy {
+	case envoyBare:
+		bin = s.envoy
+		var err error
+		if args, err = envoyBareArgs(s); err != nil {
+			return nil, err
+		}
 	case "sglang-router", "vllm-router":
 		bin = s.peersVenv + "/bin/" + s.policy
 		prom, err := freePort("127.0.0.1")

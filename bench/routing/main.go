@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&logLevel, "log-level", "error", "log level of the stack: debug, info, warn, error")
 	var peers bool
 	var infergwBin string
-	fs.BoolVar(&peers, "peers", false, "also run the peer routers (sglang-router and vllm-router, cache-aware policy; installed from PyPI into ~/.cache/infergw once) on the same fleet and load")
+	fs.BoolVar(&peers, "peers", false, "also run the peer routers (sglang-router and vllm-router, cache-aware policy; installed from PyPI into ~/.cache/infergw once) and envoy-bare (Envoy alone, static round-robin: the data plane's floor) on the same fleet and load")
 	fs.StringVar(&infergwBin, "infergw", filepath.Join("bin", "infergw"), "the infergw binary that runs the routing layer (`make bench-routing` builds it)")
 	fs.BoolVar(&o.KVPressure, "kv-pressure", false, "add the kv-pressure workload to the default set (it runs when named with --workloads too)")
 	fs.StringVar(&o.Tokenizer, "tokenizer", "", "directory of a model's tokenizer.json for every sim (needed by --policies precise, which also gives it to the picker), e.g. kvprompt/testdata/tiny")
@@ -92,9 +92,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if peers && pols == "" {
 		p.Policies = append(p.Policies, peerPolicies...)
+		p.Policies = append(p.Policies, envoyBare)
 	}
 	var peersVenv string
-	if slices.ContainsFunc(p.Policies, isPeer) {
+	if slices.ContainsFunc(p.Policies, func(n string) bool { return isPeer(n) && n != envoyBare }) {
 		if peersVenv, err = ensurePeers(ctx, stderr); err != nil {
 			return err
 		}
@@ -201,7 +202,7 @@ func selectPolicies(list string) ([]string, error) {
 	for _, name := range strings.Split(list, ",") {
 		name = strings.TrimSpace(name)
 		if _, err := parsePolicy(name); err != nil && !isPeer(name) {
-			return nil, fmt.Errorf("--policies: %w (want one of %s, optionally -xN and -restart)", err, strings.Join(slices.Concat(policies, extraPolicies, peerPolicies), ", "))
+			return nil, fmt.Errorf("--policies: %w (want one of %s, optionally -xN and -restart)", err, strings.Join(slices.Concat(policies, extraPolicies, peerPolicies, []string{envoyBare}), ", "))
 		}
 		out = append(out, name)
 	}

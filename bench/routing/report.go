@@ -26,7 +26,10 @@ const fairness = "The policies differ only in routing: every cell starts fresh s
 	"offered open-loop (Poisson) rate. infergw's policies run `infergw up --no-sims` (control plane and " +
 	"picker in one process, Envoy as its child) with the same generated manifests; round-robin turns the " +
 	"picker off so Envoy's own round-robin load balancer chooses. The peers (with --peers) run their own " +
-	"router process with its cache-aware policy in front of the same sims."
+	"router process with its cache-aware policy in front of the same sims. envoy-bare is a reference, not " +
+	"a product configuration: Envoy alone from a static bootstrap (one listener, the router filter, a " +
+	"round-robin cluster of the sims, two workers; no picker, no ext_proc, no infergw process), what " +
+	"relaying the workload costs the data plane before anything infergw adds."
 
 func (r *report) find(workload, policy string) *runResult {
 	for _, res := range r.Results {

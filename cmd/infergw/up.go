@@ -64,6 +64,7 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.BoolVar(&f.noObserver, "no-response-observer", false, "leave every response body to the picker's own filter (one round trip per chunk) instead of the response observer")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "address serving Go profiles at /debug/pprof/ (off when empty; never expose it)")
 	fl.StringVar(&f.cfg.EnvoyBinary, "envoy", "", "Envoy binary (default: $ENVOY_BIN, envoy on PATH, .venv/bin/envoy)")
+	fl.IntVar(&f.cfg.EnvoyConcurrency, "envoy-concurrency", 0, "Envoy's worker threads (default 2)")
 	fl.BoolVar(&f.envoyLog, "envoy-log", false, "show Envoy's own log on stderr")
 	fl.BoolVar(&f.noSims, "no-sims", false, "do not start simulated model servers: the Pod manifests point at real ones")
 	fl.StringVar(&f.cfg.Sim.Model, "model", f.cfg.Sim.Model, "base model the sims serve, and the model of the readiness request (set it to a model your backends serve with --no-sims)")
