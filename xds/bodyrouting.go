@@ -100,12 +100,11 @@ func containsMatch(list []*routev3.RouteMatch, m *routev3.RouteMatch) bool {
 // match without its model conditions): first is the highest-ranked model route with that
 // residual, sorted the virtual host's routes in Envoy's order.
 func (b *builder) bodyRoutingRoute(hostname string, first routeEntry, residual *routev3.RouteMatch, nModel int, sorted []routeEntry) (routeEntry, bool) {
-	if b.opts.DisablePicker {
-		// Only the picker reads the model from the body: without it a request reaches
-		// this route only when the client sends the header itself; any other gets 404.
-		b.ix.warnf("route %s matches on %s, which only the endpoint picker sets from the request body; with the picker off (round-robin) clients must send the header themselves", first.route.GetName(), modelroute.HeaderModelName)
-		return routeEntry{}, false
-	}
+	// With the picker off the endpoint (DisablePicker: Envoy's round robin), the picker
+	// still reads the model from the body, since nothing else can, but every route of
+	// the table passes through: it sets the model headers and Envoy's re-match and load
+	// balancer do the rest.
+	passThrough := b.opts.DisablePicker
 	// The picker is the first one a route reachable from here names; routes of another
 	// picker's pools are reached without a pick (and warned about).
 	picker := ""
@@ -129,6 +128,7 @@ func (b *builder) bodyRoutingRoute(hostname string, first routeEntry, residual *
 		_, model, base, _ := modelConds(e.route.GetMatch())
 		r := modelroute.Route{Model: model, Base: base}
 		switch {
+		case passThrough:
 		case e.picker == picker && len(e.pools) > 0:
 			r.Pools = poolsMetadata(e.pools)
 			failOpen = failOpen && e.failOpen

@@ -179,26 +179,39 @@ func TestBodyRoutingStripsClientModelHeaders(t *testing.T) {
 	}
 }
 
-// TestBodyRoutingOffWithoutPicker: with the picker disabled no route reads bodies, so no
-// body-routing route (nor /v1/models route) is made.
-func TestBodyRoutingOffWithoutPicker(t *testing.T) {
+// TestBodyRoutingPassesThroughWithoutPicker: with the picker off the endpoint choice
+// (round-robin), the picker still reads the model from the body, since nothing else can,
+// but every route of its tables passes through (no pools: no pick), and no pool route
+// runs the picker, so Envoy's own load balancer chooses.
+func TestBodyRoutingPassesThroughWithoutPicker(t *testing.T) {
 	res, err := Translate(manyModels(8000, 9002), Options{DisablePicker: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, order := routesByName(t, res)
+	byName, order := routesByName(t, res)
+	bodyRoutes := 0
 	for _, n := range order {
-		if strings.HasPrefix(n, "body-routing/") || strings.HasPrefix(n, "list-models/") {
+		r := byName[n]
+		switch {
+		case strings.HasPrefix(n, "body-routing/"):
+			bodyRoutes++
+			table := tableOf(t, r)
+			if len(table.Routes) == 0 {
+				t.Errorf("%s: an empty model route table", n)
+			}
+			for _, mr := range table.Routes {
+				if mr.Pools != "" {
+					t.Errorf("%s: model %q routes to pools %q: a pick with the picker disabled", n, mr.Model, mr.Pools)
+				}
+			}
+		case strings.HasPrefix(n, "list-models/"):
 			t.Errorf("route %s with the picker disabled", n)
+		case r.GetTypedPerFilterConfig()[ExtProcFilterName] != nil:
+			t.Errorf("route %s runs the picker with the picker disabled", n)
 		}
 	}
-	// A client without the model header gets 404 from these routes: the translation says so.
-	warned := false
-	for _, w := range res.Warnings {
-		warned = warned || strings.Contains(w, "only the endpoint picker sets from the request body")
-	}
-	if !warned {
-		t.Errorf("no warning that model-header routes need the header with the picker off: %q", res.Warnings)
+	if bodyRoutes == 0 {
+		t.Fatalf("no body-routing route with the picker disabled: clients without the model header get 404 (routes %v)", order)
 	}
 }
 
