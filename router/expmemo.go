@@ -63,12 +63,12 @@ func (m *expositionMemo) reuse(text []byte) (map[string]*dto.MetricFamily, bool)
 		if len(rest) == 0 {
 			return nil, false // fewer lines
 		}
-		line := rest
-		if j := bytes.IndexByte(rest, '\n'); j >= 0 {
-			line, rest = rest[:j], rest[j+1:]
-		} else {
-			rest = nil
+		j := bytes.IndexByte(rest, '\n')
+		if j < 0 {
+			return nil, false // the parser wants every line ended, the last one too
 		}
+		line := rest[:j]
+		rest = rest[j+1:]
 		old := m.text[ln[0]:ln[1]]
 		if next < len(m.samples) && m.samples[next].line == i {
 			p := m.samples[next].prefix
