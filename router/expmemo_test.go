@@ -122,6 +122,8 @@ func TestExpositionMemoRefusesStructuralChanges(t *testing.T) {
 			return l
 		}),
 		"empty": "",
+		// The parser refuses a last line without its newline (found by FuzzExpositionMemo).
+		"no final newline": strings.TrimSuffix(kept, "\n"),
 	} {
 		m := memoFrom(t, kept)
 		if _, ok := m.reuse([]byte(text)); ok {
