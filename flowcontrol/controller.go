@@ -173,7 +173,7 @@ func New(pool string, cfg Config, gate Gate, metrics *Metrics, log *slog.Logger)
 		cfg:    cfg,
 		gate:   gate,
 		log:    log,
-		m:      metrics.pool(pool),
+		m:      metrics.pool(pool, cfg.MaxFlows),
 		flows:  make(map[flowKey]*flow),
 		expiry: newExpiryHeap(),
 		kick:   make(chan struct{}, 1),
@@ -375,6 +375,10 @@ func (c *Controller) removeLocked(t *Ticket) {
 // dispatchLocked records t as dispatched and charges its prompt to its flow.
 func (c *Controller) dispatchLocked(t *Ticket, now time.Time) {
 	c.decideLocked(t, Dispatched, now)
+	if t.vs.wait == nil {
+		t.vs.wait = c.m.flowWait(t.key)
+	}
+	t.vs.wait.Observe(now.Sub(t.arrival).Seconds())
 	c.inflight++
 	c.pending++
 	t.vs.inflight++

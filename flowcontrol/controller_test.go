@@ -747,3 +747,48 @@ func TestLingeringStatesBounded(t *testing.T) {
 		t.Fatalf("%d states kept (%d counted lingering), bound 4", states, c.lingering)
 	}
 }
+
+// The per-flow dispatch-wait histogram counts every dispatched request under its own
+// fairness ID, and a pool makes at most MaxFlows such series: the IDs come from a client
+// header, so the IDs beyond share the overflow series.
+func TestFlowWaitSeriesPerFlowAndBounded(t *testing.T) {
+	g := newGate(1000)
+	c, reg := newController(t, Config{MaxFlows: 3, Reservation: ReservationNone}, g)
+	for i := 0; i < 10; i++ {
+		id := fmt.Sprintf("tenant-%d", i)
+		for j := 0; j < 2; j++ {
+			tk := mustEnqueue(t, c, Request{FairnessID: id, Bytes: 10}, nil)
+			if tk.Outcome() != Dispatched {
+				t.Fatalf("%s: outcome %v, want Dispatched", id, tk.Outcome())
+			}
+			serveOne(g, tk, 1)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "infergw_flow_control_flow_dispatch_wait_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "fairness_id" {
+					counts[l.GetValue()] += m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	want := map[string]uint64{"tenant-0": 2, "tenant-1": 2, "tenant-2": 2, OverflowFairnessID: 14}
+	if len(counts) != len(want) {
+		t.Fatalf("series %v, want %v", counts, want)
+	}
+	for id, n := range want {
+		if counts[id] != n {
+			t.Fatalf("series %v, want %v", counts, want)
+		}
+	}
+	checkBalanced(t, c)
+}

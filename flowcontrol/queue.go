@@ -3,6 +3,8 @@ package flowcontrol
 import (
 	"container/heap"
 	"math"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // flowKey identifies a flow: a fairness ID within a priority band.
@@ -78,6 +80,8 @@ type flowState struct {
 	// before; lastActive is the last dispatch or release (all unix ns).
 	peakCur, peakPrev       int
 	windowStart, lastActive int64
+	// wait is the flow's dispatch-wait series (resolved at its first dispatch).
+	wait prometheus.Observer
 }
 
 // idle reports whether the state has nothing queued and nothing in flight.
