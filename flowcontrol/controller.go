@@ -250,6 +250,7 @@ func (c *Controller) Enqueue(req Request, notify func(*Ticket)) (*Ticket, error)
 			}
 		}
 	}
+	othersQueued := c.queued > 0
 	if f == nil {
 		f = c.newFlowLocked(b, t.key)
 	}
@@ -264,9 +265,42 @@ func (c *Controller) Enqueue(req Request, notify func(*Ticket)) (*Ticket, error)
 	b.m.bytes.Add(float64(t.bytes))
 	c.queued++
 	c.bytes += t.bytes
+	if othersQueued && c.dispatchIfNextLocked(t, now) {
+		c.mu.Unlock()
+		close(t.done)
+		return t, nil
+	}
 	c.mu.Unlock()
 	c.wake()
 	return t, nil
+}
+
+// dispatchIfNextLocked dispatches the just queued t at once, and reports true, when the pool
+// has room and the policies pick t for it: the decision the dispatch loop would make a
+// moment later, without the hop to the loop's goroutine and back through the transport.
+// This is the case of a light or higher-priority flow arriving while a heavy one is
+// backlogged and the room reserved for it is free: its wait is then the time to decide,
+// not a goroutine wake-up on a busy machine. When the policies pick another request, the
+// round-robin positions are left as they were (the loop decides, on its own cycle).
+func (c *Controller) dispatchIfNextLocked(t *Ticket, now time.Time) bool {
+	free := c.gate.Capacity() - c.pending
+	if free <= 0 {
+		return false
+	}
+	var ring [8]int
+	saved := ring[:0]
+	for _, b := range c.bands {
+		saved = append(saved, b.next)
+	}
+	if c.nextLocked(free, free+c.inflight, now.UnixNano()) != t {
+		for i, b := range c.bands {
+			b.next = saved[i]
+		}
+		return false
+	}
+	c.removeLocked(t)
+	c.dispatchLocked(t, now)
+	return true
 }
 
 // bandFor returns the band of a priority, creating it in order. Bands are few (one per
@@ -573,12 +607,16 @@ func (c *Controller) run() {
 // while the gate has room.
 func (c *Controller) cycleLocked(now time.Time) {
 	ns := now.UnixNano()
+	var evicted []*Ticket
 	for c.expiry.Len() > 0 && c.expiry.ts[0].expireAt <= ns {
 		t := c.expiry.ts[0]
 		c.removeLocked(t)
 		c.decideLocked(t, EvictedTTL, now)
-		c.fired = append(c.fired, t)
+		evicted = append(evicted, t)
 	}
+	// The dispatched are announced before the evicted: an answer to a rejected request can
+	// wait a moment, a dispatched one is someone's time to first token.
+	defer func() { c.fired = append(c.fired, evicted...) }()
 	c.pruneLocked(ns)
 	for c.queued > 0 {
 		free := c.gate.Capacity() - c.pending
