@@ -56,16 +56,16 @@ type plan struct {
 	// Nominal is the fleet's capacity by the sim's cost model; Capacity the one measured at
 	// the start of the run (a closed loop holding every sequence slot busy), which the
 	// offered rates are fractions of: on a shared machine the sims run slower than modelled.
-	Nominal    float64       `json:"nominal_capacity_req_per_s"`
-	Capacity   float64       `json:"capacity_req_per_s"`
-	Duration   time.Duration `json:"duration"`
+	Nominal  float64       `json:"nominal_capacity_req_per_s"`
+	Capacity float64       `json:"capacity_req_per_s"`
+	Duration time.Duration `json:"duration"`
 	// NoisyDuration is the measured period of the noisy scenario's B-alone, control and
 	// flow-control-on cells (the contrast cells run Duration).
 	NoisyDuration time.Duration `json:"noisy_duration"`
-	Warmup     time.Duration `json:"warmup"`
-	Seed       uint64        `json:"seed"`
-	SLOTTFT    time.Duration `json:"slo_ttft"`
-	FlowConfig flowcontrol.Config
+	Warmup        time.Duration `json:"warmup"`
+	Seed          uint64        `json:"seed"`
+	SLOTTFT       time.Duration `json:"slo_ttft"`
+	FlowConfig    flowcontrol.Config
 }
 
 // cell is one run of the benchmark.
@@ -98,13 +98,13 @@ type tenantResult struct {
 	TTFTP99   float64 `json:"ttft_p99_ms"`
 	// TTFTN is the number of TTFT samples; TTFTP90CI the bootstrap 95 % interval of the
 	// p90 (nil below 20 samples).
-	TTFTN     int64       `json:"ttft_n"`
+	TTFTN     int64        `json:"ttft_n"`
 	TTFTP90CI *loadtest.CI `json:"ttft_p90_ci95_ms,omitempty"`
 	// GatewayWait is the tenant's flow's queue wait in the picker (flow control on).
 	GatewayWait *waitStats `json:"gateway_queue_wait,omitempty"`
-	Goodput   float64 `json:"goodput_per_s"`
-	Through   float64 `json:"completions_per_s"`
-	OutTokS   float64 `json:"output_tokens_per_s"`
+	Goodput     float64    `json:"goodput_per_s"`
+	Through     float64    `json:"completions_per_s"`
+	OutTokS     float64    `json:"output_tokens_per_s"`
 	// Errors counts the failures by class (http_429, http_503, timeout, transport, ...).
 	Errors map[string]int64 `json:"errors,omitempty"`
 	// Pods is where its TTFT went inside the pods (nil: no trace).
@@ -136,10 +136,10 @@ func main() {
 		duration = flag.Duration("duration", 30*time.Second, "measured period of each cell (30 s: ~40 requests of the 10 % tenant)")
 		noisyDur = flag.Duration("noisy-duration", 90*time.Second, "measured period of the noisy scenario's B-alone, CPU-hog control and flow-control-on cells: "+
 			"B at 10 % of capacity sends ~1.3 req/s, so 90 s gives ~120 samples and its p90 is the 12th largest, not the 3rd")
-		warmup   = flag.Duration("warmup", 2*time.Second, "warm-up of each cell")
-		seed     = flag.Uint64("seed", 1, "load tester seed (the same in every cell)")
-		only     = flag.String("only", "", "run only the scenarios listed (comma-separated: noisy,priority,late)")
-		verbose  = flag.Bool("v", false, "log the stack")
+		warmup  = flag.Duration("warmup", 2*time.Second, "warm-up of each cell")
+		seed    = flag.Uint64("seed", 1, "load tester seed (the same in every cell)")
+		only    = flag.String("only", "", "run only the scenarios listed (comma-separated: noisy,priority,late)")
+		verbose = flag.Bool("v", false, "log the stack")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
