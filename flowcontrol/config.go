@@ -35,7 +35,7 @@ const (
 const (
 	// ReservationDemand (default) keeps free, for the flows of higher bands and for the
 	// flows of the same band that hold less than their fair share, the room their recent
-	// peak in-flight count says they will need: a flow takes the last free room beyond its
+	// arrivals say they will need (the 95th percentile of what they held at arrival): a flow takes the last free room beyond its
 	// share only when nobody it would shut out was recently busy. Without it, a flow that
 	// arrives just after a backlogged one took the freed room waits for the next
 	// completion, however light or critical it is.
@@ -102,9 +102,10 @@ type Config struct {
 	SheddableHeadroom int
 	// Reservation is the policy for the pool's last free room (ReservationDemand default).
 	Reservation string
-	// DemandWindow is how long a flow's peak in-flight count is remembered as its expected
-	// demand by the demand reservation (the peak of the last one to two windows), and a flow
-	// that sent nothing for two windows is no longer counted.
+	// DemandWindow scales the demand reservation's memory: a flow's expected demand is
+	// estimated from its arrivals of the last six windows (the 95th percentile of the room
+	// it needed at them, from at least 20 arrivals; the largest before), and a flow that
+	// sent nothing for two windows is no longer counted.
 	DemandWindow time.Duration
 	// RetryAfter is the retry-after (seconds, rounded up) advertised with rejections; 0 =
 	// one second.

@@ -236,11 +236,18 @@ func (c *Controller) Enqueue(req Request, notify func(*Ticket)) (*Ticket, error)
 		close(t.done)
 		return t, nil
 	}
+	var vs *flowState
+	queuedAhead := 0 // of this flow
+	if f != nil {
+		vs, queuedAhead = f.vs, f.items.Len()
+	} else {
+		vs = c.stateFor(b, t.key.id, now.UnixNano())
+	}
+	vs.noteArrival(now.UnixNano(), vs.inflight+queuedAhead+1)
 	if c.queued == 0 {
 		if free := c.gate.Capacity() - c.pending; free > 0 {
 			// Nothing waits ahead and the pool has room (beyond what is reserved for
 			// others): no queue, no goroutine hop.
-			vs := c.stateFor(b, t.key.id, now.UnixNano())
 			if c.allowedLocked(vs, b, free, free+c.inflight, now.UnixNano()) {
 				t.vs = vs
 				c.dispatchLocked(t, now)
@@ -328,7 +335,7 @@ func (c *Controller) bandFor(priority int) *band {
 func (c *Controller) stateFor(b *band, id string, now int64) *flowState {
 	vs := b.states[id]
 	if vs == nil {
-		vs = &flowState{counter: b.minCounter(), windowStart: now, lastActive: now}
+		vs = &flowState{counter: b.minCounter(), lastActive: now}
 		b.states[id] = vs
 	} else if !vs.queued {
 		vs.counter = max(vs.counter, b.minCounter())
@@ -417,9 +424,7 @@ func (c *Controller) dispatchLocked(t *Ticket, now time.Time) {
 	c.pending++
 	t.vs.inflight++
 	t.vs.counter += float64(t.prompt)
-	ns := now.UnixNano()
-	t.vs.lastActive = ns
-	t.vs.notePeak(ns, int64(c.cfg.DemandWindow))
+	t.vs.lastActive = now.UnixNano()
 }
 
 // decideLocked sets the final outcome of t and counts it.
@@ -684,20 +689,23 @@ func (c *Controller) allowedLocked(vs *flowState, b *band, free, slots int, now 
 
 // reserveLocked is the room a request of flow vs (band b) must leave free in a pool of
 // slots, the demand reservation:
-//   - for every recent flow of a higher band, its demand (recent peak in flight, at least 1)
+//   - for every recent flow of a higher band, its demand (at least 1)
 //     minus what it holds: strict priority that does not wait for the next completion;
 //   - when vs holds at least its fair share of the pool (slots / the band's recent flows),
-//     for every other recent flow of the band below its share, its demand + 1 up to its
-//     share minus what it holds: a heavy flow borrows only the room the light ones are
-//     not expected to need. The + 1 is room for one request more than a light flow
-//     recently needed at once: its peak is small and noisy (2 or 3 for a tenant at 10 %
-//     of the pool), where a higher band's own peak already covers its noise.
+//     for every other recent flow of the band below its share, its demand up to its share
+//     minus what it holds: a heavy flow borrows only the room the light ones are not
+//     expected to need. A flow's demand is the 95th percentile of the room it needed at
+//     its arrivals of the last demandHorizon windows (flowState.demand); from fewer than
+//     minQuantileSamples arrivals it is the largest, + 1 in the same band: a light flow's
+//     few samples are small and noisy (2 or 3 for a tenant at 10 % of the pool), where a
+//     higher band's busier flows give more.
 //
 // The total is capped at half the pool (rounded down), so that many lightly active flows
-// (or a higher band's past peak) cannot hold a busy flow to a trickle, and a pool of one
+// (or a higher band's past demand) cannot hold a busy flow to a trickle, and a pool of one
 // slot reserves nothing.
 func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64) float64 {
 	w := int64(c.cfg.DemandWindow)
+	horizon := demandHorizon * w
 	r := 0.0
 	for _, hb := range c.bands {
 		if hb.priority <= b.priority {
@@ -705,7 +713,8 @@ func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64)
 		}
 		for _, g := range hb.states {
 			if g.recent(now, w) {
-				r += float64(max(0, max(g.demand(now, w), 1)-g.inflight))
+				d, _ := g.demand(now, horizon)
+				r += float64(max(0, max(d, 1)-g.inflight))
 			}
 		}
 	}
@@ -720,11 +729,20 @@ func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64)
 			if g == vs || float64(g.inflight) >= share || !g.recent(now, w) {
 				continue
 			}
-			r += max(0, min(float64(g.demand(now, w)+1), share)-float64(g.inflight))
+			d, confident := g.demand(now, horizon)
+			if !confident {
+				d++
+			}
+			r += max(0, min(float64(d), share)-float64(g.inflight))
 		}
 	}
 	return min(r, float64(slots/2))
 }
+
+// demandHorizon is how many demand windows of a flow's arrivals its demand is estimated
+// from: enough arrivals of a light tenant for a percentile (30 s: ~40 at 1.3 req/s). A flow
+// idle for two windows reserves nothing however long its history.
+const demandHorizon = 6
 
 // nextWakeLocked is how long the loop may sleep: until the next expiry, and no longer than
 // the poll interval while requests wait.

@@ -901,3 +901,81 @@ func TestCycleAnnouncesDispatchedBeforeEvicted(t *testing.T) {
 	}
 	checkBalanced(t, c)
 }
+
+// A flow's demand is the 95th percentile of the room it needed at its arrivals once it has
+// enough of them, the largest before (and the caller adds a margin), never less than what
+// it holds, and only from the arrivals within the horizon.
+func TestFlowStateDemand(t *testing.T) {
+	var s flowState
+	if d, ok := s.demand(0, 100); d != 0 || ok {
+		t.Fatalf("no arrivals: %d %v", d, ok)
+	}
+	for i, need := range []int{1, 3, 2, 1, 2} {
+		s.noteArrival(int64(i), need)
+	}
+	if d, ok := s.demand(10, 100); d != 3 || ok {
+		t.Fatalf("5 arrivals: demand %d (confident %v), want the largest, 3, not confident", d, ok)
+	}
+	s = flowState{}
+	for i := 0; i < 64; i++ {
+		need := 2
+		if i%20 == 7 { // 3 outliers of 64 (5 %): above the 95th percentile
+			need = 8
+		}
+		s.noteArrival(int64(i), need)
+	}
+	if d, ok := s.demand(64, 1000); d != 2 || !ok {
+		t.Fatalf("64 arrivals, 3 of them needing 8: demand %d (confident %v), want 2", d, ok)
+	}
+	s.inflight = 5
+	if d, _ := s.demand(64, 1000); d != 5 {
+		t.Fatalf("holding 5: demand %d, want 5", d)
+	}
+	s.inflight = 0
+	// Past the horizon, only the last 10 arrivals count: too few for a percentile.
+	if d, ok := s.demand(64, 10); ok || d != 2 {
+		t.Fatalf("last 10 arrivals: demand %d (confident %v), want 2, not confident", d, ok)
+	}
+	// The ring keeps the last 64: 64 more arrivals needing 1 push the old ones out.
+	for i := 64; i < 128; i++ {
+		s.noteArrival(int64(i), 1)
+	}
+	if d, _ := s.demand(128, 1000); d != 1 {
+		t.Fatalf("after 64 arrivals needing 1: demand %d, want 1", d)
+	}
+}
+
+// With a history of arrivals, the reservation covers the light flow's 95th percentile of
+// need, not its one-off peak + 1: a light tenant that once had 4 requests in flight but
+// needs 1 or 2 at nearly every arrival leaves the heavy one 6 of 8 slots (its peak + 1
+// would have kept 4 free), and its next request still finds room at once.
+func TestDemandReservationFromArrivalPercentile(t *testing.T) {
+	g := newGate(8)
+	c, _ := newController(t, Config{PollInterval: time.Hour}, g)
+	rec := newRecorder()
+	var burst []*Ticket
+	for i := 0; i < 4; i++ { // the one-off peak: 4 in flight at once
+		burst = append(burst, enqueueBound(t, c, g, rec, Request{FairnessID: "B"}, "B"))
+	}
+	for _, tk := range burst {
+		g.used.Add(-1)
+		tk.Release(0)
+	}
+	for i := 0; i < 37; i++ { // then one at a time (need 1 at each arrival)
+		tk := enqueueBound(t, c, g, rec, Request{FairnessID: "B"}, "B")
+		g.used.Add(-1)
+		tk.Release(0)
+	}
+	// 41 arrivals: 38 needing 1, then 2, 3, 4. The 95th percentile (the 39th) is 2.
+	for i := 0; i < 20; i++ {
+		enqueueBound(t, c, g, rec, Request{FairnessID: "A"}, "A")
+	}
+	n := c.Counts()
+	if got := n.Outcomes[Dispatched] - 41; got != 6 {
+		t.Fatalf("A got %d slots of 8, want 6 (2 kept for B)", got)
+	}
+	if tk := enqueueBound(t, c, g, rec, Request{FairnessID: "B"}, "B"); tk.Outcome() != Dispatched {
+		t.Fatalf("B's outcome %v, want Dispatched into its reserved room", tk.Outcome())
+	}
+	checkBalanced(t, c)
+}
