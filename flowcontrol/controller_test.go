@@ -936,6 +936,14 @@ func TestFlowStateDemand(t *testing.T) {
 	if d, ok := s.demand(64, 10); ok || d != 2 {
 		t.Fatalf("last 10 arrivals: demand %d (confident %v), want 2, not confident", d, ok)
 	}
+	// Later, with the same horizon: the arrivals at 55..63 remain (the cached estimate must
+	// not outlive the ones that left).
+	if d, ok := s.demand(1054, 1000); ok || d != 2 {
+		t.Fatalf("9 arrivals left in the horizon: demand %d (confident %v), want 2, not confident", d, ok)
+	}
+	if d, ok := s.demand(2000, 1000); ok || d != 0 {
+		t.Fatalf("none left in the horizon: demand %d (confident %v), want 0", d, ok)
+	}
 	// The ring keeps the last 64: 64 more arrivals needing 1 push the old ones out.
 	for i := 64; i < 128; i++ {
 		s.noteArrival(int64(i), 1)

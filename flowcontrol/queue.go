@@ -85,6 +85,14 @@ type flowState struct {
 	needs    [needSamples]needSample
 	needLen  int
 	needNext int
+	// The last demand estimate (without the in-flight floor), valid while no arrival was
+	// added and no counted one left the horizon (until demandUntil, unix ns): the
+	// reservation asks for it at every dispatch decision, arrivals come far less often.
+	demandCached bool
+	demandD      int
+	demandSure   bool
+	demandUntil  int64
+	demandFor    int64 // the horizon it was computed for
 	// wait is the flow's dispatch-wait series (resolved at its first dispatch).
 	wait prometheus.Observer
 }
@@ -120,6 +128,7 @@ func (s *flowState) noteArrival(now int64, need int) {
 	s.needNext = (s.needNext + 1) % needSamples
 	s.needLen = min(s.needLen+1, needSamples)
 	s.lastActive = now
+	s.demandCached = false
 }
 
 // demand is the flow's expected need of room, from its arrivals of the last horizon (ns):
@@ -127,24 +136,34 @@ func (s *flowState) noteArrival(now int64, need int) {
 // with fewer, the largest (not confident: the caller may add a margin). Never less than
 // what it holds now.
 func (s *flowState) demand(now, horizon int64) (d int, confident bool) {
+	if !s.demandCached || now >= s.demandUntil || horizon != s.demandFor {
+		s.estimateDemand(now, horizon)
+	}
+	return max(s.inflight, s.demandD), s.demandSure
+}
+
+// estimateDemand computes and caches the demand from the arrivals within the horizon.
+func (s *flowState) estimateDemand(now, horizon int64) {
 	var buf [needSamples]int32
 	k := 0
+	until := int64(math.MaxInt64)
 	for i := 0; i < s.needLen; i++ {
-		if now-s.needs[i].at < horizon {
+		if at := s.needs[i].at; now-at < horizon {
 			buf[k] = s.needs[i].need
 			k++
+			until = min(until, at+horizon)
 		}
 	}
-	if k == 0 {
-		return s.inflight, false
+	s.demandCached, s.demandUntil, s.demandFor = true, until, horizon
+	switch v := buf[:k]; {
+	case k == 0:
+		s.demandD, s.demandSure = 0, false
+	case k < minQuantileSamples:
+		s.demandD, s.demandSure = int(slices.Max(v)), false
+	default:
+		slices.Sort(v)
+		s.demandD, s.demandSure = int(v[int(math.Ceil(demandQuantile*float64(k)))-1]), true
 	}
-	v := buf[:k]
-	slices.Sort(v)
-	if k < minQuantileSamples {
-		return max(s.inflight, int(v[k-1])), false
-	}
-	r := int(math.Ceil(demandQuantile * float64(k)))
-	return max(s.inflight, int(v[r-1])), true
 }
 
 // recent reports whether the flow counts for fair shares: busy, or active within two
