@@ -99,7 +99,7 @@ type flowState struct {
 
 type needSample struct {
 	at   int64
-	need int32
+	need int
 }
 
 // needSamples is the arrivals a flow's demand is estimated from: enough for a 95th
@@ -124,7 +124,7 @@ func (s *flowState) idle() bool { return !s.queued && s.inflight == 0 }
 
 // noteArrival records the room the flow needs as one of its requests arrives.
 func (s *flowState) noteArrival(now int64, need int) {
-	s.needs[s.needNext] = needSample{at: now, need: int32(min(need, math.MaxInt32))}
+	s.needs[s.needNext] = needSample{at: now, need: need}
 	s.needNext = (s.needNext + 1) % needSamples
 	s.needLen = min(s.needLen+1, needSamples)
 	s.lastActive = now
@@ -144,7 +144,7 @@ func (s *flowState) demand(now, horizon int64) (d int, confident bool) {
 
 // estimateDemand computes and caches the demand from the arrivals within the horizon.
 func (s *flowState) estimateDemand(now, horizon int64) {
-	var buf [needSamples]int32
+	var buf [needSamples]int
 	k := 0
 	until := int64(math.MaxInt64)
 	for i := 0; i < s.needLen; i++ {
@@ -159,10 +159,10 @@ func (s *flowState) estimateDemand(now, horizon int64) {
 	case k == 0:
 		s.demandD, s.demandSure = 0, false
 	case k < minQuantileSamples:
-		s.demandD, s.demandSure = int(slices.Max(v)), false
+		s.demandD, s.demandSure = slices.Max(v), false
 	default:
 		slices.Sort(v)
-		s.demandD, s.demandSure = int(v[int(math.Ceil(demandQuantile*float64(k)))-1]), true
+		s.demandD, s.demandSure = v[int(math.Ceil(demandQuantile*float64(k)))-1], true
 	}
 }
 
