@@ -83,6 +83,10 @@ type Counts struct {
 	Queued      int                // now
 	InFlight    int                // dispatched, not released
 	QueuedBytes int64              // bytes queued now
+	// HeldPlaceSeconds is the integral over time of the room the reservation kept free
+	// while requests waited (places × seconds): divided by a period, the mean number of
+	// places the reservation held idle, what a flood pays for it.
+	HeldPlaceSeconds float64
 }
 
 // Rejected is the total of the rejection and eviction outcomes other than cancellation.
@@ -118,6 +122,10 @@ type Controller struct {
 	// nextPrune is when they are next swept (unix ns).
 	lingering int
 	nextPrune int64
+	// held is the room the last dispatch decision left free for the reservation while
+	// requests waited, since heldSince (unix ns); counts.HeldPlaceSeconds integrates it.
+	held      int
+	heldSince int64
 
 	kick chan struct{} // cap 1: something changed, run a dispatch cycle
 	stop chan struct{}
@@ -307,6 +315,9 @@ func (c *Controller) dispatchIfNextLocked(t *Ticket, now time.Time) bool {
 	}
 	c.removeLocked(t)
 	c.dispatchLocked(t, now)
+	if c.held > 0 { // t took one of the places held for it
+		c.setHeldLocked(c.held-1, now.UnixNano())
+	}
 	return true
 }
 
@@ -525,6 +536,9 @@ func (c *Controller) Counts() Counts {
 	out.Queued = c.queued
 	out.QueuedBytes = c.bytes
 	out.InFlight = c.inflight
+	if c.held > 0 {
+		out.HeldPlaceSeconds += float64(c.held) * float64(time.Now().UnixNano()-c.heldSince) / 1e9
+	}
 	return out
 }
 
@@ -623,6 +637,8 @@ func (c *Controller) cycleLocked(now time.Time) {
 	// wait a moment, a dispatched one is someone's time to first token.
 	defer func() { c.fired = append(c.fired, evicted...) }()
 	c.pruneLocked(ns)
+	held := 0
+	defer func() { c.setHeldLocked(held, ns) }()
 	for c.queued > 0 {
 		free := c.gate.Capacity() - c.pending
 		c.m.saturated.Set(boolFloat(free <= 0))
@@ -632,6 +648,7 @@ func (c *Controller) cycleLocked(now time.Time) {
 		for ; free > 0 && c.queued > 0; free-- {
 			t := c.nextLocked(free, free+c.inflight, ns)
 			if t == nil {
+				held = free
 				return // what is queued may not take the room that is reserved for others
 			}
 			c.removeLocked(t)
@@ -639,6 +656,16 @@ func (c *Controller) cycleLocked(now time.Time) {
 			c.fired = append(c.fired, t)
 		}
 	}
+}
+
+// setHeldLocked integrates the held room up to now and sets its new value.
+func (c *Controller) setHeldLocked(held int, now int64) {
+	if c.held > 0 && now > c.heldSince {
+		d := float64(c.held) * float64(now-c.heldSince) / 1e9
+		c.counts.HeldPlaceSeconds += d
+		c.m.held.Add(d)
+	}
+	c.held, c.heldSince = held, now
 }
 
 // headroomFor is the room a request of this priority must leave free.

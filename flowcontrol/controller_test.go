@@ -987,3 +987,40 @@ func TestDemandReservationFromArrivalPercentile(t *testing.T) {
 	}
 	checkBalanced(t, c)
 }
+
+// The room the reservation holds idle is integrated over time: a flood held back from 3 of
+// 8 places accrues at most 3 place-seconds per second, and nothing without the reservation.
+func TestHeldPlaceSeconds(t *testing.T) {
+	run := func(cfg Config) (held, elapsed float64) {
+		g := newGate(8)
+		c, reg := newController(t, cfg, g)
+		rec := newRecorder()
+		start := time.Now()
+		b1 := enqueueBound(t, c, g, rec, Request{FairnessID: "B"}, "B")
+		b2 := enqueueBound(t, c, g, rec, Request{FairnessID: "B"}, "B")
+		for _, tk := range []*Ticket{b1, b2} {
+			g.used.Add(-1)
+			tk.Release(0)
+		}
+		for i := 0; i < 20; i++ {
+			enqueueBound(t, c, g, rec, Request{FairnessID: "A"}, "A")
+		}
+		settle(t, c, 2+5)
+		c.Wake() // one more cycle: the held room is integrated at every cycle
+		time.Sleep(10 * time.Millisecond)
+		n := c.Counts()
+		elapsed = time.Since(start).Seconds()
+		if v := testutil.ToFloat64(c.m.held); v > n.HeldPlaceSeconds+1e-9 {
+			t.Errorf("metric %v exceeds the count %v", v, n.HeldPlaceSeconds)
+		}
+		_ = reg
+		return n.HeldPlaceSeconds, elapsed
+	}
+	held, elapsed := run(Config{})
+	if held <= 0 || held > 3*elapsed {
+		t.Fatalf("reservation demand: held %.4f place-seconds in %.3f s, want > 0 and at most 3 places × the time", held, elapsed)
+	}
+	if held, _ := run(Config{Reservation: ReservationNone}); held != 0 {
+		t.Fatalf("reservation none: held %v place-seconds, want 0", held)
+	}
+}

@@ -19,6 +19,7 @@ type Metrics struct {
 	flowWait  *prometheus.HistogramVec
 	saturated *prometheus.GaugeVec
 	endpoints *prometheus.GaugeVec
+	held      *prometheus.CounterVec
 }
 
 // NewMetrics registers the flow-control metrics with reg (nil = a private registry).
@@ -61,11 +62,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{pool, prio, "fairness_id"}),
 		saturated: gauge("infergw_flow_control_pool_saturated",
 			"1 when the last dispatch cycle with requests waiting found no room in the pool.", pool),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergw_flow_control_reserved_idle_place_seconds_total",
+			Help: "Places the demand reservation kept free while requests waited, integrated over time (places × seconds): its rate is the mean number of places held idle, the throughput a flood gives up for the flows the room is kept for.",
+		}, []string{pool}),
 		endpoints: gauge("infergw_flow_control_endpoints",
 			"Endpoints of the pool by the saturation detector's verdict at its last evaluation: free, or the first limit reached (stale, kv_cache, queue_depth, running, in_flight, batch_full).",
 			pool, "state"),
 	}
-	for _, c := range []prometheus.Collector{m.enqueued, m.outcomes, m.queueDur, m.size, m.bytes, m.flowSize, m.flowWait, m.saturated, m.endpoints} {
+	for _, c := range []prometheus.Collector{m.enqueued, m.outcomes, m.queueDur, m.size, m.bytes, m.flowSize, m.flowWait, m.saturated, m.endpoints, m.held} {
 		if err := reg.Register(c); err != nil {
 			panic("flowcontrol metrics: " + err.Error())
 		}
@@ -83,13 +88,14 @@ type poolMetrics struct {
 	m         *Metrics
 	pool      string
 	saturated prometheus.Gauge
+	held      prometheus.Counter
 	// waits holds the per-flow wait series made so far, at most maxWaitSeries of them.
 	waits         map[flowKey]prometheus.Observer
 	maxWaitSeries int
 }
 
 func (m *Metrics) pool(name string, maxFlows int) *poolMetrics {
-	return &poolMetrics{m: m, pool: name, saturated: m.saturated.WithLabelValues(name),
+	return &poolMetrics{m: m, pool: name, saturated: m.saturated.WithLabelValues(name), held: m.held.WithLabelValues(name),
 		waits: make(map[flowKey]prometheus.Observer), maxWaitSeries: maxFlows}
 }
 
@@ -162,7 +168,7 @@ func (m *Metrics) setEndpointStates(pool string, counts *[numEndpointStates]int)
 func (m *Metrics) DeletePool(pool string) {
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{m.enqueued, m.outcomes, m.queueDur, m.size, m.bytes, m.flowSize, m.flowWait, m.saturated, m.endpoints} {
+	}{m.enqueued, m.outcomes, m.queueDur, m.size, m.bytes, m.flowSize, m.flowWait, m.saturated, m.endpoints, m.held} {
 		v.DeletePartialMatch(prometheus.Labels{"inference_pool": pool})
 	}
 }

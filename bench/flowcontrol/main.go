@@ -125,6 +125,9 @@ type gatewayCounts struct {
 	Cancelled   int64              `json:"cancelled"`
 	Queued      int                `json:"queued_at_end"`
 	Balanced    bool               `json:"balanced"`
+	// HeldPlaces is the mean number of places the demand reservation kept free while
+	// requests waited, over the load's wall time (Counts.HeldPlaceSeconds).
+	HeldPlaces float64 `json:"reserved_idle_places_mean"`
 }
 
 func main() {
@@ -459,7 +462,7 @@ func (b *bench) tenantsCell(ctx context.Context, scenario, name string, fc *flow
 		c.Tenants = append(c.Tenants, tr)
 	}
 	c.Sum = total(c.Tenants)
-	c.Gateway = gatewayOf(st, before, flow)
+	c.Gateway = gatewayOf(st, before, flow, c.CPU.WallS)
 	c.PickUs = meanPickUs(mfs)
 	if c.Gateway != nil {
 		c.Gateway.QueueWaitMs = queueWaitsByPriority(mfs)
@@ -512,7 +515,7 @@ func (b *bench) burstCell(ctx context.Context, name string, fc *flowcontrol.Conf
 		Tenants: []tenantResult{tenantOf("bursty", c, s, rej, other, s.Interrupted+s.Schedule.Dropped)}}
 	cl.Tenants[0].Pods = summarizeTraces(b.podTraces(ctx)[""])
 	cl.Sum = total(cl.Tenants)
-	cl.Gateway = gatewayOf(st, before, flow)
+	cl.Gateway = gatewayOf(st, before, flow, use.WallS)
 	if cl.Gateway != nil {
 		cl.Gateway.QueueWaitMs = queueWaitsByPriority(mfs)
 		cl.Tenants[0].GatewayWait = flowWait(mfs, 0, "")
@@ -553,7 +556,7 @@ func total(ts []tenantResult) tenantResult {
 	return sum
 }
 
-func gatewayOf(st *stack.Stack, before flowcontrol.Counts, flow bool) *gatewayCounts {
+func gatewayOf(st *stack.Stack, before flowcontrol.Counts, flow bool, wallS float64) *gatewayCounts {
 	if !flow {
 		return nil
 	}
@@ -569,6 +572,9 @@ func gatewayOf(st *stack.Stack, before flowcontrol.Counts, flow bool) *gatewayCo
 		Queued:     after.Queued,
 	}
 	g.Balanced = g.Enqueued == g.Dispatched+g.Rejected+g.Cancelled+int64(g.Queued)
+	if wallS > 0 {
+		g.HeldPlaces = (after.HeldPlaceSeconds - before.HeldPlaceSeconds) / wallS
+	}
 	return g
 }
 

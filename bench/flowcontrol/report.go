@@ -111,15 +111,15 @@ func (r report) markdown() string {
 				t.TTFTP90, t.GatewayWait, podQ, podP, c.PickUs, c.CPU.SelfCores, c.CPU.EnvoyCores, c.CPU.LoadavgEnd)
 		}
 	}
-	b.WriteString("\n## The gateway's flow-control accounting (cells with flow control on)\n\n| scenario | cell | enqueued | dispatched | rejected | cancelled | queued at end | adds up | mean queue wait of dispatched requests, by priority |\n|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n## The gateway's flow-control accounting (cells with flow control on)\n\n| scenario | cell | enqueued | dispatched | rejected | cancelled | queued at end | adds up | mean queue wait of dispatched requests, by priority | places held idle by the reservation (mean) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Cells {
 		if g := c.Gateway; g != nil {
 			waits := make([]string, 0, len(g.QueueWaitMs))
 			for _, p := range sortedKeys(g.QueueWaitMs) {
 				waits = append(waits, fmt.Sprintf("%s: %.0f ms", p, g.QueueWaitMs[p]))
 			}
-			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %s | %s |\n", c.Scenario, c.Name, g.Enqueued, g.Dispatched,
-				g.Rejected, g.Cancelled, g.Queued, yes(g.Balanced), strings.Join(waits, ", "))
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %s | %s | %.2f |\n", c.Scenario, c.Name, g.Enqueued, g.Dispatched,
+				g.Rejected, g.Cancelled, g.Queued, yes(g.Balanced), strings.Join(waits, ", "), g.HeldPlaces)
 		}
 	}
 	return b.String()

@@ -20,7 +20,7 @@ func TestReportMarkdown(t *testing.T) {
 	bad := tenantResult{Name: "A", Rate: 3, Offered: 10, Served: 7, Rejected: 2, TTFTN: 7, TTFTP90: 420}
 	c := cell{Scenario: "noisy", Name: "A+B, on", Flow: true, Tenants: []tenantResult{bad, good}, Measured: 90 * time.Second,
 		CPU: cpuUse{SelfCores: 0.5, EnvoyCores: 0.25, LoadavgEnd: "1.00 2.00 3.00"}, PickUs: 42,
-		Gateway: &gatewayCounts{Enqueued: 20, Dispatched: 14, Rejected: 4, Cancelled: 2, Balanced: true, QueueWaitMs: map[string]float64{"0": 12}}}
+		Gateway: &gatewayCounts{Enqueued: 20, Dispatched: 14, Rejected: 4, Cancelled: 2, Balanced: true, QueueWaitMs: map[string]float64{"0": 12}, HeldPlaces: 2.5}}
 	c.Sum = total(c.Tenants)
 	md := report{Plan: p, Cells: []cell{c}}.markdown()
 	for _, want := range []string{
@@ -29,7 +29,7 @@ func TestReportMarkdown(t *testing.T) {
 		"| A+B, on | total | 4.0 | 20 | 14 | 4 | 0 | 1 | **no** | – | – | – | – |",
 		"| noisy | A+B, on | 90 | B | 42 | 1.2 / ≤ 2.5 | – | – | 42 | 0.50 | 0.25 | 1.00 2.00 3.00 |",
 		"| noisy | A+B, on | 90 | A | 420 | – |",
-		"| noisy | A+B, on | 20 | 14 | 4 | 2 | 0 | yes | 0: 12 ms |",
+		"| noisy | A+B, on | 20 | 14 | 4 | 2 | 0 | yes | 0: 12 ms | 2.50 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
