@@ -721,7 +721,7 @@ func (c *Controller) allowedLocked(vs *flowState, b *band, free, slots int, now 
 //   - when vs holds at least its fair share of the pool (slots / the band's recent flows),
 //     for every other recent flow of the band below its share, its demand up to its share
 //     minus what it holds: a heavy flow borrows only the room the light ones are not
-//     expected to need. A flow's demand is the 95th percentile of the room it needed at
+//     expected to need. A flow's demand is the DemandQuantile of the room it needed at
 //     its arrivals of the last demandHorizon windows (flowState.demand); from fewer than
 //     minQuantileSamples arrivals it is the largest, + 1 in the same band: a light flow's
 //     few samples are small and noisy (2 or 3 for a tenant at 10 % of the pool), where a
@@ -740,7 +740,7 @@ func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64)
 		}
 		for _, g := range hb.states {
 			if g.recent(now, w) {
-				d, _ := g.demand(now, horizon)
+				d, _ := g.demand(now, horizon, c.cfg.DemandQuantile)
 				r += float64(max(0, max(d, 1)-g.inflight))
 			}
 		}
@@ -756,7 +756,7 @@ func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64)
 			if g == vs || float64(g.inflight) >= share || !g.recent(now, w) {
 				continue
 			}
-			d, confident := g.demand(now, horizon)
+			d, confident := g.demand(now, horizon, c.cfg.DemandQuantile)
 			if !confident {
 				d++
 			}

@@ -907,13 +907,13 @@ func TestCycleAnnouncesDispatchedBeforeEvicted(t *testing.T) {
 // it holds, and only from the arrivals within the horizon.
 func TestFlowStateDemand(t *testing.T) {
 	var s flowState
-	if d, ok := s.demand(0, 100); d != 0 || ok {
+	if d, ok := s.demand(0, 100, 0.95); d != 0 || ok {
 		t.Fatalf("no arrivals: %d %v", d, ok)
 	}
 	for i, need := range []int{1, 3, 2, 1, 2} {
 		s.noteArrival(int64(i), need)
 	}
-	if d, ok := s.demand(10, 100); d != 3 || ok {
+	if d, ok := s.demand(10, 100, 0.95); d != 3 || ok {
 		t.Fatalf("5 arrivals: demand %d (confident %v), want the largest, 3, not confident", d, ok)
 	}
 	s = flowState{}
@@ -924,31 +924,47 @@ func TestFlowStateDemand(t *testing.T) {
 		}
 		s.noteArrival(int64(i), need)
 	}
-	if d, ok := s.demand(64, 1000); d != 2 || !ok {
+	if d, ok := s.demand(64, 1000, 0.95); d != 2 || !ok {
 		t.Fatalf("64 arrivals, 3 of them needing 8: demand %d (confident %v), want 2", d, ok)
 	}
 	s.inflight = 5
-	if d, _ := s.demand(64, 1000); d != 5 {
+	if d, _ := s.demand(64, 1000, 0.95); d != 5 {
 		t.Fatalf("holding 5: demand %d, want 5", d)
 	}
 	s.inflight = 0
 	// Past the horizon, only the last 10 arrivals count: too few for a percentile.
-	if d, ok := s.demand(64, 10); ok || d != 2 {
+	if d, ok := s.demand(64, 10, 0.95); ok || d != 2 {
 		t.Fatalf("last 10 arrivals: demand %d (confident %v), want 2, not confident", d, ok)
 	}
 	// Later, with the same horizon: the arrivals at 55..63 remain (the cached estimate must
 	// not outlive the ones that left).
-	if d, ok := s.demand(1054, 1000); ok || d != 2 {
+	if d, ok := s.demand(1054, 1000, 0.95); ok || d != 2 {
 		t.Fatalf("9 arrivals left in the horizon: demand %d (confident %v), want 2, not confident", d, ok)
 	}
-	if d, ok := s.demand(2000, 1000); ok || d != 0 {
+	if d, ok := s.demand(2000, 1000, 0.95); ok || d != 0 {
 		t.Fatalf("none left in the horizon: demand %d (confident %v), want 0", d, ok)
+	}
+	// The quantile is the config's: with 5 of 64 arrivals (7.8 %) needing 8, the 95th
+	// percentile is 8 and the 90th 2.
+	q := flowState{}
+	for i := 0; i < 64; i++ {
+		need := 2
+		if i%13 == 0 {
+			need = 8
+		}
+		q.noteArrival(int64(i), need)
+	}
+	if d95, _ := q.demand(64, 1000, 0.95); d95 != 8 {
+		t.Fatalf("95th percentile %d, want 8", d95)
+	}
+	if d90, _ := q.demand(64, 1000, 0.9); d90 != 2 {
+		t.Fatalf("90th percentile %d, want 2", d90)
 	}
 	// The ring keeps the last 64: 64 more arrivals needing 1 push the old ones out.
 	for i := 64; i < 128; i++ {
 		s.noteArrival(int64(i), 1)
 	}
-	if d, _ := s.demand(128, 1000); d != 1 {
+	if d, _ := s.demand(128, 1000, 0.95); d != 1 {
 		t.Fatalf("after 64 arrivals needing 1: demand %d, want 1", d)
 	}
 }

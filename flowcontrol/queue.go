@@ -92,7 +92,8 @@ type flowState struct {
 	demandD      int
 	demandSure   bool
 	demandUntil  int64
-	demandFor    int64 // the horizon it was computed for
+	demandFor    int64   // the horizon it was computed for
+	demandQ      float64 // and the quantile
 	// wait is the flow's dispatch-wait series (resolved at its first dispatch).
 	wait prometheus.Observer
 }
@@ -110,14 +111,13 @@ const needSamples = 64
 // demand is the largest need seen and the caller adds a margin.
 const minQuantileSamples = 20
 
-// demandQuantile is the share of a flow's arrivals its reserved room should cover. An
-// arrival that finds the room taken waits for the next completion in the pool (~ a
-// request's service time / the pool's slots, 70 ms for 16 one-second slots); keeping that
-// to 5 % of arrivals leaves the flow's p90 to the pods. By PASTA, a Poisson flow's
-// arrivals see its time-average in-flight count, so this is the 95th percentile of what it
-// holds: for a tenant at 10 % of a 16-slot pool (1.3 in flight on average) 4, where the
-// peak over a few seconds + 1 is 4 or 5 and the peak over more arrivals more still.
-const demandQuantile = 0.95
+// Config.DemandQuantile (default 0.95) is the share of a flow's arrivals its reserved room
+// should cover. An arrival that finds the room taken waits for the next completion in the
+// pool (~ a request's service time / the pool's slots, 70 ms for 16 one-second slots);
+// keeping that to 5 % of arrivals leaves the flow's p90 to the pods. By PASTA, a Poisson
+// flow's arrivals see its time-average in-flight count, so this is the 95th percentile of
+// what it holds, + 1: for a tenant at 10 % of a 16-slot pool (1.3 in flight on average) 4,
+// where the peak over a few seconds + 1 is 4 or 5 and the peak over more arrivals more.
 
 // idle reports whether the state has nothing queued and nothing in flight.
 func (s *flowState) idle() bool { return !s.queued && s.inflight == 0 }
@@ -132,18 +132,18 @@ func (s *flowState) noteArrival(now int64, need int) {
 }
 
 // demand is the flow's expected need of room, from its arrivals of the last horizon (ns):
-// with at least minQuantileSamples of them, the demandQuantile of their needs (confident);
+// with at least minQuantileSamples of them, the q-quantile of their needs (confident);
 // with fewer, the largest (not confident: the caller may add a margin). Never less than
 // what it holds now.
-func (s *flowState) demand(now, horizon int64) (d int, confident bool) {
-	if !s.demandCached || now >= s.demandUntil || horizon != s.demandFor {
-		s.estimateDemand(now, horizon)
+func (s *flowState) demand(now, horizon int64, q float64) (d int, confident bool) {
+	if !s.demandCached || now >= s.demandUntil || horizon != s.demandFor || q != s.demandQ {
+		s.estimateDemand(now, horizon, q)
 	}
 	return max(s.inflight, s.demandD), s.demandSure
 }
 
 // estimateDemand computes and caches the demand from the arrivals within the horizon.
-func (s *flowState) estimateDemand(now, horizon int64) {
+func (s *flowState) estimateDemand(now, horizon int64, q float64) {
 	var buf [needSamples]int
 	k := 0
 	until := int64(math.MaxInt64)
@@ -154,7 +154,7 @@ func (s *flowState) estimateDemand(now, horizon int64) {
 			until = min(until, at+horizon)
 		}
 	}
-	s.demandCached, s.demandUntil, s.demandFor = true, until, horizon
+	s.demandCached, s.demandUntil, s.demandFor, s.demandQ = true, until, horizon, q
 	switch v := buf[:k]; {
 	case k == 0:
 		s.demandD, s.demandSure = 0, false
@@ -162,7 +162,7 @@ func (s *flowState) estimateDemand(now, horizon int64) {
 		s.demandD, s.demandSure = slices.Max(v), false
 	default:
 		slices.Sort(v)
-		s.demandD, s.demandSure = v[int(math.Ceil(demandQuantile*float64(k)))-1], true
+		s.demandD, s.demandSure = v[max(1, int(math.Ceil(q*float64(k))))-1], true
 	}
 }
 
