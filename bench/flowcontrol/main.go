@@ -139,15 +139,16 @@ func main() {
 		duration = flag.Duration("duration", 30*time.Second, "measured period of each cell (30 s: ~40 requests of the 10 % tenant)")
 		noisyDur = flag.Duration("noisy-duration", 75*time.Second, "measured period of the noisy scenario's B-alone, CPU-hog control and flow-control-on cells: "+
 			"B at 10 % of capacity sends ~1.3 req/s, so 75 s gives ~100 samples and its p90 is the 10th largest, not the 3rd")
-		warmup  = flag.Duration("warmup", 2*time.Second, "warm-up of each cell")
-		seed    = flag.Uint64("seed", 1, "load tester seed (the same in every cell)")
-		only    = flag.String("only", "", "run only the scenarios listed (comma-separated: noisy,priority,late)")
-		verbose = flag.Bool("v", false, "log the stack")
+		warmup   = flag.Duration("warmup", 2*time.Second, "warm-up of each cell")
+		seed     = flag.Uint64("seed", 1, "load tester seed (the same in every cell)")
+		only     = flag.String("only", "", "run only the scenarios listed (comma-separated: noisy,priority,late)")
+		verbose  = flag.Bool("v", false, "log the stack")
+		quantile = flag.Float64("demand-quantile", 0, "flow control's demandQuantile in the cells with it on (0 = the default, 0.95)")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *out, *duration, *noisyDur, *warmup, *seed, *only, *verbose); err != nil {
+	if err := run(ctx, *out, *duration, *noisyDur, *warmup, *seed, *only, *verbose, *quantile); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-flowcontrol:", err)
 		os.Exit(1)
 	}
@@ -176,7 +177,7 @@ func newPlan(duration, warmup time.Duration, seed uint64) plan {
 	return p
 }
 
-func run(ctx context.Context, outDir string, duration, noisyDur, warmup time.Duration, seed uint64, only string, verbose bool) error {
+func run(ctx context.Context, outDir string, duration, noisyDur, warmup time.Duration, seed uint64, only string, verbose bool, quantile float64) error {
 	envoyBin, err := envoyproc.Find(".")
 	if err != nil {
 		return err
@@ -192,6 +193,7 @@ func run(ctx context.Context, outDir string, duration, noisyDur, warmup time.Dur
 	}
 	p := newPlan(duration, warmup, seed)
 	p.NoisyDuration = noisyDur
+	p.FlowConfig.DemandQuantile = quantile
 	b := &bench{plan: p, envoyBin: envoyBin, tmp: tmp, log: log}
 	measured, err := b.calibrate(ctx)
 	if err != nil {

@@ -47,9 +47,9 @@ func (r report) markdown() string {
 	fmt.Fprintf(&b, "%d simulated pods × %d sequences, time scale %g, prompts %d tokens (long: %d), outputs %d tokens; "+
 		"fleet capacity %.1f req/s of the short shape, measured at the start (%.1f by the sims' cost model); poisson arrivals, seed %d in every cell, %s measured after %s warm-up (%s in the noisy scenario's B-alone, CPU-hog and flow-control-on cells); "+
 		"goodput = served with TTFT ≤ %s. Flow control on: %s fairness, %s ordering, TTL %s, everything else the feature's default "+
-		"(pods' batch sizes learned from their metrics, %s reservation over a %s window).\n\n",
+		"(pods' batch sizes learned from their metrics, %s reservation of the %g quantile of a flow's need over %s windows).\n\n",
 		p.Pods, p.MaxNumSeqs, p.TimeScale, p.ShortIn, p.LongIn, p.Output, p.Capacity, p.Nominal, p.Seed, p.Duration, p.Warmup, p.NoisyDuration, p.SLOTTFT,
-		fc.Fairness, fc.Ordering, fc.RequestTTL, fc.Reservation, fc.DemandWindow)
+		fc.Fairness, fc.Ordering, fc.RequestTTL, fc.Reservation, fc.DemandQuantile, fc.DemandWindow)
 	scenario := ""
 	for _, c := range r.Cells {
 		if c.Scenario != scenario {
