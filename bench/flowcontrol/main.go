@@ -2,15 +2,21 @@
 // Eight simulated pods behind a real Envoy and the picker, the same seed in every cell:
 //
 //   - noisy neighbour: tenant A offers 3× the fleet's capacity with long prompts, tenant B
-//     10 %; B alone, then both without flow control, with it (token-weighted fairness,
-//     every other setting the default) and with it but without the demand reservation;
+//     10 %; B alone, B alone beside one spinning process per CPU (the control: what CPU
+//     contention alone does to B), then both without flow control, with it (token-weighted
+//     fairness, every other setting the default) and with it but without the demand
+//     reservation. B alone, the control and the flow-control-on cell run -noisy-duration
+//     (75 s: ~100 B requests, so that B's p90 is not one of its three slowest);
 //   - priority: a critical flow at 30 % of capacity under a batch flood at 2×; critical
 //     alone, then both without flow control, with it, and with it without the reservation;
 //   - late binding: bursts at 1.5× capacity between lulls at 0.5×, without and with.
 //
 // Every cell reports per tenant requests offered / served / rejected / failed (which add
-// up) and the gateway's own flow-control outcomes (enqueued = dispatched + rejected +
-// cancelled). Results go to bench/results/flowcontrol.{md,json}.
+// up), TTFT percentiles with the sample count and the p90's bootstrap interval, the
+// gateway's own flow-control outcomes (enqueued = dispatched + rejected + cancelled), each
+// tenant's wait in the gateway's queue, the places the reservation held idle, the pick
+// time, and the CPU the load used with the load average. Results go to
+// bench/results/flowcontrol.{md,json}.
 package main
 
 import (
