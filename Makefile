@@ -138,7 +138,7 @@ bench-body-routing: build envoy
 
 # bench-flowcontrol runs the flow-control benchmark (issue 19; README "Flow control"): noisy
 # neighbour, priority and late-binding cells on 8 simulated pods through a real Envoy, the
-# same seed in every cell, ~8 minutes; results in bench/results/flowcontrol.{md,json}. Pass
+# same seed in every cell, ~9 minutes; results in bench/results/flowcontrol.{md,json}. Pass
 # options with BENCH_FC_ARGS, e.g. BENCH_FC_ARGS='-duration 6s -only priority'.
 BENCH_FC_ARGS ?=
 .PHONY: bench-flowcontrol

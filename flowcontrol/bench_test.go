@@ -3,6 +3,7 @@ package flowcontrol
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // BenchmarkEnqueueFastPath: a request that finds room is dispatched inside Enqueue (the
@@ -69,5 +70,40 @@ func drainBatch(c *Controller, g *slotGate, tks []*Ticket) {
 	for _, tk := range tks {
 		tk.Bound()
 		tk.Release(50)
+	}
+}
+
+// BenchmarkEnqueueBehindBacklog: a flood's request arrives while its flow is backlogged and
+// the only free room is kept for a light flow, so Enqueue asks the gate and the policies
+// whether it may go at once (it may not) and queues it; it is then cancelled, keeping the
+// backlog at 64. The op is that Enqueue and the Cancel.
+func BenchmarkEnqueueBehindBacklog(b *testing.B) {
+	g := newGate(16)
+	c, err := New("p", Config{Enabled: true, Fairness: FairnessTokenWeighted, PollInterval: time.Hour}, g, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	// The light flow: 30 arrivals one at a time, so its demand is a percentile.
+	for i := 0; i < 30; i++ {
+		tk, _ := c.Enqueue(Request{FairnessID: "light", Bytes: 100}, nil)
+		tk.Bound()
+		tk.Release(10)
+	}
+	for i := 0; i < 64+16; i++ {
+		if tk, _ := c.Enqueue(Request{FairnessID: "flood", Bytes: 4000}, nil); tk.Outcome() == Dispatched {
+			g.used.Add(1)
+			tk.Bound()
+		}
+	}
+	if n := c.Counts(); n.Queued == 0 || g.Capacity() <= 0 {
+		b.Fatalf("want a backlog and free room kept for the light flow: %+v, capacity %d", n, g.Capacity())
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		tk, _ := c.Enqueue(Request{FairnessID: "flood", Bytes: 4000}, nil)
+		if !tk.Cancel() {
+			b.Fatal("the flood's request was not queued")
+		}
 	}
 }

@@ -35,7 +35,7 @@ const (
 const (
 	// ReservationDemand (default) keeps free, for the flows of higher bands and for the
 	// flows of the same band that hold less than their fair share, the room their recent
-	// peak in-flight count says they will need: a flow takes the last free room beyond its
+	// arrivals say they will need (the 95th percentile of what they held at arrival): a flow takes the last free room beyond its
 	// share only when nobody it would shut out was recently busy. Without it, a flow that
 	// arrives just after a backlogged one took the freed room waits for the next
 	// completion, however light or critical it is.
@@ -66,6 +66,7 @@ const (
 	DefaultOutputTokenWeight = 2 // VTC's w_q: an output token costs twice a prompt token
 	DefaultBytesPerToken     = 4 // prompt bytes per token when no token count is known
 	DefaultDemandWindow      = 5 * time.Second
+	DefaultDemandQuantile    = 0.95
 )
 
 // Config is the flow control of one pool. The zero value is disabled; Enabled with every
@@ -102,10 +103,17 @@ type Config struct {
 	SheddableHeadroom int
 	// Reservation is the policy for the pool's last free room (ReservationDemand default).
 	Reservation string
-	// DemandWindow is how long a flow's peak in-flight count is remembered as its expected
-	// demand by the demand reservation (the peak of the last one to two windows), and a flow
-	// that sent nothing for two windows is no longer counted.
+	// DemandWindow scales the demand reservation's memory: a flow's expected demand is
+	// estimated from its arrivals of the last six windows (the 95th percentile of the room
+	// it needed at them, from at least 20 arrivals; the largest before), and a flow that
+	// sent nothing for two windows is no longer counted.
 	DemandWindow time.Duration
+	// DemandQuantile is the share of a flow's recent arrivals the room kept for it should
+	// cover (default 0.95): an arrival that finds its room taken waits for the next
+	// completion in the pool, so this bounds the share of a light or critical flow's
+	// requests that wait. Lower keeps less room idle (the flood gets more) and lets more of
+	// the flow's requests wait: at 0.9 its p90 sits at the edge.
+	DemandQuantile float64
 	// RetryAfter is the retry-after (seconds, rounded up) advertised with rejections; 0 =
 	// one second.
 	RetryAfter time.Duration
@@ -151,6 +159,7 @@ func (c Config) WithDefaults() Config {
 	c.RetryAfter = cmp.Or(c.RetryAfter, time.Second)
 	c.Reservation = cmp.Or(c.Reservation, ReservationDemand)
 	c.DemandWindow = cmp.Or(c.DemandWindow, DefaultDemandWindow)
+	c.DemandQuantile = cmp.Or(c.DemandQuantile, DefaultDemandQuantile)
 	c.Saturation.BatchLimit = cmp.Or(c.Saturation.BatchLimit, BatchLimitLearned)
 	c.Saturation.QueueDepthThreshold = cmp.Or(c.Saturation.QueueDepthThreshold, DefaultQueueDepthThreshold)
 	c.Saturation.KVCacheUtilThreshold = cmp.Or(c.Saturation.KVCacheUtilThreshold, DefaultKVCacheUtilThreshold)
@@ -180,6 +189,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("flow control: unknown reservation policy %q (known: %s, %s)", c.Reservation, ReservationDemand, ReservationNone)
 	case c.DemandWindow < 0:
 		return fmt.Errorf("flow control: demandWindow %v is negative", c.DemandWindow)
+	case math.IsNaN(c.DemandQuantile) || c.DemandQuantile <= 0 || c.DemandQuantile > 1:
+		return fmt.Errorf("flow control: demandQuantile %v must be in (0, 1]", c.DemandQuantile)
 	case c.Ordering != OrderingFCFS && c.Ordering != OrderingEDF:
 		return fmt.Errorf("flow control: unknown ordering policy %q (known: %s, %s)", c.Ordering, OrderingFCFS, OrderingEDF)
 	case math.IsNaN(c.OutputTokenWeight) || math.IsInf(c.OutputTokenWeight, 0) || c.OutputTokenWeight < 0:

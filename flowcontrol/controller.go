@@ -83,6 +83,10 @@ type Counts struct {
 	Queued      int                // now
 	InFlight    int                // dispatched, not released
 	QueuedBytes int64              // bytes queued now
+	// HeldPlaceSeconds is the integral over time of the room the reservation kept free
+	// while requests waited (places × seconds): divided by a period, the mean number of
+	// places the reservation held idle, what a flood pays for it.
+	HeldPlaceSeconds float64
 }
 
 // Rejected is the total of the rejection and eviction outcomes other than cancellation.
@@ -118,6 +122,10 @@ type Controller struct {
 	// nextPrune is when they are next swept (unix ns).
 	lingering int
 	nextPrune int64
+	// held is the room the last dispatch decision left free for the reservation while
+	// requests waited, since heldSince (unix ns); counts.HeldPlaceSeconds integrates it.
+	held      int
+	heldSince int64
 
 	kick chan struct{} // cap 1: something changed, run a dispatch cycle
 	stop chan struct{}
@@ -173,7 +181,7 @@ func New(pool string, cfg Config, gate Gate, metrics *Metrics, log *slog.Logger)
 		cfg:    cfg,
 		gate:   gate,
 		log:    log,
-		m:      metrics.pool(pool),
+		m:      metrics.pool(pool, cfg.MaxFlows),
 		flows:  make(map[flowKey]*flow),
 		expiry: newExpiryHeap(),
 		kick:   make(chan struct{}, 1),
@@ -236,11 +244,18 @@ func (c *Controller) Enqueue(req Request, notify func(*Ticket)) (*Ticket, error)
 		close(t.done)
 		return t, nil
 	}
+	var vs *flowState
+	queuedAhead := 0 // of this flow
+	if f != nil {
+		vs, queuedAhead = f.vs, f.items.Len()
+	} else {
+		vs = c.stateFor(b, t.key.id, now.UnixNano())
+	}
+	vs.noteArrival(now.UnixNano(), vs.inflight+queuedAhead+1)
 	if c.queued == 0 {
 		if free := c.gate.Capacity() - c.pending; free > 0 {
 			// Nothing waits ahead and the pool has room (beyond what is reserved for
 			// others): no queue, no goroutine hop.
-			vs := c.stateFor(b, t.key.id, now.UnixNano())
 			if c.allowedLocked(vs, b, free, free+c.inflight, now.UnixNano()) {
 				t.vs = vs
 				c.dispatchLocked(t, now)
@@ -250,6 +265,7 @@ func (c *Controller) Enqueue(req Request, notify func(*Ticket)) (*Ticket, error)
 			}
 		}
 	}
+	othersQueued := c.queued > 0
 	if f == nil {
 		f = c.newFlowLocked(b, t.key)
 	}
@@ -264,9 +280,45 @@ func (c *Controller) Enqueue(req Request, notify func(*Ticket)) (*Ticket, error)
 	b.m.bytes.Add(float64(t.bytes))
 	c.queued++
 	c.bytes += t.bytes
+	if othersQueued && c.dispatchIfNextLocked(t, now) {
+		c.mu.Unlock()
+		close(t.done)
+		return t, nil
+	}
 	c.mu.Unlock()
 	c.wake()
 	return t, nil
+}
+
+// dispatchIfNextLocked dispatches the just queued t at once, and reports true, when the pool
+// has room and the policies pick t for it: the decision the dispatch loop would make a
+// moment later, without the hop to the loop's goroutine and back through the transport.
+// This is the case of a light or higher-priority flow arriving while a heavy one is
+// backlogged and the room reserved for it is free: its wait is then the time to decide,
+// not a goroutine wake-up on a busy machine. When the policies pick another request, the
+// round-robin positions are left as they were (the loop decides, on its own cycle).
+func (c *Controller) dispatchIfNextLocked(t *Ticket, now time.Time) bool {
+	free := c.gate.Capacity() - c.pending
+	if free <= 0 {
+		return false
+	}
+	var ring [8]int
+	saved := ring[:0]
+	for _, b := range c.bands {
+		saved = append(saved, b.next)
+	}
+	if c.nextLocked(free, free+c.inflight, now.UnixNano()) != t {
+		for i, b := range c.bands {
+			b.next = saved[i]
+		}
+		return false
+	}
+	c.removeLocked(t)
+	c.dispatchLocked(t, now)
+	if c.held > 0 { // t took one of the places held for it
+		c.setHeldLocked(c.held-1, now.UnixNano())
+	}
+	return true
 }
 
 // bandFor returns the band of a priority, creating it in order. Bands are few (one per
@@ -294,7 +346,7 @@ func (c *Controller) bandFor(priority int) *band {
 func (c *Controller) stateFor(b *band, id string, now int64) *flowState {
 	vs := b.states[id]
 	if vs == nil {
-		vs = &flowState{counter: b.minCounter(), windowStart: now, lastActive: now}
+		vs = &flowState{counter: b.minCounter(), lastActive: now}
 		b.states[id] = vs
 	} else if !vs.queued {
 		vs.counter = max(vs.counter, b.minCounter())
@@ -375,13 +427,15 @@ func (c *Controller) removeLocked(t *Ticket) {
 // dispatchLocked records t as dispatched and charges its prompt to its flow.
 func (c *Controller) dispatchLocked(t *Ticket, now time.Time) {
 	c.decideLocked(t, Dispatched, now)
+	if t.vs.wait == nil {
+		t.vs.wait = c.m.flowWait(t.key)
+	}
+	t.vs.wait.Observe(now.Sub(t.arrival).Seconds())
 	c.inflight++
 	c.pending++
 	t.vs.inflight++
 	t.vs.counter += float64(t.prompt)
-	ns := now.UnixNano()
-	t.vs.lastActive = ns
-	t.vs.notePeak(ns, int64(c.cfg.DemandWindow))
+	t.vs.lastActive = now.UnixNano()
 }
 
 // decideLocked sets the final outcome of t and counts it.
@@ -482,6 +536,9 @@ func (c *Controller) Counts() Counts {
 	out.Queued = c.queued
 	out.QueuedBytes = c.bytes
 	out.InFlight = c.inflight
+	if c.held > 0 {
+		out.HeldPlaceSeconds += float64(c.held) * float64(time.Now().UnixNano()-c.heldSince) / 1e9
+	}
 	return out
 }
 
@@ -569,13 +626,19 @@ func (c *Controller) run() {
 // while the gate has room.
 func (c *Controller) cycleLocked(now time.Time) {
 	ns := now.UnixNano()
+	var evicted []*Ticket
 	for c.expiry.Len() > 0 && c.expiry.ts[0].expireAt <= ns {
 		t := c.expiry.ts[0]
 		c.removeLocked(t)
 		c.decideLocked(t, EvictedTTL, now)
-		c.fired = append(c.fired, t)
+		evicted = append(evicted, t)
 	}
+	// The dispatched are announced before the evicted: an answer to a rejected request can
+	// wait a moment, a dispatched one is someone's time to first token.
+	defer func() { c.fired = append(c.fired, evicted...) }()
 	c.pruneLocked(ns)
+	held := 0
+	defer func() { c.setHeldLocked(held, ns) }()
 	for c.queued > 0 {
 		free := c.gate.Capacity() - c.pending
 		c.m.saturated.Set(boolFloat(free <= 0))
@@ -585,6 +648,7 @@ func (c *Controller) cycleLocked(now time.Time) {
 		for ; free > 0 && c.queued > 0; free-- {
 			t := c.nextLocked(free, free+c.inflight, ns)
 			if t == nil {
+				held = free
 				return // what is queued may not take the room that is reserved for others
 			}
 			c.removeLocked(t)
@@ -592,6 +656,16 @@ func (c *Controller) cycleLocked(now time.Time) {
 			c.fired = append(c.fired, t)
 		}
 	}
+}
+
+// setHeldLocked integrates the held room up to now and sets its new value.
+func (c *Controller) setHeldLocked(held int, now int64) {
+	if c.held > 0 && now > c.heldSince {
+		d := float64(c.held) * float64(now-c.heldSince) / 1e9
+		c.counts.HeldPlaceSeconds += d
+		c.m.held.Add(d)
+	}
+	c.held, c.heldSince = held, now
 }
 
 // headroomFor is the room a request of this priority must leave free.
@@ -642,20 +716,23 @@ func (c *Controller) allowedLocked(vs *flowState, b *band, free, slots int, now 
 
 // reserveLocked is the room a request of flow vs (band b) must leave free in a pool of
 // slots, the demand reservation:
-//   - for every recent flow of a higher band, its demand (recent peak in flight, at least 1)
+//   - for every recent flow of a higher band, its demand (at least 1)
 //     minus what it holds: strict priority that does not wait for the next completion;
 //   - when vs holds at least its fair share of the pool (slots / the band's recent flows),
-//     for every other recent flow of the band below its share, its demand + 1 up to its
-//     share minus what it holds: a heavy flow borrows only the room the light ones are
-//     not expected to need. The + 1 is room for one request more than a light flow
-//     recently needed at once: its peak is small and noisy (2 or 3 for a tenant at 10 %
-//     of the pool), where a higher band's own peak already covers its noise.
+//     for every other recent flow of the band below its share, its demand up to its share
+//     minus what it holds: a heavy flow borrows only the room the light ones are not
+//     expected to need. A flow's demand is the DemandQuantile of the room it needed at
+//     its arrivals of the last demandHorizon windows (flowState.demand); from fewer than
+//     minQuantileSamples arrivals it is the largest, + 1 in the same band: a light flow's
+//     few samples are small and noisy (2 or 3 for a tenant at 10 % of the pool), where a
+//     higher band's busier flows give more.
 //
 // The total is capped at half the pool (rounded down), so that many lightly active flows
-// (or a higher band's past peak) cannot hold a busy flow to a trickle, and a pool of one
+// (or a higher band's past demand) cannot hold a busy flow to a trickle, and a pool of one
 // slot reserves nothing.
 func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64) float64 {
 	w := int64(c.cfg.DemandWindow)
+	horizon := demandHorizon * w
 	r := 0.0
 	for _, hb := range c.bands {
 		if hb.priority <= b.priority {
@@ -663,7 +740,8 @@ func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64)
 		}
 		for _, g := range hb.states {
 			if g.recent(now, w) {
-				r += float64(max(0, max(g.demand(now, w), 1)-g.inflight))
+				d, _ := g.demand(now, horizon, c.cfg.DemandQuantile)
+				r += float64(max(0, max(d, 1)-g.inflight))
 			}
 		}
 	}
@@ -678,11 +756,20 @@ func (c *Controller) reserveLocked(vs *flowState, b *band, slots int, now int64)
 			if g == vs || float64(g.inflight) >= share || !g.recent(now, w) {
 				continue
 			}
-			r += max(0, min(float64(g.demand(now, w)+1), share)-float64(g.inflight))
+			d, confident := g.demand(now, horizon, c.cfg.DemandQuantile)
+			if !confident {
+				d++
+			}
+			r += max(0, min(float64(d), share)-float64(g.inflight))
 		}
 	}
 	return min(r, float64(slots/2))
 }
+
+// demandHorizon is how many demand windows of a flow's arrivals its demand is estimated
+// from: enough arrivals of a light tenant for a percentile (30 s: ~40 at 1.3 req/s). A flow
+// idle for two windows reserves nothing however long its history.
+const demandHorizon = 6
 
 // nextWakeLocked is how long the loop may sleep: until the next expiry, and no longer than
 // the poll interval while requests wait.

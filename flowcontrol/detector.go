@@ -57,8 +57,14 @@ func (s endpointState) String() string {
 //     it. Keeping every pod's own queue empty leaves the order to the gateway's queue
 //     (priority, fairness) and the choice of pod to the moment one has a free place.
 //     Until a pod has been seen with a queue, the thresholds above bound it. The limit
-//     only grows (a pod seen running more while others wait), so a limit learned while the
-//     KV cache was the bound stays low until then: set maxInFlightPerEndpoint, or
+//     grows as soon as a pod is seen running more while others wait. It falls only on
+//     stronger evidence, a queue that lasts lowerEvidence while the pod runs fewer (its
+//     capacity dropped: KV-cache pressure, a slower GPU), because a long prompt's prefill
+//     also keeps requests waiting with few running, for a while. A lowered limit is
+//     forgotten after relearnAfter and learned again from the pod's next lasting queue:
+//     at the lowered limit the pod never shows a queue, so it could not otherwise show
+//     that its capacity came back. A limit learned low at the first queue (while the KV
+//     cache was the bound) stays until a pod runs more: set maxInFlightPerEndpoint, or
 //     batchLimit: none, where that matters.
 //
 // The pool's capacity is the sum of its endpoints' room.
@@ -84,6 +90,8 @@ type learnedLimit struct {
 	// streak) and the most running seen in it.
 	waitingSince int64
 	streakMax    float64
+	// loweredAt is when the limit was last lowered (unix ns; 0 = it was not).
+	loweredAt int64
 }
 
 // queueEvidence is how long an endpoint must keep requests waiting before its running
@@ -92,6 +100,16 @@ type learnedLimit struct {
 // single reading with a queue says nothing about the batch; a queue that outlasts a few
 // steps does. Learning too low is the costly mistake: the limit only grows.
 const queueEvidence = 250 * time.Millisecond
+
+// lowerEvidence is how long a queue must last, with the pod running fewer than its limit
+// throughout, before the limit is lowered to what it ran: longer than a long prompt's
+// prefill keeps the next requests waiting (a 32k-token prompt is ~2 s of prefill on a
+// 8B model, in the few-thousand-token chunks vLLM runs beside the batch's decodes).
+const lowerEvidence = 2 * time.Second
+
+// relearnAfter is how long a lowered limit is kept before it is forgotten and learned
+// again, so that a pod whose capacity came back gets its batch back.
+const relearnAfter = 30 * time.Second
 
 // NewDetector builds a detector; metrics may be nil (no series).
 func NewDetector(pool string, cfg SaturationConfig, source SignalSource, metrics *Metrics) *Detector {
@@ -153,7 +171,11 @@ func (d *Detector) learnLocked(s *EndpointSignal) {
 		d.learned = make(map[string]learnedLimit)
 	}
 	l.gen = d.gen
-	switch now := d.clock().UnixNano(); {
+	now := d.clock().UnixNano()
+	if l.loweredAt != 0 && now-l.loweredAt >= int64(relearnAfter) {
+		l.running, l.loweredAt = 0, 0 // learn it again from the pod's next lasting queue
+	}
+	switch {
 	case !s.Fresh:
 	case s.Waiting <= 0:
 		l.waitingSince, l.streakMax = 0, 0
@@ -161,8 +183,14 @@ func (d *Detector) learnLocked(s *EndpointSignal) {
 		l.waitingSince, l.streakMax = now, s.Running
 	default:
 		l.streakMax = max(l.streakMax, s.Running)
-		if now-l.waitingSince >= int64(queueEvidence) {
-			l.running = max(l.running, l.streakMax)
+		age := now - l.waitingSince
+		if age >= int64(queueEvidence) && l.streakMax >= l.running {
+			if l.streakMax > l.running {
+				l.loweredAt = 0 // seen running more: learned, not a lowered guess
+			}
+			l.running = l.streakMax
+		} else if age >= int64(lowerEvidence) && l.streakMax > 0 && l.streakMax < l.running {
+			l.running, l.loweredAt = l.streakMax, now
 		}
 	}
 	d.learned[s.Key] = l

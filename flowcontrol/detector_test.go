@@ -131,6 +131,36 @@ func TestDetectorLearnsBatchLimit(t *testing.T) {
 	if l := d.BatchLimit(key); l != 4 {
 		t.Fatalf("limit %v, want 4", l)
 	}
+	// The pod's capacity drops: a queue lasts 2 s while it runs 3 (not a long prefill,
+	// which ends sooner): the limit falls to 3.
+	read(4, 0, 4, 10*time.Millisecond)
+	read(3, 2, 5, 10*time.Millisecond)
+	for i := 0; i < 9; i++ {
+		read(3, 2, 5, 250*time.Millisecond)
+	}
+	if l := d.BatchLimit(key); l != 3 {
+		t.Fatalf("after a 2 s queue with 3 running: limit %v, want 3", l)
+	}
+	// Kept while it holds...
+	read(3, 0, 3, 10*time.Millisecond)
+	read(3, 0, 3, 20*time.Second)
+	if l := d.BatchLimit(key); l != 3 {
+		t.Fatalf("a lowered limit gone after 20 s: %v", l)
+	}
+	// ...forgotten after 30 s, then learned again from the next lasting queue: the pod runs 4
+	// again.
+	read(3, 0, 3, 10*time.Second)
+	if l := d.BatchLimit(key); l != 0 {
+		t.Fatalf("a lowered limit kept past relearnAfter: %v", l)
+	}
+	if got := read(3, 0, 3, 10*time.Millisecond); got != 5 {
+		t.Fatalf("while re-learning: capacity %d, want the queue-depth room 5", got)
+	}
+	read(4, 2, 6, 10*time.Millisecond)
+	read(4, 2, 6, 300*time.Millisecond)
+	if l := d.BatchLimit(key); l != 4 {
+		t.Fatalf("re-learned limit %v, want 4", l)
+	}
 	// The endpoint left: forgotten.
 	src = src[:0]
 	d.Capacity()

@@ -16,8 +16,10 @@ type Metrics struct {
 	size      *prometheus.GaugeVec
 	bytes     *prometheus.GaugeVec
 	flowSize  *prometheus.GaugeVec
+	flowWait  *prometheus.HistogramVec
 	saturated *prometheus.GaugeVec
 	endpoints *prometheus.GaugeVec
+	held      *prometheus.CounterVec
 }
 
 // NewMetrics registers the flow-control metrics with reg (nil = a private registry).
@@ -52,13 +54,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		flowSize: gauge("inference_extension_flow_control_flow_queue_size",
 			"Requests queued now per flow (fairness ID within a band); a flow's series is deleted when its queue empties, so series are bounded by maxFlows.",
 			pool, prio, "fairness_id"),
+		flowWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "infergw_flow_control_flow_dispatch_wait_seconds",
+			Help: "Time a dispatched request spent in flow control, per flow (fairness ID within a band): how long each tenant waits. " +
+				"The first maxFlows fairness IDs of a pool get their own series, for as long as the pool exists; later ones share fairness_id=\"" + OverflowFairnessID + "\".",
+			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{pool, prio, "fairness_id"}),
 		saturated: gauge("infergw_flow_control_pool_saturated",
 			"1 when the last dispatch cycle with requests waiting found no room in the pool.", pool),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergw_flow_control_reserved_idle_place_seconds_total",
+			Help: "Places the demand reservation kept free while requests waited, integrated over time (places × seconds): its rate is the mean number of places held idle, the throughput a flood gives up for the flows the room is kept for.",
+		}, []string{pool}),
 		endpoints: gauge("infergw_flow_control_endpoints",
 			"Endpoints of the pool by the saturation detector's verdict at its last evaluation: free, or the first limit reached (stale, kv_cache, queue_depth, running, in_flight, batch_full).",
 			pool, "state"),
 	}
-	for _, c := range []prometheus.Collector{m.enqueued, m.outcomes, m.queueDur, m.size, m.bytes, m.flowSize, m.saturated, m.endpoints} {
+	for _, c := range []prometheus.Collector{m.enqueued, m.outcomes, m.queueDur, m.size, m.bytes, m.flowSize, m.flowWait, m.saturated, m.endpoints, m.held} {
 		if err := reg.Register(c); err != nil {
 			panic("flowcontrol metrics: " + err.Error())
 		}
@@ -66,15 +78,42 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// poolMetrics are one pool's children of Metrics.
+// OverflowFairnessID labels the per-flow wait of the fairness IDs beyond a pool's first
+// maxFlows: the ID comes from a client header, so its series must be bounded.
+const OverflowFairnessID = "__overflow__"
+
+// poolMetrics are one pool's children of Metrics. Its methods run under the controller's
+// lock.
 type poolMetrics struct {
 	m         *Metrics
 	pool      string
 	saturated prometheus.Gauge
+	held      prometheus.Counter
+	// waits holds the per-flow wait series made so far, at most maxWaitSeries of them.
+	waits         map[flowKey]prometheus.Observer
+	maxWaitSeries int
 }
 
-func (m *Metrics) pool(name string) *poolMetrics {
-	return &poolMetrics{m: m, pool: name, saturated: m.saturated.WithLabelValues(name)}
+func (m *Metrics) pool(name string, maxFlows int) *poolMetrics {
+	return &poolMetrics{m: m, pool: name, saturated: m.saturated.WithLabelValues(name), held: m.held.WithLabelValues(name),
+		waits: make(map[flowKey]prometheus.Observer), maxWaitSeries: maxFlows}
+}
+
+// flowWait is the wait histogram of a flow: its own while the pool has made fewer than
+// maxWaitSeries, the band's overflow series after.
+func (p *poolMetrics) flowWait(k flowKey) prometheus.Observer {
+	if o, ok := p.waits[k]; ok {
+		return o
+	}
+	id := k.id
+	if len(p.waits) >= p.maxWaitSeries {
+		id = OverflowFairnessID
+	}
+	o := p.m.flowWait.WithLabelValues(p.pool, strconv.Itoa(k.priority), id)
+	if id != OverflowFairnessID {
+		p.waits[k] = o
+	}
+	return o
 }
 
 // bandMetrics are one band's series, resolved once (the hot path does no label lookups).
@@ -129,7 +168,7 @@ func (m *Metrics) setEndpointStates(pool string, counts *[numEndpointStates]int)
 func (m *Metrics) DeletePool(pool string) {
 	for _, v := range []interface {
 		DeletePartialMatch(prometheus.Labels) int
-	}{m.enqueued, m.outcomes, m.queueDur, m.size, m.bytes, m.flowSize, m.saturated, m.endpoints} {
+	}{m.enqueued, m.outcomes, m.queueDur, m.size, m.bytes, m.flowSize, m.flowWait, m.saturated, m.endpoints, m.held} {
 		v.DeletePartialMatch(prometheus.Labels{"inference_pool": pool})
 	}
 }

@@ -93,6 +93,7 @@ type rawFlowParams struct {
 	SheddableHeadroom *int               `json:"sheddableHeadroom"`
 	Reservation       *string            `json:"reservation"`
 	DemandWindow      *duration          `json:"demandWindow"`
+	DemandQuantile    *float64           `json:"demandQuantile"`
 	Saturation        *rawFlowSaturation `json:"saturation"`
 }
 
@@ -207,6 +208,9 @@ func (p rawFlowParams) apply(r *Registry, base flowcontrol.Config) (flowcontrol.
 		c.Reservation = *p.Reservation
 	}
 	setDur(&c.DemandWindow, p.DemandWindow)
+	if p.DemandQuantile != nil {
+		c.DemandQuantile = *p.DemandQuantile
+	}
 	if p.OutputTokenWeight != nil {
 		c.OutputTokenWeight = *p.OutputTokenWeight
 	}

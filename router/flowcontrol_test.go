@@ -69,6 +69,8 @@ func TestFlowControlConfigRejects(t *testing.T) {
 		"kv threshold over 1":  "flowControl: {saturation: {kvCacheUtilThreshold: 2}}",
 		"bad reservation":      "flowControl: {reservation: always}",
 		"negative window":      "flowControl: {demandWindow: -1s}",
+		"quantile over 1":      "flowControl: {demandQuantile: 1.5}",
+		"negative quantile":    "flowControl: {pools: {a/b: {demandQuantile: -0.5}}}",
 		"bad batch limit":      "flowControl: {saturation: {batchLimit: guessed}}",
 		"a detector as policy": "flowControl: {fairnessPolicy: utilization-detector}",
 	}
@@ -166,6 +168,7 @@ flowControl:
   demandWindow: 2s
   pools:
     default/batch: {reservation: none, fairnessPolicy: global-strict, saturation: {batchLimit: none}}
+    default/lean: {demandQuantile: 0.9}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -179,5 +182,8 @@ flowControl:
 	if b.Fairness != flowcontrol.FairnessGlobalStrict || b.Ordering != flowcontrol.OrderingEDF || b.Reservation != flowcontrol.ReservationNone ||
 		b.Saturation.BatchLimit != flowcontrol.BatchLimitNone || b.DemandWindow != 2*time.Second {
 		t.Fatalf("batch pool: %+v", b)
+	}
+	if def.DemandQuantile != flowcontrol.DefaultDemandQuantile || cfg.FlowControl.For("default/lean").DemandQuantile != 0.9 {
+		t.Fatalf("demandQuantile: default %v, lean %v", def.DemandQuantile, cfg.FlowControl.For("default/lean").DemandQuantile)
 	}
 }

@@ -2,18 +2,25 @@
 // Eight simulated pods behind a real Envoy and the picker, the same seed in every cell:
 //
 //   - noisy neighbour: tenant A offers 3× the fleet's capacity with long prompts, tenant B
-//     10 %; B alone, then both without flow control, with it (token-weighted fairness,
-//     every other setting the default) and with it but without the demand reservation;
+//     10 %; B alone, B alone beside one spinning process per CPU (the control: what CPU
+//     contention alone does to B), then both without flow control, with it (token-weighted
+//     fairness, every other setting the default) and with it but without the demand
+//     reservation. B alone, the control and the flow-control-on cell run -noisy-duration
+//     (75 s: ~100 B requests, so that B's p90 is not one of its three slowest);
 //   - priority: a critical flow at 30 % of capacity under a batch flood at 2×; critical
 //     alone, then both without flow control, with it, and with it without the reservation;
 //   - late binding: bursts at 1.5× capacity between lulls at 0.5×, without and with.
 //
 // Every cell reports per tenant requests offered / served / rejected / failed (which add
-// up) and the gateway's own flow-control outcomes (enqueued = dispatched + rejected +
-// cancelled). Results go to bench/results/flowcontrol.{md,json}.
+// up), TTFT percentiles with the sample count and the p90's bootstrap interval, the
+// gateway's own flow-control outcomes (enqueued = dispatched + rejected + cancelled), each
+// tenant's wait in the gateway's queue, the places the reservation held idle, the pick
+// time, and the CPU the load used with the load average. Results go to
+// bench/results/flowcontrol.{md,json}.
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +29,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -56,13 +62,16 @@ type plan struct {
 	// Nominal is the fleet's capacity by the sim's cost model; Capacity the one measured at
 	// the start of the run (a closed loop holding every sequence slot busy), which the
 	// offered rates are fractions of: on a shared machine the sims run slower than modelled.
-	Nominal    float64       `json:"nominal_capacity_req_per_s"`
-	Capacity   float64       `json:"capacity_req_per_s"`
-	Duration   time.Duration `json:"duration"`
-	Warmup     time.Duration `json:"warmup"`
-	Seed       uint64        `json:"seed"`
-	SLOTTFT    time.Duration `json:"slo_ttft"`
-	FlowConfig flowcontrol.Config
+	Nominal  float64       `json:"nominal_capacity_req_per_s"`
+	Capacity float64       `json:"capacity_req_per_s"`
+	Duration time.Duration `json:"duration"`
+	// NoisyDuration is the measured period of the noisy scenario's B-alone, control and
+	// flow-control-on cells (the contrast cells run Duration).
+	NoisyDuration time.Duration `json:"noisy_duration"`
+	Warmup        time.Duration `json:"warmup"`
+	Seed          uint64        `json:"seed"`
+	SLOTTFT       time.Duration `json:"slo_ttft"`
+	FlowConfig    flowcontrol.Config
 }
 
 // cell is one run of the benchmark.
@@ -75,6 +84,11 @@ type cell struct {
 	Sum      tenantResult     `json:"total"`
 	Loads    []loadtest.Stage `json:"stages,omitempty"`
 	Elapsed  float64          `json:"elapsed_s"`
+	// Measured is the cell's measured period (the noisy scenario's main cells run longer).
+	Measured time.Duration `json:"measured"`
+	// CPU is what the load used; PickUs the mean time of the router's Pick per request.
+	CPU    cpuUse  `json:"cpu"`
+	PickUs float64 `json:"pick_mean_us"`
 }
 
 type tenantResult struct {
@@ -88,9 +102,15 @@ type tenantResult struct {
 	TTFTP50   float64 `json:"ttft_p50_ms"`
 	TTFTP90   float64 `json:"ttft_p90_ms"`
 	TTFTP99   float64 `json:"ttft_p99_ms"`
-	Goodput   float64 `json:"goodput_per_s"`
-	Through   float64 `json:"completions_per_s"`
-	OutTokS   float64 `json:"output_tokens_per_s"`
+	// TTFTN is the number of TTFT samples; TTFTP90CI the bootstrap 95 % interval of the
+	// p90 (nil below 20 samples).
+	TTFTN     int64        `json:"ttft_n"`
+	TTFTP90CI *loadtest.CI `json:"ttft_p90_ci95_ms,omitempty"`
+	// GatewayWait is the tenant's flow's queue wait in the picker (flow control on).
+	GatewayWait *waitStats `json:"gateway_queue_wait,omitempty"`
+	Goodput     float64    `json:"goodput_per_s"`
+	Through     float64    `json:"completions_per_s"`
+	OutTokS     float64    `json:"output_tokens_per_s"`
 	// Errors counts the failures by class (http_429, http_503, timeout, transport, ...).
 	Errors map[string]int64 `json:"errors,omitempty"`
 	// Pods is where its TTFT went inside the pods (nil: no trace).
@@ -111,21 +131,30 @@ type gatewayCounts struct {
 	Cancelled   int64              `json:"cancelled"`
 	Queued      int                `json:"queued_at_end"`
 	Balanced    bool               `json:"balanced"`
+	// HeldPlaces is the mean number of places the demand reservation kept free while
+	// requests waited, over the load's wall time (Counts.HeldPlaceSeconds).
+	HeldPlaces float64 `json:"reserved_idle_places_mean"`
 }
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == hogChildFlag {
+		spin()
+	}
 	var (
 		out      = flag.String("out", "bench/results", "directory for flowcontrol.md and flowcontrol.json")
 		duration = flag.Duration("duration", 30*time.Second, "measured period of each cell (30 s: ~40 requests of the 10 % tenant)")
+		noisyDur = flag.Duration("noisy-duration", 75*time.Second, "measured period of the noisy scenario's B-alone, CPU-hog control and flow-control-on cells: "+
+			"B at 10 % of capacity sends ~1.3 req/s, so 75 s gives ~100 samples and its p90 is the 10th largest, not the 3rd")
 		warmup   = flag.Duration("warmup", 2*time.Second, "warm-up of each cell")
 		seed     = flag.Uint64("seed", 1, "load tester seed (the same in every cell)")
 		only     = flag.String("only", "", "run only the scenarios listed (comma-separated: noisy,priority,late)")
 		verbose  = flag.Bool("v", false, "log the stack")
+		quantile = flag.Float64("demand-quantile", 0, "flow control's demandQuantile in the cells with it on (0 = the default, 0.95)")
 	)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *out, *duration, *warmup, *seed, *only, *verbose); err != nil {
+	if err := run(ctx, *out, *duration, *noisyDur, *warmup, *seed, *only, *verbose, *quantile); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-flowcontrol:", err)
 		os.Exit(1)
 	}
@@ -154,7 +183,7 @@ func newPlan(duration, warmup time.Duration, seed uint64) plan {
 	return p
 }
 
-func run(ctx context.Context, outDir string, duration, warmup time.Duration, seed uint64, only string, verbose bool) error {
+func run(ctx context.Context, outDir string, duration, noisyDur, warmup time.Duration, seed uint64, only string, verbose bool, quantile float64) error {
 	envoyBin, err := envoyproc.Find(".")
 	if err != nil {
 		return err
@@ -169,6 +198,8 @@ func run(ctx context.Context, outDir string, duration, warmup time.Duration, see
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	p := newPlan(duration, warmup, seed)
+	p.NoisyDuration = noisyDur
+	p.FlowConfig.DemandQuantile = quantile
 	b := &bench{plan: p, envoyBin: envoyBin, tmp: tmp, log: log}
 	measured, err := b.calibrate(ctx)
 	if err != nil {
@@ -200,32 +231,39 @@ func run(ctx context.Context, outDir string, duration, warmup time.Duration, see
 		a := loadtest.Tenant{Name: "A (noisy)", Rate: 3 * c, FairnessID: "tenant-a",
 			Input: &loadtest.LengthDist{Kind: "fixed", Mean: float64(p.LongIn)}}
 		bt := loadtest.Tenant{Name: "B (quiet)", Rate: 0.1 * c, FairnessID: "tenant-b"}
-		if err := add(b.tenantsCell(ctx, "noisy", "B alone", nil, bt)); err != nil {
+		long := cellOpts{dur: p.NoisyDuration}
+		if err := add(b.tenantsCell(ctx, "noisy", "B alone", nil, long, bt)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control off", nil, a, bt)); err != nil {
+		// The control: B alone beside one spinning process per CPU, to see what CPU
+		// contention alone (no flood through the gateway) does to B's TTFT.
+		hog := cellOpts{dur: p.NoisyDuration, hogs: runtime.NumCPU()}
+		if err := add(b.tenantsCell(ctx, "noisy", fmt.Sprintf("B alone, %d CPU hogs", hog.hogs), nil, hog, bt)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control on", on, a, bt)); err != nil {
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control off", nil, cellOpts{}, a, bt)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "noisy", "A+B, on, reservation none", &noRes, a, bt)); err != nil {
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, flow control on", on, long, a, bt)); err != nil {
+			return err
+		}
+		if err := add(b.tenantsCell(ctx, "noisy", "A+B, on, reservation none", &noRes, cellOpts{}, a, bt)); err != nil {
 			return err
 		}
 	}
 	if want("priority") {
 		crit := loadtest.Tenant{Name: "critical", Rate: 0.3 * c, Objective: "critical"}
 		batch := loadtest.Tenant{Name: "batch", Rate: 2 * c, Objective: "batch"}
-		if err := add(b.tenantsCell(ctx, "priority", "critical alone", nil, crit)); err != nil {
+		if err := add(b.tenantsCell(ctx, "priority", "critical alone", nil, cellOpts{}, crit)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, off", nil, crit, batch)); err != nil {
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, off", nil, cellOpts{}, crit, batch)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on", on, crit, batch)); err != nil {
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on", on, cellOpts{}, crit, batch)); err != nil {
 			return err
 		}
-		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on, reservation none", &noRes, crit, batch)); err != nil {
+		if err := add(b.tenantsCell(ctx, "priority", "critical+batch, on, reservation none", &noRes, cellOpts{}, crit, batch)); err != nil {
 			return err
 		}
 	}
@@ -358,6 +396,10 @@ func (b *bench) startStackOnce(ctx context.Context, fc *flowcontrol.Config) (*st
 }
 
 func (b *bench) loadConfig(url string) loadtest.Config {
+	return b.loadConfigFor(url, b.plan.Duration)
+}
+
+func (b *bench) loadConfigFor(url string, measured time.Duration) loadtest.Config {
 	p := b.plan
 	return loadtest.Config{
 		URL:       url,
@@ -365,7 +407,7 @@ func (b *bench) loadConfig(url string) loadtest.Config {
 		IgnoreEOS: true,
 		Arrival:   "poisson",
 		Warmup:    p.Warmup,
-		Duration:  p.Duration,
+		Duration:  measured,
 		Workload: loadtest.WorkloadConfig{
 			Input:  loadtest.LengthDist{Kind: "fixed", Mean: float64(p.ShortIn)},
 			Output: loadtest.LengthDist{Kind: "fixed", Mean: float64(p.Output)},
@@ -380,7 +422,13 @@ func (b *bench) loadConfig(url string) loadtest.Config {
 	}
 }
 
-func (b *bench) tenantsCell(ctx context.Context, scenario, name string, fc *flowcontrol.Config, tenants ...loadtest.Tenant) (*cell, error) {
+// cellOpts are a cell's deviations from the plan: a longer measured period, CPU hogs.
+type cellOpts struct {
+	dur  time.Duration // 0 = the plan's Duration
+	hogs int
+}
+
+func (b *bench) tenantsCell(ctx context.Context, scenario, name string, fc *flowcontrol.Config, o cellOpts, tenants ...loadtest.Tenant) (*cell, error) {
 	t0 := time.Now()
 	flow := fc != nil
 	st, err := b.startStack(ctx, fc)
@@ -388,12 +436,26 @@ func (b *bench) tenantsCell(ctx context.Context, scenario, name string, fc *flow
 		return nil, fmt.Errorf("%s/%s: %w", scenario, name, err)
 	}
 	defer st.Close()
+	if o.hogs > 0 {
+		stopHogs, err := startHogs(o.hogs)
+		if err != nil {
+			return nil, fmt.Errorf("%s/%s: %w", scenario, name, err)
+		}
+		defer stopHogs()
+	}
+	measured := cmp.Or(o.dur, b.plan.Duration)
 	before, _ := st.Picker.FlowCounts(pool)
-	ts, err := loadtest.RunTenants(ctx, b.loadConfig(st.GatewayURL()), tenants, b.log)
+	meter := startCPUMeter(st.Envoy.Pid())
+	ts, err := loadtest.RunTenants(ctx, b.loadConfigFor(st.GatewayURL(), measured), tenants, b.log)
 	if err != nil {
 		return nil, fmt.Errorf("%s/%s: %w", scenario, name, err)
 	}
-	c := &cell{Scenario: scenario, Name: name, Flow: flow}
+	c := &cell{Scenario: scenario, Name: name, Flow: flow, Measured: measured, CPU: meter.stop()}
+	c.CPU.Hogs = o.hogs
+	mfs, err := b.scrapePicker(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench-flowcontrol: %s/%s: %v\n", scenario, name, err)
+	}
 	traces := b.podTraces(ctx)
 	for _, t := range ts.Tenants {
 		tr := tenantOf(t.Tenant.Name, t.Tenant.Rate, t.Summary, t.Rejected, t.OtherFailed, t.Interrupted+t.Dropped)
@@ -402,11 +464,17 @@ func (b *bench) tenantsCell(ctx context.Context, scenario, name string, fc *flow
 			class = t.Tenant.Objective
 		}
 		tr.Pods = summarizeTraces(traces[class])
+		if flow {
+			tr.GatewayWait = flowWait(mfs, objectivePriority(t.Tenant.Objective), t.Tenant.FairnessID)
+		}
 		c.Tenants = append(c.Tenants, tr)
 	}
 	c.Sum = total(c.Tenants)
-	c.Gateway = gatewayOf(st, before, flow)
-	b.addQueueWaits(ctx, c.Gateway)
+	c.Gateway = gatewayOf(st, before, flow, c.CPU.WallS)
+	c.PickUs = meanPickUs(mfs)
+	if c.Gateway != nil {
+		c.Gateway.QueueWaitMs = queueWaitsByPriority(mfs)
+	}
 	c.Elapsed = time.Since(t0).Seconds()
 	return c, nil
 }
@@ -433,9 +501,15 @@ func (b *bench) burstCell(ctx context.Context, name string, fc *flowcontrol.Conf
 	}
 	cfg.Stages = stages
 	cfg.Warmup = 0 // the stages are the whole schedule
+	meter := startCPUMeter(st.Envoy.Pid())
 	s, err := loadtest.Run(ctx, cfg, b.log)
 	if err != nil {
 		return nil, fmt.Errorf("late/%s: %w", name, err)
+	}
+	use := meter.stop()
+	mfs, err := b.scrapePicker(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench-flowcontrol: late/%s: %v\n", name, err)
 	}
 	rej, other := int64(0), int64(0)
 	for class, n := range s.ErrorsByStatus {
@@ -445,12 +519,15 @@ func (b *bench) burstCell(ctx context.Context, name string, fc *flowcontrol.Conf
 			other += n
 		}
 	}
-	cl := &cell{Scenario: "late", Name: name, Flow: flow, Loads: stages,
+	cl := &cell{Scenario: "late", Name: name, Flow: flow, Loads: stages, Measured: b.plan.Duration, CPU: use, PickUs: meanPickUs(mfs),
 		Tenants: []tenantResult{tenantOf("bursty", c, s, rej, other, s.Interrupted+s.Schedule.Dropped)}}
 	cl.Tenants[0].Pods = summarizeTraces(b.podTraces(ctx)[""])
 	cl.Sum = total(cl.Tenants)
-	cl.Gateway = gatewayOf(st, before, flow)
-	b.addQueueWaits(ctx, cl.Gateway)
+	cl.Gateway = gatewayOf(st, before, flow, use.WallS)
+	if cl.Gateway != nil {
+		cl.Gateway.QueueWaitMs = queueWaitsByPriority(mfs)
+		cl.Tenants[0].GatewayWait = flowWait(mfs, 0, "")
+	}
 	cl.Elapsed = time.Since(t0).Seconds()
 	return cl, nil
 }
@@ -458,7 +535,11 @@ func (b *bench) burstCell(ctx context.Context, name string, fc *flowcontrol.Conf
 func tenantOf(name string, rate float64, s *loadtest.Summary, rejected, other, cancelled int64) tenantResult {
 	t := tenantResult{Name: name, Rate: rate, Served: s.Succeeded, Rejected: rejected, Failed: other, Cancelled: cancelled,
 		TTFTP50: s.TTFT.P50, TTFTP90: s.TTFT.P90, TTFTP99: s.TTFT.P99, Through: s.CompletionRate, OutTokS: s.OutputTokensPerS,
-		Errors: s.ErrorsByStatus}
+		Errors: s.ErrorsByStatus, TTFTN: s.TTFT.Count}
+	if s.TTFTCI != nil {
+		ci := s.TTFTCI.P90
+		t.TTFTP90CI = &ci
+	}
 	t.Offered = s.Requests + s.Interrupted + s.Schedule.Dropped
 	if s.Goodput != nil {
 		t.Goodput = s.Goodput.Rate
@@ -483,7 +564,7 @@ func total(ts []tenantResult) tenantResult {
 	return sum
 }
 
-func gatewayOf(st *stack.Stack, before flowcontrol.Counts, flow bool) *gatewayCounts {
+func gatewayOf(st *stack.Stack, before flowcontrol.Counts, flow bool, wallS float64) *gatewayCounts {
 	if !flow {
 		return nil
 	}
@@ -499,6 +580,9 @@ func gatewayOf(st *stack.Stack, before flowcontrol.Counts, flow bool) *gatewayCo
 		Queued:     after.Queued,
 	}
 	g.Balanced = g.Enqueued == g.Dispatched+g.Rejected+g.Cancelled+int64(g.Queued)
+	if wallS > 0 {
+		g.HeldPlaces = (after.HeldPlaceSeconds - before.HeldPlaceSeconds) / wallS
+	}
 	return g
 }
 
@@ -512,57 +596,6 @@ func freePort(host string) (int, error) {
 }
 
 var errNoPort = errors.New("no port free on every pod address")
-
-// addQueueWaits reads the mean queue time of dispatched requests per band from the
-// picker's /metrics (the same series a Prometheus would scrape).
-func (b *bench) addQueueWaits(ctx context.Context, g *gatewayCounts) {
-	if g == nil {
-		return
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.metricsAddr+"/metrics", nil)
-	if err != nil {
-		return
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if err != nil {
-		return
-	}
-	sums, counts := map[string]float64{}, map[string]float64{}
-	const name = "inference_extension_flow_control_request_queue_duration_seconds_"
-	for _, line := range strings.Split(string(body), "\n") {
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || !strings.Contains(rest, `outcome="Dispatched"`) {
-			continue
-		}
-		_, after, ok := strings.Cut(rest, `priority="`)
-		if !ok {
-			continue
-		}
-		prio, _, _ := strings.Cut(after, `"`)
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			continue
-		}
-		switch {
-		case strings.HasPrefix(rest, "sum{"):
-			sums[prio] += v
-		case strings.HasPrefix(rest, "count{"):
-			counts[prio] += v
-		}
-	}
-	g.QueueWaitMs = map[string]float64{}
-	for p, n := range counts {
-		if n > 0 {
-			g.QueueWaitMs[p] = 1000 * sums[p] / n
-		}
-	}
-}
 
 // calibrate measures the fleet's capacity now: a closed loop of exactly as many users as the
 // fleet has sequence slots, through the gateway without flow control, for a few seconds.

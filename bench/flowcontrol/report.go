@@ -45,25 +45,25 @@ func (r report) markdown() string {
 		"(the machine is shared: absolute latencies carry that noise; compare rows of one table).\n\n",
 		r.Command, r.StartedAt.Format(time.RFC3339), r.WallS, r.CPUs, r.LoadavgStart, r.LoadavgEnd)
 	fmt.Fprintf(&b, "%d simulated pods × %d sequences, time scale %g, prompts %d tokens (long: %d), outputs %d tokens; "+
-		"fleet capacity %.1f req/s of the short shape, measured at the start (%.1f by the sims' cost model); poisson arrivals, seed %d in every cell, %s measured after %s warm-up; "+
+		"fleet capacity %.1f req/s of the short shape, measured at the start (%.1f by the sims' cost model); poisson arrivals, seed %d in every cell, %s measured after %s warm-up (%s in the noisy scenario's B-alone, CPU-hog and flow-control-on cells); "+
 		"goodput = served with TTFT ≤ %s. Flow control on: %s fairness, %s ordering, TTL %s, everything else the feature's default "+
-		"(pods' batch sizes learned from their metrics, %s reservation over a %s window).\n\n",
-		p.Pods, p.MaxNumSeqs, p.TimeScale, p.ShortIn, p.LongIn, p.Output, p.Capacity, p.Nominal, p.Seed, p.Duration, p.Warmup, p.SLOTTFT,
-		fc.Fairness, fc.Ordering, fc.RequestTTL, fc.Reservation, fc.DemandWindow)
+		"(pods' batch sizes learned from their metrics, %s reservation of the %g quantile of a flow's need over %s windows).\n\n",
+		p.Pods, p.MaxNumSeqs, p.TimeScale, p.ShortIn, p.LongIn, p.Output, p.Capacity, p.Nominal, p.Seed, p.Duration, p.Warmup, p.NoisyDuration, p.SLOTTFT,
+		fc.Fairness, fc.Ordering, fc.RequestTTL, fc.Reservation, fc.DemandQuantile, fc.DemandWindow)
 	scenario := ""
 	for _, c := range r.Cells {
 		if c.Scenario != scenario {
 			scenario = c.Scenario
-			fmt.Fprintf(&b, "\n## %s\n\n| cell | tenant | rate/s | offered | served | rejected | failed | cancelled | adds up | TTFT p50 ms | TTFT p90 ms | TTFT p99 ms | goodput/s | completions/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", title(scenario))
+			fmt.Fprintf(&b, "\n## %s\n\n| cell | tenant | rate/s | offered | served | rejected | failed | cancelled | adds up | TTFT n | TTFT p50 ms | TTFT p90 ms [95 %% CI] | TTFT p99 ms | goodput/s | completions/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", title(scenario))
 		}
 		rows := c.Tenants
 		if len(rows) > 1 {
 			rows = append(rows, c.Sum)
 		}
 		for _, t := range rows {
-			ttft := fmt.Sprintf("%.0f | %.0f | %.0f", t.TTFTP50, t.TTFTP90, t.TTFTP99)
+			ttft := fmt.Sprintf("%d | %.0f | %s | %.0f", t.TTFTN, t.TTFTP50, p90WithCI(t), t.TTFTP99)
 			if t.Name == "total" {
-				ttft = "– | – | –" // percentiles do not add across tenants
+				ttft = "– | – | – | –" // percentiles do not add across tenants
 			}
 			fmt.Fprintf(&b, "| %s | %s | %.1f | %d | %d | %d | %d | %d | %s | %s | %.2f | %.2f |\n",
 				c.Name, t.Name, t.Rate, t.Offered, t.Served, t.Rejected, t.Failed, t.Cancelled, yes(t.addsUp()),
@@ -94,15 +94,32 @@ func (r report) markdown() string {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.Scenario, c.Name, t.Name, t.Pods)
 		}
 	}
-	b.WriteString("\n## The gateway's flow-control accounting (cells with flow control on)\n\n| scenario | cell | enqueued | dispatched | rejected | cancelled | queued at end | adds up | mean queue wait of dispatched requests, by priority |\n|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n## Where the time to first token goes at the gateway\n\n" +
+		"Per tenant: its TTFT p90 as the load tester saw it; its flow's wait in the picker's flow-control queue (mean / the upper bound of the " +
+		"histogram bucket holding the p90, from `infergw_flow_control_flow_dispatch_wait_seconds`); its time in the pods (above); and, per cell, " +
+		"the mean time of the router's Pick, the CPU the load used (the bench process holds the load tester, the sims and the picker; Envoy is " +
+		"its own process) and the load average at the end of the load. The rest of the TTFT is Envoy, the network stack and waiting for a CPU.\n\n" +
+		"| scenario | cell | measured s | tenant | TTFT p90 ms | gateway queue wait mean / p90 ms | pod queue p90 ms | admission → first token p90 ms | pick mean µs | bench process cores | Envoy cores | load average at end |\n" +
+		"|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, c := range r.Cells {
+		for _, t := range c.Tenants {
+			podQ, podP := "–", "–"
+			if t.Pods != nil {
+				podQ, podP = fmt.Sprintf("%.0f", t.Pods.QueueP90), fmt.Sprintf("%.0f", t.Pods.PrefillP90)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %.0f | %s | %s | %s | %.0f | %.2f | %.2f | %s |\n", c.Scenario, c.Name, c.Measured.Seconds(), t.Name,
+				t.TTFTP90, t.GatewayWait, podQ, podP, c.PickUs, c.CPU.SelfCores, c.CPU.EnvoyCores, c.CPU.LoadavgEnd)
+		}
+	}
+	b.WriteString("\n## The gateway's flow-control accounting (cells with flow control on)\n\n| scenario | cell | enqueued | dispatched | rejected | cancelled | queued at end | adds up | mean queue wait of dispatched requests, by priority | places held idle by the reservation (mean) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Cells {
 		if g := c.Gateway; g != nil {
 			waits := make([]string, 0, len(g.QueueWaitMs))
 			for _, p := range sortedKeys(g.QueueWaitMs) {
 				waits = append(waits, fmt.Sprintf("%s: %.0f ms", p, g.QueueWaitMs[p]))
 			}
-			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %s | %s |\n", c.Scenario, c.Name, g.Enqueued, g.Dispatched,
-				g.Rejected, g.Cancelled, g.Queued, yes(g.Balanced), strings.Join(waits, ", "))
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %s | %s | %.2f |\n", c.Scenario, c.Name, g.Enqueued, g.Dispatched,
+				g.Rejected, g.Cancelled, g.Queued, yes(g.Balanced), strings.Join(waits, ", "), g.HeldPlaces)
 		}
 	}
 	return b.String()
@@ -125,4 +142,12 @@ func yes(b bool) string {
 		return "yes"
 	}
 	return "**no**"
+}
+
+// p90WithCI is the TTFT p90 with its bootstrap interval when there is one.
+func p90WithCI(t tenantResult) string {
+	if t.TTFTP90CI == nil {
+		return fmt.Sprintf("%.0f", t.TTFTP90)
+	}
+	return fmt.Sprintf("%.0f [%.0f–%.0f]", t.TTFTP90, t.TTFTP90CI.Lo, t.TTFTP90CI.Hi)
 }
