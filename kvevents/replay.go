@@ -36,6 +36,8 @@ const (
 	// maxKnownPods bounds the pods the subscriber remembers having seen (those beyond it
 	// are never replayed).
 	maxKnownPods = 4096
+	// gapReplayEvery spaces a pod's gap replays.
+	gapReplayEvery = time.Second
 )
 
 // replayResult says what a replay applied.
@@ -44,10 +46,10 @@ type replayResult struct {
 	last    uint64 // the last sequence number applied (valid when batches > 0)
 }
 
-// replay asks ep for pod's batches from sequence 0 and hands them to the handler in order.
-// Caller holds s.mu (the handler sees one batch at a time).
-func (s *Subscriber) replay(ctx context.Context, ep, pod string) (replayResult, error) {
-	return replayInto(ctx, ep, pod, s.cfg.TopicPrefix, s.cfg.Limits, s.cfg.ReplayTimeout, s.h, s.messages, s.events)
+// replay asks ep for pod's batches from sequence from and hands them to the handler in
+// order. Caller holds s.mu (the handler sees one batch at a time).
+func (s *Subscriber) replay(ctx context.Context, ep, pod string, from uint64) (replayResult, error) {
+	return replayInto(ctx, ep, pod, from, s.cfg.TopicPrefix, s.cfg.Limits, s.cfg.ReplayTimeout, s.h, s.messages, s.events)
 }
 
 // Replay asks a publisher's replay endpoint ep for pod's buffered batches from sequence 0
@@ -55,11 +57,11 @@ func (s *Subscriber) replay(ctx context.Context, ep, pod string) (replayResult, 
 // number. It is what a Subscriber with Config.ReplayEndpoint does when it joins a pod's
 // stream mid-way; exported for tests against a real vLLM.
 func Replay(ctx context.Context, ep, pod string, h Handler, timeout time.Duration) (batches int, last uint64, err error) {
-	res, err := replayInto(ctx, ep, pod, DefaultTopicPrefix, Limits{}, timeout, h, nil, nil)
+	res, err := replayInto(ctx, ep, pod, 0, DefaultTopicPrefix, Limits{}, timeout, h, nil, nil)
 	return res.batches, res.last, err
 }
 
-func replayInto(ctx context.Context, ep, pod, prefix string, limits Limits, timeout time.Duration, h Handler,
+func replayInto(ctx context.Context, ep, pod string, from uint64, prefix string, limits Limits, timeout time.Duration, h Handler,
 	messages, events *prometheus.CounterVec) (replayResult, error) {
 	var res replayResult
 	count := func(result string) {
@@ -80,7 +82,8 @@ func replayInto(ctx context.Context, ep, pod, prefix string, limits Limits, time
 	if err := sock.Dial(zep); err != nil {
 		return res, fmt.Errorf("kvevents: replay dial %s: %w", ep, err)
 	}
-	var start [8]byte // sequence 0: everything the publisher still holds
+	var start [8]byte // from 0: everything the publisher still holds
+	binary.BigEndian.PutUint64(start[:], from)
 	if err := sock.Send(zmq4.NewMsgFrom([]byte{}, start[:])); err != nil {
 		return res, fmt.Errorf("kvevents: replay request %s: %w", ep, err)
 	}
@@ -106,7 +109,7 @@ func replayInto(ctx context.Context, ep, pod, prefix string, limits Limits, time
 			continue
 		}
 		seq := binary.BigEndian.Uint64(f[2])
-		if res.batches > 0 && seq <= res.last {
+		if seq < from || (res.batches > 0 && seq <= res.last) {
 			continue // never apply a batch twice or out of order
 		}
 		if err := dec.Decode(f[3], &b); err != nil {
@@ -127,10 +130,18 @@ func replayInto(ctx context.Context, ep, pod, prefix string, limits Limits, time
 }
 
 // beforeLive runs before a live batch of pod with sequence seq is handed on, and reports
-// whether to hand it on: a pod's first batch with seq > 0 (this subscriber joined its
-// stream mid-way) triggers a replay when the pod has a replay endpoint, and live batches
-// the replay already applied are skipped. Caller holds s.mu.
-func (s *Subscriber) beforeLive(pod string, seq uint64) bool {
+// whether to hand it on. When the pod has a replay endpoint, a replay fills what this
+// subscriber missed of its stream: from sequence 0 at the pod's first batch with seq > 0
+// (this subscriber joined mid-way: a restarted replica), and from the missing sequence
+// numbers at a gap (batches lost on the way: ZMQ's PUB drops what a slow subscriber's
+// queue cannot take, and the publisher's own buffer drops under load), so that the index
+// applies them in order and never sees the gap, instead of dropping the pod's entries and
+// trusting them only as a lower bound until the pod's cache turns over. Live batches the
+// replay already applied are skipped. Gap replays follow rank 0's stream only (vLLM's
+// data-parallel ranks each publish and replay on ports of their own) and at most once a
+// second per pod, so a pod losing batches all the time costs at most that. Caller holds
+// s.mu.
+func (s *Subscriber) beforeLive(pod string, seq uint64, rank int) bool {
 	if upto, ok := s.replayedUpTo[pod]; ok {
 		if seq <= upto {
 			return false
@@ -140,29 +151,60 @@ func (s *Subscriber) beforeLive(pod string, seq uint64) bool {
 	if s.cfg.ReplayEndpoint == nil {
 		return true
 	}
+	last, haveLast := s.last[pod]
+	if rank == 0 && (haveLast || len(s.last) < maxKnownPods) {
+		s.last[pod] = seq
+	}
 	if _, seen := s.known[pod]; seen || len(s.known) >= maxKnownPods {
-		return true
+		if rank != 0 || !haveLast || seq <= last+1 {
+			return true
+		}
+		return s.replayGap(pod, seq, last+1)
 	}
 	s.known[pod] = struct{}{}
 	if seq == 0 {
 		return true // the stream's start: nothing to replay
 	}
+	return s.replayFrom(pod, seq, 0)
+}
+
+// replayGap replays pod's batches from..seq-1 that the live stream lost, at most once a
+// second per pod.
+func (s *Subscriber) replayGap(pod string, seq, from uint64) bool {
+	now := time.Now()
+	if next, ok := s.nextGapReplay[pod]; ok && now.Before(next) {
+		return true // the index sees the gap: entries dropped, pod partial
+	}
+	if len(s.nextGapReplay) >= maxKnownPods {
+		clear(s.nextGapReplay) // bounded: forgetting only allows an early replay
+	}
+	s.nextGapReplay[pod] = now.Add(gapReplayEvery)
+	s.gapReplays.Inc()
+	return s.replayFrom(pod, seq, from)
+}
+
+// replayFrom replays pod's buffered batches from sequence from and reports whether the
+// live batch seq is still to be handed on.
+func (s *Subscriber) replayFrom(pod string, seq, from uint64) bool {
 	ep := s.cfg.ReplayEndpoint(pod)
 	if ep == "" {
 		return true
 	}
 	t0 := time.Now()
-	res, err := s.replay(s.ctx, ep, pod)
+	res, err := s.replay(s.ctx, ep, pod, from)
 	if err != nil {
-		s.log.Warn("kvevents: replay failed; the pod stays partial until its events fill the index", "pod", pod, "err", err)
+		s.log.Warn("kvevents: replay failed; the pod stays partial until its events fill the index", "pod", pod, "from", from, "err", err)
 	}
-	s.log.Info("kvevents: replayed a pod's buffered batches", "pod", pod, "batches", res.batches, "last_seq", res.last,
+	s.log.Info("kvevents: replayed a pod's buffered batches", "pod", pod, "from", from, "batches", res.batches, "last_seq", res.last,
 		"live_seq", seq, "took", time.Since(t0).Round(time.Millisecond))
 	if res.batches == 0 {
 		return true
 	}
 	if seq <= res.last {
 		s.replayedUpTo[pod] = res.last
+		if _, ok := s.last[pod]; ok {
+			s.last[pod] = res.last
+		}
 		return false
 	}
 	return true

@@ -2,10 +2,13 @@ package kvevents
 
 import (
 	"context"
+	"encoding/binary"
 	"testing"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // fakeReplayPeer is a ROUTER socket answering each replay request with the given replies
@@ -118,4 +121,111 @@ func equalSeqs(a, b []uint64) bool {
 		}
 	}
 	return true
+}
+
+// seqReplayPeer is a publisher's replay endpoint holding batches 0..last of pod: it
+// answers a request from start with start..last and the end marker, as vLLM's does, and
+// records each start asked for.
+func seqReplayPeer(t *testing.T, topic string, last uint64, payload []byte) (string, chan uint64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r := zmq4.NewRouter(ctx)
+	t.Cleanup(func() { r.Close() })
+	if err := r.Listen("tcp://127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	asked := make(chan uint64, 16)
+	go func() {
+		for {
+			msg, err := r.Recv()
+			if err != nil {
+				return
+			}
+			if len(msg.Frames) != 3 || len(msg.Frames[2]) != 8 {
+				continue
+			}
+			start := binary.BigEndian.Uint64(msg.Frames[2])
+			asked <- start
+			id := msg.Frames[0]
+			for q := start; q <= last; q++ {
+				_ = r.Send(zmq4.NewMsgFrom(id, []byte{}, []byte(topic), seqFrame(q), payload))
+			}
+			_ = r.Send(zmq4.NewMsgFrom(id, []byte{}, []byte{}, replayEnd, []byte{}))
+		}
+	}()
+	return "tcp://" + r.Addr().String(), asked
+}
+
+// TestReplayAfterGap: batches lost between two live ones are asked of the pod's replay
+// endpoint from the first missing sequence number and handed on in order before the live
+// batch, so the handler (the index) never sees the gap; a second gap within a second is
+// left to the index (bounded replays).
+func TestReplayAfterGap(t *testing.T) {
+	b := sampleBatch()
+	b.DPRank = 0 // gap replays follow rank 0's stream
+	payload, err := NewEncoder().Encode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const topic = "kv@127.0.0.1@m"
+	ep, asked := seqReplayPeer(t, topic, 3, payload)
+	h := make(chanHandler, 100)
+	reg := prometheus.NewRegistry()
+	s, err := New(Config{Bind: "tcp://127.0.0.1:0", ReplayTimeout: time.Second,
+		ReplayEndpoint: func(string) string { return ep }}, h, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pub := zmq4.NewPub(context.Background())
+	defer pub.Close()
+	if err := pub.Dial("tcp://" + s.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	seqs := []uint64{publishUntil(t, pub, h, topic, 0).seq}
+	drain := func() {
+		for {
+			select {
+			case g := <-h:
+				if g.seq != seqs[len(seqs)-1] { // publishUntil's resends of seq 0
+					seqs = append(seqs, g.seq)
+				}
+			case <-time.After(300 * time.Millisecond):
+				return
+			}
+		}
+	}
+	drain()
+	for _, q := range []uint64{1, 4} { // 2 and 3 lost
+		if err := pub.Send(zmq4.NewMsgFrom([]byte(topic), seqFrame(q), payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drain()
+	if want := []uint64{0, 1, 2, 3, 4}; !equalSeqs(seqs, want) {
+		t.Fatalf("handed on %v, want %v", seqs, want)
+	}
+	if got := <-asked; got != 2 {
+		t.Errorf("replay asked from %d, want 2 (the first lost batch)", got)
+	}
+	// Another gap at once: not replayed (at most one gap replay a second per pod).
+	if err := pub.Send(zmq4.NewMsgFrom([]byte(topic), seqFrame(7), payload)); err != nil {
+		t.Fatal(err)
+	}
+	drain()
+	if want := []uint64{0, 1, 2, 3, 4, 7}; !equalSeqs(seqs, want) {
+		t.Fatalf("second gap: handed on %v, want %v", seqs, want)
+	}
+	select {
+	case got := <-asked:
+		t.Errorf("a second replay from %d within a second", got)
+	default:
+	}
+	if got := testutil.ToFloat64(s.gapReplays); got != 1 {
+		t.Errorf("gap replays %v, want 1", got)
+	}
 }

@@ -65,12 +65,18 @@ type Subscriber struct {
 	// batches up to it must be skipped.
 	known        map[string]struct{}
 	replayedUpTo map[string]uint64
+	// last is the last sequence number handed on per pod (rank 0), for gap replays;
+	// nextGapReplay when a pod's next gap may be replayed (bounded like known).
+	last          map[string]uint64
+	nextGapReplay map[string]time.Time
 
 	dialMu sync.Mutex
 	dials  map[string]context.CancelFunc // endpoint -> its dial loop (SetPublishers)
 
 	messages *prometheus.CounterVec // by result
 	events   *prometheus.CounterVec // by type
+	// gapReplays counts replays asked for at a sequence gap.
+	gapReplays prometheus.Counter
 }
 
 // Message results counted in infergw_kv_events_messages_total.
@@ -98,6 +104,7 @@ func New(cfg Config, h Handler, log *slog.Logger, reg prometheus.Registerer) (*S
 	}
 	s := &Subscriber{
 		cfg: cfg, log: log, h: h, known: map[string]struct{}{}, replayedUpTo: map[string]uint64{},
+		last: map[string]uint64{}, nextGapReplay: map[string]time.Time{},
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "infergw_kv_events_messages_total",
 			Help: "KV-event messages received from model servers, by result (ok, replayed, bad_frames, bad_topic, bad_batch).",
@@ -106,9 +113,13 @@ func New(cfg Config, h Handler, log *slog.Logger, reg prometheus.Registerer) (*S
 			Name: "infergw_kv_events_total",
 			Help: "KV-cache events received from model servers, by type.",
 		}, []string{"type"}),
+		gapReplays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "infergw_kv_events_gap_replays_total",
+			Help: "Replays asked of a pod's replay endpoint for the batches a sequence gap lost.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{s.messages, s.events} {
+		for _, c := range []prometheus.Collector{s.messages, s.events, s.gapReplays} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("kvevents metrics: %w", err)
 			}
@@ -303,7 +314,7 @@ func (s *Subscriber) handle(dec *Decoder, b *Batch, frames [][]byte) {
 		s.log.Debug("kvevents: bad batch", "pod", pod, "seq", seq, "err", err)
 		return
 	}
-	if !s.beforeLive(pod, seq) {
+	if !s.beforeLive(pod, seq, b.DPRank) {
 		return
 	}
 	s.messages.WithLabelValues(resultOK).Inc()

@@ -299,6 +299,11 @@ func (ix *Index) apply(p *pod, s *stream, e *kvevents.Event) {
 		}
 		for i, h := range e.BlockHashes {
 			prev = ix.hasher.Block(prev, e.TokenIDs[i*e.BlockSize:(i+1)*e.BlockSize])
+			// Confirmed: from now on the block is the pod's as its events say, so a
+			// BlockRemoved ends it at once. Left speculative, it would outlive its eviction
+			// until the TTL: under KV pressure a pod turns its whole cache over in about a
+			// second, and the picker sent requests after blocks the pod had already evicted.
+			delete(p.spec, prev)
 			if _, dup := s.engine[h]; dup {
 				continue
 			}
@@ -354,8 +359,16 @@ func (ix *Index) Info(podName string) PodInfo {
 	return info
 }
 
-// Match returns how many leading keys the pod holds (the best of its ranks').
-func (ix *Index) Match(podName string, keys []uint64) int {
+// Match returns how many leading keys the pod holds (the best of its ranks'), speculative
+// blocks included.
+func (ix *Index) Match(podName string, keys []uint64) int { return ix.match(podName, keys, true) }
+
+// MatchStored is Match without speculative blocks: what the pod's events alone report.
+func (ix *Index) MatchStored(podName string, keys []uint64) int {
+	return ix.match(podName, keys, false)
+}
+
+func (ix *Index) match(podName string, keys []uint64, spec bool) int {
 	ix.mu.RLock()
 	p := ix.pods[podName]
 	ix.mu.RUnlock()
@@ -365,7 +378,9 @@ func (ix *Index) Match(podName string, keys []uint64) int {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	now := int64(0)
-	if len(p.spec) > 0 {
+	if !spec {
+		now = int64(^uint64(0) >> 1) // every speculative block has expired
+	} else if len(p.spec) > 0 {
 		now = ix.now().UnixNano()
 	}
 	best := 0
@@ -385,8 +400,8 @@ func (ix *Index) Match(podName string, keys []uint64) int {
 }
 
 // Speculate records that a request with these block keys was just routed to the pod: they
-// count as held for SpeculationTTL, until the engine's events confirm (or, by expiring,
-// deny) them. Only pods the index knows take speculation.
+// count as held until the pod's BlockStored confirms them (then its events alone decide,
+// a BlockRemoved included) or SpeculationTTL passes without it. Only pods the index knows take speculation.
 func (ix *Index) Speculate(podName string, keys []uint64) {
 	ix.mu.RLock()
 	p := ix.pods[podName]

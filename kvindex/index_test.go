@@ -419,3 +419,70 @@ func TestIndexSpeculation(t *testing.T) {
 		t.Fatalf("%d speculative keys, cap %d", n, maxSpeculativePerPod)
 	}
 }
+
+// TestSpeculationConfirmedThenEvicted: a speculative block ends when the pod's BlockStored
+// confirms it, so the BlockRemoved of its eviction, within the TTL, makes it not held;
+// blocks not yet confirmed stay speculative until the TTL.
+func TestSpeculationConfirmedThenEvicted(t *testing.T) {
+	ix := newIndex(t, Config{SpeculationTTL: time.Hour})
+	e := newEngine(1)
+	p := prompt(0, 4)
+	keys := keysOf(p, "")
+	ix.HandleBatch("a", "m", 0, batch(e.store(prompt(500, 1), ""))) // the pod is known
+	ix.Speculate("a", keys)
+	if got := ix.Match("a", keys); got != 4 {
+		t.Fatalf("speculated: %d, want 4", got)
+	}
+	// The engine stores the first two blocks (its prefill's first chunk), then evicts them.
+	ix.HandleBatch("a", "m", 1, batch(e.store(p[:2*bs], "")))
+	if got, stored := ix.Match("a", keys), ix.MatchStored("a", keys); got != 4 || stored != 2 {
+		t.Fatalf("two confirmed: match %d stored %d, want 4 and 2", got, stored)
+	}
+	ix.HandleBatch("a", "m", 2, batch(kvevents.Event{Kind: kvevents.BlockRemoved,
+		BlockHashes: []uint64{e.hashOf(p[:bs], ""), e.hashOf(p[:2*bs], "")}}))
+	if got := ix.Match("a", keys); got != 0 {
+		t.Fatalf("confirmed blocks evicted within the TTL: match %d, want 0", got)
+	}
+	// The unconfirmed tail is still speculative (a later prompt sharing only it is not a
+	// prefix match, but the map keeps it until stored or expired).
+	ix.mu.RLock()
+	n := len(ix.pods["a"].spec)
+	ix.mu.RUnlock()
+	if n != 2 {
+		t.Fatalf("%d speculative keys left, want the 2 unconfirmed", n)
+	}
+}
+
+// TestSpeculationConcurrent: picks speculating and matching while batches confirm and
+// evict the same keys (run with -race).
+func TestSpeculationConcurrent(t *testing.T) {
+	ix := newIndex(t, Config{SpeculationTTL: time.Hour})
+	e := newEngine(1)
+	ix.HandleBatch("a", "m", 0, batch(e.store(prompt(500, 1), "")))
+	p := prompt(0, 8)
+	keys := keysOf(p, "")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 200 {
+				ix.Speculate("a", keys)
+				if got := ix.Match("a", keys); got < 0 || got > len(keys) {
+					t.Errorf("match %d", got)
+				}
+			}
+		})
+	}
+	for i := range 200 {
+		ix.HandleBatch("a", "m", uint64(1+2*i), batch(e.store(p, "")))
+		hashes := make([]uint64, 0, 8)
+		for b := 1; b <= 8; b++ {
+			hashes = append(hashes, e.hashOf(p[:b*bs], ""))
+		}
+		ix.HandleBatch("a", "m", uint64(2+2*i), batch(kvevents.Event{Kind: kvevents.BlockRemoved, BlockHashes: hashes}))
+		e.hashes = map[string]uint64{} // evicted: the engine stores them anew next time
+	}
+	wg.Wait()
+	if ix.MatchStored("a", keys) != 0 {
+		t.Fatal("every stored block was removed")
+	}
+}

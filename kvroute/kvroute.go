@@ -30,6 +30,19 @@ type Source struct {
 	work      sync.Pool // *work
 
 	results *prometheus.CounterVec // per pick: ok, no_tokenizer, tokenize_error, no_body
+
+	shadow *shadow // benchmark only: compare every answer with the sims' own (EnableShadow)
+}
+
+// EnableShadow makes every answer be compared with the oracle's (benchmark only; the
+// comparison is in infergw_precise_prefix_shadow_* metrics, the routing is unchanged).
+func (s *Source) EnableShadow(o *Oracle, reg prometheus.Registerer) error {
+	sh, err := newShadow(o, reg)
+	if err != nil {
+		return fmt.Errorf("kvroute shadow: %w", err)
+	}
+	s.shadow = sh
+	return nil
 }
 
 type work struct {
@@ -122,6 +135,15 @@ func (s *Source) MatchPrefix(req *router.Request, adapter bool, hosts []string, 
 		}
 		keys := w.keysFor(info.BlockSize, root, s.maxBlocks)
 		hit[i], total[i] = s.ix.Match(h, keys), len(keys) //nolint:gosec // G602: as above
+	}
+	if s.shadow != nil {
+		stored := make([]int, len(hosts))
+		for i, h := range hosts {
+			if bs := s.ix.Info(h).BlockSize; bs > 0 {
+				stored[i] = s.ix.MatchStored(h, w.keysFor(bs, root, s.maxBlocks))
+			}
+		}
+		s.shadow.compare(req, adapter, hosts, hit, stored, total, exact)
 	}
 	return w
 }

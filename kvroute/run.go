@@ -36,6 +36,9 @@ type Options struct {
 	Tokenizers map[string]string
 	// Index bounds the block index (zero: defaults).
 	Index kvindex.Config
+	// ShadowOraclePort, benchmark only, when > 0: every answer is compared with the
+	// infergw sims' own (kvroute.Oracle on this port); see Source.EnableShadow.
+	ShadowOraclePort int
 }
 
 // ParseTokenizers reads "DIR" (every model) and "MODEL=DIR" items.
@@ -91,6 +94,15 @@ func Start(ctx context.Context, o Options, log *slog.Logger, reg prometheus.Regi
 	src, err := New(ix, models, 0, log, reg)
 	if err != nil {
 		return nil, err
+	}
+	if o.ShadowOraclePort > 0 {
+		or, err := NewOracle(o.ShadowOraclePort)
+		if err != nil {
+			return nil, err
+		}
+		if err := src.EnableShadow(or, reg); err != nil {
+			return nil, err
+		}
 	}
 	cfg := kvevents.Config{Bind: o.Bind, Connect: o.Connect}
 	if o.ReplayPort > 0 {

@@ -17,6 +17,7 @@ import (
 var kvMetricPrefixes = []string{
 	"infergw_kv_index_resets_total", "infergw_kv_index_dropped_total", "infergw_kv_index_pods",
 	"infergw_precise_prefix_requests_total", "infergw_kv_events_messages_total",
+	"infergw_precise_prefix_shadow_hosts_total", "infergw_precise_prefix_shadow_picks_total",
 }
 
 // scrapeKVMetrics sums, over the pickers' /metrics (host:port each), every series of

@@ -29,11 +29,18 @@ type policySpec struct {
 	Base    string
 	Pickers int  // picker replicas run apart (0: in the up process)
 	Restart bool // restart replica 0 halfway through the measured window
+	// Shadow (precise-shadow): precise routing whose every answer is also compared with
+	// the oracle's (the picker's infergw_precise_prefix_shadow_* metrics): where and why
+	// the events' view of the pods departs from the pods' own.
+	Shadow bool
 }
 
 // parsePolicy reads BASE[-xN][-restart].
 func parsePolicy(name string) (policySpec, error) {
 	s := policySpec{Base: name}
+	if name == "precise-shadow" {
+		return policySpec{Base: "precise", Shadow: true}, nil
+	}
 	if b, ok := strings.CutSuffix(s.Base, "-restart"); ok {
 		s.Base, s.Restart = b, true
 	}

@@ -11,6 +11,7 @@ func TestParsePolicy(t *testing.T) {
 		"default-x1-restart": {Base: "default", Pickers: 1, Restart: true},
 		"default-v0":         {Base: "default-v0"},
 		"oracle":             {Base: "oracle"},
+		"precise-shadow":     {Base: "precise", Shadow: true},
 	}
 	for name, want := range good {
 		if got, err := parsePolicy(name); err != nil || got != want {

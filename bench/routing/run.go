@@ -187,7 +187,7 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 		defer pickers.stop()
 	}
 	oraclePort := 0
-	if ps.Base == "oracle" {
+	if ps.Base == "oracle" || ps.Shadow {
 		oraclePort = l.TargetPort
 	}
 	layer, err := startLayer(ctx, layerSpec{policy: ps.Base, infergw: r.infergw, envoy: r.envoyBin, manifests: dir,

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/infergw/infergw/kvindex"
 	"github.com/infergw/infergw/kvroute"
 )
 
@@ -20,6 +21,7 @@ type kvFlags struct {
 	podPort    int
 	replayPort int
 	tokenizers []string
+	specTTL    time.Duration
 }
 
 func (k *kvFlags) register(fl *pflag.FlagSet) {
@@ -31,6 +33,8 @@ func (k *kvFlags) register(fl *pflag.FlagSet) {
 		"dial every pod of the picker's pools at this port (vLLM publishing with endpoint tcp://*:PORT): each picker replica then hears every pod")
 	fl.IntVar(&k.replayPort, "kv-events-replay-port", 0,
 		"the pods' KV-event replay port (vLLM --kv-events-config replay_endpoint tcp://*:PORT): a pod first heard mid-stream, as after a picker restart, is replayed from its publisher's buffer")
+	fl.DurationVar(&k.specTTL, "kv-speculation-ttl", kvindex.DefaultSpeculationTTL,
+		"how long the blocks of a request just routed to a pod count as the pod's when its KV events have not confirmed them (a BlockStored ends them sooner); longer than the pods' longest queue wait")
 	fl.StringSliceVar(&k.tokenizers, "kv-tokenizer", nil,
 		"directory with the model's tokenizer.json and tokenizer_config.json, as DIR (every model) or MODEL=DIR; repeatable")
 }
@@ -48,5 +52,9 @@ func (k *kvFlags) options() (kvroute.Options, error) {
 	if k.replayPort < 0 || k.replayPort > 65535 {
 		return kvroute.Options{}, fmt.Errorf("--kv-events-replay-port %d out of range", k.replayPort)
 	}
-	return kvroute.Options{Bind: k.bind, Connect: k.connect, PodPort: k.podPort, ReplayPort: k.replayPort, Tokenizers: tk}, nil
+	if k.specTTL <= 0 {
+		return kvroute.Options{}, fmt.Errorf("--kv-speculation-ttl %s: must be positive", k.specTTL)
+	}
+	return kvroute.Options{Bind: k.bind, Connect: k.connect, PodPort: k.podPort, ReplayPort: k.replayPort, Tokenizers: tk,
+		Index: kvindex.Config{SpeculationTTL: k.specTTL}}, nil
 }

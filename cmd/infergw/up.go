@@ -80,7 +80,7 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	registerRouterFlags(fl, &f.cfg.Router)
 	f.kv.register(fl)
 	fl.IntVar(&f.oraclePort, "kv-oracle-port", 0,
-		"benchmark only: the precise-prefix scorer asks every pod's infergw sim at this port what it really holds (POST /debug/prefix) instead of KV events: the routing benchmark's oracle")
+		"benchmark only: the precise-prefix scorer asks every pod's infergw sim at this port what it really holds (POST /debug/prefix) instead of KV events: the routing benchmark's oracle; with KV events, the events route and every answer is compared with the sims' (infergw_precise_prefix_shadow_* metrics)")
 	fl.BoolVar(&f.externalPicker, "external-picker", false,
 		"do not run the picker: the pools' endpoint picker Services point at pickers run apart (`infergw picker`), e.g. several replicas")
 	fl.StringVar((*string)(&f.cfg.Picker.Transport), "grpc-transport", string(extproc.TransportInline),
@@ -129,10 +129,7 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		cfg.Router.Scheduler = sc
 	}
 	cfg.ExternalPicker = f.externalPicker
-	if f.oraclePort > 0 {
-		if f.kv.enabled() {
-			return fmt.Errorf("--kv-oracle-port and KV events are exclusive")
-		}
+	if f.oraclePort > 0 && !f.kv.enabled() {
 		o, err := kvroute.NewOracle(f.oraclePort)
 		if err != nil {
 			return fmt.Errorf("--kv-oracle-port: %w", err)
@@ -147,6 +144,9 @@ func runUp(cmd *cobra.Command, f *upFlags) error {
 		if err != nil {
 			return fmt.Errorf("--kv-tokenizer: %w", err)
 		}
+		// With --kv-oracle-port as well, the events route and the sims' answers are only
+		// compared with theirs (the benchmark's diagnosis of where the two differ).
+		opts.ShadowOraclePort = f.oraclePort
 		cfg.KVEvents, cfg.KVSource = &opts, kvRef
 		if f.schedulerConfig == "" && f.policy == "default" {
 			cfg.Router.Scheduler, _ = router.PolicyConfig("precise")
