@@ -69,20 +69,8 @@ func TestReplayBadPeers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ep := fakeReplayPeer(t, c.replies)
 			h := make(chanHandler, 100)
-			s, err := New(Config{Bind: "tcp://127.0.0.1:0", ReplayTimeout: 300 * time.Millisecond,
-				ReplayEndpoint: func(string) string { return ep }}, h, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			pub := zmq4.NewPub(context.Background())
-			defer pub.Close()
-			if err := pub.Dial("tcp://" + s.Addr()); err != nil {
-				t.Fatal(err)
-			}
+			_, pub := boundWithPub(t, Config{Bind: "tcp://127.0.0.1:0", ReplayTimeout: 300 * time.Millisecond,
+				ReplayEndpoint: func(string) string { return ep }}, h, nil)
 			start := time.Now()
 			first := publishUntil(t, pub, h, "kv@127.0.0.1@m", 5)
 			seqs := []uint64{first.seq}
@@ -172,20 +160,8 @@ func TestReplayAfterGap(t *testing.T) {
 	ep, asked := seqReplayPeer(t, topic, 3, payload)
 	h := make(chanHandler, 100)
 	reg := prometheus.NewRegistry()
-	s, err := New(Config{Bind: "tcp://127.0.0.1:0", ReplayTimeout: time.Second,
-		ReplayEndpoint: func(string) string { return ep }}, h, nil, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	pub := zmq4.NewPub(context.Background())
-	defer pub.Close()
-	if err := pub.Dial("tcp://" + s.Addr()); err != nil {
-		t.Fatal(err)
-	}
+	s, pub := boundWithPub(t, Config{Bind: "tcp://127.0.0.1:0", ReplayTimeout: time.Second,
+		ReplayEndpoint: func(string) string { return ep }}, h, reg)
 	seqs := []uint64{publishUntil(t, pub, h, topic, 0).seq}
 	drain := func() {
 		for {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 type got struct {
@@ -54,19 +55,7 @@ func publishUntil(t *testing.T, pub zmq4.Socket, h chanHandler, topic string, se
 // it, as vLLM's publisher does with an endpoint without '*'.
 func TestSubscriberBindVLLMMode(t *testing.T) {
 	h := make(chanHandler, 100)
-	s, err := New(Config{Bind: "tcp://127.0.0.1:0"}, h, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	pub := zmq4.NewPub(context.Background())
-	defer pub.Close()
-	if err := pub.Dial("tcp://" + s.Addr()); err != nil {
-		t.Fatal(err)
-	}
+	_, pub := boundWithPub(t, Config{Bind: "tcp://127.0.0.1:0"}, h, nil)
 	g := publishUntil(t, pub, h, "kv@10.1.2.3@tiny", 7)
 	if g.pod != "10.1.2.3" || g.model != "tiny" || g.seq != 7 || g.events != 4 {
 		t.Fatalf("got %+v", g)
@@ -237,4 +226,24 @@ func TestLimitListener(t *testing.T) {
 	for _, c := range clients {
 		_ = c.Close()
 	}
+}
+
+// boundWithPub starts a subscriber that binds (cfg.Bind) and a real ZMQ PUB socket dialled
+// to it, as vLLM's publisher connects; both are closed when the test ends.
+func boundWithPub(t *testing.T, cfg Config, h Handler, reg prometheus.Registerer) (*Subscriber, zmq4.Socket) {
+	t.Helper()
+	s, err := New(cfg, h, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	pub := zmq4.NewPub(context.Background())
+	t.Cleanup(func() { pub.Close() })
+	if err := pub.Dial("tcp://" + s.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	return s, pub
 }
