@@ -129,11 +129,11 @@ func writeMarkdown(w io.Writer, r *report) error {
 		"of the measured period, which runs until the last completion (a backlog lowers it). Layer CPU is the CPU seconds "+
 		"the routing layer's whole process tree (infergw: control plane + picker + Envoy; a peer: its router process) used "+
 		"per 1,000 requests completed in the measured period, read from /proc at the end of the warm-up and of the run; "+
-		"the breakdown is per process; machine busy includes the sims, the load tester and other users.\n\n",
+		"the breakdown is each process's CPU seconds over the whole measured run (not per 1,000 requests); machine busy includes the sims, the load tester and other users.\n\n",
 		p.Pods, p.SimInfo.StepOverhead, p.SimInfo.PrefillTok, p.SimInfo.DecodeSeq, p.SimInfo.KVBlocks, p.SimInfo.BlockSize,
 		p.SimInfo.KVTokens, p.SimInfo.MaxLoRAs, p.TimeScale, scaleNote(p.TimeScale))
 	contended := false
-	b.WriteString("| workload | policy | req/s | TTFT p50 | TTFT p90 | TTFT p99 | TPOT p50 | TPOT p99 | output tok/s | cached ratio | errors | p90 TTFT vs RR | layer CPU s/1k req | by process | machine busy |\n")
+	b.WriteString("| workload | policy | req/s | TTFT p50 | TTFT p90 | TTFT p99 | TPOT p50 | TPOT p99 | output tok/s | cached ratio | errors | p90 TTFT vs RR | layer CPU s/1k req | CPU s by process, whole run | machine busy |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, wl := range r.workloads() {
 		rr := r.find(wl, "round-robin")
