@@ -7,9 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,26 +19,11 @@ import (
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/infergw/infergw/discovery"
+	"github.com/infergw/infergw/internal/envoytest"
 )
 
-// envoyBinary finds a real Envoy: $ENVOY_BIN, then envoy on PATH. Without one the test is
-// skipped, except in CI where it fails.
-func envoyBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("ENVOY_BIN"); p != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("envoy"); err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("no Envoy binary (set ENVOY_BIN or put envoy on PATH); required in CI")
-	}
-	t.Skip("no Envoy binary (set ENVOY_BIN or put envoy on PATH)")
-	return ""
-}
+// envoyBinary finds a real Envoy (envoytest.Binary): skipped without one, except in CI.
+func envoyBinary(t *testing.T) string { return envoytest.Binary(t) }
 
 // freePort returns a port that was free on host a moment ago.
 func freePort(t *testing.T, host string) int32 {
@@ -110,36 +92,7 @@ func startEnvoy(t *testing.T, bin, xdsAddr string, listenPort int32) *envoyProc 
 // file, whose tail is logged if the test failed.
 func runEnvoy(t *testing.T, bin string, boot []byte) string {
 	t.Helper()
-	dir := t.TempDir()
-	bootPath := filepath.Join(dir, "bootstrap.yaml")
-	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logf := filepath.Join(dir, "envoy.log")
-	cmd := exec.Command(bin, "-c", bootPath, "--use-dynamic-base-id", "-l", "info", "--log-path", logf, "--concurrency", "1")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			if b, err := os.ReadFile(logf); err == nil {
-				t.Logf("envoy log:\n%s", lastLines(string(b), 60))
-			}
-		}
-	})
-	return logf
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return envoytest.Run(t, bin, boot).Log
 }
 
 // configVersions reads Envoy's /config_dump: the accepted version of every dynamic

@@ -7,20 +7,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/infergw/infergw/internal/envoyproc"
+	"github.com/infergw/infergw/internal/envoytest"
 )
 
 // TestEnvoyBareBootstrapIsValid runs the real Envoy's config validation on the reference
 // layer's bootstrap: a typo in the static YAML would otherwise only show as a cell that
 // never gets ready.
 func TestEnvoyBareBootstrapIsValid(t *testing.T) {
-	bin, err := envoyproc.Find(".")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no Envoy binary: %v; required in CI", err)
-		}
-		t.Skipf("no Envoy binary: %v", err)
-	}
+	bin := envoytest.Binary(t)
 	yaml, err := envoyBareBootstrap(19001, 18080, []string{"127.0.0.2:8000", "127.0.0.3:8000"})
 	if err != nil {
 		t.Fatal(err)

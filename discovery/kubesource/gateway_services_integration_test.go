@@ -30,18 +30,10 @@ import (
 // are left alone. (No controller-manager runs here, so the owner reference's garbage
 // collection is not exercised; the control plane's own deletion is.)
 func TestGatewayServicesRealAPIServer(t *testing.T) {
-	env := startAPIServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	env, f := realAPIFixture(t)
+	c := f.c
+	ctx, cancel := context.WithCancel(f.ctx) // stops the source before the checks below end
 	defer cancel()
-	scheme, err := newKubeScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(env.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &kubeFixture{t: t, ctx: ctx, c: c}
 	const proxyNS, appNS = "infergw-system", "apps"
 	for _, n := range []string{proxyNS, appNS} {
 		f.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}})

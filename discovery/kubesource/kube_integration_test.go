@@ -148,6 +148,24 @@ func gatewayAPICRDPaths(t *testing.T, root string) []string {
 
 // startAPIServer runs etcd and kube-apiserver through envtest. Without the binaries it skips
 // the test, except under CI where a skipped real-apiserver test would hide a broken build.
+// realAPIFixture starts a real kube-apiserver and a fixture whose client talks to it, with
+// a 90 s deadline for the test's calls.
+func realAPIFixture(t *testing.T) (*envtest.Environment, *kubeFixture) {
+	t.Helper()
+	env := startAPIServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	scheme, err := newKubeScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(env.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	return env, &kubeFixture{t: t, ctx: ctx, c: c}
+}
+
 func startAPIServer(t *testing.T) *envtest.Environment {
 	t.Helper()
 	dir, err := kubeBinDir()
@@ -337,19 +355,9 @@ func poolParentConditions(p *infv1.InferencePool, gwNS, gwName string) ([]metav1
 }
 
 func TestKubeSourceRealAPIServer(t *testing.T) {
-	env := startAPIServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	env, f := realAPIFixture(t)
+	ctx, cancel := context.WithCancel(f.ctx) // stops the source at the end
 	defer cancel()
-
-	scheme, err := newKubeScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(env.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatalf("client: %v", err)
-	}
-	f := &kubeFixture{t: t, ctx: ctx, c: c}
 	const ns, otherNS = "infer", "elsewhere"
 	for _, n := range []string{ns, otherNS} {
 		f.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}})

@@ -13,9 +13,6 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -25,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/infergw/infergw/internal/envoytest"
 	"github.com/infergw/infergw/model"
 	"github.com/infergw/infergw/xds"
 )
@@ -34,28 +32,11 @@ import (
 // updated; the Kubernetes source publishes a new snapshot, the xDS server sends the new
 // listener, and the same Envoy process (no restart) presents the new certificate.
 func TestSecretRotationReachesEnvoy(t *testing.T) {
-	bin := os.Getenv("ENVOY_BIN")
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("envoy"); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatal("no Envoy binary (set ENVOY_BIN); required in CI")
-			}
-			t.Skip("no Envoy binary (set ENVOY_BIN or put envoy on PATH)")
-		}
-	}
-	env := startAPIServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	bin := envoytest.Binary(t)
+	env, f := realAPIFixture(t)
+	c := f.c
+	ctx, cancel := context.WithCancel(f.ctx) // stops the source at the end
 	defer cancel()
-	scheme, err := newKubeScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(env.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &kubeFixture{t: t, ctx: ctx, c: c}
 	const ns = "edge"
 	f.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	f.create(&gwapiv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "infergw"}, Spec: gwapiv1.GatewayClassSpec{ControllerName: model.DefaultControllerName}})
@@ -183,30 +164,9 @@ func freeTCPPort(t *testing.T) int {
 // closes if it exits.
 func startEnvoyProcess(t *testing.T, bin, xdsAddr string) <-chan struct{} {
 	t.Helper()
-	dir := t.TempDir()
 	boot, err := xds.Bootstrap(xds.BootstrapOptions{XDSAddr: xdsAddr, AdminAddr: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), NodeID: "rotation-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "bootstrap.yaml")
-	if err := os.WriteFile(path, boot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logf := filepath.Join(dir, "envoy.log")
-	cmd := exec.Command(bin, "-c", path, "--use-dynamic-base-id", "-l", "info", "--log-path", logf, "--concurrency", "1")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			if b, err := os.ReadFile(logf); err == nil {
-				t.Logf("envoy log:\n%s", b)
-			}
-		}
-	})
-	return exited
+	return envoytest.Run(t, bin, boot).Exited
 }

@@ -20,26 +20,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infergw/infergw/internal/envoyproc"
+	"github.com/infergw/infergw/internal/envoytest"
 	"github.com/infergw/infergw/internal/wirescan"
 	"github.com/infergw/infergw/stack"
 )
 
 const baseModel = "meta-llama/Llama-3.1-8B-Instruct"
 
-// envoyBinary returns the real Envoy. CI installs it (.ci/run), so there a missing binary
-// fails the test instead of skipping it.
-func envoyBinary(t *testing.T) string {
-	t.Helper()
-	bin, err := envoyproc.Find(".")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI must provide Envoy: %v", err)
-		}
-		t.Skip(err)
-	}
-	return bin
-}
+// envoyBinary returns the real Envoy (envoytest.Binary: CI must provide it).
+func envoyBinary(t *testing.T) string { return envoytest.Binary(t) }
 
 // freePort returns a TCP port that is free on ip right now.
 func freePort(t *testing.T, ip string) int {
