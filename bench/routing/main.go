@@ -45,6 +45,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.BlockSize, "block-size", 16, "tokens per KV-cache block of each pod (vLLM's CPU build uses 128)")
 	fs.IntVar(&o.Adapters, "adapters", 12, "LoRA adapters in the lora-mix workload (each pod holds 2 at once)")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of every request sequence and of the heavy-tail dataset")
+	fs.IntVar(&o.Repeat, "repeat", 1, "rounds of every cell; round k sends the sequence of seed+k-1 to every policy, policies interleaved, "+
+		"and the report adds each policy's pooled p90 TTFT and its ratio to the guess with bootstrap 95 % intervals over rounds and requests")
 	fs.Float64Var(&o.RateFactor, "rate-factor", 1, "multiply every workload's offered rate")
 	fs.DurationVar(&o.Duration, "duration", 0, "measured period per run (default 30s, 6s with --quick)")
 	fs.DurationVar(&o.Warmup, "warmup", 0, "warm-up per run, excluded from the figures (default 10s, 5s with --quick)")
@@ -144,32 +146,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := r.prepare(wl); err != nil {
 			return err
 		}
-		for _, pol := range p.Policies {
-			fmt.Fprintf(stderr, "[%s] %s / %s: %.1f req/s (wall) for %s + %s warm-up …\n",
-				time.Now().Format("15:04:05"), wl.Name, pol, wl.ModelRate/p.TimeScale, wl.Duration, wl.Warmup)
-			res, err := r.runCell(ctx, wl, pol)
-			if err != nil {
-				return err
-			}
-			s := res.Summary
-			fmt.Fprintf(stderr, "    TTFT p50 %s p90 %s p99 %s ms, TPOT p50 %s ms, %.0f out tok/s, cached %.3f, failed %d/%d, routing layer %.2f CPU s per 1k requests (%s), machine %.0f%% busy\n",
-				ms(s.TTFT.P50), ms(s.TTFT.P90), ms(s.TTFT.P99), ms(s.TPOT.P50), s.OutputTokensPerS, s.CachedTokenRatio,
-				s.Failed, s.Requests, res.CPU.PerKRequests(s.Succeeded), byProcessText(res.CPU), 100*res.CPU.MachineBusy)
-			if v := res.View; v != nil {
-				fmt.Fprintf(stderr, "    sims: arrivals per pod %v, %.0f%% behind a prefill, %.0f prompt tokens ahead per arrival, sim-side TTFT mean %s ms; mean pending prefill tokens per pod %.0f\n",
-					v.Arrivals, 100*v.BehindPrefill, v.TokensAhead, ms(1000*res.Sims.SimTTFTMean()), v.MeanPrefillToks)
-			}
-			if len(res.KVMetrics) > 0 {
-				fmt.Fprintf(stderr, "    pickers: %s\n", kvMetricsText(res.KVMetrics))
-			}
-			rep.Results = append(rep.Results, res)
-			if err := writeCellReport(out, res); err != nil {
+	}
+	for round := 1; round <= p.Repeat; round++ {
+		for _, wl := range p.Workloads {
+			if err := r.runWorkload(ctx, rep, out, wl, round); err != nil {
 				return err
 			}
 		}
 	}
 	rep.Took = time.Since(rep.StartedAt).Round(time.Second).String()
 	return writeOutputs(out, rep, stdout)
+}
+
+// runWorkload runs one round of every policy on one workload, printing progress.
+func (r *runner) runWorkload(ctx context.Context, rep *report, out string, wl workloadSpec, round int) error {
+	p, stderr := r.plan, r.progress
+	for _, pol := range p.Policies {
+		roundNote := ""
+		if p.Repeat > 1 {
+			roundNote = fmt.Sprintf(" (round %d of %d, seed %d)", round, p.Repeat, p.Seed+uint64(round-1)) //nolint:gosec // G115: round >= 1
+		}
+		fmt.Fprintf(stderr, "[%s] %s / %s%s: %.1f req/s (wall) for %s + %s warm-up …\n",
+			time.Now().Format("15:04:05"), wl.Name, pol, roundNote, wl.ModelRate/p.TimeScale, wl.Duration, wl.Warmup)
+		res, err := r.runCell(ctx, wl, pol, round)
+		if err != nil {
+			return err
+		}
+		s := res.Summary
+		fmt.Fprintf(stderr, "    TTFT p50 %s p90 %s p99 %s ms, TPOT p50 %s ms, %.0f out tok/s, cached %.3f, failed %d/%d, routing layer %.2f CPU s per 1k requests (%s), machine %.0f%% busy\n",
+			ms(s.TTFT.P50), ms(s.TTFT.P90), ms(s.TTFT.P99), ms(s.TPOT.P50), s.OutputTokensPerS, s.CachedTokenRatio,
+			s.Failed, s.Requests, res.CPU.PerKRequests(s.Succeeded), byProcessText(res.CPU), 100*res.CPU.MachineBusy)
+		if v := res.View; v != nil {
+			fmt.Fprintf(stderr, "    sims: arrivals per pod %v, %.0f%% behind a prefill, %.0f prompt tokens ahead per arrival, sim-side TTFT mean %s ms; mean pending prefill tokens per pod %.0f\n",
+				v.Arrivals, 100*v.BehindPrefill, v.TokensAhead, ms(1000*res.Sims.SimTTFTMean()), v.MeanPrefillToks)
+		}
+		if len(res.KVMetrics) > 0 {
+			fmt.Fprintf(stderr, "    pickers: %s\n", kvMetricsText(res.KVMetrics))
+		}
+		rep.Results = append(rep.Results, res)
+		if err := writeCellReport(out, res, p.Repeat); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {
@@ -209,11 +228,17 @@ func selectPolicies(list string) ([]string, error) {
 	return out, nil
 }
 
-func cellReportName(res *runResult) string { return res.Workload + "-" + res.Policy + ".html" }
+// cellReportName is one cell's load-tester report file; rounds are numbered when repeated.
+func cellReportName(res *runResult, repeat int) string {
+	if repeat > 1 {
+		return fmt.Sprintf("%s-%s-r%d.html", res.Workload, res.Policy, res.Round)
+	}
+	return res.Workload + "-" + res.Policy + ".html"
+}
 
 // writeCellReport writes the load tester's own HTML report of one cell.
-func writeCellReport(dir string, res *runResult) error {
-	f, err := os.Create(filepath.Join(dir, cellReportName(res)))
+func writeCellReport(dir string, res *runResult, repeat int) error {
+	f, err := os.Create(filepath.Join(dir, cellReportName(res, repeat)))
 	if err != nil {
 		return fmt.Errorf("cell report: %w", err)
 	}
@@ -226,6 +251,7 @@ func writeCellReport(dir string, res *runResult) error {
 
 // writeOutputs writes results.md, results.json and index.html, and the table to stdout.
 func writeOutputs(dir string, rep *report, stdout io.Writer) error {
+	rep.Pooled = pooledFigures(rep)
 	var md strings.Builder
 	if err := writeMarkdown(&md, rep); err != nil {
 		return err
@@ -240,7 +266,9 @@ func writeOutputs(dir string, rep *report, stdout io.Writer) error {
 	err := errors.Join(
 		write("results.md", func(w io.Writer) error { _, err := io.WriteString(w, md.String()); return err }),
 		write("results.json", func(w io.Writer) error { return writeJSON(w, rep) }),
-		write("index.html", func(w io.Writer) error { return writeIndexHTML(w, rep, md.String(), cellReportName) }),
+		write("index.html", func(w io.Writer) error {
+			return writeIndexHTML(w, rep, md.String(), func(res *runResult) string { return cellReportName(res, rep.Plan.Repeat) })
+		}),
 	)
 	if err != nil {
 		return err

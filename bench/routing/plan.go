@@ -90,6 +90,9 @@ type plan struct {
 	// DefaultWorkloads run when --workloads is not given (kv-pressure only with --kv-pressure).
 	DefaultWorkloads []workloadSpec `json:"-"`
 	Policies         []string       `json:"policies"`
+	// Repeat is the number of rounds: each runs every workload × policy once, with the
+	// request sequence's seed Seed+round-1 (the same for every policy of the round).
+	Repeat int `json:"repeat"`
 }
 
 // simSummary is the part of the sim config the report shows.
@@ -155,6 +158,8 @@ type options struct {
 	Warmup     time.Duration
 	// KVPressure adds the kv-pressure workload to the default set.
 	KVPressure bool
+	// Repeat: rounds of every cell (>= 1), policies interleaved within a round.
+	Repeat int
 	// Tokenizer: every sim of the run tokenizes with this model's tokenizer.json (the
 	// precise policy needs the picker and the sims to agree on tokens).
 	Tokenizer string
@@ -166,13 +171,16 @@ func buildPlan(o options) (plan, error) {
 	if o.Pods < 1 || o.TimeScale <= 0 || o.KVBlocks < 1 || o.Adapters < 1 || o.RateFactor <= 0 {
 		return plan{}, fmt.Errorf("plan: pods, time scale, kv blocks, adapters and rate factor must be positive")
 	}
+	if o.Repeat > maxRepeat {
+		return plan{}, fmt.Errorf("plan: --repeat %d: at most %d rounds", o.Repeat, maxRepeat)
+	}
 	if o.BlockSize == 0 {
 		o.BlockSize = sim.DefaultConfig().BlockSize
 	}
 	sc := simConfig(o.KVBlocks, o.BlockSize, o.Adapters, o.TimeScale)
 	sc.Tokenizer = o.Tokenizer
 	p := plan{Pods: o.Pods, TimeScale: o.TimeScale, Seed: o.Seed, Arrival: "poisson", Sim: sc,
-		SimInfo: summarizeSim(sc), Policies: policies}
+		SimInfo: summarizeSim(sc), Policies: policies, Repeat: max(o.Repeat, 1)}
 	warm, dur := 10*time.Second, 30*time.Second
 	if o.Quick {
 		warm, dur = 5*time.Second, 6*time.Second

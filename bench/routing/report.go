@@ -19,6 +19,8 @@ type report struct {
 	Statement string       `json:"statement"`
 	Plan      plan         `json:"plan"`
 	Results   []*runResult `json:"results"`
+	// Pooled are the figures over every round (with --repeat).
+	Pooled []pooledFigure `json:"pooled,omitempty"`
 }
 
 const fairness = "The policies differ only in routing: every cell starts fresh sims (same configuration) and a " +
@@ -31,13 +33,40 @@ const fairness = "The policies differ only in routing: every cell starts fresh s
 	"round-robin cluster of the sims, two workers; no picker, no ext_proc, no infergw process), what " +
 	"relaying the workload costs the data plane before anything infergw adds."
 
-func (r *report) find(workload, policy string) *runResult {
+// find returns a cell of round 1 (the only round without --repeat).
+func (r *report) find(workload, policy string) *runResult { return r.findRound(workload, policy, 1) }
+
+func (r *report) findRound(workload, policy string, round int) *runResult {
 	for _, res := range r.Results {
-		if res.Workload == workload && res.Policy == policy {
+		if res.Workload == workload && res.Policy == policy && max(res.Round, 1) == round {
 			return res
 		}
 	}
 	return nil
+}
+
+// rounds is the number of rounds the report holds (1 without --repeat).
+func (r *report) rounds() int { return max(r.Plan.Repeat, 1) }
+
+// label names a cell in the tables: its policy, and its round when there are several.
+func (r *report) label(res *runResult) string {
+	if r.rounds() > 1 {
+		return fmt.Sprintf("%s #%d", res.Policy, max(res.Round, 1))
+	}
+	return res.Policy
+}
+
+// cells are a workload's cells by policy, then round.
+func (r *report) cells(workload string) []*runResult {
+	var out []*runResult
+	for _, pol := range r.Plan.Policies {
+		for round := 1; round <= r.rounds(); round++ {
+			if res := r.findRound(workload, pol, round); res != nil {
+				out = append(out, res)
+			}
+		}
+	}
+	return out
 }
 
 func (r *report) workloads() []string {
@@ -136,15 +165,11 @@ func writeMarkdown(w io.Writer, r *report) error {
 	b.WriteString("| workload | policy | req/s | TTFT p50 | TTFT p90 | TTFT p99 | TPOT p50 | TPOT p99 | output tok/s | cached ratio | errors | p90 TTFT vs RR | layer CPU s/1k req | CPU s by process, whole run | machine busy |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, wl := range r.workloads() {
-		rr := r.find(wl, "round-robin")
-		for _, pol := range p.Policies {
-			res := r.find(wl, pol)
-			if res == nil {
-				continue
-			}
+		for _, res := range r.cells(wl) {
+			rr := r.findRound(wl, "round-robin", max(res.Round, 1))
 			s := res.Summary
 			vs := "—"
-			if rr != nil && pol != "round-robin" {
+			if rr != nil && res.Policy != "round-robin" {
 				vs = "÷" + strings.TrimSuffix(ratioText(rr.Summary.TTFT.P90, s.TTFT.P90), "×")
 			}
 			busy := ""
@@ -152,7 +177,7 @@ func writeMarkdown(w io.Writer, r *report) error {
 				busy, contended = " ⚠", true
 			}
 			fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %s | %s | %s | %s | %.0f | %.3f | %s | %s | %.2f | %s | %.0f%%%s |\n",
-				wl, pol, s.RequestRate, ms(s.TTFT.P50), ms(s.TTFT.P90), ms(s.TTFT.P99), ms(s.TPOT.P50), ms(s.TPOT.P99),
+				wl, r.label(res), s.RequestRate, ms(s.TTFT.P50), ms(s.TTFT.P90), ms(s.TTFT.P99), ms(s.TPOT.P50), ms(s.TPOT.P99),
 				s.OutputTokensPerS, s.CachedTokenRatio, errorsCell(res), vs,
 				res.CPU.PerKRequests(s.Succeeded), byProcessText(res.CPU), 100*res.CPU.MachineBusy, busy)
 		}
@@ -172,18 +197,18 @@ func writeMarkdown(w io.Writer, r *report) error {
 			rr.Summary.OutputTokensPerS, def.Summary.OutputTokensPerS, ratioText(def.Summary.OutputTokensPerS, rr.Summary.OutputTokensPerS))
 	}
 	writeOracleSection(&b, r)
+	writeRepeatSection(&b, r)
 	b.WriteString("\nThe sims' view (GET /debug/engine before and after each cell, warm-up included; sim TTFT is the sims' " +
 		"own mean from arrival to first token, without the gateway's latency):\n\n")
 	b.WriteString("| workload | policy | arrivals behind a prefill | prompt tokens ahead per arrival | sim TTFT mean (ms) | arrivals per pod |\n")
 	b.WriteString("|---|---|---|---|---|---|\n")
 	for _, wl := range r.workloads() {
-		for _, pol := range p.Policies {
-			res := r.find(wl, pol)
-			if res == nil || res.View == nil {
+		for _, res := range r.cells(wl) {
+			if res.View == nil {
 				continue
 			}
 			v := res.View
-			fmt.Fprintf(&b, "| %s | %s | %.0f%% | %.0f | %s | %v |\n", wl, pol, 100*v.BehindPrefill, v.TokensAhead,
+			fmt.Fprintf(&b, "| %s | %s | %.0f%% | %.0f | %s | %v |\n", wl, r.label(res), 100*v.BehindPrefill, v.TokensAhead,
 				ms(1000*res.Sims.SimTTFTMean()), v.Arrivals)
 		}
 	}
@@ -293,12 +318,8 @@ func writeIndexHTML(w io.Writer, r *report, markdown string, cellReport func(*ru
 	for _, wl := range r.workloads() {
 		iw := indexWorkload{Name: wl}
 		var p90, p99, tpot, tput []bar
-		for _, pol := range r.Plan.Policies {
-			res := r.find(wl, pol)
-			if res == nil {
-				continue
-			}
-			s := res.Summary
+		for _, res := range r.cells(wl) {
+			s, pol := res.Summary, r.label(res)
 			p90 = append(p90, bar{pol, s.TTFT.P90})
 			p99 = append(p99, bar{pol, s.TTFT.P99})
 			tpot = append(tpot, bar{pol, s.TPOT.P99})
@@ -327,8 +348,7 @@ func (a fleetCounters) hitRatio() float64 {
 // scorer answered by the sims' own cache state) and notes the picker restarts.
 func writeOracleSection(b *strings.Builder, r *report) {
 	for _, wl := range r.workloads() {
-		or := r.find(wl, "oracle")
-		if or == nil {
+		if r.find(wl, "oracle") == nil {
 			continue
 		}
 		fmt.Fprintf(b, "\nFleet hit ratio against the oracle (%s): the oracle routes with the same scorers, its prefix "+
@@ -336,12 +356,13 @@ func writeOracleSection(b *strings.Builder, r *report) {
 			"Cached ratio: the responses' cached prompt tokens in the measured period; sims' hit ratio: the sims' "+
 			"prefix-cache hit tokens over query tokens, warm-up included.\n\n", wl)
 		b.WriteString("| policy | cached ratio | of the oracle's | sims' hit ratio | of the oracle's |\n|---|---|---|---|---|\n")
-		for _, pol := range r.Plan.Policies {
-			res := r.find(wl, pol)
-			if res == nil {
+		for _, res := range r.cells(wl) {
+			// Against the oracle of the same round: the same request sequence.
+			or := r.findRound(wl, "oracle", max(res.Round, 1))
+			if or == nil {
 				continue
 			}
-			fmt.Fprintf(b, "| %s | %.3f | %s | %.3f | %s |\n", pol, res.Summary.CachedTokenRatio,
+			fmt.Fprintf(b, "| %s | %.3f | %s | %.3f | %s |\n", r.label(res), res.Summary.CachedTokenRatio,
 				pct(res.Summary.CachedTokenRatio, or.Summary.CachedTokenRatio), res.Sims.hitRatio(), pct(res.Sims.hitRatio(), or.Sims.hitRatio()))
 		}
 	}
@@ -359,7 +380,7 @@ func writeOracleSection(b *strings.Builder, r *report) {
 		if res.RestartErr != "" {
 			msg = "failed: " + res.RestartErr
 		}
-		fmt.Fprintf(b, "- %s / %s: restarted %.1f s into the measured window, %s.\n", res.Workload, res.Policy, res.RestartAt, msg)
+		fmt.Fprintf(b, "- %s / %s: restarted %.1f s into the measured window, %s.\n", res.Workload, r.label(res), res.RestartAt, msg)
 	}
 }
 

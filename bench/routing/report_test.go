@@ -63,7 +63,7 @@ func TestJSONAndHTMLOutputs(t *testing.T) {
 		t.Errorf("results.json lost data: %+v", back.Results)
 	}
 	var h bytes.Buffer
-	if err := writeIndexHTML(&h, rep, "table", cellReportName); err != nil {
+	if err := writeIndexHTML(&h, rep, "table", func(res *runResult) string { return cellReportName(res, 1) }); err != nil {
 		t.Fatal(err)
 	}
 	html := h.String()
@@ -97,7 +97,10 @@ func TestRecipeLengthsParseBack(t *testing.T) {
 	for _, wl := range p.Workloads {
 		byName[wl.Name] = wl
 	}
-	cmd := recipe(r.loadConfig(byName["lora-mix"], "http://127.0.0.1:1"))
+	cmd := recipe(r.loadConfig(byName["lora-mix"], "http://127.0.0.1:1", 1))
+	if round3 := recipe(r.loadConfig(byName["lora-mix"], "http://127.0.0.1:1", 3)); !strings.Contains(round3, "--seed 9") {
+		t.Errorf("round 3 of seed 7 should send seed 9's sequence: %q", round3)
+	}
 	for _, want := range []string{"--model bench-lora-00=1", "--model bench-lora-02=1", "--seed 7",
 		"--rate 24.00", "--input-tokens normal:256:64", "--output-tokens 128"} {
 		if !strings.Contains(cmd, want) {
@@ -105,7 +108,7 @@ func TestRecipeLengthsParseBack(t *testing.T) {
 		}
 	}
 	// The unique cell is issue 23's workload: 5 requests per modelled second per pod.
-	cmd = recipe(r.loadConfig(byName["unique"], "http://127.0.0.1:1"))
+	cmd = recipe(r.loadConfig(byName["unique"], "http://127.0.0.1:1", 1))
 	for _, want := range []string{"--rate 20.00", "--workload synthetic", "--input-tokens uniform:64:1024", "--output-tokens 128"} {
 		if !strings.Contains(cmd, want) {
 			t.Errorf("recipe %q lacks %q", cmd, want)

@@ -18,8 +18,11 @@ import (
 
 // runResult is one (workload, policy) cell of the benchmark.
 type runResult struct {
-	Workload string            `json:"workload"`
-	Policy   string            `json:"policy"`
+	Workload string `json:"workload"`
+	Policy   string `json:"policy"`
+	// Round is the cell's round (1-based; see plan.Repeat) and Seed its request sequence's.
+	Round    int               `json:"round"`
+	Seed     uint64            `json:"seed"`
 	WallRate float64           `json:"offered_rate_per_wall_s"`
 	Summary  *loadtest.Summary `json:"summary"`
 	CPU      CPUUsage          `json:"cpu"`
@@ -37,6 +40,9 @@ type runResult struct {
 	// KVMetrics are the pickers' precise-prefix series at the end of the cell, summed over
 	// replicas (a restarted replica's counters start again at its restart).
 	KVMetrics map[string]float64 `json:"kv_metrics,omitempty"`
+	// ttft are the successful requests' TTFTs in ms (the load tester's reservoir, which
+	// holds every request of a cell this size), for the pooled figures across rounds.
+	ttft []float64
 }
 
 // runner runs cells one after another, each on a fresh routing layer and fresh sims.
@@ -87,7 +93,10 @@ func (r *runner) layout(cell string, replicas int) (string, fleetLayout, error) 
 	return dir, l, writeManifests(dir, l)
 }
 
-func (r *runner) loadConfig(wl workloadSpec, url string) loadtest.Config {
+// roundSeed is the request sequence's seed in a round (1-based).
+func (r *runner) roundSeed(round int) uint64 { return r.plan.Seed + uint64(max(round, 1)-1) } //nolint:gosec // G115: >= 0
+
+func (r *runner) loadConfig(wl workloadSpec, url string, round int) loadtest.Config {
 	cfg := loadtest.Config{
 		URL:         url,
 		Models:      wl.Models,
@@ -97,7 +106,7 @@ func (r *runner) loadConfig(wl workloadSpec, url string) loadtest.Config {
 		Warmup:      wl.Warmup,
 		Duration:    wl.Duration,
 		Workload:    wl.Workload,
-		Seed:        r.plan.Seed,
+		Seed:        r.roundSeed(round),
 		Timeout:     300 * time.Second,
 		GracePeriod: 120 * time.Second,
 	}
@@ -121,7 +130,7 @@ func (r *runner) prepare(wl workloadSpec) error {
 
 // runCell starts fresh sims (cold caches) and a fresh routing layer, runs the workload and
 // stops both.
-func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (res *runResult, err error) {
+func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string, round int) (res *runResult, err error) {
 	cell := wl.Name + "-" + policy
 	ps, err := parsePolicy(policy)
 	if isPeer(policy) {
@@ -201,7 +210,7 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 			err = fmt.Errorf("%s: stop routing layer: %w", cell, cerr)
 		}
 	}()
-	lcfg := r.loadConfig(wl, layer.url)
+	lcfg := r.loadConfig(wl, layer.url, round)
 	simsBefore, _ := scrapeFleet(ctx, addrs)
 	views, verr := startViewSampler(ctx, addrs, r.viewEvery)
 	// The routing layer's CPU is read when the warm-up ends and when the run ends: the
@@ -249,7 +258,7 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 		}
 	}
 	simsAfter, serr := scrapeFleet(ctx, addrs)
-	res = &runResult{Workload: wl.Name, Policy: policy, WallRate: lcfg.Rate, Summary: sum,
+	res = &runResult{Workload: wl.Name, Policy: policy, Round: round, Seed: lcfg.Seed, WallRate: lcfg.Rate, Summary: sum,
 		CPU: layerCPU, Recipe: recipe(lcfg), View: view, Pickers: ps.Pickers, KVMetrics: kvMetrics}
 	if ps.Restart {
 		<-restart.done
@@ -263,6 +272,11 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string) (r
 	}
 	if serr == nil {
 		res.Sims = simsAfter.minus(simsBefore)
+	}
+	for _, smp := range sum.Samples {
+		if smp.OK {
+			res.ttft = append(res.ttft, smp.TTFT)
+		}
 	}
 	return res, nil
 }
