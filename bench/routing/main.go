@@ -63,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Tokenizer, "tokenizer", "", "directory of a model's tokenizer.json for every sim (needed by --policies precise, which also gives it to the picker), e.g. kvprompt/testdata/tiny")
 	var upFlags stringList
 	fs.Var(&upFlags, "up-flag", "extra flag for infergw's `infergw up` (repeatable), e.g. --up-flag=--pprof-addr=127.0.0.1:6060 to profile a cell")
+	var pickerFlags stringList
+	fs.Var(&pickerFlags, "picker-flag", "extra flag for every picker replica run apart by the -xN policies (repeatable), e.g. --picker-flag=--kv-speculation-ttl=10s")
 	var viewEvery time.Duration
 	fs.DurationVar(&viewEvery, "sim-view", 0, "also sample every sim's /debug/engine this often (e.g. 20ms) for the per-pod view in results.json")
 	if err := fs.Parse(args); err != nil {
@@ -136,7 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("results dir: %w", err)
 	}
 
-	r := &runner{plan: p, envoyBin: envoyBin, infergw: infergwBin, peersVenv: peersVenv, logLevel: logLevel, upFlags: upFlags,
+	r := &runner{plan: p, envoyBin: envoyBin, infergw: infergwBin, peersVenv: peersVenv, logLevel: logLevel, upFlags: upFlags, pickerFlags: pickerFlags,
 		tmp: tmp, progress: stderr, viewEvery: viewEvery,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	rep := &report{StartedAt: time.Now(), Command: "go run ./bench/routing " + strings.Join(args, " "),

@@ -39,6 +39,7 @@ type pickerSetSpec struct {
 	kvPodPort    int
 	kvReplayPort int // > 0: the pods' replay endpoint port
 	tokenizer    string
+	extra        []string // --picker-flag: appended to every replica's flags
 }
 
 func startPickers(ctx context.Context, s pickerSetSpec) (*pickerSet, error) {
@@ -58,6 +59,7 @@ func startPickers(ctx context.Context, s pickerSetSpec) (*pickerSet, error) {
 				p.args = append(p.args, "--kv-events-replay-port", strconv.Itoa(s.kvReplayPort))
 			}
 		}
+		p.args = append(p.args, s.extra...)
 		set.procs = append(set.procs, p)
 		if err := p.start(ctx); err != nil {
 			set.stop()

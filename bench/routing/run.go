@@ -53,9 +53,11 @@ type runner struct {
 	peersVenv string   // where the peer routers are installed ("" without --peers)
 	logLevel  string   // the routing layer's log level
 	upFlags   []string // extra flags for infergw's `infergw up`
-	tmp       string
-	log       *slog.Logger // for the sims (quiet)
-	progress  io.Writer
+	// pickerFlags are extra flags for the picker replicas run apart (-xN policies).
+	pickerFlags []string
+	tmp         string
+	log         *slog.Logger // for the sims (quiet)
+	progress    io.Writer
 	// viewEvery samples every sim's /debug/engine this often during a cell (0 = only at
 	// the start and end).
 	viewEvery time.Duration
@@ -190,7 +192,7 @@ func (r *runner) runCell(ctx context.Context, wl workloadSpec, policy string, ro
 	var pickers *pickerSet
 	if ps.Pickers > 0 {
 		if pickers, err = startPickers(ctx, pickerSetSpec{infergw: r.infergw, manifests: dir, ports: l.ReplicaPorts,
-			logLevel: r.logLevel, kvPodPort: kvPodPort, kvReplayPort: kvReplayPort, tokenizer: simCfg.Tokenizer}); err != nil {
+			logLevel: r.logLevel, kvPodPort: kvPodPort, kvReplayPort: kvReplayPort, tokenizer: simCfg.Tokenizer, extra: r.pickerFlags}); err != nil {
 			return nil, fmt.Errorf("%s: pickers: %w", cell, err)
 		}
 		defer pickers.stop()
