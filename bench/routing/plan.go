@@ -204,17 +204,17 @@ func buildPlan(o options) (plan, error) {
 				"question, 64 output tokens",
 			ModelRate: perPod(sharedPrefixPerPodRate), Warmup: warm, Duration: dur,
 			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
-			Workload: loadtest.WorkloadConfig{Kind: "shared-prefix", Groups: 64, PrefixTokens: 1500,
+			Workload: loadtest.WorkloadConfig{Kind: "shared-prefix", Groups: 64, PrefixTokens: sharedPrefixTokens,
 				SuffixTokens: 32, Output: loadtest.LengthDist{Kind: "fixed", Mean: 64}},
 		},
 		{
 			Name: "kv-pressure",
 			Description: fmt.Sprintf("the shared-prefix shape with %d groups: a working set of ~%d prompt tokens, "+
 				"about twice the fleet's KV cache (%d tokens), so pods evict", kvPressureGroups(sc, o.Pods),
-				kvPressureGroups(sc, o.Pods)*sharedPrefixSimTokens, sc.KVBlocks*sc.BlockSize*o.Pods),
+				kvPressureGroups(sc, o.Pods)*prefixTokens(sc), sc.KVBlocks*sc.BlockSize*o.Pods),
 			ModelRate: perPod(sharedPrefixPerPodRate), Warmup: warm, Duration: dur,
 			Models: []loadtest.WeightedModel{{Name: baseModel, Weight: 1}},
-			Workload: loadtest.WorkloadConfig{Kind: "shared-prefix", Groups: kvPressureGroups(sc, o.Pods), PrefixTokens: 1500,
+			Workload: loadtest.WorkloadConfig{Kind: "shared-prefix", Groups: kvPressureGroups(sc, o.Pods), PrefixTokens: sharedPrefixTokens,
 				SuffixTokens: 32, Output: loadtest.LengthDist{Kind: "fixed", Mean: 64}},
 		},
 		{
@@ -270,10 +270,24 @@ func buildPlan(o options) (plan, error) {
 // (1,500 words; the sim's tokenizer counts ~1.77 tokens per generated word).
 const sharedPrefixSimTokens = 2650
 
+// sharedPrefixTokens is the shared-prefix workloads' PrefixTokens: model tokens when the
+// sims and the load tester share a tokenizer, words otherwise.
+const sharedPrefixTokens = 1500
+
+// prefixTokens is the sims' token count of one shared-prefix group's system prompt: exactly
+// sharedPrefixTokens when the load tester writes prompts in the model's tokens
+// (--tokenizer), sharedPrefixSimTokens when it writes words.
+func prefixTokens(sc sim.Config) int {
+	if sc.Tokenizer != "" {
+		return sharedPrefixTokens
+	}
+	return sharedPrefixSimTokens
+}
+
 // kvPressureGroups is the number of shared-prefix groups whose prompts add up to twice the
 // fleet's KV cache: every pod must evict to serve them all.
 func kvPressureGroups(sc sim.Config, pods int) int {
-	return max(1, 2*sc.KVBlocks*sc.BlockSize*pods/sharedPrefixSimTokens)
+	return max(1, 2*sc.KVBlocks*sc.BlockSize*pods/prefixTokens(sc))
 }
 
 // Offered load per pod, in requests per modelled second; see README.md for how each was
