@@ -196,8 +196,19 @@ func PolicyConfig(name string) (SchedulerConfig, error) {
 			return s.Type == TypePendingPrefillScorer || s.Type == TypeLeastRecentScorer
 		})
 		return c, nil
+	case "default-fixed":
+		// The default with the prefix scorer sized as GIE ships its approximate scorer
+		// (autoTune false: 64-character blocks, 31,250 per endpoint, whatever the engine
+		// reports), for benchmarks: the guess that believes a pod still holds what it evicted.
+		c := DefaultSchedulerConfig()
+		for i := range c.Scorers {
+			if c.Scorers[i].Type == TypePrefixScorer {
+				c.Scorers[i].Parameters = PrefixParams{BlockSize: DefaultPrefixBlockSize, LRUCapacity: DefaultPrefixLRUCapacity}
+			}
+		}
+		return c, nil
 	}
-	return SchedulerConfig{}, fmt.Errorf("unknown routing policy %q (want default, default-v0, precise, random or least-queue)", name)
+	return SchedulerConfig{}, fmt.Errorf("unknown routing policy %q (want default, default-v0, default-fixed, precise, random or least-queue)", name)
 }
 
 func (c SchedulerConfig) isZero() bool {

@@ -131,6 +131,18 @@ func TestPolicyConfig(t *testing.T) {
 	if _, err := PolicyConfig("fastest"); err == nil {
 		t.Fatal("unknown policy accepted")
 	}
+	// default-fixed: the default scorers, the prefix scorer sized as GIE ships it (not
+	// from the engine's KV cache).
+	fixed, err := PolicyConfig("default-fixed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sched := testScheduler(fixed); !sched.usePrefix || sched.blockSize != DefaultPrefixBlockSize || sched.prefixLRUCapacity != DefaultPrefixLRUCapacity {
+		t.Fatalf("default-fixed prefix settings: block %d, capacity %d", sched.blockSize, sched.prefixLRUCapacity)
+	}
+	if def := testScheduler(DefaultSchedulerConfig()); def.prefixLRUCapacity != 0 {
+		t.Fatalf("the default must size the LRU from the engine, has %d", def.prefixLRUCapacity)
+	}
 }
 
 func FuzzParseSchedulerConfig(f *testing.F) {

@@ -16,8 +16,10 @@ import (
 var policies = []string{"round-robin", "random", "least-queue", "default"}
 
 // extraPolicies run only when named: default-v0 is the default scorer set before issue 23
-// (no pending-prefill, no least-recent), for A/B runs against the current default.
-var extraPolicies = []string{"default-v0", "precise", "oracle"}
+// (no pending-prefill, no least-recent), for A/B runs against the current default;
+// default-fixed the default with the prefix LRU sized as GIE ships its approximate scorer
+// (31,250 blocks per pod whatever the engine's KV cache), the guess llm-d compares with.
+var extraPolicies = []string{"default-v0", "default-fixed", "precise", "oracle"}
 
 // policySpec is a policy name parsed: its scorer set (Base) and how its routing layer runs.
 // "precise-x2" runs two picker replicas as processes of their own behind the one Envoy (a
@@ -57,8 +59,8 @@ func parsePolicy(name string) (policySpec, error) {
 	if s.Restart && s.Pickers == 0 {
 		return s, fmt.Errorf("policy %q: -restart needs picker replicas run apart (-xN)", name)
 	}
-	if s.Pickers > 0 && (s.Base == "round-robin" || s.Base == "oracle") {
-		return s, fmt.Errorf("policy %q: %s runs no separate picker", name, s.Base)
+	if s.Pickers > 0 && (s.Base == "round-robin" || s.Base == "oracle" || s.Base == "default-fixed" || s.Base == "default-v0") {
+		return s, fmt.Errorf("policy %q: %s runs no separate picker replicas (replicas run the built-in default or precise scorers)", name, s.Base)
 	}
 	return s, nil
 }

@@ -12,13 +12,14 @@ func TestParsePolicy(t *testing.T) {
 		"default-v0":         {Base: "default-v0"},
 		"oracle":             {Base: "oracle"},
 		"precise-shadow":     {Base: "precise", Shadow: true},
+		"default-fixed":      {Base: "default-fixed"},
 	}
 	for name, want := range good {
 		if got, err := parsePolicy(name); err != nil || got != want {
 			t.Errorf("%s: %+v %v, want %+v", name, got, err, want)
 		}
 	}
-	for _, name := range []string{"precise-restart", "precise-x0", "precise-x9", "precise-xx", "round-robin-x2", "oracle-x2", "nope-x2", ""} {
+	for _, name := range []string{"precise-restart", "precise-x0", "precise-x9", "precise-xx", "round-robin-x2", "oracle-x2", "default-fixed-x2", "nope-x2", ""} {
 		if got, err := parsePolicy(name); err == nil {
 			t.Errorf("%q accepted as %+v", name, got)
 		}

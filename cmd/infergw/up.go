@@ -74,7 +74,7 @@ at a directory whose Pod manifests carry their addresses (status.podIP) and pass
 	fl.IntVar(&f.cfg.Sim.MaxNumSeqs, "max-num-seqs", f.cfg.Sim.MaxNumSeqs, "sequences each sim runs at once")
 	fl.Float64Var(&f.cfg.Sim.TimeScale, "time-scale", f.cfg.Sim.TimeScale, "sim time scale (0.1 = ten times faster than the modelled GPU)")
 	fl.StringVar(&f.schedulerConfig, "scheduler-config", "", "picker scheduler config YAML (default: the built-in scorer set)")
-	fl.StringVar(&f.policy, "policy", "default", "routing policy: default, random or least-queue (the picker's ready-made scheduler configs), or round-robin (no picker: Envoy's own load balancing)")
+	fl.StringVar(&f.policy, "policy", "default", "routing policy: default, random or least-queue (the picker's ready-made scheduler configs; default-v0 and default-fixed for benchmarks), or round-robin (no picker: Envoy's own load balancing)")
 	fl.DurationVar(&f.cfg.ReadyTimeout, "ready-timeout", f.cfg.ReadyTimeout, "how long to wait for the first request through Envoy")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	registerRouterFlags(fl, &f.cfg.Router)
