@@ -159,14 +159,14 @@ test-conformance: images
 	INFERGW_CONFORMANCE=1 RUN=TestGatewayAPIConformance TEST_TIMEOUT=60m GO=$(GO) IMAGES_DIR=$(IMAGES_DIR) IMAGE_TAG=$(IMAGE_TAG) test/cluster/run.sh
 
 # bench-precise runs the precise prefix routing cells of issue 18 (docs/precise-prefix.md):
-# prefixes twice the fleet's KV cache (kv-pressure) on 4 sims at 2x the base rate, the guess,
-# precise routing and the oracle with one picker, two replicas, and a replica restart,
-# 3 interleaved rounds pooled with bootstrap intervals; ~17 minutes; results in
-# bench/results/precise-prefix/. Pass more options with BENCH_PRECISE_ARGS.
+# prefixes twice the fleet's KV cache (kv-pressure) on 4 sims at 1.5x the base rate; the guess
+# (and the guess sized as GIE ships it), precise routing and the oracle with one picker, two
+# replicas, and a replica restart; 3 interleaved rounds pooled with bootstrap intervals;
+# ~15 minutes; results in bench/results/precise-prefix/. More options: BENCH_PRECISE_ARGS.
 BENCH_PRECISE_ARGS ?=
 .PHONY: bench-precise
 bench-precise: build envoy
 	$(GO) run ./bench/routing --workloads kv-pressure --pods 4 --kv-blocks 768 --tokenizer kvprompt/testdata/tiny \
-	  --duration 20s --warmup 10s --sim-view 50ms --rate-factor 2.0 --repeat 3 \
-	  --policies default,precise,oracle,default-x2,precise-x2,default-x2-restart,precise-x2-restart \
+	  --duration 20s --warmup 10s --sim-view 50ms --rate-factor 1.5 --repeat 3 \
+	  --policies default,default-fixed,precise,oracle,default-x2,precise-x2,default-x2-restart,precise-x2-restart \
 	  --out bench/results/precise-prefix $(BENCH_PRECISE_ARGS)
