@@ -15,15 +15,16 @@ import (
 // regexp), and its ByteLevel always re-splits with GPT-2's pattern. Read-only after
 // construction, so safe for concurrent use.
 type byteBPE struct {
-	byteID       [256]uint32
-	merges       map[[2]uint32]merge // by the pair of symbol ids
-	vocab        map[string]uint32   // for ignore_merges
+	byteID [256]uint32
+	merges mergeTable
+	vocab  map[string]uint32 // tokenizer.json's, by byte-level characters
+	// whole maps a piece's bytes to its one id when the BPE is known to leave the piece
+	// whole: every vocabulary entry under ignore_merges (HF looks the piece up before
+	// merging), otherwise the entries whose own bytes the merges were checked, at load, to
+	// merge back into that entry. One lookup then replaces a piece's merges: most pieces of
+	// natural text are whole tokens of a real-size vocabulary.
+	whole        map[string]uint32
 	ignoreMerges bool
-}
-
-type merge struct {
-	rank int
-	id   uint32 // the merged symbol
 }
 
 // bpeModelJSON is tokenizer.json's BPE model.
@@ -44,7 +45,7 @@ func newByteBPE(mj *bpeModelJSON) (*byteBPE, error) {
 		(mj.Prefix != nil && *mj.Prefix != "") || (mj.Suffix != nil && *mj.Suffix != "") {
 		return nil, fmt.Errorf("kvprompt: BPE options the fast path does not implement")
 	}
-	b := &byteBPE{merges: make(map[[2]uint32]merge, len(mj.Merges)), vocab: mj.Vocab, ignoreMerges: mj.IgnoreMerges}
+	b := &byteBPE{merges: newMergeTable(len(mj.Merges)), vocab: mj.Vocab, ignoreMerges: mj.IgnoreMerges}
 	for c, r := range byteChars() {
 		id, ok := mj.Vocab[string(r)]
 		if !ok {
@@ -73,11 +74,46 @@ func newByteBPE(mj *bpeModelJSON) (*byteBPE, error) {
 		if !lok || !rok || !mok {
 			return nil, fmt.Errorf("kvprompt: merge %d (%q %q) names a token not in the vocabulary", rank, left, right)
 		}
-		if _, dup := b.merges[[2]uint32{l, r}]; !dup {
-			b.merges[[2]uint32{l, r}] = merge{rank: rank, id: m}
-		}
+		b.merges.insert(l, r, uint32(rank), m) //nolint:gosec // G115: rank < len(merges), far below 2^32
 	}
+	b.whole = b.wholeTokens()
 	return b, nil
+}
+
+// wholeTokens builds byteBPE.whole. Without ignore_merges an entry qualifies only if the
+// merges rebuild it from its bytes (not every entry does: a trained vocabulary can hold
+// tokens its own merge order never reaches, and added tokens are in it too).
+func (b *byteBPE) wholeTokens() map[string]uint32 {
+	var byteOf [0x200]int16 // GPT-2's byte characters are all below U+0200
+	for i := range byteOf {
+		byteOf[i] = -1
+	}
+	for c, r := range byteChars() {
+		byteOf[r] = int16(c)
+	}
+	whole := make(map[string]uint32, len(b.vocab))
+	var raw []byte
+	var ids []uint32
+vocab:
+	for token, id := range b.vocab {
+		raw = raw[:0]
+		for _, r := range token {
+			if r >= rune(len(byteOf)) || byteOf[r] < 0 {
+				continue vocab // not a byte-level token (an added token's own characters)
+			}
+			raw = append(raw, byte(byteOf[r]))
+		}
+		if len(raw) == 0 {
+			continue
+		}
+		if !b.ignoreMerges {
+			if ids = b.merge(ids[:0], string(raw)); len(ids) != 1 || ids[0] != id {
+				continue
+			}
+		}
+		whole[string(raw)] = id
+	}
+	return whole
 }
 
 // byteChars is GPT-2's byte-to-character table: printable Latin-1 bytes map to
@@ -103,37 +139,78 @@ type bpeScratch struct {
 	next, prev []int32
 	alive      []bool
 	heap       mergeHeap
-	chars      []byte
 }
 
 var bpeScratchPool = sync.Pool{New: func() any { return new(bpeScratch) }}
 
-// byteCharTable is byteChars as UTF-8, for building a piece's vocabulary string.
-var byteCharTable = func() (t [256]string) {
-	for c, r := range byteChars() {
-		t[c] = string(r)
-	}
-	return t
-}()
-
 // encode appends the ids of one pre-tokenized piece.
 func (b *byteBPE) encode(dst []uint32, piece string) []uint32 {
-	if len(piece) == 0 {
-		return dst
+	if id, ok := b.whole[piece]; ok {
+		return append(dst, id)
 	}
+	return b.merge(dst, piece)
+}
+
+// smallPiece: pieces up to this many bytes are merged in arrays on the stack.
+const smallPiece = 32
+
+// merge appends the ids the merges make of piece's bytes: the lowest-ranked adjacent pair
+// is merged first, leftmost on ties, until no adjacent pair has a merge (HF's order).
+func (b *byteBPE) merge(dst []uint32, piece string) []uint32 {
+	n := len(piece)
+	switch {
+	case n == 0:
+		return dst
+	case n == 1:
+		return append(dst, b.byteID[piece[0]])
+	case n > smallPiece:
+		return b.mergeLong(dst, piece)
+	}
+	// A short piece: find the best pair by scanning, O(n²) over n <= 32 symbols, which is
+	// cheaper than a heap's bookkeeping at these sizes. best[i] is the pair (i, i+1)'s
+	// merge, packed rank<<32|id so that the lowest rank compares lowest (noMerge: none).
+	var ids [smallPiece]uint32
+	var best [smallPiece]uint64
+	for i := range n {
+		ids[i] = b.byteID[piece[i]]
+	}
+	for i := range n - 1 {
+		best[i] = b.merges.get(ids[i], ids[i+1])
+	}
+	for n > 1 {
+		at := 0
+		for i := 1; i < n-1; i++ {
+			if best[i] < best[at] {
+				at = i
+			}
+		}
+		if best[at] == noMerge {
+			break
+		}
+		// Symbol at absorbs at+1: at+1's successors and their pairs move down one.
+		ids[at] = uint32(best[at])
+		copy(ids[at+1:n-1], ids[at+2:n])
+		if at+2 < n-1 {
+			copy(best[at+1:n-2], best[at+2:n-1])
+		}
+		n--
+		if at > 0 {
+			best[at-1] = b.merges.get(ids[at-1], ids[at])
+		}
+		if at < n-1 {
+			best[at] = b.merges.get(ids[at], ids[at+1])
+		}
+	}
+	return append(dst, ids[:n]...)
+}
+
+// mergeLong is merge for long pieces (long runs of digits, punctuation, letters of
+// base64 and the like), in O(n log n): symbols as a linked list over the piece's bytes,
+// candidate merges in a heap by (rank, position), each checked on pop against the
+// symbols still there.
+func (b *byteBPE) mergeLong(dst []uint32, piece string) []uint32 {
 	sc := bpeScratchPool.Get().(*bpeScratch)
 	defer bpeScratchPool.Put(sc)
-	if b.ignoreMerges {
-		sc.chars = sc.chars[:0]
-		for i := 0; i < len(piece); i++ {
-			sc.chars = append(sc.chars, byteCharTable[piece[i]]...)
-		}
-		if id, ok := b.vocab[string(sc.chars)]; ok { // no allocation: a map lookup by []byte
-			return append(dst, id)
-		}
-	}
-	// Symbols as a linked list over the piece's bytes; candidate merges in a heap by
-	// (rank, position), each checked on pop against the symbols still there.
 	n := len(piece)
 	ids, next, prev, alive := grow(sc.ids, n), grow(sc.next, n), grow(sc.prev, n), grow(sc.alive, n)
 	sc.ids, sc.next, sc.prev, sc.alive = ids, next, prev, alive
@@ -147,8 +224,8 @@ func (b *byteBPE) encode(dst []uint32, piece string) []uint32 {
 		if i < 0 || next[i] < 0 {
 			return
 		}
-		if m, ok := b.merges[[2]uint32{ids[i], ids[next[i]]}]; ok {
-			h.push(candidate{rank: m.rank, pos: i, left: ids[i], right: ids[next[i]]})
+		if m := b.merges.get(ids[i], ids[next[i]]); m != noMerge {
+			h.push(candidate{merge: m, pos: i, left: ids[i], right: ids[next[i]]})
 		}
 	}
 	for i := range int32(n - 1) { //nolint:gosec // G115: n is a piece length, bounded by MaxPromptBytes
@@ -160,7 +237,7 @@ func (b *byteBPE) encode(dst []uint32, piece string) []uint32 {
 		if !alive[c.pos] || j < 0 || ids[c.pos] != c.left || ids[j] != c.right {
 			continue // stale: a neighbour merged since
 		}
-		ids[c.pos] = b.merges[[2]uint32{c.left, c.right}].id
+		ids[c.pos] = uint32(c.merge)
 		alive[j] = false
 		next[c.pos] = next[j]
 		if next[j] >= 0 {
@@ -184,7 +261,7 @@ func grow[T any](s []T, n int) []T {
 }
 
 type candidate struct {
-	rank        int
+	merge       uint64 // rank<<32 | merged id, as mergeTable.get returns it
 	pos         int32
 	left, right uint32
 }
@@ -196,8 +273,8 @@ type mergeHeap []candidate
 func (h mergeHeap) Len() int { return len(h) }
 
 func (h mergeHeap) less(i, j int) bool {
-	if h[i].rank != h[j].rank {
-		return h[i].rank < h[j].rank
+	if h[i].merge != h[j].merge {
+		return h[i].merge < h[j].merge // by rank: one rank, one merged id
 	}
 	return h[i].pos < h[j].pos
 }
@@ -237,4 +314,71 @@ func (h *mergeHeap) pop() candidate {
 	}
 	*h = s
 	return top
+}
+
+// mergeTable maps a pair of symbol ids to its merge, packed rank<<32 | merged id, in an
+// open-addressing table (linear probing, at most half full). A real tokenizer has ~280k
+// merges: the table is then megabytes, larger than the CPU caches, and a lookup costs
+// about one cache miss, where a Go map of the same pairs costs more (hashing, control
+// bytes and a slot in different cache lines); the BPE of a piece never seen before makes
+// two lookups per merge.
+type mergeTable struct {
+	slots []mergeSlot
+	shift uint // 64 - log2(len(slots))
+}
+
+type mergeSlot struct {
+	pair  uint64 // left<<32 | right; emptyPair: a free slot
+	merge uint64
+}
+
+const (
+	emptyPair = ^uint64(0) // not a real pair: no vocabulary has 2^32 ids
+	noMerge   = ^uint64(0)
+)
+
+func newMergeTable(n int) mergeTable {
+	size, shift := 16, uint(60)
+	for size < 2*n {
+		size, shift = size*2, shift-1
+	}
+	t := mergeTable{slots: make([]mergeSlot, size), shift: shift}
+	for i := range t.slots {
+		t.slots[i].pair = emptyPair
+	}
+	return t
+}
+
+// slot is the pair's home slot: Fibonacci hashing, whose high bits mix all of the key's.
+func (t *mergeTable) slot(pair uint64) uint64 { return (pair * 0x9e3779b97f4a7c15) >> t.shift }
+
+// insert adds a merge; a pair already present keeps its first (lowest) rank, as HF does.
+func (t *mergeTable) insert(left, right, rank, id uint32) {
+	pair := uint64(left)<<32 | uint64(right)
+	mask := uint64(len(t.slots) - 1)
+	for i := t.slot(pair); ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.pair == pair {
+			return
+		}
+		if s.pair == emptyPair {
+			s.pair, s.merge = pair, uint64(rank)<<32|uint64(id)
+			return
+		}
+	}
+}
+
+// get returns the pair's merge, or noMerge.
+func (t *mergeTable) get(left, right uint32) uint64 {
+	pair := uint64(left)<<32 | uint64(right)
+	mask := uint64(len(t.slots) - 1)
+	for i := t.slot(pair); ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.pair == pair {
+			return s.merge
+		}
+		if s.pair == emptyPair {
+			return noMerge
+		}
+	}
 }

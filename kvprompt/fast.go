@@ -3,11 +3,11 @@ package kvprompt
 import (
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"os"
 	"slices"
 	"strings"
 	"sync"
-	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
@@ -16,14 +16,15 @@ import (
 // The library tokenizes an 8 KB prompt in 27–62 ms here (BenchmarkTokens8K with
 // fastPath off): 30–60 times the picker's 1 ms budget, spent in its offset-tracking
 // normalized strings. For the tokenizers where it is exact, the fast path below splits the
-// text itself and asks the library only for pieces it has not seen:
+// text itself and tokenizes each piece it has not seen with its own byte-level BPE
+// (bpe.go; the library's, for a model that BPE does not implement):
 //
 //   - added tokens (special tokens such as "<s>", "<|user|>") are cut out first, as HF
 //     tokenizers does (the library misses them inside text: the test shows it);
 //   - the rest is pre-tokenized with GPT-2's pattern, which ByteLevel(use_regex) applies,
 //     by a hand-written scanner (the pattern's lookahead is beyond Go's regexp);
 //   - a BPE model merges inside a piece only, so a text's ids are its pieces' ids in
-//     order: each piece is tokenized once by the library and cached.
+//     order: each piece is tokenized once and cached (pieceCache).
 //
 // The fast path is used only for a BPE tokenizer.json whose pre-tokenizer it implements
 // (pretok.go: GPT-2's ByteLevel with use_regex, and the Llama 3 and Qwen2 Split pattern
@@ -35,7 +36,9 @@ import (
 // reuses a vocabulary of tens of thousands of words.
 const maxCachedPieces = 1 << 16
 
-// maxCachedPieceBytes: longer pieces (long digit or punctuation runs) are not cached.
+// maxCachedPieceBytes: longer pieces (long digit or punctuation runs) are not cached. A
+// piece has at most as many ids as bytes, so the cache holds at most 64 Ki pieces of
+// 64 bytes and 64 ids each (24 MiB); natural text's pieces average under 8 bytes.
 const maxCachedPieceBytes = 64
 
 type fastPath struct {
@@ -46,8 +49,9 @@ type fastPath struct {
 	added     []addedToken // longest first
 	prefix    []uint32     // ids the post-processor puts before a single sequence
 	suffix    []uint32     // and after it
-	mu        sync.RWMutex
-	cache     map[string][]uint32
+	mu        sync.RWMutex // guards cache
+	cache     pieceCache
+	misses    sync.Pool // *[]pieceMiss: plain's list of pieces to cache
 }
 
 type addedToken struct {
@@ -104,7 +108,7 @@ func newFastPath(tj *tokenizerJSON, m *Model) (*fastPath, error) {
 	if next == nil || tj.Model.Type != "BPE" {
 		return nil, nil
 	}
-	f := &fastPath{cache: make(map[string][]uint32), nextPiece: next, nfc: nfc}
+	f := &fastPath{cache: newPieceCache(), nextPiece: next, nfc: nfc}
 	for _, a := range tj.AddedTokens {
 		if a.SingleWord || a.LStrip || a.RStrip || a.Content == "" || (nfc && a.Normalized) {
 			return nil, nil // matching rules the fast path does not implement
@@ -121,6 +125,11 @@ func newFastPath(tj *tokenizerJSON, m *Model) (*fastPath, error) {
 			return nil, err
 		}
 		return f, nil
+	}
+	// Pieces go through the fast path's own BPE where it implements the model (it is held
+	// to the library by TestFastPathMatchesLibrary): the library takes ~100 times longer.
+	if bpe, err := newByteBPE(&tj.Model); err == nil {
+		f.bpe = bpe
 	}
 	// The post-processor's special tokens: what encoding a probe with them adds around
 	// the ids without them.
@@ -236,44 +245,148 @@ func (f *fastPath) encode(dst []uint32, text string, special bool, m *Model) ([]
 	return dst, nil
 }
 
-// plain tokenizes text without added tokens, piece by piece. The cache's read lock is
-// held across hits and dropped only to tokenize and insert a miss.
+// plain tokenizes text without added tokens, piece by piece, under the cache's read lock;
+// the pieces it missed are cached at the end, under the write lock taken once.
 func (f *fastPath) plain(dst []uint32, text string, m *Model) ([]uint32, error) {
-	f.mu.RLock()
 	if f.nfc {
-		text = norm.NFC.String(text)
+		text = nfc(text)
 	}
-	for len(text) > 0 {
-		n := f.nextPiece(text)
-		piece := text[:n]
-		text = text[n:]
-		if ids, ok := f.cache[piece]; ok {
+	missesp, _ := f.misses.Get().(*[]pieceMiss)
+	if missesp == nil {
+		missesp = new([]pieceMiss)
+	}
+	misses := (*missesp)[:0]
+	f.mu.RLock()
+	for at := 0; at < len(text); {
+		n := f.nextPiece(text[at:])
+		piece := text[at : at+n]
+		if ids, ok := f.cache.get(piece); ok {
 			dst = append(dst, ids...)
+			at += n
 			continue
 		}
-		f.mu.RUnlock()
-		var ids []uint32
+		start := len(dst)
 		if f.bpe != nil {
-			ids = f.bpe.encode(nil, piece)
+			dst = f.bpe.encode(dst, piece)
 		} else {
+			f.mu.RUnlock() // the library's path takes a pooled tokenizer: do not hold the lock
 			var err error
-			if ids, err = m.slowEncode(nil, piece, false); err != nil {
+			dst, err = m.slowEncode(dst, piece, false)
+			f.mu.RLock()
+			if err != nil {
+				f.mu.RUnlock()
 				return dst, err
 			}
 		}
-		dst = append(dst, ids...)
-		if len(piece) <= maxCachedPieceBytes {
-			f.mu.Lock()
-			if len(f.cache) >= maxCachedPieces {
-				clear(f.cache)
-			}
-			f.cache[strings.Clone(piece)] = ids
-			f.mu.Unlock()
+		if n <= maxCachedPieceBytes {
+			misses = append(misses, pieceMiss{at: int32(at), n: uint8(n), ids: int32(start), nIDs: uint8(len(dst) - start)}) //nolint:gosec // G115: bounded by MaxPromptBytes and maxCachedPieceBytes
 		}
-		f.mu.RLock()
+		at += n
 	}
 	f.mu.RUnlock()
+	if len(misses) > 0 {
+		f.mu.Lock()
+		for _, ms := range misses {
+			f.cache.put(text[ms.at:ms.at+int32(ms.n)], dst[ms.ids:ms.ids+int32(ms.nIDs)])
+		}
+		f.mu.Unlock()
+	}
+	*missesp = misses
+	f.misses.Put(missesp)
 	return dst, nil
+}
+
+// pieceMiss is a piece plain tokenized without the cache: its place in the text and of its
+// ids in dst (dst may move as it grows, so offsets).
+type pieceMiss struct {
+	at, ids int32
+	n, nIDs uint8 // <= maxCachedPieceBytes
+}
+
+// pieceCache maps pieces to their ids without an allocation per piece: the pieces and ids
+// are appended to two arrays, and an open-addressing table indexed by the piece's hash
+// (one hash per lookup; a Go map keyed by the hash would hash it again) says where. It
+// holds at most maxCachedPieces pieces in a table twice that size (2 MiB), and is emptied
+// when full. Not safe for concurrent use (fastPath.mu guards it).
+type pieceCache struct {
+	seed  maphash.Seed
+	slots []cachedPiece // len 2*maxCachedPieces, a power of two
+	count int
+	text  []byte
+	ids   []uint32
+}
+
+// cachedPiece is a slot: the piece's bytes at text[text:text+n] and its ids at
+// ids[ids:ids+nIDs]; n == 0 is a free slot.
+type cachedPiece struct {
+	tag       uint32 // the hash's low bits, to skip most comparisons of other pieces' bytes
+	text, ids uint32
+	n, nIDs   uint8
+}
+
+func newPieceCache() pieceCache {
+	return pieceCache{seed: maphash.MakeSeed(), slots: make([]cachedPiece, 2*maxCachedPieces)}
+}
+
+// find returns the slot holding piece, or the free slot where it belongs, and the
+// piece's tag.
+func (c *pieceCache) find(piece string) (*cachedPiece, uint32) {
+	h := maphash.String(c.seed, piece)
+	tag := uint32(h) //nolint:gosec // G115: the low bits, meant to be cut
+	mask := uint64(len(c.slots) - 1)
+	for i := h >> 32 & mask; ; i = (i + 1) & mask {
+		s := &c.slots[i]
+		if s.n == 0 || (s.tag == tag && string(c.text[s.text:s.text+uint32(s.n)]) == piece) {
+			return s, tag
+		}
+	}
+}
+
+func (c *pieceCache) get(piece string) ([]uint32, bool) {
+	s, _ := c.find(piece)
+	if s.n == 0 {
+		return nil, false
+	}
+	return c.ids[s.ids : s.ids+uint32(s.nIDs)], true
+}
+
+// put caches a non-empty piece of at most maxCachedPieceBytes bytes, emptying the cache
+// first when it holds maxCachedPieces.
+func (c *pieceCache) put(piece string, ids []uint32) {
+	if c.count >= maxCachedPieces {
+		c.reset()
+	}
+	s, tag := c.find(piece)
+	if s.n != 0 {
+		return // cached by another request meanwhile
+	}
+	*s = cachedPiece{tag: tag, text: uint32(len(c.text)), ids: uint32(len(c.ids)), n: uint8(len(piece)), nIDs: uint8(len(ids))} //nolint:gosec // G115: bounded by maxCachedPieces * maxCachedPieceBytes
+	c.text = append(c.text, piece...)
+	c.ids = append(c.ids, ids...)
+	c.count++
+}
+
+func (c *pieceCache) reset() {
+	clear(c.slots)
+	c.text, c.ids, c.count = c.text[:0], c.ids[:0], 0
+}
+
+// nfc returns s in Unicode Normalization Form C. ASCII text is in it already, and an
+// ASCII character composes with nothing before it: only the text from the character
+// before the first non-ASCII one is given to the normalizer.
+func nfc(s string) string {
+	i := 0
+	for i < len(s) && s[i] < utf8.RuneSelf {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	i = max(i-1, 0)
+	if norm.NFC.IsNormalString(s[i:]) {
+		return s
+	}
+	return s[:i] + norm.NFC.String(s[i:])
 }
 
 // nextPiece returns the length of the first piece of s under GPT-2's pre-tokenizer
@@ -294,22 +407,17 @@ func nextPiece(s string) int {
 	}
 	start := 0
 	if s[0] == ' ' && len(s) > 1 {
-		if r, _ := utf8.DecodeRuneInString(s[1:]); !unicode.IsSpace(r) {
+		if c, _ := classAt(s, 1); c != classSpace {
 			start = 1
 		}
 	}
-	r, size := utf8.DecodeRuneInString(s[start:])
-	switch {
-	case unicode.IsLetter(r):
-		return start + runLen(s[start:], size, unicode.IsLetter)
-	case unicode.IsNumber(r):
-		return start + runLen(s[start:], size, unicode.IsNumber)
-	case !unicode.IsSpace(r):
-		return start + runLen(s[start:], size, isOther)
+	c, size := classAt(s, start)
+	if c != classSpace {
+		return classRun(s, start+size, c)
 	}
 	// Whitespace at s[0]: the run, less its last character when a non-space follows
 	// (\s+(?!\S)), or a single character when the run is one long (\s+).
-	end := runLen(s, size, unicode.IsSpace)
+	end := classRun(s, size, classSpace)
 	if end == len(s) {
 		return end
 	}
@@ -318,20 +426,4 @@ func nextPiece(s string) int {
 		return end - last
 	}
 	return end
-}
-
-func isOther(r rune) bool { return !unicode.IsSpace(r) && !unicode.IsLetter(r) && !unicode.IsNumber(r) }
-
-// runLen is the byte length of the run of runes satisfying in at the start of s (the
-// first, of size first, is known to).
-func runLen(s string, first int, in func(rune) bool) int {
-	i := first
-	for i < len(s) {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if !in(r) {
-			break
-		}
-		i += size
-	}
-	return i
 }

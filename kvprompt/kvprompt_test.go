@@ -2,6 +2,7 @@ package kvprompt
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -89,6 +90,17 @@ func TestPromptForms(t *testing.T) {
 			t.Errorf("%s: no error", bad)
 		}
 	}
+	// Python's rules, as vLLM reads the body: a repeated name's last value wins, names are
+	// case-sensitive, a null prompt is none.
+	last, err := m.Tokens(nil, []byte(`{"prompt":"ne ru","prompt":"ka lo mi"}`))
+	if err != nil || !slices.Equal(last, one) {
+		t.Fatalf("repeated prompt: %v %v, want %v", last, err, one)
+	}
+	for _, none := range []string{`{"Prompt":"ka lo mi"}`, `{"prompt":null}`, `{"prompt":"ka","prompt":null}`} {
+		if _, err := m.Tokens(nil, []byte(none)); !errors.Is(err, ErrNoPrompt) {
+			t.Errorf("%s: %v, want ErrNoPrompt", none, err)
+		}
+	}
 	big, _ := json.Marshal(map[string]string{"prompt": strings.Repeat("a", MaxPromptBytes+1)})
 	if _, err := m.Tokens(nil, big); err == nil {
 		t.Error("a prompt over the limit was tokenized")
@@ -127,6 +139,9 @@ func BenchmarkTokens8K(b *testing.B) {
 // is right), the fast path's ids equal the library's.
 func TestFastPathMatchesLibrary(t *testing.T) {
 	m := load(t)
+	if m.fast == nil || m.fast.bpe == nil {
+		t.Fatal("the tiny model's pieces do not take the fast path's BPE")
+	}
 	pieces := []string{"ka", "lo", "mi", "the", " ", "  ", "   ", "\n", "\n\n", " \n", "\t", "'s", "'re", "'ll", "'x", "123", "4", "!!", "?", ".", ",", "-", "ünï", "日本", "é", "Ⅻ", "½", "'", "\u00a0", "A", "Z9", "a'b"}
 	rng := uint64(1)
 	next := func(n int) int { rng = rng*6364136223846793005 + 1442695040888963407; return int(rng>>33) % n }
@@ -177,4 +192,37 @@ func BenchmarkTokensBySize(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzBody: Tokens returns ids or an error for any body, never panics; and wherever
+// encoding/json (the decoder before this one, with Python's rules on names: exact, the
+// last of repeated ones) reads a body as {"prompt": a string, "model": anything}, the
+// ids are that string's.
+func FuzzBody(f *testing.F) {
+	m, _ := loadGolden(f, "llama3ish")
+	for _, seed := range []string{
+		`{"model":"m","prompt":"a\"b\u00e9\ud83d\ude00 \n\t\/"}`, `{"prompt":[1,2]}`, `{"prompt":["x","y"]}`,
+		`{"prompt":[[1],[2]]}`, `{"prompt":null}`, `{"messages":[]}`, `{"prompt":"a","prompt":"b"}`,
+		`{"prompt":"\ud800x"}`, "{\"prompt\":\"\xff\"}", `{"prompt":"<|eot_id|>x"}`, `[1]`, `{"prompt":1e3}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if len(raw) > 4096 {
+			t.Skip()
+		}
+		got, err := m.Tokens(nil, raw)
+		var fields map[string]json.RawMessage
+		if json.Unmarshal(raw, &fields) != nil || len(fields) > 2 || (len(fields) == 2 && fields["model"] == nil) {
+			return
+		}
+		var text string
+		if p := fields["prompt"]; p == nil || string(p) == "null" || json.Unmarshal(p, &text) != nil {
+			return
+		}
+		want, _ := m.encode(nil, text, true)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("%q: %v %v, want the ids of %q: %v", raw, got, err, text, want)
+		}
+	})
 }

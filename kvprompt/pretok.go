@@ -70,45 +70,44 @@ func nextPieceTiktoken(s string, maxDigits int) int {
 	if n := contraction(s); n > 0 {
 		return n
 	}
-	c0, n0 := utf8.DecodeRuneInString(s)
+	c0, n0 := classAt(s, 0)
 	// 2: a letter run, optionally after one character that is no CR, LF, letter or number.
-	if unicode.IsLetter(c0) {
-		return runLen(s, n0, unicode.IsLetter)
+	if c0 == classLetter {
+		return classRun(s, n0, classLetter)
 	}
-	if c0 != '\r' && c0 != '\n' && !unicode.IsNumber(c0) && len(s) > n0 {
-		if c1, n1 := utf8.DecodeRuneInString(s[n0:]); unicode.IsLetter(c1) {
-			return n0 + runLen(s[n0:], n1, unicode.IsLetter)
+	if c0 != classNumber && s[0] != '\r' && s[0] != '\n' && n0 < len(s) {
+		if c1, n1 := classAt(s, n0); c1 == classLetter {
+			return classRun(s, n0+n1, classLetter)
 		}
 	}
 	// 3: up to maxDigits numbers.
-	if unicode.IsNumber(c0) {
-		i, k := n0, 1
-		for k < maxDigits && i < len(s) {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if !unicode.IsNumber(r) {
+	if c0 == classNumber {
+		i := n0
+		for k := 1; k < maxDigits && i < len(s); k++ {
+			c, size := classAt(s, i)
+			if c != classNumber {
 				break
 			}
 			i += size
-			k++
 		}
 		return i
 	}
 	// 4: an optional space, a run of other characters, then CRs and LFs.
 	start := 0
-	if c0 == ' ' && len(s) > 1 {
-		if c1, _ := utf8.DecodeRuneInString(s[1:]); isOther(c1) {
+	if s[0] == ' ' && len(s) > 1 {
+		if c1, _ := classAt(s, 1); c1 == classOther {
 			start = 1
 		}
 	}
-	if c, size := utf8.DecodeRuneInString(s[start:]); isOther(c) {
-		i := start + runLen(s[start:], size, isOther)
+	if c, size := classAt(s, start); c == classOther {
+		i := classRun(s, start+size, classOther)
 		for i < len(s) && (s[i] == '\r' || s[i] == '\n') {
 			i++
 		}
 		return i
 	}
 	// c0 is whitespace. 5: the whitespace run up to its last CR or LF, if it has one.
-	end := runLen(s, n0, unicode.IsSpace)
+	end := classRun(s, n0, classSpace)
 	for i := end - 1; i >= 0; i-- {
 		if s[i] == '\r' || s[i] == '\n' {
 			return i + 1
@@ -123,6 +122,66 @@ func nextPieceTiktoken(s string, maxDigits int) int {
 		return end - last
 	}
 	return end
+}
+
+// charClass partitions characters as the pre-tokenizer patterns see them: \p{L}, \p{N},
+// \s (Unicode White_Space, which has no letter or number) and the rest.
+type charClass uint8
+
+const (
+	classOther charClass = iota
+	classLetter
+	classNumber
+	classSpace
+)
+
+// asciiClass is charClass for the ASCII bytes: most text is ASCII, and a table lookup
+// there is several times cheaper than decoding a rune and asking package unicode.
+var asciiClass = func() (t [utf8.RuneSelf]charClass) {
+	for c := range rune(utf8.RuneSelf) {
+		t[c] = runeClass(c)
+	}
+	return t
+}()
+
+func runeClass(r rune) charClass {
+	switch {
+	case unicode.IsLetter(r):
+		return classLetter
+	case unicode.IsNumber(r):
+		return classNumber
+	case unicode.IsSpace(r):
+		return classSpace
+	}
+	return classOther
+}
+
+// classAt returns the class and byte size of the character at s[i] (i < len(s)).
+func classAt(s string, i int) (charClass, int) {
+	if c := s[i]; c < utf8.RuneSelf {
+		return asciiClass[c], 1
+	}
+	r, size := utf8.DecodeRuneInString(s[i:])
+	return runeClass(r), size
+}
+
+// classRun returns the end of the run of class c characters starting at s[i].
+func classRun(s string, i int, c charClass) int {
+	for i < len(s) {
+		if b := s[i]; b < utf8.RuneSelf {
+			if asciiClass[b] != c {
+				return i
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if runeClass(r) != c {
+			return i
+		}
+		i += size
+	}
+	return i
 }
 
 // contraction matches (?i:'s|'t|'re|'ve|'m|'ll|'d) at the start of s (0: none).

@@ -182,26 +182,35 @@ func (r *tiktokenRef) pieces(s string) []string {
 	return out
 }
 
-// naiveBPE merges the lowest-ranked adjacent pair (leftmost on ties) until none is left.
+// naiveBPE merges the lowest-ranked adjacent pair (leftmost on ties) until none is left,
+// after looking the whole piece up in the vocabulary (by its byte-level characters) under
+// ignore_merges, as HF does.
 func naiveBPE(b *byteBPE, piece string) []uint32 {
 	if b.ignoreMerges {
-		return b.encode(nil, piece) // the whole-piece lookup comes first either way
+		chars := byteChars()
+		var sb strings.Builder
+		for i := 0; i < len(piece); i++ {
+			sb.WriteRune(chars[piece[i]])
+		}
+		if id, ok := b.vocab[sb.String()]; ok {
+			return []uint32{id}
+		}
 	}
 	var ids []uint32
 	for i := 0; i < len(piece); i++ {
 		ids = append(ids, b.byteID[piece[i]])
 	}
 	for {
-		best, at := -1, -1
+		best, at := noMerge, -1
 		for i := 0; i+1 < len(ids); i++ {
-			if m, ok := b.merges[[2]uint32{ids[i], ids[i+1]}]; ok && (best < 0 || m.rank < best) {
-				best, at = m.rank, i
+			if m := b.merges.get(ids[i], ids[i+1]); m != noMerge && m>>32 < best>>32 {
+				best, at = m, i
 			}
 		}
 		if at < 0 {
 			return ids
 		}
-		ids = slices.Replace(ids, at, at+2, b.merges[[2]uint32{ids[at], ids[at+1]}].id)
+		ids = slices.Replace(ids, at, at+2, uint32(best))
 	}
 }
 
@@ -261,9 +270,7 @@ func BenchmarkTokens8KTiktokenStyle(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				m.fast.mu.Lock()
-				clear(m.fast.cache)
-				m.fast.mu.Unlock()
+				m.ResetCache()
 				var err error
 				if dst, err = m.Tokens(dst[:0], body); err != nil {
 					b.Fatal(err)

@@ -1,0 +1,114 @@
+package kvprompt
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// uniqueWords returns n distinct words, each a piece of its own under every pre-tokenizer
+// here (" " and lower-case letters).
+func uniqueWords(from, n int) []string {
+	words := make([]string, n)
+	for i := range n {
+		var sb strings.Builder
+		sb.WriteByte(' ')
+		for k := from + i; ; k /= 26 {
+			sb.WriteByte(byte('a' + k%26))
+			if k < 26 {
+				break
+			}
+		}
+		words[i] = sb.String()
+	}
+	return words
+}
+
+// TestPieceCacheBound: a peer sending ever new words cannot grow the piece cache past
+// maxCachedPieces (it is emptied and refilled), and the ids stay right across the reset.
+func TestPieceCacheBound(t *testing.T) {
+	m, _ := loadGolden(t, "llama3ish")
+	words := uniqueWords(0, maxCachedPieces+maxCachedPieces/2)
+	resets := 0
+	for at := 0; at < len(words); at += 1000 {
+		chunk := words[at:min(at+1000, len(words))]
+		before := m.fast.cache.count
+		got, err := m.encode(nil, strings.Join(chunk, ""), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []uint32
+		for _, w := range chunk {
+			want = naiveBPEAppend(want, m.fast.bpe, w)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("words %d..: ids differ from the BPE's without a cache", at)
+		}
+		c := &m.fast.cache
+		if c.count > maxCachedPieces || len(c.text) > maxCachedPieces*maxCachedPieceBytes || len(c.ids) > maxCachedPieces*maxCachedPieceBytes {
+			t.Fatalf("cache holds %d pieces, %d bytes, %d ids: over its bound", c.count, len(c.text), len(c.ids))
+		}
+		if c.count < before {
+			resets++
+		}
+	}
+	if resets == 0 {
+		t.Fatalf("%d distinct pieces never filled the cache (%d held)", len(words), m.fast.cache.count)
+	}
+	// After the reset the pieces cached since are found, with their ids.
+	last := words[len(words)-1]
+	if ids, ok := m.fast.cache.get(last); !ok || !slices.Equal(ids, naiveBPE(m.fast.bpe, last)) {
+		t.Fatalf("%q: cached %v %v", last, ids, ok)
+	}
+}
+
+func naiveBPEAppend(dst []uint32, b *byteBPE, piece string) []uint32 {
+	return append(dst, naiveBPE(b, piece)...)
+}
+
+// TestConcurrentEncode: concurrent prompts sharing and not sharing pieces, through one
+// model's cache (run under -race), get the ids a model of their own computes.
+func TestConcurrentEncode(t *testing.T) {
+	for _, name := range tiktokenStyle {
+		t.Run(name, func(t *testing.T) {
+			shared, cases := loadGolden(t, name)
+			const workers = 4
+			texts := make([][]string, workers)
+			for w := range workers {
+				for i := range 60 {
+					own := strings.Join(uniqueWords(w*10000+i*50, 50), "")
+					texts[w] = append(texts[w], cases[(w*7+i)%len(cases)].Text+own+cases[i%len(cases)].Text)
+				}
+			}
+			fresh := make([]*Model, workers) // each worker's own cache: the reference
+			for w := range fresh {
+				fresh[w], _ = loadGolden(t, name)
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, workers)
+			for w := range workers {
+				wg.Go(func() {
+					for _, text := range texts[w] {
+						got, err := shared.encode(nil, text, true)
+						if err != nil {
+							errs <- err
+							return
+						}
+						want, _ := fresh[w].encode(nil, text, true)
+						if !slices.Equal(got, want) {
+							errs <- fmt.Errorf("%q: %v, want %v", text, got, want)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
+}
