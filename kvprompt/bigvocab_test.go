@@ -166,6 +166,17 @@ func BenchmarkRealSize8K(b *testing.B) {
 	}
 }
 
+// BenchmarkRealSizeBySize: the Llama 3 style real-size tokenizer on prompts of unseen
+// words, cold, at three sizes: the cost per byte should not grow with the size.
+func BenchmarkRealSizeBySize(b *testing.B) {
+	m, _ := loadBig(b, "llama3")
+	for _, kb := range []int{2, 8, 30} { // the generator's prompts are ~31 KB
+		_, unseen := bigPrompts(b, "llama3", kb<<10)
+		body, _ := json.Marshal(map[string]string{"model": "m", "prompt": unseen})
+		b.Run(fmt.Sprintf("%dKB/unseen", kb), func(b *testing.B) { benchTokens(b, m, body, true) })
+	}
+}
+
 // benchTokens runs Model.Tokens on body, with the piece cache emptied before each call
 // when cold.
 func benchTokens(b *testing.B, m *Model, body []byte, cold bool) {

@@ -3,6 +3,7 @@ package kvprompt
 import (
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"sync"
 )
@@ -23,7 +24,7 @@ type byteBPE struct {
 	// merging), otherwise the entries whose own bytes the merges were checked, at load, to
 	// merge back into that entry. One lookup then replaces a piece's merges: most pieces of
 	// natural text are whole tokens of a real-size vocabulary.
-	whole        map[string]uint32
+	whole        wholeTable
 	ignoreMerges bool
 }
 
@@ -74,7 +75,10 @@ func newByteBPE(mj *bpeModelJSON) (*byteBPE, error) {
 		if !lok || !rok || !mok {
 			return nil, fmt.Errorf("kvprompt: merge %d (%q %q) names a token not in the vocabulary", rank, left, right)
 		}
-		b.merges.insert(l, r, uint32(rank), m) //nolint:gosec // G115: rank < len(merges), far below 2^32
+		if l > maxMergeID || r > maxMergeID || m > maxMergeID || rank > maxMergeRank {
+			return nil, fmt.Errorf("kvprompt: merge %d (ids %d %d %d): beyond the fast path's 2^20 ids and 2^24 merges", rank, l, r, m)
+		}
+		b.merges.insert(l, r, m)
 	}
 	b.whole = b.wholeTokens()
 	return b, nil
@@ -83,7 +87,7 @@ func newByteBPE(mj *bpeModelJSON) (*byteBPE, error) {
 // wholeTokens builds byteBPE.whole. Without ignore_merges an entry qualifies only if the
 // merges rebuild it from its bytes (not every entry does: a trained vocabulary can hold
 // tokens its own merge order never reaches, and added tokens are in it too).
-func (b *byteBPE) wholeTokens() map[string]uint32 {
+func (b *byteBPE) wholeTokens() wholeTable {
 	var byteOf [0x200]int16 // GPT-2's byte characters are all below U+0200
 	for i := range byteOf {
 		byteOf[i] = -1
@@ -91,7 +95,7 @@ func (b *byteBPE) wholeTokens() map[string]uint32 {
 	for c, r := range byteChars() {
 		byteOf[r] = int16(c)
 	}
-	whole := make(map[string]uint32, len(b.vocab))
+	whole := newWholeTable(len(b.vocab))
 	var raw []byte
 	var ids []uint32
 vocab:
@@ -111,9 +115,59 @@ vocab:
 				continue
 			}
 		}
-		whole[string(raw)] = id
+		whole.put(string(raw), id)
 	}
 	return whole
+}
+
+// wholeTable maps a piece's bytes to a token id: an open-addressing table indexed by the
+// piece's hash, at most half full, with the pieces' bytes in one array. A real-size
+// vocabulary makes it megabytes, beyond the CPU caches: a lookup here touches one slot
+// (and the bytes to compare), where a Go map[string]uint32 touches a control word, a slot
+// and the string's bytes. Read-only after construction.
+type wholeTable struct {
+	seed  maphash.Seed
+	slots []wholeSlot
+	text  []byte
+}
+
+// wholeSlot is a piece at text[off:off+n] and its id; n == 0: a free slot.
+type wholeSlot struct {
+	tag, id, off, n uint32
+}
+
+func newWholeTable(n int) wholeTable {
+	size := 16
+	for size < 2*n {
+		size *= 2
+	}
+	return wholeTable{seed: maphash.MakeSeed(), slots: make([]wholeSlot, size)}
+}
+
+// find returns the slot holding a non-empty piece, or the free slot where it belongs.
+func (t *wholeTable) find(piece string) (*wholeSlot, uint32) {
+	h := maphash.String(t.seed, piece)
+	tag := uint32(h) //nolint:gosec // G115: the low bits, meant to be cut
+	mask := uint64(len(t.slots) - 1)
+	for i := h >> 32 & mask; ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.n == 0 || (s.tag == tag && string(t.text[s.off:s.off+s.n]) == piece) {
+			return s, tag
+		}
+	}
+}
+
+// put adds a non-empty piece; the table must have room (newWholeTable's n).
+func (t *wholeTable) put(piece string, id uint32) {
+	if s, tag := t.find(piece); s.n == 0 {
+		*s = wholeSlot{tag: tag, id: id, off: uint32(len(t.text)), n: uint32(len(piece))} //nolint:gosec // G115: a vocabulary's bytes are far below 4 GiB
+		t.text = append(t.text, piece...)
+	}
+}
+
+func (t *wholeTable) get(piece string) (uint32, bool) {
+	s, _ := t.find(piece)
+	return s.id, s.n != 0
 }
 
 // byteChars is GPT-2's byte-to-character table: printable Latin-1 bytes map to
@@ -145,14 +199,14 @@ var bpeScratchPool = sync.Pool{New: func() any { return new(bpeScratch) }}
 
 // encode appends the ids of one pre-tokenized piece.
 func (b *byteBPE) encode(dst []uint32, piece string) []uint32 {
-	if id, ok := b.whole[piece]; ok {
+	if id, ok := b.whole.get(piece); ok {
 		return append(dst, id)
 	}
 	return b.merge(dst, piece)
 }
 
 // smallPiece: pieces up to this many bytes are merged in arrays on the stack.
-const smallPiece = 32
+const smallPiece = 64
 
 // merge appends the ids the merges make of piece's bytes: the lowest-ranked adjacent pair
 // is merged first, leftmost on ties, until no adjacent pair has a merge (HF's order).
@@ -166,11 +220,10 @@ func (b *byteBPE) merge(dst []uint32, piece string) []uint32 {
 	case n > smallPiece:
 		return b.mergeLong(dst, piece)
 	}
-	// A short piece: find the best pair by scanning, O(n²) over n <= 32 symbols, which is
-	// cheaper than a heap's bookkeeping at these sizes. best[i] is the pair (i, i+1)'s
-	// merge, packed rank<<32|id so that the lowest rank compares lowest (noMerge: none).
-	var ids [smallPiece]uint32
-	var best [smallPiece]uint64
+	// A short piece: find the best pair by scanning, O(n²) over n <= 64 symbols, which is
+	// cheaper than a heap's bookkeeping at these sizes. rank[i] is the pair (i, i+1)'s
+	// merge rank (noMerge: none).
+	var ids, best [smallPiece]uint32
 	for i := range n {
 		ids[i] = b.byteID[piece[i]]
 	}
@@ -188,7 +241,7 @@ func (b *byteBPE) merge(dst []uint32, piece string) []uint32 {
 			break
 		}
 		// Symbol at absorbs at+1: at+1's successors and their pairs move down one.
-		ids[at] = uint32(best[at])
+		ids[at] = b.merges.merged[best[at]]
 		copy(ids[at+1:n-1], ids[at+2:n])
 		if at+2 < n-1 {
 			copy(best[at+1:n-2], best[at+2:n-1])
@@ -224,8 +277,8 @@ func (b *byteBPE) mergeLong(dst []uint32, piece string) []uint32 {
 		if i < 0 || next[i] < 0 {
 			return
 		}
-		if m := b.merges.get(ids[i], ids[next[i]]); m != noMerge {
-			h.push(candidate{merge: m, pos: i, left: ids[i], right: ids[next[i]]})
+		if r := b.merges.get(ids[i], ids[next[i]]); r != noMerge {
+			h.push(candidate{rank: r, pos: i, left: ids[i], right: ids[next[i]]})
 		}
 	}
 	for i := range int32(n - 1) { //nolint:gosec // G115: n is a piece length, bounded by MaxPromptBytes
@@ -237,7 +290,7 @@ func (b *byteBPE) mergeLong(dst []uint32, piece string) []uint32 {
 		if !alive[c.pos] || j < 0 || ids[c.pos] != c.left || ids[j] != c.right {
 			continue // stale: a neighbour merged since
 		}
-		ids[c.pos] = uint32(c.merge)
+		ids[c.pos] = b.merges.merged[c.rank]
 		alive[j] = false
 		next[c.pos] = next[j]
 		if next[j] >= 0 {
@@ -261,7 +314,7 @@ func grow[T any](s []T, n int) []T {
 }
 
 type candidate struct {
-	merge       uint64 // rank<<32 | merged id, as mergeTable.get returns it
+	rank        uint32
 	pos         int32
 	left, right uint32
 }
@@ -273,8 +326,8 @@ type mergeHeap []candidate
 func (h mergeHeap) Len() int { return len(h) }
 
 func (h mergeHeap) less(i, j int) bool {
-	if h[i].merge != h[j].merge {
-		return h[i].merge < h[j].merge // by rank: one rank, one merged id
+	if h[i].rank != h[j].rank {
+		return h[i].rank < h[j].rank
 	}
 	return h[i].pos < h[j].pos
 }
@@ -316,25 +369,25 @@ func (h *mergeHeap) pop() candidate {
 	return top
 }
 
-// mergeTable maps a pair of symbol ids to its merge, packed rank<<32 | merged id, in an
-// open-addressing table (linear probing, at most half full). A real tokenizer has ~280k
-// merges: the table is then megabytes, larger than the CPU caches, and a lookup costs
-// about one cache miss, where a Go map of the same pairs costs more (hashing, control
-// bytes and a slot in different cache lines); the BPE of a piece never seen before makes
-// two lookups per merge.
+// mergeTable maps a pair of symbol ids to its merge's rank (and a rank to the merged
+// symbol), in an open-addressing table of 8-byte slots (linear probing, at most half full).
+// A real tokenizer has 128k-280k merges: the table is then megabytes, larger than the CPU
+// caches, and a lookup costs about one cache miss (a Go map of the same pairs costs more:
+// hashing, control bytes and a 16-byte slot in different cache lines), and the BPE of a
+// piece never seen before makes two lookups per merge. A slot packs the pair (20-bit ids)
+// and the rank (24 bits): newByteBPE checks the vocabulary and merges fit (the largest
+// tokenizers have ~260k tokens).
 type mergeTable struct {
-	slots []mergeSlot
-	shift uint // 64 - log2(len(slots))
-}
-
-type mergeSlot struct {
-	pair  uint64 // left<<32 | right; emptyPair: a free slot
-	merge uint64
+	slots  []uint64 // pair<<24 | rank, pair = left<<20 | right; emptySlot: free
+	shift  uint     // 64 - log2(len(slots))
+	merged []uint32 // by rank: the merged symbol's id
 }
 
 const (
-	emptyPair = ^uint64(0) // not a real pair: no vocabulary has 2^32 ids
-	noMerge   = ^uint64(0)
+	maxMergeID   = 1<<20 - 2 // the all-ones id makes emptySlot
+	maxMergeRank = 1<<24 - 2
+	emptySlot    = ^uint64(0)
+	noMerge      = ^uint32(0)
 )
 
 func newMergeTable(n int) mergeTable {
@@ -342,9 +395,9 @@ func newMergeTable(n int) mergeTable {
 	for size < 2*n {
 		size, shift = size*2, shift-1
 	}
-	t := mergeTable{slots: make([]mergeSlot, size), shift: shift}
+	t := mergeTable{slots: make([]uint64, size), shift: shift, merged: make([]uint32, 0, n)}
 	for i := range t.slots {
-		t.slots[i].pair = emptyPair
+		t.slots[i] = emptySlot
 	}
 	return t
 }
@@ -352,32 +405,34 @@ func newMergeTable(n int) mergeTable {
 // slot is the pair's home slot: Fibonacci hashing, whose high bits mix all of the key's.
 func (t *mergeTable) slot(pair uint64) uint64 { return (pair * 0x9e3779b97f4a7c15) >> t.shift }
 
-// insert adds a merge; a pair already present keeps its first (lowest) rank, as HF does.
-func (t *mergeTable) insert(left, right, rank, id uint32) {
-	pair := uint64(left)<<32 | uint64(right)
+// insert adds the next merge (ranks in order, ids <= maxMergeID); a pair already present
+// keeps its first (lowest) rank.
+func (t *mergeTable) insert(left, right, id uint32) {
+	rank := uint64(len(t.merged))
+	t.merged = append(t.merged, id)
+	pair := uint64(left)<<20 | uint64(right)
 	mask := uint64(len(t.slots) - 1)
 	for i := t.slot(pair); ; i = (i + 1) & mask {
-		s := &t.slots[i]
-		if s.pair == pair {
+		switch s := t.slots[i]; {
+		case s == emptySlot:
+			t.slots[i] = pair<<24 | rank
 			return
-		}
-		if s.pair == emptyPair {
-			s.pair, s.merge = pair, uint64(rank)<<32|uint64(id)
+		case s>>24 == pair:
 			return
 		}
 	}
 }
 
-// get returns the pair's merge, or noMerge.
-func (t *mergeTable) get(left, right uint32) uint64 {
-	pair := uint64(left)<<32 | uint64(right)
+// get returns the pair's merge rank, or noMerge.
+func (t *mergeTable) get(left, right uint32) uint32 {
+	pair := uint64(left)<<20 | uint64(right)
 	mask := uint64(len(t.slots) - 1)
 	for i := t.slot(pair); ; i = (i + 1) & mask {
-		s := &t.slots[i]
-		if s.pair == pair {
-			return s.merge
+		s := t.slots[i]
+		if s>>24 == pair && s != emptySlot {
+			return uint32(s & (1<<24 - 1))
 		}
-		if s.pair == emptyPair {
+		if s == emptySlot {
 			return noMerge
 		}
 	}

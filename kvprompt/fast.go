@@ -307,25 +307,28 @@ type pieceMiss struct {
 // are appended to two arrays, and an open-addressing table indexed by the piece's hash
 // (one hash per lookup; a Go map keyed by the hash would hash it again) says where. It
 // holds at most maxCachedPieces pieces in a table twice that size (2 MiB), and is emptied
-// when full. Not safe for concurrent use (fastPath.mu guards it).
+// when full, by starting a new generation: a slot of an older one is free (clearing 2 MiB
+// would cost a cold prompt ~70 µs). Not safe for concurrent use (fastPath.mu guards it).
 type pieceCache struct {
 	seed  maphash.Seed
 	slots []cachedPiece // len 2*maxCachedPieces, a power of two
+	gen   uint16        // the slots of this generation are in use; never 0
 	count int
 	text  []byte
 	ids   []uint32
 }
 
 // cachedPiece is a slot: the piece's bytes at text[text:text+n] and its ids at
-// ids[ids:ids+nIDs]; n == 0 is a free slot.
+// ids[ids:ids+nIDs], if its gen is the cache's.
 type cachedPiece struct {
 	tag       uint32 // the hash's low bits, to skip most comparisons of other pieces' bytes
 	text, ids uint32
+	gen       uint16
 	n, nIDs   uint8
 }
 
 func newPieceCache() pieceCache {
-	return pieceCache{seed: maphash.MakeSeed(), slots: make([]cachedPiece, 2*maxCachedPieces)}
+	return pieceCache{seed: maphash.MakeSeed(), slots: make([]cachedPiece, 2*maxCachedPieces), gen: 1}
 }
 
 // find returns the slot holding piece, or the free slot where it belongs, and the
@@ -336,7 +339,7 @@ func (c *pieceCache) find(piece string) (*cachedPiece, uint32) {
 	mask := uint64(len(c.slots) - 1)
 	for i := h >> 32 & mask; ; i = (i + 1) & mask {
 		s := &c.slots[i]
-		if s.n == 0 || (s.tag == tag && string(c.text[s.text:s.text+uint32(s.n)]) == piece) {
+		if s.gen != c.gen || (s.tag == tag && string(c.text[s.text:s.text+uint32(s.n)]) == piece) {
 			return s, tag
 		}
 	}
@@ -344,7 +347,7 @@ func (c *pieceCache) find(piece string) (*cachedPiece, uint32) {
 
 func (c *pieceCache) get(piece string) ([]uint32, bool) {
 	s, _ := c.find(piece)
-	if s.n == 0 {
+	if s.gen != c.gen {
 		return nil, false
 	}
 	return c.ids[s.ids : s.ids+uint32(s.nIDs)], true
@@ -357,17 +360,21 @@ func (c *pieceCache) put(piece string, ids []uint32) {
 		c.reset()
 	}
 	s, tag := c.find(piece)
-	if s.n != 0 {
+	if s.gen == c.gen {
 		return // cached by another request meanwhile
 	}
-	*s = cachedPiece{tag: tag, text: uint32(len(c.text)), ids: uint32(len(c.ids)), n: uint8(len(piece)), nIDs: uint8(len(ids))} //nolint:gosec // G115: bounded by maxCachedPieces * maxCachedPieceBytes
+	*s = cachedPiece{tag: tag, text: uint32(len(c.text)), ids: uint32(len(c.ids)), gen: c.gen, n: uint8(len(piece)), nIDs: uint8(len(ids))} //nolint:gosec // G115: bounded by maxCachedPieces * maxCachedPieceBytes
 	c.text = append(c.text, piece...)
 	c.ids = append(c.ids, ids...)
 	c.count++
 }
 
 func (c *pieceCache) reset() {
-	clear(c.slots)
+	c.gen++
+	if c.gen == 0 { // wrapped: slots of 65,535 generations ago would look current
+		clear(c.slots)
+		c.gen = 1
+	}
 	c.text, c.ids, c.count = c.text[:0], c.ids[:0], 0
 }
 

@@ -178,19 +178,19 @@ func BenchmarkTokens8KLibrary(b *testing.B) {
 	}
 }
 
-// BenchmarkTokensBySize shows the cost is linear in the prompt's size.
+// BenchmarkTokensBySize shows the cost is linear in the prompt's size, with the piece
+// cache warm and cold (emptied before every call).
 func BenchmarkTokensBySize(b *testing.B) {
 	m := load(b)
 	for _, kb := range []int{2, 8, 32} {
 		body := promptOf(kb << 10)
-		b.Run(fmt.Sprintf("%dKB", kb), func(b *testing.B) {
-			var dst []uint32
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				dst, _ = m.Tokens(dst[:0], body)
+		for _, cold := range []bool{false, true} {
+			name := fmt.Sprintf("%dKB", kb)
+			if cold {
+				name += "/cold"
 			}
-		})
+			b.Run(name, func(b *testing.B) { benchTokens(b, m, body, cold) })
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package kvprompt
 
 import (
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -135,14 +136,16 @@ const (
 	classSpace
 )
 
-// asciiClass is charClass for the ASCII bytes: most text is ASCII, and a table lookup
-// there is several times cheaper than decoding a rune and asking package unicode.
-var asciiClass = func() (t [utf8.RuneSelf]charClass) {
-	for c := range rune(utf8.RuneSelf) {
-		t[c] = runeClass(c)
+// bmpClass is runeClass for the Basic Multilingual Plane (64 KiB), built on first use:
+// text in any script is mostly BMP characters, and a table lookup there is several times
+// cheaper than asking package unicode (a binary search of its range tables per call).
+var bmpClass = sync.OnceValue(func() *[1 << 16]charClass {
+	var t [1 << 16]charClass
+	for r := range rune(len(t)) {
+		t[r] = runeClass(r)
 	}
-	return t
-}()
+	return &t
+})
 
 func runeClass(r rune) charClass {
 	switch {
@@ -156,13 +159,30 @@ func runeClass(r rune) charClass {
 	return classOther
 }
 
+// asciiClass is charClass for the ASCII bytes, the most common characters, without the
+// call to bmpClass.
+var asciiClass = func() (t [utf8.RuneSelf]charClass) {
+	for c := range rune(utf8.RuneSelf) {
+		t[c] = runeClass(c)
+	}
+	return t
+}()
+
+// classOf returns r's class.
+func classOf(r rune) charClass {
+	if r < 1<<16 {
+		return bmpClass()[r]
+	}
+	return runeClass(r)
+}
+
 // classAt returns the class and byte size of the character at s[i] (i < len(s)).
 func classAt(s string, i int) (charClass, int) {
 	if c := s[i]; c < utf8.RuneSelf {
 		return asciiClass[c], 1
 	}
 	r, size := utf8.DecodeRuneInString(s[i:])
-	return runeClass(r), size
+	return classOf(r), size
 }
 
 // classRun returns the end of the run of class c characters starting at s[i].
@@ -176,7 +196,7 @@ func classRun(s string, i int, c charClass) int {
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
-		if runeClass(r) != c {
+		if classOf(r) != c {
 			return i
 		}
 		i += size

@@ -203,14 +203,14 @@ func naiveBPE(b *byteBPE, piece string) []uint32 {
 	for {
 		best, at := noMerge, -1
 		for i := 0; i+1 < len(ids); i++ {
-			if m := b.merges.get(ids[i], ids[i+1]); m != noMerge && m>>32 < best>>32 {
-				best, at = m, i
+			if r := b.merges.get(ids[i], ids[i+1]); r < best {
+				best, at = r, i
 			}
 		}
 		if at < 0 {
 			return ids
 		}
-		ids = slices.Replace(ids, at, at+2, uint32(best))
+		ids = slices.Replace(ids, at, at+2, b.merges.merged[best])
 	}
 }
 
