@@ -88,12 +88,9 @@ func newByteBPE(mj *bpeModelJSON) (*byteBPE, error) {
 // merges rebuild it from its bytes (not every entry does: a trained vocabulary can hold
 // tokens its own merge order never reaches, and added tokens are in it too).
 func (b *byteBPE) wholeTokens() wholeTable {
-	var byteOf [0x200]int16 // GPT-2's byte characters are all below U+0200
-	for i := range byteOf {
-		byteOf[i] = -1
-	}
+	byteOf := make(map[rune]byte, 256)
 	for c, r := range byteChars() {
-		byteOf[r] = int16(c)
+		byteOf[r] = byte(c)
 	}
 	whole := newWholeTable(len(b.vocab))
 	var raw []byte
@@ -102,10 +99,11 @@ vocab:
 	for token, id := range b.vocab {
 		raw = raw[:0]
 		for _, r := range token {
-			if r >= rune(len(byteOf)) || byteOf[r] < 0 {
+			c, ok := byteOf[r]
+			if !ok {
 				continue vocab // not a byte-level token (an added token's own characters)
 			}
-			raw = append(raw, byte(byteOf[r]))
+			raw = append(raw, c)
 		}
 		if len(raw) == 0 {
 			continue
@@ -147,8 +145,8 @@ func newWholeTable(n int) wholeTable {
 // find returns the slot holding a non-empty piece, or the free slot where it belongs.
 func (t *wholeTable) find(piece string) (*wholeSlot, uint32) {
 	h := maphash.String(t.seed, piece)
-	tag := uint32(h) //nolint:gosec // G115: the low bits, meant to be cut
-	mask := uint64(len(t.slots) - 1)
+	tag := uint32(h)                 //nolint:gosec // G115: the low bits, meant to be cut
+	mask := uint64(len(t.slots) - 1) //nolint:gosec // G115: a positive power of two
 	for i := h >> 32 & mask; ; i = (i + 1) & mask {
 		s := &t.slots[i]
 		if s.n == 0 || (s.tag == tag && string(t.text[s.off:s.off+s.n]) == piece) {
@@ -248,7 +246,7 @@ func (b *byteBPE) merge(dst []uint32, piece string) []uint32 {
 		}
 		n--
 		if at > 0 {
-			best[at-1] = b.merges.get(ids[at-1], ids[at])
+			best[at-1] = b.merges.get(ids[at-1], ids[at]) //nolint:gosec // G602: 0 < at < n <= smallPiece
 		}
 		if at < n-1 {
 			best[at] = b.merges.get(ids[at], ids[at+1])
@@ -411,7 +409,7 @@ func (t *mergeTable) insert(left, right, id uint32) {
 	rank := uint64(len(t.merged))
 	t.merged = append(t.merged, id)
 	pair := uint64(left)<<20 | uint64(right)
-	mask := uint64(len(t.slots) - 1)
+	mask := uint64(len(t.slots) - 1) //nolint:gosec // G115: a positive power of two
 	for i := t.slot(pair); ; i = (i + 1) & mask {
 		switch s := t.slots[i]; {
 		case s == emptySlot:
@@ -426,7 +424,7 @@ func (t *mergeTable) insert(left, right, id uint32) {
 // get returns the pair's merge rank, or noMerge.
 func (t *mergeTable) get(left, right uint32) uint32 {
 	pair := uint64(left)<<20 | uint64(right)
-	mask := uint64(len(t.slots) - 1)
+	mask := uint64(len(t.slots) - 1) //nolint:gosec // G115: a positive power of two
 	for i := t.slot(pair); ; i = (i + 1) & mask {
 		s := t.slots[i]
 		if s>>24 == pair && s != emptySlot {

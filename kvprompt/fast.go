@@ -335,8 +335,8 @@ func newPieceCache() pieceCache {
 // piece's tag.
 func (c *pieceCache) find(piece string) (*cachedPiece, uint32) {
 	h := maphash.String(c.seed, piece)
-	tag := uint32(h) //nolint:gosec // G115: the low bits, meant to be cut
-	mask := uint64(len(c.slots) - 1)
+	tag := uint32(h)                 //nolint:gosec // G115: the low bits, meant to be cut
+	mask := uint64(len(c.slots) - 1) //nolint:gosec // G115: a positive power of two
 	for i := h >> 32 & mask; ; i = (i + 1) & mask {
 		s := &c.slots[i]
 		if s.gen != c.gen || (s.tag == tag && string(c.text[s.text:s.text+uint32(s.n)]) == piece) {
