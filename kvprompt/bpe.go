@@ -92,7 +92,7 @@ func (b *byteBPE) wholeTokens() wholeTable {
 	for c, r := range byteChars() {
 		byteOf[r] = byte(c)
 	}
-	whole := newWholeTable(len(b.vocab))
+	whole := newWholeTable(len(b.vocab), maphash.MakeSeed())
 	var raw []byte
 	var ids []uint32
 vocab:
@@ -134,17 +134,17 @@ type wholeSlot struct {
 	tag, id, off, n uint32
 }
 
-func newWholeTable(n int) wholeTable {
+func newWholeTable(n int, seed maphash.Seed) wholeTable {
 	size := 16
 	for size < 2*n {
 		size *= 2
 	}
-	return wholeTable{seed: maphash.MakeSeed(), slots: make([]wholeSlot, size)}
+	return wholeTable{seed: seed, slots: make([]wholeSlot, size)}
 }
 
-// find returns the slot holding a non-empty piece, or the free slot where it belongs.
-func (t *wholeTable) find(piece string) (*wholeSlot, uint32) {
-	h := maphash.String(t.seed, piece)
+// find returns the slot holding a non-empty piece of hash h (maphash.String with the
+// table's seed), or the free slot where it belongs.
+func (t *wholeTable) find(piece string, h uint64) (*wholeSlot, uint32) {
 	tag := uint32(h)                 //nolint:gosec // G115: the low bits, meant to be cut
 	mask := uint64(len(t.slots) - 1) //nolint:gosec // G115: a positive power of two
 	for i := h >> 32 & mask; ; i = (i + 1) & mask {
@@ -157,14 +157,14 @@ func (t *wholeTable) find(piece string) (*wholeSlot, uint32) {
 
 // put adds a non-empty piece; the table must have room (newWholeTable's n).
 func (t *wholeTable) put(piece string, id uint32) {
-	if s, tag := t.find(piece); s.n == 0 {
+	if s, tag := t.find(piece, maphash.String(t.seed, piece)); s.n == 0 {
 		*s = wholeSlot{tag: tag, id: id, off: uint32(len(t.text)), n: uint32(len(piece))} //nolint:gosec // G115: a vocabulary's bytes are far below 4 GiB
 		t.text = append(t.text, piece...)
 	}
 }
 
-func (t *wholeTable) get(piece string) (uint32, bool) {
-	s, _ := t.find(piece)
+func (t *wholeTable) get(piece string, h uint64) (uint32, bool) {
+	s, _ := t.find(piece, h)
 	return s.id, s.n != 0
 }
 
@@ -197,7 +197,13 @@ var bpeScratchPool = sync.Pool{New: func() any { return new(bpeScratch) }}
 
 // encode appends the ids of one pre-tokenized piece.
 func (b *byteBPE) encode(dst []uint32, piece string) []uint32 {
-	if id, ok := b.whole.get(piece); ok {
+	return b.encodeHashed(dst, piece, maphash.String(b.whole.seed, piece))
+}
+
+// encodeHashed is encode given the piece's hash with b.whole.seed (the piece cache hashes
+// with the same seed: one hash per piece serves both).
+func (b *byteBPE) encodeHashed(dst []uint32, piece string, h uint64) []uint32 {
+	if id, ok := b.whole.get(piece, h); ok {
 		return append(dst, id)
 	}
 	return b.merge(dst, piece)

@@ -2,6 +2,7 @@ package kvprompt
 
 import (
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -59,7 +60,7 @@ func TestPieceCacheBound(t *testing.T) {
 	}
 	// After the reset the pieces cached since are found, with their ids.
 	last := words[len(words)-1]
-	if ids, ok := m.fast.cache.get(last); !ok || !slices.Equal(ids, naiveBPE(m.fast.bpe, last)) {
+	if ids, ok := m.fast.cache.get(last, maphash.String(m.fast.cache.seed, last)); !ok || !slices.Equal(ids, naiveBPE(m.fast.bpe, last)) {
 		t.Fatalf("%q: cached %v %v", last, ids, ok)
 	}
 }

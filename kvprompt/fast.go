@@ -108,7 +108,7 @@ func newFastPath(tj *tokenizerJSON, m *Model) (*fastPath, error) {
 	if next == nil || tj.Model.Type != "BPE" {
 		return nil, nil
 	}
-	f := &fastPath{cache: newPieceCache(), nextPiece: next, nfc: nfc}
+	f := &fastPath{nextPiece: next, nfc: nfc}
 	for _, a := range tj.AddedTokens {
 		if a.SingleWord || a.LStrip || a.RStrip || a.Content == "" || (nfc && a.Normalized) {
 			return nil, nil // matching rules the fast path does not implement
@@ -121,6 +121,7 @@ func newFastPath(tj *tokenizerJSON, m *Model) (*fastPath, error) {
 		if f.bpe, err = newByteBPE(&tj.Model); err != nil {
 			return nil, err
 		}
+		f.cache = newPieceCache(f.bpe.whole.seed)
 		if f.prefix, f.suffix, err = postProcessorTokens(tj.PostProcessor); err != nil {
 			return nil, err
 		}
@@ -128,9 +129,11 @@ func newFastPath(tj *tokenizerJSON, m *Model) (*fastPath, error) {
 	}
 	// Pieces go through the fast path's own BPE where it implements the model (it is held
 	// to the library by TestFastPathMatchesLibrary): the library takes ~100 times longer.
+	seed := maphash.MakeSeed()
 	if bpe, err := newByteBPE(&tj.Model); err == nil {
-		f.bpe = bpe
+		f.bpe, seed = bpe, bpe.whole.seed
 	}
+	f.cache = newPieceCache(seed)
 	// The post-processor's special tokens: what encoding a probe with them adds around
 	// the ids without them.
 	const probe = "probe"
@@ -260,14 +263,15 @@ func (f *fastPath) plain(dst []uint32, text string, m *Model) ([]uint32, error) 
 	for at := 0; at < len(text); {
 		n := f.nextPiece(text[at:])
 		piece := text[at : at+n]
-		if ids, ok := f.cache.get(piece); ok {
+		h := maphash.String(f.cache.seed, piece)
+		if ids, ok := f.cache.get(piece, h); ok {
 			dst = append(dst, ids...)
 			at += n
 			continue
 		}
 		start := len(dst)
 		if f.bpe != nil {
-			dst = f.bpe.encode(dst, piece)
+			dst = f.bpe.encodeHashed(dst, piece, h)
 		} else {
 			f.mu.RUnlock() // the library's path takes a pooled tokenizer: do not hold the lock
 			var err error
@@ -279,7 +283,7 @@ func (f *fastPath) plain(dst []uint32, text string, m *Model) ([]uint32, error) 
 			}
 		}
 		if n <= maxCachedPieceBytes {
-			misses = append(misses, pieceMiss{at: int32(at), n: uint8(n), ids: int32(start), nIDs: uint8(len(dst) - start)}) //nolint:gosec // G115: bounded by MaxPromptBytes and maxCachedPieceBytes
+			misses = append(misses, pieceMiss{hash: h, at: int32(at), n: uint8(n), ids: int32(start), nIDs: uint8(len(dst) - start)}) //nolint:gosec // G115: bounded by MaxPromptBytes and maxCachedPieceBytes
 		}
 		at += n
 	}
@@ -287,7 +291,7 @@ func (f *fastPath) plain(dst []uint32, text string, m *Model) ([]uint32, error) 
 	if len(misses) > 0 {
 		f.mu.Lock()
 		for _, ms := range misses {
-			f.cache.put(text[ms.at:ms.at+int32(ms.n)], dst[ms.ids:ms.ids+int32(ms.nIDs)])
+			f.cache.put(text[ms.at:ms.at+int32(ms.n)], ms.hash, dst[ms.ids:ms.ids+int32(ms.nIDs)])
 		}
 		f.mu.Unlock()
 	}
@@ -299,6 +303,7 @@ func (f *fastPath) plain(dst []uint32, text string, m *Model) ([]uint32, error) 
 // pieceMiss is a piece plain tokenized without the cache: its place in the text and of its
 // ids in dst (dst may move as it grows, so offsets).
 type pieceMiss struct {
+	hash    uint64
 	at, ids int32
 	n, nIDs uint8 // <= maxCachedPieceBytes
 }
@@ -327,14 +332,15 @@ type cachedPiece struct {
 	n, nIDs   uint8
 }
 
-func newPieceCache() pieceCache {
-	return pieceCache{seed: maphash.MakeSeed(), slots: make([]cachedPiece, 2*maxCachedPieces), gen: 1}
+// newPieceCache returns a cache whose pieces are hashed with seed (the fast path's BPE
+// uses the same, so that a miss is hashed once).
+func newPieceCache(seed maphash.Seed) pieceCache {
+	return pieceCache{seed: seed, slots: make([]cachedPiece, 2*maxCachedPieces), gen: 1}
 }
 
-// find returns the slot holding piece, or the free slot where it belongs, and the
-// piece's tag.
-func (c *pieceCache) find(piece string) (*cachedPiece, uint32) {
-	h := maphash.String(c.seed, piece)
+// find returns the slot holding piece, of hash h (maphash.String with c.seed), or the free
+// slot where it belongs, and the piece's tag.
+func (c *pieceCache) find(piece string, h uint64) (*cachedPiece, uint32) {
 	tag := uint32(h)                 //nolint:gosec // G115: the low bits, meant to be cut
 	mask := uint64(len(c.slots) - 1) //nolint:gosec // G115: a positive power of two
 	for i := h >> 32 & mask; ; i = (i + 1) & mask {
@@ -345,8 +351,8 @@ func (c *pieceCache) find(piece string) (*cachedPiece, uint32) {
 	}
 }
 
-func (c *pieceCache) get(piece string) ([]uint32, bool) {
-	s, _ := c.find(piece)
+func (c *pieceCache) get(piece string, h uint64) ([]uint32, bool) {
+	s, _ := c.find(piece, h)
 	if s.gen != c.gen {
 		return nil, false
 	}
@@ -355,11 +361,11 @@ func (c *pieceCache) get(piece string) ([]uint32, bool) {
 
 // put caches a non-empty piece of at most maxCachedPieceBytes bytes, emptying the cache
 // first when it holds maxCachedPieces.
-func (c *pieceCache) put(piece string, ids []uint32) {
+func (c *pieceCache) put(piece string, h uint64, ids []uint32) {
 	if c.count >= maxCachedPieces {
 		c.reset()
 	}
-	s, tag := c.find(piece)
+	s, tag := c.find(piece, h)
 	if s.gen == c.gen {
 		return // cached by another request meanwhile
 	}
