@@ -113,3 +113,62 @@ func TestConcurrentEncode(t *testing.T) {
 		})
 	}
 }
+
+// TestPieceCacheGenerationWrap: after 65,535 resets the generation counter wraps; the
+// slots are then cleared, so a piece cached 65,535 generations ago is not found.
+func TestPieceCacheGenerationWrap(t *testing.T) {
+	c := newPieceCache(maphash.MakeSeed())
+	hash := func(s string) uint64 { return maphash.String(c.seed, s) }
+	c.put(" old", hash(" old"), []uint32{7})
+	if ids, ok := c.get(" old", hash(" old")); !ok || !slices.Equal(ids, []uint32{7}) {
+		t.Fatalf("just cached: %v %v", ids, ok)
+	}
+	first := c.gen
+	for range 1 << 16 {
+		c.reset()
+		if c.gen == first {
+			break
+		}
+	}
+	if c.gen != first {
+		t.Fatalf("generation %d never came back to %d", c.gen, first)
+	}
+	if ids, ok := c.get(" old", hash(" old")); ok {
+		t.Fatalf("a piece of the generation before the wrap is found: %v", ids)
+	}
+	c.put(" new", hash(" new"), []uint32{8, 9})
+	if ids, ok := c.get(" new", hash(" new")); !ok || !slices.Equal(ids, []uint32{8, 9}) {
+		t.Fatalf("cached after the wrap: %v %v", ids, ok)
+	}
+}
+
+// FuzzPieceCache holds the piece cache to a map: any pieces (NUL-separated in the input),
+// put and looked up in any order, come back with the ids they were put with.
+func FuzzPieceCache(f *testing.F) {
+	f.Add([]byte("a\x00b\x00a\x00 the\x00 th\x00 the"))
+	f.Add([]byte("x\x00\x00y\x00xx\x00x"))
+	c := newPieceCache(maphash.MakeSeed())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c.reset()
+		want := map[string][]uint32{}
+		for i, p := range strings.Split(string(data), "\x00") {
+			if p == "" || len(p) > maxCachedPieceBytes {
+				continue
+			}
+			h := maphash.String(c.seed, p)
+			got, ok := c.get(p, h)
+			w, seen := want[p]
+			if ok != seen || !slices.Equal(got, w) {
+				t.Fatalf("piece %d %q: cache %v %v, want %v %v", i, p, got, ok, w, seen)
+			}
+			if !seen {
+				ids := make([]uint32, 1+i%len(p))
+				for k := range ids {
+					ids[k] = uint32(i*31 + k) //nolint:gosec // G115: small
+				}
+				c.put(p, h, ids)
+				want[p] = ids
+			}
+		}
+	})
+}

@@ -7,8 +7,9 @@
 // Prompts given as token ids are taken as they are.
 //
 // Libraries: github.com/sugarme/tokenizer (a pure-Go port of HF tokenizers; already the
-// load tester's) and github.com/nikolalohinski/gonja/v2 (a maintained pure-Go Jinja2
-// implementation; HF chat templates are Jinja2).
+// load tester's), github.com/nikolalohinski/gonja/v2 (a maintained pure-Go Jinja2
+// implementation; HF chat templates are Jinja2) and github.com/go-json-experiment/json
+// (the prototype of encoding/json/v2, by its authors: request bodies in one pass).
 package kvprompt
 
 import (
