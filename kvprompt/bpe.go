@@ -18,6 +18,10 @@ import (
 type byteBPE struct {
 	byteID [256]uint32
 	merges mergeTable
+	// bytePairs is merges.get of every pair of single bytes, indexed by the two bytes: a
+	// piece's first lookups, one per byte, are then a direct index into 256 KiB (which the
+	// CPU caches hold) instead of a probe of the megabytes of the merge table.
+	bytePairs *[1 << 16]uint32
 	vocab  map[string]uint32 // tokenizer.json's, by byte-level characters
 	// whole maps a piece's bytes to its one id when the BPE is known to leave the piece
 	// whole: every vocabulary entry under ignore_merges (HF looks the piece up before
@@ -79,6 +83,10 @@ func newByteBPE(mj *bpeModelJSON) (*byteBPE, error) {
 			return nil, fmt.Errorf("kvprompt: merge %d (ids %d %d %d): beyond the fast path's 2^20 ids and 2^24 merges", rank, l, r, m)
 		}
 		b.merges.insert(l, r, m)
+	}
+	b.bytePairs = new([1 << 16]uint32)
+	for pair := range b.bytePairs {
+		b.bytePairs[pair] = b.merges.get(b.byteID[pair>>8], b.byteID[pair&0xff])
 	}
 	b.whole = b.wholeTokens()
 	return b, nil
@@ -228,12 +236,11 @@ func (b *byteBPE) merge(dst []uint32, piece string) []uint32 {
 	// cheaper than a heap's bookkeeping at these sizes. rank[i] is the pair (i, i+1)'s
 	// merge rank (noMerge: none).
 	var ids, best [smallPiece]uint32
-	for i := range n {
-		ids[i] = b.byteID[piece[i]]
-	}
 	for i := range n - 1 {
-		best[i] = b.merges.get(ids[i], ids[i+1])
+		ids[i] = b.byteID[piece[i]]
+		best[i] = b.bytePairs[uint16(piece[i])<<8|uint16(piece[i+1])]
 	}
+	ids[n-1] = b.byteID[piece[n-1]]
 	for n > 1 {
 		at := 0
 		for i := 1; i < n-1; i++ {
