@@ -22,7 +22,7 @@ type byteBPE struct {
 	// piece's first lookups, one per byte, are then a direct index into 256 KiB (which the
 	// CPU caches hold) instead of a probe of the megabytes of the merge table.
 	bytePairs *[1 << 16]uint32
-	vocab  map[string]uint32 // tokenizer.json's, by byte-level characters
+	vocab     map[string]uint32 // tokenizer.json's, by byte-level characters
 	// whole maps a piece's bytes to its one id when the BPE is known to leave the piece
 	// whole: every vocabulary entry under ignore_merges (HF looks the piece up before
 	// merging), otherwise the entries whose own bytes the merges were checked, at load, to

@@ -164,7 +164,7 @@ func FuzzPieceCache(f *testing.F) {
 			if !seen {
 				ids := make([]uint32, 1+i%len(p))
 				for k := range ids {
-					ids[k] = uint32(i*31 + k) //nolint:gosec // G115: small
+					ids[k] = uint32(i*31 + k)
 				}
 				c.put(p, h, ids)
 				want[p] = ids
