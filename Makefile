@@ -170,3 +170,11 @@ bench-precise: build envoy
 	  --duration 20s --warmup 10s --sim-view 50ms --rate-factor 1.5 --repeat 3 \
 	  --policies default,default-fixed,precise,oracle,default-x2,precise-x2,default-x2-restart,precise-x2-restart \
 	  --out bench/results/precise-prefix $(BENCH_PRECISE_ARGS)
+
+# test-bigvocab builds kvprompt's real-size (128,256-token) test tokenizers once per machine
+# with the vLLM venv's Hugging Face `tokenizers` (minutes; cached under ~/.cache/infergw/
+# kvprompt-bigvocab) and holds the fast path to HF's ids on them. `make test` runs the same
+# test only when the cache is there.
+.PHONY: test-bigvocab
+test-bigvocab:
+	INFERGW_BUILD_BIGVOCAB=1 $(GO) test -count=1 -run 'TestRealSize' -timeout 40m ./kvprompt/
