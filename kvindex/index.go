@@ -118,6 +118,11 @@ type Index struct {
 
 	resets  *prometheus.CounterVec // by reason
 	dropped *prometheus.CounterVec // by reason
+	// specEnds counts requests' speculation ends (first_token, failed); specExpired the
+	// speculative blocks the backstop TTL dropped while a request still held them (its
+	// end was lost, or it queued longer than the TTL).
+	specEnds    *prometheus.CounterVec
+	specExpired prometheus.Counter
 }
 
 // pod is one pod's streams (one per data-parallel rank).
@@ -195,9 +200,17 @@ func New(cfg Config, reg prometheus.Registerer) (*Index, error) {
 			Name: "infergw_kv_index_dropped_total",
 			Help: "KV events or batches not indexed, by reason (too_many_pods, too_many_ranks, orphan_block: parent unknown, other_medium: offloaded blocks).",
 		}, []string{"reason"}),
+		specEnds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergw_kv_index_speculation_ends_total",
+			Help: "Requests whose speculative blocks ended with the request, by end (first_token: kept for a grace for the events; failed: dropped at once).",
+		}, []string{"end"}),
+		specExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "infergw_kv_index_speculation_expired_total",
+			Help: "Speculative blocks dropped by the backstop TTL while a request still held them (an end the picker never learned).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{ix.resets, ix.dropped, &indexCollector{ix: ix}} {
+		for _, c := range []prometheus.Collector{ix.resets, ix.dropped, ix.specEnds, ix.specExpired, &indexCollector{ix: ix}} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -468,6 +481,7 @@ func (ix *Index) Speculate(podName string, keys []uint64) *Speculation {
 	if n := len(p.spec) + len(keys); n > maxSpeculativePerPod || n > p.specSweepAt {
 		for k, e := range p.spec {
 			if !e.live(now) {
+				ix.countExpired(e, now)
 				delete(p.spec, k)
 			}
 		}
@@ -483,6 +497,9 @@ func (ix *Index) Speculate(podName string, keys []uint64) *Speculation {
 	for _, k := range keys {
 		e, ok := p.spec[k]
 		if !ok || !e.live(now) {
+			if ok {
+				ix.countExpired(e, now)
+			}
 			e = specEntry{epoch: sp.epoch}
 		}
 		e.refs++
@@ -490,6 +507,13 @@ func (ix *Index) Speculate(podName string, keys []uint64) *Speculation {
 		p.spec[k] = e
 	}
 	return sp
+}
+
+// countExpired counts a dead entry that requests still held: the backstop ended it.
+func (ix *Index) countExpired(e specEntry, now int64) {
+	if e.refs > 0 && e.exp < now {
+		ix.specExpired.Inc()
+	}
 }
 
 // Speculation is one request's speculative blocks on one pod (Index.Speculate).
@@ -509,6 +533,11 @@ type Speculation struct {
 func (sp *Speculation) End(firstToken bool) {
 	if sp == nil || !sp.ended.CompareAndSwap(false, true) {
 		return
+	}
+	if firstToken {
+		sp.ix.specEnds.WithLabelValues("first_token").Inc()
+	} else {
+		sp.ix.specEnds.WithLabelValues("failed").Inc()
 	}
 	now := sp.ix.now().UnixNano()
 	grace := now + int64(sp.ix.cfg.SpeculationGrace)

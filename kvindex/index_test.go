@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/infergw/infergw/kvevents"
 )
 
@@ -550,6 +552,9 @@ func TestSpeculationFailureEndsAtOnce(t *testing.T) {
 	if n := specLen(ix, "a"); n != 0 {
 		t.Fatalf("%d speculative entries left after the only request failed", n)
 	}
+	if got := testutil.ToFloat64(ix.specEnds.WithLabelValues("failed")); got != 1 {
+		t.Fatalf("failed ends counted %v, want 1", got)
+	}
 	var none *Speculation
 	none.End(false) // Speculate's nil (unknown pod) is safe to end
 	if ix.Speculate("unknown-pod", keys) != nil {
@@ -637,6 +642,9 @@ func TestSpeculationLostEnds(t *testing.T) {
 	if peak > 4*800+minSpecSweep {
 		t.Fatalf("speculation map peaked at %d entries with 800 live", peak)
 	}
+	if got := testutil.ToFloat64(ix.specExpired); got < 150_000 {
+		t.Fatalf("%v blocks counted as ended by the backstop, want most of the 160,004 lost", got)
+	}
 }
 
 // TestSpeculationBound: one pod's speculation never exceeds maxSpeculativePerPod however
@@ -673,5 +681,20 @@ func TestSpeculationBound(t *testing.T) {
 	ix.Speculate("a", huge)
 	if n := specLen(ix, "a"); n != maxSpeculativePerPod {
 		t.Fatalf("one request over the bound: %d entries, want %d", n, maxSpeculativePerPod)
+	}
+}
+
+// BenchmarkSpeculateEnd: a pick's speculation of a 128-block prompt the pod lacks and its
+// end at the first token, with 32 other requests' speculation live on the pod (a queue).
+func BenchmarkSpeculateEnd(b *testing.B) {
+	ix := newIndex(b, Config{})
+	ix.HandleBatch("a", "m", 0, batch(newEngine(9).store(prompt(1<<20, 1), "")))
+	for r := range 32 {
+		ix.Speculate("a", keysOf(prompt(r*128*bs, 128), ""))
+	}
+	keys := keysOf(prompt(1<<22, 128), "")
+	b.ReportAllocs()
+	for b.Loop() {
+		ix.Speculate("a", keys).End(true)
 	}
 }
