@@ -163,27 +163,29 @@ func (w *work) keysFor(blockSize int, root uint64, maxBlocks int) []uint64 {
 	return w.keys[i]
 }
 
-// Sent implements router.PrefixSource: the blocks the pod lacks count as its own while
-// the request waits for its prefill (the next requests of the same prefix follow this one
-// instead of scattering before the engine's events arrive, however long it queues), and
-// the pod must publish them: the index marks it silent if it does not. The watcher it
-// returns ends the speculation with the request (kvindex.Speculation.End).
+// Sent implements router.PrefixSource: the request's blocks count as the pod's while it
+// waits for its prefill, however long it queues: those the pod lacks (the next requests of
+// the same prefix follow this one instead of scattering before the engine's events
+// arrive), and those it holds too — a request waiting in the queue does not pin them, so
+// under KV pressure the pod may evict them before its prefill, which then computes them
+// again; the model server's own view (the benchmark's oracle) counts a queued request's
+// whole prompt. The pod must publish the blocks it lacks: the index marks it silent if it
+// does not. The watcher it returns ends the speculation with the request
+// (kvindex.Speculation.End).
 func (s *Source) Sent(handle any, host string, hit, total int) router.PrefillWatcher {
 	w, _ := handle.(*work)
 	if w == nil {
 		return nil
 	}
 	defer s.work.Put(w)
-	if hit >= total {
-		return nil
+	if hit < total {
+		s.ix.Expect(host)
 	}
-	s.ix.Expect(host)
 	bs := s.ix.Info(host).BlockSize
-	if bs <= 0 {
+	if bs <= 0 || total == 0 {
 		return nil
 	}
-	keys := w.keysFor(bs, w.root, s.maxBlocks)
-	sp := s.ix.Speculate(host, keys[min(hit, len(keys)):])
+	sp := s.ix.Speculate(host, w.keysFor(bs, w.root, s.maxBlocks))
 	if sp == nil {
 		return nil // not a typed nil: the Decision would call it
 	}

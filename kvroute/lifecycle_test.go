@@ -85,3 +85,38 @@ func TestDecisionEndsSpeculation(t *testing.T) {
 		t.Fatalf("first token, within the grace: %s holds %d of %d blocks", host, got, len(keys))
 	}
 }
+
+// TestQueuedRequestKeepsItsCachedPrefix: a request sent to the pod that holds its prefix
+// does not pin those blocks while it waits in the queue; if the pod evicts them meanwhile,
+// its prefill computes them again, so they still count as the pod's until the request
+// ends (the model server's own view counts a queued request's whole prompt).
+func TestQueuedRequestKeepsItsCachedPrefix(t *testing.T) {
+	s, ix, m := setup(t)
+	body := chatBody(strings.Repeat("kalo mine ruta vozi pesu doba the a of and ", 20))
+	tokens, err := m.Tokens(nil, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := stored(tokens, 8, 500, "")
+	ix.HandleBatch("10.0.0.1", "tiny", 0, &kvevents.Batch{Events: []kvevents.Event{ev}})
+	hosts := []string{"10.0.0.1"}
+	hit, total, exact := make([]int, 1), make([]int, 1), make([]router.PrefixExactness, 1)
+	h := s.MatchPrefix(&router.Request{Model: "tiny", Body: body}, false, hosts, hit, total, exact)
+	if hit[0] != total[0] || total[0] == 0 {
+		t.Fatalf("cached: %d of %d", hit[0], total[0])
+	}
+	w := s.Sent(h, hosts[0], hit[0], total[0])
+	if w == nil {
+		t.Fatal("no speculation for a request the pod holds")
+	}
+	ix.HandleBatch("10.0.0.1", "tiny", 1, &kvevents.Batch{Events: []kvevents.Event{{Kind: kvevents.BlockRemoved, BlockHashes: ev.BlockHashes, Medium: "GPU"}}})
+	s.MatchPrefix(&router.Request{Model: "tiny", Body: body}, false, hosts, hit, total, exact)
+	if hit[0] != total[0] {
+		t.Fatalf("evicted while the request queues: %d of %d, want all", hit[0], total[0])
+	}
+	w.PrefillEnded(false)
+	s.MatchPrefix(&router.Request{Model: "tiny", Body: body}, false, hosts, hit, total, exact)
+	if hit[0] != 0 {
+		t.Fatalf("evicted, and the request failed: %d blocks still counted", hit[0])
+	}
+}
