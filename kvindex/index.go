@@ -459,9 +459,12 @@ func (ix *Index) match(podName string, keys []uint64, spec bool) int {
 // Speculate records that a request with these block keys was just routed to the pod: they
 // count as held until the pod's BlockStored confirms them (then its events alone decide,
 // a BlockRemoved included), or the request ends (Speculation.End: at its first token
-// after a grace, at once when it fails), or SpeculationTTL passes without either. Two
-// requests may speculate the same keys on one pod: a key is held until both have ended.
-// Only pods the index knows take speculation; nil when nothing was recorded.
+// after a grace, at once when it fails), or SpeculationTTL passes without either. Keys
+// the pod already holds may be speculated too: a queued request does not pin them, and
+// if the pod evicts them before its prefill it computes and stores them again, so they
+// count until the request ends whatever BlockRemoved says meanwhile. Two requests may
+// speculate the same keys on one pod: a key is held until both have ended. Only pods the
+// index knows take speculation; nil when nothing was recorded.
 func (ix *Index) Speculate(podName string, keys []uint64) *Speculation {
 	ix.mu.RLock()
 	p := ix.pods[podName]
