@@ -1,6 +1,7 @@
 package kvindex
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,9 +50,14 @@ type Config struct {
 	MaxBlocksPerPod int
 	// SilenceTimeout: how long after Expect a pod must have published (default 10 s).
 	SilenceTimeout time.Duration
-	// SpeculationTTL: how long blocks a request was just routed to count as the pod's
-	// before its events confirm them (default 2 s).
+	// SpeculationTTL is the backstop of speculation: the longest the blocks of a request
+	// routed to a pod count as the pod's without its events confirming them, for requests
+	// whose end the picker never learns (default 60 s). Normally a request's speculation
+	// ends with the request: see Speculation.End.
 	SpeculationTTL time.Duration
+	// SpeculationGrace: how long a request's speculative blocks outlive its first token,
+	// for the events of the step that finished its prefill to arrive (default 500 ms).
+	SpeculationGrace time.Duration
 }
 
 // Defaults: vLLM's num_gpu_blocks is 8,192 on this machine's CPU build and tens of
@@ -61,9 +67,20 @@ const (
 	DefaultMaxRanksPerPod  = 8
 	DefaultMaxBlocksPerPod = 1 << 17
 	DefaultSilenceTimeout  = 10 * time.Second
-	DefaultSpeculationTTL  = 2 * time.Second
+	// DefaultSpeculationTTL: longer than a request waits in a pod's queue in any sane
+	// fleet (the outlier detector's first-byte timeout is 30 s); only a lost end waits it out.
+	DefaultSpeculationTTL = 60 * time.Second
+	// DefaultSpeculationGrace: a request's first token and the BlockStored of its last
+	// prefill chunk come from the same engine step (vLLM and the sim publish a step's
+	// events at its end), so only their transports race: the event's ZMQ hop against the
+	// token's HTTP path through Envoy. The grace covers that with a margin of several
+	// steps (the sim's longest, a full 2,048-token budget: 5 ms + 2,048 x 60 µs = 128 ms;
+	// vLLM's on a GPU: tens of ms to ~200 ms) for a busy picker's subscriber queue.
+	DefaultSpeculationGrace = 500 * time.Millisecond
 	// maxSpeculativePerPod bounds a pod's speculative blocks.
 	maxSpeculativePerPod = 1 << 16
+	// minSpecSweep: below this many entries a pod's speculation map is not swept.
+	minSpecSweep = 1024
 )
 
 func (c Config) withDefaults() Config {
@@ -82,6 +99,9 @@ func (c Config) withDefaults() Config {
 	if c.SpeculationTTL <= 0 {
 		c.SpeculationTTL = DefaultSpeculationTTL
 	}
+	if c.SpeculationGrace <= 0 {
+		c.SpeculationGrace = DefaultSpeculationGrace
+	}
 	return c
 }
 
@@ -98,6 +118,11 @@ type Index struct {
 
 	resets  *prometheus.CounterVec // by reason
 	dropped *prometheus.CounterVec // by reason
+	// specEnds counts requests' speculation ends (first_token, failed); specExpired the
+	// speculative blocks the backstop TTL dropped while a request still held them (its
+	// end was lost, or it queued longer than the TTL).
+	specEnds    *prometheus.CounterVec
+	specExpired prometheus.Counter
 }
 
 // pod is one pod's streams (one per data-parallel rank).
@@ -109,11 +134,33 @@ type pod struct {
 	// expectSince is when a pick that must store new blocks was sent while no batch has
 	// come since (unix ns; 0: nothing expected).
 	expectSince atomic.Int64
-	// spec holds blocks a request just routed here will store (key -> unix ns expiry):
-	// until the engine's BlockStored arrives, the next requests of the same prefix must
-	// see them, or a burst scatters over every pod (guarded by mu, like the streams).
-	spec map[uint64]int64
+	// spec holds blocks requests routed here will store: until the engine's BlockStored
+	// arrives, the next requests of the same prefix must see them, or a burst scatters over
+	// every pod (guarded by mu, like the streams). specEpoch numbers Speculate calls.
+	spec      map[uint64]specEntry
+	specEpoch uint64
+	// specSweepAt: the map's size at which Speculate next drops dead entries (ended
+	// requests' after their grace, lost ends' after the TTL): twice what was live at the
+	// last sweep, so sweeps cost O(1) per key amortised and dead entries never outnumber
+	// live ones by much.
+	specSweepAt int
 }
+
+// specEntry is one speculative block of a pod: held while a request that will store it
+// has not ended (refs), for a grace after the last one's first token, and never past exp.
+type specEntry struct {
+	refs int32
+	// epoch is the Speculate call that created the entry. A request's ref is in the entry
+	// iff the entry is at least as old as the request's own Speculate call: entries are
+	// only ever deleted whole (confirmed, expired, overflow), so a younger entry of the
+	// same key was made by other requests after this one's ref went with the old entry.
+	epoch uint64
+	exp   int64 // unix ns: the backstop (SpeculationTTL after the latest Speculate)
+	grace int64 // unix ns: held until then with no refs left (after a first token)
+}
+
+// live reports whether the entry counts as held at now (unix ns).
+func (e specEntry) live(now int64) bool { return e.exp >= now && (e.refs > 0 || e.grace >= now) }
 
 // stream is one engine's (pod, rank) view.
 type stream struct {
@@ -153,9 +200,17 @@ func New(cfg Config, reg prometheus.Registerer) (*Index, error) {
 			Name: "infergw_kv_index_dropped_total",
 			Help: "KV events or batches not indexed, by reason (too_many_pods, too_many_ranks, orphan_block: parent unknown, other_medium: offloaded blocks).",
 		}, []string{"reason"}),
+		specEnds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "infergw_kv_index_speculation_ends_total",
+			Help: "Requests whose speculative blocks ended with the request, by end (first_token: kept for a grace for the events; failed: dropped at once).",
+		}, []string{"end"}),
+		specExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "infergw_kv_index_speculation_expired_total",
+			Help: "Speculative blocks dropped by the backstop TTL while a request still held them (an end the picker never learned).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{ix.resets, ix.dropped, &indexCollector{ix: ix}} {
+		for _, c := range []prometheus.Collector{ix.resets, ix.dropped, ix.specEnds, ix.specExpired, &indexCollector{ix: ix}} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -377,10 +432,9 @@ func (ix *Index) match(podName string, keys []uint64, spec bool) int {
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
+	spec = spec && len(p.spec) > 0
 	now := int64(0)
-	if !spec {
-		now = int64(^uint64(0) >> 1) // every speculative block has expired
-	} else if len(p.spec) > 0 {
+	if spec {
 		now = ix.now().UnixNano()
 	}
 	best := 0
@@ -388,7 +442,10 @@ func (ix *Index) match(podName string, keys []uint64, spec bool) int {
 		n := 0
 		for n < len(keys) {
 			if _, ok := s.keys[keys[n]]; !ok {
-				if exp, ok := p.spec[keys[n]]; !ok || exp < now {
+				if !spec {
+					break
+				}
+				if e, ok := p.spec[keys[n]]; !ok || !e.live(now) {
 					break
 				}
 			}
@@ -401,33 +458,109 @@ func (ix *Index) match(podName string, keys []uint64, spec bool) int {
 
 // Speculate records that a request with these block keys was just routed to the pod: they
 // count as held until the pod's BlockStored confirms them (then its events alone decide,
-// a BlockRemoved included) or SpeculationTTL passes without it. Only pods the index knows take speculation.
-func (ix *Index) Speculate(podName string, keys []uint64) {
+// a BlockRemoved included), or the request ends (Speculation.End: at its first token
+// after a grace, at once when it fails), or SpeculationTTL passes without either. Keys
+// the pod already holds may be speculated too: a queued request does not pin them, and
+// if the pod evicts them before its prefill it computes and stores them again, so they
+// count until the request ends whatever BlockRemoved says meanwhile. Two requests may
+// speculate the same keys on one pod: a key is held until both have ended. Only pods the
+// index knows take speculation; nil when nothing was recorded.
+func (ix *Index) Speculate(podName string, keys []uint64) *Speculation {
 	ix.mu.RLock()
 	p := ix.pods[podName]
 	ix.mu.RUnlock()
 	if p == nil || len(keys) == 0 {
-		return
+		return nil
 	}
+	keys = keys[:min(len(keys), maxSpeculativePerPod)]
+	sp := &Speculation{ix: ix, p: p, keys: slices.Clone(keys)}
 	now := ix.now().UnixNano()
 	exp := now + int64(ix.cfg.SpeculationTTL)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.spec == nil {
-		p.spec = make(map[uint64]int64)
+		p.spec = make(map[uint64]specEntry)
 	}
-	if len(p.spec)+len(keys) > maxSpeculativePerPod {
+	if n := len(p.spec) + len(keys); n > maxSpeculativePerPod || n > p.specSweepAt {
 		for k, e := range p.spec {
-			if e < now {
+			if !e.live(now) {
+				ix.countExpired(e, now)
 				delete(p.spec, k)
 			}
 		}
+		p.specSweepAt = max(2*(len(p.spec)+len(keys)), minSpecSweep)
 		if len(p.spec)+len(keys) > maxSpeculativePerPod {
-			clear(p.spec) // still full: start afresh rather than grow
+			// Still full: start afresh rather than grow. Requests whose entries go see
+			// younger entries (or none) when they end and leave them alone.
+			clear(p.spec)
 		}
 	}
-	for _, k := range keys[:min(len(keys), maxSpeculativePerPod)] {
-		p.spec[k] = exp
+	p.specEpoch++
+	sp.epoch = p.specEpoch
+	for _, k := range keys {
+		e, ok := p.spec[k]
+		if !ok || !e.live(now) {
+			if ok {
+				ix.countExpired(e, now)
+			}
+			e = specEntry{epoch: sp.epoch}
+		}
+		e.refs++
+		e.exp = max(e.exp, exp)
+		p.spec[k] = e
+	}
+	return sp
+}
+
+// countExpired counts a dead entry that requests still held: the backstop ended it.
+func (ix *Index) countExpired(e specEntry, now int64) {
+	if e.refs > 0 && e.exp < now {
+		ix.specExpired.Inc()
+	}
+}
+
+// Speculation is one request's speculative blocks on one pod (Index.Speculate).
+type Speculation struct {
+	ix    *Index
+	p     *pod // the pod as it was: if it is forgotten meanwhile, End touches nothing live
+	keys  []uint64
+	epoch uint64
+	ended atomic.Bool
+}
+
+// End ends the request's speculation; only the first call counts. firstToken: the pod
+// answered, so its prefill is done and the events of its blocks are on their way: they
+// stay held for SpeculationGrace unless a BlockStored confirms them first. Otherwise the
+// request failed, was cancelled or went elsewhere before its first token: it will never
+// store them, so they stop counting at once. Other requests' refs on the same keys stay.
+func (sp *Speculation) End(firstToken bool) {
+	if sp == nil || !sp.ended.CompareAndSwap(false, true) {
+		return
+	}
+	if firstToken {
+		sp.ix.specEnds.WithLabelValues("first_token").Inc()
+	} else {
+		sp.ix.specEnds.WithLabelValues("failed").Inc()
+	}
+	now := sp.ix.now().UnixNano()
+	grace := now + int64(sp.ix.cfg.SpeculationGrace)
+	p := sp.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, k := range sp.keys {
+		e, ok := p.spec[k]
+		if !ok || e.epoch > sp.epoch || e.refs <= 0 {
+			continue // confirmed, expired or cleared since: this request's ref went with it
+		}
+		e.refs--
+		if firstToken {
+			e.grace = max(e.grace, grace)
+		}
+		if !e.live(now) {
+			delete(p.spec, k)
+			continue
+		}
+		p.spec[k] = e
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/infergw/infergw/kvevents"
 )
 
@@ -484,5 +486,215 @@ func TestSpeculationConcurrent(t *testing.T) {
 	wg.Wait()
 	if ix.MatchStored("a", keys) != 0 {
 		t.Fatal("every stored block was removed")
+	}
+}
+
+// specIndex is an index on a settable clock that knows pod "a" (the pod must have
+// published to take speculation).
+func specIndex(t *testing.T, cfg Config) (*Index, *time.Time) {
+	t.Helper()
+	ix := newIndex(t, cfg)
+	now := time.Unix(1000, 0)
+	ix.now = func() time.Time { return now }
+	ix.HandleBatch("a", "m", 0, batch(newEngine(9).store(prompt(5000, 1), "")))
+	return ix, &now
+}
+
+func specLen(ix *Index, pod string) int {
+	ix.mu.RLock()
+	p := ix.pods[pod]
+	ix.mu.RUnlock()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.spec)
+}
+
+// TestSpeculationLastsWhileQueued: a request's speculation does not end with a clock
+// while the request waits for its first token, however long it queues (past capacity a
+// pod's queue outlasted the old 2 s TTL and the blocks of requests still waiting stopped
+// counting); its first token ends it after the grace.
+func TestSpeculationLastsWhileQueued(t *testing.T) {
+	ix, now := specIndex(t, Config{}) // the defaults: a 60 s backstop, a 500 ms grace
+	keys := keysOf(prompt(0, 4), "")
+	sp := ix.Speculate("a", keys)
+	*now = now.Add(10 * time.Second) // queued five times the old 2 s TTL
+	if got := ix.Match("a", keys); got != 4 {
+		t.Fatalf("queued 10 s: match %d, want 4", got)
+	}
+	sp.End(true)
+	*now = now.Add(499 * time.Millisecond)
+	if got := ix.Match("a", keys); got != 4 {
+		t.Fatalf("within the grace after the first token: match %d, want 4", got)
+	}
+	*now = now.Add(2 * time.Millisecond)
+	if got := ix.Match("a", keys); got != 0 {
+		t.Fatalf("after the grace: match %d, want 0", got)
+	}
+	sp.End(false) // a second end changes nothing
+	if got := ix.Match("a", keys); got != 0 {
+		t.Fatalf("after a second end: match %d", got)
+	}
+}
+
+// TestSpeculationFailureEndsAtOnce: a request that fails or is cancelled before its first
+// token will never store its blocks: they stop counting at once, and leave the map.
+func TestSpeculationFailureEndsAtOnce(t *testing.T) {
+	ix, _ := specIndex(t, Config{SpeculationTTL: time.Minute})
+	keys := keysOf(prompt(0, 4), "")
+	sp := ix.Speculate("a", keys)
+	if got := ix.Match("a", keys); got != 4 {
+		t.Fatalf("speculated: match %d, want 4", got)
+	}
+	sp.End(false)
+	if got := ix.Match("a", keys); got != 0 {
+		t.Fatalf("failed: match %d, want 0 at once", got)
+	}
+	if n := specLen(ix, "a"); n != 0 {
+		t.Fatalf("%d speculative entries left after the only request failed", n)
+	}
+	if got := testutil.ToFloat64(ix.specEnds.WithLabelValues("failed")); got != 1 {
+		t.Fatalf("failed ends counted %v, want 1", got)
+	}
+	var none *Speculation
+	none.End(false) // Speculate's nil (unknown pod) is safe to end
+	if ix.Speculate("unknown-pod", keys) != nil {
+		t.Fatal("an unknown pod took speculation")
+	}
+}
+
+// TestSpeculationOverlapping: two in-flight requests share a prefix on one pod: ending one
+// (failed or answered) leaves the other's blocks held; the shared ones go with the last.
+func TestSpeculationOverlapping(t *testing.T) {
+	ix, now := specIndex(t, Config{SpeculationTTL: time.Minute, SpeculationGrace: 100 * time.Millisecond})
+	p := prompt(0, 6)
+	keys := keysOf(p, "")
+	first := ix.Speculate("a", keys[:4]) // blocks 0-3
+	second := ix.Speculate("a", keys)    // blocks 0-5: shares 0-3
+	first.End(false)
+	if got := ix.Match("a", keys); got != 6 {
+		t.Fatalf("first failed, second queued: match %d, want 6", got)
+	}
+	third := ix.Speculate("a", keys[:2])
+	second.End(true)
+	*now = now.Add(time.Second) // past the grace of the second's first token
+	if got := ix.Match("a", keys); got != 2 {
+		t.Fatalf("second answered, third queued: match %d, want the third's 2", got)
+	}
+	third.End(false)
+	// The second's blocks past its grace are dead (swept by a later Speculate); the ones
+	// the failed third held last left at once.
+	if got := ix.Match("a", keys); got != 0 || specLen(ix, "a") != 4 {
+		t.Fatalf("all ended: match %d, %d entries, want 0 and the 4 past their grace", got, specLen(ix, "a"))
+	}
+}
+
+// TestSpeculationEndAfterConfirmation: once the pod's BlockStored confirmed a block, its
+// speculation is over whatever the requests do; if it is evicted and a later request
+// speculates it anew, the end of the earlier request does not end the later one's.
+func TestSpeculationEndAfterConfirmation(t *testing.T) {
+	ix, _ := specIndex(t, Config{SpeculationTTL: time.Minute})
+	e := newEngine(1)
+	p := prompt(0, 2)
+	keys := keysOf(p, "")
+	early := ix.Speculate("a", keys)
+	ix.HandleBatch("a", "m", 1, batch(e.store(p, ""))) // early's prefill stored both
+	ix.HandleBatch("a", "m", 2, batch(kvevents.Event{Kind: kvevents.BlockRemoved,
+		BlockHashes: []uint64{e.hashOf(p[:bs], ""), e.hashOf(p, "")}})) // and they were evicted
+	if got := ix.Match("a", keys); got != 0 {
+		t.Fatalf("confirmed then evicted: match %d, want 0", got)
+	}
+	late := ix.Speculate("a", keys)
+	early.End(false) // e.g. its stream was cut after the prefill
+	if got := ix.Match("a", keys); got != 2 {
+		t.Fatalf("the earlier request's end took the later one's speculation: match %d, want 2", got)
+	}
+	late.End(false)
+	if got := ix.Match("a", keys); got != 0 {
+		t.Fatalf("both ended: match %d", got)
+	}
+}
+
+// TestSpeculationLostEnds: requests whose end never comes (a lost end) hold their blocks
+// until the backstop TTL, and no longer: they stop counting and their entries are swept,
+// so speculating with ends lost forever keeps the map near what is live.
+func TestSpeculationLostEnds(t *testing.T) {
+	ix, now := specIndex(t, Config{SpeculationTTL: 30 * time.Second})
+	keys := keysOf(prompt(0, 4), "")
+	ix.Speculate("a", keys) // never ended
+	*now = now.Add(29 * time.Second)
+	if got := ix.Match("a", keys); got != 4 {
+		t.Fatalf("within the backstop: match %d, want 4", got)
+	}
+	*now = now.Add(2 * time.Second)
+	if got := ix.Match("a", keys); got != 0 {
+		t.Fatalf("past the backstop: match %d, want 0", got)
+	}
+	// 200 rounds of 100 requests of 8 fresh blocks each, ends all lost, 31 s apart: 160,000
+	// keys speculated, more than twice the per-pod bound.
+	peak := 0
+	for round := range 200 {
+		for r := range 100 {
+			ix.Speculate("a", keysOf(prompt(10_000+(round*100+r)*8*bs, 8), ""))
+		}
+		peak = max(peak, specLen(ix, "a"))
+		*now = now.Add(31 * time.Second)
+	}
+	if peak > 4*800+minSpecSweep {
+		t.Fatalf("speculation map peaked at %d entries with 800 live", peak)
+	}
+	if got := testutil.ToFloat64(ix.specExpired); got < 150_000 {
+		t.Fatalf("%v blocks counted as ended by the backstop, want most of the 160,004 lost", got)
+	}
+}
+
+// TestSpeculationBound: one pod's speculation never exceeds maxSpeculativePerPod however
+// many live requests speculate, and ends of requests whose entries were dropped to keep
+// the bound leave the newer ones alone.
+func TestSpeculationBound(t *testing.T) {
+	ix, _ := specIndex(t, Config{SpeculationTTL: time.Hour})
+	const perRequest = 4096
+	var specs []*Speculation
+	for r := range maxSpeculativePerPod/perRequest + 4 { // all live, 4 requests over
+		keys := make([]uint64, perRequest)
+		for i := range keys {
+			keys[i] = uint64(r*perRequest+i) + 1<<40
+		}
+		specs = append(specs, ix.Speculate("a", keys))
+		if n := specLen(ix, "a"); n > maxSpeculativePerPod {
+			t.Fatalf("request %d: %d speculative keys, bound %d", r, n, maxSpeculativePerPod)
+		}
+	}
+	last := specs[len(specs)-1]
+	held := specLen(ix, "a")
+	for _, sp := range specs[:len(specs)-1] {
+		sp.End(false)
+	}
+	if n := specLen(ix, "a"); n != perRequest || held < perRequest {
+		t.Fatalf("after every other request ended: %d entries, want the last request's %d", n, perRequest)
+	}
+	last.End(false)
+	// One request with more keys than the bound: clipped to it.
+	huge := make([]uint64, maxSpeculativePerPod+10)
+	for i := range huge {
+		huge[i] = uint64(i) + 1<<50
+	}
+	ix.Speculate("a", huge)
+	if n := specLen(ix, "a"); n != maxSpeculativePerPod {
+		t.Fatalf("one request over the bound: %d entries, want %d", n, maxSpeculativePerPod)
+	}
+}
+
+// BenchmarkSpeculateEnd: a pick's speculation of a 128-block prompt the pod lacks and its
+// end at the first token, with 32 other requests' speculation live on the pod (a queue).
+func BenchmarkSpeculateEnd(b *testing.B) {
+	ix := newIndex(b, Config{})
+	ix.HandleBatch("a", "m", 0, batch(newEngine(9).store(prompt(1<<20, 1), "")))
+	for r := range 32 {
+		ix.Speculate("a", keysOf(prompt(r*128*bs, 128), ""))
+	}
+	keys := keysOf(prompt(1<<22, 128), "")
+	b.ReportAllocs()
+	for b.Loop() {
+		ix.Speculate("a", keys).End(true)
 	}
 }

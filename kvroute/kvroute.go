@@ -163,25 +163,40 @@ func (w *work) keysFor(blockSize int, root uint64, maxBlocks int) []uint64 {
 	return w.keys[i]
 }
 
-// Sent implements router.PrefixSource: the blocks the pod lacks count as its own for a
-// moment (the next requests of the same prefix follow this one instead of scattering
-// before the engine's events arrive), and the pod must publish them: the index marks it
-// silent if it does not.
-func (s *Source) Sent(handle any, host string, hit, total int) {
+// Sent implements router.PrefixSource: the request's blocks count as the pod's while it
+// waits for its prefill, however long it queues: those the pod lacks (the next requests of
+// the same prefix follow this one instead of scattering before the engine's events
+// arrive), and those it holds too — a request waiting in the queue does not pin them, so
+// under KV pressure the pod may evict them before its prefill, which then computes them
+// again; the model server's own view (the benchmark's oracle) counts a queued request's
+// whole prompt. The pod must publish the blocks it lacks: the index marks it silent if it
+// does not. The watcher it returns ends the speculation with the request
+// (kvindex.Speculation.End).
+func (s *Source) Sent(handle any, host string, hit, total int) router.PrefillWatcher {
 	w, _ := handle.(*work)
 	if w == nil {
-		return
+		return nil
 	}
 	defer s.work.Put(w)
-	if hit >= total {
-		return
+	if hit < total {
+		s.ix.Expect(host)
 	}
-	s.ix.Expect(host)
-	if bs := s.ix.Info(host).BlockSize; bs > 0 {
-		keys := w.keysFor(bs, w.root, s.maxBlocks)
-		s.ix.Speculate(host, keys[min(hit, len(keys)):])
+	bs := s.ix.Info(host).BlockSize
+	if bs <= 0 || total == 0 {
+		return nil
 	}
+	sp := s.ix.Speculate(host, w.keysFor(bs, w.root, s.maxBlocks))
+	if sp == nil {
+		return nil // not a typed nil: the Decision would call it
+	}
+	return (*speculation)(sp)
 }
+
+// speculation is a kvindex.Speculation as the router's PrefillWatcher.
+type speculation kvindex.Speculation
+
+// PrefillEnded implements router.PrefillWatcher.
+func (sp *speculation) PrefillEnded(firstToken bool) { (*kvindex.Speculation)(sp).End(firstToken) }
 
 var _ router.PrefixSource = (*Source)(nil)
 
@@ -219,10 +234,11 @@ func (r *Ref) MatchPrefix(req *router.Request, adapter bool, hosts []string, hit
 }
 
 // Sent implements router.PrefixSource.
-func (r *Ref) Sent(handle any, host string, hit, total int) {
+func (r *Ref) Sent(handle any, host string, hit, total int) router.PrefillWatcher {
 	if s := r.p.Load(); s != nil {
-		s.Sent(handle, host, hit, total)
+		return s.Sent(handle, host, hit, total)
 	}
+	return nil
 }
 
 // Register registers the precise-prefix scorer, answered through ref, in reg.

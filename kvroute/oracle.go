@@ -87,6 +87,6 @@ func (o *Oracle) ask(ctx context.Context, host string, body []byte) (oracleView,
 }
 
 // Sent implements router.PrefixSource (the pods' own state needs no bookkeeping).
-func (o *Oracle) Sent(any, string, int, int) {}
+func (o *Oracle) Sent(any, string, int, int) router.PrefillWatcher { return nil }
 
 var _ router.PrefixSource = (*Oracle)(nil)

@@ -7,6 +7,7 @@ const (
 	phaseFirstByteResolved uint32 = 1 << iota // the primary's awaiting count was released
 	phaseOutcomeRecorded                      // a success or failure was recorded
 	phaseHeadersOK                            // non-5xx response headers came back
+	phasePrefillEnded                         // the PrefillWatcher was told
 )
 
 // ResponseHeaders reports the response status and, when known, the address of the
@@ -27,6 +28,12 @@ func (d *Decision) ResponseHeaders(status int, upstream string) {
 	if upstream != "" && upstream != d.primary.spec.Address {
 		d.primary.out.record(true, outlierReasonFailures)
 		d.answered = d.router.endpointOf(d.Pool, upstream) // nil: not one of the pool's
+		d.endPrefill(false)                                // the primary failed: it will not prefill
+	}
+	if status >= 400 {
+		// An error answer (vLLM: bad request, prompt too long, overloaded, failure) comes
+		// instead of a prefill.
+		d.endPrefill(false)
 	}
 	if status >= 500 {
 		d.resolveFirstByte(true)
@@ -49,6 +56,7 @@ func (d *Decision) FirstByte() {
 		return
 	}
 	d.resolveFirstByte(true)
+	d.endPrefill(true) // no-op when headers from another endpoint or an error ended it
 	if d.phase.Load()&phaseOutcomeRecorded != 0 {
 		return
 	}
@@ -73,6 +81,7 @@ func (d *Decision) NoResponse() {
 		return
 	}
 	d.resolveFirstByte(false)
+	d.endPrefill(false)
 	d.recordLocked(d.primary, true)
 }
 
@@ -82,6 +91,9 @@ func (d *Decision) finishOutcome() {
 	d.recordMu.Lock()
 	defer d.recordMu.Unlock()
 	d.resolveFirstByte(false)
+	// Ended without a first byte from the primary: cancelled, cut, or a response whose
+	// body the picker does not see (then the prefill is long over and confirmed).
+	d.endPrefill(false)
 	if d.phase.Load()&(phaseOutcomeRecorded|phaseHeadersOK) == phaseHeadersOK {
 		d.recordLocked(d.answered, false)
 	}
@@ -94,6 +106,17 @@ func (d *Decision) resolveFirstByte(gotByte bool) {
 	}
 	d.phase.Or(phaseFirstByteResolved)
 	d.primary.out.responded(gotByte, d.pendingBytes, d.stream)
+}
+
+// endPrefill tells the PrefillWatcher, once, how the request ended at the primary.
+// Caller holds recordMu.
+func (d *Decision) endPrefill(firstToken bool) {
+	if d.prefill == nil || d.phase.Load()&phasePrefillEnded != 0 {
+		return
+	}
+	d.phase.Or(phasePrefillEnded)
+	d.prefill.PrefillEnded(firstToken)
+	d.prefill = nil
 }
 
 func (d *Decision) recordLocked(e *endpoint, failed bool) {

@@ -56,6 +56,9 @@ type Decision struct {
 	answered     *endpoint     // the endpoint whose response headers came back
 	phase        atomic.Uint32 // outcome flags
 	recordMu     sync.Mutex    // serialises ResponseHeaders/FirstByte/Done
+	// prefill is told how the request ended at the primary (the precise-prefix source's
+	// speculation; nil: none).
+	prefill PrefillWatcher
 	// Backing arrays for Scores and Endpoints: one allocation per pick instead of three.
 	scoresBuf    [8]ScorerScore
 	endpointsBuf [4]string
@@ -135,6 +138,7 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 		sc.hashes.reset("", nil) // drop the prompt reference
 		clear(sc.precise.hosts)
 		sc.precise.handle = nil
+		sc.precise.watch = nil
 		sc.pc = PickContext{}
 		r.scratch.Put(sc)
 	}()
@@ -220,6 +224,9 @@ func (r *Router) Pick(req *Request) (*Decision, error) {
 			if o, ok := ws.scorer.(pickObserver); ok {
 				o.picked(pc, primaryIdx)
 			}
+		}
+		if pc.precise != nil {
+			d.prefill, pc.precise.watch = pc.precise.watch, nil
 		}
 	}
 	if pc.prefix != nil {

@@ -83,7 +83,18 @@ type PrefixSource interface {
 	// Sent tells the source that the request of handle went to host, where hit of its
 	// total blocks were cached: the engine will store the rest and should publish events.
 	// It is called at most once per MatchPrefix, right after it, from the same goroutine.
-	Sent(handle any, host string, hit, total int)
+	// The source may return a PrefillWatcher (nil: none) to learn how the request ended.
+	Sent(handle any, host string, hit, total int) PrefillWatcher
+}
+
+// PrefillWatcher learns, once, how a request a PrefixSource was told about (Sent) ended
+// at its host's engine: the Decision calls PrefillEnded when the primary's first response
+// byte comes (firstToken true: its prefill is done), or when none will (false: an error
+// status, no response, the proxy retried on another endpoint, or the request ended before
+// a first byte, e.g. cancelled). It is called from the response path's goroutines, with
+// the Decision's outcome lock held: it must not block.
+type PrefillWatcher interface {
+	PrefillEnded(firstToken bool)
 }
 
 // hostOf returns the host of an "ip:port" address (IPv6 in brackets included).
@@ -102,6 +113,9 @@ type preciseScratch struct {
 	hit    []int
 	total  []int
 	exact  []PrefixExactness
+	// watch is what the source's Sent returned for the primary: the Decision tells it how
+	// the request ended.
+	watch PrefillWatcher
 }
 
 // scorePrecisePrefix: the fraction of the prompt's blocks an endpoint's engine holds,
@@ -146,7 +160,7 @@ func (s *precisePrefixScorer) picked(pc *PickContext, primary int) {
 	}
 	h := ps.handle
 	ps.handle = nil
-	s.src.Sent(h, ps.hosts[primary], ps.hit[primary], ps.total[primary])
+	ps.watch = s.src.Sent(h, ps.hosts[primary], ps.hit[primary], ps.total[primary])
 }
 
 // EndpointHosts returns the hosts (pod IPs) of every endpoint of every pool, sorted and

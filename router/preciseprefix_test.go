@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -15,6 +16,24 @@ type fakeSource struct {
 		exact      PrefixExactness
 	}
 	sent []string
+	// ends records each watcher's PrefillEnded calls ("host first-token|failed").
+	ends []string
+}
+
+// fakeWatch is the fake source's PrefillWatcher for one Sent.
+type fakeWatch struct {
+	f    *fakeSource
+	host string
+}
+
+func (w *fakeWatch) PrefillEnded(firstToken bool) {
+	w.f.mu.Lock()
+	defer w.f.mu.Unlock()
+	v := "failed"
+	if firstToken {
+		v = "first-token"
+	}
+	w.f.ends = append(w.f.ends, w.host+" "+v)
 }
 
 func (f *fakeSource) MatchPrefix(_ *Request, _ bool, hosts []string, hit, total []int, exact []PrefixExactness) any {
@@ -26,13 +45,14 @@ func (f *fakeSource) MatchPrefix(_ *Request, _ bool, hosts []string, hit, total 
 	return f
 }
 
-func (f *fakeSource) Sent(handle any, host string, hit, total int) {
+func (f *fakeSource) Sent(handle any, host string, hit, total int) PrefillWatcher {
 	if handle != f {
 		panic("Sent got another handle than MatchPrefix returned")
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sent = append(f.sent, fmt.Sprintf("%s %d/%d", host, hit, total))
+	return &fakeWatch{f: f, host: host}
 }
 
 func preciseOnly() SchedulerConfig {
@@ -99,6 +119,53 @@ func TestPrecisePrefixScorer(t *testing.T) {
 				if ok && (len(src.sent) != 1 || src.sent[0] != fmt.Sprintf("%s %d/%d", hostOf(c.want), v.hit, v.total)) {
 					t.Fatalf("Sent calls %v", src.sent)
 				}
+			}
+		})
+	}
+}
+
+// TestPrefillWatcherEnds: the Decision tells the source's watcher once how the request
+// ended at the primary: a first byte from it is a first token; an error status, no
+// response, an answer from another endpoint (the proxy retried) or the end of the request
+// without a byte (cancelled) is a failure, told at once.
+func TestPrefillWatcherEnds(t *testing.T) {
+	const primary = "10.0.0.2"
+	cases := []struct {
+		name string
+		run  func(d *Decision)
+		want string
+	}{
+		{"first byte", func(d *Decision) { d.ResponseHeaders(200, primary+":8000"); d.FirstByte() }, "first-token"},
+		{"first byte, headers unreported", func(d *Decision) { d.FirstByte() }, "first-token"},
+		{"5xx", func(d *Decision) { d.ResponseHeaders(503, ""); d.FirstByte() }, "failed"},
+		{"4xx", func(d *Decision) { d.ResponseHeaders(400, ""); d.FirstByte() }, "failed"},
+		{"retried on another endpoint", func(d *Decision) { d.ResponseHeaders(200, "10.0.0.1:8000"); d.FirstByte() }, "failed"},
+		{"no response", func(d *Decision) { d.NoResponse() }, "failed"},
+		{"cancelled after headers", func(d *Decision) { d.ResponseHeaders(200, primary+":8000") }, "failed"},
+		{"cancelled before headers", func(*Decision) {}, "failed"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src := &fakeSource{table: map[string]struct {
+				hit, total int
+				exact      PrefixExactness
+			}{"10.0.0.1": {0, 10, PrefixExact}, primary: {5, 10, PrefixExact}}}
+			r, _ := newTestRouter(t, func(cfg *Config) {
+				cfg.Scheduler = preciseOnly()
+				cfg.Plugins = registryWith(t, src)
+			})
+			installPool(r, "ns/p", []*endpoint{
+				staticEndpoint("10.0.0.1:8000", metricsState{}), staticEndpoint(primary+":8000", metricsState{})})
+			d := mustPick(t, r, &Request{Pool: "ns/p", Model: "m", Prompt: []byte("p"), Body: []byte("{}"), Stream: true})
+			if d.Endpoints[0] != primary+":8000" {
+				t.Fatalf("picked %v", d.Endpoints)
+			}
+			c.run(d)
+			d.Done()
+			d.FirstByte() // reports after the end change nothing
+			d.Done()
+			if want := []string{primary + " " + c.want}; !slices.Equal(src.ends, want) {
+				t.Fatalf("ends %q, want %q", src.ends, want)
 			}
 		})
 	}

@@ -18,6 +18,7 @@ var kvMetricPrefixes = []string{
 	"infergw_kv_index_resets_total", "infergw_kv_index_dropped_total", "infergw_kv_index_pods",
 	"infergw_precise_prefix_requests_total", "infergw_kv_events_messages_total",
 	"infergw_precise_prefix_shadow_hosts_total", "infergw_precise_prefix_shadow_picks_total",
+	"infergw_kv_index_speculation_ends_total", "infergw_kv_index_speculation_expired_total",
 }
 
 // scrapeKVMetrics sums, over the pickers' /metrics (host:port each), every series of

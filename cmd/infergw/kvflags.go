@@ -34,7 +34,7 @@ func (k *kvFlags) register(fl *pflag.FlagSet) {
 	fl.IntVar(&k.replayPort, "kv-events-replay-port", 0,
 		"the pods' KV-event replay port (vLLM --kv-events-config replay_endpoint tcp://*:PORT): a pod first heard mid-stream, as after a picker restart, is replayed from its publisher's buffer")
 	fl.DurationVar(&k.specTTL, "kv-speculation-ttl", kvindex.DefaultSpeculationTTL,
-		"how long the blocks of a request just routed to a pod count as the pod's when its KV events have not confirmed them (a BlockStored ends them sooner); longer than the pods' longest queue wait")
+		"backstop for the blocks a request routed to a pod counts as the pod's before its KV events confirm them: they count until a BlockStored confirms them, the request's first token (+500 ms for the events) or its failure; this bounds them when the picker never learns the request's end")
 	fl.StringSliceVar(&k.tokenizers, "kv-tokenizer", nil,
 		"directory with the model's tokenizer.json and tokenizer_config.json, as DIR (every model) or MODEL=DIR; repeatable")
 }
