@@ -166,7 +166,7 @@ func (r *runner) runWorkload(ctx context.Context, rep *report, out string, wl wo
 	for _, pol := range p.Policies {
 		roundNote := ""
 		if p.Repeat > 1 {
-			roundNote = fmt.Sprintf(" (round %d of %d, seed %d)", round, p.Repeat, p.Seed+uint64(round-1)) //nolint:gosec // G115: round >= 1
+			roundNote = fmt.Sprintf(" (round %d of %d, seed %d)", round, p.Repeat, r.roundSeed(round))
 		}
 		fmt.Fprintf(stderr, "[%s] %s / %s%s: %.1f req/s (wall) for %s + %s warm-up …\n",
 			time.Now().Format("15:04:05"), wl.Name, pol, roundNote, wl.ModelRate/p.TimeScale, wl.Duration, wl.Warmup)

@@ -95,7 +95,7 @@ func pooledFigures(r *report) []pooledFigure {
 				f.CachedPerRound = append(f.CachedPerRound, res.Summary.CachedTokenRatio)
 			}
 			f.PooledP90 = p90(slices.Concat(rounds...))
-			seed := uint64(wi)<<32 | uint64(pi) //nolint:gosec // G115: small indices
+			seed := uint64(wi)<<32 | uint64(pi)
 			f.PooledCI = bootstrapP90(rounds, nil, seed)
 			if base := baselineOf(pol); base != "" && byPolicy[base] != nil {
 				f.Baseline = base

@@ -96,7 +96,7 @@ func (r *runner) layout(cell string, replicas int) (string, fleetLayout, error) 
 }
 
 // roundSeed is the request sequence's seed in a round (1-based).
-func (r *runner) roundSeed(round int) uint64 { return r.plan.Seed + uint64(max(round, 1)-1) } //nolint:gosec // G115: >= 0
+func (r *runner) roundSeed(round int) uint64 { return r.plan.Seed + uint64(max(round, 1)-1) }
 
 func (r *runner) loadConfig(wl workloadSpec, url string, round int) loadtest.Config {
 	cfg := loadtest.Config{
