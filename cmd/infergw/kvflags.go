@@ -22,6 +22,7 @@ type kvFlags struct {
 	replayPort int
 	tokenizers []string
 	specTTL    time.Duration
+	specGrace  time.Duration
 }
 
 func (k *kvFlags) register(fl *pflag.FlagSet) {
@@ -34,7 +35,9 @@ func (k *kvFlags) register(fl *pflag.FlagSet) {
 	fl.IntVar(&k.replayPort, "kv-events-replay-port", 0,
 		"the pods' KV-event replay port (vLLM --kv-events-config replay_endpoint tcp://*:PORT): a pod first heard mid-stream, as after a picker restart, is replayed from its publisher's buffer")
 	fl.DurationVar(&k.specTTL, "kv-speculation-ttl", kvindex.DefaultSpeculationTTL,
-		"backstop for the blocks a request routed to a pod counts as the pod's before its KV events confirm them: they count until a BlockStored confirms them, the request's first token (+500 ms for the events) or its failure; this bounds them when the picker never learns the request's end")
+		"backstop for the blocks a request routed to a pod counts as the pod's before its KV events confirm them: they count until a BlockStored confirms them, the request's first token (+ --kv-speculation-grace) or its failure; this bounds them when the picker never learns the request's end")
+	fl.DurationVar(&k.specGrace, "kv-speculation-grace", kvindex.DefaultSpeculationGrace,
+		"how long a request's speculative blocks outlive its first token, for the KV events of the engine step that finished its prefill to arrive (raise it when the events' path is slower than a few engine steps)")
 	fl.StringSliceVar(&k.tokenizers, "kv-tokenizer", nil,
 		"directory with the model's tokenizer.json and tokenizer_config.json, as DIR (every model) or MODEL=DIR; repeatable")
 }
@@ -55,6 +58,9 @@ func (k *kvFlags) options() (kvroute.Options, error) {
 	if k.specTTL <= 0 {
 		return kvroute.Options{}, fmt.Errorf("--kv-speculation-ttl %s: must be positive", k.specTTL)
 	}
+	if k.specGrace <= 0 || k.specGrace > k.specTTL {
+		return kvroute.Options{}, fmt.Errorf("--kv-speculation-grace %s: must be positive and at most --kv-speculation-ttl (%s)", k.specGrace, k.specTTL)
+	}
 	return kvroute.Options{Bind: k.bind, Connect: k.connect, PodPort: k.podPort, ReplayPort: k.replayPort, Tokenizers: tk,
-		Index: kvindex.Config{SpeculationTTL: k.specTTL}}, nil
+		Index: kvindex.Config{SpeculationTTL: k.specTTL, SpeculationGrace: k.specGrace}}, nil
 }
