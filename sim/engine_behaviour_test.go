@@ -202,7 +202,11 @@ func TestStreamingChunksSpreadInTime(t *testing.T) {
 // When blocks run out, running sequences are preempted and recomputed, and every request
 // still completes with all its tokens.
 func TestPreemptionUnderKVPressure(t *testing.T) {
-	s := startSim(t, func(c *Config) { c.KVBlocks = 24; c.MaxModelLen = 384; c.TimeScale = 0.01 })
+	// Time scale 0.2: each request decodes for ~150 ms, so the four overlap even when a
+	// busy machine (make test runs packages in parallel) delays some of them by tens of
+	// milliseconds; at 0.01 one lasted ~8 ms and they could run one after another, with
+	// nothing to preempt.
+	s := startSim(t, func(c *Config) { c.KVBlocks = 24; c.MaxModelLen = 384; c.TimeScale = 0.2 })
 	const n = 4
 	results := make([]*streamResult, n)
 	var wg sync.WaitGroup
