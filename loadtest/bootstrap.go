@@ -52,7 +52,7 @@ func bootstrapCIs(values []float64, seed uint64) *PercentileCIs {
 		qi, cum := 0, 0
 		for i := 0; i < n && qi < len(qs); i++ {
 			cum += int(counts[i])
-			for qi < len(qs) && cum >= rank(qs[qi], n) {
+			for qi < len(qs) && cum >= NearestRank(qs[qi], n) {
 				est[qi] = append(est[qi], sorted[i])
 				qi++
 			}
@@ -65,8 +65,9 @@ func bootstrapCIs(values []float64, seed uint64) *PercentileCIs {
 	return &PercentileCIs{P50: ci(est[0]), P90: ci(est[1]), P99: ci(est[2]), N: n}
 }
 
-// rank is the 1-based nearest rank of quantile q among n values.
-func rank(q float64, n int) int {
+// NearestRank is the 1-based nearest rank of quantile q among n values, ceil(q·n) within
+// [1, n]: the percentile definition of the load tester's reports.
+func NearestRank(q float64, n int) int {
 	r := int(q*float64(n) + 0.999999999)
 	return max(1, min(n, r))
 }

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+
+	"github.com/infergw/infergw/loadtest"
 )
 
 // One run of a cell says little about a tail near a fleet's capacity: whether a queue
@@ -117,19 +119,14 @@ func pooledFigures(r *report) []pooledFigure {
 	return out
 }
 
-// p90 is the nearest-rank 90th percentile (0 for no values). It sorts values.
+// p90 is the nearest-rank 90th percentile, as the load tester defines it (0 for no values).
+// It sorts values.
 func p90(values []float64) float64 {
 	if len(values) == 0 {
 		return 0
 	}
 	slices.Sort(values)
-	return values[nearestRank(0.9, len(values))-1]
-}
-
-// nearestRank is the 1-based rank ceil(q·n), within [1, n].
-func nearestRank(q float64, n int) int {
-	r := int(q*float64(n) + 0.999999999)
-	return max(1, min(n, r))
+	return values[loadtest.NearestRank(0.9, len(values))-1]
 }
 
 // bootstrapP90 is the 95 % interval of the pooled p90 of rounds (base nil), or of
